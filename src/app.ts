@@ -1,0 +1,147 @@
+// Composition root: builds store, allowlist, denied log, upstreams, window state and mirror from a Config,
+// and the fastify instances with the one error handler. Nothing here decides policy; it only wires.
+import { readFileSync } from 'node:fs';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { Allowlist } from './allowlist.js';
+import type { Config, UpstreamConfig } from './config.js';
+import { DeniedLog } from './denied.js';
+import { RegistryError } from './errors.js';
+import { Mirror, type Policy } from './mirror.js';
+import { AllowlistPolicy } from './policy.js';
+import { registerRegistryRoutes } from './routes.js';
+import { Store } from './store.js';
+import { Upstream } from './upstream.js';
+import { WindowState, type ManualWindow } from './window.js';
+
+export interface BuildOptions {
+  logger?: boolean;
+  now?: () => Date;
+}
+
+export interface App {
+  config: Config;
+  registry: FastifyInstance;
+  store: Store;
+  allowlist: Allowlist;
+  denied: DeniedLog;
+  mirror: Mirror;
+  window: WindowState;
+  upstreams: Map<string, Upstream>;
+  close(): Promise<void>;
+}
+
+export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
+  const store = await Store.open(config.storage);
+  const allowlist = await Allowlist.open(join(config.storage, 'allowlist.json'), config.allowlist);
+  const denied = await DeniedLog.open(join(config.storage, 'denied.json'));
+  const window = await openWindowState(config, opts.now);
+  const upstreams = new Map<string, Upstream>();
+  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream(upstreamOptions(u, config)));
+  const registry = newFastify(opts.logger ?? false);
+  const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
+  const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
+  const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
+  registerRegistryRoutes(registry, { mirror, hosts: hostTable(config) });
+  return {
+    config,
+    registry,
+    store,
+    allowlist,
+    denied,
+    mirror,
+    window,
+    upstreams,
+    async close() {
+      await registry.close();
+      await denied.close();
+      await Promise.all([...upstreams.values()].map((u) => u.close()));
+    },
+  };
+}
+
+export function hostTable(config: Config): { has(host: string): boolean; defaultHost: string } {
+  return { has: (h) => config.upstreams.has(h), defaultHost: config.defaultUpstream };
+}
+
+function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParameters<typeof Upstream>[0] {
+  const password = u.auth?.passwordFile
+    ? readFileSync(u.auth.passwordFile, 'utf8').trim()
+    : u.auth?.passwordEnv
+      ? process.env[u.auth.passwordEnv] ?? ''
+      : undefined;
+  return {
+    host: u.host,
+    url: u.url,
+    auth: u.auth && password !== undefined ? { username: u.auth.username, password } : undefined,
+    tls: u.tls ? { ca: u.tls.ca ? readFileSync(u.tls.ca, 'utf8') : undefined, insecureSkipVerify: u.tls.insecureSkipVerify } : undefined,
+    connectTimeoutMs: config.upstreamTimeouts.connectMs,
+    idleTimeoutMs: config.upstreamTimeouts.idleMs,
+  };
+}
+
+/** The operator's manual window survives restarts: it is kept beside the store and written on change. */
+async function openWindowState(config: Config, now?: () => Date): Promise<WindowState> {
+  const file = join(config.storage, 'window.json');
+  const state = new WindowState(config.windows, now);
+  try {
+    state.restore(JSON.parse(await readFile(file, 'utf8')) as ManualWindow | null);
+  } catch {
+    state.restore(null);
+  }
+  state.onChange((m) => {
+    const tmp = `${file}.${process.pid}.tmp`;
+    void writeFile(tmp, JSON.stringify(m)).then(() => rename(tmp, file));
+  });
+  return state;
+}
+
+/** A fastify instance with sluice's limits and the one error handler every listener shares. */
+export function newFastify(logger: boolean): FastifyInstance {
+  const app = Fastify({
+    logger: logger ? { level: 'info' } : false,
+    disableRequestLogging: true,
+    exposeHeadRoutes: false,
+    bodyLimit: 1024 * 1024,
+    connectionTimeout: 0,
+    requestTimeout: 60_000,
+    keepAliveTimeout: 65_000,
+    return503OnClosing: false,
+    http: { maxHeaderSize: 16 * 1024, headersTimeout: 10_000 },
+    frameworkErrors: (err, req, reply) => {
+      sendError(new RegistryError('BAD_REQUEST', 'malformed request', { reason: err.message }), req, reply);
+    },
+  });
+  // Every answer, errors included, says which API it speaks (distribution-spec "API version check").
+  app.addHook('onRequest', async (_req, reply) => {
+    reply.header('docker-distribution-api-version', 'registry/2.0');
+  });
+  app.setErrorHandler((err: FastifyError | RegistryError, req, reply) => {
+    if (err instanceof RegistryError) {
+      sendError(err, req, reply);
+      return;
+    }
+    const status = typeof err.statusCode === 'number' ? err.statusCode : 500;
+    if (status >= 400 && status < 500) {
+      sendError(new RegistryError('BAD_REQUEST', err.message), req, reply, status);
+      return;
+    }
+    req.log.error({ err }, 'internal error');
+    reply.code(500).header('content-type', 'application/json')
+      .send({ errors: [{ code: 'UNKNOWN', message: 'internal error', detail: null }] });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    sendError(new RegistryError('NOT_FOUND', 'no such route in the registry API'), req, reply);
+  });
+  return app;
+}
+
+export function sendError(err: RegistryError, req: FastifyRequest, reply: FastifyReply, status = err.status): void {
+  reply.code(status).headers(err.headers);
+  if (req.method === 'HEAD') {
+    reply.send();
+    return;
+  }
+  reply.header('content-type', 'application/json').send(JSON.stringify(err.toBody()));
+}

@@ -1,0 +1,202 @@
+// The denied log: every refusal counted in memory per (host, name, reference), bounded by evicting the
+// least recently seen, written through lowdb at most once per flushMs and on close (DESIGN §4).
+// It imports lowdb like allowlist.ts does: the same persistence concern, a different file.
+
+import { rename } from 'node:fs/promises';
+import { Low } from 'lowdb';
+import { JSONFile } from 'lowdb/node';
+
+export interface DeniedEntry {
+  host: string;
+  name: string;
+  /** Tag or digest as requested. */
+  reference: string;
+  count: number;
+  /** ISO 8601. */
+  firstSeen: string;
+  lastSeen: string;
+  /** Address of the last client refused. */
+  client?: string;
+}
+
+export interface DeniedRequest {
+  host: string;
+  name: string;
+  reference: string;
+  client?: string;
+}
+
+export interface DeniedLogOptions {
+  maxEntries?: number;
+  flushMs?: number;
+  now?: () => Date;
+  /** A background flush failed (the entries stay dirty and are retried); default: process warning. */
+  onError?: (err: Error) => void;
+}
+
+interface DeniedFile {
+  version: 1;
+  entries: DeniedEntry[];
+}
+
+const keyOf = (r: { host: string; name: string; reference: string }): string => `${r.host}/${r.name}\u0000${r.reference}`;
+
+const isIso = (v: unknown): v is string => typeof v === 'string' && !Number.isNaN(Date.parse(v));
+
+function toEntry(v: unknown): DeniedEntry | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const { host, name, reference, count, firstSeen, lastSeen, client } = v as Record<string, unknown>;
+  if (typeof host !== 'string' || typeof name !== 'string' || typeof reference !== 'string') return undefined;
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1) return undefined;
+  if (!isIso(firstSeen) || !isIso(lastSeen)) return undefined;
+  if (client !== undefined && typeof client !== 'string') return undefined;
+  return { host, name, reference, count, firstSeen, lastSeen, ...(client === undefined ? {} : { client }) };
+}
+
+function parseFile(raw: unknown): DeniedEntry[] | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const { entries } = raw as Record<string, unknown>;
+  if (!Array.isArray(entries)) return undefined;
+  const out: DeniedEntry[] = [];
+  for (const item of entries) {
+    const entry = toEntry(item);
+    if (entry === undefined) return undefined;
+    out.push(entry);
+  }
+  return out;
+}
+
+export class DeniedLog {
+  /** Insertion order is recency order: least recently seen first. */
+  private readonly entries = new Map<string, DeniedEntry>();
+  private readonly maxEntries: number;
+  private readonly flushMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private dirty = false;
+  private closed = false;
+  private writing: Promise<void> = Promise.resolve();
+  /** Set when the file was unreadable at open: it was moved aside to this path and the log starts empty. */
+  recoveredFrom: string | undefined;
+
+  private constructor(
+    private readonly db: Low<DeniedFile>,
+    private readonly opts: DeniedLogOptions,
+  ) {
+    this.maxEntries = Math.max(1, opts.maxEntries ?? 1000);
+    this.flushMs = Math.max(0, opts.flushMs ?? 1000);
+  }
+
+  /**
+   * Loads the file if present. Unlike the allowlist, an unreadable denied log is not a reason to refuse to
+   * start (it grants nothing): it is moved aside to `<file>.corrupt-<time>` and `recoveredFrom` says where.
+   */
+  static async open(file: string, opts: DeniedLogOptions = {}): Promise<DeniedLog> {
+    const log = new DeniedLog(new Low<DeniedFile>(new JSONFile<DeniedFile>(file), { version: 1, entries: [] }), opts);
+    let loaded: DeniedEntry[] | undefined;
+    try {
+      const raw: unknown = await log.db.adapter.read();
+      loaded = raw === null ? [] : parseFile(raw);
+    } catch {
+      loaded = undefined;
+    }
+    if (loaded === undefined) {
+      const aside = `${file}.corrupt-${log.now().replace(/[:.]/g, '-')}`;
+      await rename(file, aside);
+      log.recoveredFrom = aside;
+      loaded = [];
+    }
+    loaded.sort((a, b) => Date.parse(a.lastSeen) - Date.parse(b.lastSeen));
+    for (const entry of loaded.slice(-log.maxEntries)) log.entries.set(keyOf(entry), entry);
+    return log;
+  }
+
+  /** Synchronous and in memory: safe on the request path. */
+  record(request: DeniedRequest): void {
+    if (this.closed) return;
+    const key = keyOf(request);
+    const at = this.now();
+    const previous = this.entries.get(key);
+    if (previous !== undefined) this.entries.delete(key);
+    const entry: DeniedEntry = {
+      host: request.host,
+      name: request.name,
+      reference: request.reference,
+      count: (previous?.count ?? 0) + 1,
+      firstSeen: previous?.firstSeen ?? at,
+      lastSeen: at,
+    };
+    const client = request.client ?? previous?.client;
+    if (client !== undefined) entry.client = client;
+    this.entries.set(key, entry);
+    while (this.entries.size > this.maxEntries) {
+      const oldest = this.entries.keys().next();
+      if (oldest.done === true) break;
+      this.entries.delete(oldest.value);
+    }
+    this.markDirty();
+  }
+
+  /** Most recently seen first. */
+  list(): DeniedEntry[] {
+    return [...this.entries.values()].reverse().map((e) => ({ ...e }));
+  }
+
+  /** Writes now if anything changed since the last write; writes are serialised. */
+  flush(): Promise<void> {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const run = this.writing.then(() => this.write());
+    this.writing = run.catch(() => undefined);
+    return run;
+  }
+
+  async clear(): Promise<void> {
+    this.entries.clear();
+    this.dirty = true;
+    await this.flush();
+  }
+
+  /** Stops recording and writes what is pending. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flush();
+  }
+
+  private markDirty(): void {
+    this.dirty = true;
+    if (this.timer !== undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush().catch((err: unknown) => {
+        const error = err instanceof Error ? err : new Error(String(err));
+        if (this.opts.onError) this.opts.onError(error);
+        else process.emitWarning(`denied log flush failed: ${error.message}`);
+      });
+    }, this.flushMs);
+    this.timer.unref();
+  }
+
+  private async write(): Promise<void> {
+    if (!this.dirty) return;
+    this.dirty = false;
+    this.db.data = { version: 1, entries: [...this.entries.values()] };
+    try {
+      await this.db.write();
+    } catch (err) {
+      this.dirty = true;
+      throw err;
+    }
+  }
+
+  private now(): string {
+    return (this.opts.now?.() ?? new Date()).toISOString();
+  }
+}
+
+/** A ready-to-paste command allowing what was refused: `@sha256:…` for a digest, `:tag` otherwise. */
+export function suggestRule(entry: Pick<DeniedEntry, 'host' | 'name' | 'reference'>): string {
+  const separator = entry.reference.startsWith('sha256:') ? '@' : ':';
+  return `sluice allow add ${entry.host}/${entry.name}${separator}${entry.reference}`;
+}

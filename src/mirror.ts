@@ -1,0 +1,204 @@
+// The request policy of DESIGN.md §2 after parsing: allowlist → cache → window → upstream.
+// Owns single-flight per digest, the tag-resolution cache, and the error a client sees for a closed window.
+import type { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
+import { RegistryError } from './errors.js';
+import { Flight } from './flight.js';
+import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from './manifest.js';
+import type { Descriptor, Store, StoredManifest } from './store.js';
+import type { Upstream } from './upstream.js';
+import type { WindowState } from './window.js';
+
+/** Allowlist decisions for one request; throws RegistryError DENIED when refused. */
+export interface Policy {
+  checkTag(host: string, name: string, tag: string, client?: string): Promise<void>;
+  checkDigest(host: string, name: string, digest: string, client?: string): Promise<void>;
+  filterTags(host: string, name: string, tags: string[]): Promise<string[]>;
+}
+
+export interface MirrorDeps {
+  store: Store;
+  policy: Policy;
+  upstreams: Map<string, Upstream>;
+  window: WindowState;
+  tagTtlMs: number;
+  ingestTimeoutMs: number;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export type BlobSource =
+  | { kind: 'file'; sizeBytes: number }
+  | { kind: 'stream'; sizeBytes: number | undefined; open: () => Promise<Readable> };
+
+export class Mirror {
+  private readonly flights = new Map<string, Promise<Flight | undefined>>();
+  private readonly tagChecks: LRUCache<string, string>;
+
+  constructor(private readonly deps: MirrorDeps) {
+    // Coalesced and time-bounded: at most one upstream resolution per tag per TTL.
+    this.tagChecks = new LRUCache<string, string>({
+      max: 10_000,
+      ttl: Math.max(1, deps.tagTtlMs),
+      fetchMethod: async (key) => {
+        const [host = '', name = '', tag = ''] = key.split('\u0000');
+        return (await this.fetchManifest(host, name, tag)).digest;
+      },
+    });
+  }
+
+  get store(): Store {
+    return this.deps.store;
+  }
+
+  async manifest(host: string, name: string, reference: { tag?: string; digest?: string }, client?: string): Promise<StoredManifest> {
+    const { store, policy } = this.deps;
+    if (reference.tag !== undefined) {
+      await policy.checkTag(host, name, reference.tag, client);
+      const digest = await this.resolveTag(host, name, reference.tag);
+      const m = await store.getManifest(digest);
+      if (m) return m;
+      return this.pullManifest(host, name, digest);
+    }
+    const digest = reference.digest ?? '';
+    await policy.checkDigest(host, name, digest, client);
+    const m = await store.getManifest(digest);
+    if (m) return m;
+    return this.pullManifest(host, name, digest);
+  }
+
+  async blob(host: string, name: string, digest: string, client?: string): Promise<BlobSource> {
+    await this.deps.policy.checkDigest(host, name, digest, client);
+    const hit = await this.deps.store.stat(digest);
+    if (hit) return { kind: 'file', sizeBytes: hit.sizeBytes };
+    const flight = await this.flightFor(host, name, digest);
+    if (!flight) return this.blob(host, name, digest, client);
+    if (flight.result) return { kind: 'file', sizeBytes: flight.result.sizeBytes };
+    return { kind: 'stream', sizeBytes: flight.sizeBytes, open: () => flight.reader() };
+  }
+
+  /** Waits for a blob to be complete on disk (for ranged requests and prefetch). */
+  async blobComplete(host: string, name: string, digest: string): Promise<number> {
+    const src = await this.blob(host, name, digest);
+    if (src.kind === 'file') return src.sizeBytes;
+    const flight = await this.flights.get(digest);
+    const info = flight ? await flight.done : await this.deps.store.stat(digest);
+    if (!info) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+    return info.sizeBytes;
+  }
+
+  async tags(host: string, name: string): Promise<string[]> {
+    const tags = await this.deps.store.listTags(host, name);
+    return this.deps.policy.filterTags(host, name, tags);
+  }
+
+  async referrers(host: string, name: string, digest: string, client?: string): Promise<Descriptor[]> {
+    await this.deps.policy.checkDigest(host, name, digest, client);
+    return this.deps.store.referrers(host, name, digest);
+  }
+
+  isWindowOpen(): boolean {
+    return this.deps.window.isOpen();
+  }
+
+  upstreamFor(host: string): Upstream | undefined {
+    return this.deps.upstreams.get(host);
+  }
+
+  private async resolveTag(host: string, name: string, tag: string): Promise<string> {
+    const { store, log } = this.deps;
+    if (!this.isWindowOpen()) {
+      const known = await store.getTag(host, name, tag);
+      if (known) return known;
+      throw this.closed('MANIFEST_UNKNOWN', 'manifest', { name, tag });
+    }
+    try {
+      const digest = await this.tagChecks.fetch(`${host}\u0000${name}\u0000${tag}`);
+      if (digest) return digest;
+    } catch (e) {
+      const known = await store.getTag(host, name, tag);
+      if (known) {
+        log('upstream tag resolution failed; serving the last known digest', { host, name, tag, digest: known, error: String(e) });
+        return known;
+      }
+      throw e;
+    }
+    throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { name, tag });
+  }
+
+  private async pullManifest(host: string, name: string, digest: string): Promise<StoredManifest> {
+    if (!this.isWindowOpen()) throw this.closed('MANIFEST_UNKNOWN', 'manifest', { name, digest });
+    return this.fetchManifest(host, name, digest);
+  }
+
+  /** Fetches a manifest by tag or digest, verifies it, stores it, links it (and the tag) to the repository. */
+  private async fetchManifest(host: string, name: string, reference: string): Promise<StoredManifest> {
+    const upstream = this.requireUpstream(host);
+    const got = await upstream.getManifest(name, reference, [...MANIFEST_MEDIA_TYPES]);
+    const doc = parseManifest(got.body);
+    const mediaType = doc && manifestMediaType(doc, got.mediaType);
+    if (!mediaType) {
+      throw new RegistryError('UPSTREAM_FAILED', `upstream ${host} returned something that is not a manifest`, { name, reference });
+    }
+    const byDigest = reference.startsWith('sha256:');
+    // A digest reference is its own proof; a tag answer must at least match what the upstream claims.
+    const expect = byDigest ? reference : got.digest;
+    const m = await this.deps.store.putManifest(got.body, mediaType, expect);
+    await this.deps.store.linkManifest(host, name, m);
+    if (!byDigest) await this.deps.store.setTag(host, name, reference, m.digest);
+    this.deps.log('fetched manifest from upstream', { host, name, reference, digest: m.digest, index: isIndexType(mediaType) });
+    return m;
+  }
+
+  /** The one flight for a digest; the map entry is set synchronously so concurrent callers share it. */
+  private flightFor(host: string, name: string, digest: string): Promise<Flight | undefined> {
+    const existing = this.flights.get(digest);
+    if (existing) return existing;
+    const pending = this.startFlight(host, name, digest);
+    this.flights.set(digest, pending);
+    const forget = (): void => {
+      this.flights.delete(digest);
+    };
+    pending.then((f) => (f ? f.done.then(forget, forget) : forget()), forget);
+    return pending;
+  }
+
+  private async startFlight(host: string, name: string, digest: string): Promise<Flight | undefined> {
+    if (!this.isWindowOpen()) throw this.closed('BLOB_UNKNOWN', 'blob', { name, digest });
+    const upstream = this.requireUpstream(host);
+    // A flight may have committed between the caller's cache check and now.
+    if (await this.deps.store.stat(digest)) return undefined;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error('ingest timeout')), this.deps.ingestTimeoutMs);
+    timer.unref();
+    try {
+      const got = await upstream.getBlob(name, digest, abort.signal);
+      const writer = await this.deps.store.beginIngest({ digest, sizeBytes: got.sizeBytes });
+      const flight = new Flight(digest, got.sizeBytes, writer, this.deps.store.blobPath(digest));
+      void flight.run(got.body);
+      flight.done
+        .then((info) => this.deps.log('blob ingested from upstream', { host, name, digest, sizeBytes: info.sizeBytes }))
+        .catch((e: unknown) => this.deps.log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) }))
+        .finally(() => clearTimeout(timer));
+      return flight;
+    } catch (e) {
+      clearTimeout(timer);
+      throw e;
+    }
+  }
+
+  private requireUpstream(host: string): Upstream {
+    const u = this.deps.upstreams.get(host);
+    if (!u) throw new RegistryError('NAME_UNKNOWN', 'registry host is not a configured upstream', { host });
+    return u;
+  }
+
+  /** The hard-fail answer outside a window: immediate, and it says when access opens next. */
+  private closed(kind: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: string, detail: Record<string, string>): RegistryError {
+    const next = this.deps.window.status().nextOpen;
+    const when = next ? `until ${next.toISOString()}` : '(no sync window is scheduled)';
+    return new RegistryError(kind, `${what} not cached; upstream access closed ${when}`, {
+      ...detail,
+      nextWindow: next ? next.toISOString() : null,
+    });
+  }
+}

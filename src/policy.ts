@@ -1,0 +1,123 @@
+// The allowlist applied to requests: tags by rule, digests by pin or by reachability from the allowed
+// tags and pins of the same repository in the store; every refusal is recorded in the denied log.
+import type { Allowlist } from './allowlist.js';
+import { signatureSubject } from './allowlist.js';
+import type { DeniedLog } from './denied.js';
+import { RegistryError } from './errors.js';
+import { childDescriptors, parseManifest } from './manifest.js';
+import type { Policy } from './mirror.js';
+import type { Store } from './store.js';
+
+const MAX_REACHABLE = 50_000;
+const MAX_DEPTH = 4;
+
+interface Reach {
+  allowlistVersion: number;
+  storeGeneration: number;
+  digests: Set<string>;
+}
+
+export class AllowlistPolicy implements Policy {
+  private readonly reach = new Map<string, Reach>();
+
+  constructor(
+    private readonly allowlist: Allowlist,
+    private readonly store: Store,
+    private readonly denied?: DeniedLog,
+  ) {}
+
+  async checkTag(host: string, name: string, tag: string, client?: string): Promise<void> {
+    if (await this.tagAllowed(host, name, tag)) return;
+    throw this.deny(host, name, `:${tag}`, client);
+  }
+
+  async checkDigest(host: string, name: string, digest: string, client?: string): Promise<void> {
+    if (await this.digestAllowed(host, name, digest)) return;
+    throw this.deny(host, name, `@${digest}`, client);
+  }
+
+  async filterTags(host: string, name: string, tags: string[]): Promise<string[]> {
+    const out: string[] = [];
+    for (const t of tags) if (await this.tagAllowed(host, name, t)) out.push(t);
+    return out;
+  }
+
+  private async tagAllowed(host: string, name: string, tag: string): Promise<boolean> {
+    if (this.allowlist.matchTag(host, name, tag)) return true;
+    // Talos' signature checks ask for sha256-<hex> and sha256-<hex>.sig of an image it may pull.
+    const subject = signatureSubject(tag);
+    return subject !== undefined && (await this.digestAllowed(host, name, subject));
+  }
+
+  private async digestAllowed(host: string, name: string, digest: string): Promise<boolean> {
+    if (this.allowlist.isDigestPinned(host, name, digest)) return true;
+    const reachable = await this.reachable(host, name);
+    if (reachable.has(digest)) return true;
+    // A repository allowed for every tag may fetch any digest of its own from upstream (the upstream
+    // enforces membership), but a cached digest is served only when this repository links to it.
+    return this.allowlist.allowsAnyTag(host, name) && !(await this.store.stat(digest));
+  }
+
+  /** Every digest reachable from the repository's allowed tags and pins; cached until either side changes. */
+  private async reachable(host: string, name: string): Promise<Set<string>> {
+    const key = `${host}/${name}`;
+    const cached = this.reach.get(key);
+    if (cached && cached.allowlistVersion === this.allowlist.version && cached.storeGeneration === this.store.generation) {
+      return cached.digests;
+    }
+    const allowlistVersion = this.allowlist.version;
+    const storeGeneration = this.store.generation;
+    const roots = new Set(this.allowlist.pinnedDigests(host, name));
+    const tagAllowed = this.allowlist.tagRulesFor(host, name);
+    for (const tag of await this.store.listTags(host, name)) {
+      if (!tagAllowed(tag)) continue;
+      const d = await this.store.getTag(host, name, tag);
+      if (d) roots.add(d);
+    }
+    if (this.allowlist.allowsAnyTag(host, name)) for (const d of await this.store.linkedManifests(host, name)) roots.add(d);
+    const digests = await this.walk(host, name, [...roots]);
+    this.reach.set(key, { allowlistVersion, storeGeneration, digests });
+    return digests;
+  }
+
+  private async walk(host: string, name: string, roots: string[]): Promise<Set<string>> {
+    const seen = new Set(roots);
+    let frontier = roots;
+    for (let depth = 0; depth <= MAX_DEPTH && frontier.length > 0 && seen.size < MAX_REACHABLE; depth++) {
+      const next: string[] = [];
+      for (const d of frontier) {
+        for (const child of await this.children(host, name, d)) {
+          if (seen.has(child)) continue;
+          seen.add(child);
+          next.push(child);
+        }
+      }
+      frontier = next;
+    }
+    return seen;
+  }
+
+  private async children(host: string, name: string, digest: string): Promise<string[]> {
+    const m = await this.store.getManifest(digest);
+    if (!m) return [];
+    const doc = parseManifest(m.body);
+    const out = doc ? childDescriptors(doc).map((d) => d.digest) : [];
+    for (const r of await this.store.referrers(host, name, digest)) out.push(r.digest);
+    // Signature tags (cosign's sha256-<hex>.sig) belong to the image they sign.
+    const hex = digest.slice(7);
+    for (const suffix of ['', '.sig', '.att']) {
+      const sig = await this.store.getTag(host, name, `sha256-${hex}${suffix}`);
+      if (sig) out.push(sig);
+    }
+    return out;
+  }
+
+  private deny(host: string, name: string, reference: string, client?: string): RegistryError {
+    this.denied?.record({ host, name, reference: reference.slice(1), client: client ?? '' });
+    return new RegistryError('DENIED', `${host}/${name}${reference} is not on the allowlist of this mirror`, {
+      host,
+      name,
+      reference: reference.slice(1),
+    });
+  }
+}

@@ -1,0 +1,142 @@
+// The registry HTTP surface: HEAD registered before GET on /v2/*, our own path parser, OCI errors
+// for everything else (writes → 405 UNSUPPORTED, unknown paths → 404). Streams blobs and manifests.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { RegistryError } from './errors.js';
+import { parseRegistryUrl, type HostTable, type ParsedRequest } from './reference.js';
+import { planContent, type ContentPlan } from './serve.js';
+import type { Mirror } from './mirror.js';
+import { MediaType } from './manifest.js';
+
+export interface RegistryRoutesOptions {
+  mirror: Mirror;
+  hosts: HostTable;
+  /** Passes tags/list to the upstream while a window is open; undefined → served from the store. */
+  tagsProxy?: (req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest) => Promise<boolean>;
+}
+
+const WRITE_METHODS = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
+const MAX_TAGS_PAGE = 10_000;
+
+export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoutesOptions): void {
+  const handler = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const parsed = parseRegistryUrl(req.url, opts.hosts);
+    if (parsed.ns !== undefined) reply.header('oci-namespace', parsed.ns);
+    await dispatch(req, reply, parsed, opts);
+  };
+  // HEAD first and by hand: fastify's automatic HEAD would run the GET handler and open the file.
+  app.route({ method: 'HEAD', url: '/v2/*', handler });
+  app.route({ method: 'GET', url: '/v2/*', handler });
+  app.route({ method: ['HEAD', 'GET'], url: '/v2', handler });
+  for (const method of WRITE_METHODS) {
+    app.route({
+      method,
+      url: '/*',
+      handler: async () => {
+        throw new RegistryError('UNSUPPORTED', 'sluice is a read-only mirror: this operation is unsupported', { method });
+      },
+    });
+  }
+}
+
+async function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, opts: RegistryRoutesOptions): Promise<void> {
+  const { mirror } = opts;
+  const route = parsed.route;
+  const client = req.ip;
+  switch (route.kind) {
+    case 'base':
+      reply.header('content-type', 'application/json').send('{}');
+      return;
+    case 'manifest': {
+      const m = await mirror.manifest(route.host, route.name, route.reference, client);
+      const plan = planContent({
+        method: req.method,
+        digest: m.digest,
+        sizeBytes: m.body.length,
+        contentType: m.mediaType,
+        ifNoneMatch: header(req, 'if-none-match'),
+        ranges: false,
+      });
+      send(reply, plan, m.body);
+      return;
+    }
+    case 'blob':
+      await serveBlob(req, reply, route.host, route.name, route.digest, mirror);
+      return;
+    case 'tags': {
+      if (opts.tagsProxy && (await opts.tagsProxy(req, reply, parsed))) return;
+      await serveTags(req, reply, parsed, await mirror.tags(route.host, route.name), route.name);
+      return;
+    }
+    case 'referrers': {
+      const artifactType = parsed.query.get('artifactType') ?? undefined;
+      let manifests = await mirror.referrers(route.host, route.name, route.digest, client);
+      if (artifactType !== undefined) {
+        manifests = manifests.filter((d) => d.artifactType === artifactType);
+        reply.header('oci-filters-applied', 'artifactType');
+      }
+      const body = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests });
+      reply.code(200).header('content-type', MediaType.ociIndex).send(body);
+      return;
+    }
+  }
+}
+
+async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string, name: string, digest: string, mirror: Mirror): Promise<void> {
+  const rangeHeader = header(req, 'range');
+  let src = await mirror.blob(host, name, digest, req.ip);
+  if (src.kind === 'stream') {
+    // A blob still arriving is served live from its first byte; anything needing its final size or an
+    // offset (a Range other than containerd's "bytes=0-", or a HEAD without a known size) waits for the verified file.
+    const offset = rangeHeader !== undefined && !/^\s*bytes\s*=\s*0-\s*$/.test(rangeHeader);
+    if (offset || src.sizeBytes === undefined) src = { kind: 'file', sizeBytes: await mirror.blobComplete(host, name, digest) };
+  }
+  const plan = planContent({
+    method: req.method,
+    digest,
+    sizeBytes: src.sizeBytes ?? 0,
+    contentType: 'application/octet-stream',
+    ifNoneMatch: header(req, 'if-none-match'),
+    range: src.kind === 'file' ? rangeHeader : undefined,
+    ranges: true,
+  });
+  if (!plan.sendBody) {
+    send(reply, plan);
+    return;
+  }
+  reply.code(plan.status).headers(plan.headers);
+  // If a live ingest fails verification its stream errors and the response is cut short, never completed.
+  reply.send(src.kind === 'stream' ? await src.open() : mirror.store.openBlob(digest, plan.range));
+}
+
+function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer): void {
+  // fastify keeps our Content-Length on HEAD and 304 when no payload is given.
+  reply.code(plan.status).headers(plan.headers);
+  reply.send(plan.sendBody ? body : undefined);
+}
+
+async function serveTags(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, all: string[], name: string): Promise<void> {
+  const nRaw = parsed.query.get('n');
+  const last = parsed.query.get('last');
+  let n = MAX_TAGS_PAGE;
+  if (nRaw !== null) {
+    if (!/^\d{1,6}$/.test(nRaw)) throw new RegistryError('PAGINATION_NUMBER_INVALID', 'invalid number of results requested', { n: nRaw.slice(0, 20) });
+    n = Math.min(Number(nRaw), MAX_TAGS_PAGE);
+  }
+  const sorted = [...all].sort();
+  const after = last === null ? sorted : sorted.filter((t) => t > last);
+  const page = after.slice(0, n);
+  if (after.length > page.length && page.length > 0) {
+    const path = req.url.split('?')[0] ?? '';
+    const q = new URLSearchParams();
+    if (parsed.ns !== undefined) q.set('ns', parsed.ns);
+    q.set('n', String(n));
+    q.set('last', page[page.length - 1] ?? '');
+    reply.header('link', `<${path}?${q.toString()}>; rel="next"`);
+  }
+  reply.code(200).header('content-type', 'application/json').send(JSON.stringify({ name, tags: page }));
+}
+
+function header(req: FastifyRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}

@@ -1,0 +1,411 @@
+// Content-addressed disk store: blobs (manifests too) by sha256, manifest media types, tag references
+// and referrer links per (host, repository). Every write is temp file → hash → verify → fsync → rename.
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { RegistryError } from './errors.js';
+
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+export interface BlobInfo {
+  digest: string;
+  sizeBytes: number;
+}
+
+export interface StoredManifest {
+  digest: string;
+  mediaType: string;
+  body: Buffer;
+}
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+  platform?: { os?: string; architecture?: string; variant?: string };
+}
+
+export interface IngestExpectation {
+  /** The digest the content must hash to; without it the computed digest is used (import of a manifest). */
+  digest?: string;
+  sizeBytes?: number;
+  maxBytes?: number;
+}
+
+/** A write in progress; bytes go to a temp file and only a verified commit makes them visible. */
+export interface IngestWriter {
+  write(chunk: Uint8Array): Promise<void>;
+  commit(): Promise<BlobInfo>;
+  abort(): Promise<void>;
+  readonly bytesWritten: number;
+  /** Where the unverified bytes sit until commit; readers may tail it (the inode survives the rename). */
+  readonly tmpPath: string;
+}
+
+interface ManifestMeta {
+  mediaType: string;
+  sizeBytes: number;
+}
+
+const HEX_RE = /^[a-f0-9]{64}$/;
+
+export class Store {
+  readonly root: string;
+  /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
+  generation = 0;
+  private readonly sizes = new LRUCache<string, number>({ max: 200_000 });
+  private readonly manifests = new LRUCache<string, StoredManifest>({
+    maxSize: 64 * 1024 * 1024,
+    sizeCalculation: (m) => m.body.length + 64,
+  });
+  private readonly tags = new LRUCache<string, string>({ max: 100_000 });
+
+  private constructor(root: string) {
+    this.root = root;
+  }
+
+  /** Opens (creating) the store and removes temp leftovers of writes that never committed. */
+  static async open(root: string): Promise<Store> {
+    const store = new Store(root);
+    await rm(store.tmpDir, { recursive: true, force: true });
+    await mkdir(store.tmpDir, { recursive: true });
+    await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
+    await mkdir(join(root, 'repositories'), { recursive: true });
+    return store;
+  }
+
+  get tmpDir(): string {
+    return join(this.root, 'tmp');
+  }
+
+  blobPath(digest: string): string {
+    const hex = hexOf(digest);
+    return join(this.root, 'blobs', 'sha256', hex.slice(0, 2), hex);
+  }
+
+  private metaPath(digest: string): string {
+    const hex = hexOf(digest);
+    return join(this.root, 'manifests', 'sha256', hex.slice(0, 2), `${hex}.json`);
+  }
+
+  private repoDir(host: string, name: string): string {
+    // host and name were validated by the reference grammar, so they hold no '..' or '/'-escapes.
+    return join(this.root, 'repositories', host, ...name.split('/'));
+  }
+
+  /** Size of a committed blob, or undefined; memoised because a committed blob never changes. */
+  async stat(digest: string): Promise<BlobInfo | undefined> {
+    const known = this.sizes.get(digest);
+    if (known !== undefined) return { digest, sizeBytes: known };
+    try {
+      const s = await stat(this.blobPath(digest));
+      this.sizes.set(digest, s.size);
+      return { digest, sizeBytes: s.size };
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  openBlob(digest: string, range?: { start: number; end: number }): ReadStream {
+    return createReadStream(this.blobPath(digest), {
+      start: range?.start,
+      end: range?.end,
+      highWaterMark: 1024 * 1024,
+    });
+  }
+
+  async readBlob(digest: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.blobPath(digest));
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  /** Drops a blob whose bytes no longer match its digest (verify --repair), so it can be refetched. */
+  async quarantine(digest: string): Promise<string> {
+    const dest = join(this.root, 'quarantine', `${hexOf(digest)}.${Date.now()}`);
+    await mkdir(dirname(dest), { recursive: true });
+    await rename(this.blobPath(digest), dest);
+    this.sizes.delete(digest);
+    this.manifests.delete(digest);
+    return dest;
+  }
+
+  async beginIngest(expect: IngestExpectation): Promise<IngestWriter> {
+    if (expect.digest !== undefined) hexOf(expect.digest);
+    const tmp = join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
+    const fh = await open(tmp, 'wx', 0o644);
+    return new Ingest(this, fh, tmp, expect);
+  }
+
+  /** Streams a source into the store; on any failure nothing is committed. */
+  async ingest(source: AsyncIterable<Uint8Array>, expect: IngestExpectation): Promise<BlobInfo> {
+    const w = await this.beginIngest(expect);
+    try {
+      for await (const chunk of source) await w.write(chunk);
+      return await w.commit();
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+  }
+
+  async putBlob(body: Uint8Array, expect: IngestExpectation = {}): Promise<BlobInfo> {
+    return this.ingest((async function* () {
+      yield body;
+    })(), expect);
+  }
+
+  /** Called by an Ingest once its temp file is verified and synced. */
+  async publish(tmp: string, info: BlobInfo): Promise<void> {
+    const dest = this.blobPath(info.digest);
+    await mkdir(dirname(dest), { recursive: true });
+    await rename(tmp, dest);
+    this.sizes.set(info.digest, info.sizeBytes);
+  }
+
+  async putManifest(body: Buffer, mediaType: string, expectDigest?: string): Promise<StoredManifest> {
+    if (body.length > MAX_MANIFEST_BYTES) {
+      throw new RegistryError('MANIFEST_INVALID', `manifest is larger than ${MAX_MANIFEST_BYTES} bytes`, {
+        sizeBytes: body.length,
+      });
+    }
+    const info = await this.putBlob(body, { digest: expectDigest, sizeBytes: body.length });
+    await writeAtomic(this, this.metaPath(info.digest), JSON.stringify({ mediaType, sizeBytes: body.length }));
+    const m = { digest: info.digest, mediaType, body };
+    this.manifests.set(info.digest, m);
+    return m;
+  }
+
+  async getManifest(digest: string): Promise<StoredManifest | undefined> {
+    const cached = this.manifests.get(digest);
+    if (cached) return cached;
+    let meta: ManifestMeta;
+    try {
+      meta = JSON.parse(await readFile(this.metaPath(digest), 'utf8')) as ManifestMeta;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+    const body = await this.readBlob(digest);
+    if (!body) return undefined;
+    const m = { digest, mediaType: meta.mediaType, body };
+    this.manifests.set(digest, m);
+    return m;
+  }
+
+  async hasManifest(digest: string): Promise<boolean> {
+    return (await this.getManifest(digest)) !== undefined;
+  }
+
+  async setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
+    await writeAtomic(this, join(this.repoDir(host, name), '_tags', tag), digest);
+    this.tags.set(`${host}/${name}:${tag}`, digest);
+    this.generation++;
+  }
+
+  async getTag(host: string, name: string, tag: string): Promise<string | undefined> {
+    const key = `${host}/${name}:${tag}`;
+    const cached = this.tags.get(key);
+    if (cached) return cached;
+    try {
+      const digest = (await readFile(join(this.repoDir(host, name), '_tags', tag), 'utf8')).trim();
+      if (!HEX_RE.test(digest.slice(7))) return undefined;
+      this.tags.set(key, digest);
+      return digest;
+    } catch (e) {
+      if (isNotFound(e) || isNotDir(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async listTags(host: string, name: string): Promise<string[]> {
+    return (await listDir(join(this.repoDir(host, name), '_tags'))).filter((t) => !t.startsWith('.')).sort();
+  }
+
+  /** Records that a manifest belongs to a repository; indexes it as a referrer when it has a subject. */
+  async linkManifest(host: string, name: string, m: StoredManifest): Promise<void> {
+    const hex = hexOf(m.digest);
+    const dir = this.repoDir(host, name);
+    await writeAtomic(this, join(dir, '_manifests', hex), m.mediaType);
+    const subject = subjectOf(m.body);
+    if (subject) {
+      await writeAtomic(this, join(dir, '_referrers', hexOf(subject), hex), JSON.stringify(referrerDescriptor(m)));
+    }
+    this.generation++;
+  }
+
+  /** Digests of every manifest linked to a repository. */
+  async linkedManifests(host: string, name: string): Promise<string[]> {
+    return (await listDir(join(this.repoDir(host, name), '_manifests'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
+  }
+
+  async referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
+    const dir = join(this.repoDir(host, name), '_referrers', hexOf(subject));
+    const out: Descriptor[] = [];
+    for (const f of await listDir(dir)) {
+      if (!HEX_RE.test(f)) continue;
+      out.push(JSON.parse(await readFile(join(dir, f), 'utf8')) as Descriptor);
+    }
+    return out.sort((a, b) => a.digest.localeCompare(b.digest));
+  }
+
+  async repositories(): Promise<Array<{ host: string; name: string }>> {
+    const out: Array<{ host: string; name: string }> = [];
+    const root = join(this.root, 'repositories');
+    for (const host of await listDir(root)) await walkRepos(join(root, host), host, [], out);
+    return out;
+  }
+
+  /** Every committed blob digest (for verify). */
+  async *allBlobs(): AsyncGenerator<string> {
+    const base = join(this.root, 'blobs', 'sha256');
+    for (const prefix of await listDir(base)) {
+      for (const hex of await listDir(join(base, prefix))) if (HEX_RE.test(hex)) yield `sha256:${hex}`;
+    }
+  }
+}
+
+class Ingest implements IngestWriter {
+  private readonly hash: Hash = createHash('sha256');
+  private written = 0;
+  private done = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly fh: FileHandle,
+    private readonly tmp: string,
+    private readonly expect: IngestExpectation,
+  ) {}
+
+  get tmpPath(): string {
+    return this.tmp;
+  }
+
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    const limit = this.expect.sizeBytes ?? this.expect.maxBytes;
+    if (limit !== undefined && this.written + chunk.length > limit) {
+      throw new RegistryError('SIZE_INVALID', 'content is longer than its descriptor says', {
+        expectedBytes: limit,
+      });
+    }
+    this.hash.update(chunk);
+    this.written += chunk.length;
+    let off = 0;
+    while (off < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
+      off += bytesWritten;
+    }
+  }
+
+  async commit(): Promise<BlobInfo> {
+    if (this.done) throw new Error('ingest already finished');
+    this.done = true;
+    try {
+      const digest = `sha256:${this.hash.digest('hex')}`;
+      if (this.expect.sizeBytes !== undefined && this.written !== this.expect.sizeBytes) {
+        throw new RegistryError('SIZE_INVALID', 'content is shorter than its descriptor says', {
+          expectedBytes: this.expect.sizeBytes,
+          receivedBytes: this.written,
+        });
+      }
+      if (this.expect.digest !== undefined && digest !== this.expect.digest) {
+        throw new RegistryError('DIGEST_INVALID', 'content does not match its digest', {
+          expected: this.expect.digest,
+          computed: digest,
+        });
+      }
+      await this.fh.sync();
+      await this.fh.close();
+      const info = { digest, sizeBytes: this.written };
+      await this.store.publish(this.tmp, info);
+      return info;
+    } catch (e) {
+      await this.fh.close().catch(() => undefined);
+      await unlink(this.tmp).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await this.fh.close().catch(() => undefined);
+    await unlink(this.tmp).catch(() => undefined);
+  }
+}
+
+async function writeAtomic(store: Store, dest: string, content: string): Promise<void> {
+  const tmp = join(store.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
+  await writeFile(tmp, content, { flag: 'wx' });
+  await mkdir(dirname(dest), { recursive: true });
+  await rename(tmp, dest);
+}
+
+function subjectOf(body: Buffer): string | undefined {
+  try {
+    const doc = JSON.parse(body.toString('utf8')) as { subject?: { digest?: unknown } };
+    const d = doc.subject?.digest;
+    return typeof d === 'string' && d.startsWith('sha256:') && HEX_RE.test(d.slice(7)) ? d : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function referrerDescriptor(m: StoredManifest): Descriptor {
+  const doc = JSON.parse(m.body.toString('utf8')) as {
+    artifactType?: string;
+    config?: { mediaType?: string };
+    annotations?: Record<string, string>;
+  };
+  const d: Descriptor = { mediaType: m.mediaType, digest: m.digest, size: m.body.length };
+  const artifactType = doc.artifactType ?? doc.config?.mediaType;
+  if (artifactType) d.artifactType = artifactType;
+  if (doc.annotations) d.annotations = doc.annotations;
+  return d;
+}
+
+async function walkRepos(dir: string, host: string, parts: string[], out: Array<{ host: string; name: string }>): Promise<void> {
+  for (const entry of await listDir(dir)) {
+    if (entry === '_tags' || entry === '_manifests') {
+      if (!out.some((r) => r.host === host && r.name === parts.join('/'))) out.push({ host, name: parts.join('/') });
+      continue;
+    }
+    if (entry.startsWith('_')) continue;
+    await walkRepos(join(dir, entry), host, [...parts, entry], out);
+  }
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (e) {
+    if (isNotFound(e) || isNotDir(e)) return [];
+    throw e;
+  }
+}
+
+export function hexOf(digest: string): string {
+  const hex = digest.startsWith('sha256:') ? digest.slice(7) : '';
+  if (!HEX_RE.test(hex)) throw new RegistryError('DIGEST_INVALID', 'invalid digest', { digest: digest.slice(0, 200) });
+  return hex;
+}
+
+function isNotFound(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+}
+
+function isNotDir(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException | undefined)?.code === 'ENOTDIR';
+}
