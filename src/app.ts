@@ -12,6 +12,8 @@ import { Mirror, type Policy } from './mirror.js';
 import { AllowlistPolicy } from './policy.js';
 import { registerRegistryRoutes } from './routes.js';
 import { Store } from './store.js';
+import { Syncer } from './sync.js';
+import { registerAdminRoutes } from './admin.js';
 import { Upstream } from './upstream.js';
 import { WindowState, type ManualWindow } from './window.js';
 
@@ -23,6 +25,8 @@ export interface BuildOptions {
 export interface App {
   config: Config;
   registry: FastifyInstance;
+  admin: FastifyInstance;
+  syncer: Syncer;
   store: Store;
   allowlist: Allowlist;
   denied: DeniedLog;
@@ -44,9 +48,16 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
   registerRegistryRoutes(registry, { mirror, hosts: hostTable(config) });
+  const syncer = new Syncer(mirror, allowlist, store);
+  const admin = newFastify(opts.logger ?? false);
+  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, mirror, store });
+  const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
+  if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
   return {
     config,
     registry,
+    admin,
+    syncer,
     store,
     allowlist,
     denied,
@@ -54,7 +65,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     window,
     upstreams,
     async close() {
-      await registry.close();
+      stopAutoSync();
+      await Promise.all([registry.close(), admin.close()]);
       await denied.close();
       await Promise.all([...upstreams.values()].map((u) => u.close()));
     },
@@ -74,10 +86,33 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
   return {
     host: u.host,
     url: u.url,
+    dockerHub: u.host === 'docker.io',
     auth: u.auth && password !== undefined ? { username: u.auth.username, password } : undefined,
     tls: u.tls ? { ca: u.tls.ca ? readFileSync(u.tls.ca, 'utf8') : undefined, insecureSkipVerify: u.tls.insecureSkipVerify } : undefined,
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
     idleTimeoutMs: config.upstreamTimeouts.idleMs,
+  };
+}
+
+/** `syncOnOpen`: prefetch the allowlist each time upstream access goes from closed to open. */
+function syncWhenWindowOpens(window: WindowState, syncer: Syncer, log: (msg: string, f?: Record<string, unknown>) => void): () => void {
+  let wasOpen = window.isOpen();
+  const check = (): void => {
+    const open = window.isOpen();
+    if (open && !wasOpen) {
+      syncer.run().then(
+        (r) => log('automatic sync finished', { fetched: r.fetched.length, cached: r.cached.length, failed: r.failed.length }),
+        (e: unknown) => log('automatic sync failed', { error: String(e) }),
+      );
+    }
+    wasOpen = open;
+  };
+  const timer = setInterval(check, 15_000);
+  timer.unref();
+  const off = window.onChange(check);
+  return () => {
+    clearInterval(timer);
+    off();
   };
 }
 

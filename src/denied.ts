@@ -2,7 +2,8 @@
 // least recently seen, written through lowdb at most once per flushMs and on close (DESIGN §4).
 // It imports lowdb like allowlist.ts does: the same persistence concern, a different file.
 
-import { rename } from 'node:fs/promises';
+import { mkdir, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { Low } from 'lowdb';
 import { JSONFile } from 'lowdb/node';
 
@@ -91,6 +92,7 @@ export class DeniedLog {
    * start (it grants nothing): it is moved aside to `<file>.corrupt-<time>` and `recoveredFrom` says where.
    */
   static async open(file: string, opts: DeniedLogOptions = {}): Promise<DeniedLog> {
+    await mkdir(dirname(file), { recursive: true });
     const log = new DeniedLog(new Low<DeniedFile>(new JSONFile<DeniedFile>(file), { version: 1, entries: [] }), opts);
     let loaded: DeniedEntry[] | undefined;
     try {

@@ -51,39 +51,41 @@ export class Mirror {
   }
 
   async manifest(host: string, name: string, reference: { tag?: string; digest?: string }, client?: string): Promise<StoredManifest> {
-    const { store, policy } = this.deps;
-    if (reference.tag !== undefined) {
-      await policy.checkTag(host, name, reference.tag, client);
-      const digest = await this.resolveTag(host, name, reference.tag);
-      const m = await store.getManifest(digest);
-      if (m) return m;
-      return this.pullManifest(host, name, digest);
-    }
-    const digest = reference.digest ?? '';
-    await policy.checkDigest(host, name, digest, client);
-    const m = await store.getManifest(digest);
-    if (m) return m;
-    return this.pullManifest(host, name, digest);
+    if (reference.tag !== undefined) await this.deps.policy.checkTag(host, name, reference.tag, client);
+    else await this.deps.policy.checkDigest(host, name, reference.digest ?? '', client);
+    return this.ensureManifest(host, name, reference.tag ?? reference.digest ?? '');
   }
 
   async blob(host: string, name: string, digest: string, client?: string): Promise<BlobSource> {
     await this.deps.policy.checkDigest(host, name, digest, client);
-    const hit = await this.deps.store.stat(digest);
-    if (hit) return { kind: 'file', sizeBytes: hit.sizeBytes };
-    const flight = await this.flightFor(host, name, digest);
-    if (!flight) return this.blob(host, name, digest, client);
-    if (flight.result) return { kind: 'file', sizeBytes: flight.result.sizeBytes };
-    return { kind: 'stream', sizeBytes: flight.sizeBytes, open: () => flight.reader() };
+    return this.locateBlob(host, name, digest);
   }
 
-  /** Waits for a blob to be complete on disk (for ranged requests and prefetch). */
-  async blobComplete(host: string, name: string, digest: string): Promise<number> {
-    const src = await this.blob(host, name, digest);
+  /** A manifest from the cache, or (in a window) from upstream; the caller has applied the allowlist. */
+  async ensureManifest(host: string, name: string, reference: string): Promise<StoredManifest> {
+    const digest = reference.startsWith('sha256:') ? reference : await this.resolveTag(host, name, reference);
+    const m = await this.deps.store.getManifest(digest);
+    if (m) return m;
+    return this.pullManifest(host, name, digest);
+  }
+
+  /** A blob complete and verified on disk, fetching it in a window; the caller has applied the allowlist. */
+  async ensureBlob(host: string, name: string, digest: string): Promise<number> {
+    const src = await this.locateBlob(host, name, digest);
     if (src.kind === 'file') return src.sizeBytes;
     const flight = await this.flights.get(digest);
     const info = flight ? await flight.done : await this.deps.store.stat(digest);
     if (!info) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
     return info.sizeBytes;
+  }
+
+  private async locateBlob(host: string, name: string, digest: string): Promise<BlobSource> {
+    const hit = await this.deps.store.stat(digest);
+    if (hit) return { kind: 'file', sizeBytes: hit.sizeBytes };
+    const flight = await this.flightFor(host, name, digest);
+    if (!flight) return this.locateBlob(host, name, digest);
+    if (flight.result) return { kind: 'file', sizeBytes: flight.result.sizeBytes };
+    return { kind: 'stream', sizeBytes: flight.sizeBytes, open: () => flight.reader() };
   }
 
   async tags(host: string, name: string): Promise<string[]> {
@@ -94,6 +96,18 @@ export class Mirror {
   async referrers(host: string, name: string, digest: string, client?: string): Promise<Descriptor[]> {
     await this.deps.policy.checkDigest(host, name, digest, client);
     return this.deps.store.referrers(host, name, digest);
+  }
+
+  /** Referrers the upstream knows for a digest (empty when it has no referrers API); for prefetch. */
+  async upstreamReferrers(host: string, name: string, digest: string): Promise<Descriptor[]> {
+    const index = await this.requireUpstream(host).referrers(name, digest);
+    return index?.manifests ?? [];
+  }
+
+  /** "until <ISO>" of the next window, or why there is none; used in every closed-window message. */
+  closedUntil(): string {
+    const next = this.deps.window.status().nextOpen;
+    return next ? `closed until ${next.toISOString()}` : 'closed (no sync window is scheduled)';
   }
 
   isWindowOpen(): boolean {
@@ -195,8 +209,7 @@ export class Mirror {
   /** The hard-fail answer outside a window: immediate, and it says when access opens next. */
   private closed(kind: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: string, detail: Record<string, string>): RegistryError {
     const next = this.deps.window.status().nextOpen;
-    const when = next ? `until ${next.toISOString()}` : '(no sync window is scheduled)';
-    return new RegistryError(kind, `${what} not cached; upstream access closed ${when}`, {
+    return new RegistryError(kind, `${what} not cached; upstream access ${this.closedUntil()}`, {
       ...detail,
       nextWindow: next ? next.toISOString() : null,
     });

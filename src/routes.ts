@@ -88,7 +88,7 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
     // A blob still arriving is served live from its first byte; anything needing its final size or an
     // offset (a Range other than containerd's "bytes=0-", or a HEAD without a known size) waits for the verified file.
     const offset = rangeHeader !== undefined && !/^\s*bytes\s*=\s*0-\s*$/.test(rangeHeader);
-    if (offset || src.sizeBytes === undefined) src = { kind: 'file', sizeBytes: await mirror.blobComplete(host, name, digest) };
+    if (offset || src.sizeBytes === undefined) src = { kind: 'file', sizeBytes: await mirror.ensureBlob(host, name, digest) };
   }
   const plan = planContent({
     method: req.method,

@@ -155,7 +155,7 @@ export class Upstream {
     if (n !== undefined) query.set('n', String(n));
     if (last !== undefined) query.set('last', last);
     const qs = query.size > 0 ? `?${query}` : '';
-    const res = await this.call({ method: 'GET', path: `/${name}/tags/list${qs}`, name, what });
+    const res = await this.call({ method: 'GET', path: `/${name}/tags/list${qs}`, name, what, headers: { accept: 'application/json' } });
     if (res.statusCode !== 200) throw await this.statusError(res, what, 'NAME_UNKNOWN');
     const doc = await this.readJson(res, what);
     const tags = isRecord(doc) && Array.isArray(doc.tags) ? doc.tags.filter((t): t is string => typeof t === 'string') : [];

@@ -1,0 +1,163 @@
+// Prefetch (`sluice sync`): inside an open window, fetch every exact reference on the allowlist —
+// every platform (or those asked), their cosign signature tags and referrers — through the mirror.
+import type { Allowlist } from './allowlist.js';
+import { parseRule } from './allowlist.js';
+import { RegistryError } from './errors.js';
+import { childDescriptors, isIndexType, parseManifest } from './manifest.js';
+import type { Mirror } from './mirror.js';
+import type { Descriptor, Store } from './store.js';
+
+export interface SyncOptions {
+  dryRun?: boolean;
+  /** `os/arch[/variant]` filters for index entries; empty = all platforms. */
+  platforms?: string[];
+  onEvent?: (e: SyncEvent) => void;
+}
+
+export type SyncEvent =
+  | { type: 'plan'; references: string[] }
+  | { type: 'reference'; reference: string; status: 'fetched' | 'cached' | 'failed' | 'planned'; reason?: string; blobs: number; bytes: number }
+  | { type: 'blob'; reference: string; digest: string; sizeBytes: number; cached: boolean };
+
+export interface SyncReport {
+  startedAt: string;
+  finishedAt: string;
+  dryRun: boolean;
+  fetched: string[];
+  cached: string[];
+  failed: Array<{ reference: string; reason: string }>;
+  planned: string[];
+  bytesFetched: number;
+}
+
+export class SyncClosedError extends Error {}
+
+interface Target {
+  text: string;
+  host: string;
+  name: string;
+  reference: string;
+}
+
+export class Syncer {
+  private running: Promise<SyncReport> | undefined;
+  last: SyncReport | undefined;
+
+  constructor(
+    private readonly mirror: Mirror,
+    private readonly allowlist: Allowlist,
+    private readonly store: Store,
+  ) {}
+
+  get busy(): boolean {
+    return this.running !== undefined;
+  }
+
+  /** Runs one sync; a second call while one runs joins it rather than fetching twice. */
+  run(opts: SyncOptions = {}): Promise<SyncReport> {
+    if (!opts.dryRun && !this.mirror.isWindowOpen()) {
+      return Promise.reject(new SyncClosedError(`upstream access is closed; ${this.mirror.closedUntil()}`));
+    }
+    if (this.running) return this.running;
+    const p = this.runOnce(opts).finally(() => {
+      this.running = undefined;
+    });
+    this.running = p;
+    return p;
+  }
+
+  private async runOnce(opts: SyncOptions): Promise<SyncReport> {
+    const report: SyncReport = { startedAt: new Date().toISOString(), finishedAt: '', dryRun: opts.dryRun ?? false, fetched: [], cached: [], failed: [], planned: [], bytesFetched: 0 };
+    const targets = this.targets();
+    opts.onEvent?.({ type: 'plan', references: targets.map((t) => t.text) });
+    for (const t of targets) {
+      if (opts.dryRun) {
+        report.planned.push(t.text);
+        opts.onEvent?.({ type: 'reference', reference: t.text, status: 'planned', blobs: 0, bytes: 0 });
+        continue;
+      }
+      const counts = { blobs: 0, bytes: 0, fetchedBytes: 0 };
+      try {
+        await this.syncImage(t, opts, counts);
+        const status = counts.fetchedBytes > 0 ? 'fetched' : 'cached';
+        (status === 'fetched' ? report.fetched : report.cached).push(t.text);
+        report.bytesFetched += counts.fetchedBytes;
+        opts.onEvent?.({ type: 'reference', reference: t.text, status, blobs: counts.blobs, bytes: counts.bytes });
+      } catch (e) {
+        const reason = e instanceof Error ? e.message : String(e);
+        report.failed.push({ reference: t.text, reason });
+        opts.onEvent?.({ type: 'reference', reference: t.text, status: 'failed', reason, blobs: counts.blobs, bytes: counts.bytes });
+      }
+    }
+    report.finishedAt = new Date().toISOString();
+    this.last = report;
+    return report;
+  }
+
+  /** Exact references only: a glob or an any-tag rule names no image to fetch. */
+  private targets(): Target[] {
+    const out: Target[] = [];
+    for (const r of this.allowlist.list()) {
+      const spec = parseRule(r.rule);
+      if (spec.nameGlob) continue;
+      const reference = spec.digest ?? spec.tag;
+      if (reference === undefined || reference.includes('*')) continue;
+      out.push({ text: r.rule, host: spec.host, name: spec.name, reference });
+    }
+    return out;
+  }
+
+  private async syncImage(t: Target, opts: SyncOptions, counts: { blobs: number; bytes: number; fetchedBytes: number }): Promise<void> {
+    const root = await this.mirror.ensureManifest(t.host, t.name, t.reference);
+    if (!t.reference.startsWith('sha256:')) await this.store.setTag(t.host, t.name, t.reference, root.digest);
+    const queue: Array<{ digest: string; isRoot: boolean }> = [{ digest: root.digest, isRoot: true }];
+    const seen = new Set<string>();
+    while (queue.length > 0) {
+      const { digest, isRoot } = queue.shift() ?? { digest: '', isRoot: false };
+      if (seen.has(digest)) continue;
+      seen.add(digest);
+      const m = await this.mirror.ensureManifest(t.host, t.name, digest);
+      await this.store.linkManifest(t.host, t.name, m);
+      const doc = parseManifest(m.body);
+      if (!doc) throw new RegistryError('MANIFEST_INVALID', `${digest} is not a manifest`);
+      for (const child of childDescriptors(doc)) {
+        if (isIndexType(m.mediaType)) {
+          if (platformWanted(child, opts.platforms)) queue.push({ digest: child.digest, isRoot: false });
+          continue;
+        }
+        const cached = (await this.store.stat(child.digest)) !== undefined;
+        const sizeBytes = await this.mirror.ensureBlob(t.host, t.name, child.digest);
+        counts.blobs++;
+        counts.bytes += sizeBytes;
+        if (!cached) counts.fetchedBytes += sizeBytes;
+        opts.onEvent?.({ type: 'blob', reference: t.text, digest: child.digest, sizeBytes, cached });
+      }
+      if (isRoot || isIndexType(m.mediaType)) queue.push(...(await this.signatures(t, digest)));
+    }
+  }
+
+  /** cosign's signature/attestation tags and OCI referrers of a digest, when the upstream has them. */
+  private async signatures(t: Target, digest: string): Promise<Array<{ digest: string; isRoot: boolean }>> {
+    const out: Array<{ digest: string; isRoot: boolean }> = [];
+    for (const suffix of ['.sig', '.att', '']) {
+      const tag = `sha256-${digest.slice(7)}${suffix}`;
+      try {
+        const m = await this.mirror.ensureManifest(t.host, t.name, tag);
+        out.push({ digest: m.digest, isRoot: false });
+      } catch (e) {
+        if (!(e instanceof RegistryError) || e.status !== 404) throw e;
+      }
+    }
+    const referrers = await this.mirror.upstreamReferrers(t.host, t.name, digest);
+    for (const d of referrers) out.push({ digest: d.digest, isRoot: false });
+    return out;
+  }
+}
+
+function platformWanted(d: Descriptor, platforms: string[] | undefined): boolean {
+  if (!platforms || platforms.length === 0 || !d.platform) return true;
+  const p = d.platform;
+  const full = [p.os, p.architecture, p.variant].filter(Boolean).join('/');
+  const short = `${p.os}/${p.architecture}`;
+  return platforms.some((want) => want === full || want === short);
+}
