@@ -14,6 +14,8 @@ export interface Policy {
   checkTag(host: string, name: string, tag: string, client?: string): Promise<void>;
   checkDigest(host: string, name: string, digest: string, client?: string): Promise<void>;
   filterTags(host: string, name: string, tags: string[]): Promise<string[]>;
+  /** Refuses a repository no rule could ever allow (before listing its tags upstream). */
+  checkRepository(host: string, name: string, client?: string): Promise<void>;
 }
 
 export interface MirrorDeps {
@@ -90,6 +92,14 @@ export class Mirror {
 
   async tags(host: string, name: string): Promise<string[]> {
     const tags = await this.deps.store.listTags(host, name);
+    return this.deps.policy.filterTags(host, name, tags);
+  }
+
+  async checkRepository(host: string, name: string, client?: string): Promise<void> {
+    await this.deps.policy.checkRepository(host, name, client);
+  }
+
+  async filterTags(host: string, name: string, tags: string[]): Promise<string[]> {
     return this.deps.policy.filterTags(host, name, tags);
   }
 

@@ -36,6 +36,11 @@ export class AllowlistPolicy implements Policy {
     throw this.deny(host, name, `@${digest}`, client);
   }
 
+  async checkRepository(host: string, name: string, client?: string): Promise<void> {
+    if (this.allowlist.matchesRepository(host, name)) return;
+    throw this.deny(host, name, '/', client);
+  }
+
   async filterTags(host: string, name: string, tags: string[]): Promise<string[]> {
     const out: string[] = [];
     for (const t of tags) if (await this.tagAllowed(host, name, t)) out.push(t);
@@ -114,7 +119,8 @@ export class AllowlistPolicy implements Policy {
 
   private deny(host: string, name: string, reference: string, client?: string): RegistryError {
     this.denied?.record({ host, name, reference: reference.slice(1), client: client ?? '' });
-    return new RegistryError('DENIED', `${host}/${name}${reference} is not on the allowlist of this mirror`, {
+    const what = reference === '/' ? `no image of ${host}/${name}` : `${host}/${name}${reference}`;
+    return new RegistryError('DENIED', `${what} is not on the allowlist of this mirror`, {
       host,
       name,
       reference: reference.slice(1),
