@@ -1,13 +1,18 @@
-// The admin API on its own listener: bearer-token auth, allowlist, denied log, windows, sync and status.
-// (Being written: registration signature fixed here so app.ts can wire it.)
-import type { FastifyInstance } from 'fastify';
-import type { Allowlist } from './allowlist.js';
-import type { Config } from './config.js';
-import type { DeniedLog } from './denied.js';
+// The admin API on its own listener: bearer-token auth (token file created 0600 on first start) and the
+// JSON routes for the allowlist, the denied log, the operator's window, status and sync (NDJSON progress).
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { PassThrough } from 'node:stream';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { InvalidRulesError, parseImageList, type Allowlist } from './allowlist.js';
+import { ConfigError, type Config } from './config.js';
+import { suggestRule, type DeniedLog } from './denied.js';
+import { RegistryError } from './errors.js';
 import type { Mirror } from './mirror.js';
 import type { Store } from './store.js';
-import type { Syncer } from './sync.js';
-import type { WindowState } from './window.js';
+import { SyncClosedError, type SyncEvent, type Syncer } from './sync.js';
+import { parseDuration, type ManualWindow, type Schedule, type WindowState } from './window.js';
 
 export interface AdminDeps {
   config: Config;
@@ -19,6 +24,286 @@ export interface AdminDeps {
   store: Store;
 }
 
-export async function registerAdminRoutes(_app: FastifyInstance, _deps: AdminDeps): Promise<void> {
-  // filled in by the admin API work
+export const API_PREFIX = '/api/v1';
+export const USER_HEADER = 'x-sluice-user';
+/** A manual window is bounded: an operator opens one for a maintenance task, not for good. */
+export const MAX_MANUAL_WINDOW_MS = 30 * 24 * 3600 * 1000;
+const MIN_TOKEN_CHARS = 32;
+/** Sync outside a window is a state conflict, not a bad request; errors.ts has no row for it (see report). */
+const WINDOW_CLOSED_STATUS = 409;
+
+export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
+  const token = await ensureAdminToken(deps.config.admin.tokenFile, deps.config.file);
+  const expected = digestOf(token);
+  app.addHook('onRequest', async (req) => {
+    if (!authorized(req.headers.authorization, expected)) {
+      throw new RegistryError('UNAUTHORIZED', 'admin API: missing or wrong bearer token', null, {
+        'www-authenticate': 'Bearer realm="sluice-admin"',
+      });
+    }
+  });
+  registerAllowlistRoutes(app, deps);
+  registerDeniedRoutes(app, deps);
+  registerWindowRoutes(app, deps);
+  registerSyncRoute(app, deps);
+  app.get(`${API_PREFIX}/status`, async () => statusReport(deps));
+}
+
+/** Reads the admin token, creating it (32 random bytes, hex, mode 0600, folder 0700) when absent. */
+export async function ensureAdminToken(file: string, configFile = ''): Promise<string> {
+  let text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+    return undefined;
+  });
+  if (text === undefined) {
+    await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    const fresh = randomBytes(32).toString('hex');
+    // 'wx': two processes starting at once must not overwrite each other's token.
+    const created = await writeFile(file, `${fresh}\n`, { mode: 0o600, flag: 'wx' }).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EEXIST') throw e;
+        return false;
+      },
+    );
+    text = created ? fresh : await readFile(file, 'utf8');
+  }
+  const token = text.trim();
+  if (token.length < MIN_TOKEN_CHARS) {
+    throw new ConfigError([`admin.tokenFile: ${file} holds ${token.length} characters; a token needs at least ${MIN_TOKEN_CHARS} (delete the file to have one generated)`], configFile);
+  }
+  return token;
+}
+
+const digestOf = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/** Constant-time: both sides are hashed to equal length before timingSafeEqual. */
+function authorized(header: string | undefined, expected: Buffer): boolean {
+  const m = /^Bearer +(\S+) *$/i.exec(header ?? '');
+  return m !== null && timingSafeEqual(digestOf(m[1] ?? ''), expected);
+}
+
+/** Who made a change: the X-Sluice-User header (the CLI sends the login name) or 'admin-api'. */
+function who(req: FastifyRequest): string {
+  const v = req.headers[USER_HEADER];
+  const s = typeof v === 'string' ? v.trim() : '';
+  return s !== '' && s.length <= 100 && /^[\x20-\x7e]+$/.test(s) ? s : 'admin-api';
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function badRequest(message: string, detail?: unknown): RegistryError {
+  return new RegistryError('BAD_REQUEST', message, detail);
+}
+
+/** `{rules: string[], note?: string}`; anything else is a 400 naming the field. */
+function rulesBody(body: unknown): { rules: string[]; note?: string } {
+  if (!isObject(body) || !Array.isArray(body.rules) || !body.rules.every((r) => typeof r === 'string')) {
+    throw badRequest('expected a JSON body {"rules": ["HOST/NAME[:TAG]", ...], "note": "why"}');
+  }
+  if (body.rules.length === 0) throw badRequest('"rules" is empty');
+  if (body.note !== undefined && typeof body.note !== 'string') throw badRequest('"note" must be a string');
+  return { rules: body.rules as string[], note: body.note };
+}
+
+/** Every invalid rule with its reason; nothing of the batch was applied. */
+function invalidRules(err: InvalidRulesError): RegistryError {
+  const invalid = err.errors.map((e) => ({ rule: e.input, reason: e.reason }));
+  const list = invalid.map((i) => `${JSON.stringify(i.rule)}: ${i.reason}`).join('; ');
+  return badRequest(`${invalid.length} invalid rule(s), nothing was changed: ${list}`, { invalid });
+}
+
+async function withRules<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof InvalidRulesError) throw invalidRules(e);
+    throw e;
+  }
+}
+
+function registerAllowlistRoutes(app: FastifyInstance, { allowlist }: AdminDeps): void {
+  app.get(`${API_PREFIX}/allowlist`, async () => {
+    await allowlist.reload(); // picks up an edit made to the file by another process
+    return { rules: allowlist.list() };
+  });
+  app.post(`${API_PREFIX}/allowlist`, async (req) => {
+    const { rules, note } = rulesBody(req.body);
+    return withRules(() => allowlist.add(rules, { by: who(req), note }));
+  });
+  app.delete(`${API_PREFIX}/allowlist`, async (req) => {
+    const { rules } = rulesBody(req.body);
+    return withRules(() => allowlist.remove(rules));
+  });
+  app.post(`${API_PREFIX}/allowlist/import`, async (req) => {
+    const body = req.body;
+    const text = typeof body === 'string' ? body : isObject(body) && typeof body.text === 'string' ? body.text : undefined;
+    if (text === undefined) throw badRequest('expected a text/plain image list, or a JSON body {"text": "...", "note": "why"}');
+    const query = req.query as Record<string, unknown>;
+    const note = isObject(body) && typeof body.note === 'string' ? body.note : typeof query.note === 'string' ? query.note : undefined;
+    const { rules, errors } = parseImageList(text);
+    if (errors.length > 0) {
+      const list = errors.map((e) => `line ${e.line} ${JSON.stringify(e.text)}: ${e.reason}`).join('; ');
+      throw badRequest(`${errors.length} invalid line(s), nothing was added: ${list}`, { invalid: errors });
+    }
+    if (rules.length === 0) throw badRequest('the image list holds no references');
+    const result = await withRules(() => allowlist.add(rules, { by: who(req), note }));
+    return { rules, ...result };
+  });
+}
+
+function registerDeniedRoutes(app: FastifyInstance, { denied }: AdminDeps): void {
+  app.get(`${API_PREFIX}/denied`, async (req, reply) => {
+    const entries = denied.list();
+    if ((req.query as Record<string, unknown>).format === 'commands') {
+      reply.header('content-type', 'text/plain; charset=utf-8');
+      return entries.map((e) => `${suggestRule(e)}\n`).join('');
+    }
+    return { entries: entries.map((e) => ({ ...e, command: suggestRule(e) })) };
+  });
+  app.delete(`${API_PREFIX}/denied`, async () => {
+    const cleared = denied.list().length;
+    await denied.clear();
+    return { cleared };
+  });
+}
+
+function registerWindowRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  app.post(`${API_PREFIX}/window`, async (req) => {
+    const body = isObject(req.body) ? req.body : {};
+    const { durationMs, note } = windowRequest(body.duration, body.note);
+    deps.window.open(durationMs, note, who(req));
+    return { window: windowReport(deps.window) };
+  });
+  app.delete(`${API_PREFIX}/window`, async () => {
+    deps.window.close();
+    return { window: windowReport(deps.window) };
+  });
+}
+
+/** Validates `{duration: "2h", note: "why"}` for opening a window now. */
+export function windowRequest(duration: unknown, note: unknown): { durationMs: number; note: string } {
+  if (typeof duration !== 'string' && typeof duration !== 'number') {
+    throw badRequest('expected a JSON body {"duration": "2h", "note": "why"}');
+  }
+  let durationMs: number;
+  try {
+    durationMs = typeof duration === 'number' ? duration * 1000 : parseDuration(duration);
+  } catch (e) {
+    throw badRequest((e as Error).message);
+  }
+  if (!(durationMs > 0) || durationMs > MAX_MANUAL_WINDOW_MS) {
+    throw badRequest(`a window must last more than 0 and at most 30d; got ${JSON.stringify(duration)}`);
+  }
+  if (typeof note !== 'string' || note.trim() === '') throw badRequest('"note" is required: say why upstream access is opened');
+  return { durationMs, note: note.trim() };
+}
+
+function registerSyncRoute(app: FastifyInstance, { syncer, mirror, window }: AdminDeps): void {
+  app.post(`${API_PREFIX}/sync`, async (req, reply) => {
+    const body = isObject(req.body) ? req.body : {};
+    const dryRun = body.dryRun === true;
+    const platforms = syncPlatforms(body.platforms);
+    if (!dryRun && !mirror.isWindowOpen()) {
+      const detail = { nextOpen: window.status().nextOpen?.toISOString() ?? null };
+      const body = { errors: [{ code: 'WINDOW_CLOSED', message: syncClosedMessage(mirror.closedUntil()), detail }] };
+      return reply.code(WINDOW_CLOSED_STATUS).header('content-type', 'application/json').send(JSON.stringify(body));
+    }
+    const out = new PassThrough();
+    out.on('error', () => undefined); // the client went away; the sync carries on without it
+    const write = (line: unknown): void => {
+      if (!out.writableEnded && !out.destroyed) out.write(`${JSON.stringify(line)}\n`);
+    };
+    if (syncer.busy) write({ type: 'info', message: 'a sync is already running; waiting for its report' });
+    // The sync belongs to the server: a client that disconnects stops reading, not fetching.
+    syncer.run({ dryRun, platforms, onEvent: (e: SyncEvent) => write(e) }).then(
+      (report) => write({ type: 'summary', report }),
+      (e: unknown) => write({ type: 'error', message: e instanceof SyncClosedError ? syncClosedMessage(mirror.closedUntil()) : String(e instanceof Error ? e.message : e) }),
+    ).finally(() => out.end());
+    return reply.header('content-type', 'application/x-ndjson').header('cache-control', 'no-store').send(out);
+  });
+}
+
+export function syncClosedMessage(closedUntil: string): string {
+  return `sync needs upstream access, which is ${closedUntil}; open a window now with "sluice window open DURATION --note TEXT"`;
+}
+
+/** `["linux/amd64", "linux/arm/v7"]`; a string "a,b" is accepted too. */
+export function syncPlatforms(v: unknown): string[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  const list = typeof v === 'string' ? v.split(',') : Array.isArray(v) ? v : undefined;
+  if (!list || !list.every((p) => typeof p === 'string')) throw badRequest('"platforms" must be a list like ["linux/amd64"]');
+  const platforms = (list as string[]).map((p) => p.trim()).filter((p) => p !== '');
+  const bad = platforms.filter((p) => !/^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/.test(p));
+  if (bad.length > 0) throw badRequest(`invalid platform(s) ${bad.join(', ')}: use os/arch[/variant], e.g. linux/amd64`);
+  return platforms.length > 0 ? platforms : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Status: the same shape online (this API) and offline (the CLI reading the files)
+
+export interface WindowReport {
+  open: boolean;
+  until: string | null;
+  nextOpen: string | null;
+  source: 'schedule' | 'manual' | 'always' | null;
+  manual?: ManualWindow;
+  schedule: 'always' | 'never' | Array<{ days: string[]; start: string; end: string; timezone: string }>;
+}
+
+export interface StatusReport {
+  window: WindowReport;
+  allowlist: { rules: number };
+  denied: { entries: number };
+  store: { repositories: number; tags: number; blobs: number; sizeBytes: number };
+  upstreams: Array<{ host: string; url: string }>;
+  defaultUpstream: string;
+  sync: { running: boolean; last: unknown };
+}
+
+export function windowReport(window: WindowState): WindowReport {
+  const s = window.status();
+  return {
+    open: s.open,
+    until: s.until?.toISOString() ?? null,
+    nextOpen: s.nextOpen?.toISOString() ?? null,
+    source: s.source,
+    ...(s.manual ? { manual: s.manual } : {}),
+    schedule: describeSchedule(window.schedule),
+  };
+}
+
+function describeSchedule(schedule: Schedule): WindowReport['schedule'] {
+  if (schedule === 'always' || schedule === 'never') return schedule;
+  const hhmm = (min: number): string => `${String(Math.floor(min / 60)).padStart(2, '0')}:${String(min % 60).padStart(2, '0')}`;
+  return schedule.map((w) => ({ days: [...w.days], start: hhmm(w.startMin), end: hhmm(w.endMin), timezone: w.timezone }));
+}
+
+export async function storeCounts(store: Store): Promise<StatusReport['store']> {
+  const repos = await store.repositories();
+  let tags = 0;
+  for (const r of repos) tags += (await store.listTags(r.host, r.name)).length;
+  let blobs = 0;
+  let sizeBytes = 0;
+  for await (const digest of store.allBlobs()) {
+    blobs++;
+    sizeBytes += (await store.stat(digest))?.sizeBytes ?? 0;
+  }
+  return { repositories: repos.length, tags, blobs, sizeBytes };
+}
+
+export async function statusReport(parts: Pick<AdminDeps, 'config' | 'window' | 'store'> & {
+  allowlist: { list(): unknown[] };
+  denied: { list(): unknown[] };
+  syncer?: Pick<Syncer, 'busy' | 'last'>;
+}): Promise<StatusReport> {
+  return {
+    window: windowReport(parts.window),
+    allowlist: { rules: parts.allowlist.list().length },
+    denied: { entries: parts.denied.list().length },
+    store: await storeCounts(parts.store),
+    upstreams: [...parts.config.upstreams.values()].map((u) => ({ host: u.host, url: u.url })),
+    defaultUpstream: parts.config.defaultUpstream,
+    sync: { running: parts.syncer?.busy ?? false, last: parts.syncer?.last ?? null },
+  };
 }

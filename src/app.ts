@@ -3,9 +3,11 @@
 import { readFileSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Allowlist } from './allowlist.js';
-import type { Config, UpstreamConfig } from './config.js';
+import type { Server as HttpsServer } from 'node:https';
+import type { Config, TlsConfig, UpstreamConfig } from './config.js';
+import { Htpasswd, httpsOptions, reloadCertificates } from './listener.js';
 import { DeniedLog } from './denied.js';
 import { RegistryError } from './errors.js';
 import { Mirror, type Policy } from './mirror.js';
@@ -46,7 +48,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream(upstreamOptions(u, config)));
   const hosts = hostTable(config);
   let mirrorRef: Mirror | undefined;
-  const registry = newFastify(opts.logger ?? false);
+  const registry = newFastify(opts.logger ?? false, config.tls);
+  if (config.auth) requireBasicAuth(registry, Htpasswd.load(config.auth.htpasswd));
   registry.addConstraintStrategy(passthroughConstraint(() => mirrorRef, hosts));
   const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
@@ -55,7 +58,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   registerRegistryRoutes(registry, { mirror, hosts });
   await registerTagsPassthrough(registry, mirror, hosts, config.upstreams, (u) => (u.tls?.ca ? readFileSync(u.tls.ca, 'utf8') : undefined));
   const syncer = new Syncer(mirror, allowlist, store);
-  const admin = newFastify(opts.logger ?? false);
+  const admin = newFastify(opts.logger ?? false, config.admin.tls);
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, mirror, store });
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
@@ -74,6 +77,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       stopAutoSync();
       await Promise.all([registry.close(), admin.close()]);
       await denied.close();
+      await store.close();
       await Promise.all([...upstreams.values()].map((u) => u.close()));
     },
   };
@@ -139,10 +143,25 @@ async function openWindowState(config: Config, now?: () => Date): Promise<Window
 }
 
 /** A fastify instance with sluice's limits and the one error handler every listener shares. */
-export function newFastify(logger: boolean): FastifyInstance {
+/** Every registry request needs valid basic-auth credentials (checked before anything else). */
+function requireBasicAuth(app: FastifyInstance, htpasswd: Htpasswd): void {
+  app.addHook('onRequest', async (req) => {
+    await htpasswd.check(req.headers.authorization);
+  });
+}
+
+/** Re-reads both listeners' certificates (SIGHUP); open connections are not dropped. */
+export function reloadTls(app: App): void {
+  if (app.config.tls) reloadCertificates(app.registry.server as HttpsServer, app.config.tls);
+  if (app.config.admin.tls) reloadCertificates(app.admin.server as HttpsServer, app.config.admin.tls);
+}
+
+export function newFastify(logger: boolean, tls?: TlsConfig): FastifyInstance {
   const app = Fastify({
+    ...(tls ? { https: httpsOptions(tls) } : {}),
     logger: logger ? { level: 'info' } : false,
-    disableRequestLogging: true,
+    // Per-request log lines would cost more than serving a cached manifest; policy events are logged instead.
+    logController: new LogController({ disableRequestLogging: true }),
     exposeHeadRoutes: false,
     bodyLimit: 1024 * 1024,
     connectionTimeout: 0,

@@ -3,20 +3,30 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, flag, UsageError, type ParsedArgs } from './args.js';
-import { buildApp, type App } from './app.js';
+import type { App } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { importPath } from './importer.js';
 import { Store } from './store.js';
-import { Allowlist } from './allowlist.js';
-import { join } from 'node:path';
+import { AllowlistFileError } from './allowlist.js';
+import { addRules, allowCommand, deniedCommand, statusCommand, syncCommand, windowCommand } from './commands.js';
+import { verifyStore } from './verify.js';
 
 const USAGE = `usage: sluice <command> [options]
   serve                          run the registry mirror (and its admin API)
   import PATH [--as REF] [--allow]  import an OCI image layout (directory or .tar)
+  allow add RULE... [--note TEXT]     allow images (HOST/NAME[:TAG] or HOST/NAME@sha256:HEX, * and ** globs)
+  allow rm RULE...                    remove rules
+  allow ls [--json]                   list the rules
+  allow import FILE|- [--note TEXT]   allow every reference in an image list (e.g. talosctl images default)
+  denied [--json|--format commands] [--clear]  what was refused, as a table, JSON or \`sluice allow add\` lines
+  window open DURATION --note TEXT    open upstream access now for DURATION (e.g. 2h); window close ends it
+  status [--json]                     upstream access, next window, store and allowlist counts, last sync
+  sync [--dry-run] [--platform os/arch,...]  fetch every exact allowlisted reference (needs an open window)
+  verify [--repair] [--json]          re-hash every blob; --repair quarantines corrupt ones so they are refetched
 common options: --config FILE (or SLUICE_CONFIG), --json where output is tabular`;
 
-const VALUED = ['config', 'as', 'note', 'platform'];
-const BOOLEANS = ['json', 'allow', 'dry-run', 'repair', 'help'];
+const VALUED = ['config', 'as', 'note', 'platform', 'format'];
+const BOOLEANS = ['json', 'allow', 'dry-run', 'repair', 'help', 'clear'];
 
 export const DEFAULT_CONFIG = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'config', 'sluice.yaml');
 
@@ -25,7 +35,16 @@ type Command = (args: ParsedArgs, config: () => Config) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   serve,
   import: importCommand,
+  allow: allowCommand,
+  denied: deniedCommand,
+  window: windowCommand,
+  status: statusCommand,
+  sync: syncCommand,
+  verify: verifyCommand,
 };
+
+/** How long SIGTERM waits for in-flight downloads before closing their connections. */
+const SHUTDOWN_GRACE_MS = Number(process.env.SLUICE_SHUTDOWN_GRACE_MS ?? 30_000);
 
 export async function runCli(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -47,7 +66,7 @@ export async function runCli(argv: string[]): Promise<number> {
       process.stderr.write(`sluice ${name}: ${e.message}\n${USAGE}\n`);
       return 2;
     }
-    if (e instanceof ConfigError) {
+    if (e instanceof ConfigError || e instanceof AllowlistFileError) {
       process.stderr.write(`sluice: ${e.message}\n`);
       return 2;
     }
@@ -57,21 +76,54 @@ export async function runCli(argv: string[]): Promise<number> {
 
 async function serve(args: ParsedArgs, config: () => Config): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError('serve takes no arguments');
+  // Loaded here so that the other subcommands start without fastify and friends.
+  const { buildApp, reloadTls } = await import('./app.js');
   const app = await buildApp(config(), { logger: true });
   await listen(app);
+  const reload = (): void => {
+    try {
+      reloadTls(app);
+      app.registry.log.info('TLS certificates reloaded');
+    } catch (e) {
+      app.registry.log.error({ err: e }, 'TLS reload failed; keeping the previous certificates');
+    }
+  };
+  process.on('SIGHUP', reload);
   await new Promise<void>((resolveStop) => {
-    const stop = (): void => resolveStop();
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    process.once('SIGTERM', () => resolveStop());
+    process.once('SIGINT', () => resolveStop());
   });
-  await app.close();
+  process.off('SIGHUP', reload);
+  await shutdown(app);
   return 0;
 }
 
+/** Graceful stop: no new connections, in-flight downloads finish up to the grace deadline, then are cut. */
+async function shutdown(app: App): Promise<void> {
+  app.registry.log.info({ graceMs: SHUTDOWN_GRACE_MS }, 'shutting down: finishing in-flight requests');
+  const deadline = setTimeout(() => {
+    app.registry.log.warn('grace period over: closing remaining connections');
+    app.registry.server.closeAllConnections();
+    app.admin.server.closeAllConnections();
+  }, SHUTDOWN_GRACE_MS);
+  deadline.unref();
+  await app.close();
+  clearTimeout(deadline);
+}
+
+/** Both listeners or neither: if one cannot listen (port in use), the other is closed so the process can exit. */
 async function listen(app: App): Promise<void> {
-  const { host, port } = app.config.listen;
-  const address = await app.registry.listen({ host, port });
-  app.registry.log.info({ address }, 'registry listening');
+  try {
+    const { host, port } = app.config.listen;
+    const address = await app.registry.listen({ host, port });
+    app.registry.log.info({ address }, 'registry listening');
+    const admin = app.config.admin.listen;
+    const adminAddress = await app.admin.listen({ host: admin.host, port: admin.port });
+    app.registry.log.info({ address: adminAddress }, 'admin API listening');
+  } catch (e) {
+    await app.close();
+    throw e;
+  }
 }
 
 async function importCommand(args: ParsedArgs, config: () => Config): Promise<number> {
@@ -92,9 +144,36 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
   }
   for (const f of result.failed) process.stderr.write(`failed ${f.ref}: ${f.reason}\n`);
   if (args.flags.get('allow') === true && result.imported.length > 0) {
-    const allowlist = await Allowlist.open(join(cfg.storage, 'allowlist.json'), cfg.allowlist);
-    const added = await allowlist.add(result.imported.map((i) => i.ref), { by: 'sluice import', note: `imported from ${path}` });
+    // Through the running server's admin API when there is one, so the rules apply at once.
+    const added = await addRules(cfg, result.imported.map((i) => i.ref), `imported from ${path}`);
     process.stdout.write(`allowed ${added.added.length} new rule(s)\n`);
   }
+  await store.close();
   return result.failed.length > 0 ? 1 : 0;
+}
+
+async function verifyCommand(args: ParsedArgs, config: () => Config): Promise<number> {
+  if (args.positionals.length > 0) throw new UsageError('verify takes no arguments');
+  const store = await Store.open(config().storage);
+  const repair = args.flags.get('repair') === true;
+  const json = args.flags.get('json') === true;
+  const tty = process.stderr.isTTY && !json;
+  const report = await verifyStore(store, { repair, onProgress: tty ? (n) => process.stderr.write(`\r\x1b[Kverified ${n} blobs`) : undefined });
+  if (tty) process.stderr.write('\r\x1b[K');
+  await store.close();
+  if (json) {
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  } else {
+    process.stdout.write(`checked ${report.blobsChecked} blobs (${report.bytesChecked} bytes)\n`);
+    for (const c of report.corrupt) {
+      process.stdout.write(`CORRUPT ${c.digest}: content hashes to ${c.computed}${c.quarantinedTo ? `; quarantined to ${c.quarantinedTo}` : ''}\n`);
+    }
+    for (const t of report.danglingTags) process.stdout.write(`DANGLING TAG ${t.host}/${t.name}:${t.tag} -> ${t.digest || '(unreadable)'} (manifest absent)\n`);
+    for (const i of report.incomplete) process.stdout.write(`incomplete ${i.host}/${i.name}@${i.manifest}: ${i.missing.length} blob(s) not cached\n`);
+    if (report.corrupt.length > 0 && !repair) {
+      process.stdout.write('run `sluice verify --repair` to quarantine corrupt blobs; they are refetched on the next allowed request in a window\n');
+    }
+  }
+  const unrepaired = repair ? 0 : report.corrupt.length;
+  return unrepaired + report.danglingTags.length > 0 ? 1 : 0;
 }

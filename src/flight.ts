@@ -3,6 +3,7 @@
 import { EventEmitter } from 'node:events';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { RegistryError } from './errors.js';
 import type { BlobInfo, IngestWriter } from './store.js';
 
 const READ_CHUNK = 256 * 1024;
@@ -46,7 +47,7 @@ export class Flight extends EventEmitter {
       this.settle.resolve(this.result);
     } catch (e) {
       await this.writer.abort();
-      this.failure = e instanceof Error ? e : new Error(String(e));
+      this.failure = upstreamFault(e, this.digest);
       this.emit('progress');
       this.settle.reject(this.failure);
     }
@@ -58,8 +59,11 @@ export class Flight extends EventEmitter {
     try {
       fh = await open(this.tmpPath, 'r');
     } catch (e) {
-      // Joined just as the ingest committed: the temp file has been renamed into place.
-      if (!this.result) throw e;
+      // Joined just as the ingest ended: the temp file has been renamed into place, or removed on failure.
+      // The rename can land before `result` is set, so wait for the outcome rather than read it now.
+      if (!isNotFound(e)) throw e;
+      await this.done.catch(() => undefined);
+      if (this.failure) throw this.failure;
       fh = await open(this.committedPath, 'r');
     }
     return Readable.from(this.tail(fh), { objectMode: false });
@@ -70,8 +74,12 @@ export class Flight extends EventEmitter {
     try {
       for (;;) {
         if (this.failure) throw this.failure;
-        if (pos < this.written) {
-          const len = Math.min(READ_CHUNK, this.written - pos);
+        // The last byte waits for verification: with Content-Length set, a client that had every byte would
+        // hold a complete response even if the digest check then failed. Cutting it one byte short cannot be mistaken.
+        const complete = this.sizeBytes !== undefined && this.written >= this.sizeBytes;
+        const available = complete && !this.result ? this.written - 1 : this.written;
+        if (pos < available) {
+          const len = Math.min(READ_CHUNK, available - pos);
           const buf = Buffer.allocUnsafe(len);
           const { bytesRead } = await fh.read(buf, 0, len, pos);
           if (bytesRead === 0) throw new Error('blob temp file shrank while being read');
@@ -86,4 +94,16 @@ export class Flight extends EventEmitter {
       await fh.close();
     }
   }
+}
+
+function isNotFound(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && 'code' in e && e.code === 'ENOENT';
+}
+
+/** The client asked for a well-formed digest: bytes that fail to match it are the upstream's fault (502), not the client's (400). */
+function upstreamFault(e: unknown, digest: string): Error {
+  if (e instanceof RegistryError && (e.kind === 'DIGEST_INVALID' || e.kind === 'SIZE_INVALID')) {
+    return new RegistryError('UPSTREAM_FAILED', `the upstream sent a blob that does not verify as ${digest}: ${e.message}`, e.detail);
+  }
+  return e instanceof Error ? e : new Error(String(e));
 }

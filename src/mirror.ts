@@ -192,7 +192,10 @@ export class Mirror {
     // A flight may have committed between the caller's cache check and now.
     if (await this.deps.store.stat(digest)) return undefined;
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(new Error('ingest timeout')), this.deps.ingestTimeoutMs);
+    const timer = setTimeout(
+      () => abort.abort(new RegistryError('UPSTREAM_FAILED', `upstream ${host}: blob download exceeded ingestTimeout`, { name, digest })),
+      this.deps.ingestTimeoutMs,
+    );
     timer.unref();
     try {
       const got = await upstream.getBlob(name, digest, abort.signal);

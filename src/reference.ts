@@ -144,6 +144,11 @@ function buildRoute(r: SplitRoute, host: string, name: string): Route {
     case 'tags':
       return { kind: 'tags', host, name };
     case 'manifest':
+      // A tag outside the grammar can name nothing stored: "manifest unknown" (404), as the reference registry
+      // answers and the distribution-spec conformance pull tests require (".INVALID_MANIFEST_NAME" → 404).
+      if (!r.last.includes(':') && !isValidTag(r.last)) {
+        throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown: not a valid tag', { tag: r.last.slice(0, 200) });
+      }
       return { kind: 'manifest', host, name, reference: parseReference(r.last) };
     case 'blob':
       return { kind: 'blob', host, name, digest: checkDigest(r.last) };

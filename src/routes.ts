@@ -18,23 +18,25 @@ const WRITE_METHODS = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
 const MAX_TAGS_PAGE = 10_000;
 
 export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoutesOptions): void {
-  const handler = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+  const handler = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
     const parsed = parseRegistryUrl(req.url, opts.hosts);
     if (parsed.ns !== undefined) reply.header('oci-namespace', parsed.ns);
     await dispatch(req, reply, parsed, opts);
+    // Returning the reply tells fastify the answer is under way: an async handler that resolves to
+    // undefined while a streamed body has not written its headers yet gets an empty 200 sent over it.
+    return reply;
   };
   // HEAD first and by hand: fastify's automatic HEAD would run the GET handler and open the file.
   app.route({ method: 'HEAD', url: '/v2/*', handler });
   app.route({ method: 'GET', url: '/v2/*', handler });
   app.route({ method: ['HEAD', 'GET'], url: '/v2', handler });
+  // Refused in onRequest, before fastify reads the body: a body it cannot parse (an upload's
+  // application/octet-stream) or one over bodyLimit would otherwise turn the 405 into a 415 or 413.
+  const unsupported = async (req: FastifyRequest): Promise<never> => {
+    throw new RegistryError('UNSUPPORTED', 'sluice is a read-only mirror: this operation is unsupported', { method: req.method });
+  };
   for (const method of WRITE_METHODS) {
-    app.route({
-      method,
-      url: '/*',
-      handler: async () => {
-        throw new RegistryError('UNSUPPORTED', 'sluice is a read-only mirror: this operation is unsupported', { method });
-      },
-    });
+    app.route({ method, url: '/*', onRequest: unsupported, handler: unsupported });
   }
 }
 
@@ -74,7 +76,8 @@ async function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: Parsed
         manifests = manifests.filter((d) => d.artifactType === artifactType);
         reply.header('oci-filters-applied', 'artifactType');
       }
-      const body = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests });
+      // A Buffer, so fastify sends the media type exactly as given (a string would get "; charset=utf-8").
+      const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests }));
       reply.code(200).header('content-type', MediaType.ociIndex).send(body);
       return;
     }
@@ -103,9 +106,15 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
     send(reply, plan);
     return;
   }
-  reply.code(plan.status).headers(plan.headers);
   // If a live ingest fails verification its stream errors and the response is cut short, never completed.
-  reply.send(src.kind === 'stream' ? await src.open() : mirror.store.openBlob(digest, plan.range));
+  const body = src.kind === 'stream' ? await src.open() : await mirror.store.openBlob(digest, plan.range);
+  if (!body) {
+    // The blob vanished between stat and open (quarantined): answer as for any miss.
+    await serveBlob(req, reply, host, name, digest, mirror);
+    return;
+  }
+  reply.code(plan.status).headers(plan.headers);
+  reply.send(body);
 }
 
 function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer): void {

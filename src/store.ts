@@ -1,7 +1,7 @@
 // Content-addressed disk store: blobs (manifests too) by sha256, manifest media types, tag references
 // and referrer links per (host, repository). Every write is temp file → hash → verify → fsync → rename.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { createReadStream, type ReadStream } from 'node:fs';
+import type { ReadStream } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
@@ -64,22 +64,34 @@ export class Store {
   });
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
 
+  /** This process's own temp folder: `tmp/<pid>-<random>`, so several processes can share a store. */
+  readonly tmpDir: string;
+
   private constructor(root: string) {
     this.root = root;
+    this.tmpDir = join(root, 'tmp', `${process.pid}-${randomBytes(4).toString('hex')}`);
   }
 
-  /** Opens (creating) the store and removes temp leftovers of writes that never committed. */
+  /**
+   * Opens (creating) the store and removes temp leftovers of writes that never committed — only those of
+   * processes that are gone, so a CLI opening the store never disturbs a running server's downloads.
+   */
   static async open(root: string): Promise<Store> {
     const store = new Store(root);
-    await rm(store.tmpDir, { recursive: true, force: true });
+    const tmpRoot = join(root, 'tmp');
+    for (const entry of await listDir(tmpRoot)) {
+      const pid = Number(/^(\d+)-/.exec(entry)?.[1]);
+      if (!Number.isInteger(pid) || !isAlive(pid)) await rm(join(tmpRoot, entry), { recursive: true, force: true });
+    }
     await mkdir(store.tmpDir, { recursive: true });
     await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
     await mkdir(join(root, 'repositories'), { recursive: true });
     return store;
   }
 
-  get tmpDir(): string {
-    return join(this.root, 'tmp');
+  /** Removes this process's temp folder (nothing in it is committed content). */
+  async close(): Promise<void> {
+    await rm(this.tmpDir, { recursive: true, force: true });
   }
 
   blobPath(digest: string): string {
@@ -111,12 +123,27 @@ export class Store {
     }
   }
 
-  openBlob(digest: string, range?: { start: number; end: number }): ReadStream {
-    return createReadStream(this.blobPath(digest), {
-      start: range?.start,
-      end: range?.end,
-      highWaterMark: 1024 * 1024,
-    });
+  /**
+   * Opens a committed blob for streaming, or undefined when it has gone (quarantined by `verify --repair`
+   * in another process): the file is opened before any header is sent, so a vanished blob is a miss, not a cut.
+   */
+  async openBlob(digest: string, range?: { start: number; end: number }): Promise<ReadStream | undefined> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.blobPath(digest), 'r');
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      this.sizes.delete(digest);
+      this.manifests.delete(digest);
+      return undefined;
+    }
+    return fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: 1024 * 1024 });
+  }
+
+  /** Forgets what is memoised about a digest (after another process changed the store). */
+  forget(digest: string): void {
+    this.sizes.delete(digest);
+    this.manifests.delete(digest);
   }
 
   async readBlob(digest: string): Promise<Buffer | undefined> {
@@ -400,6 +427,16 @@ export function hexOf(digest: string): string {
   const hex = digest.startsWith('sha256:') ? digest.slice(7) : '';
   if (!HEX_RE.test(hex)) throw new RegistryError('DIGEST_INVALID', 'invalid digest', { digest: digest.slice(0, 200) });
   return hex;
+}
+
+function isAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function isNotFound(e: unknown): boolean {

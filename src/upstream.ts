@@ -4,6 +4,9 @@ import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { RegistryError, type ErrorKind } from './errors.js';
+import { UpstreamAuth, type Authorization } from './upstream-auth.js';
+
+export { parseWwwAuthenticate } from './upstream-auth.js';
 
 export interface UpstreamOptions {
   /** The configured host key, e.g. 'docker.io'; used in messages. */
@@ -34,7 +37,6 @@ export interface ReferrersIndex {
   manifests: Descriptor[];
 }
 
-type Challenge = { scheme: 'bearer'; realm: URL; service?: string } | { scheme: 'basic' } | { scheme: 'none' };
 type Headers = Record<string, string>;
 type Response = Dispatcher.ResponseData;
 interface Call {
@@ -66,9 +68,7 @@ export class Upstream {
   private readonly opts: UpstreamOptions;
   private readonly own: Agent;
   private readonly foreign: Agent;
-  private challenge: Challenge | undefined;
-  private readonly tokens = new Map<string, { token: string; expiresAtMs: number }>();
-  private readonly pendingTokens = new Map<string, Promise<string>>();
+  private readonly auth: UpstreamAuth;
 
   constructor(opts: UpstreamOptions) {
     this.opts = opts;
@@ -85,6 +85,7 @@ export class Upstream {
     });
     // Redirect targets (blob storage) and token realms on sibling hosts get default TLS verification.
     this.foreign = new Agent({ ...timeouts, connect: { timeout: this.connectMs } });
+    this.auth = new UpstreamAuth(opts.host, this.base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what));
   }
 
   private get connectMs(): number {
@@ -187,12 +188,12 @@ export class Upstream {
   /** The Authorization value for a pull of `name` (undefined when anonymous), probing GET /v2/ once if needed. */
   async authorizationFor(name: string): Promise<string | undefined> {
     checkName(name);
-    if (!this.challenge) {
+    if (!this.auth.challenge) {
       const res = await this.send('GET', this.urlFor('/'), {}, undefined, 'API version check');
       res.body.resume();
-      this.challenge = res.statusCode === 401 ? this.parseChallenge(res) : { scheme: 'none' };
+      this.auth.learn(res.statusCode === 401 ? headerAll(res, 'www-authenticate') : null);
     }
-    return (await this.authorize(name, false)).value;
+    return (await this.auth.authorize(name, false)).value;
   }
 
   async close(): Promise<void> {
@@ -200,22 +201,20 @@ export class Upstream {
   }
 
   // -------------------------------------------------------------------------------------------------------------
-  // Authentication
+  // Authentication (challenges, realm rule and token cache live in upstream-auth.ts)
 
   /** Sends with what we know of the challenge, and on a 401 learns it, authenticates and retries once. */
   private async call(c: Call): Promise<Response> {
     const url = this.urlFor(c.path);
-    let auth = this.challenge ? await this.authorize(c.name, false) : { value: undefined, fresh: false };
+    let auth: Authorization = this.auth.challenge ? await this.auth.authorize(c.name, false) : { value: undefined, fresh: false };
     let res = await this.send(c.method, url, withAuth(c.headers, auth.value), c.signal, c.what);
     if (res.statusCode === 401) {
-      const challenge = this.parseChallenge(res);
       res.body.resume();
-      const sameChallenge = JSON.stringify(challenge) === JSON.stringify(this.challenge);
-      this.challenge = challenge;
+      const sameChallenge = !this.auth.learn(headerAll(res, 'www-authenticate'));
       // A token just issued that is refused again will not get better by asking for another one.
       if (auth.value !== undefined && sameChallenge && auth.fresh) throw this.refused(c.what, res.statusCode);
-      auth = await this.authorize(c.name, true);
-      if (auth.value === undefined) throw this.needsCredentials(c.what, challenge);
+      auth = await this.auth.authorize(c.name, true);
+      if (auth.value === undefined) throw this.needsCredentials(c.what, this.auth.challenge?.scheme ?? 'basic');
       res = await this.send(c.method, url, withAuth(c.headers, auth.value), c.signal, c.what);
     }
     if (res.statusCode === 401 || res.statusCode === 403) {
@@ -225,87 +224,15 @@ export class Upstream {
     return res;
   }
 
-  private async authorize(name: string, refresh: boolean): Promise<{ value: string | undefined; fresh: boolean }> {
-    const c = this.challenge;
-    if (!c || c.scheme === 'none') return { value: undefined, fresh: false };
-    const creds = this.opts.auth;
-    if (c.scheme === 'basic') {
-      // Basic credentials never change, so a refusal of them is final: mark them fresh.
-      return { value: creds ? basic(creds.username, creds.password) : undefined, fresh: true };
-    }
-    const scope = `repository:${name}:pull`;
-    const key = `${c.realm.href} ${c.service ?? ''} ${scope}`;
-    const cached = this.tokens.get(key);
-    if (!refresh && cached && cached.expiresAtMs > Date.now()) return { value: `Bearer ${cached.token}`, fresh: false };
-    let pending = this.pendingTokens.get(key);
-    if (!pending) {
-      // Concurrent pulls of one repository share a single token request.
-      pending = this.fetchToken(c, scope, key).finally(() => this.pendingTokens.delete(key));
-      this.pendingTokens.set(key, pending);
-    }
-    return { value: `Bearer ${await pending}`, fresh: true };
-  }
-
-  private async fetchToken(c: { realm: URL; service?: string }, scope: string, key: string): Promise<string> {
-    const url = new URL(c.realm);
-    if (c.service !== undefined) url.searchParams.set('service', c.service);
-    url.searchParams.set('scope', scope);
-    const creds = this.opts.auth;
-    const what = `token for ${scope} from ${c.realm.host}`;
-    const res = await this.send('GET', url, creds ? { authorization: basic(creds.username, creds.password) } : {}, undefined, what);
+  /** The transport half of a token request: HTTP and its failures here, the token document in UpstreamAuth. */
+  private async requestToken(url: URL, authorization: string | undefined, what: string): Promise<unknown> {
+    const res = await this.send('GET', url, authorization ? { authorization } : {}, undefined, what);
     if (res.statusCode === 401 || res.statusCode === 403) {
       res.body.resume();
       throw new RegistryError('DENIED', `upstream ${this.host}: ${what} refused (HTTP ${res.statusCode}); check upstreams.${this.host}.auth`, { upstream: this.host, status: res.statusCode });
     }
     if (res.statusCode !== 200) throw await this.statusError(res, what, 'UPSTREAM_FAILED');
-    const doc = await this.readJson(res, what);
-    const token = isRecord(doc) ? (doc.token ?? doc.access_token) : undefined;
-    if (typeof token !== 'string' || token === '') {
-      throw new RegistryError('UPSTREAM_FAILED', `upstream ${this.host}: ${what}: the answer has no token`, { upstream: this.host });
-    }
-    // distribution token spec: expires_in defaults to 60 s. Renew a little early so a token never dies in flight.
-    const lifetimeMs = (isRecord(doc) && typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : 60) * 1000;
-    this.tokens.set(key, { token, expiresAtMs: Date.now() + lifetimeMs - Math.min(30_000, lifetimeMs / 4) });
-    return token;
-  }
-
-  private parseChallenge(res: Response): Challenge {
-    const challenges = parseWwwAuthenticate(headerAll(res, 'www-authenticate'));
-    const bearer = challenges.find((c) => c.scheme === 'bearer');
-    if (bearer) {
-      const realm = bearer.params.realm;
-      if (!realm) throw this.failed(`its Bearer challenge has no realm`);
-      return { scheme: 'bearer', realm: this.checkRealm(realm), ...(bearer.params.service !== undefined ? { service: bearer.params.service } : {}) };
-    }
-    if (challenges.some((c) => c.scheme === 'basic')) return { scheme: 'basic' };
-    throw this.failed(`it answered 401 without a Bearer or Basic challenge`);
-  }
-
-  /**
-   * Credentials go to the token realm, so it must belong to the upstream: the same host name, or the
-   * upstream's parent domain (its name minus the first label, when it has three or more labels) or a
-   * subdomain of that. registry-1.docker.io → auth.docker.io and registry.gitlab.com → gitlab.com pass;
-   * another domain or IP address does not, nor plain http when the upstream is https. Without the public
-   * suffix list, foo.github.io would accept bar.github.io: configure such upstreams knowingly.
-   */
-  private checkRealm(realm: string): URL {
-    let url: URL;
-    try {
-      url = new URL(realm);
-    } catch {
-      throw this.failed(`its token realm ${JSON.stringify(realm)} is not a URL`);
-    }
-    const upstreamHost = this.base.hostname.toLowerCase();
-    const realmHost = url.hostname.toLowerCase();
-    const labels = upstreamHost.split('.');
-    const isIp = /^[\d.]+$/.test(upstreamHost) || upstreamHost.includes(':');
-    const parent = !isIp && labels.length >= 3 ? labels.slice(1).join('.') : upstreamHost;
-    const hostOk = realmHost === upstreamHost || realmHost === parent || (!isIp && realmHost.endsWith(`.${parent}`));
-    const schemeOk = url.protocol === 'https:' || (url.protocol === 'http:' && this.base.protocol === 'http:');
-    if (!hostOk || !schemeOk) {
-      throw this.failed(`refusing its token realm ${url.origin}: a realm must be on ${upstreamHost} or ${parent}${schemeOk ? '' : ' over https'}`);
-    }
-    return url;
+    return this.readJson(res, what);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -427,8 +354,8 @@ export class Upstream {
     return new RegistryError('DENIED', `upstream ${this.host} refused access to ${what} (HTTP ${status}); ${hint}`, detail);
   }
 
-  private needsCredentials(what: string, c: Challenge): RegistryError {
-    return new RegistryError('DENIED', `upstream ${this.host} requires ${c.scheme} credentials for ${what}; configure upstreams.${this.host}.auth`, { upstream: this.host });
+  private needsCredentials(what: string, scheme: string): RegistryError {
+    return new RegistryError('DENIED', `upstream ${this.host} requires ${scheme} credentials for ${what}; configure upstreams.${this.host}.auth`, { upstream: this.host });
   }
 
   private failed(message: string): RegistryError {
@@ -470,10 +397,6 @@ function refSuffix(reference: string): string {
 
 function withAuth(headers: Headers | undefined, authorization: string | undefined): Headers {
   return authorization ? { ...headers, authorization } : { ...headers };
-}
-
-function basic(username: string, password: string): string {
-  return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
 }
 
 function headerAll(res: Response, name: string): string[] {
@@ -533,19 +456,4 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 function isDescriptor(v: unknown): v is Descriptor {
   return isRecord(v) && typeof v.mediaType === 'string' && typeof v.digest === 'string' && typeof v.size === 'number';
-}
-
-/** RFC 9110 §11.6.1 challenges: `scheme param=value, param="quoted", Other ...`; scheme names lower-cased. */
-export function parseWwwAuthenticate(values: string[]): Array<{ scheme: string; params: Record<string, string> }> {
-  const out: Array<{ scheme: string; params: Record<string, string> }> = [];
-  for (const value of values) {
-    const re = /[\s,]*([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*)))?/y;
-    let m: RegExpExecArray | null;
-    while (re.lastIndex < value.length && (m = re.exec(value)) !== null) {
-      const [, token, quoted, plain] = m;
-      if (quoted === undefined && plain === undefined) out.push({ scheme: token.toLowerCase(), params: {} });
-      else if (out.length > 0) out[out.length - 1].params[token.toLowerCase()] = quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : plain;
-    }
-  }
-  return out;
 }

@@ -142,8 +142,9 @@ export interface StartProcessOptions {
 
 /**
  * Writes `configYaml` to DIR/sluice.yaml and spawns `node dist/src/main.js serve --config FILE`,
- * then waits until GET /v2/ answers (a bounded poll: process start is the one wait by polling).
- * With `listen: ...:0` the port is read from the process's "registry listening" log line.
+ * then waits until it listens (a bounded poll: process start is the one wait by polling): its
+ * "registry listening" log line gives the address (so `listen: 127.0.0.1:0` works, and https), else
+ * GET /v2/ on the configured port must answer 200 or 401. Binds only where the config says: use 127.0.0.1.
  */
 export async function startSluiceProcess(configYaml: string, opts: StartProcessOptions = {}): Promise<SluiceProcess> {
   const ownDir = opts.dir === undefined;
@@ -176,13 +177,12 @@ export async function startSluiceProcess(configYaml: string, opts: StartProcessO
 
   const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
   while (Date.now() < deadline && exit === undefined) {
-    const port = configuredPort || portFromLog(out + err);
-    if (port) {
-      const hostPort = `127.0.0.1:${port}`;
-      const status = await fetch(`http://${hostPort}/v2/`).then((r) => r.status, () => 0);
-      if (status === 200 || status === 401) {
-        return { url: `http://${hostPort}`, hostPort, dir, configFile, proc, stop, stdout: () => out, stderr: () => err };
-      }
+    const logged = addressFromLog(out + err);
+    const url = logged ?? (configuredPort ? `http://127.0.0.1:${configuredPort}` : undefined);
+    // The "registry listening" line is written once listen() resolved; without it, ask GET /v2/.
+    const ready = url !== undefined && (logged?.startsWith('https:') || [200, 401].includes(await fetch(`${url}/v2/`).then((r) => r.status, () => 0)));
+    if (url !== undefined && ready) {
+      return { url, hostPort: new URL(url).host, dir, configFile, proc, stop, stdout: () => out, stderr: () => err };
     }
     await delay(50);
   }
@@ -200,14 +200,14 @@ function listenPort(configYaml: string): number {
   return m ? Number(m[1]) : 6000;
 }
 
-/** The port of the registry listener from sluice's JSON log ("registry listening", {address}). */
-function portFromLog(log: string): number {
+/** The registry listener's URL from sluice's JSON log ("registry listening", {address}), on 127.0.0.1. */
+function addressFromLog(log: string): string | undefined {
   for (const line of log.split('\n')) {
     if (!line.includes('registry listening')) continue;
-    const m = /"address":"https?:\/\/[^"]*:(\d+)"/.exec(line);
-    if (m) return Number(m[1]);
+    const m = /"address":"(https?):\/\/[^"]*:(\d+)"/.exec(line);
+    if (m) return `${m[1]}://127.0.0.1:${m[2]}`;
   }
-  return 0;
+  return undefined;
 }
 
 /** Runs the real CLI (`node dist/src/main.js ARGS`) to completion; never rejects for a non-zero exit. */

@@ -1,0 +1,145 @@
+// Starting every target on 127.0.0.1 as its own process: sluice (the built CLI), docker-registry, nginx
+// (sendfile on), the bare Node and fastify ceilings, and the counting proxy in front of the upstream.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify as toYaml } from 'yaml';
+import { BENCH_HOST } from './content.js';
+import { freePort, startProc, waitForHttp, type Proc } from './proc.js';
+
+/** dist/bench when run as built; the checkout root is two levels up. */
+export const BENCH_DIST = dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = resolve(BENCH_DIST, '..', '..');
+export const SLUICE_MAIN = join(REPO_ROOT, 'dist', 'src', 'main.js');
+
+/** What a case needs of a target: where it answers and which process tree does the work. */
+export interface Target {
+  name: string;
+  url: string;
+  pid: number;
+}
+
+export interface Server extends Target {
+  port: number;
+  proc: Proc;
+  stop(): Promise<void>;
+}
+
+async function server(name: string, proc: Proc, port: number, readyPath = '/v2/', timeoutMs = 20_000): Promise<Server> {
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitForHttp(`${url}${readyPath}`, proc, { timeoutMs });
+  } catch (e) {
+    await proc.stop(1_000);
+    throw e;
+  }
+  return { name, url, port, pid: proc.pid, proc, stop: async () => void (await proc.stop()) };
+}
+
+/** Debian's `docker-registry serve` (distribution 2.8) with filesystem storage under `dir`. */
+export async function startRegistry(dir: string): Promise<Server> {
+  await mkdir(dir, { recursive: true });
+  const port = await freePort();
+  const config = [
+    'version: 0.1',
+    'log: {level: warn, formatter: text, accesslog: {disabled: true}}',
+    'storage:',
+    `  filesystem: {rootdirectory: ${join(dir, 'storage')}}`,
+    '  cache: {blobdescriptor: inmemory}',
+    '  maintenance: {uploadpurging: {enabled: false}}',
+    `http: {addr: "127.0.0.1:${port}"}`,
+  ].join('\n');
+  await writeFile(join(dir, 'config.yml'), `${config}\n`);
+  const proc = await startProc('docker-registry', 'docker-registry', ['serve', join(dir, 'config.yml')], join(dir, 'registry.log'));
+  return server('docker-registry', proc, port);
+}
+
+/**
+ * nginx serving `root` statically with sendfile; manifests get the OCI manifest type. The workers of a
+ * root-started nginx run as nobody, so `root` and its parents must be world-readable (the caller's job).
+ */
+export async function startNginx(dir: string, root: string): Promise<Server> {
+  await mkdir(join(dir, 'tmp'), { recursive: true });
+  const port = await freePort();
+  const tmp = join(dir, 'tmp');
+  const conf = `worker_processes auto;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'error.log')} warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 10000000;
+  keepalive_timeout 65s;
+  client_body_temp_path ${tmp}; proxy_temp_path ${tmp}; fastcgi_temp_path ${tmp}; uwsgi_temp_path ${tmp}; scgi_temp_path ${tmp};
+  types { }
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:${port};
+    root ${root};
+    location = /v2/ { default_type application/json; return 200 '{}'; }
+    location ~ /manifests/ { default_type application/vnd.oci.image.manifest.v1+json; }
+  }
+}
+`;
+  await writeFile(join(dir, 'nginx.conf'), conf);
+  const proc = await startProc('nginx', 'nginx', ['-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf'), '-p', dir, '-g', 'daemon off;'], join(dir, 'nginx.out'));
+  return server('nginx', proc, port);
+}
+
+/** One of the bare ceilings (bare-server.ts) as its own process. */
+export async function startBare(kind: 'node' | 'fastify', dir: string, root: string): Promise<Server> {
+  await mkdir(dir, { recursive: true });
+  const port = await freePort();
+  const proc = await startProc(`bare-${kind}`, process.execPath, [join(BENCH_DIST, 'bare-server.js'), kind, root, String(port)], join(dir, `bare-${kind}.log`));
+  return server(`bare ${kind}`, proc, port);
+}
+
+/** The counting proxy (count-proxy.ts) in front of `targetHostPort`. */
+export async function startCountingProxy(dir: string, targetHostPort: string): Promise<Server> {
+  const port = await freePort();
+  const proc = await startProc('count-proxy', process.execPath, [join(BENCH_DIST, 'count-proxy.js'), String(port), targetHostPort], join(dir, 'proxy.log'));
+  return server('count-proxy', proc, port);
+}
+
+export interface SluiceConfigOptions {
+  storage: string;
+  port: number;
+  upstreamUrl: string;
+  windows: 'always' | 'never';
+  allowlist: string[];
+}
+
+/** The YAML config a bench sluice serves with: the bench host as defaultUpstream, so URL paths match every target. */
+export function sluiceConfigYaml(o: SluiceConfigOptions, adminPort: number): string {
+  return toYaml({
+    listen: `127.0.0.1:${o.port}`,
+    storage: o.storage,
+    defaultUpstream: BENCH_HOST,
+    upstreams: { [BENCH_HOST]: { url: o.upstreamUrl } },
+    windows: o.windows,
+    allowlist: o.allowlist,
+    admin: { listen: `127.0.0.1:${adminPort}` },
+  });
+}
+
+export async function writeSluiceConfig(dir: string, o: Omit<SluiceConfigOptions, 'port'>): Promise<{ file: string; port: number }> {
+  await mkdir(dir, { recursive: true });
+  const port = await freePort();
+  const file = join(dir, 'sluice.yaml');
+  await writeFile(file, sluiceConfigYaml({ ...o, port }, await freePort()));
+  return { file, port };
+}
+
+/** `node [nodeArgs] dist/src/main.js serve --config FILE`, ready once GET /v2/ answers 200. */
+export async function startSluice(configFile: string, port: number, opts: { nodeArgs?: string[]; name?: string } = {}): Promise<Server> {
+  const dir = dirname(configFile);
+  const proc = await startProc(opts.name ?? 'sluice', process.execPath, [...(opts.nodeArgs ?? []), SLUICE_MAIN, 'serve', '--config', configFile], join(dir, `${opts.name ?? 'sluice'}.log`), { cwd: dir });
+  return server(opts.name ?? 'sluice', proc, port);
+}
+
+/** Runs a sluice CLI command (import, …) to completion with the given config. */
+export function sluiceCliArgs(configFile: string, args: string[]): string[] {
+  return [SLUICE_MAIN, ...args, '--config', configFile];
+}

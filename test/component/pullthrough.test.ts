@@ -1,0 +1,738 @@
+// Pull-through against an in-process fake upstream that counts requests per path and misbehaves on
+// command (held chunks, corruption, cuts, short bodies, stalls, errors, Bearer auth, redirects):
+// single-flight, streaming before the end, verify-before-commit, detached ingest, tags, windows.
+import { createHash, randomBytes } from 'node:crypto';
+import { EventEmitter, once } from 'node:events';
+import { readdir, mkdtemp, rm } from 'node:fs/promises';
+import { createServer, request, Agent, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { buildApp, type App } from '../../src/app.js';
+import { validateConfig } from '../../src/config.js';
+import { sluiceConfigDoc, type SluiceConfigOptions } from '../helpers/sluice.js';
+
+const MiB = 1024 * 1024;
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+// ---------------------------------------------------------------------------------------------------------------
+// The fake upstream
+
+interface BlobBehaviour {
+  /** Bytes per write; default 1 MiB. */
+  chunkBytes?: number;
+  /** Awaited before chunk `i` of `n` is written: the test's hand on the tap. */
+  beforeChunk?: (i: number, n: number) => Promise<void>;
+  /** Flip one byte in the middle: the right length, the wrong digest. */
+  corrupt?: boolean;
+  /** Destroy the connection once this share of the body is out. */
+  cutAtPercent?: number;
+  /** Send this share of the body, then nothing, holding the connection open. */
+  stallAtPercent?: number;
+  /** A complete, well-formed answer of only this many bytes (Content-Length says so too). */
+  shortBytes?: number;
+}
+
+interface Reply {
+  status: number;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
+interface Seen {
+  method: string;
+  path: string;
+  authorization?: string;
+}
+
+class FakeUpstream extends EventEmitter {
+  url = '';
+  readonly requests: Seen[] = [];
+  readonly blobs = new Map<string, Buffer>();
+  /** `name:reference` → manifest; both the tag and the digest form are registered. */
+  readonly manifests = new Map<string, { body: Buffer; mediaType: string }>();
+  behaviour = new Map<string, BlobBehaviour>();
+  /** Answer every registry request (not /token) with this. */
+  failAll: Reply | undefined;
+  /** Require `Authorization: Bearer <token>`, issued by GET /token (on the same server). */
+  bearerToken: string | undefined;
+  /** Answer blob GETs with a 307 to this origin + /storage/<hex>. */
+  redirectBlobsTo: string | undefined;
+  private readonly server: Server;
+
+  constructor(private readonly hostName: '127.0.0.1' | 'localhost' = '127.0.0.1') {
+    super();
+    this.server = createServer((req, res) => void this.handle(req, res));
+  }
+
+  async start(): Promise<this> {
+    this.server.listen(0, this.hostName);
+    await once(this.server, 'listening');
+    this.url = `http://${this.hostName}:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+
+  reset(): void {
+    this.requests.length = 0;
+    this.behaviour.clear();
+    this.failAll = undefined;
+    this.bearerToken = undefined;
+    this.redirectBlobsTo = undefined;
+  }
+
+  count(path: string, method = 'GET'): number {
+    return this.requests.filter((r) => r.path === path && r.method === method).length;
+  }
+
+  /** Requests to the registry API, token requests and redirect targets excluded. */
+  get registryRequests(): number {
+    return this.requests.filter((r) => r.path.startsWith('/v2/')).length;
+  }
+
+  addBlob(bytes: Buffer): string {
+    const digest = sha256(bytes);
+    this.blobs.set(digest, bytes);
+    return digest;
+  }
+
+  addManifest(name: string, doc: object, tag?: string, mediaType = OCI_MANIFEST): { digest: string; body: Buffer } {
+    const body = Buffer.from(JSON.stringify(doc));
+    const digest = sha256(body);
+    this.manifests.set(`${name}:${digest}`, { body, mediaType });
+    if (tag) this.manifests.set(`${name}:${tag}`, { body, mediaType });
+    return { digest, body };
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const path = url.pathname;
+    this.requests.push({ method: req.method ?? '', path, authorization: req.headers.authorization });
+    this.emit('request', req.method, path);
+    if (path === '/token') {
+      json(res, 200, { token: this.bearerToken ?? 'none', expires_in: 300, scope: url.searchParams.get('scope') });
+      return;
+    }
+    const storage = /^\/storage\/([0-9a-f]{64})$/.exec(path);
+    if (storage) {
+      await this.sendBlob(req, res, `sha256:${storage[1]}`);
+      return;
+    }
+    if (this.failAll) {
+      res.writeHead(this.failAll.status, { 'content-type': 'application/json', ...this.failAll.headers });
+      res.end(this.failAll.body ?? JSON.stringify({ errors: [{ code: 'UNKNOWN', message: 'fake upstream failure' }] }));
+      return;
+    }
+    if (this.bearerToken && req.headers.authorization !== `Bearer ${this.bearerToken}`) {
+      const realm = `${this.url}/token`;
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm}",service="fake-registry",scope="repository:x:pull"`, 'content-type': 'application/json' });
+      res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }));
+      return;
+    }
+    if (path === '/v2/') {
+      json(res, 200, {});
+      return;
+    }
+    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(path);
+    if (m && m[2] === 'manifests') {
+      const found = this.manifests.get(`${m[1]}:${m[3]}`);
+      if (!found) return json(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] });
+      res.writeHead(200, { 'content-type': found.mediaType, 'content-length': found.body.length, 'docker-content-digest': sha256(found.body) });
+      res.end(req.method === 'HEAD' ? undefined : found.body);
+      return;
+    }
+    if (m && m[2] === 'blobs' && this.blobs.has(m[3] ?? '')) {
+      if (this.redirectBlobsTo) {
+        res.writeHead(307, { location: `${this.redirectBlobsTo}/storage/${(m[3] ?? '').slice(7)}` });
+        res.end();
+        return;
+      }
+      await this.sendBlob(req, res, m[3] ?? '');
+      return;
+    }
+    json(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown' }] });
+  }
+
+  private async sendBlob(req: IncomingMessage, res: ServerResponse, digest: string): Promise<void> {
+    const real = this.blobs.get(digest);
+    if (!real) return json(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown' }] });
+    const b = this.behaviour.get(digest) ?? {};
+    let bytes = b.shortBytes !== undefined ? real.subarray(0, b.shortBytes) : real;
+    if (b.corrupt) {
+      bytes = Buffer.from(bytes);
+      const mid = bytes.length >> 1;
+      bytes[mid] = (bytes[mid] ?? 0) ^ 0xff;
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'docker-content-digest': digest });
+    if (req.method === 'HEAD') return void res.end();
+    const chunk = b.chunkBytes ?? MiB;
+    const n = Math.ceil(bytes.length / chunk);
+    const cutAt = b.cutAtPercent !== undefined ? Math.floor((bytes.length * b.cutAtPercent) / 100) : undefined;
+    const stallAt = b.stallAtPercent !== undefined ? Math.floor((bytes.length * b.stallAtPercent) / 100) : undefined;
+    for (let i = 0; i < n; i++) {
+      await b.beforeChunk?.(i, n);
+      let piece = bytes.subarray(i * chunk, (i + 1) * chunk);
+      const stop = cutAt ?? stallAt;
+      if (stop !== undefined && i * chunk + piece.length >= stop) piece = piece.subarray(0, stop - i * chunk);
+      if (!(await write(res, piece))) return;
+      if (cutAt !== undefined && i * chunk + piece.length >= cutAt) {
+        this.emit('cut', digest);
+        res.socket?.destroy();
+        return;
+      }
+      if (stallAt !== undefined && i * chunk + piece.length >= stallAt) {
+        this.emit('stalled', digest);
+        return; // the connection stays open, silent, until the test closes the server
+      }
+    }
+    res.end();
+    this.emit('sent', digest);
+  }
+}
+
+function json(res: ServerResponse, status: number, doc: unknown): void {
+  const body = JSON.stringify(doc);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+async function write(res: ServerResponse, piece: Buffer): Promise<boolean> {
+  if (res.destroyed) return false;
+  if (!res.write(piece)) {
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        res.off('drain', done).off('close', done);
+        resolve();
+      };
+      res.on('drain', done).on('close', done);
+    });
+  }
+  return !res.destroyed;
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Rejects with `message` if `p` has not settled within `ms`: turns a would-be hang into a failure that says why. */
+function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const guard = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)));
+  return Promise.race([p, guard]).finally(() => clearTimeout(timer));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Clients
+
+interface Got {
+  status: number;
+  headers: IncomingHttpHeaders;
+  bytes: number;
+  digest: string;
+  /** The response ended normally with every byte its Content-Length announced. */
+  complete: boolean;
+  body: Buffer | undefined;
+}
+
+interface GetOptions {
+  method?: 'GET' | 'HEAD';
+  headers?: Record<string, string>;
+  keepBody?: boolean;
+  onHeaders?: (res: IncomingMessage) => void;
+  onFirstBytes?: () => void;
+  /** Destroy the request as soon as the first body bytes arrive. */
+  disconnectAfterFirstBytes?: boolean;
+}
+
+const clientAgent = new Agent({ keepAlive: false, maxSockets: Infinity });
+
+/** One request; the body is hashed as it streams (50 × 64 MiB never sits in memory). */
+function get(url: string, opts: GetOptions = {}): Promise<Got> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers, agent: clientAgent }, (res) => {
+      opts.onHeaders?.(res);
+      const hash = createHash('sha256');
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      let ended = false;
+      res.on('data', (c: Buffer) => {
+        if (bytes === 0) {
+          opts.onFirstBytes?.();
+          if (opts.disconnectAfterFirstBytes) req.destroy();
+        }
+        bytes += c.length;
+        hash.update(c);
+        if (opts.keepBody) chunks.push(c);
+      });
+      res.on('end', () => void (ended = true));
+      res.on('error', () => undefined);
+      res.on('close', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          bytes,
+          digest: `sha256:${hash.digest('hex')}`,
+          complete: ended && res.complete,
+          body: opts.keepBody ? Buffer.concat(chunks) : undefined,
+        }),
+      );
+    });
+    req.on('error', (e) => (opts.disconnectAfterFirstBytes ? undefined : reject(e)));
+    req.end();
+  });
+}
+
+async function getJson(url: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: IncomingHttpHeaders; doc: unknown; body: Buffer }> {
+  const got = await get(url, { headers, keepBody: true });
+  const body = got.body ?? Buffer.alloc(0);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(body.toString('utf8'));
+  } catch {
+    doc = undefined;
+  }
+  return { status: got.status, headers: got.headers, doc, body };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sluice in process
+
+interface Running {
+  app: App;
+  url: string;
+  storage: string;
+  close(): Promise<void>;
+}
+
+const running: Running[] = [];
+const dirs: string[] = [];
+
+async function newStorage(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'sluice-pullthrough-'));
+  dirs.push(dir);
+  return join(dir, 'data');
+}
+
+/** buildApp on 127.0.0.1:0 over `storage`; closed after each test. */
+async function boot(storage: string, opts: SluiceConfigOptions): Promise<Running> {
+  const config = validateConfig(sluiceConfigDoc(storage, opts), join(storage, '..', 'sluice.yaml'));
+  const app = await buildApp(config);
+  const address = await app.registry.listen({ host: '127.0.0.1', port: 0 });
+  let closed: Promise<void> | undefined;
+  const r: Running = {
+    app,
+    url: address.replace('localhost', '127.0.0.1'),
+    storage,
+    close: () => (closed ??= app.close()),
+  };
+  running.push(r);
+  return r;
+}
+
+async function tmpFiles(r: Running): Promise<string[]> {
+  return readdir(r.app.store.tmpDir);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+describe('pull-through against a fake upstream', () => {
+  const up = new FakeUpstream();
+  const storageServer = new FakeUpstream('localhost');
+  let big: Buffer;
+  let bigDigest: string;
+  let mid: Buffer;
+  let midDigest: string;
+
+  /** Sluice in a window with `docker.io` → the fake, and library/big allowed for every tag. */
+  const open = async (extra: Record<string, unknown> = {}, storage?: string): Promise<Running> =>
+    boot(storage ?? (await newStorage()), {
+      windows: 'always',
+      upstreams: { 'docker.io': { url: up.url }, 'ghcr.io': { url: up.url } },
+      allowlist: ['docker.io/library/big', 'docker.io/library/app:1.0', 'docker.io/library/multi:1.0', 'ghcr.io/private/app'],
+      extra: { upstreamTimeouts: { connect: '2s', idle: '400ms' }, tagTtl: '1h', ...extra },
+    });
+  const blobUrl = (r: Running, digest: string, name = 'library/big', ns = 'docker.io'): string => `${r.url}/v2/${name}/blobs/${digest}?ns=${ns}`;
+  const blobPath = (digest: string, name = 'library/big'): string => `/v2/${name}/blobs/${digest}`;
+  /**
+   * Pulls library/big:latest as a client would first. A rule for every tag lets an uncached digest be
+   * fetched (the upstream enforces membership), but a cached one is served only when a manifest of the
+   * repository links it, so repeat requests need the manifest in the store.
+   */
+  const pullManifest = async (r: Running): Promise<void> => {
+    expect((await getJson(`${r.url}/v2/library/big/manifests/latest?ns=docker.io`)).status).toBe(200);
+  };
+
+  beforeAll(async () => {
+    await up.start();
+    await storageServer.start();
+    big = randomBytes(64 * MiB);
+    bigDigest = up.addBlob(big);
+    mid = randomBytes(8 * MiB + 12345);
+    midDigest = up.addBlob(mid);
+    storageServer.blobs.set(midDigest, mid);
+    const layers = [bigDigest, midDigest].map((digest) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: (up.blobs.get(digest) ?? big).length }));
+    up.addManifest('library/big', { schemaVersion: 2, mediaType: OCI_MANIFEST, config: layers[1], layers }, 'latest');
+  });
+
+  beforeEach(() => {
+    up.reset();
+    storageServer.reset();
+  });
+
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((r) => r.close()));
+  });
+
+  afterAll(async () => {
+    await up.stop();
+    await storageServer.stop();
+    clientAgent.destroy();
+    await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it('(a) 50 concurrent cold GETs of a 64 MiB blob make one upstream GET and all get the verified bytes', async () => {
+    const r = await open();
+    await pullManifest(r);
+    // The upstream holds its last chunk until all 50 clients have their response headers, so all 50 are
+    // provably in flight together while the one download is still running.
+    const allHeaders = deferred();
+    let withHeaders = 0;
+    up.behaviour.set(bigDigest, { beforeChunk: async (i, n) => (i === n - 1 ? allHeaders.promise : undefined) });
+    const onHeaders = (): void => {
+      if (++withHeaders === 50) allHeaders.resolve();
+    };
+    const results = await within(
+      Promise.all(Array.from({ length: 50 }, () => get(blobUrl(r, bigDigest), { onHeaders }))),
+      90_000,
+      `only ${withHeaders} of 50 clients got headers while the upstream held the last chunk`,
+    );
+    expect(up.count(blobPath(bigDigest))).toBe(1);
+    for (const got of results) {
+      expect(got.status).toBe(200);
+      expect(got.complete).toBe(true);
+      expect(got.bytes).toBe(big.length);
+      expect(got.digest).toBe(bigDigest);
+      expect(got.headers['docker-content-digest']).toBe(bigDigest);
+    }
+    expect(await r.app.store.stat(bigDigest)).toEqual({ digest: bigDigest, sizeBytes: big.length });
+    expect(await tmpFiles(r)).toEqual([]);
+    // And now it is a cache hit: no further upstream traffic.
+    const again = await get(blobUrl(r, bigDigest));
+    expect(again.digest).toBe(bigDigest);
+    expect(up.registryRequests).toBe(2); // the manifest and the blob, once each
+  }, 120_000);
+
+  it('(b) the first byte reaches the client before the upstream transfer ends', async () => {
+    const r = await open();
+    const clientHasBytes = deferred();
+    let upstreamFinished = false;
+    up.once('sent', () => void (upstreamFinished = true));
+    let finishedWhenFirstBytes: boolean | undefined;
+    up.behaviour.set(midDigest, { beforeChunk: async (i, n) => (i === n - 1 ? clientHasBytes.promise : undefined) });
+    const got = await within(
+      get(blobUrl(r, midDigest), {
+        onFirstBytes: () => {
+          finishedWhenFirstBytes = upstreamFinished;
+          clientHasBytes.resolve();
+        },
+      }),
+      20_000,
+      'no byte reached the client while the upstream held back its last chunk',
+    );
+    expect(finishedWhenFirstBytes).toBe(false);
+    expect(got).toMatchObject({ status: 200, complete: true, bytes: mid.length, digest: midDigest });
+    expect(up.count(blobPath(midDigest))).toBe(1);
+  });
+
+  describe('(c) bad upstream bytes are never committed nor completed to a client', () => {
+    const cases: Array<[string, () => BlobBehaviour]> = [
+      ['corrupted bytes of the right length', () => ({ corrupt: true })],
+      ['a connection cut at 40%', () => ({ cutAtPercent: 40 })],
+      ['a short but well-formed body', () => ({ shortBytes: 3 * MiB })],
+    ];
+    it.each(cases)('%s', async (_label, behaviour) => {
+      const r = await open();
+      up.behaviour.set(midDigest, behaviour());
+      const bad = await get(blobUrl(r, midDigest));
+      // Either an error before the headers or a response cut short; never a complete 200 of wrong bytes.
+      if (bad.status === 200) expect(bad.complete).toBe(false);
+      else expect(bad.status).toBe(502);
+      expect(bad.digest).not.toBe(midDigest);
+      expect(await r.app.store.stat(midDigest)).toBeUndefined();
+      expect(await tmpFiles(r)).toEqual([]);
+      // The upstream is fixed: a later request fetches again and succeeds.
+      up.behaviour.delete(midDigest);
+      const good = await get(blobUrl(r, midDigest));
+      expect(good).toMatchObject({ status: 200, complete: true, bytes: mid.length, digest: midDigest });
+      expect(await r.app.store.stat(midDigest)).toEqual({ digest: midDigest, sizeBytes: mid.length });
+      expect(up.count(blobPath(midDigest))).toBe(2);
+    });
+  });
+
+  it('(c) a Range request waiting on a corrupted download gets 502, not a complaint about its own digest', async () => {
+    const r = await open();
+    up.behaviour.set(midDigest, { corrupt: true });
+    const got = await getJson(blobUrl(r, midDigest), { range: 'bytes=100-199' });
+    expect(got.status).toBe(502);
+    expect(JSON.stringify(got.doc)).toContain('UPSTREAM_FAILED');
+    expect(await r.app.store.stat(midDigest)).toBeUndefined();
+    expect(await tmpFiles(r)).toEqual([]);
+  });
+
+  it('(d) a client that disconnects mid-transfer leaves a complete, verified blob in the store', async () => {
+    const r = await open();
+    await pullManifest(r);
+    const serverSocket = once(r.app.registry.server, 'connection') as Promise<[Socket]>;
+    const clientGone = deferred();
+    up.behaviour.set(midDigest, { beforeChunk: async (i, n) => (i === n - 1 ? clientGone.promise : undefined) });
+    const cut = await get(blobUrl(r, midDigest), { disconnectAfterFirstBytes: true });
+    expect(cut.complete).toBe(false);
+    const [socket] = await serverSocket;
+    // Not once(): the server side of a reset socket emits 'error' (write ECONNRESET) before 'close'.
+    if (!socket.destroyed) await new Promise((resolve) => socket.once('close', resolve));
+    clientGone.resolve(); // only now may the upstream finish: the ingest must outlive its first client
+    expect(await r.app.mirror.ensureBlob('docker.io', 'library/big', midDigest)).toBe(mid.length);
+    expect(sha256((await r.app.store.readBlob(midDigest)) ?? Buffer.alloc(0))).toBe(midDigest);
+    expect(await tmpFiles(r)).toEqual([]);
+    const again = await get(blobUrl(r, midDigest));
+    expect(again).toMatchObject({ status: 200, complete: true, digest: midDigest });
+    expect(up.count(blobPath(midDigest))).toBe(1);
+  });
+
+  it('(e) a Range request on an uncached blob waits for the verified blob and gets the right 206 slice', async () => {
+    const r = await open();
+    // The Range request starts the download; a plain GET joins it and streams live. Only when that
+    // client has bytes does the upstream send its last chunk: the Range answer must not have come yet.
+    const liveClientHasBytes = deferred();
+    let rangeAnswered = false;
+    let rangeAnsweredWhenReleased: boolean | undefined;
+    up.behaviour.set(midDigest, {
+      beforeChunk: async (i, n) => {
+        if (i !== n - 1) return;
+        await liveClientHasBytes.promise;
+        rangeAnsweredWhenReleased = rangeAnswered;
+      },
+    });
+    const upstreamAsked = once(up, 'request');
+    const ranged = get(blobUrl(r, midDigest), { headers: { range: 'bytes=5000000-5999999' }, keepBody: true, onHeaders: () => void (rangeAnswered = true) });
+    await upstreamAsked;
+    const live = get(blobUrl(r, midDigest), { onFirstBytes: () => liveClientHasBytes.resolve() });
+    const [slice, whole] = await within(Promise.all([ranged, live]), 20_000, 'the Range request or the live client hung');
+    expect(rangeAnsweredWhenReleased).toBe(false);
+    expect(slice.status).toBe(206);
+    expect(slice.headers['content-range']).toBe(`bytes 5000000-5999999/${mid.length}`);
+    expect(slice.body?.equals(mid.subarray(5_000_000, 6_000_000))).toBe(true);
+    expect(whole).toMatchObject({ status: 200, complete: true, digest: midDigest });
+    expect(up.count(blobPath(midDigest))).toBe(1);
+  });
+
+  describe('(f) tag resolution', () => {
+    const layer = Buffer.from('app layer');
+    const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
+    let manifestDigest: string;
+
+    beforeEach(() => {
+      const l = up.addBlob(layer);
+      const c = up.addBlob(config);
+      manifestDigest = up.addManifest('library/app', {
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: c, size: config.length },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l, size: layer.length }],
+      }, '1.0').digest;
+    });
+
+    it('resolves a tag upstream once per TTL, and serves the last known digest when the upstream is down', async () => {
+      const storage = await newStorage();
+      const r = await open({}, storage);
+      const url = `${r.url}/v2/library/app/manifests/1.0?ns=docker.io`;
+      const [head, first] = await Promise.all([get(url, { method: 'HEAD' }), getJson(url)]);
+      const second = await getJson(url);
+      expect(head.headers['docker-content-digest']).toBe(manifestDigest);
+      expect(first.status).toBe(200);
+      expect(sha256(first.body)).toBe(manifestDigest);
+      expect(second.headers['docker-content-digest']).toBe(manifestDigest);
+      expect(up.count('/v2/library/app/manifests/1.0') + up.count('/v2/library/app/manifests/1.0', 'HEAD')).toBe(1);
+      await r.close();
+
+      // The same store, a fresh process-worth of caches, and an upstream that refuses connections.
+      const down = await boot(storage, {
+        windows: 'always',
+        upstreams: { 'docker.io': { url: 'http://127.0.0.1:9' } },
+        allowlist: ['docker.io/library/app:1.0'],
+        extra: { upstreamTimeouts: { connect: '2s', idle: '2s' } },
+      });
+      const stale = await getJson(`${down.url}/v2/library/app/manifests/1.0?ns=docker.io`);
+      expect(stale.status).toBe(200);
+      expect(stale.headers['docker-content-digest']).toBe(manifestDigest);
+      expect(sha256(stale.body)).toBe(manifestDigest);
+      // It did try the upstream (the tag was not trusted forever), and failing that kept serving.
+      expect(down.app.upstreams.get('docker.io')?.requestCount).toBeGreaterThan(0);
+
+      // An upstream answering 500 is "down" too.
+      await down.close();
+      const failing = await open({}, storage);
+      up.failAll = { status: 500 };
+      const again = await getJson(`${failing.url}/v2/library/app/manifests/1.0?ns=docker.io`);
+      expect(again.status).toBe(200);
+      expect(again.headers['docker-content-digest']).toBe(manifestDigest);
+      expect(up.count('/v2/library/app/manifests/1.0')).toBe(2);
+    });
+
+    it('(g) outside a window a miss is an immediate 404 with no upstream request; a cached image still serves', async () => {
+      const storage = await newStorage();
+      const inWindow = await open({}, storage);
+      const cachedManifest = await getJson(`${inWindow.url}/v2/library/app/manifests/1.0?ns=docker.io`);
+      expect(cachedManifest.status).toBe(200);
+      const layerDigest = sha256(layer);
+      expect((await get(blobUrl(inWindow, layerDigest, 'library/app'))).digest).toBe(layerDigest);
+      await inWindow.close();
+      up.reset();
+
+      const closed = await boot(storage, {
+        windows: 'never',
+        upstreams: { 'docker.io': { url: up.url } },
+        allowlist: ['docker.io/library/app:1.0', 'docker.io/library/big'],
+      });
+      const started = performance.now();
+      const miss = await getJson(`${closed.url}/v2/library/big/blobs/${midDigest}?ns=docker.io`);
+      const elapsedMs = performance.now() - started;
+      expect(miss.status).toBe(404);
+      const err = (miss.doc as { errors: Array<{ code: string; message: string; detail: { nextWindow: unknown } }> }).errors[0];
+      expect(err?.code).toBe('BLOB_UNKNOWN');
+      expect(err?.message).toMatch(/^blob not cached; upstream access closed/);
+      expect(elapsedMs).toBeLessThan(1000);
+      const manifestMiss = await getJson(`${closed.url}/v2/library/big/manifests/latest?ns=docker.io`);
+      expect(manifestMiss.status).toBe(404);
+      expect(JSON.stringify(manifestMiss.doc)).toMatch(/manifest not cached; upstream access closed/);
+
+      const hit = await getJson(`${closed.url}/v2/library/app/manifests/1.0?ns=docker.io`);
+      expect(hit.status).toBe(200);
+      expect(hit.body.equals(cachedManifest.body)).toBe(true);
+      expect((await get(blobUrl(closed, layerDigest, 'library/app'))).digest).toBe(layerDigest);
+      expect(up.requests).toEqual([]);
+      expect(closed.app.upstreams.get('docker.io')?.requestCount).toBe(0);
+    });
+  });
+
+  describe('(h) upstream failures map to OCI errors, never a hang', () => {
+    it('429 → 429 TOOMANYREQUESTS with Retry-After, for manifests and blobs', async () => {
+      const r = await open();
+      up.failAll = { status: 429, headers: { 'retry-after': '17' } };
+      const m = await getJson(`${r.url}/v2/library/big/manifests/latest?ns=docker.io`);
+      expect(m.status).toBe(429);
+      expect(m.headers['retry-after']).toBe('17');
+      expect(JSON.stringify(m.doc)).toContain('TOOMANYREQUESTS');
+      const b = await getJson(blobUrl(r, midDigest));
+      expect(b.status).toBe(429);
+      expect(b.headers['retry-after']).toBe('17');
+    });
+
+    it('500 → 502', async () => {
+      const r = await open();
+      up.failAll = { status: 500 };
+      const m = await getJson(`${r.url}/v2/library/big/manifests/latest?ns=docker.io`);
+      expect(m.status).toBe(502);
+      expect(JSON.stringify(m.doc)).toContain('UPSTREAM_FAILED');
+      const b = await getJson(blobUrl(r, midDigest));
+      expect(b.status).toBe(502);
+      expect(await r.app.store.stat(midDigest)).toBeUndefined();
+    });
+
+    it('a body that stalls midway ends the response within the idle timeout, committing nothing', async () => {
+      const r = await open(); // idle timeout 400 ms
+      up.behaviour.set(midDigest, { stallAtPercent: 50 });
+      const started = performance.now();
+      const got = await within(get(blobUrl(r, midDigest)), 10_000, 'the stalled transfer hung the client');
+      const elapsedMs = performance.now() - started;
+      expect(got.complete).toBe(false);
+      expect(elapsedMs).toBeLessThan(400 + 3000);
+      expect(await r.app.store.stat(midDigest)).toBeUndefined();
+      expect(await tmpFiles(r)).toEqual([]);
+    });
+  });
+
+  it('(h) a download that outlives ingestTimeout is abandoned: waiting clients get 502, nothing is committed', async () => {
+    const r = await open({ ingestTimeout: '300ms', upstreamTimeouts: { connect: '2s', idle: '30s' } });
+    const never = deferred();
+    up.behaviour.set(midDigest, { beforeChunk: async (i) => (i === 1 ? never.promise : undefined) });
+    const got = await within(getJson(blobUrl(r, midDigest), { range: 'bytes=0-99' }), 10_000, 'ingestTimeout did not end the download');
+    never.resolve();
+    expect(got.status).toBe(502);
+    expect(JSON.stringify(got.doc)).toContain('ingestTimeout');
+    expect(await r.app.store.stat(midDigest)).toBeUndefined();
+    expect(await tmpFiles(r)).toEqual([]);
+  });
+
+  it('(i) Bearer token flow, and a blob redirect to another host without the Authorization header', async () => {
+    const r = await open();
+    up.bearerToken = 'tok-123';
+    up.redirectBlobsTo = storageServer.url; // http://localhost:P: another origin than http://127.0.0.1:P
+    const name = 'private/app';
+    up.addManifest(name, { schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: midDigest, size: mid.length }, layers: [] }, 'v1');
+    const m = await getJson(`${r.url}/v2/${name}/manifests/v1?ns=ghcr.io`);
+    expect(m.status).toBe(200);
+    const got = await get(`${r.url}/v2/${name}/blobs/${midDigest}?ns=ghcr.io`);
+    expect(got).toMatchObject({ status: 200, complete: true, digest: midDigest });
+
+    const tokenRequests = up.requests.filter((q) => q.path === '/token');
+    expect(tokenRequests).toHaveLength(1); // cached for the blob request
+    const authorized = up.requests.filter((q) => q.path.startsWith('/v2/') && q.authorization === 'Bearer tok-123');
+    expect(authorized.map((q) => q.path)).toEqual([`/v2/${name}/manifests/v1`, `/v2/${name}/blobs/${midDigest}`]);
+    expect(storageServer.requests).toEqual([{ method: 'GET', path: `/storage/${midDigest.slice(7)}`, authorization: undefined }]);
+  });
+
+  it('(j) an index pulled by tag, then only the requested platform manifest is fetched by digest', async () => {
+    const r = await open();
+    const platforms = ['amd64', 'arm64'].map((arch) => {
+      const cfg = Buffer.from(JSON.stringify({ architecture: arch, os: 'linux' }));
+      const lay = Buffer.from(`layer for ${arch}`);
+      const c = up.addBlob(cfg);
+      const l = up.addBlob(lay);
+      const man = up.addManifest('library/multi', {
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: c, size: cfg.length },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l, size: lay.length }],
+      });
+      return { arch, manifest: man, config: c, layer: l, size: man.body.length };
+    });
+    const index = up.addManifest('library/multi', {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: platforms.map((p) => ({ mediaType: OCI_MANIFEST, digest: p.manifest.digest, size: p.size, platform: { architecture: p.arch, os: 'linux' } })),
+    }, '1.0', OCI_INDEX);
+    const base = `${r.url}/v2/library/multi`;
+    const head = await get(`${base}/manifests/1.0?ns=docker.io`, { method: 'HEAD' });
+    expect(head.headers['docker-content-digest']).toBe(index.digest);
+    const idx = await getJson(`${base}/manifests/1.0?ns=docker.io`);
+    expect(idx.headers['content-type']).toBe(OCI_INDEX);
+    expect(idx.body.equals(index.body)).toBe(true);
+    const amd64 = platforms[0]!;
+    const arm64 = platforms[1]!;
+    const pm = await getJson(`${base}/manifests/${amd64.manifest.digest}?ns=docker.io`);
+    expect(pm.status).toBe(200);
+    expect(pm.body.equals(amd64.manifest.body)).toBe(true);
+    for (const d of [amd64.config, amd64.layer]) expect((await get(`${base}/blobs/${d}?ns=docker.io`)).digest).toBe(d);
+
+    expect(up.count('/v2/library/multi/manifests/1.0')).toBe(1);
+    expect(up.count(`/v2/library/multi/manifests/${amd64.manifest.digest}`)).toBe(1);
+    expect(up.count(`/v2/library/multi/manifests/${arm64.manifest.digest}`)).toBe(0);
+    expect(up.count(`/v2/library/multi/blobs/${arm64.config}`) + up.count(`/v2/library/multi/blobs/${arm64.layer}`)).toBe(0);
+    expect(await r.app.store.getManifest(arm64.manifest.digest)).toBeUndefined();
+    // A digest the index does not reach is refused by the allowlist before anything is dialled.
+    const before = up.registryRequests;
+    const denied = await getJson(`${base}/manifests/${sha256('unrelated')}?ns=docker.io`);
+    expect(denied.status).toBe(403);
+    expect(up.registryRequests).toBe(before);
+  });
+});
