@@ -53,7 +53,7 @@ export function settings(quick: boolean): Settings {
         memoryBlobBytes: 64 * MiB,
         startupRuns: 3,
         maxBackgroundCores: 0.5,
-        noiseRetryShare: 0.1,
+        noiseRetryShare: 0,
       }
     : {
         quick,

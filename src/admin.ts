@@ -29,8 +29,6 @@ export const USER_HEADER = 'x-sluice-user';
 /** A manual window is bounded: an operator opens one for a maintenance task, not for good. */
 export const MAX_MANUAL_WINDOW_MS = 30 * 24 * 3600 * 1000;
 const MIN_TOKEN_CHARS = 32;
-/** Sync outside a window is a state conflict, not a bad request; errors.ts has no row for it (see report). */
-const WINDOW_CLOSED_STATUS = 409;
 
 export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   const token = await ensureAdminToken(deps.config.admin.tokenFile, deps.config.file);
@@ -206,8 +204,7 @@ function registerSyncRoute(app: FastifyInstance, { syncer, mirror, window }: Adm
     const platforms = syncPlatforms(body.platforms);
     if (!dryRun && !mirror.isWindowOpen()) {
       const detail = { nextOpen: window.status().nextOpen?.toISOString() ?? null };
-      const body = { errors: [{ code: 'WINDOW_CLOSED', message: syncClosedMessage(mirror.closedUntil()), detail }] };
-      return reply.code(WINDOW_CLOSED_STATUS).header('content-type', 'application/json').send(JSON.stringify(body));
+      throw new RegistryError('WINDOW_CLOSED', syncClosedMessage(mirror.closedUntil()), detail);
     }
     const out = new PassThrough();
     out.on('error', () => undefined); // the client went away; the sync carries on without it

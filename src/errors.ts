@@ -16,6 +16,7 @@ export type ErrorKind =
   | 'BLOB_UNKNOWN'
   | 'NOT_FOUND'
   | 'UNSUPPORTED'
+  | 'WINDOW_CLOSED'
   | 'RANGE_NOT_SATISFIABLE'
   | 'TOOMANYREQUESTS'
   | 'UPSTREAM_FAILED'
@@ -43,6 +44,8 @@ const TABLE: Record<ErrorKind, Row> = {
   BLOB_UNKNOWN: { status: 404, code: 'BLOB_UNKNOWN' },
   NOT_FOUND: { status: 404, code: 'NOT_FOUND' },
   UNSUPPORTED: { status: 405, code: 'UNSUPPORTED' },
+  // Admin API only: a sync asked for while upstream access is closed is a state conflict.
+  WINDOW_CLOSED: { status: 409, code: 'WINDOW_CLOSED' },
   RANGE_NOT_SATISFIABLE: { status: 416, code: 'RANGE_NOT_SATISFIABLE' },
   TOOMANYREQUESTS: { status: 429, code: 'TOOMANYREQUESTS' },
   UPSTREAM_FAILED: { status: 502, code: 'UPSTREAM_FAILED' },

@@ -199,6 +199,8 @@ export class Mirror {
     timer.unref();
     try {
       const got = await upstream.getBlob(name, digest, abort.signal);
+      // Linked before commit: the blob belongs to the repository it was fetched through from its first byte on.
+      await this.deps.store.linkBlob(host, name, digest);
       const writer = await this.deps.store.beginIngest({ digest, sizeBytes: got.sizeBytes });
       const flight = new Flight(digest, got.sizeBytes, writer, this.deps.store.blobPath(digest));
       void flight.run(got.body);

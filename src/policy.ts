@@ -59,8 +59,10 @@ export class AllowlistPolicy implements Policy {
     const reachable = await this.reachable(host, name);
     if (reachable.has(digest)) return true;
     // A repository allowed for every tag may fetch any digest of its own from upstream (the upstream
-    // enforces membership), but a cached digest is served only when this repository links to it.
-    return this.allowlist.allowsAnyTag(host, name) && !(await this.store.stat(digest));
+    // enforces membership), but a cached digest is served only when this repository links to it:
+    // reachable from its manifests, or fetched through it.
+    if (!this.allowlist.allowsAnyTag(host, name)) return false;
+    return !(await this.store.stat(digest)) || (await this.store.isBlobLinked(host, name, digest));
   }
 
   /** Every digest reachable from the repository's allowed tags and pins; cached until either side changes. */

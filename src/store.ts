@@ -269,6 +269,21 @@ export class Store {
     this.generation++;
   }
 
+  /** Records that a blob was fetched through a repository (the upstream vouched it belongs there). */
+  async linkBlob(host: string, name: string, digest: string): Promise<void> {
+    await writeAtomic(this, join(this.repoDir(host, name), '_blobs', hexOf(digest)), '');
+  }
+
+  async isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
+    try {
+      await stat(join(this.repoDir(host, name), '_blobs', hexOf(digest)));
+      return true;
+    } catch (e) {
+      if (isNotFound(e) || isNotDir(e)) return false;
+      throw e;
+    }
+  }
+
   /** Digests of every manifest linked to a repository. */
   async linkedManifests(host: string, name: string): Promise<string[]> {
     return (await listDir(join(this.repoDir(host, name), '_manifests'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
