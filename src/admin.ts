@@ -45,6 +45,11 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   registerWindowRoutes(app, deps);
   registerSyncRoute(app, deps);
   app.get(`${API_PREFIX}/status`, async () => statusReport(deps));
+  // `sluice import` (another process) wrote tags and manifests: forget what was memoised about them.
+  app.post(`${API_PREFIX}/store/refresh`, async () => {
+    deps.store.invalidate();
+    return { refreshed: true };
+  });
 }
 
 /** Reads the admin token, creating it (32 random bytes, hex, mode 0600, folder 0700) when absent. */

@@ -8,7 +8,7 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { importPath } from './importer.js';
 import { Store } from './store.js';
 import { AllowlistFileError } from './allowlist.js';
-import { addRules, allowCommand, deniedCommand, statusCommand, syncCommand, windowCommand } from './commands.js';
+import { addRules, allowCommand, notifyStoreChanged, deniedCommand, statusCommand, syncCommand, windowCommand } from './commands.js';
 import { verifyStore } from './verify.js';
 
 const USAGE = `usage: sluice <command> [options]
@@ -143,6 +143,7 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
     process.stdout.write(`imported ${i.ref} ${i.digest} (${i.blobs} blobs, ${i.bytes} bytes)\n`);
   }
   for (const f of result.failed) process.stderr.write(`failed ${f.ref}: ${f.reason}\n`);
+  if (result.imported.length > 0) await notifyStoreChanged(cfg);
   if (args.flags.get('allow') === true && result.imported.length > 0) {
     // Through the running server's admin API when there is one, so the rules apply at once.
     const added = await addRules(cfg, result.imported.map((i) => i.ref), `imported from ${path}`);

@@ -90,6 +90,15 @@ export const allowCommand: Command = guarded('allow', async (args, config) => {
   }
 });
 
+/** Tells a running server that the store changed under it (after an import); nothing to do without one. */
+export function notifyStoreChanged(cfg: Config): Promise<boolean> {
+  return liveOrOffline(
+    cfg,
+    async (c) => (await c.json<{ refreshed: boolean }>('POST', '/api/v1/store/refresh', {})).refreshed,
+    async () => false,
+  );
+}
+
 export function addRules(cfg: Config, rules: string[], note: string | undefined): Promise<AddResult> {
   return liveOrOffline(
     cfg,

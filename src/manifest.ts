@@ -1,6 +1,15 @@
 // Pure knowledge of manifest documents: media types, the descriptors a manifest points at (its children),
 // and validation of a manifest body against its declared media type.
-import type { Descriptor } from './store.js';
+
+/** An OCI content descriptor (image-spec descriptor.md). */
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+  platform?: { os?: string; architecture?: string; variant?: string };
+}
 
 export const MediaType = {
   ociIndex: 'application/vnd.oci.image.index.v1+json',

@@ -6,6 +6,9 @@ import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, ty
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from './errors.js';
+import type { Descriptor } from './manifest.js';
+
+export type { Descriptor } from './manifest.js';
 
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
@@ -18,15 +21,6 @@ export interface StoredManifest {
   digest: string;
   mediaType: string;
   body: Buffer;
-}
-
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  artifactType?: string;
-  annotations?: Record<string, string>;
-  platform?: { os?: string; architecture?: string; variant?: string };
 }
 
 export interface IngestExpectation {
@@ -138,6 +132,12 @@ export class Store {
       return undefined;
     }
     return fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: 1024 * 1024 });
+  }
+
+  /** Drops memoised tags and bumps the generation: another process (import, offline sync) changed the store. */
+  invalidate(): void {
+    this.tags.clear();
+    this.generation++;
   }
 
   /** Forgets what is memoised about a digest (after another process changed the store). */

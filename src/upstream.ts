@@ -4,6 +4,7 @@ import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { RegistryError, type ErrorKind } from './errors.js';
+import type { Descriptor } from './manifest.js';
 import { UpstreamAuth, type Authorization } from './upstream-auth.js';
 
 export { parseWwwAuthenticate } from './upstream-auth.js';
@@ -21,14 +22,6 @@ export interface UpstreamOptions {
   idleTimeoutMs?: number;
   /** Docker Hub answers 401 rather than 404 for a repository that does not exist. */
   dockerHub?: boolean;
-}
-
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  artifactType?: string;
-  annotations?: Record<string, string>;
 }
 
 export interface ReferrersIndex {
