@@ -1,7 +1,13 @@
-// The CLI's client for the admin API of a running sluice: address and token from the config, global fetch,
-// OCI error bodies turned into messages, NDJSON streams read line by line; "no server" is its own error.
+// The CLI's client for the admin API of a running sluice: address and token from the config, global fetch
+// (node:https pinned to the server's own certificate when admin.tls is set), OCI error bodies turned into
+// messages, NDJSON streams read line by line; "no server" is its own error.
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { userInfo } from 'node:os';
+import { Readable } from 'node:stream';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import type { Config } from './config.js';
 
 /** Nothing listens at the admin address (connection refused), or the config gives no dialable port. */
@@ -21,11 +27,27 @@ export class AdminApiError extends Error {
 
 const REQUEST_TIMEOUT_MS = 60_000;
 
+/**
+ * How the CLI trusts an admin listener with admin.tls: the listener's own certificate file (the CLI runs on
+ * the same machine and reads the same config) is the only trust anchor, so a private CA needs no system
+ * store or NODE_EXTRA_CA_CERTS. The file may hold the leaf alone or the whole chain.
+ */
+interface AdminTrust {
+  /** PEM text of admin.tls.cert. */
+  ca: string;
+  /** SHA-256 fingerprint of the first certificate in it (the leaf the server presents). */
+  leafFingerprint: string;
+  certFile: string;
+  /** admin.tls.clientCA is set: the listener wants a client certificate, which the CLI does not have. */
+  wantsClientCert: boolean;
+}
+
 export class AdminClient {
   private constructor(
     readonly baseUrl: string,
     private readonly token: string | undefined,
     private readonly tokenFile: string,
+    private readonly trust?: AdminTrust,
   ) {}
 
   /**
@@ -41,9 +63,9 @@ export class AdminClient {
       (t) => t.trim(),
       () => undefined,
     );
-    // With admin.tls the listener speaks HTTPS; fetch trusts the system CAs (plus NODE_EXTRA_CA_CERTS).
-    const scheme = config.admin.tls ? 'https' : 'http';
-    return new AdminClient(`${scheme}://${hostPart}:${port}`, token, config.admin.tokenFile);
+    const trust = config.admin.tls ? await loadTrust(config.admin.tls.cert, config.admin.tls.clientCA !== undefined) : undefined;
+    const scheme = trust ? 'https' : 'http';
+    return new AdminClient(`${scheme}://${hostPart}:${port}`, token, config.admin.tokenFile, trust);
   }
 
   async json<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -84,11 +106,14 @@ export class AdminClient {
       payload = typeof body === 'string' ? body : JSON.stringify(body);
     }
     let res: Response;
+    const url = `${this.baseUrl}${path}`;
     try {
-      res = await fetch(`${this.baseUrl}${path}`, { method, headers, body: payload, signal });
+      res = this.trust
+        ? await pinnedHttps(url, { method, headers, body: payload, signal }, this.trust)
+        : await fetch(url, { method, headers, body: payload, signal });
     } catch (e) {
       if (errorCode(e) === 'ECONNREFUSED') throw new AdminUnavailableError(`no sluice server answers at ${this.baseUrl}`);
-      throw new Error(`admin API at ${this.baseUrl}: ${describeFetchError(e)}`);
+      throw new Error(`admin API at ${this.baseUrl}: ${describeFetchError(e)}${this.trust ? trustHint(this.trust) : ''}`);
     }
     if (res.ok) return res;
     throw await this.apiError(res);
@@ -121,6 +146,72 @@ export function currentUser(): string {
   } catch {
     return process.env.USER ?? 'cli';
   }
+}
+
+async function loadTrust(certFile: string, wantsClientCert: boolean): Promise<AdminTrust> {
+  let ca: string;
+  try {
+    ca = await readFile(certFile, 'utf8');
+  } catch (e) {
+    throw new Error(`admin.tls.cert ${certFile} cannot be read (the CLI trusts the admin listener by it): ${(e as Error).message}`);
+  }
+  let leafFingerprint: string;
+  try {
+    leafFingerprint = new X509Certificate(ca).fingerprint256;
+  } catch (e) {
+    throw new Error(`admin.tls.cert ${certFile} holds no PEM certificate: ${(e as Error).message}`);
+  }
+  return { ca, leafFingerprint, certFile, wantsClientCert };
+}
+
+function trustHint(t: AdminTrust): string {
+  const hint = ` (the CLI trusts only the certificate in admin.tls.cert ${t.certFile}; if it was replaced, send the server SIGHUP`;
+  return t.wantsClientCert ? `${hint}; admin.tls.clientCA is set, and the CLI has no client certificate to present)` : `${hint})`;
+}
+
+interface PinnedInit {
+  method: string;
+  headers: Record<string, string>;
+  body?: string;
+  signal?: AbortSignal;
+}
+
+/**
+ * One HTTPS request whose only trust anchor is the admin certificate file, answered as a fetch Response.
+ * allowPartialTrustChain lets a leaf (not self-signed) in that file anchor the chain. A server presenting
+ * exactly that leaf is the admin listener whatever address the CLI dialled (0.0.0.0 is dialled as
+ * 127.0.0.1, which a certificate for sluice.lan does not name); any other certificate still needs the name.
+ */
+function pinnedHttps(url: string, init: PinnedInit, trust: AdminTrust): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const fail = (e: unknown): void => reject(init.signal?.aborted ? init.signal.reason : new TypeError('fetch failed', { cause: e }));
+    const req = httpsRequest(url, {
+      method: init.method,
+      headers: init.body === undefined ? init.headers : { ...init.headers, 'content-length': String(Buffer.byteLength(init.body)) },
+      ca: trust.ca,
+      allowPartialTrustChain: true,
+      checkServerIdentity: (host: string, cert: PeerCertificate) =>
+        cert.fingerprint256 === trust.leafFingerprint ? undefined : checkServerIdentity(host, cert),
+      signal: init.signal,
+      // A one-off connection: a CLI process must not be held open by a kept-alive socket.
+      agent: false,
+    }, (res) => resolve(toResponse(res, init.method)));
+    req.on('error', fail);
+    req.end(init.body);
+  });
+}
+
+function toResponse(res: IncomingMessage, method: string): Response {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(res.headers)) {
+    for (const v of Array.isArray(value) ? value : value === undefined ? [] : [value]) headers.append(name, v);
+  }
+  const status = res.statusCode ?? 502;
+  // The fetch Response refuses a body for these (Fetch standard, "null body status").
+  const empty = method === 'HEAD' || [101, 204, 205, 304].includes(status);
+  if (empty) res.resume();
+  const body = empty ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
+  return new Response(body, { status, statusText: res.statusMessage ?? '', headers });
 }
 
 function errorCode(e: unknown): string | undefined {

@@ -5,6 +5,7 @@ import { LRUCache } from 'lru-cache';
 import { RegistryError } from './errors.js';
 import { Flight } from './flight.js';
 import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from './manifest.js';
+import { isDigest } from './reference.js';
 import type { Descriptor, Store, StoredManifest } from './store.js';
 import type { Upstream } from './upstream.js';
 import type { WindowState } from './window.js';
@@ -43,7 +44,7 @@ export class Mirror {
       ttl: Math.max(1, deps.tagTtlMs),
       fetchMethod: async (key) => {
         const [host = '', name = '', tag = ''] = key.split('\u0000');
-        return (await this.fetchManifest(host, name, tag)).digest;
+        return this.refreshTag(host, name, tag);
       },
     });
   }
@@ -155,6 +156,21 @@ export class Mirror {
   }
 
   /** Fetches a manifest by tag or digest, verifies it, stores it, links it (and the tag) to the repository. */
+  /**
+   * Resolves a tag upstream. A tag never seen is fetched with one GET; a known tag is re-checked with a HEAD
+   * (registries such as Docker Hub count only GETs against pull limits) and its manifest is GET only if it moved.
+   */
+  private async refreshTag(host: string, name: string, tag: string): Promise<string> {
+    const { store } = this.deps;
+    if (!(await store.getTag(host, name, tag))) return (await this.fetchManifest(host, name, tag)).digest;
+    const head = await this.requireUpstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
+    const known = head.digest && isDigest(head.digest) ? await store.getManifest(head.digest) : undefined;
+    if (!known) return (await this.fetchManifest(host, name, tag)).digest;
+    await store.linkManifest(host, name, known);
+    if ((await store.getTag(host, name, tag)) !== known.digest) await store.setTag(host, name, tag, known.digest);
+    return known.digest;
+  }
+
   private async fetchManifest(host: string, name: string, reference: string): Promise<StoredManifest> {
     const upstream = this.requireUpstream(host);
     const got = await upstream.getManifest(name, reference, [...MANIFEST_MEDIA_TYPES]);
