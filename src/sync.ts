@@ -53,6 +53,11 @@ export class Syncer {
     return this.running !== undefined;
   }
 
+  /** The sync in progress, if any (for callers that started one indirectly, e.g. syncOnOpen). */
+  get current(): Promise<SyncReport> | undefined {
+    return this.running;
+  }
+
   /** Runs one sync; a second call while one runs joins it rather than fetching twice. */
   run(opts: SyncOptions = {}): Promise<SyncReport> {
     if (!opts.dryRun && !this.mirror.isWindowOpen()) {

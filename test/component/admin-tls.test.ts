@@ -72,22 +72,22 @@ describe.skipIf(!ok)('admin listener over TLS', () => {
 
     it('answers over HTTPS with the bearer token', async () => {
       expect(adminUrl.startsWith('https://')).toBe(true);
-      const r = await get(`${adminUrl}/admin/v1/allowlist`, { ca, token });
+      const r = await get(`${adminUrl}/api/v1/allowlist`, { ca, token });
       expect(r.status, r.body).toBe(200);
       expect(r.body).toContain('docker.io/library/busybox:1.36');
     });
 
     it('without the token → 401, over TLS as well', async () => {
-      expect((await get(`${adminUrl}/admin/v1/allowlist`, { ca })).status).toBe(401);
-      expect((await get(`${adminUrl}/admin/v1/allowlist`, { ca, token: 'x'.repeat(64) })).status).toBe(401);
+      expect((await get(`${adminUrl}/api/v1/allowlist`, { ca })).status).toBe(401);
+      expect((await get(`${adminUrl}/api/v1/allowlist`, { ca, token: 'x'.repeat(64) })).status).toBe(401);
     });
 
     it('a client that does not trust the private CA is refused by its own TLS check', async () => {
-      await expect(get(`${adminUrl}/admin/v1/allowlist`, { token })).rejects.toThrow(/unable to verify|self.signed|certificate/i);
+      await expect(get(`${adminUrl}/api/v1/allowlist`, { token })).rejects.toThrow(/unable to verify|self.signed|certificate/i);
     });
 
     it('plain HTTP to the TLS port gets no admin answer', async () => {
-      const r = await fetch(adminUrl.replace('https:', 'http:') + '/admin/v1/allowlist', { headers: { authorization: `Bearer ${token}` } })
+      const r = await fetch(adminUrl.replace('https:', 'http:') + '/api/v1/allowlist', { headers: { authorization: `Bearer ${token}` } })
         .then((res) => res.status, (e: unknown) => String(e));
       expect(r).not.toBe(200);
     });
