@@ -94,6 +94,9 @@ export interface NoiseBudget {
   left: number;
 }
 
+/** At most this many attempts of one run, so one long disturbance cannot eat a case's whole budget. */
+const MAX_ATTEMPTS = 3;
+
 export const noiseBudget = (s: Settings, plannedRuns: number): NoiseBudget => ({ left: Math.ceil(plannedRuns * s.noiseRetryShare) });
 
 /**
@@ -101,14 +104,15 @@ export const noiseBudget = (s: Settings, plannedRuns: number): NoiseBudget => ({
  * runs it again, and keeps the quietest attempt (the same rule for every target, so it biases none).
  */
 export async function quietest<T extends { backgroundCores: number }>(s: Settings, budget: NoiseBudget, once: () => Promise<T>): Promise<T & { attempts: number }> {
-  let best = await once();
+  let latest = await once();
+  let best = latest;
   let attempts = 1;
-  while (best.backgroundCores > s.maxBackgroundCores && budget.left > 0) {
+  while (latest.backgroundCores > s.maxBackgroundCores && budget.left > 0 && attempts < MAX_ATTEMPTS) {
     budget.left--;
     attempts++;
-    log(`      (other processes kept ${best.backgroundCores.toFixed(2)} cores busy: repeating)`);
-    const next = await once();
-    if (next.backgroundCores < best.backgroundCores) best = next;
+    log(`      (other processes kept ${latest.backgroundCores.toFixed(2)} cores busy: repeating)`);
+    latest = await once();
+    if (latest.backgroundCores < best.backgroundCores) best = latest;
   }
   return { ...best, attempts };
 }

@@ -30,6 +30,8 @@ export interface App {
   registry: FastifyInstance;
   admin: FastifyInstance;
   syncer: Syncer;
+  /** The node credentials in force (swapped on SIGHUP). */
+  htpasswd?: { current: Htpasswd };
   store: Store;
   allowlist: Allowlist;
   denied: DeniedLog;
@@ -49,7 +51,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const hosts = hostTable(config);
   let mirrorRef: Mirror | undefined;
   const registry = newFastify(opts.logger ?? false, config.tls);
-  if (config.auth) requireBasicAuth(registry, Htpasswd.load(config.auth.htpasswd));
+  const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
+  if (htpasswd) requireBasicAuth(registry, htpasswd);
   registry.addConstraintStrategy(passthroughConstraint(() => mirrorRef, hosts));
   const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
@@ -67,6 +70,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     registry,
     admin,
     syncer,
+    htpasswd,
     store,
     allowlist,
     denied,
@@ -144,21 +148,33 @@ async function openWindowState(config: Config, now?: () => Date): Promise<Window
 
 /** A fastify instance with sluice's limits and the one error handler every listener shares. */
 /** Every registry request needs valid basic-auth credentials (checked before anything else). */
-function requireBasicAuth(app: FastifyInstance, htpasswd: Htpasswd): void {
+function requireBasicAuth(app: FastifyInstance, htpasswd: { current: Htpasswd }): void {
   app.addHook('onRequest', async (req) => {
-    await htpasswd.check(req.headers.authorization);
+    await htpasswd.current.check(req.headers.authorization);
   });
 }
 
-/** Re-reads both listeners' certificates (SIGHUP); open connections are not dropped. */
+/**
+ * SIGHUP: re-reads both listeners' certificates and the htpasswd file; open connections are not dropped.
+ * Everything is loaded before anything is swapped, so a broken file leaves the previous set in force.
+ */
 export function reloadTls(app: App): void {
+  const htpasswd = app.config.auth ? Htpasswd.load(app.config.auth.htpasswd) : undefined;
   if (app.config.tls) reloadCertificates(app.registry.server as HttpsServer, app.config.tls);
   if (app.config.admin.tls) reloadCertificates(app.admin.server as HttpsServer, app.config.admin.tls);
+  if (htpasswd && app.htpasswd) app.htpasswd.current = htpasswd;
 }
+
+/**
+ * Connection limits for both listeners. Node checks headersTimeout/requestTimeout only every
+ * connectionsCheckingInterval (default 30 s), so without it a slowloris client is cut after 30 s, not 10 s.
+ * fastify hands `http` to http.createServer only, so an https listener needs the same limits in its options.
+ */
+const CONNECTION_LIMITS = { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, connectionsCheckingInterval: 1_000 };
 
 export function newFastify(logger: boolean, tls?: TlsConfig): FastifyInstance {
   const app = Fastify({
-    ...(tls ? { https: httpsOptions(tls) } : {}),
+    ...(tls ? { https: { ...httpsOptions(tls), ...CONNECTION_LIMITS } } : {}),
     logger: logger ? { level: 'info' } : false,
     // Per-request log lines would cost more than serving a cached manifest; policy events are logged instead.
     logController: new LogController({ disableRequestLogging: true }),
@@ -168,7 +184,7 @@ export function newFastify(logger: boolean, tls?: TlsConfig): FastifyInstance {
     requestTimeout: 60_000,
     keepAliveTimeout: 65_000,
     return503OnClosing: false,
-    http: { maxHeaderSize: 16 * 1024, headersTimeout: 10_000 },
+    http: CONNECTION_LIMITS,
     frameworkErrors: (err, req, reply) => {
       sendError(new RegistryError('BAD_REQUEST', 'malformed request', { reason: err.message }), req, reply);
     },

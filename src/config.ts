@@ -86,6 +86,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   const allowlist = parseAllowlist(doc.allowlist ?? [], p);
   const tls = doc.tls === undefined ? undefined : parseTls(doc.tls, 'tls', p, path);
   const auth = parseAuth(doc.auth, p, path);
+  if (auth && !tls) p.push('auth: basic auth needs tls too (over plain HTTP every request would carry a node password in clear)');
   const admin = parseAdmin(doc.admin ?? {}, p, path, storage);
   const timeouts = isObject(doc.upstreamTimeouts) ? doc.upstreamTimeouts : {};
   if (doc.upstreamTimeouts !== undefined && !isObject(doc.upstreamTimeouts)) p.push('upstreamTimeouts: must be a mapping');
@@ -203,8 +204,15 @@ function parseAdmin(v: unknown, p: string[], path: (s: string) => string, storag
   return {
     listen: address(a.listen ?? '127.0.0.1:6001', 'admin.listen', p),
     tokenFile: a.tokenFile === undefined ? resolve(storage, 'admin.token') : path(str(a.tokenFile, 'admin.tokenFile', p)),
-    tls: a.tls === undefined ? undefined : parseTls(a.tls, 'admin.tls', p, path),
+    tls: a.tls === undefined ? undefined : parseAdminTls(a.tls, p, path),
   };
+}
+
+function parseAdminTls(v: unknown, p: string[], path: (s: string) => string): TlsConfig | undefined {
+  const t = parseTls(v, 'admin.tls', p, path);
+  // The CLI authenticates with the token and has no client certificate to offer.
+  if (t?.clientCA !== undefined) p.push('admin.tls.clientCA: not supported; the admin API is protected by its bearer token');
+  return t;
 }
 
 function address(v: unknown, at: string, p: string[]): { host: string; port: number } {

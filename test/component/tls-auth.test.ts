@@ -124,9 +124,10 @@ describe.skipIf(!ok)('TLS, mTLS and basic auth on the registry listener', () => 
 
   describe('basic auth from a bcrypt htpasswd file', () => {
     let s: InProcessSluice;
+    let htpasswd: string;
     const basic = (u: string, p: string): string => `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`;
     beforeAll(async () => {
-      const htpasswd = join(pki.dir, 'htpasswd');
+      htpasswd = join(pki.dir, 'htpasswd');
       await writeFile(htpasswd, `node:${bcrypt.hashSync('s3cret', 5)}\n`);
       s = await startSluice({ extra: { tls: { cert: pki.serverCert, key: pki.serverKey }, auth: { htpasswd } } });
     });
@@ -149,6 +150,17 @@ describe.skipIf(!ok)('TLS, mTLS and basic auth on the registry listener', () => 
       expect((await get(`${s.url}/v2/`, { ca, authorization: basic('node', 's3cret') })).status).toBe(200);
       const denied = await get(`${s.url}/v2/library/busybox/manifests/1.36`, { ca, authorization: basic('node', 's3cret') });
       expect(denied.status).toBe(403);
+    });
+
+    it('a reload (SIGHUP) swaps the users; a broken file keeps the previous ones', async () => {
+      await writeFile(htpasswd, `node2:${bcrypt.hashSync('n3w', 5)}\n`);
+      reloadTls(s.app);
+      expect((await get(`${s.url}/v2/`, { ca, authorization: basic('node2', 'n3w') })).status).toBe(200);
+      // The old user's header was remembered as verified; a reload must forget that too.
+      expect((await get(`${s.url}/v2/`, { ca, authorization: basic('node', 's3cret') })).status).toBe(401);
+      await writeFile(htpasswd, 'node3:plaintext-is-refused\n');
+      expect(() => reloadTls(s.app)).toThrow(/bcrypt/);
+      expect((await get(`${s.url}/v2/`, { ca, authorization: basic('node2', 'n3w') })).status).toBe(200);
     });
   });
 });
