@@ -20,6 +20,7 @@ export type ErrorKind =
   | 'RANGE_NOT_SATISFIABLE'
   | 'TOOMANYREQUESTS'
   | 'UPSTREAM_FAILED'
+  | 'INSUFFICIENT_STORAGE'
   | 'BAD_REQUEST';
 
 interface Row {
@@ -49,6 +50,8 @@ const TABLE: Record<ErrorKind, Row> = {
   RANGE_NOT_SATISFIABLE: { status: 416, code: 'RANGE_NOT_SATISFIABLE' },
   TOOMANYREQUESTS: { status: 429, code: 'TOOMANYREQUESTS' },
   UPSTREAM_FAILED: { status: 502, code: 'UPSTREAM_FAILED' },
+  // The store's disk is full (RFC 4918 §11.5): the mirror cannot take the blob, the upstream is not at fault.
+  INSUFFICIENT_STORAGE: { status: 507, code: 'INSUFFICIENT_STORAGE' },
 };
 
 export class RegistryError extends Error {

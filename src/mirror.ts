@@ -216,8 +216,14 @@ export class Mirror {
     try {
       const got = await upstream.getBlob(name, digest, abort.signal);
       // Linked before commit: the blob belongs to the repository it was fetched through from its first byte on.
-      await this.deps.store.linkBlob(host, name, digest);
-      const writer = await this.deps.store.beginIngest({ digest, sizeBytes: got.sizeBytes });
+      // If the store refuses (disk full), the upstream body must be released: nobody else will read it.
+      const writer = await this.deps.store.linkBlob(host, name, digest)
+        .then(() => this.deps.store.beginIngest({ digest, sizeBytes: got.sizeBytes }))
+        .catch((e: unknown) => {
+          got.body.destroy();
+          this.deps.log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) });
+          throw e;
+        });
       const flight = new Flight(digest, got.sizeBytes, writer, this.deps.store.blobPath(digest));
       void flight.run(got.body);
       flight.done

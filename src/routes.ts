@@ -1,5 +1,6 @@
 // The registry HTTP surface: HEAD registered before GET on /v2/*, our own path parser, OCI errors
 // for everything else (writes → 405 UNSUPPORTED, unknown paths → 404). Streams blobs and manifests.
+import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from './errors.js';
 import { parseRegistryUrl, type HostTable, type ParsedRequest } from './reference.js';
@@ -107,7 +108,7 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
     return;
   }
   // If a live ingest fails verification its stream errors and the response is cut short, never completed.
-  const body = src.kind === 'stream' ? await src.open() : await mirror.store.openBlob(digest, plan.range);
+  const body = src.kind === 'stream' ? await src.open() : await openCached(mirror, digest, src.sizeBytes, plan.range);
   if (!body) {
     // The blob vanished between stat and open (quarantined): answer as for any miss.
     await serveBlob(req, reply, host, name, digest, mirror);
@@ -115,6 +116,14 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
   }
   reply.code(plan.status).headers(plan.headers);
   reply.send(body);
+}
+
+const SMALL_BLOB_BYTES = 64 * 1024;
+
+/** The bytes of a cached blob: small whole blobs in one read, the rest streamed with an explicit end. */
+async function openCached(mirror: Mirror, digest: string, sizeBytes: number, range?: { start: number; end: number }): Promise<Readable | Buffer | undefined> {
+  if (range === undefined && sizeBytes <= SMALL_BLOB_BYTES) return mirror.store.readSmallBlob(digest);
+  return mirror.store.openBlob(digest, range ?? { start: 0, end: sizeBytes - 1 });
 }
 
 function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer): void {
