@@ -1,12 +1,13 @@
 // The registry HTTP surface: HEAD registered before GET on /v2/*, our own path parser, OCI errors
 // for everything else (writes → 405 UNSUPPORTED, unknown paths → 404). Streams blobs and manifests.
-import type { Readable } from 'node:stream';
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from './errors.js';
 import { parseRegistryUrl, type HostTable, type ParsedRequest } from './reference.js';
 import { planContent, type ContentPlan } from './serve.js';
 import type { Mirror } from './mirror.js';
 import { MediaType } from './manifest.js';
+import { sendFileRange } from './blob-sender.js';
 
 export interface RegistryRoutesOptions {
   mirror: Mirror;
@@ -107,23 +108,41 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
     send(reply, plan);
     return;
   }
-  // If a live ingest fails verification its stream errors and the response is cut short, never completed.
-  const body = src.kind === 'stream' ? await src.open() : await openCached(mirror, digest, src.sizeBytes, plan.range);
-  if (!body) {
-    // The blob vanished between stat and open (quarantined): answer as for any miss.
-    await serveBlob(req, reply, host, name, digest, mirror);
+  if (src.kind === 'stream') {
+    // Live bytes of an upstream ingest: if it fails verification the stream errors and the response is cut
+    // short, never completed.
+    reply.code(plan.status).headers(plan.headers);
+    reply.send(await src.open());
     return;
   }
-  reply.code(plan.status).headers(plan.headers);
-  reply.send(body);
+  const sent = plan.range === undefined && src.sizeBytes <= SMALL_BLOB_BYTES
+    ? await sendSmallBlob(reply, plan, digest, mirror)
+    : await sendBlobRange(reply, plan, digest, plan.range ?? { start: 0, end: src.sizeBytes - 1 }, mirror);
+  // The blob vanished between stat and open (quarantined by verify --repair): answer as for any miss.
+  if (!sent) await serveBlob(req, reply, host, name, digest, mirror);
 }
 
+/** Configs and tiny layers: one read, one write. */
 const SMALL_BLOB_BYTES = 64 * 1024;
 
-/** The bytes of a cached blob: small whole blobs in one read, the rest streamed with an explicit end. */
-async function openCached(mirror: Mirror, digest: string, sizeBytes: number, range?: { start: number; end: number }): Promise<Readable | Buffer | undefined> {
-  if (range === undefined && sizeBytes <= SMALL_BLOB_BYTES) return mirror.store.readSmallBlob(digest);
-  return mirror.store.openBlob(digest, range ?? { start: 0, end: sizeBytes - 1 });
+async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: string, mirror: Mirror): Promise<boolean> {
+  const body = await mirror.store.readSmallBlob(digest);
+  if (!body) return false;
+  reply.code(plan.status).headers(plan.headers);
+  reply.send(body);
+  return true;
+}
+
+/** Everything else straight from the file to the socket through pooled buffers (see blob-sender.ts). */
+async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, mirror: Mirror): Promise<boolean> {
+  const fd = await mirror.store.openBlobFd(digest);
+  if (fd === undefined) return false;
+  reply.hijack();
+  const head: OutgoingHttpHeaders = { ...plan.headers };
+  for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) head[k] = v;
+  reply.raw.writeHead(plan.status, head);
+  await sendFileRange(fd, range.start, range.end, reply.raw);
+  return true;
 }
 
 function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer): void {

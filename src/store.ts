@@ -138,6 +138,17 @@ export class Store {
     return createReadStream('', { fd, start: range.start, end: range.end, highWaterMark: STREAM_CHUNK, autoClose: true });
   }
 
+  /** An open descriptor on a committed blob (for the pooled sender), or undefined when it has gone. */
+  async openBlobFd(digest: string): Promise<number | undefined> {
+    try {
+      return await openFd(this.blobPath(digest));
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      this.forget(digest);
+      return undefined;
+    }
+  }
+
   /** A small blob in one read (cheaper than a stream for configs and tiny layers), or undefined when gone. */
   async readSmallBlob(digest: string): Promise<Buffer | undefined> {
     const body = await this.readBlob(digest);

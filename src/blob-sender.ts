@@ -1,0 +1,62 @@
+// Sends a byte range of a file to an HTTP response from reused buffers: read the next chunk while the previous
+// one is being written, and reuse a buffer only once its write has completed. Buffers come from a small shared
+// pool, so serving a blob allocates nothing and leaves nothing for the garbage collector.
+import { close, read } from 'node:fs';
+import type { ServerResponse } from 'node:http';
+
+const CHUNK = 1024 * 1024;
+/** At most this many idle buffers are kept (64 MiB); more are allocated under load and dropped after. */
+const POOL_MAX = 64;
+const pool: Buffer[] = [];
+
+function acquire(): Buffer {
+  return pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+}
+
+function release(buf: Buffer): void {
+  if (pool.length < POOL_MAX) pool.push(buf);
+}
+
+function readAt(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/**
+ * Streams bytes [start, end] of `fd` (which it closes) to `res`, whose head has been written. Resolves when the
+ * last byte is handed to the socket; a client that goes away ends it quietly; a short file destroys the response.
+ */
+export async function sendFileRange(fd: number, start: number, end: number, res: ServerResponse): Promise<void> {
+  // Two slots: one being written while the other is read into. A slot's buffer returns to the pool only after
+  // its write completed, so the socket never sends bytes that were overwritten.
+  const slots: Array<{ buf: Buffer; written: Promise<void> } | undefined> = [undefined, undefined];
+  let gone = false;
+  const onClose = (): void => {
+    gone = true;
+  };
+  res.once('close', onClose);
+  try {
+    let pos = start;
+    for (let i = 0; pos <= end && !gone; i ^= 1) {
+      const slot = slots[i];
+      if (slot) await slot.written;
+      const buf = slot?.buf ?? acquire();
+      const n = await readAt(fd, buf, Math.min(CHUNK, end - pos + 1), pos);
+      if (n === 0) {
+        slots[i] = { buf, written: Promise.resolve() };
+        throw new Error('blob file is shorter than its recorded size');
+      }
+      pos += n;
+      const written = new Promise<void>((resolve) => res.write(n === CHUNK ? buf : buf.subarray(0, n), () => resolve()));
+      slots[i] = { buf, written };
+    }
+    await Promise.all(slots.map((s) => s?.written));
+    if (!gone) res.end();
+  } catch (e) {
+    res.destroy(e as Error);
+  } finally {
+    res.off('close', onClose);
+    close(fd, () => undefined);
+    // A destroyed response may never call back its writes; only buffers whose writes settled are reused.
+    for (const s of slots) if (s) void s.written.then(() => release(s.buf));
+  }
+}

@@ -1,0 +1,79 @@
+// The pooled blob sender reuses 1 MiB buffers across requests: bytes must be exact for every client however
+// they read — fast, slow, ranged across chunk boundaries, aborting — and no buffer may leak into another reply.
+import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
+
+const MiB = 1024 * 1024;
+const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+function get(url: string, opts: { range?: string; slow?: boolean; abortAfterBytes?: number } = {}): Promise<{ status: number; body: Buffer; aborted: boolean }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers: opts.range ? { range: opts.range } : {} }, (res) => {
+      const chunks: Buffer[] = [];
+      let got = 0;
+      res.on('data', (c: Buffer) => {
+        chunks.push(c);
+        got += c.length;
+        if (opts.abortAfterBytes !== undefined && got >= opts.abortAfterBytes) {
+          req.destroy();
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), aborted: true });
+          return;
+        }
+        if (opts.slow) {
+          // A slow reader: stop reading until the other clients have moved on (next turn of the event loop).
+          res.pause();
+          setImmediate(() => res.resume());
+        }
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), aborted: false }));
+      res.on('error', reject);
+    });
+    req.on('error', (e) => (opts.abortAfterBytes !== undefined ? undefined : reject(e)));
+    req.end();
+  });
+}
+
+describe('pooled blob sender', () => {
+  let sluice: InProcessSluice;
+  const a = randomBytes(9 * MiB + 12_345);
+  const b = randomBytes(5 * MiB + 7);
+  const url = (blob: Buffer): string => `${sluice.url}/v2/ghcr.io/x/y/blobs/${sha(blob)}`;
+
+  beforeAll(async () => {
+    sluice = await startSluice({ allowlist: [`ghcr.io/x/y@${sha(a)}`, `ghcr.io/x/y@${sha(b)}`] });
+    await sluice.app.store.putBlob(a);
+    await sluice.app.store.putBlob(b);
+  });
+  afterAll(async () => sluice?.close());
+
+  it('16 concurrent clients of two blobs, half of them slow, a few aborting: every complete body is exact', async () => {
+    const runs = Array.from({ length: 16 }, (_, i) => {
+      const blob = i % 2 === 0 ? a : b;
+      const abortAfterBytes = i % 5 === 4 ? 2 * MiB : undefined;
+      return get(url(blob), { slow: i % 4 < 2, abortAfterBytes }).then((r) => ({ r, blob }));
+    });
+    for (const { r, blob } of await Promise.all(runs)) {
+      expect(r.status).toBe(200);
+      if (r.aborted) expect(r.body.equals(blob.subarray(0, r.body.length))).toBe(true);
+      else expect(sha(r.body)).toBe(sha(blob));
+    }
+    // And afterwards (buffers back in the pool) still exact.
+    expect(sha((await get(url(b))).body)).toBe(sha(b));
+    expect(sha((await get(url(a))).body)).toBe(sha(a));
+  });
+
+  it('ranges across 1 MiB chunk boundaries are exact', async () => {
+    const cases: Array<[number, number]> = [
+      [0, 0], [MiB - 1, MiB], [MiB - 1, 2 * MiB], [MiB, 3 * MiB - 1], [123, 4 * MiB + 5], [a.length - 1, a.length - 1],
+    ];
+    for (const [start, end] of cases) {
+      const r = await get(url(a), { range: `bytes=${start}-${end}` });
+      expect(r.status).toBe(206);
+      expect(r.body.equals(a.subarray(start, end + 1)), `${start}-${end}`).toBe(true);
+    }
+    const tail = await get(url(a), { range: `bytes=${a.length - MiB - 3}-` });
+    expect(tail.body.equals(a.subarray(a.length - MiB - 3))).toBe(true);
+  });
+});
