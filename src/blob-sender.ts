@@ -17,6 +17,16 @@ function release(buf: Buffer): void {
   if (pool.length < POOL_MAX) pool.push(buf);
 }
 
+/** A file still being written (a blob arriving from upstream): how much may be sent, and a wait for more. */
+export interface GrowingFile {
+  /** Bytes that may be sent now; never more than are on disk. */
+  available(): number;
+  /** Set once the writer failed: the response is then cut short. */
+  failure(): Error | undefined;
+  /** Resolves at the writer's next progress. */
+  next(): Promise<void>;
+}
+
 function readAt(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) => read(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 }
@@ -24,8 +34,9 @@ function readAt(fd: number, buf: Buffer, length: number, position: number): Prom
 /**
  * Streams bytes [start, end] of `fd` (which it closes) to `res`, whose head has been written. Resolves when the
  * last byte is handed to the socket; a client that goes away ends it quietly; a short file destroys the response.
+ * With `growing`, bytes are sent as they arrive, and a failed writer destroys the response.
  */
-export async function sendFileRange(fd: number, start: number, end: number, res: ServerResponse): Promise<void> {
+export async function sendFileRange(fd: number, start: number, end: number, res: ServerResponse, growing?: GrowingFile): Promise<void> {
   // Two slots: one being written while the other is read into. A slot's buffer returns to the pool only after
   // its write completed, so the socket never sends bytes that were overwritten.
   const slots: Array<{ buf: Buffer; written: Promise<void> } | undefined> = [undefined, undefined];
@@ -37,10 +48,18 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
   try {
     let pos = start;
     for (let i = 0; pos <= end && !gone; i ^= 1) {
+      const last = growing ? Math.min(end, growing.available() - 1) : end;
+      if (pos > last) {
+        const failed = growing?.failure();
+        if (failed) throw failed;
+        await growing?.next();
+        i ^= 1;
+        continue;
+      }
       const slot = slots[i];
       if (slot) await slot.written;
       const buf = slot?.buf ?? acquire();
-      const n = await readAt(fd, buf, Math.min(CHUNK, end - pos + 1), pos);
+      const n = await readAt(fd, buf, Math.min(CHUNK, last - pos + 1), pos);
       if (n === 0) {
         slots[i] = { buf, written: Promise.resolve() };
         throw new Error('blob file is shorter than its recorded size');

@@ -1,12 +1,10 @@
 // Single-flight blob ingest: one upstream download per digest written into the store, and any number of
-// readers tailing the temp file as it grows, so every waiting client gets bytes at once and none slows the download.
+// clients sent the temp file as it grows, so every waiting client gets bytes at once and none slows the download.
 import { EventEmitter } from 'node:events';
-import { open, type FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { open as openCallback } from 'node:fs';
+import type { GrowingFile } from './blob-sender.js';
 import { RegistryError } from './errors.js';
 import type { BlobInfo, IngestWriter } from './store.js';
-
-const READ_CHUNK = 256 * 1024;
 
 export class Flight extends EventEmitter {
   written = 0;
@@ -53,47 +51,32 @@ export class Flight extends EventEmitter {
     }
   }
 
-  /** A stream of the blob's bytes as they arrive; errors (and so aborts the response) if the ingest fails. */
-  async reader(): Promise<Readable> {
-    let fh: FileHandle;
+  /** How much of the blob clients may be sent now, and a wait for more (see blob-sender.ts). */
+  readonly growth: GrowingFile = {
+    // The last byte waits for verification: with Content-Length set, a client that had every byte would hold a
+    // complete response even if the digest check then failed. Cutting it one byte short cannot be mistaken.
+    available: () => (this.sizeBytes !== undefined && this.written >= this.sizeBytes && !this.result ? this.written - 1 : this.written),
+    failure: () => this.failure,
+    next: () => new Promise<void>((resolve) => this.once('progress', resolve)),
+  };
+
+  /** A descriptor on the blob's bytes: the temp file while it grows, the committed file once it is in place. */
+  async openFd(): Promise<number> {
     try {
-      fh = await open(this.tmpPath, 'r');
+      return await openFd(this.tmpPath);
     } catch (e) {
       // Joined just as the ingest ended: the temp file has been renamed into place, or removed on failure.
       // The rename can land before `result` is set, so wait for the outcome rather than read it now.
       if (!isNotFound(e)) throw e;
       await this.done.catch(() => undefined);
       if (this.failure) throw this.failure;
-      fh = await open(this.committedPath, 'r');
+      return openFd(this.committedPath);
     }
-    return Readable.from(this.tail(fh), { objectMode: false });
   }
+}
 
-  private async *tail(fh: FileHandle): AsyncGenerator<Buffer> {
-    let pos = 0;
-    try {
-      for (;;) {
-        if (this.failure) throw this.failure;
-        // The last byte waits for verification: with Content-Length set, a client that had every byte would
-        // hold a complete response even if the digest check then failed. Cutting it one byte short cannot be mistaken.
-        const complete = this.sizeBytes !== undefined && this.written >= this.sizeBytes;
-        const available = complete && !this.result ? this.written - 1 : this.written;
-        if (pos < available) {
-          const len = Math.min(READ_CHUNK, available - pos);
-          const buf = Buffer.allocUnsafe(len);
-          const { bytesRead } = await fh.read(buf, 0, len, pos);
-          if (bytesRead === 0) throw new Error('blob temp file shrank while being read');
-          pos += bytesRead;
-          yield bytesRead === len ? buf : buf.subarray(0, bytesRead);
-          continue;
-        }
-        if (this.result) return;
-        await new Promise<void>((resolve) => this.once('progress', resolve));
-      }
-    } finally {
-      await fh.close();
-    }
-  }
+function openFd(path: string): Promise<number> {
+  return new Promise((resolve, reject) => openCallback(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
 function isNotFound(e: unknown): boolean {

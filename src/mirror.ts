@@ -1,6 +1,6 @@
 // The request policy of DESIGN.md §2 after parsing: allowlist → cache → window → upstream.
 // Owns single-flight per digest, the tag-resolution cache, and the error a client sees for a closed window.
-import type { Readable } from 'node:stream';
+import type { GrowingFile } from './blob-sender.js';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from './errors.js';
 import { Flight } from './flight.js';
@@ -31,7 +31,7 @@ export interface MirrorDeps {
 
 export type BlobSource =
   | { kind: 'file'; sizeBytes: number }
-  | { kind: 'stream'; sizeBytes: number | undefined; open: () => Promise<Readable> };
+  | { kind: 'stream'; sizeBytes: number | undefined; openFd: () => Promise<number>; growth: GrowingFile };
 
 export class Mirror {
   private readonly flights = new Map<string, Promise<Flight | undefined>>();
@@ -88,7 +88,7 @@ export class Mirror {
     const flight = await this.flightFor(host, name, digest);
     if (!flight) return this.locateBlob(host, name, digest);
     if (flight.result) return { kind: 'file', sizeBytes: flight.result.sizeBytes };
-    return { kind: 'stream', sizeBytes: flight.sizeBytes, open: () => flight.reader() };
+    return { kind: 'stream', sizeBytes: flight.sizeBytes, openFd: () => flight.openFd(), growth: flight.growth };
   }
 
   async tags(host: string, name: string): Promise<string[]> {

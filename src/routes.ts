@@ -7,7 +7,7 @@ import { parseRegistryUrl, type HostTable, type ParsedRequest } from './referenc
 import { planContent, type ContentPlan } from './serve.js';
 import type { Mirror } from './mirror.js';
 import { MediaType } from './manifest.js';
-import { sendFileRange } from './blob-sender.js';
+import { sendFileRange, type GrowingFile } from './blob-sender.js';
 
 export interface RegistryRoutesOptions {
   mirror: Mirror;
@@ -93,7 +93,7 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
     // A blob still arriving is served live from its first byte; anything needing its final size or an
     // offset (a Range other than containerd's "bytes=0-", or a HEAD without a known size) waits for the verified file.
     const offset = rangeHeader !== undefined && !/^\s*bytes\s*=\s*0-\s*$/.test(rangeHeader);
-    if (offset || src.sizeBytes === undefined) src = { kind: 'file', sizeBytes: await mirror.ensureBlob(host, name, digest) };
+    if (offset || !src.sizeBytes) src = { kind: 'file', sizeBytes: await mirror.ensureBlob(host, name, digest) };
   }
   const plan = planContent({
     method: req.method,
@@ -109,10 +109,8 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
     return;
   }
   if (src.kind === 'stream') {
-    // Live bytes of an upstream ingest: if it fails verification the stream errors and the response is cut
-    // short, never completed.
-    reply.code(plan.status).headers(plan.headers);
-    reply.send(await src.open());
+    // Live bytes of an upstream ingest: if it fails verification the response is cut short, never completed.
+    await sendFd(reply, plan, await src.openFd(), { start: 0, end: (src.sizeBytes ?? 0) - 1 }, src.growth);
     return;
   }
   const sent = plan.range === undefined && src.sizeBytes <= SMALL_BLOB_BYTES
@@ -137,12 +135,16 @@ async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: str
 async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, mirror: Mirror): Promise<boolean> {
   const fd = await mirror.store.openBlobFd(digest);
   if (fd === undefined) return false;
+  await sendFd(reply, plan, fd, range);
+  return true;
+}
+
+async function sendFd(reply: FastifyReply, plan: ContentPlan, fd: number, range: { start: number; end: number }, growing?: GrowingFile): Promise<void> {
   reply.hijack();
   const head: OutgoingHttpHeaders = { ...plan.headers };
   for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) head[k] = v;
   reply.raw.writeHead(plan.status, head);
-  await sendFileRange(fd, range.start, range.end, reply.raw);
-  return true;
+  await sendFileRange(fd, range.start, range.end, reply.raw, growing);
 }
 
 function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer): void {

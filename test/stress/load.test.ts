@@ -261,18 +261,20 @@ describe.skipIf(!enoughFds)('load and graceful shutdown (real sluice process)', 
   it('SLUICE_SHUTDOWN_GRACE_MS=1000: a stalled download is cut at the deadline and the process exits', async () => {
     const sluice = await start({ SLUICE_SHUTDOWN_GRACE_MS: '1000' });
     const item = items[items.length - 1] as Item;
-    let stalled!: () => void;
-    const reading = new Promise<void>((resolve) => (stalled = resolve));
+    let stalled!: (res: IncomingMessage) => void;
+    const reading = new Promise<IncomingMessage>((resolve) => (stalled = resolve));
     const download = get(`${sluice.url}${item.path}`, new Agent({ keepAlive: false }), (res) => {
-      res.pause(); // and never resume: the reader has stalled
-      stalled();
+      res.pause(); // the reader stalls: it stops reading, so the server's writes back up
+      stalled(res);
     });
-    await reading;
+    const res = await reading;
     const termAt = performance.now();
     sluice.proc.kill('SIGTERM');
-    const got = await download;
     const exit = await sluice.stop();
     const elapsedMs = performance.now() - termAt;
+    // A paused reader cannot notice the cut; reading again drains what was in flight and then meets the end.
+    res.resume();
+    const got = await download;
     expect(got.complete).toBe(false);
     expect(got.bytes).toBeLessThan(item.sizeBytes);
     expect(exit).toBe(0);
