@@ -4,17 +4,32 @@
 import { close, read } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 
-const CHUNK = 1024 * 1024;
-/** At most this many idle buffers are kept (64 MiB); more are allocated under load and dropped after. */
-const POOL_MAX = 64;
-const pool: Buffer[] = [];
+/**
+ * Two size classes keep memory bounded whatever the number of clients: 1 MiB buffers (fewest syscalls) while
+ * fewer than LARGE_MAX are in use (96 MiB), 64 KiB ones beyond that (1,000 clients × 2 slots = 125 MiB).
+ */
+const LARGE = 1024 * 1024;
+const SMALL = 64 * 1024;
+const LARGE_MAX = 96;
+const SMALL_IDLE_MAX = 2048;
+const idle: Record<number, Buffer[]> = { [LARGE]: [], [SMALL]: [] };
+let largeInUse = 0;
 
 function acquire(): Buffer {
-  return pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+  if (largeInUse < LARGE_MAX) {
+    largeInUse++;
+    return idle[LARGE]?.pop() ?? Buffer.allocUnsafeSlow(LARGE);
+  }
+  return idle[SMALL]?.pop() ?? Buffer.allocUnsafeSlow(SMALL);
 }
 
 function release(buf: Buffer): void {
-  if (pool.length < POOL_MAX) pool.push(buf);
+  if (buf.length === LARGE) {
+    largeInUse--;
+    idle[LARGE]?.push(buf);
+  } else if ((idle[SMALL]?.length ?? 0) < SMALL_IDLE_MAX) {
+    idle[SMALL]?.push(buf);
+  }
 }
 
 /** A file still being written (a blob arriving from upstream): how much may be sent, and a wait for more. */
@@ -59,13 +74,13 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
       const slot = slots[i];
       if (slot) await slot.written;
       const buf = slot?.buf ?? acquire();
-      const n = await readAt(fd, buf, Math.min(CHUNK, last - pos + 1), pos);
+      const n = await readAt(fd, buf, Math.min(buf.length, last - pos + 1), pos);
       if (n === 0) {
         slots[i] = { buf, written: Promise.resolve() };
         throw new Error('blob file is shorter than its recorded size');
       }
       pos += n;
-      const written = new Promise<void>((resolve) => res.write(n === CHUNK ? buf : buf.subarray(0, n), () => resolve()));
+      const written = new Promise<void>((resolve) => res.write(n === buf.length ? buf : buf.subarray(0, n), () => resolve()));
       slots[i] = { buf, written };
     }
     await Promise.all(slots.map((s) => s?.written));
