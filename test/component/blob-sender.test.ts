@@ -64,6 +64,15 @@ describe('pooled blob sender', () => {
     expect(sha((await get(url(a))).body)).toBe(sha(a));
   });
 
+  it('past the 1 MiB buffer budget (96 in use) clients get 64 KiB buffers, and every body is still exact', async () => {
+    const runs = Array.from({ length: 120 }, (_, i) => get(url(i % 3 === 0 ? a : b), { slow: i % 2 === 0 }).then((r) => ({ r, blob: i % 3 === 0 ? a : b })));
+    for (const { r, blob } of await Promise.all(runs)) {
+      expect(r.status).toBe(200);
+      expect(r.body.length).toBe(blob.length);
+      expect(r.body.equals(blob)).toBe(true);
+    }
+  });
+
   it('ranges across 1 MiB chunk boundaries are exact', async () => {
     const cases: Array<[number, number]> = [
       [0, 0], [MiB - 1, MiB], [MiB - 1, 2 * MiB], [MiB, 3 * MiB - 1], [123, 4 * MiB + 5], [a.length - 1, a.length - 1],
