@@ -162,6 +162,8 @@ async function verifyCommand(args: ParsedArgs, config: () => Config): Promise<nu
   const report = await verifyStore(store, { repair, onProgress: tty ? (n) => process.stderr.write(`\r\x1b[Kverified ${n} blobs`) : undefined });
   if (tty) process.stderr.write('\r\x1b[K');
   await store.close();
+  // A running server may hold a quarantined blob in memory: have it forget what it memoised.
+  if (report.corrupt.some((c) => c.quarantinedTo)) await notifyStoreChanged(config());
   if (json) {
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   } else {

@@ -60,6 +60,8 @@ export class Store {
     sizeCalculation: (m) => m.body.length + 64,
   });
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
+  /** Configs and tiny layers are asked for by every node; keep them in memory like manifests. */
+  private readonly smallBlobs = new LRUCache<string, Buffer>({ maxSize: 32 * 1024 * 1024, sizeCalculation: (b) => b.length + 64 });
 
   /** This process's own temp folder: `tmp/<pid>-<random>`, so several processes can share a store. */
   readonly tmpDir: string;
@@ -151,14 +153,19 @@ export class Store {
 
   /** A small blob in one read (cheaper than a stream for configs and tiny layers), or undefined when gone. */
   async readSmallBlob(digest: string): Promise<Buffer | undefined> {
+    const cached = this.smallBlobs.get(digest);
+    if (cached) return cached;
     const body = await this.readBlob(digest);
     if (!body) this.forget(digest);
+    else this.smallBlobs.set(digest, body);
     return body;
   }
 
   /** Drops memoised tags and bumps the generation: another process (import, offline sync) changed the store. */
   invalidate(): void {
     this.tags.clear();
+    this.sizes.clear();
+    this.smallBlobs.clear();
     this.generation++;
   }
 
@@ -166,6 +173,7 @@ export class Store {
   forget(digest: string): void {
     this.sizes.delete(digest);
     this.manifests.delete(digest);
+    this.smallBlobs.delete(digest);
   }
 
   async readBlob(digest: string): Promise<Buffer | undefined> {
@@ -182,8 +190,7 @@ export class Store {
     const dest = join(this.root, 'quarantine', `${hexOf(digest)}.${Date.now()}`);
     await mkdir(dirname(dest), { recursive: true });
     await rename(this.blobPath(digest), dest);
-    this.sizes.delete(digest);
-    this.manifests.delete(digest);
+    this.forget(digest);
     return dest;
   }
 
