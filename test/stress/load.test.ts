@@ -107,6 +107,13 @@ function throttle(bytesPerSecond: number): (res: IncomingMessage, bytes: number)
   };
 }
 
+/** Rejects with `what` if `p` has not settled within `ms`: a would-be hang becomes a failure that says where. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const guard = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  return Promise.race([p, guard]).finally(() => clearTimeout(timer));
+}
+
 /** Polls another process's log (no event crosses the boundary), bounded. */
 async function waitForLog(p: SluiceProcess, text: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -211,10 +218,11 @@ describe.skipIf(!enoughFds)('load and graceful shutdown (real sluice process)', 
     expect(requests).toBeGreaterThan(CONNECTIONS);
     expect(hwmBytes).toBeLessThan(MAX_HWM_BYTES);
 
-    const cut = await slowBody;
+    const cut = await within(slowBody, REQUEST_TIMEOUT_MS + 30_000, 'the unfinished admin body being cut');
     expect(cut.status).toBe('408');
     expect(cut.elapsedMs).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS - 1000);
-    expect(cut.elapsedMs).toBeLessThan(REQUEST_TIMEOUT_MS + 5000);
+    // Under full load the 1 s connection check itself runs late: measured up to ~7 s.
+    expect(cut.elapsedMs).toBeLessThan(REQUEST_TIMEOUT_MS + 20_000);
     expect(JSON.parse(await readFile(join(storage, 'allowlist.json'), 'utf8'))).toBeDefined();
     expect(await sluice.stop()).toBe(0);
   });
@@ -239,7 +247,7 @@ describe.skipIf(!enoughFds)('load and graceful shutdown (real sluice process)', 
         slow(res, bytes);
       }).then((got) => ({ got, item }));
     });
-    await flowing;
+    await within(flowing, 20_000, 'the four downloads starting');
     const termAt = performance.now();
     sluice.proc.kill('SIGTERM');
     await waitForLog(sluice, 'shutting down');
@@ -250,9 +258,9 @@ describe.skipIf(!enoughFds)('load and graceful shutdown (real sluice process)', 
       if (outcome !== 'ECONNREFUSED') await delay(10);
     }
     expect(outcome).toBe('ECONNREFUSED');
-    const results = await Promise.all(downloads);
+    const results = await within(Promise.all(downloads), 60_000, 'in-flight downloads completing after SIGTERM');
     for (const { got, item } of results) expect(got).toMatchObject({ status: 200, complete: true, bytes: item.sizeBytes, digest: item.digest });
-    expect(await sluice.stop()).toBe(0);
+    expect(await within(sluice.stop(), 30_000, 'exit after the downloads')).toBe(0);
     // The downloads took seconds at 24 MiB/s, so shutdown really waited for them.
     expect(performance.now() - termAt).toBeGreaterThan(1000);
     expect(sluice.stdout()).not.toContain('grace period over');
@@ -263,18 +271,21 @@ describe.skipIf(!enoughFds)('load and graceful shutdown (real sluice process)', 
     const item = items[items.length - 1] as Item;
     let stalled!: (res: IncomingMessage) => void;
     const reading = new Promise<IncomingMessage>((resolve) => (stalled = resolve));
+    let once = true;
     const download = get(`${sluice.url}${item.path}`, new Agent({ keepAlive: false }), (res) => {
+      if (!once) return;
+      once = false;
       res.pause(); // the reader stalls: it stops reading, so the server's writes back up
       stalled(res);
     });
-    const res = await reading;
+    const res = await within(reading, 20_000, 'the stalled download starting');
     const termAt = performance.now();
     sluice.proc.kill('SIGTERM');
-    const exit = await sluice.stop();
+    const exit = await within(sluice.stop(), 10_000, 'exit after the grace period');
     const elapsedMs = performance.now() - termAt;
     // A paused reader cannot notice the cut; reading again drains what was in flight and then meets the end.
     res.resume();
-    const got = await download;
+    const got = await within(download, 10_000, 'the cut download ending');
     expect(got.complete).toBe(false);
     expect(got.bytes).toBeLessThan(item.sizeBytes);
     expect(exit).toBe(0);
