@@ -4,7 +4,7 @@
 // touched outside the store, and no upstream request for anything the allowlist does not allow.
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { importPath } from '../../src/importer.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
+import { snapshot, type Snapshot } from '../helpers/snapshot.js';
 
 const BOUND_MS = 2_000;
 const REGISTRY_RUNS = Number(process.env.SLUICE_FUZZ_RUNS ?? 3000);
@@ -242,28 +243,6 @@ const adminRequest: fc.Arbitrary<Request> = fc.oneof(
 
 // ---------------------------------------------------------------------------------------------------------------
 
-interface Snapshot {
-  files: Map<string, string>;
-}
-
-async function snapshot(root: string, skip: (rel: string) => boolean = () => false): Promise<Snapshot> {
-  const files = new Map<string, string>();
-  const walk = async (rel: string): Promise<void> => {
-    for (const e of await readdir(join(root, rel), { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (skip(r)) continue;
-      if (e.isDirectory()) {
-        files.set(`${r}/`, 'dir');
-        await walk(r);
-      } else {
-        const s = await stat(join(root, r));
-        files.set(r, `${s.size}:${s.mtimeMs}`);
-      }
-    }
-  };
-  await walk('');
-  return { files };
-}
 
 const storeView = async (): Promise<string[]> =>
   [...(await snapshot(sluice.storage, (r) => r === 'tmp' || r.startsWith('denied.json'))).files.entries()].map(([k, v]) => `${k} ${v}`).sort();

@@ -3,7 +3,7 @@
 // hostile `ns`, odd methods and header abuse. Only 4xx (or 2xx/304 for harmless ones), never 5xx,
 // never a hang, the server healthy afterwards, and no file written outside the store's tmp/.
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -11,6 +11,7 @@ import { importPath } from '../../src/importer.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
+import { snapshot, type Snapshot } from '../helpers/snapshot.js';
 
 const REQUEST_TIMEOUT_MS = 10_000;
 const CONCURRENCY = 32;
@@ -233,29 +234,6 @@ function cases(): Case[] {
   return out;
 }
 
-interface Snapshot {
-  files: Map<string, string>;
-}
-
-/** Every file below `root` (relative path → size and mtime), skipping the given top-level folders. */
-async function snapshot(root: string, skip: (rel: string) => boolean = () => false): Promise<Snapshot> {
-  const files = new Map<string, string>();
-  const walk = async (rel: string): Promise<void> => {
-    for (const e of await readdir(join(root, rel), { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (skip(r)) continue;
-      if (e.isDirectory()) {
-        files.set(`${r}/`, 'dir');
-        await walk(r);
-      } else {
-        const s = await stat(join(root, r));
-        files.set(r, `${s.size}:${s.mtimeMs}`);
-      }
-    }
-  };
-  await walk('');
-  return { files };
-}
 
 beforeAll(async () => {
   work = await tempDir('hostile');
