@@ -1,46 +1,26 @@
 // Content-addressed disk store: blobs (manifests too) by sha256, manifest media types, tag references
 // and referrer links per (host, repository). Every write is temp file → hash → verify → fsync → rename.
-import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, open as openCallback } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from './errors.js';
 import type { Descriptor } from './manifest.js';
+import { Ingest, isNoSpace, storeFull, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
 
 export type { Descriptor } from './manifest.js';
+export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
 
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Read size for streaming blobs: large chunks mean fewer syscalls and fewer trips through the event loop. */
 const STREAM_CHUNK = 1024 * 1024;
 
-export interface BlobInfo {
-  digest: string;
-  sizeBytes: number;
-}
-
 export interface StoredManifest {
   digest: string;
   mediaType: string;
   body: Buffer;
-}
-
-export interface IngestExpectation {
-  /** The digest the content must hash to; without it the computed digest is used (import of a manifest). */
-  digest?: string;
-  sizeBytes?: number;
-  maxBytes?: number;
-}
-
-/** A write in progress; bytes go to a temp file and only a verified commit makes them visible. */
-export interface IngestWriter {
-  write(chunk: Uint8Array): Promise<void>;
-  commit(): Promise<BlobInfo>;
-  abort(): Promise<void>;
-  readonly bytesWritten: number;
-  /** Where the unverified bytes sit until commit; readers may tail it (the inode survives the rename). */
-  readonly tmpPath: string;
 }
 
 interface ManifestMeta {
@@ -204,7 +184,7 @@ export class Store {
     }
     const tmp = join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
     const fh = await open(tmp, 'wx', 0o644).catch((e: unknown) => Promise.reject(isNoSpace(e) ? storeFull() : e));
-    return new Ingest(this, fh, tmp, expect);
+    return new Ingest((t, info) => this.publish(t, info), fh, tmp, expect);
   }
 
   /** Streams a source into the store; on any failure nothing is committed. */
@@ -350,83 +330,6 @@ export class Store {
   }
 }
 
-class Ingest implements IngestWriter {
-  private readonly hash: Hash = createHash('sha256');
-  private written = 0;
-  private done = false;
-
-  constructor(
-    private readonly store: Store,
-    private readonly fh: FileHandle,
-    private readonly tmp: string,
-    private readonly expect: IngestExpectation,
-  ) {}
-
-  get tmpPath(): string {
-    return this.tmp;
-  }
-
-  get bytesWritten(): number {
-    return this.written;
-  }
-
-  async write(chunk: Uint8Array): Promise<void> {
-    const limit = this.expect.sizeBytes ?? this.expect.maxBytes;
-    if (limit !== undefined && this.written + chunk.length > limit) {
-      throw new RegistryError('SIZE_INVALID', 'content is longer than its descriptor says', {
-        expectedBytes: limit,
-      });
-    }
-    this.hash.update(chunk);
-    this.written += chunk.length;
-    let off = 0;
-    try {
-      while (off < chunk.length) {
-        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
-        off += bytesWritten;
-      }
-    } catch (e) {
-      throw isNoSpace(e) ? storeFull({ receivedBytes: this.written }) : e;
-    }
-  }
-
-  async commit(): Promise<BlobInfo> {
-    if (this.done) throw new Error('ingest already finished');
-    this.done = true;
-    try {
-      const digest = `sha256:${this.hash.digest('hex')}`;
-      if (this.expect.sizeBytes !== undefined && this.written !== this.expect.sizeBytes) {
-        throw new RegistryError('SIZE_INVALID', 'content is shorter than its descriptor says', {
-          expectedBytes: this.expect.sizeBytes,
-          receivedBytes: this.written,
-        });
-      }
-      if (this.expect.digest !== undefined && digest !== this.expect.digest) {
-        throw new RegistryError('DIGEST_INVALID', 'content does not match its digest', {
-          expected: this.expect.digest,
-          computed: digest,
-        });
-      }
-      await this.fh.sync();
-      await this.fh.close();
-      const info = { digest, sizeBytes: this.written };
-      await this.store.publish(this.tmp, info);
-      return info;
-    } catch (e) {
-      await this.fh.close().catch(() => undefined);
-      await unlink(this.tmp).catch(() => undefined);
-      throw isNoSpace(e) ? storeFull() : e;
-    }
-  }
-
-  async abort(): Promise<void> {
-    if (this.done) return;
-    this.done = true;
-    await this.fh.close().catch(() => undefined);
-    await unlink(this.tmp).catch(() => undefined);
-  }
-}
-
 async function writeAtomic(store: Store, dest: string, content: string): Promise<void> {
   const tmp = join(store.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
   await writeFile(tmp, content, { flag: 'wx' });
@@ -495,15 +398,6 @@ function isAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-function isNoSpace(e: unknown): boolean {
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
-}
-
-function storeFull(detail: Record<string, number> = {}): RegistryError {
-  return new RegistryError('INSUFFICIENT_STORAGE', 'the mirror\'s store is full (no space left on device); nothing was committed', detail);
 }
 
 function isNotFound(e: unknown): boolean {

@@ -1,0 +1,113 @@
+// One blob write: bytes go to a temp file while being hashed; commit checks size and digest, fsyncs, and only
+// then hands the file over to be renamed into place. A failed or aborted write leaves nothing behind.
+import { createHash, type Hash } from 'node:crypto';
+import { unlink, type FileHandle } from 'node:fs/promises';
+import { RegistryError } from './errors.js';
+
+export interface BlobInfo {
+  digest: string;
+  sizeBytes: number;
+}
+
+export interface IngestExpectation {
+  /** The digest the content must hash to; without it the computed digest is used (import of a manifest). */
+  digest?: string;
+  sizeBytes?: number;
+  maxBytes?: number;
+}
+
+/** A write in progress; bytes go to a temp file and only a verified commit makes them visible. */
+export interface IngestWriter {
+  write(chunk: Uint8Array): Promise<void>;
+  commit(): Promise<BlobInfo>;
+  abort(): Promise<void>;
+  readonly bytesWritten: number;
+  /** Where the unverified bytes sit until commit; readers may tail it (the inode survives the rename). */
+  readonly tmpPath: string;
+}
+
+export class Ingest implements IngestWriter {
+  private readonly hash: Hash = createHash('sha256');
+  private written = 0;
+  private done = false;
+
+  constructor(
+    private readonly publish: (tmp: string, info: BlobInfo) => Promise<void>,
+    private readonly fh: FileHandle,
+    private readonly tmp: string,
+    private readonly expect: IngestExpectation,
+  ) {}
+
+  get tmpPath(): string {
+    return this.tmp;
+  }
+
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    const limit = this.expect.sizeBytes ?? this.expect.maxBytes;
+    if (limit !== undefined && this.written + chunk.length > limit) {
+      throw new RegistryError('SIZE_INVALID', 'content is longer than its descriptor says', {
+        expectedBytes: limit,
+      });
+    }
+    this.hash.update(chunk);
+    this.written += chunk.length;
+    let off = 0;
+    try {
+      while (off < chunk.length) {
+        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
+        off += bytesWritten;
+      }
+    } catch (e) {
+      throw isNoSpace(e) ? storeFull({ receivedBytes: this.written }) : e;
+    }
+  }
+
+  async commit(): Promise<BlobInfo> {
+    if (this.done) throw new Error('ingest already finished');
+    this.done = true;
+    try {
+      const digest = `sha256:${this.hash.digest('hex')}`;
+      if (this.expect.sizeBytes !== undefined && this.written !== this.expect.sizeBytes) {
+        throw new RegistryError('SIZE_INVALID', 'content is shorter than its descriptor says', {
+          expectedBytes: this.expect.sizeBytes,
+          receivedBytes: this.written,
+        });
+      }
+      if (this.expect.digest !== undefined && digest !== this.expect.digest) {
+        throw new RegistryError('DIGEST_INVALID', 'content does not match its digest', {
+          expected: this.expect.digest,
+          computed: digest,
+        });
+      }
+      await this.fh.sync();
+      await this.fh.close();
+      const info = { digest, sizeBytes: this.written };
+      await this.publish(this.tmp, info);
+      return info;
+    } catch (e) {
+      await this.fh.close().catch(() => undefined);
+      await unlink(this.tmp).catch(() => undefined);
+      throw isNoSpace(e) ? storeFull() : e;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await this.fh.close().catch(() => undefined);
+    await unlink(this.tmp).catch(() => undefined);
+  }
+}
+
+export function isNoSpace(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+export function storeFull(detail: Record<string, number> = {}): RegistryError {
+  return new RegistryError('INSUFFICIENT_STORAGE', 'the mirror\'s store is full (no space left on device); nothing was committed', detail);
+}
