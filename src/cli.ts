@@ -8,7 +8,8 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { importPath } from './importer.js';
 import { Store } from './store.js';
 import { AllowlistFileError } from './allowlist.js';
-import { addRules, allowCommand, notifyStoreChanged, deniedCommand, statusCommand, syncCommand, windowCommand } from './commands.js';
+import { addRules, allowCommand, notifyStoreChanged, deniedCommand } from './commands.js';
+import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 import { verifyStore } from './verify.js';
 
 const USAGE = `usage: sluice <command> [options]

@@ -1,27 +1,23 @@
-// The operator subcommands `allow`, `denied`, `window`, `status` and `sync`: each talks to the running
-// server's admin API so changes apply live, and falls back to the store files when no server answers.
-import { readFile, rename, writeFile } from 'node:fs/promises';
+// The operator subcommands `allow` and `denied`, and what every operator subcommand shares: each talks to the
+// running server's admin API so changes apply live, and falls back to the store files when no server answers.
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from './admin-client.js';
-import { statusReport, syncClosedMessage, syncPlatforms, windowReport, windowRequest, type StatusReport, type WindowReport } from './admin.js';
 import { Allowlist, AllowlistFileError, InvalidRulesError, LockTimeoutError, parseImageList, type AddResult, type RemoveResult, type RuleRecord } from './allowlist.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import type { Config } from './config.js';
 import { DeniedLog, suggestRule, type DeniedEntry } from './denied.js';
-import { RegistryError } from './errors.js';
-import { Store } from './store.js';
-import { SyncClosedError, type SyncEvent, type SyncReport } from './sync.js';
-import { WindowState, type ManualWindow } from './window.js';
+import { SyncClosedError } from './sync.js';
 
-type Command = (args: ParsedArgs, config: () => Config) => Promise<number>;
+export type Command = (args: ParsedArgs, config: () => Config) => Promise<number>;
 type Invalid = Array<{ rule?: string; line?: number; text?: string; reason: string }>;
 
-const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
-const err = (s: string): void => void process.stderr.write(s.endsWith('\n') ? s : `${s}\n`);
-const isJson = (args: ParsedArgs): boolean => args.flags.get('json') === true;
+export const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+export const err = (s: string): void => void process.stderr.write(s.endsWith('\n') ? s : `${s}\n`);
+export const isJson = (args: ParsedArgs): boolean => args.flags.get('json') === true;
 
 /** Runs `online` against the server; `offline` when none answers (nothing was sent, so nothing applied). */
-async function liveOrOffline<T>(cfg: Config, online: (c: AdminClient) => Promise<T>, offline: (why: string) => Promise<T>): Promise<T> {
+export async function liveOrOffline<T>(cfg: Config, online: (c: AdminClient) => Promise<T>, offline: (why: string) => Promise<T>): Promise<T> {
   try {
     return await online(await AdminClient.fromConfig(cfg));
   } catch (e) {
@@ -31,7 +27,7 @@ async function liveOrOffline<T>(cfg: Config, online: (c: AdminClient) => Promise
 }
 
 /** Operation failures become a message and exit code 1 (2 for invalid rules); usage errors pass through. */
-function guarded(name: string, run: Command): Command {
+export function guarded(name: string, run: Command): Command {
   return async (args, config) => {
     try {
       return await run(args, config);
@@ -61,8 +57,8 @@ function invalidOf(e: unknown): Invalid | undefined {
 }
 
 const allowlistFile = (cfg: Config): string => join(cfg.storage, 'allowlist.json');
-const openAllowlist = (cfg: Config): Promise<Allowlist> => Allowlist.open(allowlistFile(cfg), cfg.allowlist);
-const offlineNote = (why: string, what: string): void => err(`note: ${why}; ${what}`);
+export const openAllowlist = (cfg: Config): Promise<Allowlist> => Allowlist.open(allowlistFile(cfg), cfg.allowlist);
+export const offlineNote = (why: string, what: string): void => err(`note: ${why}; ${what}`);
 
 // ---------------------------------------------------------------------------------------------------------------
 // allow add|rm|ls|import
@@ -174,7 +170,7 @@ function printRules(rules: RuleRecord[], args: ParsedArgs): number {
   return 0;
 }
 
-function table(head: string[], rows: string[][]): void {
+export function table(head: string[], rows: string[][]): void {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
   out([head, ...rows].map(line).join('\n'));
@@ -223,205 +219,3 @@ export const deniedCommand: Command = guarded('denied', async (args, config) => 
 
 // ---------------------------------------------------------------------------------------------------------------
 // window open DURATION --note TEXT | window close
-
-export const windowCommand: Command = guarded('window', async (args, config) => {
-  const [sub, ...rest] = args.positionals;
-  if (sub !== 'open' && sub !== 'close') throw new UsageError('window needs a subcommand: open DURATION --note TEXT, or close');
-  if (sub === 'open' && rest.length !== 1) throw new UsageError('window open takes one DURATION (e.g. 2h, 90m)');
-  if (sub === 'close' && rest.length > 0) throw new UsageError('window close takes no arguments');
-  const cfg = config();
-  const request = sub === 'open' ? usage(() => windowRequest(rest[0], flag(args, 'note'))) : undefined;
-  const report = await liveOrOffline(
-    cfg,
-    async (c) => {
-      const body = request ? { duration: rest[0], note: request.note } : undefined;
-      return (await c.json<{ window: WindowReport }>(request ? 'POST' : 'DELETE', '/api/v1/window', body)).window;
-    },
-    async (why) => {
-      offlineNote(why, 'recording the window in the store; a server started later and `sluice sync` honour it');
-      const state = await offlineWindow(cfg);
-      if (request) state.open(request.durationMs, request.note, currentUser());
-      else state.close();
-      await saveWindow(cfg, state.manual());
-      return windowReport(state);
-    },
-  );
-  if (isJson(args)) out(JSON.stringify(report, null, 2));
-  else out(describeWindow(report));
-  return 0;
-});
-
-/** A validation failure of operator input is a usage error (exit 2). */
-function usage<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof RegistryError) throw new UsageError(e.message);
-    throw e;
-  }
-}
-
-/** The schedule from the config plus the manual window persisted beside the store (as the server keeps it). */
-async function offlineWindow(cfg: Config): Promise<WindowState> {
-  const state = new WindowState(cfg.windows);
-  const text = await readFile(join(cfg.storage, 'window.json'), 'utf8').catch(() => 'null');
-  try {
-    state.restore(JSON.parse(text) as ManualWindow | null);
-  } catch {
-    state.restore(null);
-  }
-  return state;
-}
-
-async function saveWindow(cfg: Config, manual: ManualWindow | null): Promise<void> {
-  const file = join(cfg.storage, 'window.json');
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(manual));
-  await rename(tmp, file);
-}
-
-function describeWindow(w: WindowReport): string {
-  const manual = w.manual ? ` (manual window opened by ${w.manual.who} at ${w.manual.openedAt}: ${w.manual.note})` : '';
-  if (!w.open) return `upstream access is closed; ${w.nextOpen ? `next window opens ${w.nextOpen}` : 'no window is scheduled'}`;
-  if (w.source === 'always') return `upstream access is open (windows: always)${manual}`;
-  const next = w.nextOpen ? `; next window opens ${w.nextOpen}` : '';
-  return `upstream access is open until ${w.until ?? 'further notice'} (by ${w.source})${manual}${next}`;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// status [--json]
-
-export const statusCommand: Command = guarded('status', async (args, config) => {
-  if (args.positionals.length > 0) throw new UsageError('status takes no arguments');
-  const cfg = config();
-  let url = '';
-  const report = await liveOrOffline(
-    cfg,
-    async (c) => {
-      const r = await c.json<StatusReport>('GET', '/api/v1/status');
-      url = c.baseUrl;
-      return r;
-    },
-    async () => {
-      const [window, store, allowlist, denied] = await Promise.all([
-        offlineWindow(cfg), Store.open(cfg.storage), openAllowlist(cfg), DeniedLog.open(join(cfg.storage, 'denied.json')),
-      ]);
-      return statusReport({ config: cfg, window, store, allowlist, denied });
-    },
-  );
-  const server = { running: url !== '', url: url || null };
-  if (isJson(args)) {
-    out(JSON.stringify({ ...report, server }, null, 2));
-    return 0;
-  }
-  const s = report.store;
-  const last = report.sync.last as SyncReport | null;
-  out([
-    describeWindow(report.window),
-    `schedule:   ${typeof report.window.schedule === 'string' ? report.window.schedule : report.window.schedule.map((w) => `${w.days.join(',')} ${w.start}-${w.end} ${w.timezone}`).join('; ')}`,
-    `allowlist:  ${report.allowlist.rules} rule(s); denied log: ${report.denied.entries} reference(s)`,
-    `store:      ${s.repositories} repositories, ${s.tags} tags, ${s.blobs} blobs (${formatBytes(s.sizeBytes)})`,
-    `upstreams:  ${report.upstreams.map((u) => u.host).join(', ')} (default ${report.defaultUpstream})`,
-    `last sync:  ${last ? `${last.finishedAt}: ${last.fetched.length} fetched, ${last.cached.length} already cached, ${last.failed.length} failed` : report.sync.running ? 'running' : 'none since the server started'}`,
-    `server:     ${url ? `running (admin API ${url})` : `not running (read from ${cfg.storage})`}`,
-  ].join('\n'));
-  return 0;
-});
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// sync [--dry-run] [--platform os/arch,...]
-
-export const syncCommand: Command = guarded('sync', async (args, config) => {
-  if (args.positionals.length > 0) throw new UsageError('sync takes no arguments');
-  const dryRun = args.flags.get('dry-run') === true;
-  const platforms = usage(() => syncPlatforms(flag(args, 'platform')));
-  const cfg = config();
-  const progress = new SyncProgress(process.stderr.isTTY === true);
-  const report = await liveOrOffline(
-    cfg,
-    async (c) => {
-      let summary: SyncReport | undefined;
-      await c.stream('/api/v1/sync', { dryRun, ...(platforms ? { platforms } : {}) }, (line) => {
-        const l = line as SyncEvent | { type: 'summary'; report: SyncReport } | { type: 'error' | 'info'; message: string };
-        if (l.type === 'summary') summary = l.report;
-        else if (l.type === 'error') throw new AdminApiError(500, l.message, null);
-        else if (l.type === 'info') err(l.message);
-        else if (l.type === 'plan' || l.type === 'reference' || l.type === 'blob') progress.event(l);
-      });
-      if (!summary) throw new AdminApiError(500, 'the server ended the sync stream without a summary', null);
-      return summary;
-    },
-    async (why) => {
-      offlineNote(why, 'syncing in this process');
-      // Loaded here only: the whole server graph would add a few hundred ms to every other command's start.
-      const { buildApp } = await import('./app.js');
-      const app = await buildApp(cfg);
-      try {
-        if (!dryRun && !app.mirror.isWindowOpen()) throw new SyncClosedError(syncClosedMessage(app.mirror.closedUntil()));
-        return await app.syncer.run({ dryRun, platforms, onEvent: (e) => progress.event(e) });
-      } finally {
-        await app.close();
-      }
-    },
-  ).finally(() => progress.done());
-  printSyncReport(report, args);
-  return report.failed.length > 0 ? 1 : 0;
-});
-
-function printSyncReport(r: SyncReport, args: ParsedArgs): void {
-  if (isJson(args)) {
-    out(JSON.stringify(r, null, 2));
-    return;
-  }
-  for (const p of r.planned) out(`would fetch     ${p}`);
-  for (const f of r.fetched) out(`fetched         ${f}`);
-  for (const c of r.cached) out(`already cached  ${c}`);
-  for (const f of r.failed) out(`failed          ${f.reference}: ${f.reason}`);
-  if (r.dryRun) out(`dry run: ${r.planned.length} reference(s) would be synced`);
-  else out(`sync finished: ${r.fetched.length} fetched (${formatBytes(r.bytesFetched)}), ${r.cached.length} already cached, ${r.failed.length} failed`);
-}
-
-/** A one-line progress bar on a terminal's stderr; silent otherwise (the summary goes to stdout). */
-class SyncProgress {
-  private total = 0;
-  private doneRefs = 0;
-  private bytes = 0;
-  private current = '';
-
-  constructor(private readonly tty: boolean) {}
-
-  event(e: SyncEvent): void {
-    if (e.type === 'plan') this.total = e.references.length;
-    else if (e.type === 'reference') this.doneRefs++;
-    else {
-      this.bytes += e.sizeBytes;
-      this.current = e.reference;
-    }
-    this.draw();
-  }
-
-  done(): void {
-    if (this.tty) process.stderr.write('\r\x1b[K');
-  }
-
-  private draw(): void {
-    if (!this.tty) return;
-    const width = 24;
-    const filled = this.total > 0 ? Math.round((this.doneRefs / this.total) * width) : 0;
-    const bar = `${'#'.repeat(filled)}${'.'.repeat(width - filled)}`;
-    const cols = process.stderr.columns || 80;
-    const line = `[${bar}] ${this.doneRefs}/${this.total} ${formatBytes(this.bytes)} ${this.current}`;
-    process.stderr.write(`\r\x1b[K${line.slice(0, cols - 1)}`);
-  }
-}
