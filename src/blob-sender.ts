@@ -23,6 +23,11 @@ function acquire(): Buffer {
   return idle[SMALL]?.pop() ?? Buffer.allocUnsafeSlow(SMALL);
 }
 
+/** A buffer that must not be reused (its write may still be queued): give back its budget only. */
+function discard(buf: Buffer): void {
+  if (buf.length === LARGE) largeInUse--;
+}
+
 function release(buf: Buffer): void {
   if (buf.length === LARGE) {
     largeInUse--;
@@ -52,14 +57,22 @@ function readAt(fd: number, buf: Buffer, length: number, position: number): Prom
  * With `growing`, bytes are sent as they arrive, and a failed writer destroys the response.
  */
 export async function sendFileRange(fd: number, start: number, end: number, res: ServerResponse, growing?: GrowingFile): Promise<void> {
-  // Two slots: one being written while the other is read into. A slot's buffer returns to the pool only after
-  // its write completed, so the socket never sends bytes that were overwritten.
-  const slots: Array<{ buf: Buffer; written: Promise<void> } | undefined> = [undefined, undefined];
+  // Two slots: one being written while the other is read into. A slot's buffer is reused only after its write
+  // called back, so the socket never sends bytes that were overwritten.
+  const slots: Array<{ buf: Buffer; written: Promise<void>; settled: boolean } | undefined> = [undefined, undefined];
+  // The client may go away with writes still queued whose callbacks never come (a pipelined response whose
+  // connection closed first gets no 'close' of its own): watch the socket too, and never wait past it.
   let gone = false;
-  const onClose = (): void => {
+  let onGone!: () => void;
+  const goneSignal = new Promise<void>((resolve) => (onGone = resolve));
+  const markGone = (): void => {
     gone = true;
+    onGone();
   };
-  res.once('close', onClose);
+  const socket = res.req.socket;
+  res.once('close', markGone);
+  socket.once('close', markGone);
+  const untilGone = (p: Promise<void> | undefined): Promise<void> => Promise.race([p, goneSignal]);
   try {
     let pos = start;
     for (let i = 0; pos <= end && !gone; i ^= 1) {
@@ -67,30 +80,33 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
       if (pos > last) {
         const failed = growing?.failure();
         if (failed) throw failed;
-        await growing?.next();
+        await untilGone(growing?.next());
         i ^= 1;
         continue;
       }
       const slot = slots[i];
-      if (slot) await slot.written;
-      const buf = slot?.buf ?? acquire();
-      const n = await readAt(fd, buf, Math.min(buf.length, last - pos + 1), pos);
-      if (n === 0) {
-        slots[i] = { buf, written: Promise.resolve() };
-        throw new Error('blob file is shorter than its recorded size');
-      }
+      if (slot) await untilGone(slot.written);
+      if (gone) break;
+      const next = { buf: slot?.buf ?? acquire(), written: Promise.resolve(), settled: true };
+      slots[i] = next;
+      const n = await readAt(fd, next.buf, Math.min(next.buf.length, last - pos + 1), pos);
+      if (n === 0) throw new Error('blob file is shorter than its recorded size');
       pos += n;
-      const written = new Promise<void>((resolve) => res.write(n === buf.length ? buf : buf.subarray(0, n), () => resolve()));
-      slots[i] = { buf, written };
+      next.settled = false;
+      next.written = new Promise<void>((resolve) => res.write(n === next.buf.length ? next.buf : next.buf.subarray(0, n), () => {
+        next.settled = true;
+        resolve();
+      }));
     }
-    await Promise.all(slots.map((s) => s?.written));
+    await untilGone(Promise.all(slots.map((s) => s?.written)).then(() => undefined));
     if (!gone) res.end();
   } catch (e) {
     res.destroy(e as Error);
   } finally {
-    res.off('close', onClose);
+    res.off('close', markGone);
+    socket.off('close', markGone);
     close(fd, () => undefined);
-    // A destroyed response may never call back its writes; only buffers whose writes settled are reused.
-    for (const s of slots) if (s) void s.written.then(() => release(s.buf));
+    // A buffer whose write never called back may still be referenced by a queued write: drop it, never reuse it.
+    for (const s of slots) if (s) (s.settled ? release : discard)(s.buf);
   }
 }

@@ -1,7 +1,9 @@
 // The pooled blob sender reuses 1 MiB buffers across requests: bytes must be exact for every client however
 // they read — fast, slow, ranged across chunk boundaries, aborting — and no buffer may leak into another reply.
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 
@@ -71,6 +73,23 @@ describe('pooled blob sender', () => {
       expect(r.body.length).toBe(blob.length);
       expect(r.body.equals(blob)).toBe(true);
     }
+  });
+
+  it('pipelined requests on a connection that closes early leave no open file and no hung sender', async () => {
+    const fds = (): number => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    for (let round = 0; round < 5; round++) {
+      const socket = connect(Number(new URL(sluice.url).port), '127.0.0.1');
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const path = `/v2/ghcr.io/x/y/blobs/${sha(a)}`;
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\nGET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      socket.destroy();
+    }
+    // The server notices the closed connections on its next turns; then every descriptor it opened is closed again.
+    for (let i = 0; i < 200 && fds() > before; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fds()).toBeLessThanOrEqual(before);
+    expect(sha((await get(url(a))).body)).toBe(sha(a));
   });
 
   it('ranges across 1 MiB chunk boundaries are exact', async () => {
