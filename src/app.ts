@@ -139,9 +139,17 @@ async function openWindowState(config: Config, now?: () => Date): Promise<Window
   } catch {
     state.restore(null);
   }
+  // Writes one after another, each through its own temp name; a failure is logged, never fatal.
+  let last = Promise.resolve();
+  let seq = 0;
   state.onChange((m) => {
-    const tmp = `${file}.${process.pid}.tmp`;
-    void writeFile(tmp, JSON.stringify(m)).then(() => rename(tmp, file));
+    const tmp = `${file}.${process.pid}.${++seq}.tmp`;
+    last = last
+      .then(() => writeFile(tmp, JSON.stringify(m)))
+      .then(() => rename(tmp, file))
+      .catch((e: unknown) => {
+        process.stderr.write(`sluice: cannot record the manual window in ${file}: ${String(e)}\n`);
+      });
   });
   return state;
 }

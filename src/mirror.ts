@@ -6,7 +6,7 @@ import { RegistryError } from './errors.js';
 import { Flight } from './flight.js';
 import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from './manifest.js';
 import { isDigest } from './reference.js';
-import type { Descriptor, Store, StoredManifest } from './store.js';
+import type { BlobInfo, Descriptor, Store, StoredManifest } from './store.js';
 import type { Upstream } from './upstream.js';
 import type { WindowState } from './window.js';
 
@@ -31,11 +31,12 @@ export interface MirrorDeps {
 
 export type BlobSource =
   | { kind: 'file'; sizeBytes: number }
-  | { kind: 'stream'; sizeBytes: number | undefined; openFd: () => Promise<number>; growth: GrowingFile };
+  | { kind: 'stream'; sizeBytes: number | undefined; openFd: () => Promise<number>; growth: GrowingFile; done: Promise<BlobInfo> };
 
 export class Mirror {
   private readonly flights = new Map<string, Promise<Flight | undefined>>();
   private readonly tagChecks: LRUCache<string, string>;
+  private readonly manifestPulls = new Map<string, Promise<StoredManifest>>();
 
   constructor(private readonly deps: MirrorDeps) {
     // Coalesced and time-bounded: at most one upstream resolution per tag per TTL.
@@ -75,11 +76,8 @@ export class Mirror {
   /** A blob complete and verified on disk, fetching it in a window; the caller has applied the allowlist. */
   async ensureBlob(host: string, name: string, digest: string): Promise<number> {
     const src = await this.locateBlob(host, name, digest);
-    if (src.kind === 'file') return src.sizeBytes;
-    const flight = await this.flights.get(digest);
-    const info = flight ? await flight.done : await this.deps.store.stat(digest);
-    if (!info) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
-    return info.sizeBytes;
+    // The flight's own outcome: a failed download is its upstream error (502), not "unknown".
+    return src.kind === 'file' ? src.sizeBytes : (await src.done).sizeBytes;
   }
 
   private async locateBlob(host: string, name: string, digest: string): Promise<BlobSource> {
@@ -88,7 +86,7 @@ export class Mirror {
     const flight = await this.flightFor(host, name, digest);
     if (!flight) return this.locateBlob(host, name, digest);
     if (flight.result) return { kind: 'file', sizeBytes: flight.result.sizeBytes };
-    return { kind: 'stream', sizeBytes: flight.sizeBytes, openFd: () => flight.openFd(), growth: flight.growth };
+    return { kind: 'stream', sizeBytes: flight.sizeBytes, openFd: () => flight.openFd(), growth: flight.growth, done: flight.done };
   }
 
   async tags(host: string, name: string): Promise<string[]> {
@@ -150,9 +148,13 @@ export class Mirror {
     throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { name, tag });
   }
 
-  private async pullManifest(host: string, name: string, digest: string): Promise<StoredManifest> {
-    if (!this.isWindowOpen()) throw this.closed('MANIFEST_UNKNOWN', 'manifest', { name, digest });
-    return this.fetchManifest(host, name, digest);
+  /** N nodes asking for the same uncached manifest at once cost one upstream GET. */
+  private pullManifest(host: string, name: string, digest: string): Promise<StoredManifest> {
+    if (!this.isWindowOpen()) return Promise.reject(this.closed('MANIFEST_UNKNOWN', 'manifest', { name, digest }));
+    const key = `${host}/${name}@${digest}`;
+    const pending = this.manifestPulls.get(key) ?? this.fetchManifest(host, name, digest).finally(() => this.manifestPulls.delete(key));
+    this.manifestPulls.set(key, pending);
+    return pending;
   }
 
   /** Fetches a manifest by tag or digest, verifies it, stores it, links it (and the tag) to the repository. */

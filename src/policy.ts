@@ -3,7 +3,9 @@
 import type { Allowlist } from './allowlist.js';
 import { signatureSubject } from './allowlist.js';
 import type { DeniedLog } from './denied.js';
+import { LRUCache } from 'lru-cache';
 import { RegistryError } from './errors.js';
+import { isDigest } from './reference.js';
 import { childDescriptors, parseManifest } from './manifest.js';
 import type { Policy } from './mirror.js';
 import type { Store } from './store.js';
@@ -18,7 +20,8 @@ interface Reach {
 }
 
 export class AllowlistPolicy implements Policy {
-  private readonly reach = new Map<string, Reach>();
+  // Bounded: keys come from request paths, though only names some rule could allow get this far.
+  private readonly reach = new LRUCache<string, Reach>({ max: 2_000 });
 
   constructor(
     private readonly allowlist: Allowlist,
@@ -55,6 +58,8 @@ export class AllowlistPolicy implements Policy {
   }
 
   private async digestAllowed(host: string, name: string, digest: string): Promise<boolean> {
+    // A repository no rule names costs nothing more than this lookup.
+    if (!this.allowlist.matchesRepository(host, name)) return false;
     if (this.allowlist.isDigestPinned(host, name, digest)) return true;
     const reachable = await this.reachable(host, name);
     if (reachable.has(digest)) return true;
@@ -108,7 +113,8 @@ export class AllowlistPolicy implements Policy {
     const m = await this.store.getManifest(digest);
     if (!m) return [];
     const doc = parseManifest(m.body);
-    const out = doc ? childDescriptors(doc).map((d) => d.digest) : [];
+    // Only sha256 children can be stored or asked for; anything else an upstream wrote is skipped, not fatal.
+    const out = doc ? childDescriptors(doc).map((d) => d.digest).filter(isDigest) : [];
     for (const r of await this.store.referrers(host, name, digest)) out.push(r.digest);
     // Signature tags (cosign's sha256-<hex>.sig) belong to the image they sign.
     const hex = digest.slice(7);

@@ -68,6 +68,20 @@ export class Store {
     return store;
   }
 
+  /**
+   * Runs a create in this process's temp folder, re-creating the folder once if something removed it (e.g. a CLI
+   * in another pid namespace that took this process for dead).
+   */
+  async inTmp<T>(create: () => Promise<T>): Promise<T> {
+    try {
+      return await create();
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      await mkdir(this.tmpDir, { recursive: true });
+      return create();
+    }
+  }
+
   /** Removes this process's temp folder (nothing in it is committed content). */
   async close(): Promise<void> {
     await rm(this.tmpDir, { recursive: true, force: true });
@@ -183,7 +197,7 @@ export class Store {
       if (expect.sizeBytes > freeBytes) throw storeFull({ neededBytes: expect.sizeBytes, freeBytes });
     }
     const tmp = join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
-    const fh = await open(tmp, 'wx', 0o644).catch((e: unknown) => Promise.reject(isNoSpace(e) ? storeFull() : e));
+    const fh = await this.inTmp(() => open(tmp, 'wx', 0o644)).catch((e: unknown) => Promise.reject(isNoSpace(e) ? storeFull() : e));
     return new Ingest((t, info) => this.publish(t, info), fh, tmp, expect);
   }
 
@@ -229,6 +243,7 @@ export class Store {
   async getManifest(digest: string): Promise<StoredManifest | undefined> {
     const cached = this.manifests.get(digest);
     if (cached) return cached;
+    if (!digest.startsWith('sha256:') || !HEX_RE.test(digest.slice(7))) return undefined;
     let meta: ManifestMeta;
     try {
       meta = JSON.parse(await readFile(this.metaPath(digest), 'utf8')) as ManifestMeta;
@@ -332,7 +347,7 @@ export class Store {
 
 async function writeAtomic(store: Store, dest: string, content: string): Promise<void> {
   const tmp = join(store.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
-  await writeFile(tmp, content, { flag: 'wx' });
+  await store.inTmp(() => writeFile(tmp, content, { flag: 'wx' }));
   await mkdir(dirname(dest), { recursive: true });
   await rename(tmp, dest);
 }

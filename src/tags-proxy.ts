@@ -70,10 +70,11 @@ export async function registerTagsPassthrough(app: FastifyInstance, mirror: Mirr
           rewriteHeaders: () => ({}),
           // reply-from's types allow HTTP/2; sluice's listeners are HTTP/1.1 only.
           onResponse: (req, reply, res) => {
-            void answer(req as FastifyRequest, reply as FastifyReply, res as unknown as UpstreamResponse, mirror);
+            answer(req as FastifyRequest, reply as FastifyReply, res as unknown as UpstreamResponse, mirror).catch((e: unknown) => reply.send(e));
           },
           onError: (reply, { error }) => {
-            void fromStore(reply.request as FastifyRequest, reply as FastifyReply, mirror, `upstream ${u.host} unreachable: ${error.message}`);
+            fromStore(reply.request as FastifyRequest, reply as FastifyReply, mirror, `upstream ${u.host} unreachable: ${error.message}`)
+              .catch((e: unknown) => reply.send(e));
           },
         },
       };
