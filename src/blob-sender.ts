@@ -62,17 +62,29 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
   const slots: Array<{ buf: Buffer; written: Promise<void>; settled: boolean } | undefined> = [undefined, undefined];
   // The client may go away with writes still queued whose callbacks never come (a pipelined response whose
   // connection closed first gets no 'close' of its own): watch the socket too, and never wait past it.
+  // Every wait registers its wake-up here, so a gone client releases all of them at once. (Not Promise.race with
+  // a "gone" promise: each race would leave a reaction on it for the whole transfer — a leak per chunk.)
   let gone = false;
-  let onGone!: () => void;
-  const goneSignal = new Promise<void>((resolve) => (onGone = resolve));
+  const waiting = new Set<() => void>();
   const markGone = (): void => {
     gone = true;
-    onGone();
+    for (const wake of waiting) wake();
+    waiting.clear();
   };
+  const wakeable = (start: (done: () => void) => void): Promise<void> =>
+    new Promise<void>((resolve) => {
+      if (gone) return resolve();
+      const wake = (): void => {
+        waiting.delete(wake);
+        resolve();
+      };
+      waiting.add(wake);
+      start(wake);
+    });
+  const untilGone = (p: Promise<void> | undefined): Promise<void> => (p ? wakeable((done) => void p.then(done)) : Promise.resolve());
   const socket = res.req.socket;
   res.once('close', markGone);
   socket.once('close', markGone);
-  const untilGone = (p: Promise<void> | undefined): Promise<void> => Promise.race([p, goneSignal]);
   try {
     let pos = start;
     for (let i = 0; pos <= end && !gone; i ^= 1) {
