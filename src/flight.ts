@@ -1,10 +1,9 @@
 // Single-flight blob ingest: one upstream download per digest written into the store, and any number of
 // clients sent the temp file as it grows, so every waiting client gets bytes at once and none slows the download.
 import { EventEmitter } from 'node:events';
-import { open as openCallback } from 'node:fs';
 import type { GrowingFile } from './blob-sender.js';
 import { RegistryError } from './errors.js';
-import type { BlobInfo, IngestWriter } from './store.js';
+import { isNotFound, openFd, type BlobInfo, type IngestWriter } from './store.js';
 
 export class Flight extends EventEmitter {
   written = 0;
@@ -73,14 +72,6 @@ export class Flight extends EventEmitter {
       return openFd(this.committedPath);
     }
   }
-}
-
-function openFd(path: string): Promise<number> {
-  return new Promise((resolve, reject) => openCallback(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function isNotFound(e: unknown): boolean {
-  return typeof e === 'object' && e !== null && 'code' in e && e.code === 'ENOENT';
 }
 
 /** The client asked for a well-formed digest: bytes that fail to match it are the upstream's fault (502), not the client's (400). */

@@ -114,8 +114,7 @@ export class Mirror {
   }
 
   /** "until <ISO>" of the next window, or why there is none; used in every closed-window message. */
-  closedUntil(): string {
-    const next = this.deps.window.status().nextOpen;
+  closedUntil(next: Date | null = this.deps.window.status().nextOpen): string {
     return next ? `closed until ${next.toISOString()}` : 'closed (no sync window is scheduled)';
   }
 
@@ -248,7 +247,7 @@ export class Mirror {
   /** The hard-fail answer outside a window: immediate, and it says when access opens next. */
   private closed(kind: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: string, detail: Record<string, string>): RegistryError {
     const next = this.deps.window.status().nextOpen;
-    return new RegistryError(kind, `${what} not cached; upstream access ${this.closedUntil()}`, {
+    return new RegistryError(kind, `${what} not cached; upstream access ${this.closedUntil(next)}`, {
       ...detail,
       nextWindow: next ? next.toISOString() : null,
     });

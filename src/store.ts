@@ -401,7 +401,8 @@ export function hexOf(digest: string): string {
   return hex;
 }
 
-function openFd(path: string): Promise<number> {
+/** A read-only descriptor on a file (callback fs: no FileHandle, which the fd-based sender does not need). */
+export function openFd(path: string): Promise<number> {
   return new Promise((resolve, reject) => openCallback(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
@@ -415,7 +416,7 @@ function isAlive(pid: number): boolean {
   }
 }
 
-function isNotFound(e: unknown): boolean {
+export function isNotFound(e: unknown): boolean {
   return (e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 }
 

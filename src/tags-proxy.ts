@@ -99,13 +99,17 @@ function upstreamPath(req: FastifyRequest): string {
 
 /** Only the paging parameters go upstream (never ns or anything else the client sent). */
 function upstreamQuery(req: FastifyRequest): string {
-  const q = new URLSearchParams(req.url.split('?')[1] ?? '');
-  const out = new URLSearchParams();
+  return pagingOf(req.url.split('?')[1] ?? '').toString();
+}
+
+/** Only the tags/list paging parameters `n` and `last` of a query, in that order. */
+function pagingOf(query: string, into = new URLSearchParams()): URLSearchParams {
+  const q = new URLSearchParams(query);
   for (const key of ['n', 'last']) {
     const v = q.get(key);
-    if (v !== null) out.set(key, v);
+    if (v !== null) into.set(key, v);
   }
-  return out.toString();
+  return into;
 }
 
 function upstreamHeaders(u: UpstreamConfig, req: { url?: string }, _client: IncomingHttpHeaders): IncomingHttpHeaders {
@@ -158,13 +162,9 @@ function nextLink(header: string | string[] | undefined, req: FastifyRequest, ns
   const value = Array.isArray(header) ? header[0] : header;
   const m = value ? /<([^>]*)>\s*;\s*rel="?next"?/.exec(value) : null;
   if (!m?.[1]) return undefined;
-  const upstreamQuery = new URLSearchParams(m[1].split('?')[1] ?? '');
   const q = new URLSearchParams();
   if (ns !== undefined) q.set('ns', ns);
-  for (const key of ['n', 'last']) {
-    const v = upstreamQuery.get(key);
-    if (v !== null) q.set(key, v);
-  }
+  pagingOf(m[1].split('?')[1] ?? '', q);
   return `<${req.url.split('?')[0] ?? ''}?${q.toString()}>; rel="next"`;
 }
 

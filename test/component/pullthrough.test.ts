@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { buildApp, type App } from '../../src/app.js';
 import { validateConfig } from '../../src/config.js';
 import { sluiceConfigDoc, type SluiceConfigOptions } from '../helpers/sluice.js';
+import { json, write } from '../helpers/http-server.js';
 
 const MiB = 1024 * 1024;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -197,25 +198,6 @@ class FakeUpstream extends EventEmitter {
   }
 }
 
-function json(res: ServerResponse, status: number, doc: unknown): void {
-  const body = JSON.stringify(doc);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
-}
-
-async function write(res: ServerResponse, piece: Buffer): Promise<boolean> {
-  if (res.destroyed) return false;
-  if (!res.write(piece)) {
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        res.off('drain', done).off('close', done);
-        resolve();
-      };
-      res.on('drain', done).on('close', done);
-    });
-  }
-  return !res.destroyed;
-}
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;

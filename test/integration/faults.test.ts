@@ -14,6 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+import { json, write } from '../helpers/http-server.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -156,25 +157,6 @@ class FaultUpstream {
   }
 }
 
-function json(res: ServerResponse, status: number, doc: unknown): void {
-  const body = JSON.stringify(doc);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
-}
-
-async function write(res: ServerResponse, piece: Buffer): Promise<boolean> {
-  if (res.destroyed) return false;
-  if (!res.write(piece)) {
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        res.off('drain', done).off('close', done);
-        resolve();
-      };
-      res.on('drain', done).on('close', done);
-    });
-  }
-  return !res.destroyed;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The client: hashes what it receives, never buffers a 64 MiB body.
