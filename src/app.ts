@@ -166,7 +166,7 @@ function requireBasicAuth(app: FastifyInstance, htpasswd: { current: Htpasswd })
  * SIGHUP: re-reads both listeners' certificates and the htpasswd file; open connections are not dropped.
  * Everything is loaded before anything is swapped, so a broken file leaves the previous set in force.
  */
-export function reloadTls(app: App): void {
+export function reloadListeners(app: App): void {
   const htpasswd = app.config.auth ? Htpasswd.load(app.config.auth.htpasswd) : undefined;
   if (app.config.tls) reloadCertificates(app.registry.server as HttpsServer, app.config.tls);
   if (app.config.admin.tls) reloadCertificates(app.admin.server as HttpsServer, app.config.admin.tls);

@@ -78,12 +78,12 @@ export async function runCli(argv: string[]): Promise<number> {
 async function serve(args: ParsedArgs, config: () => Config): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError('serve takes no arguments');
   // Loaded here so that the other subcommands start without fastify and friends.
-  const { buildApp, reloadTls } = await import('./app.js');
+  const { buildApp, reloadListeners } = await import('./app.js');
   const app = await buildApp(config(), { logger: true });
   await listen(app);
   const reload = (): void => {
     try {
-      reloadTls(app);
+      reloadListeners(app);
       app.registry.log.info('TLS certificates reloaded');
     } catch (e) {
       app.registry.log.error({ err: e }, 'TLS reload failed; keeping the previous certificates');

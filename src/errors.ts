@@ -81,11 +81,3 @@ export class RegistryError extends Error {
     return { errors: [{ code: this.code, message: this.message, detail: this.detail ?? null }] };
   }
 }
-
-export function statusOf(kind: ErrorKind): number {
-  return TABLE[kind].status;
-}
-
-export function isRegistryError(e: unknown): e is RegistryError {
-  return e instanceof RegistryError;
-}

@@ -1,6 +1,6 @@
 // How sluice's listeners face the network: TLS (optionally mutual) with certificates reloaded on SIGHUP
 // without dropping connections, and HTTP basic auth for nodes from a bcrypt htpasswd file.
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Server as HttpsServer } from 'node:https';
 import bcrypt from 'bcryptjs';
@@ -96,11 +96,4 @@ function parseBasic(header: string | undefined): { user: string; password: strin
 
 function challenge(message: string): RegistryError {
   return new RegistryError('UNAUTHORIZED', message, null, { 'www-authenticate': 'Basic realm="sluice"' });
-}
-
-/** Constant-time comparison of two secrets of any length (both hashed first, so lengths leak nothing). */
-export function secretsEqual(a: string, b: string): boolean {
-  const ha = createHash('sha256').update(a).digest();
-  const hb = createHash('sha256').update(b).digest();
-  return timingSafeEqual(ha, hb);
 }

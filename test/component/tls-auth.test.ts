@@ -6,7 +6,7 @@ import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reloadTls } from '../../src/app.js';
+import { reloadListeners } from '../../src/app.js';
 import { which } from '../helpers/binaries.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
@@ -86,7 +86,7 @@ describe.skipIf(!ok)('TLS, mTLS and basic auth on the registry listener', () => 
       const next = await pki.reissueServer('reload');
       await writeFile(certPath, await readFile(next.cert));
       await writeFile(keyPath, await readFile(next.key));
-      reloadTls(s.app);
+      reloadListeners(s.app);
       // The kept-alive connection still works and still shows the old certificate...
       const again = await get(`${s.url}/v2/`, { ca, agent });
       expect(again.status).toBe(200);
@@ -154,12 +154,12 @@ describe.skipIf(!ok)('TLS, mTLS and basic auth on the registry listener', () => 
 
     it('a reload (SIGHUP) swaps the users; a broken file keeps the previous ones', async () => {
       await writeFile(htpasswd, `node2:${bcrypt.hashSync('n3w', 5)}\n`);
-      reloadTls(s.app);
+      reloadListeners(s.app);
       expect((await get(`${s.url}/v2/`, { ca, authorization: basic('node2', 'n3w') })).status).toBe(200);
       // The old user's header was remembered as verified; a reload must forget that too.
       expect((await get(`${s.url}/v2/`, { ca, authorization: basic('node', 's3cret') })).status).toBe(401);
       await writeFile(htpasswd, 'node3:plaintext-is-refused\n');
-      expect(() => reloadTls(s.app)).toThrow(/bcrypt/);
+      expect(() => reloadListeners(s.app)).toThrow(/bcrypt/);
       expect((await get(`${s.url}/v2/`, { ca, authorization: basic('node2', 'n3w') })).status).toBe(200);
     });
   });
