@@ -16,7 +16,6 @@ import { registerRegistryRoutes } from './routes.js';
 import { Store } from './store.js';
 import { Syncer } from './sync.js';
 import { registerAdminRoutes } from './admin.js';
-import { passthroughConstraint, registerTagsPassthrough } from './tags-proxy.js';
 import { Upstream } from './upstream.js';
 import { WindowState, type ManualWindow } from './window.js';
 
@@ -49,17 +48,13 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const upstreams = new Map<string, Upstream>();
   for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream(upstreamOptions(u, config)));
   const hosts = hostTable(config);
-  let mirrorRef: Mirror | undefined;
   const registry = newFastify(opts.logger ?? false, config.tls);
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
   if (htpasswd) requireBasicAuth(registry, htpasswd);
-  registry.addConstraintStrategy(passthroughConstraint(() => mirrorRef, hosts));
   const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
-  mirrorRef = mirror;
   registerRegistryRoutes(registry, { mirror, hosts });
-  await registerTagsPassthrough(registry, mirror, hosts, config.upstreams, (u) => (u.tls?.ca ? readFileSync(u.tls.ca, 'utf8') : undefined));
   const syncer = new Syncer(mirror, allowlist, store);
   const admin = newFastify(opts.logger ?? false, config.admin.tls);
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, mirror, store });

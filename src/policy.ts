@@ -126,12 +126,12 @@ export class AllowlistPolicy implements Policy {
   }
 
   private deny(host: string, name: string, reference: string, client?: string): RegistryError {
-    this.denied?.record({ host, name, reference: reference.slice(1), client: client ?? '' });
-    const what = reference === '/' ? `no image of ${host}/${name}` : `${host}/${name}${reference}`;
-    return new RegistryError('DENIED', `${what} is not on the allowlist of this mirror`, {
-      host,
-      name,
-      reference: reference.slice(1),
-    });
+    // '/' is the repository itself (tags/list): recorded with an empty reference, which the denied log reads as such.
+    const ref = reference.slice(1);
+    this.denied?.record({ host, name, reference: ref, client: client ?? '' });
+    const message = reference === '/'
+      ? `repository ${host}/${name} has no image on the allowlist of this mirror`
+      : `${host}/${name}${reference} is not on the allowlist of this mirror`;
+    return new RegistryError('DENIED', message, { host, name, reference: ref });
   }
 }

@@ -8,12 +8,11 @@ import { planContent, type ContentPlan } from './serve.js';
 import type { Mirror } from './mirror.js';
 import { MediaType } from './manifest.js';
 import { sendFileRange, type GrowingFile } from './blob-sender.js';
+import { allowedTags } from './tags-proxy.js';
 
 export interface RegistryRoutesOptions {
   mirror: Mirror;
   hosts: HostTable;
-  /** Passes tags/list to the upstream while a window is open; undefined → served from the store. */
-  tagsProxy?: (req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest) => Promise<boolean>;
 }
 
 const WRITE_METHODS = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
@@ -67,8 +66,11 @@ async function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: Parsed
       await serveBlob(req, reply, route.host, route.name, route.digest, mirror);
       return;
     case 'tags': {
-      if (opts.tagsProxy && (await opts.tagsProxy(req, reply, parsed))) return;
-      await serveTags(req, reply, parsed, await mirror.tags(route.host, route.name), route.name);
+      // HEAD and GET, in a window or not: the same refusal, the same list, the same pages.
+      const paging = pagingOf(parsed);
+      await mirror.checkRepository(route.host, route.name, client);
+      const tags = await allowedTags(mirror, route.host, route.name, (msg, fields) => req.log.warn(fields, msg));
+      serveTags(req, reply, parsed, pageTags(tags, paging), route.name);
       return;
     }
     case 'referrers': {
@@ -153,26 +155,40 @@ function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer): void {
   reply.send(plan.sendBody ? body : undefined);
 }
 
-async function serveTags(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, all: string[], name: string): Promise<void> {
+interface Paging {
+  n: number;
+  last: string | null;
+}
+
+/** `n` and `last` of a tags/list request, checked before anything is listed. */
+function pagingOf(parsed: ParsedRequest): Paging {
   const nRaw = parsed.query.get('n');
-  const last = parsed.query.get('last');
-  let n = MAX_TAGS_PAGE;
-  if (nRaw !== null) {
-    if (!/^\d{1,6}$/.test(nRaw)) throw new RegistryError('PAGINATION_NUMBER_INVALID', 'invalid number of results requested', { n: nRaw.slice(0, 20) });
-    n = Math.min(Number(nRaw), MAX_TAGS_PAGE);
+  if (nRaw !== null && !/^\d{1,6}$/.test(nRaw)) {
+    throw new RegistryError('PAGINATION_NUMBER_INVALID', 'invalid number of results requested', { n: nRaw.slice(0, 20) });
   }
-  const sorted = [...all].sort();
+  return { n: nRaw === null ? MAX_TAGS_PAGE : Math.min(Number(nRaw), MAX_TAGS_PAGE), last: parsed.query.get('last') };
+}
+
+/** The one pager, over a list that holds allowed tags only: its cursor can only ever name an allowed tag. */
+function pageTags(allowed: string[], { n, last }: Paging): { tags: string[]; next?: Paging } {
+  const sorted = [...new Set(allowed)].sort();
   const after = last === null ? sorted : sorted.filter((t) => t > last);
-  const page = after.slice(0, n);
-  if (after.length > page.length && page.length > 0) {
+  const tags = after.slice(0, n);
+  const cursor = tags[tags.length - 1];
+  return after.length > tags.length && cursor !== undefined ? { tags, next: { n, last: cursor } } : { tags };
+}
+
+function serveTags(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, page: { tags: string[]; next?: Paging }, name: string): void {
+  if (page.next) {
     const path = req.url.split('?')[0] ?? '';
     const q = new URLSearchParams();
     if (parsed.ns !== undefined) q.set('ns', parsed.ns);
-    q.set('n', String(n));
-    q.set('last', page[page.length - 1] ?? '');
+    q.set('n', String(page.next.n));
+    q.set('last', page.next.last ?? '');
     reply.header('link', `<${path}?${q.toString()}>; rel="next"`);
   }
-  reply.code(200).header('content-type', 'application/json').send(JSON.stringify({ name, tags: page }));
+  // On HEAD Node drops the body; fastify still sets its Content-Length, so HEAD is GET minus the body.
+  reply.code(200).header('content-type', 'application/json').send(JSON.stringify({ name, tags: page.tags }));
 }
 
 function header(req: FastifyRequest, name: string): string | undefined {

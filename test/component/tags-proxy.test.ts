@@ -95,3 +95,115 @@ describe('tags/list passthrough', () => {
     expect(up.seen.length).toBe(before);
   });
 });
+
+/**
+ * A docker.io upstream paging its lists itself (at most `pageSize` tags a page, distribution's Link format),
+ * so sluice must follow its pages; every tags/list request is counted.
+ */
+async function pagingUpstream(repos: Record<string, string[]>, pageSize: number): Promise<{ server: Server; url: string; lists: () => number }> {
+  let lists = 0;
+  const server = createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    const m = /^\/v2\/(.+)\/tags\/list$/.exec(u.pathname);
+    const all = m?.[1] ? repos[m[1]] : undefined;
+    if (!all) {
+      res.writeHead(u.pathname === '/v2/' ? 200 : 404, { 'content-type': 'application/json' });
+      res.end(u.pathname === '/v2/' ? '{}' : JSON.stringify({ errors: [{ code: 'NAME_UNKNOWN', message: 'no' }] }));
+      return;
+    }
+    lists++;
+    const last = u.searchParams.get('last');
+    const n = Math.min(Number(u.searchParams.get('n') ?? pageSize), pageSize);
+    const after = [...all].sort().filter((t) => last === null || t > last);
+    const page = after.slice(0, n);
+    if (after.length > page.length) res.setHeader('link', `</v2/${m?.[1]}/tags/list?last=${page[page.length - 1]}&n=${n}>; rel="next"`);
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ name: m?.[1], tags: page }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, lists: () => lists };
+}
+
+/** Follows the mirror's Link headers from `first`, returning every page's tags, headers and bodies as read. */
+async function walk(base: string, first: string): Promise<{ tags: string[]; seen: string[] }> {
+  const tags: string[] = [];
+  const seen: string[] = [];
+  let next: string | undefined = first;
+  for (let i = 0; next !== undefined && i < 100; i++) {
+    const res = await fetch(`${base}${next}`);
+    expect(res.status).toBe(200);
+    const body = await res.text();
+    seen.push(body, JSON.stringify([...res.headers]));
+    tags.push(...((JSON.parse(body) as { tags: string[] }).tags));
+    const link = res.headers.get('link');
+    next = link ? /<([^>]*)>/.exec(link)?.[1] : undefined;
+  }
+  return { tags, seen };
+}
+
+describe('tags/list pages over the allowed tags only (issue 14 items 3 and 4)', () => {
+  const many = Array.from({ length: 40 }, (_, i) => [`v1.${String(i).padStart(2, '0')}`, `internal-${i}`, `v2.${String(i).padStart(2, '0')}`, `zz-${i}`]).flat();
+  const allowedMany = many.filter((t) => /^v1\.\d\d$/.test(t)).sort();
+  let up: Awaited<ReturnType<typeof pagingUpstream>>;
+  let open: InProcessSluice;
+  let closed: InProcessSluice;
+
+  beforeAll(async () => {
+    up = await pagingUpstream({ 'x/app': ['internal-secret-build', 'v1', 'zz-hidden'], 'x/many': many }, 7);
+    const allowlist = ['docker.io/x/app:v1', 'docker.io/x/many:v1.*'];
+    open = await startSluice({ windows: 'always', allowlist, upstreams: { 'docker.io': { url: up.url } } });
+    closed = await startSluice({ windows: 'never', allowlist, upstreams: { 'docker.io': { url: up.url } } });
+  });
+  afterAll(async () => {
+    await open?.close();
+    await closed?.close();
+    up?.server.close();
+  });
+
+  it('n=1 names no tag that is not allowed, in the Link or anywhere else', async () => {
+    for (const query of ['?n=1', '?n=1&ns=docker.io', '']) {
+      const res = await fetch(`${open.url}/v2/x/app/tags/list${query}`);
+      const text = `${await res.text()} ${JSON.stringify([...res.headers])}`;
+      expect(res.status).toBe(200);
+      expect(JSON.parse(text.slice(0, text.lastIndexOf(' [')))).toEqual({ name: 'x/app', tags: ['v1'] });
+      expect(res.headers.get('link')).toBeNull();
+      expect(text).not.toMatch(/internal-secret-build|zz-hidden/);
+    }
+  });
+
+  it('walking every page gives exactly the allowed tags, sorted, across upstream pages', async () => {
+    for (const n of [1, 5, 13, 40, 1000]) {
+      const got = await walk(open.url, `/v2/docker.io/x/many/tags/list?n=${n}`);
+      expect(got.tags).toEqual(allowedMany);
+      expect(got.seen.join('\n').match(/(internal-|v2\.|zz-)[\w.-]*/g) ?? [], `n=${n}`).toEqual([]);
+    }
+  });
+
+  it('HEAD of an allowed tags/list equals GET minus the body, in and out of a window', async () => {
+    for (const s of [open, closed]) {
+      for (const path of ['/v2/x/many/tags/list?n=5&last=v1.07', '/v2/x/app/tags/list']) {
+        const get = await fetch(`${s.url}${path}`);
+        const body = await get.arrayBuffer();
+        const head = await fetch(`${s.url}${path}`, { method: 'HEAD' });
+        expect(head.status).toBe(get.status);
+        expect(head.headers.get('link')).toBe(get.headers.get('link'));
+        expect(head.headers.get('content-type')).toBe(get.headers.get('content-type'));
+        expect(head.headers.get('content-length')).toBe(String(body.byteLength));
+      }
+    }
+  });
+
+  it('a repository no rule names is 403 DENIED for HEAD and GET, in and out of a window, and logged', async () => {
+    for (const s of [open, closed]) {
+      const before = up.lists();
+      for (const method of ['HEAD', 'GET']) {
+        const res = await fetch(`${s.url}/v2/x/secret/tags/list?n=1`, { method });
+        expect(res.status, `${method} ${s === open ? 'open' : 'closed'}`).toBe(403);
+        if (method === 'GET') expect(((await res.json()) as { errors: Array<{ code: string }> }).errors[0]?.code).toBe('DENIED');
+      }
+      expect(up.lists()).toBe(before);
+      const entry = s.app.denied.list().find((e) => e.name === 'x/secret');
+      expect(entry).toMatchObject({ host: 'docker.io', name: 'x/secret', reference: '', count: 2 });
+    }
+  });
+});
