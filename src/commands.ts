@@ -6,7 +6,7 @@ import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from '
 import { Allowlist, AllowlistFileError, InvalidRulesError, LockTimeoutError, parseImageList, type AddResult, type RemoveResult, type RuleRecord } from './allowlist.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import type { Config } from './config.js';
-import { DeniedLog, suggestRule, type DeniedEntry } from './denied.js';
+import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from './denied.js';
 import { SyncClosedError } from './sync.js';
 
 export type Command = (args: ParsedArgs, config: () => Config) => Promise<number>;
@@ -211,8 +211,7 @@ export const deniedCommand: Command = guarded('denied', async (args, config) => 
   else if (format === 'commands') for (const e of entries) out(e.command);
   else if (entries.length === 0) err('nothing has been denied');
   else {
-    const ref = (e: DeniedEntry): string => `${e.host}/${e.name}${e.reference.startsWith('sha256:') ? '@' : ':'}${e.reference}`;
-    table(['COUNT', 'LAST SEEN', 'FIRST SEEN', 'CLIENT', 'REFERENCE'], entries.map((e) => [String(e.count), e.lastSeen, e.firstSeen, e.client || '-', ref(e)]));
+    table(['COUNT', 'LAST SEEN', 'FIRST SEEN', 'CLIENT', 'REFERENCE'], entries.map((e) => [String(e.count), e.lastSeen, e.firstSeen, e.client || '-', deniedReference(e)]));
   }
   return 0;
 });

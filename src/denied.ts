@@ -10,7 +10,7 @@ import { JSONFile } from 'lowdb/node';
 export interface DeniedEntry {
   host: string;
   name: string;
-  /** Tag or digest as requested. */
+  /** Tag or digest as requested; empty when the repository itself was refused (its tags/list). */
   reference: string;
   count: number;
   /** ISO 8601. */
@@ -197,8 +197,24 @@ export class DeniedLog {
   }
 }
 
-/** A ready-to-paste command allowing what was refused: `@sha256:…` for a digest, `:tag` otherwise. */
-export function suggestRule(entry: Pick<DeniedEntry, 'host' | 'name' | 'reference'>): string {
-  const separator = entry.reference.startsWith('sha256:') ? '@' : ':';
-  return `sluice allow add ${entry.host}/${entry.name}${separator}${entry.reference}`;
+type Refused = Pick<DeniedEntry, 'host' | 'name' | 'reference'>;
+
+/** What was refused, as a reference: `host/name:tag`, `host/name@sha256:…`, or `host/name (tags/list)`. */
+export function deniedReference(entry: Refused): string {
+  const repository = `${entry.host}/${entry.name}`;
+  if (entry.reference === '') return `${repository} (tags/list)`;
+  return `${repository}${entry.reference.startsWith('sha256:') ? '@' : ':'}${entry.reference}`;
+}
+
+/**
+ * A ready-to-paste command allowing what was refused: `@sha256:…` for a digest, `:tag` otherwise. A refused
+ * tags/list names no image, so it gets a shell comment instead: which tag to allow is the operator's choice.
+ */
+export function suggestRule(entry: Refused): string {
+  if (entry.reference === '') {
+    const repository = `${entry.host}/${entry.name}`;
+    return `# tags/list of ${repository} refused (no rule names the repository); allow an image with `
+      + `"sluice allow add ${repository}:TAG" (or every tag with "sluice allow add ${repository}")`;
+  }
+  return `sluice allow add ${deniedReference(entry)}`;
 }

@@ -204,6 +204,24 @@ describe('sluice CLI with a running server (admin API)', () => {
     expect(JSON.parse((await cli('denied', '--json')).stdout)).toEqual([]);
   });
 
+  it('a refused tags/list is logged as the repository: the 403 reads right, and every --format commands line works', async () => {
+    const res = await fetch(`${server.url}/v2/siderolabs/imager/tags/list?ns=ghcr.io`);
+    expect(res.status).toBe(403);
+    const message = ((await res.json()) as { errors: Array<{ message: string }> }).errors[0]?.message;
+    expect(message).toBe('repository ghcr.io/siderolabs/imager has no image on the allowlist of this mirror');
+    const table = await cli('denied');
+    expect(table.stdout).toMatch(/^1 +\S+ +\S+ +127\.0\.0\.1 +ghcr\.io\/siderolabs\/imager \(tags\/list\)$/m);
+    const lines = (await cli('denied', '--format', 'commands')).stdout.split('\n').filter((l) => l.includes('siderolabs/imager'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^# /);
+    expect(lines[0]).toContain('sluice allow add ghcr.io/siderolabs/imager:TAG');
+    // What the comment offers is a rule the CLI takes, and it lifts the refusal.
+    expectRc(await cli('allow', 'add', 'ghcr.io/siderolabs/imager:v1.11.0'), 0);
+    expect((await fetch(`${server.url}/v2/siderolabs/imager/tags/list?ns=ghcr.io`)).status).toBe(200);
+    expectRc(await cli('allow', 'rm', 'ghcr.io/siderolabs/imager:v1.11.0'), 0);
+    expectRc(await cli('denied', '--clear'), 0);
+  });
+
   it('a wrong token is refused with a clear message (exit 1), never an offline edit', async () => {
     const badToken = join(server.dir, 'wrong.token');
     await writeFile(badToken, `${'0'.repeat(64)}\n`);

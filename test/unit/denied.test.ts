@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { DeniedLog, suggestRule } from '../../src/denied.js';
+import { DeniedLog, deniedReference, suggestRule } from '../../src/denied.js';
 
 const H1 = `sha256:${'a'.repeat(64)}`;
 
@@ -143,5 +143,23 @@ describe('suggestRule', () => {
     [{ host: 'myreg.local:5000', name: 'team/app', reference: H1 }, `sluice allow add myreg.local:5000/team/app@${H1}`],
   ])('%j → %s', (entry, line) => {
     expect(suggestRule(entry)).toBe(line);
+  });
+});
+
+describe('a refusal of the repository itself (tags/list, empty reference)', () => {
+  const entry = { host: 'ghcr.io', name: 'siderolabs/installer', reference: '' };
+
+  it('suggests no broken "name:" rule, only a comment naming both ways to allow it', () => {
+    const line = suggestRule(entry);
+    expect(line.startsWith('# ')).toBe(true);
+    expect(line).not.toMatch(/installer:(\s|$)/);
+    expect(line).toContain('sluice allow add ghcr.io/siderolabs/installer:TAG');
+    expect(line).toContain('"sluice allow add ghcr.io/siderolabs/installer"');
+  });
+
+  it('is shown as the repository and its tags/list', () => {
+    expect(deniedReference(entry)).toBe('ghcr.io/siderolabs/installer (tags/list)');
+    expect(deniedReference({ ...entry, reference: 'v1' })).toBe('ghcr.io/siderolabs/installer:v1');
+    expect(deniedReference({ ...entry, reference: H1 })).toBe(`ghcr.io/siderolabs/installer@${H1}`);
   });
 });
