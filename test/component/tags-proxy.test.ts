@@ -1,5 +1,5 @@
-// tags/list through @fastify/http-proxy while a window is open: the upstream's list filtered by the
-// allowlist, the client's Authorization never forwarded, and the store's list when closed or upstream down.
+// tags/list while a window is open: the upstream's whole list filtered by the allowlist and paged by sluice,
+// the client's Authorization never forwarded, and the store's list when closed or upstream down.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
