@@ -3,6 +3,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_UPSTREAM_TAG_PAGES } from '../../src/tags-proxy.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 
 interface Seen {
@@ -100,11 +101,29 @@ describe('tags/list passthrough', () => {
  * A docker.io upstream paging its lists itself (at most `pageSize` tags a page, distribution's Link format),
  * so sluice must follow its pages; every tags/list request is counted.
  */
-async function pagingUpstream(repos: Record<string, string[]>, pageSize: number): Promise<{ server: Server; url: string; lists: () => number }> {
+interface PagingUpstream {
+  server: Server;
+  url: string;
+  lists: () => number;
+  /** Called on each tags/list request, before it is answered. */
+  onList?: () => void;
+}
+
+async function pagingUpstream(repos: Record<string, string[]>, pageSize: number): Promise<PagingUpstream> {
   let lists = 0;
+  const hooks: { onList?: () => void } = {};
   const server = createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x');
     const m = /^\/v2\/(.+)\/tags\/list$/.exec(u.pathname);
+    if (m?.[1] === 'x/endless') {
+      // A cursor that always moves on: only sluice's page bound ends this listing.
+      lists++;
+      const k = Number(u.searchParams.get('last') ?? '0') + 1;
+      res.setHeader('link', `</v2/x/endless/tags/list?last=${k}&n=1>; rel="next"`);
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ name: 'x/endless', tags: [`v1.${k}`] }));
+      return;
+    }
     const all = m?.[1] ? repos[m[1]] : undefined;
     if (!all) {
       res.writeHead(u.pathname === '/v2/' ? 200 : 404, { 'content-type': 'application/json' });
@@ -112,6 +131,7 @@ async function pagingUpstream(repos: Record<string, string[]>, pageSize: number)
       return;
     }
     lists++;
+    hooks.onList?.();
     const last = u.searchParams.get('last');
     const n = Math.min(Number(u.searchParams.get('n') ?? pageSize), pageSize);
     const after = [...all].sort().filter((t) => last === null || t > last);
@@ -121,7 +141,14 @@ async function pagingUpstream(repos: Record<string, string[]>, pageSize: number)
     res.end(JSON.stringify({ name: m?.[1], tags: page }));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, lists: () => lists };
+  return {
+    server,
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    lists: () => lists,
+    set onList(f: (() => void) | undefined) {
+      hooks.onList = f;
+    },
+  };
 }
 
 /** Follows the mirror's Link headers from `first`, returning every page's tags, headers and bodies as read. */
@@ -130,12 +157,12 @@ async function walk(base: string, first: string): Promise<{ tags: string[]; seen
   const seen: string[] = [];
   let next: string | undefined = first;
   for (let i = 0; next !== undefined && i < 100; i++) {
-    const res = await fetch(`${base}${next}`);
+    const res: Response = await fetch(`${base}${next}`);
     expect(res.status).toBe(200);
     const body = await res.text();
     seen.push(body, JSON.stringify([...res.headers]));
     tags.push(...((JSON.parse(body) as { tags: string[] }).tags));
-    const link = res.headers.get('link');
+    const link: string | null = res.headers.get('link');
     next = link ? /<([^>]*)>/.exec(link)?.[1] : undefined;
   }
   return { tags, seen };
@@ -150,7 +177,7 @@ describe('tags/list pages over the allowed tags only (issue 14 items 3 and 4)', 
 
   beforeAll(async () => {
     up = await pagingUpstream({ 'x/app': ['internal-secret-build', 'v1', 'zz-hidden'], 'x/many': many }, 7);
-    const allowlist = ['docker.io/x/app:v1', 'docker.io/x/many:v1.*'];
+    const allowlist = ['docker.io/x/app:v1', 'docker.io/x/many:v1.*', 'docker.io/x/endless:v1.*'];
     open = await startSluice({ windows: 'always', allowlist, upstreams: { 'docker.io': { url: up.url } } });
     closed = await startSluice({ windows: 'never', allowlist, upstreams: { 'docker.io': { url: up.url } } });
   });
@@ -172,11 +199,35 @@ describe('tags/list pages over the allowed tags only (issue 14 items 3 and 4)', 
   });
 
   it('walking every page gives exactly the allowed tags, sorted, across upstream pages', async () => {
-    for (const n of [1, 5, 13, 40, 1000]) {
+    for (const n of [1, 13, 40, 1000]) {
       const got = await walk(open.url, `/v2/docker.io/x/many/tags/list?n=${n}`);
       expect(got.tags).toEqual(allowedMany);
       expect(got.seen.join('\n').match(/(internal-|v2\.|zz-)[\w.-]*/g) ?? [], `n=${n}`).toEqual([]);
     }
+  });
+
+  it('an upstream that pages without end is cut at the page bound and the store answers', async () => {
+    const before = up.lists();
+    const res = await fetch(`${open.url}/v2/x/endless/tags/list`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ name: 'x/endless', tags: [] });
+    expect(up.lists() - before).toBe(MAX_UPSTREAM_TAG_PAGES);
+  });
+
+  it('a window closing mid-listing stops the upstream pages at once; the store answers', async () => {
+    closed.app.window.open(60_000, 'tags test', 'test');
+    const before = up.lists();
+    up.onList = () => {
+      if (up.lists() - before === 3) closed.app.window.close();
+    };
+    try {
+      const res = await fetch(`${closed.url}/v2/x/many/tags/list`);
+      expect(await res.json()).toEqual({ name: 'x/many', tags: [] });
+    } finally {
+      up.onList = undefined;
+      closed.app.window.close();
+    }
+    expect(up.lists() - before).toBe(3);
   });
 
   it('HEAD of an allowed tags/list equals GET minus the body, in and out of a window', async () => {

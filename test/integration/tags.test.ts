@@ -60,7 +60,7 @@ describe.skipIf(!ok)('tags/list from a real docker-registry (issue 14 item 3)', 
     const pages: string[][] = [];
     let next: string | undefined = '/v2/docker.io/x/app/tags/list?n=1';
     while (next !== undefined && pages.length < 20) {
-      const res = await fetch(`${sluice.url}${next}`);
+      const res: Response = await fetch(`${sluice.url}${next}`);
       expect(res.status).toBe(200);
       const text = `${await res.text()} ${res.headers.get('link') ?? ''}`;
       for (const hidden of HIDDEN) expect(text).not.toContain(hidden);
