@@ -5,7 +5,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { InvalidRulesError, parseImageList, type Allowlist } from './allowlist.js';
+import { formatSchemaErrors, SCHEMAS } from './admin-schemas.js';
+import { AllowlistFileError, InvalidRulesError, parseImageList, type Allowlist, type AllowlistProblem } from './allowlist.js';
 import { ConfigError, type Config } from './config.js';
 import { suggestRule, type DeniedLog } from './denied.js';
 import { RegistryError } from './errors.js';
@@ -33,6 +34,7 @@ const MIN_TOKEN_CHARS = 32;
 export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   const token = await ensureAdminToken(deps.config.admin.tokenFile, deps.config.file);
   const expected = digestOf(token);
+  app.setSchemaErrorFormatter(formatSchemaErrors);
   app.addHook('onRequest', async (req) => {
     if (!authorized(req.headers.authorization, expected)) {
       throw new RegistryError('UNAUTHORIZED', 'admin API: missing or wrong bearer token', null, {
@@ -44,9 +46,12 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   registerDeniedRoutes(app, deps);
   registerWindowRoutes(app, deps);
   registerSyncRoute(app, deps);
-  app.get(`${API_PREFIX}/status`, async () => statusReport(deps));
+  app.get(`${API_PREFIX}/status`, { schema: SCHEMAS.getNone }, async () => {
+    await deps.allowlist.refresh(); // the count and any file problem as of now, not as of the last watch event
+    return statusReport(deps);
+  });
   // `sluice import` (another process) wrote tags and manifests: forget what was memoised about them.
-  app.post(`${API_PREFIX}/store/refresh`, async () => {
+  app.post(`${API_PREFIX}/store/refresh`, { schema: SCHEMAS.none }, async () => {
     deps.store.invalidate();
     return { refreshed: true };
   });
@@ -93,21 +98,22 @@ function who(req: FastifyRequest): string {
   return s !== '' && s.length <= 100 && /^[\x20-\x7e]+$/.test(s) ? s : 'admin-api';
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function badRequest(message: string, detail?: unknown): RegistryError {
-  return new RegistryError('BAD_REQUEST', message, detail);
+  return new RegistryError('ADMIN_INVALID_REQUEST', message, detail);
 }
 
-/** `{rules: string[], note?: string}`; anything else is a 400 naming the field. */
-function rulesBody(body: unknown): { rules: string[]; note?: string } {
-  if (!isObject(body) || !Array.isArray(body.rules) || !body.rules.every((r) => typeof r === 'string')) {
-    throw badRequest('expected a JSON body {"rules": ["HOST/NAME[:TAG]", ...], "note": "why"}');
-  }
-  if (body.rules.length === 0) throw badRequest('"rules" is empty');
-  if (body.note !== undefined && typeof body.note !== 'string') throw badRequest('"note" must be a string');
-  return { rules: body.rules as string[], note: body.note };
+/** The shapes the route schemas (admin-schemas.ts) have already checked. */
+interface RulesBody {
+  rules: string[];
+  note?: string;
 }
+type ImportBody = string | { text: string; note?: string };
+interface WindowBody {
+  duration: string | number;
+  note: string;
+}
+type SyncBody = { dryRun?: boolean; platforms?: string[] } | null;
 
 /** Every invalid rule with its reason; nothing of the batch was applied. */
 function invalidRules(err: InvalidRulesError): RegistryError {
@@ -116,55 +122,60 @@ function invalidRules(err: InvalidRulesError): RegistryError {
   return badRequest(`${invalid.length} invalid rule(s), nothing was changed: ${list}`, { invalid });
 }
 
-async function withRules<T>(fn: () => Promise<T>): Promise<T> {
+/** A hand-broken allowlist.json: not the client's fault, so a 409 naming the file, never a 500. */
+function brokenFile(e: AllowlistFileError, allowlist: Allowlist): RegistryError {
+  const message = `allowlist file ${e.file} is not usable: ${e.problem}; nothing was changed (fix the file; until then the last good ${allowlist.list().length} rule(s) stay in force)`;
+  return new RegistryError('ALLOWLIST_FILE_INVALID', message, { file: e.file, problem: e.problem });
+}
+
+async function withRules<T>(allowlist: Allowlist, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
     if (e instanceof InvalidRulesError) throw invalidRules(e);
+    if (e instanceof AllowlistFileError) throw brokenFile(e, allowlist);
     throw e;
   }
 }
 
 function registerAllowlistRoutes(app: FastifyInstance, { allowlist }: AdminDeps): void {
-  app.get(`${API_PREFIX}/allowlist`, async () => {
-    await allowlist.reload(); // picks up an edit made to the file by another process
-    return { rules: allowlist.list() };
+  // A broken file is no reason to hide the rules in force: they are listed, with what is wrong with the file.
+  app.get(`${API_PREFIX}/allowlist`, { schema: SCHEMAS.getNone }, async () => {
+    const problem = await allowlist.refresh();
+    return { rules: allowlist.list(), allowlistError: problem ?? null };
   });
-  app.post(`${API_PREFIX}/allowlist`, async (req) => {
-    const { rules, note } = rulesBody(req.body);
-    return withRules(() => allowlist.add(rules, { by: who(req), note }));
+  app.post<{ Body: RulesBody }>(`${API_PREFIX}/allowlist`, { schema: SCHEMAS.addRules }, async (req) => {
+    const { rules, note } = req.body;
+    return withRules(allowlist, () => allowlist.add(rules, { by: who(req), note }));
   });
-  app.delete(`${API_PREFIX}/allowlist`, async (req) => {
-    const { rules } = rulesBody(req.body);
-    return withRules(() => allowlist.remove(rules));
+  app.delete<{ Body: RulesBody }>(`${API_PREFIX}/allowlist`, { schema: SCHEMAS.removeRules }, async (req) => {
+    return withRules(allowlist, () => allowlist.remove(req.body.rules));
   });
-  app.post(`${API_PREFIX}/allowlist/import`, async (req) => {
+  app.post<{ Body: ImportBody; Querystring: { note?: string } }>(`${API_PREFIX}/allowlist/import`, { schema: SCHEMAS.importList }, async (req) => {
     const body = req.body;
-    const text = typeof body === 'string' ? body : isObject(body) && typeof body.text === 'string' ? body.text : undefined;
-    if (text === undefined) throw badRequest('expected a text/plain image list, or a JSON body {"text": "...", "note": "why"}');
-    const query = req.query as Record<string, unknown>;
-    const note = isObject(body) && typeof body.note === 'string' ? body.note : typeof query.note === 'string' ? query.note : undefined;
+    const text = typeof body === 'string' ? body : body.text;
+    const note = (typeof body === 'string' ? undefined : body.note) ?? req.query.note;
     const { rules, errors } = parseImageList(text);
     if (errors.length > 0) {
       const list = errors.map((e) => `line ${e.line} ${JSON.stringify(e.text)}: ${e.reason}`).join('; ');
       throw badRequest(`${errors.length} invalid line(s), nothing was added: ${list}`, { invalid: errors });
     }
     if (rules.length === 0) throw badRequest('the image list holds no references');
-    const result = await withRules(() => allowlist.add(rules, { by: who(req), note }));
+    const result = await withRules(allowlist, () => allowlist.add(rules, { by: who(req), note }));
     return { rules, ...result };
   });
 }
 
 function registerDeniedRoutes(app: FastifyInstance, { denied }: AdminDeps): void {
-  app.get(`${API_PREFIX}/denied`, async (req, reply) => {
+  app.get<{ Querystring: { format?: 'json' | 'commands' } }>(`${API_PREFIX}/denied`, { schema: SCHEMAS.denied }, async (req, reply) => {
     const entries = denied.list();
-    if ((req.query as Record<string, unknown>).format === 'commands') {
+    if (req.query.format === 'commands') {
       reply.header('content-type', 'text/plain; charset=utf-8');
       return entries.map((e) => `${suggestRule(e)}\n`).join('');
     }
     return { entries: entries.map((e) => ({ ...e, command: suggestRule(e) })) };
   });
-  app.delete(`${API_PREFIX}/denied`, async () => {
+  app.delete(`${API_PREFIX}/denied`, { schema: SCHEMAS.none }, async () => {
     const cleared = denied.list().length;
     await denied.clear();
     return { cleared };
@@ -172,13 +183,12 @@ function registerDeniedRoutes(app: FastifyInstance, { denied }: AdminDeps): void
 }
 
 function registerWindowRoutes(app: FastifyInstance, deps: AdminDeps): void {
-  app.post(`${API_PREFIX}/window`, async (req) => {
-    const body = isObject(req.body) ? req.body : {};
-    const { durationMs, note } = windowRequest(body.duration, body.note);
+  app.post<{ Body: WindowBody }>(`${API_PREFIX}/window`, { schema: SCHEMAS.openWindow }, async (req) => {
+    const { durationMs, note } = windowRequest(req.body.duration, req.body.note);
     deps.window.open(durationMs, note, who(req));
     return { window: windowReport(deps.window) };
   });
-  app.delete(`${API_PREFIX}/window`, async () => {
+  app.delete(`${API_PREFIX}/window`, { schema: SCHEMAS.none }, async () => {
     deps.window.close();
     return { window: windowReport(deps.window) };
   });
@@ -203,8 +213,8 @@ export function windowRequest(duration: unknown, note: unknown): { durationMs: n
 }
 
 function registerSyncRoute(app: FastifyInstance, { syncer, mirror, window }: AdminDeps): void {
-  app.post(`${API_PREFIX}/sync`, async (req, reply) => {
-    const body = isObject(req.body) ? req.body : {};
+  app.post<{ Body: SyncBody }>(`${API_PREFIX}/sync`, { schema: SCHEMAS.sync }, async (req, reply) => {
+    const body = req.body ?? {};
     const dryRun = body.dryRun === true;
     const platforms = syncPlatforms(body.platforms);
     if (!dryRun && !mirror.isWindowOpen()) {
@@ -256,6 +266,8 @@ export interface WindowReport {
 export interface StatusReport {
   window: WindowReport;
   allowlist: { rules: number };
+  /** Set while allowlist.json on disk is broken: the rules counted are the last good ones, still in force. */
+  allowlistError: AllowlistProblem | null;
   denied: { entries: number };
   store: { repositories: number; tags: number; blobs: number; sizeBytes: number };
   upstreams: Array<{ host: string; url: string }>;
@@ -295,13 +307,14 @@ export async function storeCounts(store: Store): Promise<StatusReport['store']> 
 }
 
 export async function statusReport(parts: Pick<AdminDeps, 'config' | 'window' | 'store'> & {
-  allowlist: { list(): unknown[] };
+  allowlist: { list(): unknown[]; problem?: AllowlistProblem };
   denied: { list(): unknown[] };
   syncer?: Pick<Syncer, 'busy' | 'last'>;
 }): Promise<StatusReport> {
   return {
     window: windowReport(parts.window),
     allowlist: { rules: parts.allowlist.list().length },
+    allowlistError: parts.allowlist.problem ?? null,
     denied: { entries: parts.denied.list().length },
     store: await storeCounts(parts.store),
     upstreams: [...parts.config.upstreams.values()].map((u) => ({ host: u.host, url: u.url })),

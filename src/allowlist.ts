@@ -1,55 +1,36 @@
 // The live allowlist: rule records persisted through lowdb (the only policy module importing it), a
-// compiled matcher swapped on every change, and edits that re-read the file under a cross-process lock.
+// compiled matcher swapped on every change, edits that re-read the file under a cross-process lock, and
+// (in the server) hand edits of the file applied as soon as they land, a broken file keeping the last good rules.
 
 import { mkdir, open as openFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Low } from 'lowdb';
 import { JSONFile } from 'lowdb/node';
-import { withFileLock, type FileLockOptions } from './filelock.js';
+import { AllowlistFileError, parseAll, validate, type Entry, type RuleRecord } from './allowlist-file.js';
+import { FileWatch, type FileWatchOptions } from './file-watch.js';
+import { LockTimeoutError, withFileLock, type FileLockOptions } from './filelock.js';
 import { Matcher } from './matcher.js';
-import { parseRule, RuleError, type RuleSpec } from './rules.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
 export { isDigestReachable, signatureSubject, Matcher, type ReachabilityLimits } from './matcher.js';
 export { withFileLock, LockTimeoutError, type FileLockOptions } from './filelock.js';
-
-export interface RuleRecord {
-  /** Canonical rule text (RuleSpec.text). */
-  rule: string;
-  note?: string;
-  addedBy: string;
-  /** ISO 8601. */
-  addedAt: string;
-}
+export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
 
 interface StoreData {
   version: 1;
   rules: RuleRecord[];
 }
 
-interface Entry {
-  spec: RuleSpec;
-  record: RuleRecord;
+/** Why the file on disk is not what is enforced: the last good rules stay in force meanwhile. */
+export interface AllowlistProblem {
+  file: string;
+  /** What is wrong with it (a JSON parse error, every invalid record). */
+  message: string;
+  /** ISO 8601: when sluice first found the file unusable. */
+  since: string;
 }
 
-/** Every rule of a batch that does not parse; nothing of the batch was applied. */
-export class InvalidRulesError extends Error {
-  constructor(readonly errors: RuleError[]) {
-    super(errors.map((e) => e.message).join('; '));
-    this.name = 'InvalidRulesError';
-  }
-}
-
-/** The store file cannot be used as it is; sluice must not start with an empty or partial list. */
-export class AllowlistFileError extends Error {
-  constructor(
-    readonly file: string,
-    readonly problem: string,
-  ) {
-    super(`allowlist file ${file} is not usable: ${problem} (fix or move it; sluice will not run with a partial list)`);
-    this.name = 'AllowlistFileError';
-  }
-}
+export type WatchLog = (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => void;
 
 export interface AllowlistOptions extends FileLockOptions {
   /** Clock for addedAt (tests). */
@@ -69,56 +50,6 @@ export interface RemoveResult {
   missing: string[];
 }
 
-function parseAll(rules: string[]): RuleSpec[] {
-  const errors: RuleError[] = [];
-  const specs: RuleSpec[] = [];
-  for (const text of rules) {
-    try {
-      specs.push(parseRule(text));
-    } catch (err) {
-      if (!(err instanceof RuleError)) throw err;
-      errors.push(err);
-    }
-  }
-  if (errors.length > 0) throw new InvalidRulesError(errors);
-  return specs;
-}
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-/** Checks the whole file; reports every problem at once. Duplicate keys keep the first record. */
-function validate(raw: unknown): { entries: Entry[]; problems: string[] } {
-  if (!isObject(raw)) return { entries: [], problems: ['expected a JSON object {"version":1,"rules":[...]}'] };
-  const problems: string[] = [];
-  if (raw.version !== undefined && raw.version !== 1) problems.push(`unsupported version ${JSON.stringify(raw.version)}`);
-  if (!Array.isArray(raw.rules)) return { entries: [], problems: [...problems, '"rules" must be an array'] };
-  const entries: Entry[] = [];
-  const keys = new Set<string>();
-  raw.rules.forEach((item: unknown, i) => {
-    const where = `rules[${i}]`;
-    if (!isObject(item)) return problems.push(`${where}: expected an object`);
-    const { rule, note, addedBy, addedAt } = item;
-    if (typeof rule !== 'string') return problems.push(`${where}.rule: expected a string`);
-    if (typeof addedBy !== 'string') return problems.push(`${where}.addedBy: expected a string`);
-    if (typeof addedAt !== 'string' || Number.isNaN(Date.parse(addedAt))) {
-      return problems.push(`${where}.addedAt: expected an ISO date`);
-    }
-    if (note !== undefined && typeof note !== 'string') return problems.push(`${where}.note: expected a string`);
-    let spec: RuleSpec;
-    try {
-      spec = parseRule(rule);
-    } catch (err) {
-      if (!(err instanceof RuleError)) throw err;
-      return problems.push(`${where}.rule ${JSON.stringify(rule)}: ${err.reason}`);
-    }
-    if (keys.has(spec.key)) return;
-    keys.add(spec.key);
-    const record: RuleRecord = { rule: spec.text, addedBy, addedAt, ...(note === undefined ? {} : { note }) };
-    entries.push({ spec, record });
-  });
-  return { entries, problems };
-}
-
 async function fsyncPath(path: string): Promise<void> {
   const handle = await openFile(path, 'r');
   try {
@@ -135,6 +66,12 @@ export class Allowlist {
   private current: Matcher<RuleRecord> = new Matcher([]);
   private changes = 0;
   private readonly listeners = new Set<(version: number) => void>();
+  private readonly problemListeners = new Set<(problem: AllowlistProblem | undefined) => void>();
+  private trouble: AllowlistProblem | undefined;
+  private fileWatch: FileWatch | undefined;
+  private log: WatchLog = () => undefined;
+  /** Set once open() has created or read the file: from then on a missing file is a problem, not a fresh start. */
+  private opened = false;
 
   private constructor(
     readonly file: string,
@@ -163,6 +100,7 @@ export class Allowlist {
       }
       return { next: added.length > 0 || missing ? [...entries, ...added] : undefined, result: undefined };
     });
+    list.opened = true;
     return list;
   }
 
@@ -222,7 +160,45 @@ export class Allowlist {
 
   /** Re-reads the file (edits made by another process); a broken file throws and keeps the current list. */
   async reload(): Promise<void> {
-    this.adopt(await this.readStore());
+    const changed = await withFileLock(this.lockPath, async () => this.adopt(await this.readStore()), this.opts);
+    if (changed) this.log('info', 'allowlist file changed; rules applied', { file: this.file, rules: this.entries.length, version: this.changes });
+  }
+
+  /** Like reload, but a broken file is reported by `problem` (and returned) instead of thrown. */
+  async refresh(): Promise<AllowlistProblem | undefined> {
+    try {
+      await this.reload();
+    } catch (err) {
+      if (!(err instanceof AllowlistFileError)) throw err;
+    }
+    return this.trouble;
+  }
+
+  /** Set while the file on disk cannot be used; the rules in force are then the last good ones. */
+  get problem(): AllowlistProblem | undefined {
+    return this.trouble ? { ...this.trouble } : undefined;
+  }
+
+  /** Called when `problem` appears, changes or clears; returns an unsubscribe function. */
+  onProblem(listener: (problem: AllowlistProblem | undefined) => void): () => void {
+    this.problemListeners.add(listener);
+    return () => this.problemListeners.delete(listener);
+  }
+
+  /**
+   * Applies hand edits of the file as they land (the server's mode). Sluice's own writes are seen too, re-read
+   * once and found identical: no version bump, and since a re-read never writes, no loop.
+   */
+  async watch(log: WatchLog, opts?: FileWatchOptions): Promise<void> {
+    if (this.fileWatch) return;
+    this.log = log;
+    this.fileWatch = new FileWatch(this.file, () => this.refreshFromWatch(), opts);
+    await this.fileWatch.settle();
+  }
+
+  close(): void {
+    this.fileWatch?.close();
+    this.fileWatch = undefined;
   }
 
   /** Called after every change with the new version; returns an unsubscribe function. */
@@ -248,6 +224,15 @@ export class Allowlist {
   }
   matchesRepository(host: string, name: string): boolean {
     return this.current.matchesRepository(host, name);
+  }
+
+  private async refreshFromWatch(): Promise<void> {
+    try {
+      await this.refresh();
+    } catch (err) {
+      if (err instanceof LockTimeoutError) this.log('warn', 'allowlist file changed but is locked; retrying', { file: this.file, error: err.message });
+      throw err;
+    }
   }
 
   private now(): string {
@@ -282,21 +267,38 @@ export class Allowlist {
     );
   }
 
+  /** The file's rules; a broken file throws AllowlistFileError and becomes `problem`, a good one clears it. */
   private async readStore(): Promise<Entry[]> {
     let raw: unknown;
     try {
       raw = await this.db.adapter.read();
     } catch (err) {
-      throw new AllowlistFileError(this.file, err instanceof Error ? err.message : String(err));
+      throw this.failed(new AllowlistFileError(this.file, err instanceof Error ? err.message : String(err)));
     }
     // lowdb answers null both for a missing file and for a file containing `null`.
     if (raw === null) {
-      if (await this.exists()) throw new AllowlistFileError(this.file, 'contains null, expected {"version":1,"rules":[...]}');
+      if (await this.exists()) throw this.failed(new AllowlistFileError(this.file, 'contains null, expected {"version":1,"rules":[...]}'));
+      if (this.opened) throw this.failed(new AllowlistFileError(this.file, 'is missing (deleted or moved away?); restore it, or restart sluice to recreate it from the config'));
       return [];
     }
     const { entries, problems } = validate(raw);
-    if (problems.length > 0) throw new AllowlistFileError(this.file, problems.join('; '));
+    if (problems.length > 0) throw this.failed(new AllowlistFileError(this.file, problems.join('; ')));
+    this.setProblem(undefined);
     return entries;
+  }
+
+  private failed(err: AllowlistFileError): AllowlistFileError {
+    if (this.opened) this.setProblem({ file: this.file, message: err.problem, since: this.trouble?.since ?? this.now() });
+    return err;
+  }
+
+  private setProblem(problem: AllowlistProblem | undefined): void {
+    if (problem?.message === this.trouble?.message) return;
+    const fields = { file: this.file, rules: this.entries.length };
+    if (problem) this.log('warn', 'allowlist file is not usable; the last good rules stay in force', { ...fields, problem: problem.message });
+    else this.log('info', 'allowlist file is usable again', fields);
+    this.trouble = problem;
+    for (const listener of this.problemListeners) listener(this.problem);
   }
 
   /** lowdb's JSONFile writes through steno: temp file + rename (atomic); we add fsync for durability. */
@@ -307,14 +309,16 @@ export class Allowlist {
     await fsyncPath(dirname(this.file));
   }
 
-  private adopt(entries: Entry[]): void {
+  /** Swaps in `entries` unless they are what is in force already; true when the rule set changed. */
+  private adopt(entries: Entry[]): boolean {
     const same =
       entries.length === this.entries.length &&
       entries.every((e, i) => JSON.stringify(e.record) === JSON.stringify(this.entries[i]?.record));
-    if (same && this.changes > 0) return;
+    if (same && this.changes > 0) return false;
     this.entries = entries;
     this.current = new Matcher(entries);
     this.changes += 1;
     for (const listener of this.listeners) listener(this.changes);
+    return true;
   }
 }

@@ -52,11 +52,13 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
   if (htpasswd) requireBasicAuth(registry, htpasswd);
   const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
+  // Hand edits of allowlist.json are enforced as they land; a broken file keeps the last good rules.
+  await allowlist.watch((level, msg, fields) => registry.log[level](fields, msg));
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
   registerRegistryRoutes(registry, { mirror, hosts });
   const syncer = new Syncer(mirror, allowlist, store);
-  const admin = newFastify(opts.logger ?? false, config.admin.tls);
+  const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, mirror, store });
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
@@ -74,6 +76,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     upstreams,
     async close() {
       stopAutoSync();
+      allowlist.close();
       await Promise.all([registry.close(), admin.close()]);
       await denied.close();
       await store.close();
@@ -175,8 +178,14 @@ export function reloadListeners(app: App): void {
  */
 const CONNECTION_LIMITS = { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, connectionsCheckingInterval: 1_000 };
 
-export function newFastify(logger: boolean, tls?: TlsConfig): FastifyInstance {
+/**
+ * `api` names the listener in its not-found answer; the admin listener also validates bodies strictly (no type
+ * coercion, unknown fields refused rather than dropped) and answers a bad request with its own code.
+ */
+export function newFastify(logger: boolean, tls?: TlsConfig, api: 'registry' | 'admin' = 'registry'): FastifyInstance {
+  const badRequest = api === 'admin' ? 'ADMIN_INVALID_REQUEST' : 'BAD_REQUEST';
   const app = Fastify({
+    ...(api === 'admin' ? { ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } } : {}),
     ...(tls ? { https: { ...httpsOptions(tls), ...CONNECTION_LIMITS } } : {}),
     logger: logger ? { level: 'info' } : false,
     // Per-request log lines would cost more than serving a cached manifest; policy events are logged instead.
@@ -189,7 +198,7 @@ export function newFastify(logger: boolean, tls?: TlsConfig): FastifyInstance {
     return503OnClosing: false,
     http: CONNECTION_LIMITS,
     frameworkErrors: (err, req, reply) => {
-      sendError(new RegistryError('BAD_REQUEST', 'malformed request', { reason: err.message }), req, reply);
+      sendError(new RegistryError(badRequest, 'malformed request', { reason: err.message }), req, reply);
     },
   });
   // Every answer, errors included, says which API it speaks (distribution-spec "API version check").
@@ -203,7 +212,7 @@ export function newFastify(logger: boolean, tls?: TlsConfig): FastifyInstance {
     }
     const status = typeof err.statusCode === 'number' ? err.statusCode : 500;
     if (status >= 400 && status < 500) {
-      sendError(new RegistryError('BAD_REQUEST', err.message), req, reply, status);
+      sendError(new RegistryError(badRequest, err.message), req, reply, status);
       return;
     }
     req.log.error({ err }, 'internal error');
@@ -211,7 +220,7 @@ export function newFastify(logger: boolean, tls?: TlsConfig): FastifyInstance {
       .send({ errors: [{ code: 'UNKNOWN', message: 'internal error', detail: null }] });
   });
   app.setNotFoundHandler((req, reply) => {
-    sendError(new RegistryError('NOT_FOUND', 'no such route in the registry API'), req, reply);
+    sendError(new RegistryError('NOT_FOUND', `no such route in the ${api} API`), req, reply);
   });
   return app;
 }

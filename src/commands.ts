@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from './admin-client.js';
-import { Allowlist, AllowlistFileError, InvalidRulesError, LockTimeoutError, parseImageList, type AddResult, type RemoveResult, type RuleRecord } from './allowlist.js';
+import { Allowlist, AllowlistFileError, InvalidRulesError, LockTimeoutError, parseImageList, type AddResult, type AllowlistProblem, type RemoveResult, type RuleRecord } from './allowlist.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import type { Config } from './config.js';
 import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from './denied.js';
@@ -117,12 +117,23 @@ function removeRules(cfg: Config, rules: string[]): Promise<RemoveResult> {
   );
 }
 
-function listRules(cfg: Config): Promise<RuleRecord[]> {
+interface Listing {
+  rules: RuleRecord[];
+  /** The server found allowlist.json broken: `rules` are the last good ones, still in force. */
+  allowlistError?: AllowlistProblem | null;
+}
+
+function listRules(cfg: Config): Promise<Listing> {
   return liveOrOffline(
     cfg,
-    async (c) => (await c.json<{ rules: RuleRecord[] }>('GET', '/api/v1/allowlist')).rules,
-    async () => (await openAllowlist(cfg)).list(),
+    (c) => c.json<Listing>('GET', '/api/v1/allowlist'),
+    async () => ({ rules: (await openAllowlist(cfg)).list() }),
   );
+}
+
+/** The warning `allow ls` and `status` print while the server enforces the last good rules of a broken file. */
+export function allowlistWarning(p: AllowlistProblem): string {
+  return `warning: allowlist file ${p.file} is not usable since ${p.since}: ${p.message}; the server keeps enforcing the last good rules until it is fixed`;
 }
 
 async function importList(cfg: Config, source: string, note: string | undefined, args: ParsedArgs): Promise<number> {
@@ -163,7 +174,8 @@ function printRemoved(r: RemoveResult, args: ParsedArgs): number {
   return r.missing.length > 0 ? 1 : 0;
 }
 
-function printRules(rules: RuleRecord[], args: ParsedArgs): number {
+function printRules({ rules, allowlistError }: Listing, args: ParsedArgs): number {
+  if (allowlistError) err(allowlistWarning(allowlistError));
   if (isJson(args)) out(JSON.stringify(rules, null, 2));
   else if (rules.length === 0) err('the allowlist is empty: every request is refused');
   else table(['RULE', 'ADDED BY', 'ADDED AT', 'NOTE'], rules.map((r) => [r.rule, r.addedBy, r.addedAt, r.note ?? '']));

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { AdminApiError, currentUser } from './admin-client.js';
 import { statusReport, syncClosedMessage, syncPlatforms, windowReport, windowRequest, type StatusReport, type WindowReport } from './admin.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
-import { err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, out, type Command } from './commands.js';
+import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, out, type Command } from './commands.js';
 import type { Config } from './config.js';
 import { DeniedLog } from './denied.js';
 import { RegistryError } from './errors.js';
@@ -109,6 +109,7 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
     describeWindow(report.window),
     `schedule:   ${typeof report.window.schedule === 'string' ? report.window.schedule : report.window.schedule.map((w) => `${w.days.join(',')} ${w.start}-${w.end} ${w.timezone}`).join('; ')}`,
     `allowlist:  ${report.allowlist.rules} rule(s); denied log: ${report.denied.entries} reference(s)`,
+    ...(report.allowlistError ? [allowlistWarning(report.allowlistError)] : []),
     `store:      ${s.repositories} repositories, ${s.tags} tags, ${s.blobs} blobs (${formatBytes(s.sizeBytes)})`,
     `upstreams:  ${report.upstreams.map((u) => u.host).join(', ')} (default ${report.defaultUpstream})`,
     `last sync:  ${last ? `${last.finishedAt}: ${last.fetched.length} fetched, ${last.cached.length} already cached, ${last.failed.length} failed` : report.sync.running ? 'running' : 'none since the server started'}`,

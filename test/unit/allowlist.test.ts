@@ -496,12 +496,12 @@ async function compileForChildren(): Promise<string> {
   const out = join(root, 'node_modules', '.cache', 'sluice-test', `allowlist-${process.pid}`);
   compiledDirs.push(out);
   await mkdir(out, { recursive: true });
-  for (const name of ['rules', 'matcher', 'filelock', 'allowlist']) {
+  for (const name of ['rules', 'matcher', 'filelock', 'file-watch', 'allowlist-file', 'allowlist']) {
     const source = await readFile(join(root, 'src', `${name}.ts`), 'utf8');
     const { outputText } = ts.transpileModule(source, {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     });
-    await writeFile(join(out, `${name}.mjs`), outputText.replace(/from '\.\/(\w+)\.js'/g, "from './$1.mjs'"));
+    await writeFile(join(out, `${name}.mjs`), outputText.replace(/from '\.\/([\w-]+)\.js'/g, "from './$1.mjs'"));
   }
   return pathToFileURL(join(out, 'allowlist.mjs')).href;
 }
