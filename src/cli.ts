@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { flag, locate, parseInvocation, usageText, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
 import type { App } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { importPath } from './importer.js';
+import { importPath, ImportUsageError, parseAsRef, type ImportResult } from './importer.js';
 import { Store } from './store.js';
 import { AllowlistFileError } from './allowlist.js';
 import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command } from './commands.js';
@@ -134,14 +134,27 @@ async function listen(app: App): Promise<void> {
 async function importCommand(args: ParsedArgs, config: () => Config): Promise<number> {
   const [path, ...extra] = args.positionals;
   if (path === undefined || extra.length > 0) throw new UsageError('import takes exactly one PATH');
-  const cfg = config();
-  const store = await Store.open(cfg.storage);
-  const tty = process.stderr.isTTY;
-  const result = await importPath(store, path, {
-    as: flag(args, 'as'),
-    progress: tty ? (line) => process.stderr.write(`\r\x1b[K${line}`) : undefined,
-  });
-  if (tty) process.stderr.write('\r\x1b[K');
+  const as = flag(args, 'as');
+  try {
+    // Checked before the store is opened: a usage error changes nothing.
+    if (as !== undefined) parseAsRef(as);
+    const cfg = config();
+    const store = await Store.open(cfg.storage);
+    try {
+      const tty = process.stderr.isTTY;
+      const progress = tty ? (line: string): void => void process.stderr.write(`\r\x1b[K${line}`) : undefined;
+      const result = await importPath(store, path, { as, progress }).finally(() => tty && process.stderr.write('\r\x1b[K'));
+      return await reportImport(cfg, path, result, args.flags.get('allow') === true);
+    } finally {
+      await store.close();
+    }
+  } catch (e) {
+    // A problem with --as is the operator's usage (exit 2), whether found before or after reading index.json.
+    throw e instanceof ImportUsageError ? new UsageError(e.message) : e;
+  }
+}
+
+async function reportImport(cfg: Config, path: string, result: ImportResult, allow: boolean): Promise<number> {
   for (const i of result.imported) {
     const host = i.ref.split('/')[0] ?? '';
     if (!cfg.upstreams.has(host)) process.stderr.write(`warning: ${host} is not a configured upstream; ${i.ref} is stored but cannot be served until it is\n`);
@@ -149,12 +162,11 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
   }
   for (const f of result.failed) process.stderr.write(`failed ${f.ref}: ${f.reason}\n`);
   if (result.imported.length > 0) await notifyStoreChanged(cfg);
-  if (args.flags.get('allow') === true && result.imported.length > 0) {
+  if (allow && result.imported.length > 0) {
     // Through the running server's admin API when there is one, so the rules apply at once.
     const added = await addRules(cfg, result.imported.map((i) => i.ref), `imported from ${path}`);
     process.stdout.write(`allowed ${added.added.length} new rule(s)\n`);
   }
-  await store.close();
   return result.failed.length > 0 ? 1 : 0;
 }
 

@@ -397,6 +397,14 @@ describe('--help and unknown options (no side effect, one mechanism for every su
     expect(JSON.parse(await readFile(join(storage, 'window.json'), 'utf8'))).not.toBeNull();
   });
 
+  it('a missing `allow import` file is a usage error naming it (exit 2)', async () => {
+    const missing = join(dir, 'no-such-list.txt');
+    const r = await cli('allow', 'import', missing);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(missing);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it('global options work before the subcommand: `sluice --config F status`', async () => {
     const r = await runSluice(['--config', config, 'status', '--json']);
     expectRc(r, 0);
