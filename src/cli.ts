@@ -2,69 +2,73 @@
 // 2 usage or config error). main.ts is the only place that exits.
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, flag, UsageError, type ParsedArgs } from './args.js';
+import { flag, locate, parseInvocation, usageText, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
 import type { App } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { importPath } from './importer.js';
+import { importPath, ImportUsageError, parseAsRef, type ImportResult } from './importer.js';
 import { Store } from './store.js';
 import { AllowlistFileError } from './allowlist.js';
-import { addRules, allowCommand, notifyStoreChanged, deniedCommand } from './commands.js';
+import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command } from './commands.js';
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 import { verifyStore } from './verify.js';
 
-const USAGE = `usage: sluice <command> [options]
-  serve                          run the registry mirror (and its admin API)
-  import PATH [--as REF] [--allow]  import an OCI image layout (directory or .tar)
-  allow add RULE... [--note TEXT]     allow images (HOST/NAME[:TAG] or HOST/NAME@sha256:HEX, * and ** globs)
-  allow rm RULE...                    remove rules
-  allow ls [--json]                   list the rules
-  allow import FILE|- [--note TEXT]   allow every reference in an image list (e.g. talosctl images default)
-  denied [--json|--format commands] [--clear]  what was refused, as a table, JSON or \`sluice allow add\` lines
-  window open DURATION --note TEXT    open upstream access now for DURATION (e.g. 2h); window close ends it
-  status [--json]                     upstream access, next window, store and allowlist counts, last sync
-  sync [--dry-run] [--platform os/arch,...]  fetch every exact allowlisted reference (needs an open window)
-  verify [--repair] [--json]          re-hash every blob; --repair quarantines corrupt ones so they are refetched
-common options: --config FILE (or SLUICE_CONFIG), --json where output is tabular`;
-
-const VALUED = ['config', 'as', 'note', 'platform', 'format'];
-const BOOLEANS = ['json', 'allow', 'dry-run', 'repair', 'help', 'clear'];
+/** Every command: its usage line (which is also the options it takes), what it does, and what runs it. */
+const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
+  serve: { summary: 'run the registry mirror (and its admin API)', run: serve },
+  import: { usage: 'PATH [--as REF] [--allow]', summary: 'import an OCI image layout (directory or .tar)', run: importCommand },
+  allow: {
+    summary: 'edit the allowlist',
+    run: allowCommand,
+    subcommands: {
+      add: { usage: 'RULE... [--note TEXT] [--json]', summary: 'allow images (HOST/NAME[:TAG] or HOST/NAME@sha256:HEX, * and ** globs)' },
+      rm: { usage: 'RULE... [--json]', summary: 'remove rules', aliases: ['remove'] },
+      ls: { usage: '[--json]', summary: 'list the rules', aliases: ['list'] },
+      import: { usage: 'FILE|- [--note TEXT] [--json]', summary: 'allow every reference in an image list (e.g. talosctl images default)' },
+    },
+  },
+  denied: { usage: '[--json|--format commands] [--clear]', summary: 'what was refused, as a table, JSON or `sluice allow add` lines', run: deniedCommand },
+  window: {
+    summary: 'upstream access now',
+    run: windowCommand,
+    subcommands: {
+      open: { usage: 'DURATION --note TEXT [--json]', summary: 'open upstream access now for DURATION (e.g. 2h)' },
+      close: { usage: '[--json]', summary: 'end the manual window' },
+    },
+  },
+  status: { usage: '[--json]', summary: 'upstream access, next window, store and allowlist counts, last sync', run: statusCommand },
+  sync: { usage: '[--dry-run] [--platform os/arch,...] [--json]', summary: 'fetch every exact allowlisted reference (needs an open window)', run: syncCommand },
+  verify: { usage: '[--repair] [--json]', summary: 're-hash every blob; --repair quarantines corrupt ones so they are refetched', run: verifyCommand },
+};
 
 export const DEFAULT_CONFIG = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'config', 'sluice.yaml');
-
-type Command = (args: ParsedArgs, config: () => Config) => Promise<number>;
-
-const COMMANDS: Record<string, Command> = {
-  serve,
-  import: importCommand,
-  allow: allowCommand,
-  denied: deniedCommand,
-  window: windowCommand,
-  status: statusCommand,
-  sync: syncCommand,
-  verify: verifyCommand,
-};
 
 /** How long SIGTERM waits for in-flight downloads before closing their connections. */
 const SHUTDOWN_GRACE_MS = Number(process.env.SLUICE_SHUTDOWN_GRACE_MS ?? 30_000);
 
 export async function runCli(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return name === undefined ? 2 : 0;
-  }
-  const command = COMMANDS[name];
-  if (!command) {
-    process.stderr.write(`sluice: unknown command "${name}"\n${USAGE}\n`);
+  const inv = locate(COMMANDS, argv);
+  if (!inv) {
+    process.stderr.write(`${usageText(COMMANDS, [])}\n`);
     return 2;
   }
+  const [name = ''] = inv.path;
+  const command = COMMANDS[name];
+  if (inv.path.length > 0 && !command) {
+    process.stderr.write(`sluice: unknown command "${name}"\n${usageText(COMMANDS, [])}\n`);
+    return 2;
+  }
+  // Help is answered before anything is parsed, loaded or run: `sync --help` never syncs.
+  if (inv.help || !command) {
+    process.stdout.write(`${usageText(COMMANDS, inv.path)}\n`);
+    return 0;
+  }
   try {
-    const args = parseArgs(rest, VALUED, BOOLEANS);
+    const args = parseInvocation(COMMANDS, inv);
     const file = flag(args, 'config') ?? process.env.SLUICE_CONFIG ?? DEFAULT_CONFIG;
-    return await command(args, () => loadConfig(file));
+    return await command.run(args, () => loadConfig(file));
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`sluice ${name}: ${e.message}\n${USAGE}\n`);
+      process.stderr.write(`sluice ${inv.path.join(' ')}: ${e.message}\n${usageText(COMMANDS, inv.path)}\n`);
       return 2;
     }
     if (e instanceof ConfigError || e instanceof AllowlistFileError) {
@@ -130,14 +134,27 @@ async function listen(app: App): Promise<void> {
 async function importCommand(args: ParsedArgs, config: () => Config): Promise<number> {
   const [path, ...extra] = args.positionals;
   if (path === undefined || extra.length > 0) throw new UsageError('import takes exactly one PATH');
-  const cfg = config();
-  const store = await Store.open(cfg.storage);
-  const tty = process.stderr.isTTY;
-  const result = await importPath(store, path, {
-    as: flag(args, 'as'),
-    progress: tty ? (line) => process.stderr.write(`\r\x1b[K${line}`) : undefined,
-  });
-  if (tty) process.stderr.write('\r\x1b[K');
+  const as = flag(args, 'as');
+  try {
+    // Checked before the store is opened: a usage error changes nothing.
+    if (as !== undefined) parseAsRef(as);
+    const cfg = config();
+    const store = await Store.open(cfg.storage);
+    try {
+      const tty = process.stderr.isTTY;
+      const progress = tty ? (line: string): void => void process.stderr.write(`\r\x1b[K${line}`) : undefined;
+      const result = await importPath(store, path, { as, progress }).finally(() => tty && process.stderr.write('\r\x1b[K'));
+      return await reportImport(cfg, path, result, args.flags.get('allow') === true);
+    } finally {
+      await store.close();
+    }
+  } catch (e) {
+    // A problem with --as is the operator's usage (exit 2), whether found before or after reading index.json.
+    throw e instanceof ImportUsageError ? new UsageError(e.message) : e;
+  }
+}
+
+async function reportImport(cfg: Config, path: string, result: ImportResult, allow: boolean): Promise<number> {
   for (const i of result.imported) {
     const host = i.ref.split('/')[0] ?? '';
     if (!cfg.upstreams.has(host)) process.stderr.write(`warning: ${host} is not a configured upstream; ${i.ref} is stored but cannot be served until it is\n`);
@@ -145,12 +162,11 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
   }
   for (const f of result.failed) process.stderr.write(`failed ${f.ref}: ${f.reason}\n`);
   if (result.imported.length > 0) await notifyStoreChanged(cfg);
-  if (args.flags.get('allow') === true && result.imported.length > 0) {
+  if (allow && result.imported.length > 0) {
     // Through the running server's admin API when there is one, so the rules apply at once.
     const added = await addRules(cfg, result.imported.map((i) => i.ref), `imported from ${path}`);
     process.stdout.write(`allowed ${added.added.length} new rule(s)\n`);
   }
-  await store.close();
   return result.failed.length > 0 ? 1 : 0;
 }
 

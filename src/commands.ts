@@ -137,7 +137,7 @@ export function allowlistWarning(p: AllowlistProblem): string {
 }
 
 async function importList(cfg: Config, source: string, note: string | undefined, args: ParsedArgs): Promise<number> {
-  const text = source === '-' ? await readStdin() : await readFile(source, 'utf8');
+  const text = source === '-' ? await readStdin() : await readList(source);
   // Checked here first, so the line numbers refer to the operator's file whichever way it is applied.
   const { rules, errors } = parseImageList(text);
   if (errors.length > 0) {
@@ -150,6 +150,16 @@ async function importList(cfg: Config, source: string, note: string | undefined,
     return 2;
   }
   return printAdded(await addRules(cfg, rules, note ?? `imported from ${source === '-' ? 'stdin' : source}`), args);
+}
+
+/** The operator named the file: one that cannot be read is a usage error (exit 2), not a failed operation. */
+async function readList(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UsageError(`cannot read the image list ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a folder' : (code ?? (e as Error).message)}`);
+  }
 }
 
 async function readStdin(): Promise<string> {

@@ -1,12 +1,11 @@
 // `sluice import`: reads an OCI image layout (a directory or a .tar of one), verifies every blob of every
 // image against its descriptor (all platforms of an index), and only then commits the image to the store.
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { dirname, join, normalize, sep } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { extract } from 'tar-stream';
-import { childDescriptors, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from './manifest.js';
+import { constants } from 'node:fs';
+import { mkdtemp, open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { extractLayoutTar, TarLayoutError } from './import-tar.js';
+import { childDescriptors, isDescriptor, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from './manifest.js';
 import { parseRule } from './rules.js';
 import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from './store.js';
 
@@ -31,15 +30,26 @@ export interface ImportOptions {
 }
 
 export class ImportError extends Error {}
+/** A problem with what the operator asked for (`--as`), not with the layout: a usage error. */
+export class ImportUsageError extends ImportError {}
+
+/** Where a layout sits (`dir`) and how to name one of its files to the operator (the tar, never a temp folder). */
+interface Layout {
+  dir: string;
+  name(file: string): string;
+}
 
 export async function importPath(store: Store, path: string, opts: ImportOptions = {}): Promise<ImportResult> {
+  const as = opts.as === undefined ? undefined : parseAsRef(opts.as);
   const info = await stat(path).catch(() => undefined);
   if (!info) throw new ImportError(`${path}: no such file or directory`);
-  if (info.isDirectory()) return importLayout(store, path, opts);
+  if (info.isDirectory()) return importLayout(store, { dir: path, name: (f) => join(path, f) }, as, opts.progress);
+  if (!info.isFile()) throw new ImportError(`${path} is neither a folder nor a regular file: give an OCI image layout or a .tar of one`);
   const dir = await mkdtemp(join(store.tmpDir, 'import-'));
   try {
-    await extractTar(path, dir);
-    return await importLayout(store, dir, opts);
+    const top = await extractLayoutTar(path, dir).catch((e: unknown) => Promise.reject(e instanceof TarLayoutError ? new ImportError(e.message) : e));
+    const layout = { dir: join(dir, top), name: (f: string) => `${top ? `${top}/` : ''}${f} in ${path}` };
+    return await importLayout(store, layout, as, opts.progress);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -52,46 +62,73 @@ export function parseImageRef(text: string): ImageRef {
   return { host: rule.host, name: rule.name, tag: rule.tag };
 }
 
-async function importLayout(store: Store, dir: string, opts: ImportOptions): Promise<ImportResult> {
-  const index = await readIndex(dir);
-  const entries = index.manifests;
-  if (opts.as !== undefined && entries.length !== 1) {
-    throw new ImportError(`--as names one image, but ${dir} holds ${entries.length}`);
+/** `--as REF`, checked before anything is read: a bare word (`v1`) is a tag or a name, never a reference. */
+export function parseAsRef(text: string): ImageRef {
+  if (!text.includes('/') && !text.includes(':')) {
+    throw new ImportUsageError(`--as "${text}" is not an image reference: give NAME:TAG with its registry, e.g. ghcr.io/org/name:${text}`);
+  }
+  try {
+    return parseImageRef(text);
+  } catch (e) {
+    throw new ImportUsageError(`--as ${(e as Error).message}`);
+  }
+}
+
+async function importLayout(store: Store, layout: Layout, as: ImageRef | undefined, progress?: (line: string) => void): Promise<ImportResult> {
+  const entries = await readIndex(layout);
+  if (as !== undefined && entries.length !== 1) {
+    throw new ImportUsageError(`--as names one image, but ${layout.name('index.json')} holds ${entries.length}`);
   }
   const result: ImportResult = { imported: [], failed: [] };
-  for (const root of entries) {
-    const refText = opts.as ?? root.annotations?.[REF_NAME] ?? '';
+  for (const [i, entry] of entries.entries()) {
+    const refText = as ? `${as.host}/${as.name}:${as.tag}` : isDescriptor(entry) ? entry.annotations?.[REF_NAME] ?? '' : '';
     try {
-      if (!refText.includes('/') && !refText.includes(':') ) {
-        throw new ImportError(`index.json entry ${root.digest} has no full reference in ${REF_NAME} ("${refText}"); use --as REF`);
-      }
-      const ref = parseImageRef(refText);
-      const image = await collect(dir, root);
+      const root = imageEntry(layout, entry, i);
+      const ref = as ?? entryRef(layout, root, refText, i);
+      const image = await collect(layout, root);
       let done = 0;
       for (const d of image.blobs) {
-        await verifyBlob(dir, d);
-        opts.progress?.(`verifying ${refText}: ${++done}/${image.blobs.length} blobs`);
+        await verifyBlob(layout, d);
+        progress?.(`verifying ${refText}: ${++done}/${image.blobs.length} blobs`);
       }
-      await commitImage(store, dir, ref, root, image);
+      await commitImage(store, layout, ref, image);
       const bytes = image.blobs.reduce((n, d) => n + d.size, 0);
       result.imported.push({ ref: `${ref.host}/${ref.name}:${ref.tag}`, digest: root.digest, blobs: image.blobs.length, bytes });
-      opts.progress?.(`imported ${refText} ${root.digest}`);
+      progress?.(`imported ${refText} ${root.digest}`);
     } catch (e) {
-      result.failed.push({ ref: refText || root.digest, reason: (e as Error).message });
+      result.failed.push({ ref: refText || (isDescriptor(entry) ? entry.digest : `entry ${i + 1}`), reason: (e as Error).message });
     }
   }
   return result;
 }
 
+/** An index.json entry is an image only if it is a descriptor of a manifest or an index. */
+function imageEntry(layout: Layout, entry: unknown, i: number): Descriptor {
+  const where = `${layout.name('index.json')} entry ${i + 1}`;
+  if (!isDescriptor(entry)) throw new ImportError(`${where} is not a descriptor (an object with mediaType, digest and size)`);
+  if (!MANIFEST_MEDIA_TYPES.includes(entry.mediaType)) {
+    throw new ImportError(`${where} has mediaType ${entry.mediaType}, which is not an image manifest or index: nothing to import`);
+  }
+  return entry;
+}
+
+function entryRef(layout: Layout, root: Descriptor, refText: string, i: number): ImageRef {
+  if (!refText.includes('/') && !refText.includes(':')) {
+    throw new ImportError(`${layout.name('index.json')} entry ${i + 1} (${root.digest}) has no full reference in ${REF_NAME} ("${refText}"); use --as REF`);
+  }
+  return parseImageRef(refText);
+}
+
 interface Collected {
+  root: Descriptor;
   /** Manifests in commit order: children before parents. */
   manifests: Array<{ d: Descriptor; body: Buffer; mediaType: string }>;
   /** Every blob of the image, manifests included. */
   blobs: Descriptor[];
 }
 
-async function collect(dir: string, root: Descriptor): Promise<Collected> {
-  const out: Collected = { manifests: [], blobs: [] };
+async function collect(layout: Layout, root: Descriptor): Promise<Collected> {
+  const out: Collected = { root, manifests: [], blobs: [] };
   const seen = new Set<string>();
   const visit = async (d: Descriptor, depth: number): Promise<void> => {
     if (seen.has(d.digest)) return;
@@ -101,7 +138,7 @@ async function collect(dir: string, root: Descriptor): Promise<Collected> {
     if (!MANIFEST_MEDIA_TYPES.includes(d.mediaType)) return;
     if (depth > MAX_DEPTH) throw new ImportError(`manifest ${d.digest} nests deeper than ${MAX_DEPTH} levels`);
     if (d.size > MAX_MANIFEST_BYTES) throw new ImportError(`manifest ${d.digest} is larger than 4 MiB`);
-    const body = await readBlobFile(dir, d);
+    const body = await readBlobFile(layout, d);
     const doc = parseManifest(body);
     const mediaType = doc && manifestMediaType(doc, d.mediaType);
     if (!doc || !mediaType) throw new ImportError(`blob ${d.digest} is not a valid manifest`);
@@ -114,45 +151,82 @@ async function collect(dir: string, root: Descriptor): Promise<Collected> {
   return out;
 }
 
-async function commitImage(store: Store, dir: string, ref: ImageRef, root: Descriptor, image: Collected): Promise<void> {
+async function commitImage(store: Store, layout: Layout, ref: ImageRef, image: Collected): Promise<void> {
   const manifestDigests = new Set(image.manifests.map((m) => m.d.digest));
   for (const d of image.blobs) {
     if (manifestDigests.has(d.digest) || (await store.stat(d.digest))) continue;
-    await store.ingest(createReadStream(blobFile(dir, d.digest), { highWaterMark: 1024 * 1024 }), { digest: d.digest, sizeBytes: d.size });
+    await withBlob(layout, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
   }
   for (const m of image.manifests) {
     const stored = await store.putManifest(m.body, m.mediaType, m.d.digest);
     await store.linkManifest(ref.host, ref.name, stored);
   }
-  await store.setTag(ref.host, ref.name, ref.tag, root.digest);
+  await store.setTag(ref.host, ref.name, ref.tag, image.root.digest);
 }
 
-async function verifyBlob(dir: string, d: Descriptor): Promise<void> {
+async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
   const hash = createHash('sha256');
   let size = 0;
-  try {
-    for await (const chunk of createReadStream(blobFile(dir, d.digest), { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      size += chunk.length;
+  await withBlob(layout, d, async (fh) => {
+    try {
+      for await (const chunk of readAtMost(fh, d.size)) {
+        hash.update(chunk);
+        size += chunk.length;
+      }
+    } catch (e) {
+      throw new ImportError(`blob ${d.digest} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
-  } catch (e) {
-    throw new ImportError(`blob ${d.digest} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  });
   if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
   const got = `sha256:${hash.digest('hex')}`;
   if (got !== d.digest) throw new ImportError(`blob ${d.digest} is corrupt: its content hashes to ${got}`);
 }
 
-async function readBlobFile(dir: string, d: Descriptor): Promise<Buffer> {
+async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffer> {
+  return withBlob(layout, d, async (fh) => {
+    const body = Buffer.alloc(d.size);
+    const { bytesRead } = await fh.read(body, 0, d.size, 0);
+    if (bytesRead !== d.size) throw new ImportError(`blob ${d.digest} is ${bytesRead} bytes, its descriptor says ${d.size}`);
+    return body;
+  });
+}
+
+/** Runs `use` on the blob's file once it is known to be a regular file of the descriptor's size. */
+async function withBlob<T>(layout: Layout, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
+  const { fh, size } = await openRegular(join(layout.dir, 'blobs', 'sha256', d.digest.slice(7)), `blob ${d.digest} (${layout.name(`blobs/sha256/${d.digest.slice(7)}`)})`);
   try {
-    return await readFile(blobFile(dir, d.digest));
-  } catch (e) {
-    throw new ImportError(`blob ${d.digest} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
+    return await use(fh);
+  } finally {
+    await fh.close();
   }
 }
 
-function blobFile(dir: string, digest: string): string {
-  return join(dir, 'blobs', 'sha256', digest.slice(7));
+/**
+ * Opens a layout file only if it is a regular file: a symlink is not followed (it could point at /dev/zero or
+ * outside the layout) and a FIFO or device is refused before any read (O_NONBLOCK: opening a FIFO never waits).
+ */
+async function openRegular(file: string, what: string, missing = `${what} cannot be read: no such file`): Promise<{ fh: FileHandle; size: number }> {
+  let fh: FileHandle;
+  try {
+    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new ImportError(`${what} is a symbolic link; sluice reads only regular files (copy the file into the layout)`);
+    throw new ImportError(code === 'ENOENT' ? missing : `${what} cannot be read: ${code ?? (e as Error).message}`);
+  }
+  const info = await fh.stat();
+  if (!info.isFile()) {
+    await fh.close();
+    throw new ImportError(`${what} is not a regular file`);
+  }
+  return { fh, size: info.size };
+}
+
+/** The first `size` bytes of the file and no more, whatever it grows to. */
+function readAtMost(fh: FileHandle, size: number): AsyncIterable<Buffer> {
+  if (size === 0) return (async function* () {})();
+  return fh.createReadStream({ start: 0, end: size - 1, autoClose: false, highWaterMark: 1024 * 1024 });
 }
 
 function checkDescriptor(d: Descriptor): void {
@@ -161,34 +235,24 @@ function checkDescriptor(d: Descriptor): void {
   if (typeof d.mediaType !== 'string') throw new ImportError(`descriptor ${d.digest} has no mediaType`);
 }
 
-async function readIndex(dir: string): Promise<{ manifests: Descriptor[] }> {
+/** The entries of index.json (each still to be checked), or an ImportError naming the file and what is wrong. */
+async function readIndex(layout: Layout): Promise<unknown[]> {
+  const file = layout.name('index.json');
+  const { fh, size } = await openRegular(join(layout.dir, 'index.json'), file, `${file} is missing: not an OCI image layout`);
   let doc: unknown;
   try {
-    doc = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
+    if (size > MAX_MANIFEST_BYTES) throw new ImportError(`${file} is larger than 4 MiB`);
+    doc = JSON.parse((await fh.readFile()).toString('utf8'));
   } catch (e) {
-    throw new ImportError(`${dir} is not an OCI image layout: index.json: ${(e as Error).message}`);
+    throw e instanceof ImportError ? e : new ImportError(`${file} is not valid JSON: ${(e as Error).message}`);
+  } finally {
+    await fh.close();
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    throw new ImportError(`${file} is not an image index: it holds ${doc === null ? 'null' : Array.isArray(doc) ? 'a list' : typeof doc}, not an object with a manifests list`);
   }
   const manifests = (doc as { manifests?: unknown }).manifests;
-  if (!Array.isArray(manifests)) throw new ImportError(`${dir}/index.json has no manifests list`);
-  return { manifests: manifests as Descriptor[] };
-}
-
-/** Extracts only the files an image layout has; any other entry or a path escaping the folder is refused. */
-async function extractTar(tarPath: string, dest: string): Promise<void> {
-  const ex = extract();
-  const done = (async () => {
-    for await (const entry of ex) {
-      const name = normalize(entry.header.name.replace(/^\.\//, ''));
-      const allowed = name === 'index.json' || name === 'oci-layout' || /^blobs\/sha256\/[a-f0-9]{64}$/.test(name);
-      if (entry.header.type === 'file' && allowed && !name.startsWith('..') && !name.includes(`..${sep}`)) {
-        const out = join(dest, name);
-        await mkdir(dirname(out), { recursive: true });
-        await pipeline(entry, createWriteStream(out, { flags: 'wx' }));
-      } else {
-        entry.resume();
-        await new Promise<void>((resolve) => entry.on('end', resolve));
-      }
-    }
-  })();
-  await Promise.all([pipeline(createReadStream(tarPath), ex), done]);
+  if (!Array.isArray(manifests)) throw new ImportError(`${file} has no manifests list: not an image index`);
+  if (manifests.length === 0) throw new ImportError(`${file} lists no images (its manifests list is empty): nothing to import`);
+  return manifests;
 }

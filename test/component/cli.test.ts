@@ -1,17 +1,24 @@
 // The real `sluice` CLI (node dist/src/main.js) against a running `sluice serve` — edits go through the admin
 // API and apply live — and without one, where it edits the store files under the lock. Needs `npx tsc` first.
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { createConnection, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StatusReport } from '../../src/admin.js';
 import type { RuleRecord } from '../../src/allowlist.js';
 import type { DeniedEntry } from '../../src/denied.js';
+import { Store } from '../../src/store.js';
 import { nextOpen, parseWindows } from '../../src/window.js';
 import type { RunResult } from '../helpers/binaries.js';
+import { buildLayout } from '../helpers/images.js';
 import { freePort } from '../helpers/registry.js';
 import { runSluice, SLUICE_MAIN, sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+import { snapshot } from '../helpers/snapshot.js';
 
 type Status = StatusReport & { server: { running: boolean; url: string | null } };
 
@@ -308,5 +315,119 @@ describe('sluice CLI without a server (store files, under the lock)', () => {
       const r = await cli(...args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
     }
+  });
+});
+
+describe('--help and unknown options (no side effect, one mechanism for every subcommand)', () => {
+  let dir: string;
+  let config: string;
+  let storage: string;
+  let upstream: Server;
+  let upstreamHits = 0;
+  let servePort: number;
+  let corruptBlob: string;
+  const cli = (...args: string[]): Promise<RunResult> => runSluice([...args, '--config', config], { timeoutMs: 20_000 });
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sluice-cli-help-'));
+    storage = join(dir, 'data');
+    config = join(dir, 'sluice.yaml');
+    // Counts every request: a sync (or anything else) that reached the upstream shows here.
+    upstream = createServer((req, res) => {
+      upstreamHits++;
+      res.writeHead(404).end();
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const { port } = upstream.address() as AddressInfo;
+    servePort = await freePort();
+    const adminPort = await freePort();
+    await writeFile(config, sluiceConfigYaml('./data', {
+      windows: 'always',
+      upstreams: { 'docker.io': { url: `http://127.0.0.1:${port}` } },
+      extra: { listen: `127.0.0.1:${servePort}`, admin: { listen: `127.0.0.1:${adminPort}` } },
+    }));
+    // State every command would change: a rule, a manual window, a corrupt blob that verify --repair would quarantine.
+    expectRc(await cli('allow', 'add', 'docker.io/library/alpine:3.20'), 0);
+    expectRc(await cli('window', 'open', '1h', '--note', 'prefetch'), 0);
+    const store = await Store.open(storage);
+    corruptBlob = store.blobPath((await store.putBlob(Buffer.from('a blob that verify would re-hash'))).digest);
+    await store.close();
+    await writeFile(corruptBlob, (await readFile(corruptBlob)).reverse());
+    await buildLayout(join(dir, 'layout'));
+    await writeFile(join(dir, 'images.txt'), 'quay.io/from/list:v1\n');
+    upstreamHits = 0;
+  });
+  afterAll(async () => {
+    upstream?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('`--help`/`-h` on every subcommand prints its usage, exits 0 and does nothing', async () => {
+    const cases: Array<[string, string[]]> = [
+      ['serve', ['serve', '--help']],
+      ['import', ['import', join(dir, 'layout'), '--help']],
+      ['allow', ['allow', '--help']],
+      ['allow add', ['allow', 'add', 'quay.io/added/by:help', '--help']],
+      ['allow rm', ['allow', 'rm', 'docker.io/library/alpine:3.20', '-h']],
+      ['allow ls', ['allow', 'ls', '--help']],
+      ['allow import', ['allow', 'import', join(dir, 'images.txt'), '--help']],
+      ['denied', ['denied', '--clear', '--help']],
+      ['window', ['window', '--help']],
+      ['window open', ['window', 'open', '2h', '--note', 'x', '--help']],
+      ['window close', ['window', 'close', '--help']],
+      ['window close', ['-h', 'window', 'close']],
+      ['status', ['status', '--help']],
+      ['sync', ['sync', '--help']],
+      ['sync', ['help', 'sync']],
+      ['verify', ['verify', '--repair', '--help']],
+    ];
+    const before = await snapshot(storage);
+    const windowBefore = await readFile(join(storage, 'window.json'), 'utf8');
+    const results = await mapLimit(cases, 4, ([, args]) => cli(...args));
+    cases.forEach(([name, args], i) => {
+      const r = results[i]!;
+      expect(r.code, `${args.join(' ')}: exit ${r.code}\n${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(r.stdout, args.join(' ')).toContain(`usage: sluice ${name}`);
+    });
+    expect(upstreamHits, 'a --help reached the upstream (sync ran)').toBe(0);
+    expect(await readFile(join(storage, 'window.json'), 'utf8')).toBe(windowBefore);
+    expect(existsSync(corruptBlob), 'verify --help quarantined the corrupt blob').toBe(true);
+    expect((await snapshot(storage)).files).toEqual(before.files);
+    // serve --help returned instead of serving: nothing listens on its port.
+    const probe = createConnection({ host: '127.0.0.1', port: servePort });
+    const outcome = await new Promise((resolve) => probe.once('connect', () => resolve('listening')).once('error', () => resolve('refused')));
+    probe.destroy();
+    expect(outcome).toBe('refused');
+    const top = await runSluice(['--help']);
+    expectRc(top, 0);
+    for (const c of ['serve', 'import PATH', 'allow add RULE', 'window open DURATION', 'verify [--repair]']) expect(top.stdout).toContain(c);
+  });
+
+  it('an unknown option is exit 2 naming it, for the command it was given to', async () => {
+    for (const args of [['status', '--repair'], ['sync', '--bogus'], ['window', 'close', '--note', 'x'], ['allow', 'ls', '--note', 'x'], ['verify', '-x'], ['--bogus', 'status']]) {
+      const r = await cli(...args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      const option = args.find((a) => a.startsWith('-')) ?? '';
+      expect(r.stderr, args.join(' ')).toContain(option);
+    }
+    expect(upstreamHits).toBe(0);
+    expect(JSON.parse(await readFile(join(storage, 'window.json'), 'utf8'))).not.toBeNull();
+  });
+
+  it('a missing `allow import` file is a usage error naming it (exit 2)', async () => {
+    const missing = join(dir, 'no-such-list.txt');
+    const r = await cli('allow', 'import', missing);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(missing);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('global options work before the subcommand: `sluice --config F status`', async () => {
+    const r = await runSluice(['--config', config, 'status', '--json']);
+    expectRc(r, 0);
+    expect((JSON.parse(r.stdout) as Status).allowlist.rules).toBe(1);
+    expectRc(await runSluice([`--config=${config}`, 'allow', 'ls']), 0);
+    expectRc(await runSluice(['--json', '--config', config, 'status']), 0);
   });
 });

@@ -549,7 +549,7 @@ describe('sluice import (real CLI)', () => {
     expect(short.code, short.stderr).toBe(0);
     expect(await (await Store.open(storage)).getTag('docker.io', 'library/pause', 'short')).toBe(pause.digest);
     const many = await sluiceCli(['import', layout.dir, '--as', 'ghcr.io/x/y:z']);
-    expect(many.code).toBe(1);
+    expect(many.code).toBe(2); // a usage error: --as cannot name several images
     expect(many.stderr).toMatch(/--as names one image/);
   });
 
