@@ -276,6 +276,36 @@ describe('item 1: cached bytes of another repository are not served through an a
     expect((await get(blob(closed.url, 'legit/app', layerDigest))).status).toBe(200);
     expect(hub.seen).toEqual([]);
   });
+
+  it('import links every blob to the imported repository, even one the store already held for another', async () => {
+    const dir = await newDir();
+    await writeLayout(join(dir, 'installer'), 'docker.io/siderolabs/installer:v1', installer);
+    await writeLayout(join(dir, 'legit'), 'docker.io/legit/app:v1', shared);
+    const { app, url } = await boot(join(dir, 'data'), 'never', rules, { 'docker.io': hub });
+    for (const layout of ['installer', 'legit']) expect((await importPath(app.store, join(dir, layout))).failed).toEqual([]);
+    const got = await get(blob(url, 'legit/app', layerDigest));
+    expect(got.status, got.message).toBe(200);
+    expect(sha256(got.body)).toBe(layerDigest);
+    expect(hub.seen).toEqual([]);
+  });
+
+  it('sync links a blob the store already held for another repository once the upstream confirms it', async () => {
+    const dir = await newDir();
+    await writeLayout(join(dir, 'installer'), 'docker.io/siderolabs/installer:v1', installer);
+    const syncing = await boot(join(dir, 'data'), 'always', rules, { 'docker.io': hub });
+    expect((await importPath(syncing.app.store, join(dir, 'installer'))).failed).toEqual([]);
+    const report = await syncing.app.syncer.run();
+    expect(report.failed.map((f) => f.reference)).toEqual(['docker.io/evil/app:v1', 'docker.io/evil/index:v1']);
+    expect(report.fetched).toContain('docker.io/legit/app:v1');
+    expect(hub.count(`HEAD /v2/legit/app/blobs/${layerDigest}`)).toBe(1);
+    expect(hub.count(`GET /v2/legit/app/blobs/${layerDigest}`)).toBe(0);
+    await syncing.app.close();
+    hub.reset();
+    const closed = await boot(join(dir, 'data'), 'never', rules, { 'docker.io': hub });
+    expect((await get(blob(closed.url, 'legit/app', layerDigest))).status).toBe(200);
+    expect((await get(blob(closed.url, 'evil/app', layerDigest))).status).toBe(404);
+    expect(hub.seen).toEqual([]);
+  });
 });
 
 describe('item 5: single-flight across repositories', () => {
