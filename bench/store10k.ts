@@ -42,6 +42,8 @@ async function putImage(store: Store, repo: string, tag: string): Promise<number
   );
   const m = await store.putManifest(manifest, MediaType.ociManifest);
   await store.linkManifest(BENCH_HOST, repo, m);
+  // As `sluice import` does: the blobs arrived through this repository, so they may be served through it.
+  for (const d of [config.digest, ...layers.map((l) => l.digest)]) await store.linkBlob(BENCH_HOST, repo, d);
   await store.setTag(BENCH_HOST, repo, tag, m.digest);
   return LAYERS + 2;
 }

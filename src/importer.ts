@@ -154,8 +154,12 @@ async function collect(layout: Layout, root: Descriptor): Promise<Collected> {
 async function commitImage(store: Store, layout: Layout, ref: ImageRef, image: Collected): Promise<void> {
   const manifestDigests = new Set(image.manifests.map((m) => m.d.digest));
   for (const d of image.blobs) {
-    if (manifestDigests.has(d.digest) || (await store.stat(d.digest))) continue;
-    await withBlob(layout, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
+    if (manifestDigests.has(d.digest)) continue;
+    if (!(await store.stat(d.digest))) {
+      await withBlob(layout, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
+    }
+    // The layout had these bytes for this image: they may be served through its repository (even if stored before).
+    await store.linkBlob(ref.host, ref.name, d.digest);
   }
   for (const m of image.manifests) {
     const stored = await store.putManifest(m.body, m.mediaType, m.d.digest);

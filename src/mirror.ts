@@ -1,7 +1,9 @@
 // The request policy of DESIGN.md §2 after parsing: allowlist → cache → window → upstream.
 // Owns single-flight per digest, the tag-resolution cache, and the error a client sees for a closed window.
+// Stored bytes go out through a repository only if it is entitled to them (entitlement.ts).
 import type { GrowingFile } from './blob-sender.js';
 import { LRUCache } from 'lru-cache';
+import { Entitlement } from './entitlement.js';
 import { RegistryError } from './errors.js';
 import { Flight } from './flight.js';
 import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from './manifest.js';
@@ -31,14 +33,31 @@ export interface MirrorDeps {
 
 export type BlobSource =
   | { kind: 'file'; sizeBytes: number }
-  | { kind: 'stream'; sizeBytes: number | undefined; openFd: () => Promise<number>; growth: GrowingFile; done: Promise<BlobInfo> };
+  | { kind: 'stream'; sizeBytes: number | undefined; openFd: () => Promise<number>; growth: GrowingFile; done: Promise<BlobInfo>; own: boolean };
+
+/** A download under way, and the repository whose upstream it comes from. */
+interface FlightEntry {
+  host: string;
+  name: string;
+  pending: Promise<Flight | undefined>;
+}
+
+/** How many other repositories' failed downloads a request sits through before it starts one of its own. */
+const MAX_JOINS = 3;
 
 export class Mirror {
-  private readonly flights = new Map<string, Promise<Flight | undefined>>();
+  private readonly flights = new Map<string, FlightEntry>();
+  private readonly entitlement: Entitlement;
   private readonly tagChecks: LRUCache<string, string>;
   private readonly manifestPulls = new Map<string, Promise<StoredManifest>>();
 
   constructor(private readonly deps: MirrorDeps) {
+    this.entitlement = new Entitlement({
+      store: deps.store,
+      upstream: (host) => this.requireUpstream(host),
+      isWindowOpen: () => this.isWindowOpen(),
+      closed: (kind, what, detail) => this.closed(kind, what, detail),
+    });
     // Coalesced and time-bounded: at most one upstream resolution per tag per TTL.
     this.tagChecks = new LRUCache<string, string>({
       max: 10_000,
@@ -67,26 +86,40 @@ export class Mirror {
 
   /** A manifest from the cache, or (in a window) from upstream; the caller has applied the allowlist. */
   async ensureManifest(host: string, name: string, reference: string): Promise<StoredManifest> {
-    const digest = reference.startsWith('sha256:') ? reference : await this.resolveTag(host, name, reference);
+    const byDigest = reference.startsWith('sha256:');
+    const digest = byDigest ? reference : await this.resolveTag(host, name, reference);
     const m = await this.deps.store.getManifest(digest);
-    if (m) return m;
-    return this.pullManifest(host, name, digest);
+    if (!m) return this.pullManifest(host, name, digest);
+    // A tag of this repository vouches for its digest; a bare digest may have been stored for another one.
+    if (byDigest) await this.entitlement.manifest(host, name, m);
+    return m;
   }
 
   /** A blob complete and verified on disk, fetching it in a window; the caller has applied the allowlist. */
   async ensureBlob(host: string, name: string, digest: string): Promise<number> {
-    const src = await this.locateBlob(host, name, digest);
-    // The flight's own outcome: a failed download is its upstream error (502), not "unknown".
-    return src.kind === 'file' ? src.sizeBytes : (await src.done).sizeBytes;
+    for (let attempt = 1; ; attempt++) {
+      const src = await this.locateBlob(host, name, digest);
+      if (src.kind === 'file') return src.sizeBytes;
+      try {
+        // The flight's own outcome: a failed download is its upstream error (502), not "unknown".
+        return (await src.done).sizeBytes;
+      } catch (e) {
+        // Another repository's failed download says nothing about this one's upstream.
+        if (src.own || attempt >= MAX_JOINS) throw e;
+      }
+    }
   }
 
   private async locateBlob(host: string, name: string, digest: string): Promise<BlobSource> {
     const hit = await this.deps.store.stat(digest);
-    if (hit) return { kind: 'file', sizeBytes: hit.sizeBytes };
-    const flight = await this.flightFor(host, name, digest);
+    if (hit) {
+      await this.entitlement.blob(host, name, digest);
+      return { kind: 'file', sizeBytes: hit.sizeBytes };
+    }
+    const { flight, own } = await this.flightFor(host, name, digest);
     if (!flight) return this.locateBlob(host, name, digest);
     if (flight.result) return { kind: 'file', sizeBytes: flight.result.sizeBytes };
-    return { kind: 'stream', sizeBytes: flight.sizeBytes, openFd: () => flight.openFd(), growth: flight.growth, done: flight.done };
+    return { kind: 'stream', sizeBytes: flight.sizeBytes, openFd: () => flight.openFd(), growth: flight.growth, done: flight.done, own };
   }
 
   async tags(host: string, name: string): Promise<string[]> {
@@ -156,7 +189,6 @@ export class Mirror {
     return pending;
   }
 
-  /** Fetches a manifest by tag or digest, verifies it, stores it, links it (and the tag) to the repository. */
   /**
    * Resolves a tag upstream. A tag never seen is fetched with one GET; a known tag is re-checked with a HEAD
    * (registries such as Docker Hub count only GETs against pull limits) and its manifest is GET only if it moved.
@@ -172,6 +204,7 @@ export class Mirror {
     return known.digest;
   }
 
+  /** Fetches a manifest by tag or digest, verifies it, stores it, links it (and the tag) to the repository. */
   private async fetchManifest(host: string, name: string, reference: string): Promise<StoredManifest> {
     const upstream = this.requireUpstream(host);
     const got = await upstream.getManifest(name, reference, [...MANIFEST_MEDIA_TYPES]);
@@ -190,17 +223,30 @@ export class Mirror {
     return m;
   }
 
-  /** The one flight for a digest; the map entry is set synchronously so concurrent callers share it. */
-  private flightFor(host: string, name: string, digest: string): Promise<Flight | undefined> {
-    const existing = this.flights.get(digest);
-    if (existing) return existing;
-    const pending = this.startFlight(host, name, digest);
-    this.flights.set(digest, pending);
+  /**
+   * The one flight for a digest; the map entry is set synchronously so concurrent callers share it. A flight
+   * from another repository's upstream is joined only by a repository entitled to the blob itself, and its
+   * failure is not this repository's answer: it then starts (or joins) another attempt.
+   */
+  private async flightFor(host: string, name: string, digest: string): Promise<{ flight: Flight | undefined; own: boolean }> {
+    for (let attempt = 1; attempt <= MAX_JOINS; attempt++) {
+      const entry = this.flights.get(digest) ?? this.lead(host, name, digest);
+      if (entry.host === host && entry.name === name) return { flight: await entry.pending, own: true };
+      await this.entitlement.blob(host, name, digest);
+      const flight = await entry.pending.catch(() => null);
+      if (flight !== null) return { flight, own: false };
+    }
+    return { flight: await this.startFlight(host, name, digest), own: true };
+  }
+
+  private lead(host: string, name: string, digest: string): FlightEntry {
+    const entry: FlightEntry = { host, name, pending: this.startFlight(host, name, digest) };
+    this.flights.set(digest, entry);
     const forget = (): void => {
-      this.flights.delete(digest);
+      if (this.flights.get(digest) === entry) this.flights.delete(digest);
     };
-    pending.then((f) => (f ? f.done.then(forget, forget) : forget()), forget);
-    return pending;
+    entry.pending.then((f) => (f ? f.done.then(forget, forget) : forget()), forget);
+    return entry;
   }
 
   private async startFlight(host: string, name: string, digest: string): Promise<Flight | undefined> {

@@ -299,7 +299,7 @@ export class Store {
     this.generation++;
   }
 
-  /** Records that a blob was fetched through a repository (the upstream vouched it belongs there). */
+  /** Records that a blob arrived through a repository (fetched, confirmed by its upstream, or imported). */
   async linkBlob(host: string, name: string, digest: string): Promise<void> {
     await writeAtomic(this, join(this.repoDir(host, name), '_blobs', hexOf(digest)), '');
   }
@@ -307,6 +307,17 @@ export class Store {
   async isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
     try {
       await stat(join(this.repoDir(host, name), '_blobs', hexOf(digest)));
+      return true;
+    } catch (e) {
+      if (isNotFound(e) || isNotDir(e)) return false;
+      throw e;
+    }
+  }
+
+  /** Whether a manifest was linked to a repository (fetched, synced or imported through it). */
+  async isManifestLinked(host: string, name: string, digest: string): Promise<boolean> {
+    try {
+      await stat(join(this.repoDir(host, name), '_manifests', hexOf(digest)));
       return true;
     } catch (e) {
       if (isNotFound(e) || isNotDir(e)) return false;

@@ -118,6 +118,18 @@ export class Upstream {
     return { ...(digest ? { digest } : {}), mediaType: mediaTypeOf(res), ...(sizeBytes !== undefined ? { sizeBytes } : {}) };
   }
 
+  /** Whether the upstream holds a blob in this repository (HEAD; 404 → BLOB_UNKNOWN), without transferring it. */
+  async headBlob(name: string, digest: string, signal?: AbortSignal): Promise<{ sizeBytes?: number }> {
+    checkName(name);
+    if (!DIGEST_RE.test(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
+    const what = `blob ${name}@${digest}`;
+    const res = await this.call({ method: 'HEAD', path: `/${name}/blobs/${digest}`, name, what, signal });
+    if (res.statusCode !== 200) throw await this.statusError(res, what, 'BLOB_UNKNOWN');
+    res.body.resume();
+    const sizeBytes = lengthOf(res);
+    return sizeBytes !== undefined ? { sizeBytes } : {};
+  }
+
   /**
    * Streams a blob. With `offsetBytes` > 0 a Range is asked for; `offsetBytes` in the answer says where the
    * body really starts (0 when the upstream ignored the Range). Errors on the stream are RegistryErrors.

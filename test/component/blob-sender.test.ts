@@ -45,8 +45,11 @@ describe('pooled blob sender', () => {
 
   beforeAll(async () => {
     sluice = await startSluice({ allowlist: [`ghcr.io/x/y@${sha(a)}`, `ghcr.io/x/y@${sha(b)}`] });
-    await sluice.app.store.putBlob(a);
-    await sluice.app.store.putBlob(b);
+    // Stored as if fetched through ghcr.io/x/y: only then are they that repository's to serve.
+    for (const blob of [a, b]) {
+      await sluice.app.store.putBlob(blob);
+      await sluice.app.store.linkBlob('ghcr.io', 'x/y', sha(blob));
+    }
   });
   afterAll(async () => sluice?.close());
 

@@ -68,6 +68,8 @@ beforeAll(async () => {
   }));
   const m = await store.putManifest(body, OCI_MANIFEST);
   await store.linkManifest('docker.io', 'library/big', m);
+  // As an import of docker.io/library/big would: its blobs are that repository's to serve.
+  for (const d of [info.digest, config.digest]) await store.linkBlob('docker.io', 'library/big', d);
   await store.setTag('docker.io', 'library/big', '1', m.digest);
 });
 

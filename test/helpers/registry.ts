@@ -21,6 +21,8 @@ export interface StartRegistryOptions {
   htpasswd?: Creds;
   /** distribution log level; access logs are on only for 'debug'. Default 'warn'. */
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /** `validation.manifests.urls.allow`: regexps of foreign-layer URLs a pushed manifest may carry (none by default). */
+  manifestUrlsAllow?: string[];
 }
 
 export interface RunningRegistry {
@@ -71,6 +73,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     '  maintenance: {uploadpurging: {enabled: false}}',
     `http: {addr: "${hostPort}"}`,
   ];
+  if (opts.manifestUrlsAllow) lines.push(`validation: {manifests: {urls: {allow: ${JSON.stringify(opts.manifestUrlsAllow)}}}}`);
   if (opts.htpasswd) {
     // Cost 4 (the minimum): distribution checks the hash on every request.
     const line = `${opts.htpasswd.user}:${bcrypt.hashSync(opts.htpasswd.pass, 4)}\n`;

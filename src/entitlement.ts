@@ -1,0 +1,68 @@
+// Which repository may be handed which stored bytes: content is served through a repository only if it is linked
+// to it (it arrived through it: pull-through, sync, import) or, inside a window, its own upstream confirms it (HEAD).
+import { LRUCache } from 'lru-cache';
+import { RegistryError } from './errors.js';
+import { MANIFEST_MEDIA_TYPES } from './manifest.js';
+import type { Store, StoredManifest } from './store.js';
+import type { Upstream } from './upstream.js';
+
+export interface EntitlementDeps {
+  store: Store;
+  upstream: (host: string) => Upstream;
+  isWindowOpen: () => boolean;
+  /** The closed-window miss, as every other miss outside a window. */
+  closed: (kind: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: string, detail: Record<string, string>) => RegistryError;
+}
+
+export class Entitlement {
+  // Links are only ever added, so a positive answer can be remembered; a negative one cannot.
+  private readonly known = new LRUCache<string, true>({ max: 200_000 });
+  private readonly confirmations = new Map<string, Promise<void>>();
+
+  constructor(private readonly d: EntitlementDeps) {}
+
+  /** Resolves when host/name may be sent the blob; otherwise throws the 404 (or upstream error) the client gets. */
+  async blob(host: string, name: string, digest: string): Promise<void> {
+    if (await this.linked(host, name, digest)) return;
+    await this.confirm(host, name, digest, 'BLOB_UNKNOWN', async () => {
+      await this.d.upstream(host).headBlob(name, digest);
+      await this.d.store.linkBlob(host, name, digest);
+    });
+  }
+
+  /** The same rule for a stored manifest asked for by digest (a manifest is a blob too). */
+  async manifest(host: string, name: string, m: StoredManifest): Promise<void> {
+    if (await this.linked(host, name, m.digest)) return;
+    await this.confirm(host, name, m.digest, 'MANIFEST_UNKNOWN', async () => {
+      const head = await this.d.upstream(host).headManifest(name, m.digest, [...MANIFEST_MEDIA_TYPES]);
+      if (head.digest !== undefined && head.digest !== m.digest) {
+        throw new RegistryError('MANIFEST_UNKNOWN', `upstream ${host} has no manifest ${name}@${m.digest}`, { name, digest: m.digest });
+      }
+      await this.d.store.linkManifest(host, name, m);
+    });
+  }
+
+  private async linked(host: string, name: string, digest: string): Promise<boolean> {
+    const key = `${host}/${name}@${digest}`;
+    if (this.known.has(key)) return true;
+    const { store } = this.d;
+    const yes = (await store.isBlobLinked(host, name, digest)) || (await store.isManifestLinked(host, name, digest));
+    if (yes) this.known.set(key, true);
+    return yes;
+  }
+
+  /** One HEAD per (repository, digest) at a time, however many nodes ask; never outside a window. */
+  private confirm(host: string, name: string, digest: string, kind: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', run: () => Promise<void>): Promise<void> {
+    if (!this.d.isWindowOpen()) {
+      return Promise.reject(this.d.closed(kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', { name, digest }));
+    }
+    const key = `${host}/${name}@${digest}`;
+    const pending = this.confirmations.get(key);
+    if (pending) return pending;
+    const p = run()
+      .then(() => void this.known.set(key, true))
+      .finally(() => this.confirmations.delete(key));
+    this.confirmations.set(key, p);
+    return p;
+  }
+}

@@ -1,0 +1,437 @@
+// Entitlement (issue 14, items 1 and 5) against in-process fake upstreams: stored bytes go out through a
+// repository only if they are linked to it or, in a window, its own upstream confirms them (HEAD); single-flight
+// is shared across repositories only with entitled ones, and one repository's failed download never answers another.
+import { createHash, randomBytes } from 'node:crypto';
+import { EventEmitter, once } from 'node:events';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp, type App } from '../../src/app.js';
+import { validateConfig } from '../../src/config.js';
+import { importPath } from '../../src/importer.js';
+import { sluiceConfigDoc } from '../helpers/sluice.js';
+import { write } from '../helpers/http-server.js';
+
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+const CONFIG = 'application/vnd.oci.image.config.v1+json';
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+}
+const deferred = (): Deferred => {
+  let resolve: () => void = () => undefined;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+};
+
+interface Image {
+  config: Buffer;
+  layer: Buffer;
+  manifest: Buffer;
+  digest: string;
+}
+
+function image(layer: Buffer, label: string, layerDescriptor?: Record<string, unknown>): Image {
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', label }));
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: CONFIG, digest: sha256(config), size: config.length },
+    layers: [layerDescriptor ?? { mediaType: LAYER, digest: sha256(layer), size: layer.length }],
+  }));
+  return { config, layer, manifest, digest: sha256(manifest) };
+}
+
+/** A registry that holds blobs and manifests per repository (as distribution does), counts, and can be held. */
+class FakeRegistry extends EventEmitter {
+  url = '';
+  readonly seen: string[] = [];
+  private readonly blobs = new Map<string, Buffer>();
+  private readonly manifests = new Map<string, Buffer>();
+  /** `METHOD path` → answered only once this resolves. */
+  readonly holdBefore = new Map<string, Promise<void>>();
+  /** `GET path` → the first half is sent, the rest once this resolves. */
+  readonly holdMidway = new Map<string, Promise<void>>();
+  /** `GET path` whose bytes are flipped (right length, wrong digest). */
+  readonly corrupt = new Set<string>();
+  private readonly server: Server = createServer((req, res) => void this.handle(req, res));
+
+  async start(): Promise<this> {
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((r) => this.server.close(r));
+  }
+
+  reset(): void {
+    this.seen.length = 0;
+    this.holdBefore.clear();
+    this.holdMidway.clear();
+    this.corrupt.clear();
+  }
+
+  push(name: string, img: Image, tag: string, withBlobs = true): void {
+    this.manifests.set(`${name}:${tag}`, img.manifest);
+    this.manifests.set(`${name}:${img.digest}`, img.manifest);
+    if (withBlobs) for (const b of [img.config, img.layer]) this.blobs.set(`${name}@${sha256(b)}`, b);
+  }
+
+  pushIndex(name: string, index: Buffer, tag: string): void {
+    this.manifests.set(`${name}:${tag}`, index);
+    this.manifests.set(`${name}:${sha256(index)}`, index);
+  }
+
+  count(line: string): number {
+    return this.seen.filter((s) => s === line).length;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const line = `${req.method ?? ''} ${req.url ?? ''}`;
+    this.seen.push(line);
+    this.emit('request', line);
+    await this.holdBefore.get(line);
+    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(req.url ?? '');
+    const body = m ? (m[2] === 'manifests' ? this.manifests.get(`${m[1]}:${m[3]}`) : this.blobs.get(`${m[1]}@${m[3]}`)) : undefined;
+    if (!m || !body) {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ errors: [{ code: m?.[2] === 'blobs' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', message: 'unknown' }] }));
+      return;
+    }
+    const headers: Record<string, string> = { 'content-length': String(body.length), 'docker-content-digest': sha256(body) };
+    if (m[2] === 'manifests') headers['content-type'] = (JSON.parse(body.toString()) as { mediaType: string }).mediaType;
+    res.writeHead(200, headers);
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    const out = Buffer.from(body);
+    if (this.corrupt.has(line)) out[out.length >> 1] ^= 0xff;
+    const half = out.length >> 1;
+    if (!(await write(res, out.subarray(0, half)))) return;
+    this.emit('half', line);
+    await this.holdMidway.get(line);
+    res.end(out.subarray(half));
+  }
+}
+
+interface Answer {
+  status: number;
+  body: Buffer;
+  code?: string;
+  message?: string;
+}
+
+async function get(url: string, init: RequestInit = {}): Promise<Answer> {
+  const r = await fetch(url, init);
+  const body = Buffer.from(await r.arrayBuffer());
+  let code: string | undefined;
+  let message: string | undefined;
+  if (r.status >= 400 && body.length > 0) {
+    const doc = JSON.parse(body.toString()) as { errors: Array<{ code: string; message: string }> };
+    code = doc.errors[0]?.code;
+    message = doc.errors[0]?.message;
+  }
+  return { status: r.status, body, code, message };
+}
+
+/** Writes a one-image OCI layout (index.json names the reference) for `sluice import`. */
+async function writeLayout(dir: string, ref: string, img: Image): Promise<void> {
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+  for (const b of [img.config, img.layer, img.manifest]) await writeFile(join(dir, 'blobs', 'sha256', sha256(b).slice(7)), b);
+  await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  const entry = { mediaType: OCI_MANIFEST, digest: img.digest, size: img.manifest.length, annotations: { 'org.opencontainers.image.ref.name': ref } };
+  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [entry] }));
+}
+
+const dirs: string[] = [];
+const apps: App[] = [];
+
+async function boot(storage: string, windows: unknown, allowlist: string[], registries: Record<string, { url: string }>): Promise<{ app: App; url: string }> {
+  const upstreams = Object.fromEntries(Object.entries(registries).map(([host, r]) => [host, { url: r.url }]));
+  const config = validateConfig(sluiceConfigDoc(storage, { windows, allowlist, upstreams, extra: { upstreamTimeouts: { connect: '2s', idle: '5s' } } }), join(storage, '..', 'sluice.yaml'));
+  const app = await buildApp(config);
+  // Closing twice (a test that restarts, then afterEach) must not fail.
+  let closed: Promise<void> | undefined;
+  const close = app.close.bind(app);
+  app.close = () => (closed ??= close());
+  apps.push(app);
+  const address = await app.registry.listen({ host: '127.0.0.1', port: 0 });
+  return { app, url: address.replace('localhost', '127.0.0.1') };
+}
+
+async function newDir(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'sluice-entitlement-'));
+  dirs.push(d);
+  return d;
+}
+
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((a) => a.close()));
+});
+
+afterAll(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+describe('item 1: cached bytes of another repository are not served through an allowed one', () => {
+  const hub = new FakeRegistry();
+  const installer = image(randomBytes(256 * 1024), 'installer');
+  // evil/app:v1's only layer is a foreign-layer descriptor carrying the installer layer's digest; the
+  // upstream holds no such blob in evil/app.
+  const evil = image(Buffer.alloc(0), 'evil', {
+    mediaType: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+    digest: sha256(installer.layer),
+    size: installer.layer.length,
+    urls: ['https://example.invalid/layer'],
+  });
+  // An index of an allowed tag that lists the installer's manifest (stored by the import) as a platform.
+  const evilIndex = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_INDEX,
+    manifests: [{ mediaType: OCI_MANIFEST, digest: installer.digest, size: installer.manifest.length, platform: { os: 'linux', architecture: 'amd64' } }],
+  }));
+  // A legitimate image that shares the installer's layer, and whose upstream really has it.
+  const shared = image(installer.layer, 'shared');
+  const rules = ['docker.io/evil/app:v1', 'docker.io/evil/index:v1', 'docker.io/legit/app:v1'];
+  let storage: string;
+
+  beforeAll(async () => {
+    await hub.start();
+    hub.push('evil/app', evil, 'v1', false);
+    hub.pushIndex('evil/index', evilIndex, 'v1');
+    hub.push('legit/app', shared, 'v1');
+    const dir = await newDir();
+    storage = join(dir, 'data');
+    const layout = join(dir, 'layout');
+    await writeLayout(layout, 'docker.io/siderolabs/installer:v1', installer);
+    const { app } = await boot(storage, 'never', [], { 'docker.io': hub });
+    const result = await importPath(app.store, layout);
+    expect(result.failed).toEqual([]);
+    await app.close();
+  });
+
+  afterEach(() => hub.reset());
+  afterAll(async () => hub.stop());
+
+  const blob = (url: string, name: string, digest: string): string => `${url}/v2/${name}/blobs/${digest}?ns=docker.io`;
+  const layerDigest = sha256(installer.layer);
+
+  it('in a window: 403 before the manifest, 404 after it (the upstream has no such blob), never the stored bytes', async () => {
+    const { url } = await boot(storage, 'always', rules, { 'docker.io': hub });
+    const before = await get(blob(url, 'evil/app', layerDigest));
+    expect(before.status).toBe(403);
+    expect((await get(`${url}/v2/evil/app/manifests/v1?ns=docker.io`)).status).toBe(200);
+    for (const method of ['GET', 'HEAD']) {
+      const after = await get(blob(url, 'evil/app', layerDigest), { method });
+      expect(after.status, method).toBe(404);
+      expect(after.body.includes(installer.layer.subarray(0, 64))).toBe(false);
+    }
+    expect((await get(blob(url, 'evil/app', layerDigest))).code).toBe('BLOB_UNKNOWN');
+    // Asked of evil/app's own upstream, by HEAD, once per request; its bytes were never requested.
+    expect(hub.count(`HEAD /v2/evil/app/blobs/${layerDigest}`)).toBeGreaterThanOrEqual(1);
+    expect(hub.count(`GET /v2/evil/app/blobs/${layerDigest}`)).toBe(0);
+  });
+
+  it('outside a window the same request is a miss with the closed-window message, and nothing goes upstream', async () => {
+    const { url } = await boot(storage, 'never', rules, { 'docker.io': hub });
+    const after = await get(blob(url, 'evil/app', layerDigest));
+    expect(after.status).toBe(404);
+    expect(after.code).toBe('BLOB_UNKNOWN');
+    expect(after.message).toMatch(/not cached; upstream access closed/);
+    expect(hub.seen).toEqual([]);
+  });
+
+  it('a manifest stored for another repository is not served through an index that lists it', async () => {
+    const { url } = await boot(storage, 'always', rules, { 'docker.io': hub });
+    expect((await get(`${url}/v2/evil/index/manifests/v1?ns=docker.io`)).status).toBe(200);
+    const m = await get(`${url}/v2/evil/index/manifests/${installer.digest}?ns=docker.io`);
+    expect(m.status).toBe(404);
+    expect(m.code).toBe('MANIFEST_UNKNOWN');
+    expect(hub.count(`HEAD /v2/evil/index/manifests/${installer.digest}`)).toBe(1);
+  });
+
+  it('a repository whose upstream confirms the blob (HEAD) is served it from the store, and keeps it outside windows', async () => {
+    const first = await boot(storage, 'always', rules, { 'docker.io': hub });
+    expect((await get(`${first.url}/v2/legit/app/manifests/v1?ns=docker.io`)).status).toBe(200);
+    const got = await get(blob(first.url, 'legit/app', layerDigest));
+    expect(got.status).toBe(200);
+    expect(sha256(got.body)).toBe(layerDigest);
+    expect(hub.count(`HEAD /v2/legit/app/blobs/${layerDigest}`)).toBe(1);
+    expect(hub.count(`GET /v2/legit/app/blobs/${layerDigest}`)).toBe(0);
+    await first.app.close();
+    hub.reset();
+    const closed = await boot(storage, 'never', rules, { 'docker.io': hub });
+    expect((await get(blob(closed.url, 'legit/app', layerDigest))).status).toBe(200);
+    expect(hub.seen).toEqual([]);
+  });
+
+  it('import links every blob to the imported repository, even one the store already held for another', async () => {
+    const dir = await newDir();
+    await writeLayout(join(dir, 'installer'), 'docker.io/siderolabs/installer:v1', installer);
+    await writeLayout(join(dir, 'legit'), 'docker.io/legit/app:v1', shared);
+    const { app, url } = await boot(join(dir, 'data'), 'never', rules, { 'docker.io': hub });
+    for (const layout of ['installer', 'legit']) expect((await importPath(app.store, join(dir, layout))).failed).toEqual([]);
+    const got = await get(blob(url, 'legit/app', layerDigest));
+    expect(got.status, got.message).toBe(200);
+    expect(sha256(got.body)).toBe(layerDigest);
+    expect(hub.seen).toEqual([]);
+  });
+
+  it('sync links a blob the store already held for another repository once the upstream confirms it', async () => {
+    const dir = await newDir();
+    await writeLayout(join(dir, 'installer'), 'docker.io/siderolabs/installer:v1', installer);
+    const syncing = await boot(join(dir, 'data'), 'always', rules, { 'docker.io': hub });
+    expect((await importPath(syncing.app.store, join(dir, 'installer'))).failed).toEqual([]);
+    const report = await syncing.app.syncer.run();
+    expect(report.failed.map((f) => f.reference)).toEqual(['docker.io/evil/app:v1', 'docker.io/evil/index:v1']);
+    expect(report.fetched).toContain('docker.io/legit/app:v1');
+    expect(hub.count(`HEAD /v2/legit/app/blobs/${layerDigest}`)).toBe(1);
+    expect(hub.count(`GET /v2/legit/app/blobs/${layerDigest}`)).toBe(0);
+    await syncing.app.close();
+    hub.reset();
+    const closed = await boot(join(dir, 'data'), 'never', rules, { 'docker.io': hub });
+    expect((await get(blob(closed.url, 'legit/app', layerDigest))).status).toBe(200);
+    expect((await get(blob(closed.url, 'evil/app', layerDigest))).status).toBe(404);
+    expect(hub.seen).toEqual([]);
+  });
+});
+
+describe('item 5: single-flight across repositories', () => {
+  const ghcr = new FakeRegistry();
+  const gcr = new FakeRegistry();
+  const rules = ['ghcr.io/siderolabs/kubelet:v1.31.2', 'gcr.io/etcd-development/etcd'];
+  const kubeletBlob = (url: string, digest: string): string => `${url}/v2/siderolabs/kubelet/blobs/${digest}?ns=ghcr.io`;
+  const etcdBlob = (url: string, digest: string): string => `${url}/v2/etcd-development/etcd/blobs/${digest}?ns=gcr.io`;
+
+  beforeAll(async () => {
+    await Promise.all([ghcr.start(), gcr.start()]);
+  });
+  afterEach(() => {
+    ghcr.reset();
+    gcr.reset();
+  });
+  afterAll(async () => {
+    await Promise.all([ghcr.stop(), gcr.stop()]);
+  });
+
+  /** A fresh sluice in a window, kubelet's manifest pulled, and a kubelet layer only ghcr.io has. */
+  async function setUp(etcdHasLayer: boolean): Promise<{ app: App; url: string; layer: Buffer; digest: string }> {
+    const kubelet = image(randomBytes(2 * 1024 * 1024), 'kubelet');
+    ghcr.push('siderolabs/kubelet', kubelet, 'v1.31.2');
+    if (etcdHasLayer) gcr.push('etcd-development/etcd', image(kubelet.layer, 'etcd'), 'v3');
+    const booted = await boot(join(await newDir(), 'data'), 'always', rules, { 'ghcr.io': ghcr, 'gcr.io': gcr });
+    expect((await get(`${booted.url}/v2/siderolabs/kubelet/manifests/v1.31.2?ns=ghcr.io`)).status).toBe(200);
+    ghcr.reset();
+    return { ...booted, layer: kubelet.layer, digest: sha256(kubelet.layer) };
+  }
+
+  /** Resolves once the store's cache check for `digest` has answered `n` more times. */
+  function statsOf(app: App, digest: string, n: number): Promise<void> {
+    const done = deferred();
+    let left = n;
+    const store = app.store;
+    const original = store.stat.bind(store);
+    store.stat = async (d) => {
+      const r = await original(d);
+      if (d === digest && --left === 0) setImmediate(done.resolve);
+      return r;
+    };
+    return done.promise;
+  }
+
+  it("another repository's failed attempt (gcr.io 404) is not kubelet's answer", async () => {
+    const { app, url, layer, digest } = await setUp(false);
+    const gcrAnswers = deferred();
+    gcr.holdBefore.set(`GET /v2/etcd-development/etcd/blobs/${digest}`, gcrAnswers.promise);
+    const etcdAsked = once(gcr, 'request');
+    const etcd = get(etcdBlob(url, digest));
+    await etcdAsked;
+    // kubelet's request is past its cache check (so it has met etcd's pending download) before gcr.io answers.
+    const kubeletChecked = statsOf(app, digest, 1);
+    const kubelet = get(kubeletBlob(url, digest));
+    await kubeletChecked;
+    gcrAnswers.resolve();
+    expect((await etcd).status).toBe(404);
+    const got = await kubelet;
+    expect(got.status, got.message).toBe(200);
+    expect(sha256(got.body)).toBe(digest);
+    expect(got.body.equals(layer)).toBe(true);
+    expect(ghcr.count(`GET /v2/siderolabs/kubelet/blobs/${digest}`)).toBe(1);
+  });
+
+  it("while kubelet's download runs, etcd (its upstream has no such blob) gets no byte of it", async () => {
+    const { url, digest } = await setUp(false);
+    const line = `GET /v2/siderolabs/kubelet/blobs/${digest}`;
+    const rest = deferred();
+    ghcr.holdMidway.set(line, rest.promise);
+    const halfOut = once(ghcr, 'half');
+    const kubelet = get(kubeletBlob(url, digest));
+    await halfOut;
+    for (const method of ['GET', 'HEAD']) {
+      // The status first: a 200 here is a stream of kubelet's bytes that would wait on the held download.
+      const etcd = await fetch(etcdBlob(url, digest), { method });
+      expect(etcd.status, method).toBe(404);
+      const body = Buffer.from(await etcd.arrayBuffer());
+      expect(body.length === 0 || body.toString().includes('BLOB_UNKNOWN')).toBe(true);
+    }
+    expect(gcr.count(`HEAD /v2/etcd-development/etcd/blobs/${digest}`)).toBeGreaterThanOrEqual(1);
+    rest.resolve();
+    const got = await kubelet;
+    expect(got.status).toBe(200);
+    expect(sha256(got.body)).toBe(digest);
+    // After the commit it is still not etcd's.
+    expect((await get(etcdBlob(url, digest))).status).not.toBe(200);
+  });
+
+  it('an entitled repository joins the running download (one upstream GET) and gets the bytes live', async () => {
+    const { url, digest } = await setUp(true);
+    const line = `GET /v2/siderolabs/kubelet/blobs/${digest}`;
+    const rest = deferred();
+    ghcr.holdMidway.set(line, rest.promise);
+    const halfOut = once(ghcr, 'half');
+    const kubelet = get(kubeletBlob(url, digest));
+    await halfOut;
+    const headed = once(gcr, 'request');
+    const etcd = get(etcdBlob(url, digest));
+    expect(await headed).toEqual([`HEAD /v2/etcd-development/etcd/blobs/${digest}`]);
+    rest.resolve();
+    for (const got of await Promise.all([kubelet, etcd])) {
+      expect(got.status).toBe(200);
+      expect(sha256(got.body)).toBe(digest);
+    }
+    expect(ghcr.count(line)).toBe(1);
+    expect(gcr.count(`GET /v2/etcd-development/etcd/blobs/${digest}`)).toBe(0);
+  });
+
+  it("a download that fails verification for kubelet makes etcd fetch its own, not fail (Range waits for the file)", async () => {
+    const { url, digest, layer } = await setUp(true);
+    const line = `GET /v2/siderolabs/kubelet/blobs/${digest}`;
+    ghcr.corrupt.add(line);
+    const rest = deferred();
+    ghcr.holdMidway.set(line, rest.promise);
+    const halfOut = once(ghcr, 'half');
+    const kubelet = fetch(kubeletBlob(url, digest)).then((r) => r.arrayBuffer()).catch((e: unknown) => e);
+    await halfOut;
+    const headed = once(gcr, 'request');
+    const etcd = get(etcdBlob(url, digest), { headers: { range: 'bytes=10-' } });
+    await headed;
+    rest.resolve();
+    const got = await etcd;
+    expect(got.status, got.message).toBe(206);
+    expect(got.body.equals(layer.subarray(10))).toBe(true);
+    expect(gcr.count(`GET /v2/etcd-development/etcd/blobs/${digest}`)).toBe(1);
+    await kubelet;
+  });
+});
