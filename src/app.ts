@@ -47,7 +47,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const denied = await DeniedLog.open(join(config.storage, 'denied.json'));
   const window = await openWindowState(config, opts.now);
   const upstreams = new Map<string, Upstream>();
-  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream(upstreamOptions(u, config)));
+  const gate = windowGate(window);
+  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate }));
+  const stopAborts = abortWhenWindowCloses(window, upstreams);
   const hosts = hostTable(config);
   let mirrorRef: Mirror | undefined;
   const registry = newFastify(opts.logger ?? false, config.tls);
@@ -60,7 +62,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   mirrorRef = mirror;
   registerRegistryRoutes(registry, { mirror, hosts });
   await registerTagsPassthrough(registry, mirror, hosts, config.upstreams, (u) => (u.tls?.ca ? readFileSync(u.tls.ca, 'utf8') : undefined));
-  const syncer = new Syncer(mirror, allowlist, store);
+  const syncer = new Syncer(mirror, allowlist, store, window);
   const admin = newFastify(opts.logger ?? false, config.admin.tls);
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, mirror, store });
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
@@ -79,6 +81,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     upstreams,
     async close() {
       stopAutoSync();
+      stopAborts();
       await Promise.all([registry.close(), admin.close()]);
       await denied.close();
       await store.close();
@@ -106,6 +109,30 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
     idleTimeoutMs: config.upstreamTimeouts.idleMs,
   };
+}
+
+/**
+ * The one window gate every upstream request passes at the moment it is sent. 404 like the mirror's closed
+ * answer (blob or manifest unknown, with the next window) for the rare client that raced the close.
+ */
+function windowGate(window: WindowState): (what: string) => void {
+  return (what) => {
+    if (window.isOpen()) return;
+    const next = window.status().nextOpen;
+    const until = next ? `closed until ${next.toISOString()}` : 'closed (no sync window is scheduled)';
+    throw new RegistryError(what.startsWith('blob') ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', `${what} not cached; upstream access ${until}`, {
+      nextWindow: next ? next.toISOString() : null,
+    });
+  };
+}
+
+/** Closing the window abandons upstream requests in flight (blob downloads already sent excepted). */
+function abortWhenWindowCloses(window: WindowState, upstreams: Map<string, Upstream>): () => void {
+  return window.onChange(() => {
+    if (window.isOpen()) return;
+    const reason = new RegistryError('MANIFEST_UNKNOWN', 'upstream access closed while the request was in flight');
+    for (const u of upstreams.values()) u.abortInFlight(reason);
+  });
 }
 
 /** `syncOnOpen`: prefetch the allowlist each time upstream access goes from closed to open. */
