@@ -38,7 +38,11 @@ export interface App {
   mirror: Mirror;
   window: WindowState;
   upstreams: Map<string, Upstream>;
-  close(): Promise<void>;
+  /**
+   * Closes the listeners (waiting for their requests), then lets blob downloads finish until `deadlineMs`
+   * (epoch ms; default now) and cancels the rest; the store's temp folder goes only after every one has ended.
+   */
+  close(deadlineMs?: number): Promise<void>;
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
@@ -47,7 +51,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const denied = await DeniedLog.open(join(config.storage, 'denied.json'));
   const window = await openWindowState(config, opts.now);
   const upstreams = new Map<string, Upstream>();
-  const gate = windowGate(window);
+  const life = { stopping: false };
+  const gate = windowGate(window, life);
   for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate }));
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const hosts = hostTable(config);
@@ -79,10 +84,14 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     mirror,
     window,
     upstreams,
-    async close() {
+    async close(deadlineMs = Date.now()) {
       stopAutoSync();
       stopAborts();
       await Promise.all([registry.close(), admin.close()]);
+      // What is left is detached work (a sync, downloads whose clients left): no new upstream request for it.
+      life.stopping = true;
+      for (const u of upstreams.values()) u.abortInFlight(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down'));
+      await mirror.drain(deadlineMs);
       await denied.close();
       await store.close();
       await Promise.all([...upstreams.values()].map((u) => u.close()));
@@ -112,11 +121,12 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
 }
 
 /**
- * The one window gate every upstream request passes at the moment it is sent. 404 like the mirror's closed
+ * The one window gate every upstream request passes at the moment it is sent (shut for good by close()). 404 like the mirror's closed
  * answer (blob or manifest unknown, with the next window) for the rare client that raced the close.
  */
-function windowGate(window: WindowState): (what: string) => void {
+function windowGate(window: WindowState, life: { stopping: boolean }): (what: string) => void {
   return (what) => {
+    if (life.stopping) throw new RegistryError('UPSTREAM_FAILED', `${what} not sent: sluice is shutting down`);
     if (window.isOpen()) return;
     const next = window.status().nextOpen;
     const until = next ? `closed until ${next.toISOString()}` : 'closed (no sync window is scheduled)';

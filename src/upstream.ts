@@ -205,8 +205,9 @@ export class Upstream {
     old.abort(reason);
   }
 
+  /** Drops every connection at once: a request still in flight is abandoned, never waited for. */
   async close(): Promise<void> {
-    await Promise.all([this.own.close(), this.foreign.close()]);
+    await Promise.all([this.own.destroy(), this.foreign.destroy()]);
   }
 
   // -------------------------------------------------------------------------------------------------------------

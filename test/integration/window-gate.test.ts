@@ -84,7 +84,7 @@ describe.skipIf(!ok)('window close during a sync, real docker-registry upstream'
   let sluice: InProcessSluice | undefined;
 
   beforeAll(async () => {
-    work = await tempDir('sluice-gate-');
+    work = await tempDir('gate');
     layout = await buildLayout(join(work, 'layout'));
     registry = await startRegistry();
     await pushLayout(layout.dir, layout, registry.hostPort);
