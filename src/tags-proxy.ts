@@ -63,7 +63,14 @@ export async function registerTagsPassthrough(app: FastifyInstance, mirror: Mirr
           prepare(req, u, mirror, hosts).then(() => done(), done);
         },
         // Our parser, not the proxy's prefix rewrite, decides the upstream path (host prefix, ns, library/).
-        handler: (req, reply, _dest, options) => reply.from(upstreamPath(req), options),
+        handler: (req, reply, _dest, options) => {
+          // The window gate at send time: it may have closed since the route was chosen (Upstream.send gates the rest).
+          if (!mirror.isWindowOpen()) {
+            fromStore(req, reply, mirror, 'upstream access closed').catch((e: unknown) => reply.send(e));
+            return;
+          }
+          reply.from(upstreamPath(req), options);
+        },
         replyOptions: {
           queryString: (_search, _url, req) => upstreamQuery(req as FastifyRequest),
           rewriteRequestHeaders: (req: { url?: string }, headers: IncomingHttpHeaders) => upstreamHeaders(u, req, headers),
@@ -88,8 +95,12 @@ async function prepare(req: FastifyRequest, u: UpstreamConfig, mirror: Mirror, h
   if (parsed.route.kind !== 'tags') throw new RegistryError('NOT_FOUND', 'no such route in the registry API');
   // The allowlist applies before the upstream is asked anything: a repository no rule names is refused.
   await mirror.checkRepository(parsed.route.host, parsed.route.name, req.ip);
-  const upstream = mirror.upstreamFor(u.host);
-  req.tagsPassthrough = { route: parsed.route, ns: parsed.ns, authorization: await upstream?.authorizationFor(parsed.route.name) };
+  req.tagsPassthrough = { route: parsed.route, ns: parsed.ns };
+  try {
+    req.tagsPassthrough.authorization = await mirror.upstreamFor(u.host)?.authorizationFor(parsed.route.name);
+  } catch (e) {
+    if (mirror.isWindowOpen()) throw e; // closed meanwhile (the gate refused or aborted it): the handler answers from the store
+  }
 }
 
 /** The upstream path: host prefix and ns dropped, Docker Hub's library/ kept. */

@@ -95,3 +95,30 @@ describe('tags/list passthrough', () => {
     expect(up.seen.length).toBe(before);
   });
 });
+
+describe('tags/list passthrough and the window gate (issue 14 item 2)', () => {
+  it('a window closed between choosing the passthrough and sending: nothing is sent, the store answers', async () => {
+    let sluice: InProcessSluice | undefined;
+    const seen: string[] = [];
+    const server = createServer((req, res) => {
+      seen.push(req.url ?? '');
+      // sluice's one-time GET /v2/ auth probe runs after the route was chosen: close the window right then.
+      if (req.url === '/v2/') sluice?.app.window.close();
+      res.setHeader('content-type', 'application/json');
+      res.end(req.url === '/v2/' ? '{}' : JSON.stringify({ name: 'siderolabs/kubelet', tags: ['v1.34.0'] }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      sluice = await startSluice({ windows: 'never', allowlist: ['ghcr.io/siderolabs/kubelet:v1.34.0'], upstreams: { 'ghcr.io': { url } } });
+      sluice.app.window.open(3_600_000, 'gate test', 'test');
+      const res = await fetch(`${sluice.url}/v2/ghcr.io/siderolabs/kubelet/tags/list`);
+      expect(seen).toEqual(['/v2/']);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ name: 'siderolabs/kubelet', tags: [] });
+    } finally {
+      await sluice?.close();
+      server.close();
+    }
+  });
+});
