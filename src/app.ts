@@ -37,7 +37,11 @@ export interface App {
   mirror: Mirror;
   window: WindowState;
   upstreams: Map<string, Upstream>;
-  close(): Promise<void>;
+  /**
+   * Closes the listeners (waiting for their requests), then lets blob downloads finish until `deadlineMs`
+   * (epoch ms; default now) and cancels the rest; the store's temp folder goes only after every one has ended.
+   */
+  close(deadlineMs?: number): Promise<void>;
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
@@ -46,7 +50,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const denied = await DeniedLog.open(join(config.storage, 'denied.json'));
   const window = await openWindowState(config, opts.now);
   const upstreams = new Map<string, Upstream>();
-  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream(upstreamOptions(u, config)));
+  const life = { stopping: false };
+  const gate = windowGate(window, life);
+  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate }));
+  const stopAborts = abortWhenWindowCloses(window, upstreams);
   const hosts = hostTable(config);
   const registry = newFastify(opts.logger ?? false, config.tls);
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
@@ -57,7 +64,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
   registerRegistryRoutes(registry, { mirror, hosts });
-  const syncer = new Syncer(mirror, allowlist, store);
+  const syncer = new Syncer(mirror, allowlist, store, window);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, mirror, store });
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
@@ -74,10 +81,15 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     mirror,
     window,
     upstreams,
-    async close() {
+    async close(deadlineMs = Date.now()) {
       stopAutoSync();
       allowlist.close();
+      stopAborts();
       await Promise.all([registry.close(), admin.close()]);
+      // What is left is detached work (a sync, downloads whose clients left): no new upstream request for it.
+      life.stopping = true;
+      for (const u of upstreams.values()) u.abortInFlight(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down'));
+      await mirror.drain(deadlineMs);
       await denied.close();
       await store.close();
       await Promise.all([...upstreams.values()].map((u) => u.close()));
@@ -104,6 +116,31 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
     idleTimeoutMs: config.upstreamTimeouts.idleMs,
   };
+}
+
+/**
+ * The one window gate every upstream request passes at the moment it is sent (shut for good by close()). 404 like the mirror's closed
+ * answer (blob or manifest unknown, with the next window) for the rare client that raced the close.
+ */
+function windowGate(window: WindowState, life: { stopping: boolean }): (what: string) => void {
+  return (what) => {
+    if (life.stopping) throw new RegistryError('UPSTREAM_FAILED', `${what} not sent: sluice is shutting down`);
+    if (window.isOpen()) return;
+    const next = window.status().nextOpen;
+    const until = next ? `closed until ${next.toISOString()}` : 'closed (no sync window is scheduled)';
+    throw new RegistryError(what.startsWith('blob') ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', `${what} not cached; upstream access ${until}`, {
+      nextWindow: next ? next.toISOString() : null,
+    });
+  };
+}
+
+/** Closing the window abandons upstream requests in flight (blob downloads already sent excepted). */
+function abortWhenWindowCloses(window: WindowState, upstreams: Map<string, Upstream>): () => void {
+  return window.onChange(() => {
+    if (window.isOpen()) return;
+    const reason = new RegistryError('MANIFEST_UNKNOWN', 'upstream access closed while the request was in flight');
+    for (const u of upstreams.values()) u.abortInFlight(reason);
+  });
 }
 
 /** `syncOnOpen`: prefetch the allowlist each time upstream access goes from closed to open. */

@@ -103,17 +103,21 @@ async function serve(args: ParsedArgs, config: () => Config): Promise<number> {
   return 0;
 }
 
-/** Graceful stop: no new connections, in-flight downloads finish up to the grace deadline, then are cut. */
+/**
+ * Graceful stop within SLUICE_SHUTDOWN_GRACE_MS: no new connections; in-flight requests and detached blob
+ * downloads may finish until the deadline, then connections are cut and downloads cancelled (nothing committed).
+ */
 async function shutdown(app: App): Promise<void> {
   app.registry.log.info({ graceMs: SHUTDOWN_GRACE_MS }, 'shutting down: finishing in-flight requests');
-  const deadline = setTimeout(() => {
-    app.registry.log.warn('grace period over: closing remaining connections');
+  const deadlineMs = Date.now() + SHUTDOWN_GRACE_MS;
+  const cut = setTimeout(() => {
+    app.registry.log.warn('grace period over: closing remaining connections and cancelling downloads');
     app.registry.server.closeAllConnections();
     app.admin.server.closeAllConnections();
   }, SHUTDOWN_GRACE_MS);
-  deadline.unref();
-  await app.close();
-  clearTimeout(deadline);
+  cut.unref();
+  await app.close(deadlineMs);
+  clearTimeout(cut);
 }
 
 /** Both listeners or neither: if one cannot listen (port in use), the other is closed so the process can exit. */

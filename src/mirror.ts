@@ -50,6 +50,8 @@ export class Mirror {
   private readonly entitlement: Entitlement;
   private readonly tagChecks: LRUCache<string, string>;
   private readonly manifestPulls = new Map<string, Promise<StoredManifest>>();
+  /** One per blob download in progress, so shutdown can cancel them (see drain). */
+  private readonly ingestAborts = new Set<AbortController>();
 
   constructor(private readonly deps: MirrorDeps) {
     this.entitlement = new Entitlement({
@@ -255,6 +257,7 @@ export class Mirror {
     // A flight may have committed between the caller's cache check and now.
     if (await this.deps.store.stat(digest)) return undefined;
     const abort = new AbortController();
+    this.ingestAborts.add(abort);
     const timer = setTimeout(
       () => abort.abort(new RegistryError('UPSTREAM_FAILED', `upstream ${host}: blob download exceeded ingestTimeout`, { name, digest })),
       this.deps.ingestTimeoutMs,
@@ -276,11 +279,31 @@ export class Mirror {
       flight.done
         .then((info) => this.deps.log('blob ingested from upstream', { host, name, digest, sizeBytes: info.sizeBytes }))
         .catch((e: unknown) => this.deps.log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) }))
-        .finally(() => clearTimeout(timer));
+        .finally(() => {
+          clearTimeout(timer);
+          this.ingestAborts.delete(abort);
+        });
       return flight;
     } catch (e) {
       clearTimeout(timer);
+      this.ingestAborts.delete(abort);
       throw e;
+    }
+  }
+
+  /**
+   * Shutdown: blob downloads may finish until `deadlineMs` (epoch ms); then the rest are cancelled (temp file
+   * removed, nothing committed). Resolves once every one has ended, so the store's temp folder can go.
+   */
+  async drain(deadlineMs: number): Promise<void> {
+    const cancel = (): void => {
+      for (const a of this.ingestAborts) a.abort(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down; the blob download was cancelled'));
+    };
+    const timer = setTimeout(cancel, Math.max(0, deadlineMs - Date.now()));
+    try {
+      while (this.flights.size > 0) await Promise.allSettled([...this.flights.values()].map((e) => e.pending.then((f) => f?.done)));
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -6,6 +6,7 @@ import { RegistryError } from './errors.js';
 import { childDescriptors, isIndexType, parseManifest } from './manifest.js';
 import type { Mirror } from './mirror.js';
 import type { Descriptor, Store } from './store.js';
+import type { WindowState } from './window.js';
 
 export interface SyncOptions {
   dryRun?: boolean;
@@ -32,6 +33,8 @@ export interface SyncReport {
 
 export class SyncClosedError extends Error {}
 
+const CLOSED_DURING_SYNC = 'upstream access closed during the sync; nothing more was asked of the upstream';
+
 interface Target {
   text: string;
   host: string;
@@ -47,6 +50,7 @@ export class Syncer {
     private readonly mirror: Mirror,
     private readonly allowlist: Allowlist,
     private readonly store: Store,
+    private readonly window: WindowState,
   ) {}
 
   get busy(): boolean {
@@ -75,28 +79,48 @@ export class Syncer {
     const report: SyncReport = { startedAt: new Date().toISOString(), finishedAt: '', dryRun: opts.dryRun ?? false, fetched: [], cached: [], failed: [], planned: [], bytesFetched: 0 };
     const targets = this.targets();
     opts.onEvent?.({ type: 'plan', references: targets.map((t) => t.text) });
-    for (const t of targets) {
-      if (opts.dryRun) {
-        report.planned.push(t.text);
-        opts.onEvent?.({ type: 'reference', reference: t.text, status: 'planned', blobs: 0, bytes: 0 });
-        continue;
-      }
-      const counts = { blobs: 0, bytes: 0, fetchedBytes: 0 };
-      try {
-        await this.syncImage(t, opts, counts);
-        const status = counts.fetchedBytes > 0 ? 'fetched' : 'cached';
-        (status === 'fetched' ? report.fetched : report.cached).push(t.text);
-        report.bytesFetched += counts.fetchedBytes;
-        opts.onEvent?.({ type: 'reference', reference: t.text, status, blobs: counts.blobs, bytes: counts.bytes });
-      } catch (e) {
-        const reason = e instanceof Error ? e.message : String(e);
-        report.failed.push({ reference: t.text, reason });
-        opts.onEvent?.({ type: 'reference', reference: t.text, status: 'failed', reason, blobs: counts.blobs, bytes: counts.bytes });
-      }
+    // Closing the window stops the sync at once: the step awaited now is abandoned, no later step starts.
+    const stop = new AbortController();
+    const off = this.window.onChange(() => {
+      if (!this.window.isOpen()) stop.abort(new SyncClosedError(CLOSED_DURING_SYNC));
+    });
+    try {
+      for (const t of targets) await this.syncTarget(t, opts, report, stop.signal);
+    } finally {
+      off();
     }
     report.finishedAt = new Date().toISOString();
     this.last = report;
     return report;
+  }
+
+  private async syncTarget(t: Target, opts: SyncOptions, report: SyncReport, signal: AbortSignal): Promise<void> {
+    if (opts.dryRun) {
+      report.planned.push(t.text);
+      opts.onEvent?.({ type: 'reference', reference: t.text, status: 'planned', blobs: 0, bytes: 0 });
+      return;
+    }
+    const counts = { blobs: 0, bytes: 0, fetchedBytes: 0 };
+    try {
+      await this.syncImage(t, opts, counts, (run) => this.step(signal, run));
+      const status = counts.fetchedBytes > 0 ? 'fetched' : 'cached';
+      (status === 'fetched' ? report.fetched : report.cached).push(t.text);
+      report.bytesFetched += counts.fetchedBytes;
+      opts.onEvent?.({ type: 'reference', reference: t.text, status, blobs: counts.blobs, bytes: counts.bytes });
+    } catch (e) {
+      const reason = e instanceof Error ? e.message : String(e);
+      report.failed.push({ reference: t.text, reason });
+      opts.onEvent?.({ type: 'reference', reference: t.text, status: 'failed', reason, blobs: counts.blobs, bytes: counts.bytes });
+    }
+  }
+
+  /**
+   * One step that may ask the upstream: refused once the window has closed, abandoned when it closes meanwhile.
+   * An abandoned blob download is not cut: its request has left, so it finishes and verifies in the background.
+   */
+  private step<T>(signal: AbortSignal, run: () => Promise<T>): Promise<T> {
+    if (signal.aborted || !this.window.isOpen()) return Promise.reject(new SyncClosedError(CLOSED_DURING_SYNC));
+    return untilAborted(run(), signal);
   }
 
   /** Exact references only: a glob or an any-tag rule names no image to fetch. */
@@ -112,8 +136,8 @@ export class Syncer {
     return out;
   }
 
-  private async syncImage(t: Target, opts: SyncOptions, counts: { blobs: number; bytes: number; fetchedBytes: number }): Promise<void> {
-    const root = await this.mirror.ensureManifest(t.host, t.name, t.reference);
+  private async syncImage(t: Target, opts: SyncOptions, counts: { blobs: number; bytes: number; fetchedBytes: number }, step: Step): Promise<void> {
+    const root = await step(() => this.mirror.ensureManifest(t.host, t.name, t.reference));
     if (!t.reference.startsWith('sha256:')) await this.store.setTag(t.host, t.name, t.reference, root.digest);
     const queue: Array<{ digest: string; isRoot: boolean }> = [{ digest: root.digest, isRoot: true }];
     const seen = new Set<string>();
@@ -121,7 +145,7 @@ export class Syncer {
       const { digest, isRoot } = queue.shift() ?? { digest: '', isRoot: false };
       if (seen.has(digest)) continue;
       seen.add(digest);
-      const m = await this.mirror.ensureManifest(t.host, t.name, digest);
+      const m = await step(() => this.mirror.ensureManifest(t.host, t.name, digest));
       await this.store.linkManifest(t.host, t.name, m);
       const doc = parseManifest(m.body);
       if (!doc) throw new RegistryError('MANIFEST_INVALID', `${digest} is not a manifest`);
@@ -131,32 +155,43 @@ export class Syncer {
           continue;
         }
         const cached = (await this.store.stat(child.digest)) !== undefined;
-        const sizeBytes = await this.mirror.ensureBlob(t.host, t.name, child.digest);
+        const sizeBytes = await step(() => this.mirror.ensureBlob(t.host, t.name, child.digest));
         counts.blobs++;
         counts.bytes += sizeBytes;
         if (!cached) counts.fetchedBytes += sizeBytes;
         opts.onEvent?.({ type: 'blob', reference: t.text, digest: child.digest, sizeBytes, cached });
       }
-      if (isRoot || isIndexType(m.mediaType)) queue.push(...(await this.signatures(t, digest)));
+      if (isRoot || isIndexType(m.mediaType)) queue.push(...(await this.signatures(t, digest, step)));
     }
   }
 
   /** cosign's signature/attestation tags and OCI referrers of a digest, when the upstream has them. */
-  private async signatures(t: Target, digest: string): Promise<Array<{ digest: string; isRoot: boolean }>> {
+  private async signatures(t: Target, digest: string, step: Step): Promise<Array<{ digest: string; isRoot: boolean }>> {
     const out: Array<{ digest: string; isRoot: boolean }> = [];
     for (const suffix of ['.sig', '.att', '']) {
       const tag = `sha256-${digest.slice(7)}${suffix}`;
       try {
-        const m = await this.mirror.ensureManifest(t.host, t.name, tag);
+        const m = await step(() => this.mirror.ensureManifest(t.host, t.name, tag));
         out.push({ digest: m.digest, isRoot: false });
       } catch (e) {
         if (!(e instanceof RegistryError) || e.status !== 404) throw e;
       }
     }
-    const referrers = await this.mirror.upstreamReferrers(t.host, t.name, digest);
+    const referrers = await step(() => this.mirror.upstreamReferrers(t.host, t.name, digest));
     for (const d of referrers) out.push({ digest: d.digest, isRoot: false });
     return out;
   }
+}
+
+type Step = <T>(run: () => Promise<T>) => Promise<T>;
+
+/** `p`, or the signal's reason as soon as it aborts (p's own outcome is then ignored). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 function platformWanted(d: Descriptor, platforms: string[] | undefined): boolean {

@@ -22,6 +22,11 @@ export interface UpstreamOptions {
   idleTimeoutMs?: number;
   /** Docker Hub answers 401 rather than 404 for a repository that does not exist. */
   dockerHub?: boolean;
+  /**
+   * The window gate: asked right before every request leaves (token fetches, redirect hops and retries too);
+   * throws when none may. Requests in flight when it closes are aborted via abortInFlight(), blob downloads excepted.
+   */
+  gate?: (what: string) => void;
 }
 
 export interface ReferrersIndex {
@@ -39,6 +44,8 @@ interface Call {
   what: string;
   headers?: Headers;
   signal?: AbortSignal;
+  /** A blob download survives abortInFlight(): its request has left, its bytes are worth keeping. */
+  keepOnClose?: boolean;
 }
 
 // containerd refuses manifests over 4 MiB (DESIGN §1); we refuse to buffer more than that too.
@@ -62,6 +69,8 @@ export class Upstream {
   private readonly own: Agent;
   private readonly foreign: Agent;
   private readonly auth: UpstreamAuth;
+  /** Aborted (and replaced) by abortInFlight(): every request but a blob download listens to it. */
+  private closing = new AbortController();
 
   constructor(opts: UpstreamOptions) {
     this.opts = opts;
@@ -144,7 +153,7 @@ export class Upstream {
     if (!DIGEST_RE.test(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
     const what = `blob ${name}@${digest}`;
     const headers: Headers = offsetBytes > 0 ? { range: `bytes=${offsetBytes}-` } : {};
-    const res = await this.call({ method: 'GET', path: `/${name}/blobs/${digest}`, name, what, headers, signal });
+    const res = await this.call({ method: 'GET', path: `/${name}/blobs/${digest}`, name, what, headers, signal, keepOnClose: true });
     if (res.statusCode !== 200 && !(res.statusCode === 206 && offsetBytes > 0)) {
       throw await this.statusError(res, what, 'BLOB_UNKNOWN');
     }
@@ -194,15 +203,23 @@ export class Upstream {
   async authorizationFor(name: string): Promise<string | undefined> {
     checkName(name);
     if (!this.auth.challenge) {
-      const res = await this.send('GET', this.urlFor('/'), {}, undefined, 'API version check');
+      const res = await this.send('GET', this.urlFor('/'), {}, this.abortable(), 'API version check');
       res.body.resume();
       this.auth.learn(res.statusCode === 401 ? headerAll(res, 'www-authenticate') : null);
     }
     return (await this.auth.authorize(name, false)).value;
   }
 
+  /** The window closed: requests in flight are abandoned (blob downloads already sent may finish). */
+  abortInFlight(reason: Error): void {
+    const old = this.closing;
+    this.closing = new AbortController();
+    old.abort(reason);
+  }
+
+  /** Drops every connection at once: a request still in flight is abandoned, never waited for. */
   async close(): Promise<void> {
-    await Promise.all([this.own.close(), this.foreign.close()]);
+    await Promise.all([this.own.destroy(), this.foreign.destroy()]);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -212,7 +229,8 @@ export class Upstream {
   private async call(c: Call): Promise<Response> {
     const url = this.urlFor(c.path);
     let auth: Authorization = this.auth.challenge ? await this.auth.authorize(c.name, false) : { value: undefined, fresh: false };
-    let res = await this.send(c.method, url, withAuth(c.headers, auth.value), c.signal, c.what);
+    const signal = c.keepOnClose ? c.signal : this.abortable(c.signal);
+    let res = await this.send(c.method, url, withAuth(c.headers, auth.value), signal, c.what);
     if (res.statusCode === 401) {
       res.body.resume();
       const sameChallenge = !this.auth.learn(headerAll(res, 'www-authenticate'));
@@ -220,7 +238,7 @@ export class Upstream {
       if (auth.value !== undefined && sameChallenge && auth.fresh) throw this.refused(c.what, res.statusCode);
       auth = await this.auth.authorize(c.name, true);
       if (auth.value === undefined) throw this.needsCredentials(c.what, this.auth.challenge?.scheme ?? 'basic');
-      res = await this.send(c.method, url, withAuth(c.headers, auth.value), c.signal, c.what);
+      res = await this.send(c.method, url, withAuth(c.headers, auth.value), signal, c.what);
     }
     if (res.statusCode === 401 || res.statusCode === 403) {
       res.body.resume();
@@ -231,7 +249,7 @@ export class Upstream {
 
   /** The transport half of a token request: HTTP and its failures here, the token document in UpstreamAuth. */
   private async requestToken(url: URL, authorization: string | undefined, what: string): Promise<unknown> {
-    const res = await this.send('GET', url, authorization ? { authorization } : {}, undefined, what);
+    const res = await this.send('GET', url, authorization ? { authorization } : {}, this.abortable(), what);
     if (res.statusCode === 401 || res.statusCode === 403) {
       res.body.resume();
       throw new RegistryError('DENIED', `upstream ${this.host}: ${what} refused (HTTP ${res.statusCode}); check upstreams.${this.host}.auth`, { upstream: this.host, status: res.statusCode });
@@ -243,6 +261,11 @@ export class Upstream {
   // -------------------------------------------------------------------------------------------------------------
   // Transport
 
+  /** The caller's signal joined with the window-close one. */
+  private abortable(signal?: AbortSignal): AbortSignal {
+    return signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
+  }
+
   private urlFor(path: string): URL {
     const prefix = this.base.pathname.replace(/\/+$/, '');
     return new URL(`${this.base.origin}${prefix}/v2${path}`);
@@ -253,6 +276,8 @@ export class Upstream {
     let url = start;
     let h: Headers = { ...headers, 'user-agent': 'sluice' };
     for (let hop = 0; ; hop++) {
+      // At the moment of sending, not when the caller decided to: a window may have closed in between.
+      this.opts.gate?.(what);
       this.requestCount++;
       const agent = url.origin === this.base.origin ? this.own : this.foreign;
       let res: Response;

@@ -345,6 +345,86 @@ describe('redirects', () => {
   });
 });
 
+describe('the window gate (issue 14 item 2)', () => {
+  /** A gate the test closes; it counts what it refused, as the window gate in app.ts would throw. */
+  function gate() {
+    const g = { open: true, refused: [] as string[], check: (what: string): void => {
+      if (g.open) return;
+      g.refused.push(what);
+      throw new RegistryError('MANIFEST_UNKNOWN', `${what} not cached; upstream access closed`);
+    } };
+    return g;
+  }
+
+  it('closed: no request leaves for a manifest, a HEAD, a blob, tags, referrers or the /v2/ probe', async () => {
+    const reg = await fake(registry());
+    const g = gate();
+    g.open = false;
+    const u = upstream(reg.url, { gate: g.check });
+    const calls: Array<() => Promise<unknown>> = [
+      () => u.getManifest('library/busybox', '1.36', ACCEPT),
+      () => u.headManifest('library/busybox', '1.36', ACCEPT),
+      () => u.getBlob('library/busybox', BLOB_DIGEST),
+      () => u.tagsList('library/busybox'),
+      () => u.referrers('library/busybox', MANIFEST_DIGEST),
+      () => u.authorizationFor('library/busybox'),
+    ];
+    for (const call of calls) expect((await rejection(call())).message).toMatch(/upstream access closed/);
+    expect(reg.requests).toEqual([]);
+    expect(u.requestCount).toBe(0);
+    expect(g.refused).toHaveLength(6);
+  });
+
+  it('closing between the 401 and the token request: the token request is not sent', async () => {
+    const g = gate();
+    const reg = await fake((_req, res, self) => {
+      g.open = false; // the window closes while the upstream answers with its challenge
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="${self.url}/token",service="s"` }).end();
+    });
+    const u = upstream(reg.url, { gate: g.check });
+    expect((await rejection(u.getManifest('library/busybox', '1.36', ACCEPT))).message).toMatch(/upstream access closed/);
+    expect(reg.requests.map((r) => r.url)).toEqual(['/v2/library/busybox/manifests/1.36']);
+    expect(g.refused).toEqual(['token for repository:library/busybox:pull from ' + new URL(reg.url).host]);
+  });
+
+  it('closing before a redirect hop: the hop is not sent', async () => {
+    const g = gate();
+    const storage = await fake((_req, res) => void res.writeHead(200, { 'content-length': BLOB.length }).end(BLOB));
+    const reg = await fake(registry((req, res) => {
+      if (!req.url?.includes('/blobs/')) return false;
+      g.open = false; // the window closes while the upstream answers with its redirect
+      res.writeHead(307, { location: `${storage.url}/bucket/blob` }).end();
+      return true;
+    }));
+    const u = upstream(reg.url, { gate: g.check });
+    expect((await rejection(u.getBlob('library/busybox', BLOB_DIGEST))).message).toMatch(/upstream access closed/);
+    expect(storage.requests).toEqual([]);
+  });
+
+  it('abortInFlight abandons a manifest request in flight but lets a blob download already sent finish', async () => {
+    let release: (() => void) | undefined;
+    const reg = await fake(registry((req, res) => {
+      const path = req.url ?? '';
+      if (path.includes('/manifests/')) return true; // never answers
+      if (!path.includes('/blobs/')) return false;
+      res.writeHead(200, { 'content-length': BLOB.length });
+      res.write(BLOB.subarray(0, 100));
+      release = () => res.end(BLOB.subarray(100));
+      return true;
+    }));
+    const u = upstream(reg.url);
+    const blob = await u.getBlob('library/busybox', BLOB_DIGEST);
+    const manifest = rejection(u.getManifest('library/busybox', '1.36', ACCEPT));
+    await vi.waitUntil(() => reg.count('/v2/library/busybox/manifests/1.36') === 1);
+    const reason = new RegistryError('MANIFEST_UNKNOWN', 'upstream access closed while the request was in flight');
+    u.abortInFlight(reason);
+    expect(await manifest).toBe(reason);
+    const body = readAll(blob.body);
+    release?.();
+    expect(await body).toEqual(BLOB);
+  });
+});
+
 describe('error mapping', () => {
   function status(code: number, headers: Record<string, string> = {}): Handler {
     return (_req, res) => void res.writeHead(code, { 'content-type': 'application/json', ...headers }).end(JSON.stringify({ errors: [{ code: 'X', message: `said ${code}` }] }));

@@ -1,0 +1,120 @@
+// Issue 14 item 8: SIGTERM with a blob download in progress. The grace deadline bounds the whole shutdown; a
+// detached ingest finishes inside it or is cancelled cleanly (temp file gone, nothing committed), and the temp
+// folder goes only after every ingest has ended. A real `sluice serve` process and a slow fake upstream.
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { readdir, rm, stat } from 'node:fs/promises';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import { tempDir } from '../helpers/clients.js';
+import { write } from '../helpers/http-server.js';
+import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+
+const MiB = 1024 * 1024;
+const GRACE_MS = 2000;
+const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** An upstream with x/app:v1 whose one layer is `sizeBytes` long; the layer is sent up to `first` bytes, then held. */
+async function slowUpstream(layer: { digest: string; sizeBytes: number; bytes?: Buffer }, first: number) {
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256('{}'), size: 2 },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer.digest, size: layer.sizeBytes }],
+  }));
+  let held: ServerResponse | undefined;
+  let onHeld: () => void = () => undefined;
+  const heldNow = new Promise<void>((resolve) => (onHeld = resolve));
+  const server: Server = createServer((req, res) => {
+    const path = req.url ?? '';
+    if (path === '/v2/x/app/manifests/v1') {
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': sha256(manifest), 'content-length': manifest.length });
+      return void res.end(manifest);
+    }
+    if (path !== `/v2/x/app/blobs/${layer.digest}`) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': layer.sizeBytes });
+    const piece = layer.bytes ?? Buffer.alloc(first, 7);
+    void write(res, piece.subarray(0, first)).then(() => {
+      held = res;
+      onHeld();
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    heldNow,
+    /** Sends the rest of the layer (only for a layer whose bytes were given). */
+    release: () => held?.end(layer.bytes?.subarray(first)),
+    stop: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+describe('SIGTERM with a blob download in progress (issue 14 item 8)', () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function start(upstreamUrl: string): Promise<{ sluice: SluiceProcess; storage: string }> {
+    const dir = await tempDir('shutdown');
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const storage = join(dir, 'data');
+    const yaml = sluiceConfigYaml(storage, { windows: 'always', allowlist: ['docker.io/x/app:v1'], upstreams: { 'docker.io': { url: upstreamUrl } } });
+    const sluice = await startSluiceProcess(yaml, { dir, env: { ...process.env, SLUICE_SHUTDOWN_GRACE_MS: String(GRACE_MS) } });
+    cleanups.push(async () => void (await sluice.stop('SIGKILL')));
+    expect((await fetch(`${sluice.url}/v2/x/app/manifests/v1`)).status).toBe(200);
+    return { sluice, storage };
+  }
+
+  /** A client that has its first bytes of the blob and keeps reading until cut. */
+  async function pull(sluice: SluiceProcess, digest: string): Promise<void> {
+    const res = await fetch(`${sluice.url}/v2/x/app/blobs/${digest}`);
+    expect(res.status).toBe(200);
+    const reader = res.body?.getReader();
+    expect((await reader?.read())?.done).toBe(false);
+    void (async () => {
+      while (!(await reader?.read())?.done);
+    })().catch(() => undefined);
+  }
+
+  test('a 256 MiB download that stalls is cancelled at the deadline: exit in time, no temp folder, nothing committed', async () => {
+    const digest = sha256('a layer that never arrives whole');
+    const up = await slowUpstream({ digest, sizeBytes: 256 * MiB }, 4 * MiB);
+    cleanups.push(up.stop);
+    const { sluice, storage } = await start(up.url);
+    await pull(sluice, digest);
+    await up.heldNow;
+    const t0 = Date.now();
+    const code = await sluice.stop('SIGTERM');
+    const elapsedMs = Date.now() - t0;
+    expect(code).toBe(0);
+    expect(elapsedMs).toBeLessThan(GRACE_MS + 1500);
+    expect(sluice.stderr()).not.toMatch(/ENOENT/);
+    expect(await readdir(join(storage, 'tmp'))).toEqual([]);
+    await expect(stat(join(storage, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7)))).rejects.toThrow(/ENOENT/);
+  }, 60_000);
+
+  test('a download that completes inside the grace period is committed, verified, before the temp folder goes', async () => {
+    const bytes = Buffer.alloc(8 * MiB, 3);
+    const digest = sha256(bytes);
+    const up = await slowUpstream({ digest, sizeBytes: bytes.length, bytes }, 2 * MiB);
+    cleanups.push(up.stop);
+    const { sluice, storage } = await start(up.url);
+    await pull(sluice, digest);
+    await up.heldNow;
+    const exited = sluice.stop('SIGTERM');
+    // The rest arrives only once sluice is shutting down (its log says so).
+    while (!sluice.stdout().includes('shutting down')) await once(sluice.proc.stdout ?? sluice.proc, 'data');
+    up.release();
+    expect(await exited).toBe(0);
+    expect(sluice.stderr()).not.toMatch(/ENOENT/);
+    expect(await readdir(join(storage, 'tmp'))).toEqual([]);
+    expect((await stat(join(storage, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7)))).size).toBe(bytes.length);
+  }, 60_000);
+});
