@@ -5,7 +5,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +12,7 @@ import { buildApp, type App } from '../../src/app.js';
 import { validateConfig } from '../../src/config.js';
 import { importPath } from '../../src/importer.js';
 import { sluiceConfigDoc } from '../helpers/sluice.js';
-import { write } from '../helpers/http-server.js';
+import { closeServer, listenLoopback, write } from '../helpers/http-server.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -64,15 +63,12 @@ class FakeRegistry extends EventEmitter {
   private readonly server: Server = createServer((req, res) => void this.handle(req, res));
 
   async start(): Promise<this> {
-    this.server.listen(0, '127.0.0.1');
-    await once(this.server, 'listening');
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = await listenLoopback(this.server);
     return this;
   }
 
   async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise((r) => this.server.close(r));
+    await closeServer(this.server);
   }
 
   reset(): void {

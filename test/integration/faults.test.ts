@@ -7,14 +7,13 @@ import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, stat, statfs } from 'node:fs/promises';
 import { createServer, request, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
-import { json, write } from '../helpers/http-server.js';
+import { closeServer, listenLoopback, json, write } from '../helpers/http-server.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -60,15 +59,12 @@ class FaultUpstream {
   private readonly server: Server = createServer((req, res) => void this.handle(req, res));
 
   async start(): Promise<this> {
-    this.server.listen(0, '127.0.0.1');
-    await once(this.server, 'listening');
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = await listenLoopback(this.server);
     return this;
   }
 
   async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise((resolve) => this.server.close(resolve));
+    await closeServer(this.server);
   }
 
   /** A new image `library/big:<tag>`: a small config and a fresh random layer (so every case starts uncached). */
