@@ -311,6 +311,16 @@ describe('item 5: single-flight across repositories', () => {
   const kubeletBlob = (url: string, digest: string): string => `${url}/v2/siderolabs/kubelet/blobs/${digest}?ns=ghcr.io`;
   const etcdBlob = (url: string, digest: string): string => `${url}/v2/etcd-development/etcd/blobs/${digest}?ns=gcr.io`;
 
+  /** Starts `request` with kubelet's upstream download of `digest` held halfway; resolves once half is out. */
+  async function heldMidway<T>(digest: string, request: () => T): Promise<{ pending: T; release: () => void }> {
+    const rest = deferred();
+    ghcr.holdMidway.set(`GET /v2/siderolabs/kubelet/blobs/${digest}`, rest.promise);
+    const halfOut = once(ghcr, 'half');
+    const pending = request();
+    await halfOut;
+    return { pending, release: () => rest.resolve() };
+  }
+
   beforeAll(async () => {
     await Promise.all([ghcr.start(), gcr.start()]);
   });
@@ -369,12 +379,7 @@ describe('item 5: single-flight across repositories', () => {
 
   it("while kubelet's download runs, etcd (its upstream has no such blob) gets no byte of it", async () => {
     const { url, digest } = await setUp(false);
-    const line = `GET /v2/siderolabs/kubelet/blobs/${digest}`;
-    const rest = deferred();
-    ghcr.holdMidway.set(line, rest.promise);
-    const halfOut = once(ghcr, 'half');
-    const kubelet = get(kubeletBlob(url, digest));
-    await halfOut;
+    const { pending: kubelet, release } = await heldMidway(digest, () => get(kubeletBlob(url, digest)));
     for (const method of ['GET', 'HEAD']) {
       // The status first: a 200 here is a stream of kubelet's bytes that would wait on the held download.
       const etcd = await fetch(etcdBlob(url, digest), { method });
@@ -383,7 +388,7 @@ describe('item 5: single-flight across repositories', () => {
       expect(body.length === 0 || body.toString().includes('BLOB_UNKNOWN')).toBe(true);
     }
     expect(gcr.count(`HEAD /v2/etcd-development/etcd/blobs/${digest}`)).toBeGreaterThanOrEqual(1);
-    rest.resolve();
+    release();
     const got = await kubelet;
     expect(got.status).toBe(200);
     expect(sha256(got.body)).toBe(digest);
@@ -394,15 +399,11 @@ describe('item 5: single-flight across repositories', () => {
   it('an entitled repository joins the running download (one upstream GET) and gets the bytes live', async () => {
     const { url, digest } = await setUp(true);
     const line = `GET /v2/siderolabs/kubelet/blobs/${digest}`;
-    const rest = deferred();
-    ghcr.holdMidway.set(line, rest.promise);
-    const halfOut = once(ghcr, 'half');
-    const kubelet = get(kubeletBlob(url, digest));
-    await halfOut;
+    const { pending: kubelet, release } = await heldMidway(digest, () => get(kubeletBlob(url, digest)));
     const headed = once(gcr, 'request');
     const etcd = get(etcdBlob(url, digest));
     expect(await headed).toEqual([`HEAD /v2/etcd-development/etcd/blobs/${digest}`]);
-    rest.resolve();
+    release();
     for (const got of await Promise.all([kubelet, etcd])) {
       expect(got.status).toBe(200);
       expect(sha256(got.body)).toBe(digest);
@@ -415,15 +416,11 @@ describe('item 5: single-flight across repositories', () => {
     const { url, digest, layer } = await setUp(true);
     const line = `GET /v2/siderolabs/kubelet/blobs/${digest}`;
     ghcr.corrupt.add(line);
-    const rest = deferred();
-    ghcr.holdMidway.set(line, rest.promise);
-    const halfOut = once(ghcr, 'half');
-    const kubelet = fetch(kubeletBlob(url, digest)).then((r) => r.arrayBuffer()).catch((e: unknown) => e);
-    await halfOut;
+    const { pending: kubelet, release } = await heldMidway(digest, () => fetch(kubeletBlob(url, digest)).then((r) => r.arrayBuffer()).catch((e: unknown) => e));
     const headed = once(gcr, 'request');
     const etcd = get(etcdBlob(url, digest), { headers: { range: 'bytes=10-' } });
     await headed;
-    rest.resolve();
+    release();
     const got = await etcd;
     expect(got.status, got.message).toBe(206);
     expect(got.body.equals(layer.subarray(10))).toBe(true);
