@@ -222,7 +222,7 @@ const CONNECTION_LIMITS = { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, co
 export function newFastify(logger: boolean, tls?: TlsConfig, api: 'registry' | 'admin' = 'registry'): FastifyInstance {
   const badRequest = api === 'admin' ? 'ADMIN_INVALID_REQUEST' : 'BAD_REQUEST';
   const app = Fastify({
-    ...(api === 'admin' ? { ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } } : {}),
+    ...(api === 'admin' ? { ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allowUnionTypes: true } } } : {}),
     ...(tls ? { https: { ...httpsOptions(tls), ...CONNECTION_LIMITS } } : {}),
     logger: logger ? { level: 'info' } : false,
     // Per-request log lines would cost more than serving a cached manifest; policy events are logged instead.
