@@ -1,7 +1,7 @@
 // A populated store for the idle-memory and start-up cases: 1,000 tagged images (100 repositories × 10 tags),
 // each a manifest, a config and 8 small layers — 10,000 blobs — written through sluice's own Store module.
 import { createHash, randomBytes } from 'node:crypto';
-import { Store } from '../src/store.js';
+import { Store } from '../src/store/store.js';
 import { BENCH_HOST, MediaType, type Descriptor } from './content.js';
 
 export interface PopulatedStore {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Process entry for the `sluice` command: runs the CLI and exits with its code.
-import { runCli } from './cli.js';
+import { runCli } from './cli/cli.js';
 
 runCli(process.argv.slice(2)).then(
   (code) => {

@@ -4,7 +4,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RuleRecord } from '../../src/allowlist.js';
+import type { RuleRecord } from '../../src/policy/allowlist.js';
 import { runOk, which, type RunResult } from '../helpers/binaries.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { freePort } from '../helpers/registry.js';

@@ -7,12 +7,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ensureAdminToken, type StatusReport, type WindowReport } from '../../src/admin.js';
-import { ConfigError } from '../../src/config.js';
-import type { AddResult, RemoveResult, RuleRecord } from '../../src/allowlist.js';
-import type { DeniedEntry } from '../../src/denied.js';
-import { importPath } from '../../src/importer.js';
-import type { SyncReport } from '../../src/sync.js';
+import { ensureAdminToken, type StatusReport, type WindowReport } from '../../src/admin/admin.js';
+import { ConfigError } from '../../src/config/config.js';
+import type { AddResult, RemoveResult, RuleRecord } from '../../src/policy/allowlist.js';
+import type { DeniedEntry } from '../../src/policy/denied.js';
+import { importPath } from '../../src/jobs/importer.js';
+import type { SyncReport } from '../../src/jobs/sync.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice, type StartSluiceOptions } from '../helpers/sluice.js';
 

@@ -5,8 +5,8 @@ import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Allowlist, RuleRecord } from '../../src/allowlist.js';
-import { importPath } from '../../src/importer.js';
+import type { Allowlist, RuleRecord } from '../../src/policy/allowlist.js';
+import { importPath } from '../../src/jobs/importer.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RuleRecord } from '../../src/allowlist.js';
+import type { RuleRecord } from '../../src/policy/allowlist.js';
 import type { RunResult } from '../helpers/binaries.js';
 import { freePort } from '../helpers/registry.js';
 import { runSluice, sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';

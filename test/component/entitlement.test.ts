@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
-import { validateConfig } from '../../src/config.js';
-import { importPath } from '../../src/importer.js';
+import { validateConfig } from '../../src/config/config.js';
+import { importPath } from '../../src/jobs/importer.js';
 import { sluiceConfigDoc } from '../helpers/sluice.js';
 import { closeServer, listenLoopback, write } from '../helpers/http-server.js';
 

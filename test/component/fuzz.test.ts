@@ -10,7 +10,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { importPath } from '../../src/importer.js';
+import { importPath } from '../../src/jobs/importer.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';

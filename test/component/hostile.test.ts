@@ -7,7 +7,7 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { importPath } from '../../src/importer.js';
+import { importPath } from '../../src/jobs/importer.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';

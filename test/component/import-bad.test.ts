@@ -5,7 +5,7 @@ import { cp, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Store } from '../../src/store.js';
+import { Store } from '../../src/store/store.js';
 import type { RunResult } from '../helpers/binaries.js';
 import { blobPath, buildLayout, splitRef, writeTar, type LayoutDescription } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml } from '../helpers/sluice.js';

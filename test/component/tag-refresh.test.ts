@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
-import { validateConfig } from '../../src/config.js';
+import { validateConfig } from '../../src/config/config.js';
 import { sluiceConfigDoc } from '../helpers/sluice.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';

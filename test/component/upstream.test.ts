@@ -5,8 +5,8 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { RegistryError } from '../../src/errors.js';
-import { parseWwwAuthenticate, Upstream, type UpstreamOptions } from '../../src/upstream.js';
+import { RegistryError } from '../../src/oci/errors.js';
+import { parseWwwAuthenticate, Upstream, type UpstreamOptions } from '../../src/upstream/client.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, self: Fake) => void;
 interface Fake {

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { stringify as toYaml, parse as parseYaml } from 'yaml';
 import { buildApp, type App, type BuildOptions } from '../../src/app.js';
-import { validateConfig } from '../../src/config.js';
+import { validateConfig } from '../../src/config/config.js';
 import { run, type RunResult } from './binaries.js';
 
 /** The checkout root (the folder holding package.json and dist/). */

@@ -6,7 +6,6 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   Allowlist,
@@ -19,7 +18,7 @@ import {
   parseRule,
   RuleError,
   signatureSubject,
-} from '../../src/allowlist.js';
+} from '../../src/policy/allowlist.js';
 
 const H1 = `sha256:${'a'.repeat(64)}`;
 const H2 = `sha256:${'b'.repeat(64)}`;
@@ -28,10 +27,8 @@ let dir: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sluice-allowlist-'));
 });
-const compiledDirs: string[] = [];
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
-  for (const out of compiledDirs) await rm(out, { recursive: true, force: true });
 });
 let seq = 0;
 const freshFile = (): string => join(dir, `case-${++seq}`, 'allowlist.json');
@@ -490,18 +487,8 @@ describe('Allowlist locking', () => {
   });
 });
 
-/** Transpiles the allowlist modules to .mjs where `lowdb` resolves (under node_modules/.cache); returns a file URL. */
-async function compileForChildren(): Promise<string> {
+/** The built allowlist module (`npm test` builds first), as a file URL the children import. */
+function compileForChildren(): string {
   const root = fileURLToPath(new URL('../..', import.meta.url));
-  const out = join(root, 'node_modules', '.cache', 'sluice-test', `allowlist-${process.pid}`);
-  compiledDirs.push(out);
-  await mkdir(out, { recursive: true });
-  for (const name of ['rules', 'matcher', 'filelock', 'file-watch', 'allowlist-file', 'allowlist']) {
-    const source = await readFile(join(root, 'src', `${name}.ts`), 'utf8');
-    const { outputText } = ts.transpileModule(source, {
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-    });
-    await writeFile(join(out, `${name}.mjs`), outputText.replace(/from '\.\/([\w-]+)\.js'/g, "from './$1.mjs'"));
-  }
-  return pathToFileURL(join(out, 'allowlist.mjs')).href;
+  return pathToFileURL(join(root, 'dist', 'src', 'policy', 'allowlist.js')).href;
 }

@@ -2,7 +2,7 @@
 // all at once; relative paths resolve against the config file's folder.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, validateConfig } from '../../src/config.js';
+import { ConfigError, loadConfig, validateConfig } from '../../src/config/config.js';
 import { REPO_ROOT } from '../helpers/sluice.js';
 
 const FILE = '/etc/sluice/sluice.yaml';

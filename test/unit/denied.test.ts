@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { DeniedLog, deniedReference, suggestRule } from '../../src/denied.js';
+import { DeniedLog, deniedReference, suggestRule } from '../../src/policy/denied.js';
 
 const H1 = `sha256:${'a'.repeat(64)}`;
 

@@ -1,7 +1,7 @@
 // Table tests for the /v2/ path parser: routes, upstream host choice (ns, host prefix, default),
 // Docker Hub normalisation, names holding route keywords, and every malformed name/tag/digest.
 import { describe, expect, test } from 'vitest';
-import { RegistryError } from '../../src/errors.js';
+import { RegistryError } from '../../src/oci/errors.js';
 import {
   MAX_NAME_LENGTH,
   canonicalHost,
@@ -14,7 +14,7 @@ import {
   parseRegistryUrl,
   type HostTable,
   type Route,
-} from '../../src/reference.js';
+} from '../../src/oci/reference.js';
 
 const HOSTS = new Set(['docker.io', 'ghcr.io', 'registry.k8s.io', 'myreg.local:5000']);
 const hosts: HostTable = { has: (h) => HOSTS.has(h), defaultHost: 'docker.io' };

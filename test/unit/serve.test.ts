@@ -1,8 +1,8 @@
 // Table tests for the response planner of immutable content: headers, HEAD, If-None-Match → 304,
 // one byte range → 206 (RFC 9110 §14), ignored ranges → 200, unsatisfiable → 416 with `bytes */SIZE`.
 import { describe, expect, test } from 'vitest';
-import { RegistryError } from '../../src/errors.js';
-import { parseRange, planContent, type PlanInput } from '../../src/serve.js';
+import { RegistryError } from '../../src/oci/errors.js';
+import { parseRange, planContent, type PlanInput } from '../../src/http/content.js';
 
 const D = `sha256:${'b'.repeat(64)}`;
 const ETAG = `"${D}"`;

@@ -7,8 +7,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { RegistryError } from '../../src/errors.js';
-import { MAX_MANIFEST_BYTES, Store } from '../../src/store.js';
+import { RegistryError } from '../../src/oci/errors.js';
+import { MAX_MANIFEST_BYTES, Store } from '../../src/store/store.js';
 
 const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';

@@ -5,8 +5,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { Store } from '../../src/store.js';
-import { verifyStore } from '../../src/verify.js';
+import { Store } from '../../src/store/store.js';
+import { verifyStore } from '../../src/jobs/verify.js';
 
 const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 

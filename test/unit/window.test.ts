@@ -10,7 +10,7 @@ import {
   WindowState,
   type ManualWindow,
   type Schedule,
-} from '../../src/window.js';
+} from '../../src/window/window.js';
 
 function schedule(value: unknown): Schedule {
   const { windows, errors } = parseWindows(value);

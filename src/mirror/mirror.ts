@@ -1,16 +1,16 @@
 // The request policy of DESIGN.md §2 after parsing: allowlist → cache → window → upstream.
 // Owns single-flight per digest, the tag-resolution cache, and the error a client sees for a closed window.
 // Stored bytes go out through a repository only if it is entitled to them (entitlement.ts).
-import type { GrowingFile } from './blob-sender.js';
+import type { GrowingFile } from '../http/blob-sender.js';
 import { LRUCache } from 'lru-cache';
 import { Entitlement } from './entitlement.js';
-import { RegistryError } from './errors.js';
+import { RegistryError } from '../oci/errors.js';
 import { Flight } from './flight.js';
-import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from './manifest.js';
-import { isDigest } from './reference.js';
-import type { BlobInfo, Descriptor, Store, StoredManifest } from './store.js';
-import type { Upstream } from './upstream.js';
-import type { WindowState } from './window.js';
+import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
+import { isDigest } from '../oci/reference.js';
+import type { BlobInfo, Descriptor, Store, StoredManifest } from '../store/store.js';
+import type { Upstream } from '../upstream/client.js';
+import type { WindowState } from '../window/window.js';
 
 /** Allowlist decisions for one request; throws RegistryError DENIED when refused. */
 export interface Policy {

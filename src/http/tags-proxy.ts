@@ -1,8 +1,8 @@
 // The tag list a tags/list request is paged over: in a window the upstream's whole list (its pages followed,
 // bounded), else the store's; always filtered by the allowlist first, so paging never sees a tag that is not allowed.
-import { RegistryError } from './errors.js';
-import type { Mirror } from './mirror.js';
-import type { Upstream } from './upstream.js';
+import { RegistryError } from '../oci/errors.js';
+import type { Mirror } from '../mirror/mirror.js';
+import type { Upstream } from '../upstream/client.js';
 
 /** Bounds on one upstream listing: pages followed, and bytes of tag names (JSON quoting included). */
 export const MAX_UPSTREAM_TAG_PAGES = 100;

@@ -1,6 +1,6 @@
 // Authentication against one upstream registry: WWW-Authenticate challenge parsing, the rule that a token
 // realm must belong to the upstream, and the per-scope token cache with coalesced token requests.
-import { RegistryError } from './errors.js';
+import { RegistryError } from '../oci/errors.js';
 
 export type Challenge = { scheme: 'bearer'; realm: URL; service?: string } | { scheme: 'basic' } | { scheme: 'none' };
 

@@ -1,8 +1,8 @@
 // `sluice verify [--repair]`: re-hashes every blob against its digest, checks that tags point at present
 // manifests and lists manifests whose blobs are absent; --repair quarantines corrupt blobs so they are refetched.
 import { createHash } from 'node:crypto';
-import { childDescriptors, isIndexType, parseManifest } from './manifest.js';
-import type { Store } from './store.js';
+import { childDescriptors, isIndexType, parseManifest } from '../oci/manifest.js';
+import type { Store } from '../store/store.js';
 
 export interface VerifyReport {
   blobsChecked: number;

@@ -1,6 +1,6 @@
 // Pure response planning for immutable, digest-addressed content: headers, HEAD, If-None-Match → 304,
 // one byte range → 206 (RFC 9110 §14), unsatisfiable → 416. No I/O: callers stream what the plan says.
-import { RegistryError } from './errors.js';
+import { RegistryError } from '../oci/errors.js';
 
 export interface ContentPlan {
   status: 200 | 206 | 304;

@@ -3,11 +3,11 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from './admin-client.js';
-import { Allowlist, AllowlistFileError, InvalidRulesError, LockTimeoutError, parseImageList, type AddResult, type AllowlistProblem, type RemoveResult, type RuleRecord } from './allowlist.js';
+import { Allowlist, AllowlistFileError, InvalidRulesError, LockTimeoutError, parseImageList, type AddResult, type AllowlistProblem, type RemoveResult, type RuleRecord } from '../policy/allowlist.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
-import type { Config } from './config.js';
-import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from './denied.js';
-import { SyncClosedError } from './sync.js';
+import type { Config } from '../config/config.js';
+import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from '../policy/denied.js';
+import { SyncClosedError } from '../jobs/sync.js';
 
 export type Command = (args: ParsedArgs, config: () => Config) => Promise<number>;
 type Invalid = Array<{ rule?: string; line?: number; text?: string; reason: string }>;

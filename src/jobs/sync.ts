@@ -1,12 +1,12 @@
 // Prefetch (`sluice sync`): inside an open window, fetch every exact reference on the allowlist —
 // every platform (or those asked), their cosign signature tags and referrers — through the mirror.
-import type { Allowlist } from './allowlist.js';
-import { parseRule } from './allowlist.js';
-import { RegistryError } from './errors.js';
-import { childDescriptors, isIndexType, parseManifest } from './manifest.js';
-import type { Mirror } from './mirror.js';
-import type { Descriptor, Store } from './store.js';
-import type { WindowState } from './window.js';
+import type { Allowlist } from '../policy/allowlist.js';
+import { parseRule } from '../policy/allowlist.js';
+import { RegistryError } from '../oci/errors.js';
+import { childDescriptors, isIndexType, parseManifest } from '../oci/manifest.js';
+import type { Mirror } from '../mirror/mirror.js';
+import type { Descriptor, Store } from '../store/store.js';
+import type { WindowState } from '../window/window.js';
 
 export interface SyncOptions {
   dryRun?: boolean;

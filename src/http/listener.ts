@@ -5,8 +5,8 @@ import { readFileSync } from 'node:fs';
 import type { Server as HttpsServer } from 'node:https';
 import bcrypt from 'bcryptjs';
 import { LRUCache } from 'lru-cache';
-import type { TlsConfig } from './config.js';
-import { RegistryError } from './errors.js';
+import type { TlsConfig } from '../config/config.js';
+import { RegistryError } from '../oci/errors.js';
 
 export interface HttpsOptions {
   key: Buffer;

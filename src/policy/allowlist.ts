@@ -7,13 +7,13 @@ import { dirname } from 'node:path';
 import { Low } from 'lowdb';
 import { JSONFile } from 'lowdb/node';
 import { AllowlistFileError, parseAll, validate, type Entry, type RuleRecord } from './allowlist-file.js';
-import { FileWatch, type FileWatchOptions } from './file-watch.js';
-import { LockTimeoutError, withFileLock, type FileLockOptions } from './filelock.js';
+import { FileWatch, type FileWatchOptions } from '../store/fs/file-watch.js';
+import { LockTimeoutError, withFileLock, type FileLockOptions } from '../store/fs/filelock.js';
 import { Matcher } from './matcher.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
 export { isDigestReachable, signatureSubject, Matcher, type ReachabilityLimits } from './matcher.js';
-export { withFileLock, LockTimeoutError, type FileLockOptions } from './filelock.js';
+export { withFileLock, LockTimeoutError, type FileLockOptions } from '../store/fs/filelock.js';
 export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
 
 interface StoreData {

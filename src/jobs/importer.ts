@@ -5,9 +5,9 @@ import { constants } from 'node:fs';
 import { mkdtemp, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayoutTar, TarLayoutError } from './import-tar.js';
-import { childDescriptors, isDescriptor, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from './manifest.js';
-import { parseRule } from './rules.js';
-import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from './store.js';
+import { childDescriptors, isDescriptor, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
+import { parseRule } from '../policy/rules.js';
+import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from '../store/store.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 const SHA256_RE = /^sha256:[a-f0-9]{64}$/;

@@ -3,9 +3,9 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { parseDuration, parseWindows, type Schedule } from './window.js';
-import { parseRule } from './allowlist.js';
-import { canonicalHost, isValidHost } from './reference.js';
+import { parseDuration, parseWindows, type Schedule } from '../window/window.js';
+import { parseRule } from '../policy/allowlist.js';
+import { canonicalHost, isValidHost } from '../oci/reference.js';
 
 export interface UpstreamConfig {
   host: string;

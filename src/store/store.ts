@@ -6,11 +6,11 @@ import type { Readable } from 'node:stream';
 import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { RegistryError } from './errors.js';
-import type { Descriptor } from './manifest.js';
+import { RegistryError } from '../oci/errors.js';
+import type { Descriptor } from '../oci/manifest.js';
 import { Ingest, isNoSpace, storeFull, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
 
-export type { Descriptor } from './manifest.js';
+export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
 
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;

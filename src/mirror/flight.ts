@@ -1,9 +1,9 @@
 // Single-flight blob ingest: one upstream download per digest written into the store, and any number of
 // clients sent the temp file as it grows, so every waiting client gets bytes at once and none slows the download.
 import { EventEmitter } from 'node:events';
-import type { GrowingFile } from './blob-sender.js';
-import { RegistryError } from './errors.js';
-import { isNotFound, openFd, type BlobInfo, type IngestWriter } from './store.js';
+import type { GrowingFile } from '../http/blob-sender.js';
+import { RegistryError } from '../oci/errors.js';
+import { isNotFound, openFd, type BlobInfo, type IngestWriter } from '../store/store.js';
 
 export class Flight extends EventEmitter {
   written = 0;

@@ -2,7 +2,7 @@
 // then hands the file over to be renamed into place. A failed or aborted write leaves nothing behind.
 import { createHash, type Hash } from 'node:crypto';
 import { unlink, type FileHandle } from 'node:fs/promises';
-import { RegistryError } from './errors.js';
+import { RegistryError } from '../oci/errors.js';
 
 export interface BlobInfo {
   digest: string;

@@ -3,11 +3,11 @@
 import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
-import { RegistryError, type ErrorKind } from './errors.js';
-import type { Descriptor } from './manifest.js';
-import { UpstreamAuth, type Authorization } from './upstream-auth.js';
+import { RegistryError, type ErrorKind } from '../oci/errors.js';
+import type { Descriptor } from '../oci/manifest.js';
+import { UpstreamAuth, type Authorization } from './auth.js';
 
-export { parseWwwAuthenticate } from './upstream-auth.js';
+export { parseWwwAuthenticate } from './auth.js';
 
 export interface UpstreamOptions {
   /** The configured host key, e.g. 'docker.io'; used in messages. */

@@ -3,14 +3,14 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { flag, locate, parseInvocation, usageText, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
-import type { App } from './app.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
-import { importPath, ImportUsageError, parseAsRef, type ImportResult } from './importer.js';
-import { Store } from './store.js';
-import { AllowlistFileError } from './allowlist.js';
+import type { App } from '../app.js';
+import { ConfigError, loadConfig, type Config } from '../config/config.js';
+import { importPath, ImportUsageError, parseAsRef, type ImportResult } from '../jobs/importer.js';
+import { Store } from '../store/store.js';
+import { AllowlistFileError } from '../policy/allowlist.js';
 import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command } from './commands.js';
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
-import { verifyStore } from './verify.js';
+import { verifyStore } from '../jobs/verify.js';
 
 /** Every command: its usage line (which is also the options it takes), what it does, and what runs it. */
 const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
@@ -40,7 +40,7 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
   verify: { usage: '[--repair] [--json]', summary: 're-hash every blob; --repair quarantines corrupt ones so they are refetched', run: verifyCommand },
 };
 
-export const DEFAULT_CONFIG = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'config', 'sluice.yaml');
+export const DEFAULT_CONFIG = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'config', 'sluice.yaml');
 
 /** How long SIGTERM waits for in-flight downloads before closing their connections. */
 const SHUTDOWN_GRACE_MS = Number(process.env.SLUICE_SHUTDOWN_GRACE_MS ?? 30_000);
@@ -82,7 +82,7 @@ export async function runCli(argv: string[]): Promise<number> {
 async function serve(args: ParsedArgs, config: () => Config): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError('serve takes no arguments');
   // Loaded here so that the other subcommands start without fastify and friends.
-  const { buildApp, reloadListeners } = await import('./app.js');
+  const { buildApp, reloadListeners } = await import('../app.js');
   const app = await buildApp(config(), { logger: true });
   await listen(app);
   const reload = (): void => {

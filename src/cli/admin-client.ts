@@ -8,7 +8,7 @@ import { request as httpsRequest } from 'node:https';
 import { userInfo } from 'node:os';
 import { Readable } from 'node:stream';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
-import type { Config } from './config.js';
+import type { Config } from '../config/config.js';
 
 /** Nothing listens at the admin address (connection refused), or the config gives no dialable port. */
 export class AdminUnavailableError extends Error {}

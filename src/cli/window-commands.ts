@@ -3,15 +3,15 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AdminApiError, currentUser } from './admin-client.js';
-import { statusReport, syncClosedMessage, syncPlatforms, windowReport, windowRequest, type StatusReport, type WindowReport } from './admin.js';
+import { statusReport, syncClosedMessage, syncPlatforms, windowReport, windowRequest, type StatusReport, type WindowReport } from '../admin/admin.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, out, type Command } from './commands.js';
-import type { Config } from './config.js';
-import { DeniedLog } from './denied.js';
-import { RegistryError } from './errors.js';
-import { Store } from './store.js';
-import { SyncClosedError, type SyncEvent, type SyncReport } from './sync.js';
-import { WindowState, type ManualWindow } from './window.js';
+import type { Config } from '../config/config.js';
+import { DeniedLog } from '../policy/denied.js';
+import { RegistryError } from '../oci/errors.js';
+import { Store } from '../store/store.js';
+import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
+import { WindowState, type ManualWindow } from '../window/window.js';
 
 export const windowCommand: Command = guarded('window', async (args, config) => {
   const [sub, ...rest] = args.positionals;
@@ -155,7 +155,7 @@ export const syncCommand: Command = guarded('sync', async (args, config) => {
     async (why) => {
       offlineNote(why, 'syncing in this process');
       // Loaded here only: the whole server graph would add a few hundred ms to every other command's start.
-      const { buildApp } = await import('./app.js');
+      const { buildApp } = await import('../app.js');
       const app = await buildApp(cfg);
       try {
         if (!dryRun && !app.mirror.isWindowOpen()) throw new SyncClosedError(syncClosedMessage(app.mirror.closedUntil()));

@@ -1,10 +1,10 @@
 // Which repository may be handed which stored bytes: content is served through a repository only if it is linked
 // to it (it arrived through it: pull-through, sync, import) or, inside a window, its own upstream confirms it (HEAD).
 import { LRUCache } from 'lru-cache';
-import { RegistryError } from './errors.js';
-import { MANIFEST_MEDIA_TYPES } from './manifest.js';
-import type { Store, StoredManifest } from './store.js';
-import type { Upstream } from './upstream.js';
+import { RegistryError } from '../oci/errors.js';
+import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
+import type { Store, StoredManifest } from '../store/store.js';
+import type { Upstream } from '../upstream/client.js';
 
 export interface EntitlementDeps {
   store: Store;

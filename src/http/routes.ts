@@ -2,11 +2,11 @@
 // for everything else (writes → 405 UNSUPPORTED, unknown paths → 404). Streams blobs and manifests.
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { RegistryError } from './errors.js';
-import { parseRegistryUrl, type HostTable, type ParsedRequest } from './reference.js';
-import { planContent, type ContentPlan } from './serve.js';
-import type { Mirror } from './mirror.js';
-import { MediaType } from './manifest.js';
+import { RegistryError } from '../oci/errors.js';
+import { parseRegistryUrl, type HostTable, type ParsedRequest } from '../oci/reference.js';
+import { planContent, type ContentPlan } from './content.js';
+import type { Mirror } from '../mirror/mirror.js';
+import { MediaType } from '../oci/manifest.js';
 import { sendFileRange, type GrowingFile } from './blob-sender.js';
 import { allowedTags } from './tags-proxy.js';
 

@@ -5,15 +5,15 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { formatSchemaErrors, SCHEMAS } from './admin-schemas.js';
-import { AllowlistFileError, InvalidRulesError, parseImageList, type Allowlist, type AllowlistProblem } from './allowlist.js';
-import { ConfigError, type Config } from './config.js';
-import { suggestRule, type DeniedLog } from './denied.js';
-import { RegistryError } from './errors.js';
-import type { Mirror } from './mirror.js';
-import type { Store } from './store.js';
-import { SyncClosedError, type SyncEvent, type Syncer } from './sync.js';
-import { parseDuration, type ManualWindow, type Schedule, type WindowState } from './window.js';
+import { formatSchemaErrors, SCHEMAS } from './schemas.js';
+import { AllowlistFileError, InvalidRulesError, parseImageList, type Allowlist, type AllowlistProblem } from '../policy/allowlist.js';
+import { ConfigError, type Config } from '../config/config.js';
+import { suggestRule, type DeniedLog } from '../policy/denied.js';
+import { RegistryError } from '../oci/errors.js';
+import type { Mirror } from '../mirror/mirror.js';
+import type { Store } from '../store/store.js';
+import { SyncClosedError, type SyncEvent, type Syncer } from '../jobs/sync.js';
+import { parseDuration, type ManualWindow, type Schedule, type WindowState } from '../window/window.js';
 
 export interface AdminDeps {
   config: Config;

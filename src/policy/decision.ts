@@ -4,11 +4,11 @@ import type { Allowlist } from './allowlist.js';
 import { signatureSubject } from './allowlist.js';
 import type { DeniedLog } from './denied.js';
 import { LRUCache } from 'lru-cache';
-import { RegistryError } from './errors.js';
-import { isDigest } from './reference.js';
-import { childDescriptors, parseManifest } from './manifest.js';
-import type { Policy } from './mirror.js';
-import type { Store } from './store.js';
+import { RegistryError } from '../oci/errors.js';
+import { isDigest } from '../oci/reference.js';
+import { childDescriptors, parseManifest } from '../oci/manifest.js';
+import type { Policy } from '../mirror/mirror.js';
+import type { Store } from '../store/store.js';
 
 const MAX_REACHABLE = 50_000;
 const MAX_DEPTH = 4;
