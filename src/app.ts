@@ -11,7 +11,7 @@ import { Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
 import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
 import { Mirror, type Policy } from './mirror/mirror.js';
-import { AllowlistPolicy } from './policy/decision.js';
+import { AllowlistPolicy } from './mirror/decision.js';
 import { registerRegistryRoutes } from './http/routes.js';
 import { Store } from './store/store.js';
 import { Syncer } from './jobs/sync.js';

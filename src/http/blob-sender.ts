@@ -3,6 +3,8 @@
 // pool, so serving a blob allocates nothing and leaves nothing for the garbage collector.
 import { close, read } from 'node:fs';
 import type { ServerResponse } from 'node:http';
+import type { GrowingFile } from '../store/ingest.js';
+export type { GrowingFile } from '../store/ingest.js';
 
 /**
  * Two size classes keep memory bounded whatever the number of clients: 1 MiB buffers (fewest syscalls) while
@@ -35,16 +37,6 @@ function release(buf: Buffer): void {
   } else if ((idle[SMALL]?.length ?? 0) < SMALL_IDLE_MAX) {
     idle[SMALL]?.push(buf);
   }
-}
-
-/** A file still being written (a blob arriving from upstream): how much may be sent, and a wait for more. */
-export interface GrowingFile {
-  /** Bytes that may be sent now; never more than are on disk. */
-  available(): number;
-  /** Set once the writer failed: the response is then cut short. */
-  failure(): Error | undefined;
-  /** Resolves at the writer's next progress. */
-  next(): Promise<void>;
 }
 
 function readAt(fd: number, buf: Buffer, length: number, position: number): Promise<number> {

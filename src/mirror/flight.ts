@@ -1,7 +1,7 @@
 // Single-flight blob ingest: one upstream download per digest written into the store, and any number of
 // clients sent the temp file as it grows, so every waiting client gets bytes at once and none slows the download.
 import { EventEmitter } from 'node:events';
-import type { GrowingFile } from '../http/blob-sender.js';
+import type { GrowingFile } from '../store/ingest.js';
 import { RegistryError } from '../oci/errors.js';
 import { isNotFound, openFd, type BlobInfo, type IngestWriter } from '../store/store.js';
 

@@ -1,7 +1,7 @@
 // The request policy of DESIGN.md §2 after parsing: allowlist → cache → window → upstream.
 // Owns single-flight per digest, the tag-resolution cache, and the error a client sees for a closed window.
 // Stored bytes go out through a repository only if it is entitled to them (entitlement.ts).
-import type { GrowingFile } from '../http/blob-sender.js';
+import type { GrowingFile } from '../store/ingest.js';
 import { LRUCache } from 'lru-cache';
 import { Entitlement } from './entitlement.js';
 import { RegistryError } from '../oci/errors.js';

@@ -111,3 +111,13 @@ export function isNoSpace(e: unknown): boolean {
 export function storeFull(detail: Record<string, number> = {}): RegistryError {
   return new RegistryError('INSUFFICIENT_STORAGE', 'the mirror\'s store is full (no space left on device); nothing was committed', detail);
 }
+
+/** A file still being written (a blob arriving from upstream): how much may be sent, and a wait for more. */
+export interface GrowingFile {
+  /** Bytes that may be sent now; never more than are on disk. */
+  available(): number;
+  /** Set once the writer failed: the response is then cut short. */
+  failure(): Error | undefined;
+  /** Resolves at the writer's next progress. */
+  next(): Promise<void>;
+}

@@ -1,13 +1,13 @@
 // The allowlist applied to requests: tags by rule, digests by pin or by reachability from the allowed
 // tags and pins of the same repository in the store; every refusal is recorded in the denied log.
-import type { Allowlist } from './allowlist.js';
-import { signatureSubject } from './allowlist.js';
-import type { DeniedLog } from './denied.js';
+import type { Allowlist } from '../policy/allowlist.js';
+import { signatureSubject } from '../policy/allowlist.js';
+import type { DeniedLog } from '../policy/denied.js';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import { isDigest } from '../oci/reference.js';
 import { childDescriptors, parseManifest } from '../oci/manifest.js';
-import type { Policy } from '../mirror/mirror.js';
+import type { Policy } from './mirror.js';
 import type { Store } from '../store/store.js';
 
 const MAX_REACHABLE = 50_000;
