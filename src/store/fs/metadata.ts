@@ -21,7 +21,7 @@ export interface TempArea {
 }
 
 export class FsMetadataStore implements MetadataStore {
-  generation = 0;
+  private changes = 0;
   readonly state: StateDocuments;
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
 
@@ -32,6 +32,10 @@ export class FsMetadataStore implements MetadataStore {
     this.state = fsStateDocuments(root);
   }
 
+  get generation(): number {
+    return this.changes;
+  }
+
   private repoDir(host: string, name: string): string {
     // host and name were validated by the reference grammar, so they hold no '..' or '/'-escapes.
     return join(this.root, 'repositories', host, ...name.split('/'));
@@ -39,13 +43,13 @@ export class FsMetadataStore implements MetadataStore {
 
   invalidate(): void {
     this.tags.clear();
-    this.generation++;
+    this.changes++;
   }
 
   async setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
     await this.writeAtomic(join(this.repoDir(host, name), '_tags', tag), digest);
     this.tags.set(`${host}/${name}:${tag}`, digest);
-    this.generation++;
+    this.changes++;
   }
 
   async getTag(host: string, name: string, tag: string): Promise<string | undefined> {
@@ -75,7 +79,7 @@ export class FsMetadataStore implements MetadataStore {
     if (subject) {
       await this.writeAtomic(join(dir, '_referrers', hexOf(subject), hex), JSON.stringify(referrerDescriptor(m)));
     }
-    this.generation++;
+    this.changes++;
   }
 
   async linkBlob(host: string, name: string, digest: string): Promise<void> {
