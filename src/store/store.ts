@@ -1,5 +1,6 @@
 // Content-addressed disk store: blobs (manifests too) by sha256 and manifest media types; tags, links and
-// referrers per (host, repository) are its MetadataStore (fs/metadata.ts). Every write is temp file → hash → verify → fsync → rename.
+// referrers per (host, repository) are its MetadataStore (fs/metadata.ts). Every write is temp file → hash →
+// verify → fsync → rename.
 import { randomBytes } from 'node:crypto';
 import { createReadStream, open as openCallback } from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -7,13 +8,13 @@ import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from 'node
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
+import type { Descriptor } from '../oci/manifest.js';
 import { HEX_RE, hexOf } from './digest.js';
 import { isNotFound, listDir } from './fs/dirs.js';
 import { FsMetadataStore } from './fs/metadata.js';
-import type { RepositoryName } from './ports.js';
+import type { MetadataStore, RepositoryName } from './ports.js';
 import { Ingest, isNoSpace, storeFull, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
 
-import type { Descriptor } from '../oci/manifest.js';
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
 export { hexOf } from './digest.js';
@@ -37,7 +38,7 @@ interface ManifestMeta {
 export class Store {
   readonly root: string;
   /** Tags, links, referrers and the state documents. */
-  readonly meta: FsMetadataStore;
+  readonly meta: MetadataStore;
   private readonly sizes = new LRUCache<string, number>({ max: 200_000 });
   private readonly manifests = new LRUCache<string, StoredManifest>({
     maxSize: 64 * 1024 * 1024,
