@@ -1,8 +1,6 @@
 // Composition root: builds store, allowlist, denied log, upstreams, window state and mirror from a Config,
 // and the fastify instances with the one error handler. Nothing here decides policy; it only wires.
 import { readFileSync } from 'node:fs';
-import { readFile, rename, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Allowlist } from './policy/allowlist.js';
 import type { Server as HttpsServer } from 'node:https';
@@ -14,10 +12,12 @@ import { Mirror, type Policy } from './mirror/mirror.js';
 import { AllowlistPolicy } from './mirror/decision.js';
 import { registerRegistryRoutes } from './http/routes.js';
 import { Store } from './store/store.js';
+import { fsStateDocuments } from './store/fs/state.js';
+import { recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
 import { Syncer } from './jobs/sync.js';
 import { registerAdminRoutes } from './admin/admin.js';
 import { Upstream } from './upstream/client.js';
-import { WindowState, type ManualWindow } from './window/window.js';
+import { WindowState } from './window/window.js';
 
 export interface BuildOptions {
   logger?: boolean;
@@ -46,9 +46,10 @@ export interface App {
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const store = await Store.open(config.storage);
-  const allowlist = await Allowlist.open(join(config.storage, 'allowlist.json'), config.allowlist);
-  const denied = await DeniedLog.open(join(config.storage, 'denied.json'));
-  const window = await openWindowState(config, opts.now);
+  const documents = fsStateDocuments(config.storage);
+  const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
+  const denied = await DeniedLog.open(documents.denied);
+  const window = await openWindowState(config, documents.window, opts.now);
   const upstreams = new Map<string, Upstream>();
   const life = { stopping: false };
   const gate = windowGate(window, life);
@@ -166,25 +167,11 @@ function syncWhenWindowOpens(window: WindowState, syncer: Syncer, log: (msg: str
 }
 
 /** The operator's manual window survives restarts: it is kept beside the store and written on change. */
-async function openWindowState(config: Config, now?: () => Date): Promise<WindowState> {
-  const file = join(config.storage, 'window.json');
+async function openWindowState(config: Config, storage: ManualWindowStorage, now?: () => Date): Promise<WindowState> {
   const state = new WindowState(config.windows, now);
-  try {
-    state.restore(JSON.parse(await readFile(file, 'utf8')) as ManualWindow | null);
-  } catch {
-    state.restore(null);
-  }
-  // Writes one after another, each through its own temp name; a failure is logged, never fatal.
-  let last = Promise.resolve();
-  let seq = 0;
-  state.onChange((m) => {
-    const tmp = `${file}.${process.pid}.${++seq}.tmp`;
-    last = last
-      .then(() => writeFile(tmp, JSON.stringify(m)))
-      .then(() => rename(tmp, file))
-      .catch((e: unknown) => {
-        process.stderr.write(`sluice: cannot record the manual window in ${file}: ${String(e)}\n`);
-      });
+  await restoreManual(state, storage);
+  recordManual(state, storage, (e) => {
+    process.stderr.write(`sluice: cannot record the manual window in ${storage.location}: ${String(e)}\n`);
   });
   return state;
 }

@@ -1,11 +1,12 @@
 // The operator subcommands `allow` and `denied`, and what every operator subcommand shares: each talks to the
 // running server's admin API so changes apply live, and falls back to the store files when no server answers.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from './admin-client.js';
-import { Allowlist, AllowlistFileError, InvalidRulesError, LockTimeoutError, parseImageList, type AddResult, type AllowlistProblem, type RemoveResult, type RuleRecord } from '../policy/allowlist.js';
+import { Allowlist, AllowlistFileError, InvalidRulesError, parseImageList, type AddResult, type AllowlistProblem, type RemoveResult, type RuleRecord } from '../policy/allowlist.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
+import { LockTimeoutError } from '../store/fs/allowlist-document.js';
+import { fsStateDocuments } from '../store/fs/state.js';
 import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from '../policy/denied.js';
 import { SyncClosedError } from '../jobs/sync.js';
 
@@ -56,8 +57,8 @@ function invalidOf(e: unknown): Invalid | undefined {
   return undefined;
 }
 
-const allowlistFile = (cfg: Config): string => join(cfg.storage, 'allowlist.json');
-export const openAllowlist = (cfg: Config): Promise<Allowlist> => Allowlist.open(allowlistFile(cfg), cfg.allowlist);
+export const openAllowlist = (cfg: Config): Promise<Allowlist> => Allowlist.open(fsStateDocuments(cfg.storage).allowlist, cfg.allowlist);
+export const openDenied = (cfg: Config): Promise<DeniedLog> => DeniedLog.open(fsStateDocuments(cfg.storage).denied);
 export const offlineNote = (why: string, what: string): void => err(`note: ${why}; ${what}`);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ export function addRules(cfg: Config, rules: string[], note: string | undefined)
     cfg,
     (c) => c.json<AddResult>('POST', '/api/v1/allowlist', { rules, ...(note === undefined ? {} : { note }) }),
     async (why) => {
-      offlineNote(why, `editing ${allowlistFile(cfg)} directly`);
+      offlineNote(why, `editing ${fsStateDocuments(cfg.storage).allowlist.location} directly`);
       return (await openAllowlist(cfg)).add(rules, { by: currentUser(), note });
     },
   );
@@ -111,7 +112,7 @@ function removeRules(cfg: Config, rules: string[]): Promise<RemoveResult> {
     cfg,
     (c) => c.json<RemoveResult>('DELETE', '/api/v1/allowlist', { rules }),
     async (why) => {
-      offlineNote(why, `editing ${allowlistFile(cfg)} directly`);
+      offlineNote(why, `editing ${fsStateDocuments(cfg.storage).allowlist.location} directly`);
       return (await openAllowlist(cfg)).remove(rules);
     },
   );
@@ -208,13 +209,12 @@ export const deniedCommand: Command = guarded('denied', async (args, config) => 
   const format = flag(args, 'format') ?? (isJson(args) ? 'json' : 'table');
   if (!['json', 'table', 'commands'].includes(format)) throw new UsageError(`--format must be table, json or commands; got "${format}"`);
   const cfg = config();
-  const file = join(cfg.storage, 'denied.json');
   if (args.flags.get('clear') === true) {
     const cleared = await liveOrOffline(
       cfg,
       async (c) => (await c.json<{ cleared: number }>('DELETE', '/api/v1/denied')).cleared,
       async () => {
-        const log = await DeniedLog.open(file);
+        const log = await openDenied(cfg);
         const n = log.list().length;
         await log.clear();
         await log.close();
@@ -227,7 +227,7 @@ export const deniedCommand: Command = guarded('denied', async (args, config) => 
   const entries = await liveOrOffline(
     cfg,
     async (c) => (await c.json<{ entries: DeniedRow[] }>('GET', '/api/v1/denied')).entries,
-    async () => (await DeniedLog.open(file)).list().map((e) => ({ ...e, command: suggestRule(e) })),
+    async () => (await openDenied(cfg)).list().map((e) => ({ ...e, command: suggestRule(e) })),
   );
   if (format === 'json') out(JSON.stringify(entries, null, 2));
   else if (format === 'commands') for (const e of entries) out(e.command);

@@ -1,17 +1,16 @@
 // The operator subcommands about upstream access: `window`, `status` and `sync`. Live through the admin API;
 // without a server they read and write window.json beside the store (and a sync runs in this process).
-import { readFile, rename, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { AdminApiError, currentUser } from './admin-client.js';
 import { statusReport, syncClosedMessage, syncPlatforms, windowReport, windowRequest, type StatusReport, type WindowReport } from '../admin/admin.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
-import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, out, type Command } from './commands.js';
+import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command } from './commands.js';
 import type { Config } from '../config/config.js';
-import { DeniedLog } from '../policy/denied.js';
 import { RegistryError } from '../oci/errors.js';
 import { Store } from '../store/store.js';
+import { fsStateDocuments } from '../store/fs/state.js';
 import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
-import { WindowState, type ManualWindow } from '../window/window.js';
+import { WindowState } from '../window/window.js';
+import { restoreManual } from '../window/manual-store.js';
 
 export const windowCommand: Command = guarded('window', async (args, config) => {
   const [sub, ...rest] = args.positionals;
@@ -31,7 +30,7 @@ export const windowCommand: Command = guarded('window', async (args, config) => 
       const state = await offlineWindow(cfg);
       if (request) state.open(request.durationMs, request.note, currentUser());
       else state.close();
-      await saveWindow(cfg, state.manual());
+      await fsStateDocuments(cfg.storage).window.write(state.manual());
       return windowReport(state);
     },
   );
@@ -53,20 +52,8 @@ function usage<T>(fn: () => T): T {
 /** The schedule from the config plus the manual window persisted beside the store (as the server keeps it). */
 async function offlineWindow(cfg: Config): Promise<WindowState> {
   const state = new WindowState(cfg.windows);
-  const text = await readFile(join(cfg.storage, 'window.json'), 'utf8').catch(() => 'null');
-  try {
-    state.restore(JSON.parse(text) as ManualWindow | null);
-  } catch {
-    state.restore(null);
-  }
+  await restoreManual(state, fsStateDocuments(cfg.storage).window);
   return state;
-}
-
-async function saveWindow(cfg: Config, manual: ManualWindow | null): Promise<void> {
-  const file = join(cfg.storage, 'window.json');
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(manual));
-  await rename(tmp, file);
 }
 
 function describeWindow(w: WindowReport): string {
@@ -93,7 +80,7 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
     },
     async () => {
       const [window, store, allowlist, denied] = await Promise.all([
-        offlineWindow(cfg), Store.open(cfg.storage), openAllowlist(cfg), DeniedLog.open(join(cfg.storage, 'denied.json')),
+        offlineWindow(cfg), Store.open(cfg.storage), openAllowlist(cfg), openDenied(cfg),
       ]);
       return statusReport({ config: cfg, window, store, allowlist, denied });
     },

@@ -1,24 +1,46 @@
-// The live allowlist: rule records persisted through lowdb (the only policy module importing it), a
-// compiled matcher swapped on every change, edits that re-read the file under a cross-process lock, and
-// (in the server) hand edits of the file applied as soon as they land, a broken file keeping the last good rules.
+// The live allowlist: rule records kept in a document the store provides (AllowlistStorage: policy declares
+// what it needs, store/fs fills it with a locked JSON file), a compiled matcher swapped on every change, edits
+// that re-read the document under its cross-process lock, and (in the server) hand edits applied as soon as
+// they land, a broken document keeping the last good rules.
 
-import { mkdir, open as openFile, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { Low } from 'lowdb';
-import { JSONFile } from 'lowdb/node';
 import { AllowlistFileError, parseAll, validate, type Entry, type RuleRecord } from './allowlist-file.js';
-import { FileWatch, type FileWatchOptions } from '../store/fs/file-watch.js';
-import { LockTimeoutError, withFileLock, type FileLockOptions } from '../store/fs/filelock.js';
 import { Matcher } from './matcher.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
 export { isDigestReachable, signatureSubject, Matcher, type ReachabilityLimits } from './matcher.js';
-export { withFileLock, LockTimeoutError, type FileLockOptions } from '../store/fs/filelock.js';
 export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
 
-interface StoreData {
+/** The allowlist document as written: `{"version":1,"rules":[...]}`. */
+export interface AllowlistDocument {
   version: 1;
   rules: RuleRecord[];
+}
+
+export interface DocumentWatchOptions {
+  debounceMs?: number;
+  pollMs?: number;
+}
+
+/** A watch on the document; settle() records its current state as known (after our own write or read). */
+export interface DocumentWatch {
+  settle(): Promise<void>;
+  close(): void;
+}
+
+/** Where the rule records persist; implemented by the store (store/fs: allowlist.json + a lock file). */
+export interface AllowlistStorage {
+  /** Names the document in messages and problem reports (the file path on fs). */
+  readonly location: string;
+  /** Runs `fn` holding the document's cross-process lock. */
+  locked<T>(fn: () => Promise<T>): Promise<T>;
+  /** The parsed document (`null` when it holds null), undefined when absent; throws when unreadable. */
+  read(): Promise<unknown>;
+  /** Replaces the document atomically and durably. */
+  write(doc: AllowlistDocument): Promise<void>;
+  /** Calls `onChange` (one at a time; a throw means try again later) when the document changes. */
+  watch(onChange: () => Promise<void>, opts?: DocumentWatchOptions): DocumentWatch;
+  /** Whether an error means the lock was held too long by someone else. */
+  isLockTimeout(err: unknown): err is Error;
 }
 
 /** Why the file on disk is not what is enforced: the last good rules stay in force meanwhile. */
@@ -32,7 +54,7 @@ export interface AllowlistProblem {
 
 export type WatchLog = (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => void;
 
-export interface AllowlistOptions extends FileLockOptions {
+export interface AllowlistOptions {
   /** Clock for addedAt (tests). */
   now?: () => Date;
 }
@@ -50,45 +72,35 @@ export interface RemoveResult {
   missing: string[];
 }
 
-async function fsyncPath(path: string): Promise<void> {
-  const handle = await openFile(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 export class Allowlist {
-  private readonly db: Low<StoreData>;
-  private readonly lockPath: string;
   private entries: Entry[] = [];
   private current: Matcher<RuleRecord> = new Matcher([]);
   private changes = 0;
   private readonly listeners = new Set<(version: number) => void>();
   private readonly problemListeners = new Set<(problem: AllowlistProblem | undefined) => void>();
   private trouble: AllowlistProblem | undefined;
-  private fileWatch: FileWatch | undefined;
+  private fileWatch: DocumentWatch | undefined;
   private log: WatchLog = () => undefined;
   /** Set once open() has created or read the file: from then on a missing file is a problem, not a fresh start. */
   private opened = false;
 
   private constructor(
-    readonly file: string,
+    private readonly storage: AllowlistStorage,
     private readonly opts: AllowlistOptions,
-  ) {
-    this.db = new Low<StoreData>(new JSONFile<StoreData>(file), { version: 1, rules: [] });
-    this.lockPath = `${file}.lock`;
+  ) {}
+
+  /** Where the rules persist (the file path on fs). */
+  get file(): string {
+    return this.storage.location;
   }
 
   /**
-   * Opens (or creates) the store file and merges `seed` (config rules, addedBy "config") into it.
+   * Opens (or creates) the document and merges `seed` (config rules, addedBy "config") into it.
    * Throws InvalidRulesError for a bad seed, AllowlistFileError for a corrupt file.
    */
-  static async open(file: string, seed: string[] = [], opts: AllowlistOptions = {}): Promise<Allowlist> {
+  static async open(storage: AllowlistStorage, seed: string[] = [], opts: AllowlistOptions = {}): Promise<Allowlist> {
     const seedSpecs = parseAll(seed);
-    await mkdir(dirname(file), { recursive: true });
-    const list = new Allowlist(file, opts);
+    const list = new Allowlist(storage, opts);
     await list.edit((entries, missing) => {
       const at = list.now();
       const keys = new Set(entries.map((e) => e.spec.key));
@@ -160,7 +172,7 @@ export class Allowlist {
 
   /** Re-reads the file (edits made by another process); a broken file throws and keeps the current list. */
   async reload(): Promise<void> {
-    const changed = await withFileLock(this.lockPath, async () => this.adopt(await this.readStore()), this.opts);
+    const changed = await this.storage.locked(async () => this.adopt((await this.readStore()).entries));
     if (changed) this.log('info', 'allowlist file changed; rules applied', { file: this.file, rules: this.entries.length, version: this.changes });
   }
 
@@ -189,10 +201,10 @@ export class Allowlist {
    * Applies hand edits of the file as they land (the server's mode). Sluice's own writes are seen too, re-read
    * once and found identical: no version bump, and since a re-read never writes, no loop.
    */
-  async watch(log: WatchLog, opts?: FileWatchOptions): Promise<void> {
+  async watch(log: WatchLog, opts?: DocumentWatchOptions): Promise<void> {
     if (this.fileWatch) return;
     this.log = log;
-    this.fileWatch = new FileWatch(this.file, () => this.refreshFromWatch(), opts);
+    this.fileWatch = this.storage.watch(() => this.refreshFromWatch(), opts);
     await this.fileWatch.settle();
   }
 
@@ -230,7 +242,7 @@ export class Allowlist {
     try {
       await this.refresh();
     } catch (err) {
-      if (err instanceof LockTimeoutError) this.log('warn', 'allowlist file changed but is locked; retrying', { file: this.file, error: err.message });
+      if (this.storage.isLockTimeout(err)) this.log('warn', 'allowlist file changed but is locked; retrying', { file: this.file, error: err.message });
       throw err;
     }
   }
@@ -246,45 +258,32 @@ export class Allowlist {
   private async edit<R>(
     change: (entries: Entry[], missing: boolean) => { next: Entry[] | undefined; result: R },
   ): Promise<R> {
-    return withFileLock(
-      this.lockPath,
-      async () => {
-        const missing = !(await this.exists());
-        const entries = await this.readStore();
-        const { next, result } = change(entries, missing);
-        if (next !== undefined) await this.write(next);
-        this.adopt(next ?? entries);
-        return result;
-      },
-      this.opts,
-    );
-  }
-
-  private async exists(): Promise<boolean> {
-    return stat(this.file).then(
-      () => true,
-      () => false,
-    );
+    return this.storage.locked(async () => {
+      const { entries, missing } = await this.readStore();
+      const { next, result } = change(entries, missing);
+      if (next !== undefined) await this.storage.write({ version: 1, rules: next.map((e) => e.record) });
+      this.adopt(next ?? entries);
+      return result;
+    });
   }
 
   /** The file's rules; a broken file throws AllowlistFileError and becomes `problem`, a good one clears it. */
-  private async readStore(): Promise<Entry[]> {
+  private async readStore(): Promise<{ entries: Entry[]; missing: boolean }> {
     let raw: unknown;
     try {
-      raw = await this.db.adapter.read();
+      raw = await this.storage.read();
     } catch (err) {
       throw this.failed(new AllowlistFileError(this.file, err instanceof Error ? err.message : String(err)));
     }
-    // lowdb answers null both for a missing file and for a file containing `null`.
-    if (raw === null) {
-      if (await this.exists()) throw this.failed(new AllowlistFileError(this.file, 'contains null, expected {"version":1,"rules":[...]}'));
+    if (raw === null) throw this.failed(new AllowlistFileError(this.file, 'contains null, expected {"version":1,"rules":[...]}'));
+    if (raw === undefined) {
       if (this.opened) throw this.failed(new AllowlistFileError(this.file, 'is missing (deleted or moved away?); restore it, or restart sluice to recreate it from the config'));
-      return [];
+      return { entries: [], missing: true };
     }
     const { entries, problems } = validate(raw);
     if (problems.length > 0) throw this.failed(new AllowlistFileError(this.file, problems.join('; ')));
     this.setProblem(undefined);
-    return entries;
+    return { entries, missing: false };
   }
 
   private failed(err: AllowlistFileError): AllowlistFileError {
@@ -299,14 +298,6 @@ export class Allowlist {
     else this.log('info', 'allowlist file is usable again', fields);
     this.trouble = problem;
     for (const listener of this.problemListeners) listener(this.problem);
-  }
-
-  /** lowdb's JSONFile writes through steno: temp file + rename (atomic); we add fsync for durability. */
-  private async write(entries: Entry[]): Promise<void> {
-    this.db.data = { version: 1, rules: entries.map((e) => e.record) };
-    await this.db.write();
-    await fsyncPath(this.file);
-    await fsyncPath(dirname(this.file));
   }
 
   /** Swaps in `entries` unless they are what is in force already; true when the rule set changed. */

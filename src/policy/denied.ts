@@ -1,11 +1,6 @@
 // The denied log: every refusal counted in memory per (host, name, reference), bounded by evicting the
-// least recently seen, written through lowdb at most once per flushMs and on close (DESIGN §4).
-// It imports lowdb like allowlist.ts does: the same persistence concern, a different file.
-
-import { mkdir, rename } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { Low } from 'lowdb';
-import { JSONFile } from 'lowdb/node';
+// least recently seen, written to a document the store provides (DeniedStorage; store/fs: denied.json) at
+// most once per flushMs and on close (DESIGN §4).
 
 export interface DeniedEntry {
   host: string;
@@ -35,9 +30,19 @@ export interface DeniedLogOptions {
   onError?: (err: Error) => void;
 }
 
-interface DeniedFile {
+/** The denied document as written: `{"version":1,"entries":[...]}`. */
+export interface DeniedDocument {
   version: 1;
   entries: DeniedEntry[];
+}
+
+/** Where the denied log persists; implemented by the store (store/fs: denied.json beside the store). */
+export interface DeniedStorage {
+  /** The parsed document, undefined or null when absent; throws when unreadable. */
+  read(): Promise<unknown>;
+  write(doc: DeniedDocument): Promise<void>;
+  /** Moves an unreadable document out of the way (named with `stamp`); returns where it went. */
+  setAside(stamp: string): Promise<string>;
 }
 
 const keyOf = (r: { host: string; name: string; reference: string }): string => `${r.host}/${r.name}\u0000${r.reference}`;
@@ -80,7 +85,7 @@ export class DeniedLog {
   recoveredFrom: string | undefined;
 
   private constructor(
-    private readonly db: Low<DeniedFile>,
+    private readonly storage: DeniedStorage,
     private readonly opts: DeniedLogOptions,
   ) {
     this.maxEntries = Math.max(1, opts.maxEntries ?? 1000);
@@ -88,23 +93,20 @@ export class DeniedLog {
   }
 
   /**
-   * Loads the file if present. Unlike the allowlist, an unreadable denied log is not a reason to refuse to
-   * start (it grants nothing): it is moved aside to `<file>.corrupt-<time>` and `recoveredFrom` says where.
+   * Loads the document if present. Unlike the allowlist, an unreadable denied log is not a reason to refuse to
+   * start (it grants nothing): it is set aside (fs: `<file>.corrupt-<time>`) and `recoveredFrom` says where.
    */
-  static async open(file: string, opts: DeniedLogOptions = {}): Promise<DeniedLog> {
-    await mkdir(dirname(file), { recursive: true });
-    const log = new DeniedLog(new Low<DeniedFile>(new JSONFile<DeniedFile>(file), { version: 1, entries: [] }), opts);
+  static async open(storage: DeniedStorage, opts: DeniedLogOptions = {}): Promise<DeniedLog> {
+    const log = new DeniedLog(storage, opts);
     let loaded: DeniedEntry[] | undefined;
     try {
-      const raw: unknown = await log.db.adapter.read();
-      loaded = raw === null ? [] : parseFile(raw);
+      const raw: unknown = await storage.read();
+      loaded = raw === null || raw === undefined ? [] : parseFile(raw);
     } catch {
       loaded = undefined;
     }
     if (loaded === undefined) {
-      const aside = `${file}.corrupt-${log.now().replace(/[:.]/g, '-')}`;
-      await rename(file, aside);
-      log.recoveredFrom = aside;
+      log.recoveredFrom = await storage.setAside(log.now().replace(/[:.]/g, '-'));
       loaded = [];
     }
     loaded.sort((a, b) => Date.parse(a.lastSeen) - Date.parse(b.lastSeen));
@@ -183,9 +185,8 @@ export class DeniedLog {
   private async write(): Promise<void> {
     if (!this.dirty) return;
     this.dirty = false;
-    this.db.data = { version: 1, entries: [...this.entries.values()] };
     try {
-      await this.db.write();
+      await this.storage.write({ version: 1, entries: [...this.entries.values()] });
     } catch (err) {
       this.dirty = true;
       throw err;

@@ -1,17 +1,24 @@
-// Content-addressed disk store: blobs (manifests too) by sha256, manifest media types, tag references
-// and referrer links per (host, repository). Every write is temp file → hash → verify → fsync → rename.
+// Content-addressed disk store: blobs (manifests too) by sha256 and manifest media types; tags, links and
+// referrers per (host, repository) are its MetadataStore (fs/metadata.ts). Every write is temp file → hash →
+// verify → fsync → rename.
 import { randomBytes } from 'node:crypto';
 import { createReadStream, open as openCallback } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import type { Descriptor } from '../oci/manifest.js';
+import { HEX_RE, hexOf } from './digest.js';
+import { isNotFound, listDir } from './fs/dirs.js';
+import { FsMetadataStore } from './fs/metadata.js';
+import type { MetadataStore, RepositoryName } from './ports.js';
 import { Ingest, isNoSpace, storeFull, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
 
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
+export { hexOf } from './digest.js';
+export { isNotFound } from './fs/dirs.js';
 
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Read size for streaming blobs: large chunks mean fewer syscalls and fewer trips through the event loop. */
@@ -28,18 +35,15 @@ interface ManifestMeta {
   sizeBytes: number;
 }
 
-const HEX_RE = /^[a-f0-9]{64}$/;
-
 export class Store {
   readonly root: string;
-  /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
-  generation = 0;
+  /** Tags, links, referrers and the state documents. */
+  readonly meta: MetadataStore;
   private readonly sizes = new LRUCache<string, number>({ max: 200_000 });
   private readonly manifests = new LRUCache<string, StoredManifest>({
     maxSize: 64 * 1024 * 1024,
     sizeCalculation: (m) => m.body.length + 64,
   });
-  private readonly tags = new LRUCache<string, string>({ max: 100_000 });
   /** Configs and tiny layers are asked for by every node; keep them in memory like manifests. */
   private readonly smallBlobs = new LRUCache<string, Buffer>({ maxSize: 32 * 1024 * 1024, sizeCalculation: (b) => b.length + 64 });
 
@@ -49,6 +53,12 @@ export class Store {
   private constructor(root: string) {
     this.root = root;
     this.tmpDir = join(root, 'tmp', `${process.pid}-${randomBytes(4).toString('hex')}`);
+    this.meta = new FsMetadataStore(root, this);
+  }
+
+  /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
+  get generation(): number {
+    return this.meta.generation;
   }
 
   /**
@@ -95,11 +105,6 @@ export class Store {
   private metaPath(digest: string): string {
     const hex = hexOf(digest);
     return join(this.root, 'manifests', 'sha256', hex.slice(0, 2), `${hex}.json`);
-  }
-
-  private repoDir(host: string, name: string): string {
-    // host and name were validated by the reference grammar, so they hold no '..' or '/'-escapes.
-    return join(this.root, 'repositories', host, ...name.split('/'));
   }
 
   /** Size of a committed blob, or undefined; memoised because a committed blob never changes. */
@@ -157,10 +162,9 @@ export class Store {
 
   /** Drops memoised tags and bumps the generation: another process (import, offline sync) changed the store. */
   invalidate(): void {
-    this.tags.clear();
+    this.meta.invalidate();
     this.sizes.clear();
     this.smallBlobs.clear();
-    this.generation++;
   }
 
   /** Forgets what is memoised about a digest (after another process changed the store). */
@@ -262,89 +266,36 @@ export class Store {
     return (await this.getManifest(digest)) !== undefined;
   }
 
-  async setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
-    await writeAtomic(this, join(this.repoDir(host, name), '_tags', tag), digest);
-    this.tags.set(`${host}/${name}:${tag}`, digest);
-    this.generation++;
+  // The metadata side, delegated so callers keep one handle on the store.
+  setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
+    return this.meta.setTag(host, name, tag, digest);
   }
-
-  async getTag(host: string, name: string, tag: string): Promise<string | undefined> {
-    const key = `${host}/${name}:${tag}`;
-    const cached = this.tags.get(key);
-    if (cached) return cached;
-    try {
-      const digest = (await readFile(join(this.repoDir(host, name), '_tags', tag), 'utf8')).trim();
-      if (!HEX_RE.test(digest.slice(7))) return undefined;
-      this.tags.set(key, digest);
-      return digest;
-    } catch (e) {
-      if (isNotFound(e) || isNotDir(e)) return undefined;
-      throw e;
-    }
+  getTag(host: string, name: string, tag: string): Promise<string | undefined> {
+    return this.meta.getTag(host, name, tag);
   }
-
-  async listTags(host: string, name: string): Promise<string[]> {
-    return (await listDir(join(this.repoDir(host, name), '_tags'))).filter((t) => !t.startsWith('.')).sort();
+  listTags(host: string, name: string): Promise<string[]> {
+    return this.meta.listTags(host, name);
   }
-
-  /** Records that a manifest belongs to a repository; indexes it as a referrer when it has a subject. */
-  async linkManifest(host: string, name: string, m: StoredManifest): Promise<void> {
-    const hex = hexOf(m.digest);
-    const dir = this.repoDir(host, name);
-    await writeAtomic(this, join(dir, '_manifests', hex), m.mediaType);
-    const subject = subjectOf(m.body);
-    if (subject) {
-      await writeAtomic(this, join(dir, '_referrers', hexOf(subject), hex), JSON.stringify(referrerDescriptor(m)));
-    }
-    this.generation++;
+  linkManifest(host: string, name: string, m: StoredManifest): Promise<void> {
+    return this.meta.linkManifest(host, name, m);
   }
-
-  /** Records that a blob arrived through a repository (fetched, confirmed by its upstream, or imported). */
-  async linkBlob(host: string, name: string, digest: string): Promise<void> {
-    await writeAtomic(this, join(this.repoDir(host, name), '_blobs', hexOf(digest)), '');
+  linkBlob(host: string, name: string, digest: string): Promise<void> {
+    return this.meta.linkBlob(host, name, digest);
   }
-
-  async isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
-    try {
-      await stat(join(this.repoDir(host, name), '_blobs', hexOf(digest)));
-      return true;
-    } catch (e) {
-      if (isNotFound(e) || isNotDir(e)) return false;
-      throw e;
-    }
+  isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
+    return this.meta.isBlobLinked(host, name, digest);
   }
-
-  /** Whether a manifest was linked to a repository (fetched, synced or imported through it). */
-  async isManifestLinked(host: string, name: string, digest: string): Promise<boolean> {
-    try {
-      await stat(join(this.repoDir(host, name), '_manifests', hexOf(digest)));
-      return true;
-    } catch (e) {
-      if (isNotFound(e) || isNotDir(e)) return false;
-      throw e;
-    }
+  isManifestLinked(host: string, name: string, digest: string): Promise<boolean> {
+    return this.meta.isManifestLinked(host, name, digest);
   }
-
-  /** Digests of every manifest linked to a repository. */
-  async linkedManifests(host: string, name: string): Promise<string[]> {
-    return (await listDir(join(this.repoDir(host, name), '_manifests'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
+  linkedManifests(host: string, name: string): Promise<string[]> {
+    return this.meta.linkedManifests(host, name);
   }
-
-  async referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
-    const dir = join(this.repoDir(host, name), '_referrers', hexOf(subject));
-    const out: Descriptor[] = [];
-    for (const f of await listDir(dir)) {
-      if (!HEX_RE.test(f)) continue;
-      out.push(JSON.parse(await readFile(join(dir, f), 'utf8')) as Descriptor);
-    }
-    return out.sort((a, b) => a.digest.localeCompare(b.digest));
+  referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
+    return this.meta.referrers(host, name, subject);
   }
-
-  async repositories(): Promise<Array<{ host: string; name: string }>> {
-    const out: Array<{ host: string; name: string }> = [];
-    const root = join(this.root, 'repositories');
-    for (const host of await listDir(root)) await walkRepos(join(root, host), host, [], out);
-    return out;
+  repositories(): Promise<RepositoryName[]> {
+    return this.meta.repositories();
   }
 
   /** Every committed blob digest (for verify). */
@@ -363,55 +314,6 @@ async function writeAtomic(store: Store, dest: string, content: string): Promise
   await rename(tmp, dest);
 }
 
-function subjectOf(body: Buffer): string | undefined {
-  try {
-    const doc = JSON.parse(body.toString('utf8')) as { subject?: { digest?: unknown } };
-    const d = doc.subject?.digest;
-    return typeof d === 'string' && d.startsWith('sha256:') && HEX_RE.test(d.slice(7)) ? d : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function referrerDescriptor(m: StoredManifest): Descriptor {
-  const doc = JSON.parse(m.body.toString('utf8')) as {
-    artifactType?: string;
-    config?: { mediaType?: string };
-    annotations?: Record<string, string>;
-  };
-  const d: Descriptor = { mediaType: m.mediaType, digest: m.digest, size: m.body.length };
-  const artifactType = doc.artifactType ?? doc.config?.mediaType;
-  if (artifactType) d.artifactType = artifactType;
-  if (doc.annotations) d.annotations = doc.annotations;
-  return d;
-}
-
-async function walkRepos(dir: string, host: string, parts: string[], out: Array<{ host: string; name: string }>): Promise<void> {
-  for (const entry of await listDir(dir)) {
-    if (entry === '_tags' || entry === '_manifests') {
-      if (!out.some((r) => r.host === host && r.name === parts.join('/'))) out.push({ host, name: parts.join('/') });
-      continue;
-    }
-    if (entry.startsWith('_')) continue;
-    await walkRepos(join(dir, entry), host, [...parts, entry], out);
-  }
-}
-
-async function listDir(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (e) {
-    if (isNotFound(e) || isNotDir(e)) return [];
-    throw e;
-  }
-}
-
-export function hexOf(digest: string): string {
-  const hex = digest.startsWith('sha256:') ? digest.slice(7) : '';
-  if (!HEX_RE.test(hex)) throw new RegistryError('DIGEST_INVALID', 'invalid digest', { digest: digest.slice(0, 200) });
-  return hex;
-}
-
 /** A read-only descriptor on a file (callback fs: no FileHandle, which the fd-based sender does not need). */
 export function openFd(path: string): Promise<number> {
   return new Promise((resolve, reject) => openCallback(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
@@ -425,12 +327,4 @@ function isAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-export function isNotFound(e: unknown): boolean {
-  return (e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
-}
-
-function isNotDir(e: unknown): boolean {
-  return (e as NodeJS.ErrnoException | undefined)?.code === 'ENOTDIR';
 }

@@ -8,17 +8,16 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  Allowlist,
   AllowlistFileError,
   InvalidRulesError,
   isDigestReachable,
-  LockTimeoutError,
   Matcher,
   parseImageList,
   parseRule,
   RuleError,
   signatureSubject,
 } from '../../src/policy/allowlist.js';
+import { LockTimeoutError, openAllowlistFile } from '../../src/store/fs/allowlist-document.js';
 
 const H1 = `sha256:${'a'.repeat(64)}`;
 const H2 = `sha256:${'b'.repeat(64)}`;
@@ -297,11 +296,11 @@ describe('Allowlist persistence', () => {
 
   it('add and remove survive a reopen, with who/when/why', async () => {
     const file = freshFile();
-    const a = await Allowlist.open(file, [], { now: clock });
+    const a = await openAllowlistFile(file, [], { now: clock });
     const res = await a.add(['busybox:1.36', 'ghcr.io/siderolabs/**'], { by: 'alice', note: 'upgrade' });
     expect(res.added.map((r) => r.rule)).toEqual(['docker.io/library/busybox:1.36', 'ghcr.io/siderolabs/**']);
     expect(res.existing).toEqual([]);
-    const b = await Allowlist.open(file);
+    const b = await openAllowlistFile(file);
     expect(b.list()).toEqual([
       { rule: 'docker.io/library/busybox:1.36', note: 'upgrade', addedBy: 'alice', addedAt: '2025-01-02T03:04:05.000Z' },
       { rule: 'ghcr.io/siderolabs/**', note: 'upgrade', addedBy: 'alice', addedAt: '2025-01-02T03:04:05.000Z' },
@@ -312,14 +311,14 @@ describe('Allowlist persistence', () => {
       missing: ['ghcr.io/nope'],
     });
     expect(b.matchTag('docker.io', 'library/busybox', '1.36')).toBeUndefined();
-    const c = await Allowlist.open(file);
+    const c = await openAllowlistFile(file);
     expect(c.list().map((r) => r.rule)).toEqual(['ghcr.io/siderolabs/**']);
     const names = await readdir(join(file, '..'));
     expect(names.sort()).toEqual(['allowlist.json']); // no temp file, no lock left behind
   });
 
   it('a duplicate canonical rule is a no-op that keeps the first metadata', async () => {
-    const a = await Allowlist.open(freshFile());
+    const a = await openAllowlistFile(freshFile());
     await a.add(['busybox:1.36'], { by: 'alice', note: 'first' });
     const res = await a.add(['docker.io/library/busybox:1.36', 'docker.io/busybox:1.36'], { by: 'bob', note: 'second' });
     expect(res).toEqual({ added: [], existing: ['docker.io/library/busybox:1.36', 'docker.io/library/busybox:1.36'] });
@@ -327,7 +326,7 @@ describe('Allowlist persistence', () => {
   });
 
   it('removes a tag@digest rule by its digest form', async () => {
-    const a = await Allowlist.open(freshFile());
+    const a = await openAllowlistFile(freshFile());
     await a.add([`ghcr.io/x/y:v1@${H1}`], { by: 't' });
     expect(a.isDigestPinned('ghcr.io', 'x/y', H1)).toBe(true);
     expect((await a.add([`ghcr.io/x/y@${H1}`], { by: 't' })).existing).toEqual([`ghcr.io/x/y@${H1}`]);
@@ -337,7 +336,7 @@ describe('Allowlist persistence', () => {
 
   it('add is all-or-nothing and lists every invalid rule', async () => {
     const file = freshFile();
-    const a = await Allowlist.open(file);
+    const a = await openAllowlistFile(file);
     await a.add(['ghcr.io/x/y:v1'], { by: 't' });
     const before = await readFile(file, 'utf8');
     const err = await a.add(['ghcr.io/ok/ok:1', 'BAD/x', 'ghcr.io/x:'], { by: 't' }).catch((e: unknown) => e);
@@ -349,7 +348,7 @@ describe('Allowlist persistence', () => {
   });
 
   it('bumps version and notifies listeners on every change, not on no-ops', async () => {
-    const a = await Allowlist.open(freshFile());
+    const a = await openAllowlistFile(freshFile());
     const seen: number[] = [];
     const off = a.onChange((v) => seen.push(v));
     const v0 = a.version;
@@ -364,15 +363,15 @@ describe('Allowlist persistence', () => {
 
   it('merges seed rules from config, keeping operator metadata for rules already present', async () => {
     const file = freshFile();
-    const a = await Allowlist.open(file);
+    const a = await openAllowlistFile(file);
     await a.add(['busybox:1.36'], { by: 'alice' });
-    const b = await Allowlist.open(file, ['docker.io/busybox:1.36', 'registry.k8s.io/pause:3.10']);
+    const b = await openAllowlistFile(file, ['docker.io/busybox:1.36', 'registry.k8s.io/pause:3.10']);
     expect(b.list()).toMatchObject([
       { rule: 'docker.io/library/busybox:1.36', addedBy: 'alice' },
       { rule: 'registry.k8s.io/pause:3.10', addedBy: 'config' },
     ]);
-    expect((await Allowlist.open(file)).list()).toHaveLength(2);
-    await expect(Allowlist.open(file, ['Bad/Seed'])).rejects.toBeInstanceOf(InvalidRulesError);
+    expect((await openAllowlistFile(file)).list()).toHaveLength(2);
+    await expect(openAllowlistFile(file, ['Bad/Seed'])).rejects.toBeInstanceOf(InvalidRulesError);
   });
 
   const record = (rule: string): object => ({ rule, addedBy: 'a', addedAt: '2025-01-01T00:00:00Z' });
@@ -389,7 +388,7 @@ describe('Allowlist persistence', () => {
     const file = freshFile();
     await mkdir(join(file, '..'), { recursive: true });
     await writeFile(file, content);
-    const err = await Allowlist.open(file, ['ghcr.io/seed/x']).catch((e: unknown) => e);
+    const err = await openAllowlistFile(file, ['ghcr.io/seed/x']).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AllowlistFileError);
     expect((err as Error).message).toContain(file);
     expect((err as Error).message).toContain(problem);
@@ -398,8 +397,8 @@ describe('Allowlist persistence', () => {
 
   it('reload picks up another writer’s edits, and a broken file keeps the current list', async () => {
     const file = freshFile();
-    const a = await Allowlist.open(file);
-    const b = await Allowlist.open(file);
+    const a = await openAllowlistFile(file);
+    const b = await openAllowlistFile(file);
     await b.add(['ghcr.io/x/y:v1'], { by: 'cli' });
     expect(a.matchTag('ghcr.io', 'x/y', 'v1')).toBeUndefined();
     await a.reload();
@@ -426,7 +425,7 @@ describe('Allowlist locking', () => {
   it('breaks a lock whose pid is dead', async () => {
     const file = freshFile();
     await writeLock(file, await deadPid(), new Date());
-    const a = await Allowlist.open(file, ['ghcr.io/x/y'], { lockTimeoutMs: 5000 });
+    const a = await openAllowlistFile(file, ['ghcr.io/x/y'], { lockTimeoutMs: 5000 });
     expect(a.list()).toHaveLength(1);
     expect(await readdir(join(file, '..'))).toEqual(['allowlist.json']);
   });
@@ -434,25 +433,25 @@ describe('Allowlist locking', () => {
   it('breaks a lock older than the stale limit even if its pid lives', async () => {
     const file = freshFile();
     await writeLock(file, process.pid, new Date(Date.now() - 60_000));
-    expect((await Allowlist.open(file, ['ghcr.io/x/y'])).list()).toHaveLength(1);
+    expect((await openAllowlistFile(file, ['ghcr.io/x/y'])).list()).toHaveLength(1);
   });
 
   it('gives up on a live, fresh lock after the timeout, naming the holder', async () => {
     const file = freshFile();
     await writeLock(file, process.pid, new Date());
-    const err = await Allowlist.open(file, [], { lockTimeoutMs: 100 }).catch((e: unknown) => e);
+    const err = await openAllowlistFile(file, [], { lockTimeoutMs: 100 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockTimeoutError);
     expect((err as Error).message).toContain(`pid ${process.pid}`);
   });
 
   it('100 concurrent adds from two instances on one file leave exactly 100 rules', async () => {
     const file = freshFile();
-    const server = await Allowlist.open(file);
-    const cli = await Allowlist.open(file);
+    const server = await openAllowlistFile(file);
+    const cli = await openAllowlistFile(file);
     await Promise.all(
       Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? server : cli).add([`ghcr.io/c/r${i}:v1`], { by: `w${i}` })),
     );
-    const reopened = await Allowlist.open(file);
+    const reopened = await openAllowlistFile(file);
     expect(reopened.list()).toHaveLength(100);
     await server.reload();
     expect(server.list()).toHaveLength(100);
@@ -464,14 +463,14 @@ describe('Allowlist locking', () => {
     await writeFile(
       child,
       [
-        `import { Allowlist } from ${JSON.stringify(moduleUrl)};`,
+        `import { openAllowlistFile } from ${JSON.stringify(moduleUrl)};`,
         'const [file, prefix, count] = process.argv.slice(2);',
-        'const list = await Allowlist.open(file);',
+        'const list = await openAllowlistFile(file);',
         'await Promise.all(Array.from({ length: Number(count) }, (_, i) => list.add([`ghcr.io/${prefix}/r${i}:v1`], { by: prefix })));',
       ].join('\n'),
     );
     const file = freshFile();
-    const parent = await Allowlist.open(file);
+    const parent = await openAllowlistFile(file);
     const exits = ['p1', 'p2', 'p3', 'p4'].map((prefix) => {
       const proc = spawn(process.execPath, [child, file, prefix, '20'], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
@@ -481,14 +480,14 @@ describe('Allowlist locking', () => {
     const own = Array.from({ length: 20 }, (_, i) => parent.add([`ghcr.io/parent/r${i}:v1`], { by: 'parent' }));
     await Promise.all(own);
     expect(await Promise.all(exits)).toEqual(['0', '0', '0', '0']);
-    const rules = (await Allowlist.open(file)).list().map((r) => r.rule);
+    const rules = (await openAllowlistFile(file)).list().map((r) => r.rule);
     expect(rules).toHaveLength(100);
     expect(new Set(rules).size).toBe(100);
   });
 });
 
-/** The built allowlist module (`npm test` builds first), as a file URL the children import. */
+/** The built module opening an allowlist on a file (`npm test` builds first), as a file URL the children import. */
 function compileForChildren(): string {
   const root = fileURLToPath(new URL('../..', import.meta.url));
-  return pathToFileURL(join(root, 'dist', 'src', 'policy', 'allowlist.js')).href;
+  return pathToFileURL(join(root, 'dist', 'src', 'store', 'fs', 'allowlist-document.js')).href;
 }

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { DeniedLog, deniedReference, suggestRule } from '../../src/policy/denied.js';
+import { deniedReference, suggestRule } from '../../src/policy/denied.js';
+import { openDeniedFile } from '../../src/store/fs/denied-document.js';
 
 const H1 = `sha256:${'a'.repeat(64)}`;
 
@@ -28,7 +29,7 @@ function manualClock(): { now: () => Date } {
 
 describe('DeniedLog', () => {
   it('aggregates per (host, name, reference) with count, first/last seen and last client', async () => {
-    const log = await DeniedLog.open(freshFile(), { ...manualClock() });
+    const log = await openDeniedFile(freshFile(), { ...manualClock() });
     log.record({ host: 'ghcr.io', name: 'siderolabs/kubelet', reference: 'v1.35.0', client: '10.0.0.1' });
     log.record({ host: 'ghcr.io', name: 'siderolabs/kubelet', reference: 'v1.35.0', client: '10.0.0.2' });
     log.record({ host: 'ghcr.io', name: 'siderolabs/kubelet', reference: H1, client: '10.0.0.3' });
@@ -57,7 +58,7 @@ describe('DeniedLog', () => {
   });
 
   it('stays bounded, evicting the least recently seen', async () => {
-    const log = await DeniedLog.open(freshFile(), { maxEntries: 3, ...manualClock() });
+    const log = await openDeniedFile(freshFile(), { maxEntries: 3, ...manualClock() });
     for (const ref of ['a', 'b', 'c']) log.record({ host: 'quay.io', name: 'x/y', reference: ref });
     log.record({ host: 'quay.io', name: 'x/y', reference: 'a' }); // a is now the most recent
     log.record({ host: 'quay.io', name: 'x/y', reference: 'd' }); // evicts b
@@ -68,15 +69,15 @@ describe('DeniedLog', () => {
 
   it('flushes through lowdb and reloads in order, keeping the bound', async () => {
     const file = freshFile();
-    const log = await DeniedLog.open(file, { ...manualClock() });
+    const log = await openDeniedFile(file, { ...manualClock() });
     for (const ref of ['v1', 'v2', 'v3']) log.record({ host: 'docker.io', name: 'library/alpine', reference: ref });
     await log.flush();
     const stored = JSON.parse(await readFile(file, 'utf8')) as { version: number; entries: unknown[] };
     expect(stored.version).toBe(1);
     expect(stored.entries).toHaveLength(3);
-    const again = await DeniedLog.open(file);
+    const again = await openDeniedFile(file);
     expect(again.list().map((e) => e.reference)).toEqual(['v3', 'v2', 'v1']);
-    const small = await DeniedLog.open(file, { maxEntries: 2 });
+    const small = await openDeniedFile(file, { maxEntries: 2 });
     expect(small.list().map((e) => e.reference)).toEqual(['v3', 'v2']);
     await Promise.all([log.close(), again.close(), small.close()]);
   });
@@ -86,7 +87,7 @@ describe('DeniedLog', () => {
     const write = vi.spyOn(Low.prototype, 'write');
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
-      const log = await DeniedLog.open(file, { flushMs: 1000 });
+      const log = await openDeniedFile(file, { flushMs: 1000 });
       log.record({ host: 'gcr.io', name: 'etcd-development/etcd', reference: 'v3.6.5' });
       log.record({ host: 'gcr.io', name: 'etcd-development/etcd', reference: 'v3.6.6' });
       expect(vi.getTimerCount()).toBe(1);
@@ -106,28 +107,28 @@ describe('DeniedLog', () => {
 
   it('writes what is pending on close, and ignores records after it', async () => {
     const file = freshFile();
-    const log = await DeniedLog.open(file, { flushMs: 60_000 });
+    const log = await openDeniedFile(file, { flushMs: 60_000 });
     log.record({ host: 'gcr.io', name: 'x', reference: 'v1' });
     await log.close();
-    expect((await DeniedLog.open(file)).list()).toHaveLength(1);
+    expect((await openDeniedFile(file)).list()).toHaveLength(1);
     log.record({ host: 'gcr.io', name: 'x', reference: 'v2' });
     expect(log.list()).toHaveLength(1);
   });
 
   it('clear empties memory and file', async () => {
     const file = freshFile();
-    const log = await DeniedLog.open(file);
+    const log = await openDeniedFile(file);
     log.record({ host: 'gcr.io', name: 'x', reference: 'v1' });
     await log.clear();
     expect(log.list()).toEqual([]);
-    expect((await DeniedLog.open(file)).list()).toEqual([]);
+    expect((await openDeniedFile(file)).list()).toEqual([]);
     await log.close();
   });
 
   it('moves an unreadable file aside instead of failing to start (it grants nothing)', async () => {
     const file = freshFile();
     await writeFile(file, '{"entries": [ {"host": 1} ]}');
-    const log = await DeniedLog.open(file);
+    const log = await openDeniedFile(file);
     expect(log.list()).toEqual([]);
     expect(log.recoveredFrom).toMatch(/\.corrupt-/);
     expect(await readFile(log.recoveredFrom ?? '', 'utf8')).toContain('"host": 1');

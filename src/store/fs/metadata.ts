@@ -1,0 +1,168 @@
+// MetadataStore on the fs layout every release wrote, under `repositories/<host>/<name…>/`:
+//   _tags/<tag>               the digest as text
+//   _manifests/<hex>          the manifest's media type
+//   _blobs/<hex>              empty: the blob arrived through this repository
+//   _referrers/<subject-hex>/<hex>  the referrer's descriptor as JSON
+// Every write is temp file (in the store's own temp folder) → rename, so a reader never sees half of one.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import type { Descriptor } from '../../oci/manifest.js';
+import { HEX_RE, hexOf } from '../digest.js';
+import type { LinkableManifest, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
+import { isNotDir, isNotFound, listDir } from './dirs.js';
+import { fsStateDocuments } from './state.js';
+
+/** The store's temp folder: where atomic writes are staged (re-created if something removed it). */
+export interface TempArea {
+  readonly tmpDir: string;
+  inTmp<T>(create: () => Promise<T>): Promise<T>;
+}
+
+export class FsMetadataStore implements MetadataStore {
+  private changes = 0;
+  readonly state: StateDocuments;
+  private readonly tags = new LRUCache<string, string>({ max: 100_000 });
+
+  constructor(
+    private readonly root: string,
+    private readonly temp: TempArea,
+  ) {
+    this.state = fsStateDocuments(root);
+  }
+
+  get generation(): number {
+    return this.changes;
+  }
+
+  private repoDir(host: string, name: string): string {
+    // host and name were validated by the reference grammar, so they hold no '..' or '/'-escapes.
+    return join(this.root, 'repositories', host, ...name.split('/'));
+  }
+
+  invalidate(): void {
+    this.tags.clear();
+    this.changes++;
+  }
+
+  async setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
+    await this.writeAtomic(join(this.repoDir(host, name), '_tags', tag), digest);
+    this.tags.set(`${host}/${name}:${tag}`, digest);
+    this.changes++;
+  }
+
+  async getTag(host: string, name: string, tag: string): Promise<string | undefined> {
+    const key = `${host}/${name}:${tag}`;
+    const cached = this.tags.get(key);
+    if (cached) return cached;
+    try {
+      const digest = (await readFile(join(this.repoDir(host, name), '_tags', tag), 'utf8')).trim();
+      if (!HEX_RE.test(digest.slice(7))) return undefined;
+      this.tags.set(key, digest);
+      return digest;
+    } catch (e) {
+      if (isNotFound(e) || isNotDir(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async listTags(host: string, name: string): Promise<string[]> {
+    return (await listDir(join(this.repoDir(host, name), '_tags'))).filter((t) => !t.startsWith('.')).sort();
+  }
+
+  async linkManifest(host: string, name: string, m: LinkableManifest): Promise<void> {
+    const hex = hexOf(m.digest);
+    const dir = this.repoDir(host, name);
+    await this.writeAtomic(join(dir, '_manifests', hex), m.mediaType);
+    const subject = subjectOf(m.body);
+    if (subject) {
+      await this.writeAtomic(join(dir, '_referrers', hexOf(subject), hex), JSON.stringify(referrerDescriptor(m)));
+    }
+    this.changes++;
+  }
+
+  async linkBlob(host: string, name: string, digest: string): Promise<void> {
+    await this.writeAtomic(join(this.repoDir(host, name), '_blobs', hexOf(digest)), '');
+  }
+
+  isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
+    return exists(join(this.repoDir(host, name), '_blobs', hexOf(digest)));
+  }
+
+  isManifestLinked(host: string, name: string, digest: string): Promise<boolean> {
+    return exists(join(this.repoDir(host, name), '_manifests', hexOf(digest)));
+  }
+
+  async linkedManifests(host: string, name: string): Promise<string[]> {
+    return (await listDir(join(this.repoDir(host, name), '_manifests'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
+  }
+
+  async referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
+    const dir = join(this.repoDir(host, name), '_referrers', hexOf(subject));
+    const out: Descriptor[] = [];
+    for (const f of await listDir(dir)) {
+      if (!HEX_RE.test(f)) continue;
+      out.push(JSON.parse(await readFile(join(dir, f), 'utf8')) as Descriptor);
+    }
+    return out.sort((a, b) => a.digest.localeCompare(b.digest));
+  }
+
+  async repositories(): Promise<RepositoryName[]> {
+    const out: RepositoryName[] = [];
+    const root = join(this.root, 'repositories');
+    for (const host of await listDir(root)) await walkRepos(join(root, host), host, [], out);
+    return out;
+  }
+
+  private async writeAtomic(dest: string, content: string): Promise<void> {
+    const tmp = join(this.temp.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
+    await this.temp.inTmp(() => writeFile(tmp, content, { flag: 'wx' }));
+    await mkdir(dirname(dest), { recursive: true });
+    await rename(tmp, dest);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (e) {
+    if (isNotFound(e) || isNotDir(e)) return false;
+    throw e;
+  }
+}
+
+function subjectOf(body: Buffer): string | undefined {
+  try {
+    const doc = JSON.parse(body.toString('utf8')) as { subject?: { digest?: unknown } };
+    const d = doc.subject?.digest;
+    return typeof d === 'string' && d.startsWith('sha256:') && HEX_RE.test(d.slice(7)) ? d : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function referrerDescriptor(m: LinkableManifest): Descriptor {
+  const doc = JSON.parse(m.body.toString('utf8')) as {
+    artifactType?: string;
+    config?: { mediaType?: string };
+    annotations?: Record<string, string>;
+  };
+  const d: Descriptor = { mediaType: m.mediaType, digest: m.digest, size: m.body.length };
+  const artifactType = doc.artifactType ?? doc.config?.mediaType;
+  if (artifactType) d.artifactType = artifactType;
+  if (doc.annotations) d.annotations = doc.annotations;
+  return d;
+}
+
+async function walkRepos(dir: string, host: string, parts: string[], out: RepositoryName[]): Promise<void> {
+  for (const entry of await listDir(dir)) {
+    if (entry === '_tags' || entry === '_manifests') {
+      if (!out.some((r) => r.host === host && r.name === parts.join('/'))) out.push({ host, name: parts.join('/') });
+      continue;
+    }
+    if (entry.startsWith('_')) continue;
+    await walkRepos(join(dir, entry), host, [...parts, entry], out);
+  }
+}

@@ -1,0 +1,25 @@
+// The operator's manual window survives restarts: WindowState leaves persisting it to its owner, and this is
+// what the owner needs from the store (store/fs: window.json beside the store) and the two ways it is used.
+import type { ManualWindow, WindowState } from './window.js';
+
+export interface ManualWindowStorage {
+  /** Names the document in messages (the file path on fs). */
+  readonly location: string;
+  /** The persisted manual window; null when there is none or it cannot be read. */
+  read(): Promise<ManualWindow | null>;
+  /** Replaces the persisted manual window atomically. */
+  write(manual: ManualWindow | null): Promise<void>;
+}
+
+/** Loads the persisted manual window into `state`. */
+export async function restoreManual(state: WindowState, storage: ManualWindowStorage): Promise<void> {
+  state.restore(await storage.read());
+}
+
+/** Writes every change of the manual window, one after another; a failure goes to `onError`, never fatal. */
+export function recordManual(state: WindowState, storage: ManualWindowStorage, onError: (e: unknown) => void): () => void {
+  let last = Promise.resolve();
+  return state.onChange((m) => {
+    last = last.then(() => storage.write(m)).catch(onError);
+  });
+}
