@@ -3,7 +3,9 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AdminApiError, currentUser } from './admin-client.js';
-import { statusReport, syncClosedMessage, syncPlatforms, windowReport, windowRequest, type StatusReport, type WindowReport } from '../admin/admin.js';
+import { statusReport, windowReport, type StatusReport, type WindowReport } from '../jobs/status.js';
+import { syncClosedMessage, syncPlatforms } from '../admin/sync.js';
+import { windowRequest } from '../admin/window.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, out, type Command } from './commands.js';
 import type { Config } from '../config/config.js';
