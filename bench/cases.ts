@@ -4,12 +4,15 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ACCEPT_MANIFESTS, sizeLabel, type BenchImage } from './content.js';
+import { ACCEPT_MANIFESTS } from '../testkit/oci.js';
+import { sizeLabel, type BenchImage } from './content.js';
 import type { ProxiedRequest } from './count-proxy.js';
 import type { GetterResult } from './getter.js';
 import { blobThroughput, requestRate, type RateResult, type ThroughputResult } from './load.js';
-import { backgroundCores, measure, memoryOf, pollRss, startProc, type Proc } from './proc.js';
-import { BENCH_DIST, SLUICE_MAIN, startSluice, writeSluiceConfig, type Server, type Target } from './servers.js';
+import { startProc, type Proc } from '../testkit/proc.js';
+import { backgroundCores, measure, memoryOf, pollRss } from './proc.js';
+import { SLUICE_MAIN } from '../testkit/sluice.js';
+import { BENCH_DIST, startSluice, writeSluiceConfig, type Server, type Target } from './servers.js';
 
 export type TargetKey = 'sluice' | 'registry' | 'nginx' | 'bare';
 

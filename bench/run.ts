@@ -4,7 +4,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises
 import { cpus, hostname, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BENCH_HOST, KiB, MiB, writeLayout, writeStaticTree, type BenchImage, type Layout } from './content.js';
+import { BENCH_HOST, writeLayout, writeStaticTree, type BenchImage, type Layout } from './content.js';
 import {
   runFanInCase,
   runMemoryCase,
@@ -14,9 +14,11 @@ import {
   settings,
   type Settings,
 } from './cases.js';
-import { killAllSync, run, runOk, stopAll } from './proc.js';
+import { KiB, MiB } from '../testkit/oci.js';
+import { killAllSync, run, runOk, stopAll } from '../testkit/proc.js';
 import { backgroundLine, buildRows, clientCeilings, renderRows, summaryLine, type BenchResults } from './report.js';
-import { REPO_ROOT, SLUICE_MAIN, startBare, startCountingProxy, startNginx, startRegistry, startSluice, writeSluiceConfig, type Server } from './servers.js';
+import { REPO_ROOT, SLUICE_MAIN } from '../testkit/sluice.js';
+import { startBare, startCountingProxy, startNginx, startRegistry, startSluice, writeSluiceConfig, type Server } from './servers.js';
 import { populateStore } from './store10k.js';
 
 const REQUIRED = ['docker-registry', 'skopeo', 'nginx', 'wrk'];

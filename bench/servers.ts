@@ -1,16 +1,17 @@
 // Starting every target on 127.0.0.1 as its own process: sluice (the built CLI), docker-registry, nginx
 // (sendfile on), the bare Node and fastify ceilings, and the counting proxy in front of the upstream.
 import { mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
+import { freePort, startProc, waitForHttp, type Proc } from '../testkit/proc.js';
+import { startRegistry as startDockerRegistry } from '../testkit/registry.js';
+import { sluiceConfigDoc } from '../testkit/sluice-config.js';
+import { SLUICE_MAIN } from '../testkit/sluice.js';
 import { BENCH_HOST } from './content.js';
-import { freePort, startProc, waitForHttp, type Proc } from './proc.js';
 
-/** dist/bench when run as built; the checkout root is two levels up. */
+/** dist/bench when run as built: the bare servers, the counting proxy and the getter are beside this file. */
 export const BENCH_DIST = dirname(fileURLToPath(import.meta.url));
-export const REPO_ROOT = resolve(BENCH_DIST, '..', '..');
-export const SLUICE_MAIN = join(REPO_ROOT, 'dist', 'src', 'main.js');
 
 /** What a case needs of a target: where it answers and which process tree does the work. */
 export interface Target {
@@ -36,22 +37,10 @@ async function server(name: string, proc: Proc, port: number, readyPath = '/v2/'
   return { name, url, port, pid: proc.pid, proc, stop: async () => void (await proc.stop()) };
 }
 
-/** Debian's `docker-registry serve` (distribution 2.8) with filesystem storage under `dir`. */
+/** Debian's `docker-registry serve` (distribution 2.8) with filesystem storage under `dir` (testkit's, as the tests use). */
 export async function startRegistry(dir: string): Promise<Server> {
-  await mkdir(dir, { recursive: true });
-  const port = await freePort();
-  const config = [
-    'version: 0.1',
-    'log: {level: warn, formatter: text, accesslog: {disabled: true}}',
-    'storage:',
-    `  filesystem: {rootdirectory: ${join(dir, 'storage')}}`,
-    '  cache: {blobdescriptor: inmemory}',
-    '  maintenance: {uploadpurging: {enabled: false}}',
-    `http: {addr: "127.0.0.1:${port}"}`,
-  ].join('\n');
-  await writeFile(join(dir, 'config.yml'), `${config}\n`);
-  const proc = await startProc('docker-registry', 'docker-registry', ['serve', join(dir, 'config.yml')], join(dir, 'registry.log'));
-  return server('docker-registry', proc, port);
+  const r = await startDockerRegistry({ dir });
+  return { name: 'docker-registry', url: r.url, port: r.port, pid: r.proc.pid, proc: r.proc, stop: r.stop };
 }
 
 /**
@@ -103,7 +92,7 @@ export async function startCountingProxy(dir: string, targetHostPort: string): P
   return server('count-proxy', proc, port);
 }
 
-export interface SluiceConfigOptions {
+export interface BenchSluiceOptions {
   storage: string;
   port: number;
   upstreamUrl: string;
@@ -112,19 +101,22 @@ export interface SluiceConfigOptions {
 }
 
 /** The YAML config a bench sluice serves with: the bench host as defaultUpstream, so URL paths match every target. */
-export function sluiceConfigYaml(o: SluiceConfigOptions, adminPort: number): string {
-  return toYaml({
-    listen: `127.0.0.1:${o.port}`,
-    storage: o.storage,
-    defaultUpstream: BENCH_HOST,
-    upstreams: { [BENCH_HOST]: { url: o.upstreamUrl } },
-    windows: o.windows,
-    allowlist: o.allowlist,
-    admin: { listen: `127.0.0.1:${adminPort}` },
-  });
+function sluiceConfigYaml(o: BenchSluiceOptions, adminPort: number): string {
+  return toYaml(
+    sluiceConfigDoc(o.storage, {
+      windows: o.windows,
+      allowlist: o.allowlist,
+      extra: {
+        listen: `127.0.0.1:${o.port}`,
+        defaultUpstream: BENCH_HOST,
+        upstreams: { [BENCH_HOST]: { url: o.upstreamUrl } },
+        admin: { listen: `127.0.0.1:${adminPort}` },
+      },
+    }),
+  );
 }
 
-export async function writeSluiceConfig(dir: string, o: Omit<SluiceConfigOptions, 'port'>): Promise<{ file: string; port: number }> {
+export async function writeSluiceConfig(dir: string, o: Omit<BenchSluiceOptions, 'port'>): Promise<{ file: string; port: number }> {
   await mkdir(dir, { recursive: true });
   const port = await freePort();
   const file = join(dir, 'sluice.yaml');
@@ -137,9 +129,4 @@ export async function startSluice(configFile: string, port: number, opts: { node
   const dir = dirname(configFile);
   const proc = await startProc(opts.name ?? 'sluice', process.execPath, [...(opts.nodeArgs ?? []), SLUICE_MAIN, 'serve', '--config', configFile], join(dir, `${opts.name ?? 'sluice'}.log`), { cwd: dir });
   return server(opts.name ?? 'sluice', proc, port);
-}
-
-/** Runs a sluice CLI command (import, …) to completion with the given config. */
-export function sluiceCliArgs(configFile: string, args: string[]): string[] {
-  return [SLUICE_MAIN, ...args, '--config', configFile];
 }

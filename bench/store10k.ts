@@ -2,7 +2,8 @@
 // each a manifest, a config and 8 small layers — 10,000 blobs — written through sluice's own Store module.
 import { createHash, randomBytes } from 'node:crypto';
 import { Store } from '../src/store/store.js';
-import { BENCH_HOST, MediaType, type Descriptor } from './content.js';
+import { MediaType, type Descriptor } from '../testkit/oci.js';
+import { BENCH_HOST } from './content.js';
 
 export interface PopulatedStore {
   blobs: number;
@@ -28,7 +29,7 @@ async function putImage(store: Store, repo: string, tag: string): Promise<number
   for (let i = 0; i < LAYERS; i++) {
     const body = randomBytes(LAYER_BYTES);
     const info = await store.putBlob(body, { sizeBytes: body.length });
-    layers.push({ mediaType: MediaType.ociLayer, digest: info.digest, size: info.sizeBytes });
+    layers.push({ mediaType: MediaType.ociLayerTar, digest: info.digest, size: info.sizeBytes });
   }
   const configBody = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } }));
   const config = await store.putBlob(configBody, { digest: digestOf(configBody), sizeBytes: configBody.length });

@@ -1,7 +1,9 @@
 // The operator subcommands about upstream access: `window`, `status` and `sync`. Live through the admin API;
 // without a server they read and write window.json beside the store (and a sync runs in this process).
 import { AdminApiError, currentUser } from './admin-client.js';
-import { statusReport, syncClosedMessage, syncPlatforms, windowReport, windowRequest, type StatusReport, type WindowReport } from '../admin/admin.js';
+import { statusReport, windowReport, type StatusReport, type WindowReport } from '../jobs/status.js';
+import { syncClosedMessage, syncPlatforms } from '../admin/sync.js';
+import { windowRequest } from '../admin/window.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command } from './commands.js';
 import type { Config } from '../config/config.js';

@@ -9,7 +9,7 @@ import { createConnection, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StatusReport } from '../../src/admin/admin.js';
+import type { StatusReport } from '../../src/jobs/status.js';
 import type { RuleRecord } from '../../src/policy/allowlist.js';
 import type { DeniedEntry } from '../../src/policy/denied.js';
 import { Store } from '../../src/store/store.js';

@@ -1,8 +1,9 @@
 // Finding and running the real external tools the integration suites drive
-// (docker-registry, skopeo, containerd, ctr), and skipping loudly when they are absent.
-import { spawn } from 'node:child_process';
+// (docker-registry, skopeo, containerd, ctr), and skipping loudly when they are absent. run/runOk are testkit's.
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
+
+export { run, runOk, type RunOptions, type RunResult } from '../../testkit/proc.js';
 
 export const INSTALL_HINT = 'apt-get install -y docker-registry skopeo containerd';
 
@@ -39,48 +40,4 @@ export function requireBinaries(names: readonly string[], suite = 'integration s
       `!!! install with ${INSTALL_HINT}\n${bar}\n`,
   );
   return false;
-}
-
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface RunOptions {
-  env?: NodeJS.ProcessEnv;
-  /** Kill the process (SIGKILL) after this long; the result then has code 124 like timeout(1). */
-  timeoutMs?: number;
-}
-
-/** Runs a command to completion without a shell; never rejects for a non-zero exit. */
-export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeoutMs ?? 180_000);
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const stderr = Buffer.concat(err).toString() + (timedOut ? `\n[killed after ${opts.timeoutMs ?? 180_000} ms]` : '');
-      resolve({ code: timedOut ? 124 : (code ?? (signal ? 128 : 1)), stdout: Buffer.concat(out).toString(), stderr });
-    });
-  });
-}
-
-/** Like run, but throws with the command line and its stderr when the exit code is not 0. */
-export async function runOk(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const r = await run(cmd, args, opts);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}:\n${r.stderr}${r.stdout}`);
-  return r;
 }

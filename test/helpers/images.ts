@@ -1,33 +1,18 @@
 // Deterministic test images, generated offline into an OCI image layout (oci-layout, index.json,
 // blobs/sha256/<hex>), plus a .tar of a layout, blob corruption, and skopeo's `dir:` format.
-import { createCipheriv, createHash } from 'node:crypto';
 import { constants, createReadStream, createWriteStream } from 'node:fs';
 import { copyFile, mkdir, open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
+import { blobPath, hexOf, KiB, MediaType, MiB, mkLayoutDir, REF_NAME_ANNOTATION, seededBytes, sha256, writeBlob, writeLayoutIndex, type Descriptor } from '../../testkit/oci.js';
 
-export const MediaType = {
-  ociIndex: 'application/vnd.oci.image.index.v1+json',
-  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
-  ociConfig: 'application/vnd.oci.image.config.v1+json',
-  ociLayer: 'application/vnd.oci.image.layer.v1.tar+gzip',
-  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
-  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
-  dockerConfig: 'application/vnd.docker.container.image.v1+json',
-  dockerLayer: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
-} as const;
-
-export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
+export { blobPath, MediaType, REF_NAME_ANNOTATION, sha256 } from '../../testkit/oci.js';
 
 export type ImageKind = 'oci-index' | 'oci-manifest' | 'docker-manifest' | 'docker-list';
 
-export interface BlobDescriptor {
-  digest: string;
-  size: number;
-  mediaType: string;
-}
+export type BlobDescriptor = Descriptor;
 
 export interface PlatformManifest {
   os: string;
@@ -54,13 +39,8 @@ export interface LayoutDescription {
   images: TestImage[];
 }
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
 const EPOCH = '2024-10-01T00:00:00Z';
 
-export const sha256 = (b: Buffer | string): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
-const hexOf = (digest: string): string => digest.replace(/^sha256:/, '');
-export const blobPath = (layoutDir: string, digest: string): string => join(layoutDir, 'blobs', 'sha256', hexOf(digest));
 
 /** Splits a full reference into registry host, repository name and tag. */
 export function splitRef(ref: string): { host: string; name: string; tag: string } {
@@ -68,13 +48,6 @@ export function splitRef(ref: string): { host: string; name: string; tag: string
   const colon = ref.lastIndexOf(':');
   if (slash < 0 || colon < slash) throw new Error(`not a full tagged reference: ${ref}`);
   return { host: ref.slice(0, slash), name: ref.slice(slash + 1, colon), tag: ref.slice(colon + 1) };
-}
-
-/** Reproducible pseudo-random bytes: AES-128-CTR over zeros, keyed by the seed. */
-function seededBytes(n: number, seed: string): Buffer {
-  const key = createHash('sha256').update('sluice-test:' + seed).digest();
-  const c = createCipheriv('aes-128-ctr', key.subarray(0, 16), key.subarray(16, 32));
-  return Buffer.concat([c.update(Buffer.alloc(n)), c.final()]);
 }
 
 /** A ustar archive holding one regular file (fixed mtime/owner, so the bytes are reproducible). */
@@ -129,8 +102,7 @@ class LayoutWriter {
   constructor(readonly dir: string) {}
 
   async blob(buf: Buffer, mediaType: string, out: BlobDescriptor[]): Promise<BlobDescriptor> {
-    const d: BlobDescriptor = { mediaType, digest: sha256(buf), size: buf.length };
-    await writeFile(blobPath(this.dir, d.digest), buf);
+    const d = await writeBlob(this.dir, buf, mediaType);
     if (!out.some((b) => b.digest === d.digest)) out.push(d);
     return d;
   }
@@ -145,7 +117,7 @@ class LayoutWriter {
     const layers: BlobDescriptor[] = [];
     const diffIds: string[] = [];
     for (const [i, n] of spec.sizes.entries()) {
-      const layerTar = tarOne(`data/layer${i}.bin`, seededBytes(n, `${spec.ref}/${p.architecture}/${i}`));
+      const layerTar = tarOne(`data/layer${i}.bin`, seededBytes(n, `sluice-test:${spec.ref}/${p.architecture}/${i}`));
       diffIds.push(sha256(layerTar));
       layers.push(await this.blob(gzipSync(layerTar, { level: 0 }), docker ? MediaType.dockerLayer : MediaType.ociLayer, []));
     }
@@ -193,18 +165,11 @@ class LayoutWriter {
  * kubelet platform (4 MiB otherwise). The same options always give the same digests.
  */
 export async function buildLayout(dir: string, opts: { large?: boolean } = {}): Promise<LayoutDescription> {
-  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+  await mkLayoutDir(dir);
   const w = new LayoutWriter(dir);
   const images: TestImage[] = [];
   for (const spec of specs(opts.large ?? false)) images.push(await w.build(spec));
-  const manifests = images.map((i) => ({
-    mediaType: i.mediaType,
-    digest: i.digest,
-    size: i.size,
-    annotations: { [REF_NAME_ANNOTATION]: i.ref },
-  }));
-  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests }));
+  await writeLayoutIndex(dir, images.map((i) => ({ ref: i.ref, top: { mediaType: i.mediaType, digest: i.digest, size: i.size } })));
   return { dir, images };
 }
 

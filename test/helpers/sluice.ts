@@ -1,67 +1,14 @@
-// Starting sluice for tests: in-process (buildApp on 127.0.0.1:0, temp storage) for component tests,
-// or as a real `node dist/src/main.js serve` process for CLI and integration tests. Loopback only.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+// Starting sluice in this process for component tests (buildApp on 127.0.0.1:0, temp storage). What the bench
+// shares (the config documents, sluice as its own process for CLI and integration tests) is testkit's, re-exported.
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { setTimeout as delay } from 'node:timers/promises';
-import { stringify as toYaml, parse as parseYaml } from 'yaml';
+import { join } from 'node:path';
 import { buildApp, type App, type BuildOptions } from '../../src/app.js';
 import { validateConfig } from '../../src/config/config.js';
-import { run, type RunResult } from './binaries.js';
+import { sluiceConfigDoc, type SluiceConfigOptions } from '../../testkit/sluice-config.js';
 
-/** The checkout root (the folder holding package.json and dist/). */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-/** The built CLI entry; tests that spawn sluice need `npx tsc -p tsconfig.json` (npm test's pretest) first. */
-export const SLUICE_MAIN = join(REPO_ROOT, 'dist', 'src', 'main.js');
-
-export interface UpstreamSpec {
-  url: string;
-  auth?: { username: string; passwordFile?: string; passwordEnv?: string };
-  tls?: { ca?: string; insecureSkipVerify?: boolean };
-}
-
-/**
- * The registry hosts every test config knows, each pointing at a dead loopback port (the discard
- * port, closed on test machines), so a test that reaches an upstream by mistake fails fast on the box.
- */
-export const DEAD_UPSTREAMS: Readonly<Record<string, UpstreamSpec>> = Object.freeze({
-  'docker.io': { url: 'http://127.0.0.1:9' },
-  'ghcr.io': { url: 'http://127.0.0.1:9' },
-  'registry.k8s.io': { url: 'http://127.0.0.1:9' },
-});
-
-export interface SluiceConfigOptions {
-  /** Seed allowlist rules (config `allowlist`). Default none (default-deny). */
-  allowlist?: string[];
-  /** Config `windows`: 'always', 'never' (default) or a list of windows. */
-  windows?: unknown;
-  /** Merged over DEAD_UPSTREAMS; give `extra.upstreams` to replace the whole table instead. */
-  upstreams?: Record<string, UpstreamSpec>;
-  /** Any other config keys, applied last (they win over everything above). */
-  extra?: Record<string, unknown>;
-}
-
-/** The config document (before validation) the helpers use: loopback listeners on port 0. */
-export function sluiceConfigDoc(storage: string, opts: SluiceConfigOptions = {}): Record<string, unknown> {
-  return {
-    listen: '127.0.0.1:0',
-    storage,
-    defaultUpstream: 'docker.io',
-    upstreams: { ...DEAD_UPSTREAMS, ...(opts.upstreams ?? {}) },
-    windows: opts.windows ?? 'never',
-    allowlist: opts.allowlist ?? [],
-    admin: { listen: '127.0.0.1:0' },
-    ...(opts.extra ?? {}),
-  };
-}
-
-/** The same document as YAML text, for startSluiceProcess or a config file handed to the CLI. */
-export function sluiceConfigYaml(storage: string, opts: SluiceConfigOptions = {}): string {
-  return toYaml(sluiceConfigDoc(storage, opts));
-}
+export { DEAD_UPSTREAMS, sluiceConfigDoc, sluiceConfigYaml, type SluiceConfigOptions, type UpstreamSpec } from '../../testkit/sluice-config.js';
+export { REPO_ROOT, runSluice, SLUICE_MAIN, startSluiceProcess, type SluiceProcess, type StartProcessOptions } from '../../testkit/sluice.js';
 
 export interface InProcessSluice {
   app: App;
@@ -116,101 +63,4 @@ export async function startSluice(opts: StartSluiceOptions = {}): Promise<InProc
       return closed;
     },
   };
-}
-
-export interface SluiceProcess {
-  /** `http://127.0.0.1:PORT` of the registry listener. */
-  url: string;
-  hostPort: string;
-  /** The folder holding the config file (relative paths in it resolve here). */
-  dir: string;
-  configFile: string;
-  proc: ChildProcess;
-  /** Sends `signal` (default SIGTERM) and resolves with the exit code (or the signal name) once it exits. */
-  stop(signal?: NodeJS.Signals): Promise<number | NodeJS.Signals>;
-  stdout(): string;
-  stderr(): string;
-}
-
-export interface StartProcessOptions {
-  /** Where the config file is written; default a fresh temp folder (removed by stop only if created here). */
-  dir?: string;
-  env?: NodeJS.ProcessEnv;
-  /** How long to wait for GET /v2/ to answer; default 20 s. */
-  startTimeoutMs?: number;
-}
-
-/**
- * Writes `configYaml` to DIR/sluice.yaml and spawns `node dist/src/main.js serve --config FILE`,
- * then waits until it listens (a bounded poll: process start is the one wait by polling): its
- * "registry listening" log line gives the address (so `listen: 127.0.0.1:0` works, and https), else
- * GET /v2/ on the configured port must answer 200 or 401. Binds only where the config says: use 127.0.0.1.
- */
-export async function startSluiceProcess(configYaml: string, opts: StartProcessOptions = {}): Promise<SluiceProcess> {
-  const ownDir = opts.dir === undefined;
-  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'sluice-proc-')));
-  const configFile = join(dir, 'sluice.yaml');
-  await writeFile(configFile, configYaml);
-  const configuredPort = listenPort(configYaml);
-  const proc = spawn(process.execPath, [SLUICE_MAIN, 'serve', '--config', configFile], {
-    cwd: dir,
-    env: opts.env ?? process.env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  proc.stdout?.setEncoding('utf8').on('data', (s: string) => void (out += s));
-  proc.stderr?.setEncoding('utf8').on('data', (s: string) => void (err += s));
-  let exit: number | NodeJS.Signals | undefined;
-  const exited = once(proc, 'exit').then(([code, signal]: unknown[]) => {
-    exit = (code as number | null) ?? (signal as NodeJS.Signals);
-    return exit;
-  });
-  proc.on('error', (e) => void (err += `\nspawn error: ${e.message}`));
-
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | NodeJS.Signals> => {
-    if (exit === undefined) proc.kill(signal);
-    const result = await exited;
-    if (ownDir) await rm(dir, { recursive: true, force: true });
-    return result;
-  };
-
-  const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
-  while (Date.now() < deadline && exit === undefined) {
-    const logged = addressFromLog(out + err);
-    const url = logged ?? (configuredPort ? `http://127.0.0.1:${configuredPort}` : undefined);
-    // The "registry listening" line is written once listen() resolved; without it, ask GET /v2/.
-    const ready = url !== undefined && (logged?.startsWith('https:') || [200, 401].includes(await fetch(`${url}/v2/`).then((r) => r.status, () => 0)));
-    if (url !== undefined && ready) {
-      return { url, hostPort: new URL(url).host, dir, configFile, proc, stop, stdout: () => out, stderr: () => err };
-    }
-    await delay(50);
-  }
-  const code = exit;
-  if (code === undefined) await stop('SIGKILL');
-  else if (ownDir) await rm(dir, { recursive: true, force: true });
-  throw new Error(`sluice serve did not answer GET /v2/ (exit ${String(code)}):\nstdout:\n${out.slice(-3000)}\nstderr:\n${err.slice(-3000)}`);
-}
-
-function listenPort(configYaml: string): number {
-  const doc: unknown = parseYaml(configYaml);
-  const listen = typeof doc === 'object' && doc !== null ? (doc as Record<string, unknown>).listen : undefined;
-  const m = typeof listen === 'string' ? /:(\d+)$/.exec(listen) : undefined;
-  if (typeof listen === 'number') return listen;
-  return m ? Number(m[1]) : 6000;
-}
-
-/** The registry listener's URL from sluice's JSON log ("registry listening", {address}), on 127.0.0.1. */
-function addressFromLog(log: string): string | undefined {
-  for (const line of log.split('\n')) {
-    if (!line.includes('registry listening')) continue;
-    const m = /"address":"(https?):\/\/[^"]*:(\d+)"/.exec(line);
-    if (m) return `${m[1]}://127.0.0.1:${m[2]}`;
-  }
-  return undefined;
-}
-
-/** Runs the real CLI (`node dist/src/main.js ARGS`) to completion; never rejects for a non-zero exit. */
-export function runSluice(args: readonly string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
-  return run(process.execPath, [SLUICE_MAIN, ...args], { env: opts.env, timeoutMs: opts.timeoutMs ?? 120_000 });
 }

@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bareNodeServer, fileFor } from '../../bench/bare-server.js';
 import { median, rotate, runRateCase, settings, summariseFanIn, type RateRun, type ThroughputRun } from '../../bench/cases.js';
-import { KiB, writeLayout, writeStaticTree, type BenchImage } from '../../bench/content.js';
+import { writeLayout, writeStaticTree, type BenchImage } from '../../bench/content.js';
 import { fanIn, parseHead } from '../../bench/getter.js';
 import { parseTimes, parseWrk } from '../../bench/load.js';
 import { parseProcStatCpu, parseStatusKb } from '../../bench/proc.js';
+import { KiB } from '../../testkit/oci.js';
 import { buildRows, clientCeilings, fmtMBps, rateRows, renderRows, renderTable, summaryLine, throughputRows, throughputTarget } from '../../bench/report.js';
 
 const WRK_TEXT = `Running 4s test @ http://127.0.0.1:40000/v2/bench/img/blobs/sha256:ab

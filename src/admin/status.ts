@@ -1,0 +1,15 @@
+// GET /api/v1/status: the report jobs/status.ts builds, with the allowlist re-read first.
+import type { FastifyPluginAsync } from 'fastify';
+import { statusReport, type StatusParts } from '../jobs/status.js';
+import type { Allowlist } from '../policy/allowlist.js';
+import { SCHEMAS } from './schemas.js';
+import { API_PREFIX } from './request.js';
+
+export type StatusRouteDeps = StatusParts & { allowlist: Allowlist };
+
+export const statusRoutes: FastifyPluginAsync<StatusRouteDeps> = async (app, parts) => {
+  app.get(`${API_PREFIX}/status`, { schema: SCHEMAS.getNone }, async () => {
+    await parts.allowlist.refresh(); // the count and any file problem as of now, not as of the last watch event
+    return statusReport(parts);
+  });
+};

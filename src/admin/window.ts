@@ -1,0 +1,44 @@
+// /api/v1/window: the operator opens upstream access now for a bounded time (with a note), or closes it.
+import type { FastifyPluginAsync } from 'fastify';
+import { parseDuration, type WindowState } from '../window/window.js';
+import { windowReport } from '../jobs/status.js';
+import { SCHEMAS } from './schemas.js';
+import { API_PREFIX, badRequest, who } from './request.js';
+
+/** A manual window is bounded: an operator opens one for a maintenance task, not for good. */
+export const MAX_MANUAL_WINDOW_MS = 30 * 24 * 3600 * 1000;
+
+interface WindowBody {
+  duration: string | number;
+  note: string;
+}
+
+export const windowRoutes: FastifyPluginAsync<{ window: WindowState }> = async (app, { window }) => {
+  app.post<{ Body: WindowBody }>(`${API_PREFIX}/window`, { schema: SCHEMAS.openWindow }, async (req) => {
+    const { durationMs, note } = windowRequest(req.body.duration, req.body.note);
+    window.open(durationMs, note, who(req));
+    return { window: windowReport(window) };
+  });
+  app.delete(`${API_PREFIX}/window`, { schema: SCHEMAS.none }, async () => {
+    window.close();
+    return { window: windowReport(window) };
+  });
+};
+
+/** Validates `{duration: "2h", note: "why"}` for opening a window now. */
+export function windowRequest(duration: unknown, note: unknown): { durationMs: number; note: string } {
+  if (typeof duration !== 'string' && typeof duration !== 'number') {
+    throw badRequest('expected a JSON body {"duration": "2h", "note": "why"}');
+  }
+  let durationMs: number;
+  try {
+    durationMs = typeof duration === 'number' ? duration * 1000 : parseDuration(duration);
+  } catch (e) {
+    throw badRequest((e as Error).message);
+  }
+  if (!(durationMs > 0) || durationMs > MAX_MANUAL_WINDOW_MS) {
+    throw badRequest(`a window must last more than 0 and at most 30d; got ${JSON.stringify(duration)}`);
+  }
+  if (typeof note !== 'string' || note.trim() === '') throw badRequest('"note" is required: say why upstream access is opened');
+  return { durationMs, note: note.trim() };
+}

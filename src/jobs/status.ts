@@ -1,0 +1,81 @@
+// The status report: the same shape online (GET /api/v1/status) and offline (`sluice status` reading the
+// files). Takes the parts, returns the report; the only I/O is the store count.
+import type { AllowlistProblem } from '../policy/allowlist.js';
+import type { Config } from '../config/config.js';
+import type { Store } from '../store/store.js';
+import type { Syncer } from './sync.js';
+import type { ManualWindow, Schedule, WindowState } from '../window/window.js';
+
+export interface WindowReport {
+  open: boolean;
+  until: string | null;
+  nextOpen: string | null;
+  source: 'schedule' | 'manual' | 'always' | null;
+  manual?: ManualWindow;
+  schedule: 'always' | 'never' | Array<{ days: string[]; start: string; end: string; timezone: string }>;
+}
+
+export interface StatusReport {
+  window: WindowReport;
+  allowlist: { rules: number };
+  /** Set while allowlist.json on disk is broken: the rules counted are the last good ones, still in force. */
+  allowlistError: AllowlistProblem | null;
+  denied: { entries: number };
+  store: { repositories: number; tags: number; blobs: number; sizeBytes: number };
+  upstreams: Array<{ host: string; url: string }>;
+  defaultUpstream: string;
+  sync: { running: boolean; last: unknown };
+}
+
+export interface StatusParts {
+  config: Config;
+  window: WindowState;
+  store: Store;
+  allowlist: { list(): unknown[]; problem?: AllowlistProblem };
+  denied: { list(): unknown[] };
+  syncer?: Pick<Syncer, 'busy' | 'last'>;
+}
+
+export function windowReport(window: WindowState): WindowReport {
+  const s = window.status();
+  return {
+    open: s.open,
+    until: s.until?.toISOString() ?? null,
+    nextOpen: s.nextOpen?.toISOString() ?? null,
+    source: s.source,
+    ...(s.manual ? { manual: s.manual } : {}),
+    schedule: describeSchedule(window.schedule),
+  };
+}
+
+function describeSchedule(schedule: Schedule): WindowReport['schedule'] {
+  if (schedule === 'always' || schedule === 'never') return schedule;
+  const hhmm = (min: number): string => `${String(Math.floor(min / 60)).padStart(2, '0')}:${String(min % 60).padStart(2, '0')}`;
+  return schedule.map((w) => ({ days: [...w.days], start: hhmm(w.startMin), end: hhmm(w.endMin), timezone: w.timezone }));
+}
+
+export async function storeCounts(store: Store): Promise<StatusReport['store']> {
+  const repos = await store.repositories();
+  let tags = 0;
+  for (const r of repos) tags += (await store.listTags(r.host, r.name)).length;
+  let blobs = 0;
+  let sizeBytes = 0;
+  for await (const digest of store.allBlobs()) {
+    blobs++;
+    sizeBytes += (await store.stat(digest))?.sizeBytes ?? 0;
+  }
+  return { repositories: repos.length, tags, blobs, sizeBytes };
+}
+
+export async function statusReport(parts: StatusParts): Promise<StatusReport> {
+  return {
+    window: windowReport(parts.window),
+    allowlist: { rules: parts.allowlist.list().length },
+    allowlistError: parts.allowlist.problem ?? null,
+    denied: { entries: parts.denied.list().length },
+    store: await storeCounts(parts.store),
+    upstreams: [...parts.config.upstreams.values()].map((u) => ({ host: u.host, url: u.url })),
+    defaultUpstream: parts.config.defaultUpstream,
+    sync: { running: parts.syncer?.busy ?? false, last: parts.syncer?.last ?? null },
+  };
+}
