@@ -12,7 +12,7 @@ import { LockTimeoutError, withFileLock, type FileLockOptions } from '../store/f
 import { Matcher } from './matcher.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
-export { isDigestReachable, signatureSubject, Matcher, type ReachabilityLimits } from './matcher.js';
+export { signatureSubject, Matcher } from './matcher.js';
 export { withFileLock, LockTimeoutError, type FileLockOptions } from '../store/fs/filelock.js';
 export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
 
