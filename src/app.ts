@@ -17,7 +17,7 @@ import { Store } from './store/store.js';
 import { Syncer } from './jobs/sync.js';
 import { registerAdminRoutes } from './admin/admin.js';
 import { Upstream } from './upstream/client.js';
-import { WindowState, type ManualWindow } from './window/window.js';
+import { WindowState, type ManualWindow } from './window/state.js';
 
 export interface BuildOptions {
   logger?: boolean;

@@ -13,7 +13,8 @@ import { RegistryError } from '../oci/errors.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Store } from '../store/store.js';
 import { SyncClosedError, type SyncEvent, type Syncer } from '../jobs/sync.js';
-import { parseDuration, type ManualWindow, type Schedule, type WindowState } from '../window/window.js';
+import { parseDuration, type Schedule } from '../window/schedule.js';
+import type { ManualWindow, WindowState } from '../window/state.js';
 
 export interface AdminDeps {
   config: Config;

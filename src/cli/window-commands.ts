@@ -11,7 +11,7 @@ import { DeniedLog } from '../policy/denied.js';
 import { RegistryError } from '../oci/errors.js';
 import { Store } from '../store/store.js';
 import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
-import { WindowState, type ManualWindow } from '../window/window.js';
+import { WindowState, type ManualWindow } from '../window/state.js';
 
 export const windowCommand: Command = guarded('window', async (args, config) => {
   const [sub, ...rest] = args.positionals;

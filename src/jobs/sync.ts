@@ -6,7 +6,7 @@ import { RegistryError } from '../oci/errors.js';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Descriptor, Store } from '../store/store.js';
-import type { WindowState } from '../window/window.js';
+import type { WindowState } from '../window/state.js';
 
 export interface SyncOptions {
   dryRun?: boolean;
