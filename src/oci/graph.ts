@@ -42,7 +42,7 @@ export interface WalkOptions {
   /** breadth: level by level (pulls, reachability); depth: children before the next sibling (layouts). */
   order?: 'breadth' | 'depth';
   /**
-   * Which child descriptors become nodes. all: every one, each looked up (reachability);
+   * Which child descriptors become nodes. all (the default): every one, each looked up (reachability);
    * by-media-type: every one, looked up when its media type is a manifest's (layouts);
    * by-parent: an index's children only; a manifest's config and layers stay in `children` (pulls).
    */
@@ -72,7 +72,7 @@ export interface GraphWalk {
 
 /** cosign's signature, attestation and plain tags for a digest, in the order they are asked for. */
 export function signatureTags(digest: string): string[] {
-  const hex = digest.slice(digest.indexOf(':') + 1);
+  const hex = digest.slice('sha256:'.length);
   return [`sha256-${hex}.sig`, `sha256-${hex}.att`, `sha256-${hex}`];
 }
 
