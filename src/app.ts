@@ -17,7 +17,7 @@ import { recordManual, restoreManual, type ManualWindowStorage } from './window/
 import { Syncer } from './jobs/sync.js';
 import { registerAdminRoutes } from './admin/admin.js';
 import { Upstream } from './upstream/client.js';
-import { WindowState } from './window/window.js';
+import { WindowState } from './window/state.js';
 
 export interface BuildOptions {
   logger?: boolean;

@@ -10,7 +10,7 @@ import { RegistryError } from '../oci/errors.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Store } from '../store/store.js';
 import type { Syncer } from '../jobs/sync.js';
-import type { WindowState } from '../window/window.js';
+import type { WindowState } from '../window/state.js';
 import { authorized, digestOf, ensureAdminToken } from './token.js';
 import { allowlistRoutes } from './allowlist.js';
 import { deniedRoutes } from './denied.js';

@@ -4,7 +4,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { SyncClosedError, type SyncEvent, type Syncer } from '../jobs/sync.js';
-import type { WindowState } from '../window/window.js';
+import type { WindowState } from '../window/state.js';
 import { SCHEMAS } from './schemas.js';
 import { API_PREFIX, badRequest } from './request.js';
 

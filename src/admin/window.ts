@@ -1,6 +1,7 @@
 // /api/v1/window: the operator opens upstream access now for a bounded time (with a note), or closes it.
 import type { FastifyPluginAsync } from 'fastify';
-import { parseDuration, type WindowState } from '../window/window.js';
+import { parseDuration } from '../window/schedule.js';
+import type { WindowState } from '../window/state.js';
 import { windowReport } from '../jobs/status.js';
 import { SCHEMAS } from './schemas.js';
 import { API_PREFIX, badRequest, who } from './request.js';

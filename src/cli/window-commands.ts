@@ -11,7 +11,7 @@ import { RegistryError } from '../oci/errors.js';
 import { Store } from '../store/store.js';
 import { fsStateDocuments } from '../store/fs/state.js';
 import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
-import { WindowState } from '../window/window.js';
+import { WindowState } from '../window/state.js';
 import { restoreManual } from '../window/manual-store.js';
 
 export const windowCommand: Command = guarded('window', async (args, config) => {

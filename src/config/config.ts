@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { parseDuration, parseWindows, type Schedule } from '../window/window.js';
+import { parseDuration, parseWindows, type Schedule } from '../window/schedule.js';
 import { parseRule } from '../policy/allowlist.js';
 import { canonicalHost, isValidHost } from '../oci/reference.js';
 

@@ -5,7 +5,8 @@ import { constants } from 'node:fs';
 import { mkdtemp, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayoutTar, TarLayoutError } from './import-tar.js';
-import { childDescriptors, isDescriptor, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
+import { walkGraph, type ManifestBody } from '../oci/graph.js';
+import { isDescriptor, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { parseRule } from '../policy/rules.js';
 import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from '../store/store.js';
 
@@ -127,28 +128,39 @@ interface Collected {
   blobs: Descriptor[];
 }
 
+/** Walks the layout depth-first from `root`, checking every descriptor and reading and checking every manifest. */
 async function collect(layout: Layout, root: Descriptor): Promise<Collected> {
   const out: Collected = { root, manifests: [], blobs: [] };
-  const seen = new Set<string>();
-  const visit = async (d: Descriptor, depth: number): Promise<void> => {
-    if (seen.has(d.digest)) return;
-    seen.add(d.digest);
-    checkDescriptor(d);
-    out.blobs.push(d);
-    if (!MANIFEST_MEDIA_TYPES.includes(d.mediaType)) return;
-    if (depth > MAX_DEPTH) throw new ImportError(`manifest ${d.digest} nests deeper than ${MAX_DEPTH} levels`);
-    if (d.size > MAX_MANIFEST_BYTES) throw new ImportError(`manifest ${d.digest} is larger than 4 MiB`);
-    const body = await readBlobFile(layout, d);
-    const doc = parseManifest(body);
-    const mediaType = doc && manifestMediaType(doc, d.mediaType);
-    if (!doc || !mediaType) throw new ImportError(`blob ${d.digest} is not a valid manifest`);
-    if (mediaType !== d.mediaType) throw new ImportError(`manifest ${d.digest} says ${mediaType} but its descriptor says ${d.mediaType}`);
-    for (const child of childDescriptors(doc)) await visit(child, depth + 1);
-    if (!isIndexType(mediaType) && doc.config === undefined) throw new ImportError(`manifest ${d.digest} has no config`);
-    out.manifests.push({ d, body, mediaType });
-  };
-  await visit(root, 0);
+  await walkGraph({ manifest: (_digest, d) => d && readManifest(layout, d) }, [root], {
+    order: 'depth',
+    children: 'by-media-type',
+    maxDepth: MAX_DEPTH,
+    onNode: (node) => {
+      const d = node.descriptor as Descriptor;
+      checkDescriptor(d);
+      out.blobs.push(d);
+      if (node.kind === 'truncated') throw new ImportError(`manifest ${d.digest} nests deeper than ${MAX_DEPTH} levels`);
+    },
+    onLeave: (node) => {
+      const d = node.descriptor as Descriptor;
+      const m = node.manifest as ManifestBody;
+      if (!isIndexType(m.mediaType) && node.doc?.config === undefined) throw new ImportError(`manifest ${d.digest} has no config`);
+      out.manifests.push({ d, body: m.body, mediaType: m.mediaType });
+    },
+  });
   return out;
+}
+
+/** A manifest of the layout, read only once its descriptor is sound and checked against it. */
+async function readManifest(layout: Layout, d: Descriptor): Promise<ManifestBody> {
+  checkDescriptor(d);
+  if (d.size > MAX_MANIFEST_BYTES) throw new ImportError(`manifest ${d.digest} is larger than 4 MiB`);
+  const body = await readBlobFile(layout, d);
+  const doc = parseManifest(body);
+  const mediaType = doc && manifestMediaType(doc, d.mediaType);
+  if (!doc || !mediaType) throw new ImportError(`blob ${d.digest} is not a valid manifest`);
+  if (mediaType !== d.mediaType) throw new ImportError(`manifest ${d.digest} says ${mediaType} but its descriptor says ${d.mediaType}`);
+  return { mediaType, body, doc };
 }
 
 async function commitImage(store: Store, layout: Layout, ref: ImageRef, image: Collected): Promise<void> {

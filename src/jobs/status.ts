@@ -4,7 +4,8 @@ import type { AllowlistProblem } from '../policy/allowlist.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../store/store.js';
 import type { Syncer } from './sync.js';
-import type { ManualWindow, Schedule, WindowState } from '../window/window.js';
+import type { Schedule } from '../window/schedule.js';
+import type { ManualWindow, WindowState } from '../window/state.js';
 
 export interface WindowReport {
   open: boolean;

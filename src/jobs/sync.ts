@@ -3,10 +3,10 @@
 import type { Allowlist } from '../policy/allowlist.js';
 import { parseRule } from '../policy/allowlist.js';
 import { RegistryError } from '../oci/errors.js';
-import { childDescriptors, isIndexType, parseManifest } from '../oci/manifest.js';
+import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Descriptor, Store } from '../store/store.js';
-import type { WindowState } from '../window/window.js';
+import type { WindowState } from '../window/state.js';
 
 export interface SyncOptions {
   dryRun?: boolean;
@@ -136,51 +136,57 @@ export class Syncer {
     return out;
   }
 
-  private async syncImage(t: Target, opts: SyncOptions, counts: { blobs: number; bytes: number; fetchedBytes: number }, step: Step): Promise<void> {
+  /**
+   * The image as a client pulls it: every wanted platform of an index, each manifest's config and layers,
+   * and the signature tags and referrers of the root and of every index, each manifest linked to the repository.
+   */
+  private async syncImage(t: Target, opts: SyncOptions, counts: Counts, step: Step): Promise<void> {
     const root = await step(() => this.mirror.ensureManifest(t.host, t.name, t.reference));
     if (!t.reference.startsWith('sha256:')) await this.store.setTag(t.host, t.name, t.reference, root.digest);
-    const queue: Array<{ digest: string; isRoot: boolean }> = [{ digest: root.digest, isRoot: true }];
-    const seen = new Set<string>();
-    while (queue.length > 0) {
-      const { digest, isRoot } = queue.shift() ?? { digest: '', isRoot: false };
-      if (seen.has(digest)) continue;
-      seen.add(digest);
-      const m = await step(() => this.mirror.ensureManifest(t.host, t.name, digest));
-      await this.store.linkManifest(t.host, t.name, m);
-      const doc = parseManifest(m.body);
-      if (!doc) throw new RegistryError('MANIFEST_INVALID', `${digest} is not a manifest`);
-      for (const child of childDescriptors(doc)) {
-        if (isIndexType(m.mediaType)) {
-          if (platformWanted(child, opts.platforms)) queue.push({ digest: child.digest, isRoot: false });
-          continue;
-        }
-        const cached = (await this.store.stat(child.digest)) !== undefined;
-        const sizeBytes = await step(() => this.mirror.ensureBlob(t.host, t.name, child.digest));
-        counts.blobs++;
-        counts.bytes += sizeBytes;
-        if (!cached) counts.fetchedBytes += sizeBytes;
-        opts.onEvent?.({ type: 'blob', reference: t.text, digest: child.digest, sizeBytes, cached });
-      }
-      if (isRoot || isIndexType(m.mediaType)) queue.push(...(await this.signatures(t, digest, step)));
-    }
+    const source: GraphSource = {
+      manifest: async (digest) => {
+        const m = await step(() => this.mirror.ensureManifest(t.host, t.name, digest));
+        await this.store.linkManifest(t.host, t.name, m);
+        return m;
+      },
+      tag: (tag) => this.signatureTag(t, tag, step),
+      referrers: (digest) => step(() => this.mirror.upstreamReferrers(t.host, t.name, digest)),
+    };
+    await walkGraph(source, [root.digest], {
+      children: 'by-parent',
+      follow: (child) => platformWanted(child, opts.platforms),
+      signatures: 'roots-and-indexes',
+      onNode: async (node) => {
+        if (node.kind === 'invalid') throw new RegistryError('MANIFEST_INVALID', `${node.digest} is not a manifest`);
+        if (node.kind === 'manifest') for (const blob of node.children) await this.syncBlob(t, blob, opts, counts, step);
+      },
+    });
   }
 
-  /** cosign's signature/attestation tags and OCI referrers of a digest, when the upstream has them. */
-  private async signatures(t: Target, digest: string, step: Step): Promise<Array<{ digest: string; isRoot: boolean }>> {
-    const out: Array<{ digest: string; isRoot: boolean }> = [];
-    for (const suffix of ['.sig', '.att', '']) {
-      const tag = `sha256-${digest.slice(7)}${suffix}`;
-      try {
-        const m = await step(() => this.mirror.ensureManifest(t.host, t.name, tag));
-        out.push({ digest: m.digest, isRoot: false });
-      } catch (e) {
-        if (!(e instanceof RegistryError) || e.status !== 404) throw e;
-      }
-    }
-    const referrers = await step(() => this.mirror.upstreamReferrers(t.host, t.name, digest));
-    for (const d of referrers) out.push({ digest: d.digest, isRoot: false });
-    return out;
+  private async syncBlob(t: Target, blob: Descriptor, opts: SyncOptions, counts: Counts, step: Step): Promise<void> {
+    const cached = (await this.store.stat(blob.digest)) !== undefined;
+    const sizeBytes = await step(() => this.mirror.ensureBlob(t.host, t.name, blob.digest));
+    counts.blobs++;
+    counts.bytes += sizeBytes;
+    if (!cached) counts.fetchedBytes += sizeBytes;
+    opts.onEvent?.({ type: 'blob', reference: t.text, digest: blob.digest, sizeBytes, cached });
   }
+
+  /** cosign's signature/attestation tag, when the upstream has it. */
+  private async signatureTag(t: Target, tag: string, step: Step): Promise<string | undefined> {
+    try {
+      return (await step(() => this.mirror.ensureManifest(t.host, t.name, tag))).digest;
+    } catch (e) {
+      if (!(e instanceof RegistryError) || e.status !== 404) throw e;
+      return undefined;
+    }
+  }
+}
+
+interface Counts {
+  blobs: number;
+  bytes: number;
+  fetchedBytes: number;
 }
 
 type Step = <T>(run: () => Promise<T>) => Promise<T>;

@@ -1,7 +1,7 @@
 // `sluice verify [--repair]`: re-hashes every blob against its digest, checks that tags point at present
 // manifests and lists manifests whose blobs are absent; --repair quarantines corrupt blobs so they are refetched.
 import { createHash } from 'node:crypto';
-import { childDescriptors, isIndexType, parseManifest } from '../oci/manifest.js';
+import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Store } from '../store/store.js';
 
 export interface VerifyReport {
@@ -37,14 +37,21 @@ export async function verifyStore(store: Store, opts: { repair?: boolean; onProg
       const digest = await store.getTag(host, name, tag);
       if (!digest || !(await store.hasManifest(digest))) report.danglingTags.push({ host, name, tag, digest: digest ?? '' });
     }
-    for (const manifest of await store.linkedManifests(host, name)) {
-      const m = await store.getManifest(manifest);
-      const doc = m && parseManifest(m.body);
-      if (!m || !doc || isIndexType(m.mediaType)) continue;
-      const missing: string[] = [];
-      for (const d of childDescriptors(doc)) if (!(await store.stat(d.digest))) missing.push(d.digest);
-      if (missing.length > 0) report.incomplete.push({ host, name, manifest, missing });
-    }
+    report.incomplete.push(...(await incompleteManifests(store, host, name)));
   }
   return report;
+}
+
+/** The repository's image manifests (not indexes) whose config or layers are absent; one step, nothing followed. */
+async function incompleteManifests(store: Store, host: string, name: string): Promise<VerifyReport['incomplete']> {
+  const out: VerifyReport['incomplete'] = [];
+  const source: GraphSource = { manifest: (digest) => store.getManifest(digest) };
+  const graph = await walkGraph(source, await store.linkedManifests(host, name), { children: 'by-parent', maxDepth: 0 });
+  for (const node of graph.nodes) {
+    if (node.via !== 'root' || node.kind !== 'manifest') continue;
+    const missing: string[] = [];
+    for (const d of node.children) if (!(await store.stat(d.digest))) missing.push(d.digest);
+    if (missing.length > 0) out.push({ host, name, manifest: node.digest, missing });
+  }
+  return out;
 }

@@ -6,7 +6,7 @@ import type { DeniedLog } from '../policy/denied.js';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import { isDigest } from '../oci/reference.js';
-import { childDescriptors, parseManifest } from '../oci/manifest.js';
+import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Policy } from './mirror.js';
 import type { Store } from '../store/store.js';
 
@@ -92,37 +92,22 @@ export class AllowlistPolicy implements Policy {
     return digests;
   }
 
+  /** Digests reachable from `roots` through the stored manifests, referrers and signature tags of this repository. */
   private async walk(host: string, name: string, roots: string[]): Promise<Set<string>> {
-    const seen = new Set(roots);
-    let frontier = roots;
-    for (let depth = 0; depth <= MAX_DEPTH && frontier.length > 0 && seen.size < MAX_REACHABLE; depth++) {
-      const next: string[] = [];
-      for (const d of frontier) {
-        for (const child of await this.children(host, name, d)) {
-          if (seen.has(child)) continue;
-          seen.add(child);
-          next.push(child);
-        }
-      }
-      frontier = next;
-    }
-    return seen;
-  }
-
-  private async children(host: string, name: string, digest: string): Promise<string[]> {
-    const m = await this.store.getManifest(digest);
-    if (!m) return [];
-    const doc = parseManifest(m.body);
+    const source: GraphSource = {
+      manifest: (digest) => this.store.getManifest(digest),
+      referrers: (digest) => this.store.referrers(host, name, digest),
+      tag: (tag) => this.store.getTag(host, name, tag),
+    };
     // Only sha256 children can be stored or asked for; anything else an upstream wrote is skipped, not fatal.
-    const out = doc ? childDescriptors(doc).map((d) => d.digest).filter(isDigest) : [];
-    for (const r of await this.store.referrers(host, name, digest)) out.push(r.digest);
-    // Signature tags (cosign's sha256-<hex>.sig) belong to the image they sign.
-    const hex = digest.slice(7);
-    for (const suffix of ['', '.sig', '.att']) {
-      const sig = await this.store.getTag(host, name, `sha256-${hex}${suffix}`);
-      if (sig) out.push(sig);
-    }
-    return out;
+    const graph = await walkGraph(source, roots, {
+      children: 'all',
+      follow: (child) => isDigest(child.digest),
+      signatures: 'all',
+      maxDepth: MAX_DEPTH,
+      maxNodes: MAX_REACHABLE,
+    });
+    return new Set(graph.nodes.map((n) => n.digest));
   }
 
   private deny(host: string, name: string, reference: string, client?: string): RegistryError {

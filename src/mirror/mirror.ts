@@ -10,7 +10,7 @@ import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } f
 import { isDigest } from '../oci/reference.js';
 import type { BlobInfo, Descriptor, Store, StoredManifest } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
-import type { WindowState } from '../window/window.js';
+import type { WindowState } from '../window/state.js';
 
 /** Allowlist decisions for one request; throws RegistryError DENIED when refused. */
 export interface Policy {

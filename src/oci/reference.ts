@@ -81,6 +81,11 @@ export function isDigest(s: string): boolean {
   return SHA256_RE.test(s);
 }
 
+/** Shaped like a digest of any algorithm (OCI image-spec grammar); what an upstream may be asked for or answer. */
+export function isDigestShape(s: string): boolean {
+  return DIGEST_SHAPE_RE.test(s);
+}
+
 export function parseReference(ref: string): Reference {
   if (ref.includes(':')) return { digest: checkDigest(ref) };
   if (!isValidTag(ref)) throw new RegistryError('TAG_INVALID', 'invalid tag', { tag: ref.slice(0, 200) });

@@ -7,7 +7,7 @@ import { AllowlistFileError, parseAll, validate, type Entry, type RuleRecord } f
 import { Matcher } from './matcher.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
-export { isDigestReachable, signatureSubject, Matcher, type ReachabilityLimits } from './matcher.js';
+export { signatureSubject, Matcher } from './matcher.js';
 export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
 
 /** The allowlist document as written: `{"version":1,"rules":[...]}`. */

@@ -1,5 +1,5 @@
 // The compiled allowlist: answers "does a rule allow host/name:tag or @digest" with a Map lookup for
-// exact rules and precompiled RegExps for globs; plus signature tags and digest reachability. Pure.
+// exact rules and precompiled RegExps for globs; plus the subject of a signature tag. Pure.
 
 import { canonicalHost, type RuleSpec } from './rules.js';
 
@@ -144,44 +144,4 @@ export class Matcher<T> {
     const h = canonicalHost(host);
     return this.exact.has(`${h}/${name}`) || this.globsFor(h, name).length > 0;
   }
-}
-
-export interface ReachabilityLimits {
-  /** Edges followed from a root: index → manifest → config/layers, plus referrers and their blobs. */
-  maxDepth?: number;
-  /** Nodes expanded before giving up (answers false: refusing is the safe side). */
-  maxNodes?: number;
-}
-
-/**
- * Breadth-first search from `roots` (allowed tags resolved + pinned digests of one repository) through
- * `children` (from stored manifests: manifests of an index, config + layers, referrers) for `target`.
- * Cycles are harmless (visited set); depth and node count are bounded.
- */
-export async function isDigestReachable(
-  roots: string[],
-  target: string,
-  children: (digest: string) => Promise<string[]>,
-  limits: ReachabilityLimits = {},
-): Promise<boolean> {
-  const maxDepth = limits.maxDepth ?? 4;
-  const maxNodes = limits.maxNodes ?? 10_000;
-  const visited = new Set<string>(roots);
-  if (visited.has(target)) return true;
-  let frontier = [...visited];
-  for (let depth = 0; depth < maxDepth && frontier.length > 0; depth++) {
-    const expanded = await Promise.all(frontier.map((digest) => children(digest)));
-    const next: string[] = [];
-    for (const list of expanded) {
-      for (const child of list) {
-        if (child === target) return true;
-        if (visited.has(child)) continue;
-        if (visited.size >= maxNodes) return false;
-        visited.add(child);
-        next.push(child);
-      }
-    }
-    frontier = next;
-  }
-  return false;
 }

@@ -1,6 +1,6 @@
 // The operator's manual window survives restarts: WindowState leaves persisting it to its owner, and this is
 // what the owner needs from the store (store/fs: window.json beside the store) and the two ways it is used.
-import type { ManualWindow, WindowState } from './window.js';
+import type { ManualWindow, WindowState } from './state.js';
 
 export interface ManualWindowStorage {
   /** Names the document in messages (the file path on fs). */

@@ -13,7 +13,7 @@ import type { StatusReport } from '../../src/jobs/status.js';
 import type { RuleRecord } from '../../src/policy/allowlist.js';
 import type { DeniedEntry } from '../../src/policy/denied.js';
 import { Store } from '../../src/store/store.js';
-import { nextOpen, parseWindows } from '../../src/window/window.js';
+import { nextOpen, parseWindows } from '../../src/window/schedule.js';
 import type { RunResult } from '../helpers/binaries.js';
 import { buildLayout } from '../helpers/images.js';
 import { freePort } from '../helpers/registry.js';

@@ -10,7 +10,7 @@ import { Allowlist } from '../../src/policy/allowlist.js';
 import { DeniedLog } from '../../src/policy/denied.js';
 import type { LinkableManifest, MetadataStore } from '../../src/store/ports.js';
 import { Store } from '../../src/store/store.js';
-import type { ManualWindow } from '../../src/window/window.js';
+import type { ManualWindow } from '../../src/window/state.js';
 
 interface Opened {
   meta: MetadataStore;

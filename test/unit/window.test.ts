@@ -1,16 +1,8 @@
 // Table tests for sync windows: parsing and validation, open/close/next across weeks, midnight and DST,
 // parseDuration, and the manual window overlay.
 import { describe, expect, it } from 'vitest';
-import {
-  currentEnd,
-  isOpen,
-  nextOpen,
-  parseDuration,
-  parseWindows,
-  WindowState,
-  type ManualWindow,
-  type Schedule,
-} from '../../src/window/window.js';
+import { currentEnd, isOpen, nextOpen, parseDuration, parseWindows, type Schedule } from '../../src/window/schedule.js';
+import { WindowState, type ManualWindow } from '../../src/window/state.js';
 
 function schedule(value: unknown): Schedule {
   const { windows, errors } = parseWindows(value);

@@ -1,7 +1,7 @@
 // window.json: the manual window as JSON (`null` when none), replaced through a temp name and a rename.
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { ManualWindow } from '../../window/window.js';
+import type { ManualWindow } from '../../window/state.js';
 import type { ManualWindowStorage } from '../../window/manual-store.js';
 
 export class WindowFile implements ManualWindowStorage {

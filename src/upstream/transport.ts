@@ -1,0 +1,166 @@
+// The HTTP half of an upstream, on undici: one dispatcher for the upstream's own origin (its TLS settings)
+// and one for everywhere else, redirects followed by hand, the window gate before every request, bounded reads.
+import { rootCertificates } from 'node:tls';
+import { PassThrough, type Readable } from 'node:stream';
+import { Agent, type Dispatcher } from 'undici';
+import { transportError, upstreamFailed } from './errors.js';
+
+export type Headers = Record<string, string>;
+export type Response = Dispatcher.ResponseData;
+
+export interface TransportOptions {
+  host: string;
+  base: URL;
+  tls?: { ca?: string; insecureSkipVerify?: boolean };
+  connectTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  gate?: (what: string) => void;
+}
+
+const MAX_REDIRECTS = 5;
+const JSON_LIMIT_BYTES = 16 * 1024 * 1024;
+const REDIRECTS = [301, 302, 303, 307, 308];
+
+export class Transport {
+  /** Every HTTP request made, redirect hops and token requests included. */
+  requestCount = 0;
+  private readonly own: Agent;
+  private readonly foreign: Agent;
+  /** Where each response really came from after redirects, for error messages about its body. */
+  private readonly finalUrls = new WeakMap<Response, URL>();
+  /** Aborted (and replaced) by abortInFlight(): every request but a blob download listens to it. */
+  private closing = new AbortController();
+
+  constructor(private readonly opts: TransportOptions) {
+    const idleMs = opts.idleTimeoutMs ?? 30_000;
+    const connectMs = opts.connectTimeoutMs ?? 10_000;
+    const timeouts = { headersTimeout: idleMs, bodyTimeout: idleMs };
+    const ca = opts.tls?.ca ? [...rootCertificates, opts.tls.ca] : undefined;
+    this.own = new Agent({
+      ...timeouts,
+      connect: { timeout: connectMs, ca, rejectUnauthorized: opts.tls?.insecureSkipVerify !== true },
+    });
+    // Redirect targets (blob storage) and token realms on sibling hosts get default TLS verification.
+    this.foreign = new Agent({ ...timeouts, connect: { timeout: connectMs } });
+  }
+
+  urlFor(path: string): URL {
+    const prefix = this.opts.base.pathname.replace(/\/+$/, '');
+    return new URL(`${this.opts.base.origin}${prefix}/v2${path}`);
+  }
+
+  /** The caller's signal joined with the window-close one. */
+  abortable(signal?: AbortSignal): AbortSignal {
+    return signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
+  }
+
+  /** The window closed: requests in flight are abandoned (blob downloads already sent may finish). */
+  abortInFlight(reason: Error): void {
+    const old = this.closing;
+    this.closing = new AbortController();
+    old.abort(reason);
+  }
+
+  /** Drops every connection at once: a request still in flight is abandoned, never waited for. */
+  async close(): Promise<void> {
+    await Promise.all([this.own.destroy(), this.foreign.destroy()]);
+  }
+
+  /** One logical request: follows up to 5 redirects by hand, dropping Authorization once the origin changes. */
+  async send(method: 'GET' | 'HEAD', start: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
+    let url = start;
+    let h: Headers = { ...headers, 'user-agent': 'sluice' };
+    for (let hop = 0; ; hop++) {
+      const res = await this.once(method, url, h, signal, what);
+      const location = header(res, 'location');
+      if (!REDIRECTS.includes(res.statusCode) || !location) {
+        this.finalUrls.set(res, url);
+        return res;
+      }
+      res.body.resume();
+      if (hop === MAX_REDIRECTS) throw upstreamFailed(this.opts.host, `${what}: more than ${MAX_REDIRECTS} redirects`);
+      const next = new URL(location, url);
+      if (next.protocol !== 'https:' && next.protocol !== 'http:') throw upstreamFailed(this.opts.host, `${what}: redirect to ${next.protocol} refused`);
+      if (next.origin !== url.origin) {
+        // Credentials are for the registry alone (RFC 9110 §15.4 leaves this to the client; every registry client drops it).
+        h = { ...h };
+        delete h.authorization;
+      }
+      url = next;
+    }
+  }
+
+  private async once(method: 'GET' | 'HEAD', url: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
+    // At the moment of sending, not when the caller decided to: a window may have closed in between.
+    this.opts.gate?.(what);
+    this.requestCount++;
+    const agent = url.origin === this.opts.base.origin ? this.own : this.foreign;
+    try {
+      return await agent.request({ origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, signal });
+    } catch (e) {
+      throw transportError(this.opts.host, e, what, url, signal);
+    }
+  }
+
+  /** The body as a stream whose errors are RegistryErrors; a consumer that stops reading releases the connection. */
+  streamBody(res: Response, what: string): Readable {
+    const out = new PassThrough();
+    const body = res.body;
+    body.on('error', (e) => out.destroy(transportError(this.opts.host, e, what, this.finalUrl(res)) as Error));
+    out.on('close', () => body.destroy());
+    body.pipe(out);
+    return out;
+  }
+
+  /** The whole body, or null (and the connection dropped) once it passes `limitBytes`. */
+  async readLimited(res: Response, limitBytes: number, what: string): Promise<Buffer | null> {
+    const declared = lengthOf(res);
+    if (declared !== undefined && declared > limitBytes) {
+      res.body.destroy();
+      return null;
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    try {
+      for await (const chunk of res.body) {
+        total += (chunk as Buffer).length;
+        if (total > limitBytes) {
+          res.body.destroy();
+          return null;
+        }
+        chunks.push(chunk as Buffer);
+      }
+    } catch (e) {
+      throw transportError(this.opts.host, e, what, this.finalUrl(res));
+    }
+    return Buffer.concat(chunks);
+  }
+
+  async readJson(res: Response, what: string): Promise<unknown> {
+    const body = await this.readLimited(res, JSON_LIMIT_BYTES, what);
+    try {
+      if (!body) throw new Error('too large');
+      return JSON.parse(body.toString('utf8'));
+    } catch {
+      throw upstreamFailed(this.opts.host, `${what}: the answer is not JSON`);
+    }
+  }
+
+  private finalUrl(res: Response): URL {
+    return this.finalUrls.get(res) ?? this.opts.base;
+  }
+}
+
+export function headerAll(res: Response, name: string): string[] {
+  const v = res.headers[name];
+  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+}
+
+export function header(res: Response, name: string): string | undefined {
+  return headerAll(res, name)[0];
+}
+
+export function lengthOf(res: Response): number | undefined {
+  const v = header(res, 'content-length');
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+}
