@@ -74,6 +74,8 @@ export class FsBlobBackend implements BlobBackend {
       return await openFd(this.blobPath(digest));
     } catch (e) {
       if (!isNotFound(e)) throw e;
+      // Another process removed it (verify --repair): what is memoised about it, and the totals, are stale.
+      this.counts.reset();
       this.onGone(digest);
       return undefined;
     }
