@@ -133,11 +133,24 @@ async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: str
   return true;
 }
 
-/** Everything else straight from the file to the socket through pooled buffers (see blob-sender.ts). */
+/**
+ * Everything else straight from the file to the socket through pooled buffers (see blob-sender.ts) when the
+ * backend has descriptors; else its range stream.
+ */
 async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, mirror: Mirror): Promise<boolean> {
-  const fd = await mirror.store.openBlobFd(digest);
+  const openFd = mirror.store.openFd;
+  if (!openFd) return sendBlobStream(reply, plan, digest, range, mirror);
+  const fd = await openFd(digest);
   if (fd === undefined) return false;
   await sendFd(reply, plan, fd, range);
+  return true;
+}
+
+async function sendBlobStream(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, mirror: Mirror): Promise<boolean> {
+  const body = await mirror.store.openBlob(digest, range);
+  if (!body) return false;
+  reply.code(plan.status).headers(plan.headers);
+  reply.send(body);
   return true;
 }
 

@@ -2,7 +2,7 @@
 // image against its descriptor (all platforms of an index), and only then commits the image to the store.
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdtemp, open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayoutTar, TarLayoutError } from './import-tar.js';
 import { walkGraph, type ManifestBody } from '../oci/graph.js';
@@ -46,7 +46,7 @@ export async function importPath(store: Store, path: string, opts: ImportOptions
   if (!info) throw new ImportError(`${path}: no such file or directory`);
   if (info.isDirectory()) return importLayout(store, { dir: path, name: (f) => join(path, f) }, as, opts.progress);
   if (!info.isFile()) throw new ImportError(`${path} is neither a folder nor a regular file: give an OCI image layout or a .tar of one`);
-  const dir = await mkdtemp(join(store.tmpDir, 'import-'));
+  const dir = await store.scratchDir('import-');
   try {
     const top = await extractLayoutTar(path, dir).catch((e: unknown) => Promise.reject(e instanceof TarLayoutError ? new ImportError(e.message) : e));
     const layout = { dir: join(dir, top), name: (f: string) => `${top ? `${top}/` : ''}${f} in ${path}` };

@@ -59,13 +59,8 @@ export async function storeCounts(store: Store): Promise<StatusReport['store']> 
   const repos = await store.repositories();
   let tags = 0;
   for (const r of repos) tags += (await store.listTags(r.host, r.name)).length;
-  let blobs = 0;
-  let sizeBytes = 0;
-  for await (const digest of store.allBlobs()) {
-    blobs++;
-    sizeBytes += (await store.stat(digest))?.sizeBytes ?? 0;
-  }
-  return { repositories: repos.length, tags, blobs, sizeBytes };
+  const { blobs, bytes } = await store.usage();
+  return { repositories: repos.length, tags, blobs, sizeBytes: bytes };
 }
 
 export async function statusReport(parts: StatusParts): Promise<StatusReport> {

@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import type { GrowingFile } from '../store/ingest.js';
 import { RegistryError } from '../oci/errors.js';
-import { isNotFound, openFd, type BlobInfo, type IngestWriter } from '../store/store.js';
+import type { BlobInfo, IngestWriter } from '../store/store.js';
 
 export class Flight extends EventEmitter {
   written = 0;
@@ -16,7 +16,6 @@ export class Flight extends EventEmitter {
     readonly digest: string,
     readonly sizeBytes: number | undefined,
     private readonly writer: IngestWriter,
-    private readonly committedPath: string,
   ) {
     super();
     this.setMaxListeners(0);
@@ -25,10 +24,6 @@ export class Flight extends EventEmitter {
     });
     // Waiters attach their own handlers; this keeps an unobserved failure from crashing the process.
     this.done.catch(() => undefined);
-  }
-
-  get tmpPath(): string {
-    return this.writer.tmpPath;
   }
 
   /** Pumps the upstream body into the store; resolves or rejects `done` exactly once. */
@@ -59,18 +54,14 @@ export class Flight extends EventEmitter {
     next: () => new Promise<void>((resolve) => this.once('progress', resolve)),
   };
 
-  /** A descriptor on the blob's bytes: the temp file while it grows, the committed file once it is in place. */
+  /** A descriptor on the blob's bytes: the spool while it grows, the committed blob once it is in place. */
   async openFd(): Promise<number> {
-    try {
-      return await openFd(this.tmpPath);
-    } catch (e) {
-      // Joined just as the ingest ended: the temp file has been renamed into place, or removed on failure.
-      // The rename can land before `result` is set, so wait for the outcome rather than read it now.
-      if (!isNotFound(e)) throw e;
-      await this.done.catch(() => undefined);
-      if (this.failure) throw this.failure;
-      return openFd(this.committedPath);
-    }
+    const fd = await this.writer.spool.openFd();
+    if (fd !== undefined) return fd;
+    // Joined just as the ingest ended and the spool went without becoming the blob: the write failed. The
+    // discard can land before `failure` is set, so wait for the outcome rather than read it now.
+    await this.done.catch(() => undefined);
+    throw this.failure ?? new Error(`blob ${this.digest} left the store just after its download`);
   }
 }
 

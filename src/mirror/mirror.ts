@@ -274,7 +274,7 @@ export class Mirror {
           this.deps.log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) });
           throw e;
         });
-      const flight = new Flight(digest, got.sizeBytes, writer, this.deps.store.blobPath(digest));
+      const flight = new Flight(digest, got.sizeBytes, writer);
       void flight.run(got.body);
       flight.done
         .then((info) => this.deps.log('blob ingested from upstream', { host, name, digest, sizeBytes: info.sizeBytes }))

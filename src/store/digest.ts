@@ -1,4 +1,4 @@
-// The one digest form the store keys content by: sha256 with 64 lowercase hex digits.
+// The one digest form the store accepts (sha256, lower-case hex) and its hex part, which names files and keys.
 import { RegistryError } from '../oci/errors.js';
 
 export const HEX_RE = /^[a-f0-9]{64}$/;

@@ -1,8 +1,8 @@
-// One blob write: bytes go to a temp file while being hashed; commit checks size and digest, fsyncs, and only
-// then hands the file over to be renamed into place. A failed or aborted write leaves nothing behind.
+// One blob write: bytes go to a spool while being hashed; commit checks size and digest, seals the spool, and
+// only then hands it to the backend to be made the blob. A failed or aborted write leaves nothing behind.
 import { createHash, type Hash } from 'node:crypto';
-import { unlink, type FileHandle } from 'node:fs/promises';
 import { RegistryError } from '../oci/errors.js';
+import type { Spool, VerifiedSpool } from './ports.js';
 
 export interface BlobInfo {
   digest: string;
@@ -16,14 +16,14 @@ export interface IngestExpectation {
   maxBytes?: number;
 }
 
-/** A write in progress; bytes go to a temp file and only a verified commit makes them visible. */
+/** A write in progress; bytes go to a spool and only a verified commit makes them visible. */
 export interface IngestWriter {
   write(chunk: Uint8Array): Promise<void>;
   commit(): Promise<BlobInfo>;
   abort(): Promise<void>;
   readonly bytesWritten: number;
-  /** Where the unverified bytes sit until commit; readers may tail it (the inode survives the rename). */
-  readonly tmpPath: string;
+  /** Where the unverified bytes sit until commit; readers may tail it (`Spool.openFd`). */
+  readonly spool: Spool;
 }
 
 export class Ingest implements IngestWriter {
@@ -32,38 +32,25 @@ export class Ingest implements IngestWriter {
   private done = false;
 
   constructor(
-    private readonly publish: (tmp: string, info: BlobInfo) => Promise<void>,
-    private readonly fh: FileHandle,
-    private readonly tmp: string,
+    private readonly commitSpool: (verified: VerifiedSpool) => Promise<void>,
+    readonly spool: Spool,
     private readonly expect: IngestExpectation,
   ) {}
-
-  get tmpPath(): string {
-    return this.tmp;
-  }
 
   get bytesWritten(): number {
     return this.written;
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
+  write(chunk: Uint8Array): Promise<void> {
     const limit = this.expect.sizeBytes ?? this.expect.maxBytes;
     if (limit !== undefined && this.written + chunk.length > limit) {
-      throw new RegistryError('SIZE_INVALID', 'content is longer than its descriptor says', {
+      return Promise.reject(new RegistryError('SIZE_INVALID', 'content is longer than its descriptor says', {
         expectedBytes: limit,
-      });
+      }));
     }
     this.hash.update(chunk);
     this.written += chunk.length;
-    let off = 0;
-    try {
-      while (off < chunk.length) {
-        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
-        off += bytesWritten;
-      }
-    } catch (e) {
-      throw isNoSpace(e) ? storeFull({ receivedBytes: this.written }) : e;
-    }
+    return this.spool.write(chunk);
   }
 
   async commit(): Promise<BlobInfo> {
@@ -83,14 +70,12 @@ export class Ingest implements IngestWriter {
           computed: digest,
         });
       }
-      await this.fh.sync();
-      await this.fh.close();
+      await this.spool.seal();
       const info = { digest, sizeBytes: this.written };
-      await this.publish(this.tmp, info);
+      await this.commitSpool({ spool: this.spool, ...info });
       return info;
     } catch (e) {
-      await this.fh.close().catch(() => undefined);
-      await unlink(this.tmp).catch(() => undefined);
+      await this.spool.discard();
       throw isNoSpace(e) ? storeFull() : e;
     }
   }
@@ -98,8 +83,7 @@ export class Ingest implements IngestWriter {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await this.fh.close().catch(() => undefined);
-    await unlink(this.tmp).catch(() => undefined);
+    await this.spool.discard();
   }
 }
 

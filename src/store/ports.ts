@@ -1,11 +1,83 @@
-// ---------------------------------------------------------------------------------------------------------------
-// MetadataStore: what the store knows besides blob bytes — tags, which manifests and blobs a repository holds,
-// referrers by subject, and the state documents (allowlist, denied log, manual window). store/fs fills it on
-// today's layout; a database can fill it for several replicas. Callers hand it plain values.
+// The store's ports: what a backend provides so the content-addressed store can sit on a filesystem (store/fs/)
+// or an object store. `Store` composes them and keeps the caches; nothing above store/ sees a path.
 import type { Descriptor } from '../oci/manifest.js';
 import type { AllowlistStorage } from '../policy/allowlist.js';
 import type { DeniedStorage } from '../policy/denied.js';
 import type { ManualWindowStorage } from '../window/manual-store.js';
+import type { Readable } from 'node:stream';
+
+// ─── BlobBackend: committed bytes by digest (and the spool they arrive through) ────────────────────────────
+
+/** An inclusive byte range, as HTTP Range gives it. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface BlobStat {
+  sizeBytes: number;
+}
+
+/** What the committed blobs add up to; kept current as blobs commit and go, never a scan per call. */
+export interface BlobUsage {
+  blobs: number;
+  bytes: number;
+}
+
+/** Unverified bytes on their way in: local and private to one ingest, never visible as a blob. */
+export interface Spool {
+  readonly bytesWritten: number;
+  /** Appends the whole chunk; a full disk is INSUFFICIENT_STORAGE. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Flushes to stable storage and closes: the bytes are durable before a commit makes them visible. */
+  seal(): Promise<void>;
+  /** Closes and removes the spool; harmless at any time and more than once. */
+  discard(): Promise<void>;
+  /**
+   * A descriptor on the bytes written so far, for readers that tail a download (after the commit: the blob
+   * itself), or undefined once the spool is gone without becoming a blob.
+   */
+  openFd(): Promise<number | undefined>;
+}
+
+/** A sealed spool whose bytes were hashed and counted by the ingest (store/ingest.ts) and match these. */
+export interface VerifiedSpool {
+  spool: Spool;
+  digest: string;
+  sizeBytes: number;
+}
+
+export interface BlobBackend {
+  /** Size of a committed blob, or undefined. */
+  stat(digest: string): Promise<BlobStat | undefined>;
+  /** A stream of `range` of a committed blob, or undefined when it is not (or no longer) there: answer as a miss. */
+  read(digest: string, range: ByteRange): Promise<Readable | undefined>;
+  /** A whole (small) blob in one read, or undefined: manifests and configs. */
+  readAll(digest: string): Promise<Buffer | undefined>;
+  /** Optional fast path for the HTTP layer: a descriptor the pooled sender reads and closes; an object store has none. */
+  openFd?(digest: string): Promise<number | undefined>;
+  /** A new spool; refused (INSUFFICIENT_STORAGE) up front when `expectBytes` cannot fit. */
+  createSpool(expectBytes?: number): Promise<Spool>;
+  /** Makes a verified spool the blob of its digest, atomically: a reader sees all of it or nothing. Idempotent. */
+  commit(verified: VerifiedSpool): Promise<void>;
+  /** Removes a blob; false when there was none. */
+  delete(digest: string): Promise<boolean>;
+  /** Takes a blob out of service but keeps its bytes for the operator (verify --repair); returns where they went. */
+  quarantine(digest: string): Promise<string>;
+  /** Every committed blob's digest. */
+  list(): AsyncIterable<string>;
+  usage(): Promise<BlobUsage>;
+  /** Another process changed the blobs (import, verify --repair): recount usage when next asked. */
+  refresh(): void;
+  /** A fresh private local folder in the spool area (e.g. to unpack an import tar); the caller removes it. */
+  scratchDir(prefix: string): Promise<string>;
+  /** Removes this process's spool area. */
+  close(): Promise<void>;
+}
+
+// ─── MetadataStore: what the store knows besides blob bytes — tags, which manifests and blobs a repository holds,
+// referrers by subject, and the state documents (allowlist, denied log, manual window). store/fs fills it on
+// today's layout; a database can fill it for several replicas. Callers hand it plain values.
 
 export interface RepositoryName {
   host: string;

@@ -1,28 +1,26 @@
-// Content-addressed disk store: blobs (manifests too) by sha256 and manifest media types; tags, links and
-// referrers per (host, repository) are its MetadataStore (fs/metadata.ts). Every write is temp file → hash →
-// verify → fsync → rename.
-import { randomBytes } from 'node:crypto';
-import { createReadStream, open as openCallback } from 'node:fs';
+// Content-addressed store: blobs (manifests too) by sha256 through a BlobBackend, manifest media types, and
+// tags, links and referrers per (host, repository) through a MetadataStore; the caches sit in front of them.
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import type { Descriptor } from '../oci/manifest.js';
-import { HEX_RE, hexOf } from './digest.js';
-import { isNotFound, listDir } from './fs/dirs.js';
+import { hexOf, HEX_RE } from './digest.js';
+import { FsBlobBackend } from './fs/blobs.js';
+import { isNotFound } from './fs/dirs.js';
 import { FsMetadataStore } from './fs/metadata.js';
-import type { MetadataStore, RepositoryName } from './ports.js';
-import { Ingest, isNoSpace, storeFull, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
+import { FsSpoolArea } from './fs/spool.js';
+import { Ingest, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
+import type { BlobBackend, BlobUsage, ByteRange, MetadataStore, RepositoryName, VerifiedSpool } from './ports.js';
 
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
+export type { BlobBackend, BlobUsage, ByteRange } from './ports.js';
 export { hexOf } from './digest.js';
 export { isNotFound } from './fs/dirs.js';
 
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-/** Read size for streaming blobs: large chunks mean fewer syscalls and fewer trips through the event loop. */
-const STREAM_CHUNK = 1024 * 1024;
 
 export interface StoredManifest {
   digest: string;
@@ -36,9 +34,8 @@ interface ManifestMeta {
 }
 
 export class Store {
+  /** The folder of the metadata side (tags, links, manifest media types); blobs go through `blobs`. */
   readonly root: string;
-  /** Tags, links, referrers and the state documents. */
-  readonly meta: MetadataStore;
   private readonly sizes = new LRUCache<string, number>({ max: 200_000 });
   private readonly manifests = new LRUCache<string, StoredManifest>({
     maxSize: 64 * 1024 * 1024,
@@ -47,13 +44,21 @@ export class Store {
   /** Configs and tiny layers are asked for by every node; keep them in memory like manifests. */
   private readonly smallBlobs = new LRUCache<string, Buffer>({ maxSize: 32 * 1024 * 1024, sizeCalculation: (b) => b.length + 64 });
 
-  /** This process's own temp folder: `tmp/<pid>-<random>`, so several processes can share a store. */
-  readonly tmpDir: string;
+  /**
+   * The HTTP layer's fast path when the backend has one: an open descriptor on a committed blob, or undefined when
+   * it has gone. The backend's own function, so a cache hit costs no extra call.
+   */
+  readonly openFd: ((digest: string) => Promise<number | undefined>) | undefined;
 
-  private constructor(root: string) {
+  private constructor(
+    root: string,
+    readonly blobs: BlobBackend,
+    /** Tags, links, referrers and the state documents. */
+    readonly meta: MetadataStore,
+    private readonly spools: FsSpoolArea,
+  ) {
     this.root = root;
-    this.tmpDir = join(root, 'tmp', `${process.pid}-${randomBytes(4).toString('hex')}`);
-    this.meta = new FsMetadataStore(root, this);
+    this.openFd = blobs.openFd?.bind(blobs);
   }
 
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
@@ -61,45 +66,19 @@ export class Store {
     return this.meta.generation;
   }
 
-  /**
-   * Opens (creating) the store and removes temp leftovers of writes that never committed — only those of
-   * processes that are gone, so a CLI opening the store never disturbs a running server's downloads.
-   */
+  /** Opens (creating) the store on a folder; spool leftovers of processes that are gone are removed. */
   static async open(root: string): Promise<Store> {
-    const store = new Store(root);
-    const tmpRoot = join(root, 'tmp');
-    for (const entry of await listDir(tmpRoot)) {
-      const pid = Number(/^(\d+)-/.exec(entry)?.[1]);
-      if (!Number.isInteger(pid) || !isAlive(pid)) await rm(join(tmpRoot, entry), { recursive: true, force: true });
-    }
-    await mkdir(store.tmpDir, { recursive: true });
-    await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
+    const spools = await FsSpoolArea.open(root);
+    let store: Store | undefined;
+    const blobs = await FsBlobBackend.open(root, spools, { onGone: (digest) => store?.forget(digest) });
+    store = new Store(root, blobs, new FsMetadataStore(root, spools), spools);
     await mkdir(join(root, 'repositories'), { recursive: true });
     return store;
   }
 
-  /**
-   * Runs a create in this process's temp folder, re-creating the folder once if something removed it (e.g. a CLI
-   * in another pid namespace that took this process for dead).
-   */
-  async inTmp<T>(create: () => Promise<T>): Promise<T> {
-    try {
-      return await create();
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-      await mkdir(this.tmpDir, { recursive: true });
-      return create();
-    }
-  }
-
-  /** Removes this process's temp folder (nothing in it is committed content). */
+  /** Removes this process's spool area (nothing in it is committed content). */
   async close(): Promise<void> {
-    await rm(this.tmpDir, { recursive: true, force: true });
-  }
-
-  blobPath(digest: string): string {
-    const hex = hexOf(digest);
-    return join(this.root, 'blobs', 'sha256', hex.slice(0, 2), hex);
+    await this.blobs.close();
   }
 
   private metaPath(digest: string): string {
@@ -107,47 +86,23 @@ export class Store {
     return join(this.root, 'manifests', 'sha256', hex.slice(0, 2), `${hex}.json`);
   }
 
+
   /** Size of a committed blob, or undefined; memoised because a committed blob never changes. */
   async stat(digest: string): Promise<BlobInfo | undefined> {
     const known = this.sizes.get(digest);
     if (known !== undefined) return { digest, sizeBytes: known };
-    try {
-      const s = await stat(this.blobPath(digest));
-      this.sizes.set(digest, s.size);
-      return { digest, sizeBytes: s.size };
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
+    const s = await this.blobs.stat(digest);
+    if (!s) return undefined;
+    this.sizes.set(digest, s.sizeBytes);
+    return { digest, sizeBytes: s.sizeBytes };
   }
 
   /**
-   * Opens a committed blob for streaming `range` (inclusive; the caller always gives one — an open end makes
-   * Node read past EOF with a fresh buffer), or undefined when it has gone (quarantined by `verify --repair` in
-   * another process): the file is opened before any header is sent, so a vanished blob is a miss, not a cut.
+   * A stream of `range` of a committed blob (inclusive; the caller always gives one), or undefined when it has
+   * gone (quarantined by `verify --repair` in another process): opened before any header is sent, so a miss.
    */
-  async openBlob(digest: string, range: { start: number; end: number }): Promise<Readable | undefined> {
-    let fd: number;
-    try {
-      fd = await openFd(this.blobPath(digest));
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-      this.forget(digest);
-      return undefined;
-    }
-    // The callback stream on a plain fd costs less per chunk than a FileHandle stream (no promise per read).
-    return createReadStream('', { fd, start: range.start, end: range.end, highWaterMark: STREAM_CHUNK, autoClose: true });
-  }
-
-  /** An open descriptor on a committed blob (for the pooled sender), or undefined when it has gone. */
-  async openBlobFd(digest: string): Promise<number | undefined> {
-    try {
-      return await openFd(this.blobPath(digest));
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-      this.forget(digest);
-      return undefined;
-    }
+  openBlob(digest: string, range: ByteRange): Promise<Readable | undefined> {
+    return this.blobs.read(digest, range); // a miss is forgotten by the backend's onGone
   }
 
   /** A small blob in one read (cheaper than a stream for configs and tiny layers), or undefined when gone. */
@@ -165,6 +120,7 @@ export class Store {
     this.meta.invalidate();
     this.sizes.clear();
     this.smallBlobs.clear();
+    this.blobs.refresh();
   }
 
   /** Forgets what is memoised about a digest (after another process changed the store). */
@@ -174,35 +130,31 @@ export class Store {
     this.smallBlobs.delete(digest);
   }
 
-  async readBlob(digest: string): Promise<Buffer | undefined> {
-    try {
-      return await readFile(this.blobPath(digest));
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
+  readBlob(digest: string): Promise<Buffer | undefined> {
+    return this.blobs.readAll(digest);
   }
 
   /** Drops a blob whose bytes no longer match its digest (verify --repair), so it can be refetched. */
   async quarantine(digest: string): Promise<string> {
-    const dest = join(this.root, 'quarantine', `${hexOf(digest)}.${Date.now()}`);
-    await mkdir(dirname(dest), { recursive: true });
-    await rename(this.blobPath(digest), dest);
+    const dest = await this.blobs.quarantine(digest);
     this.forget(digest);
     return dest;
   }
 
+  /** How many blobs and bytes the store holds, as of now (kept by the backend, never a scan per call). */
+  usage(): Promise<BlobUsage> {
+    return this.blobs.usage();
+  }
+
+  /** A fresh private folder in the spool area (an import's unpacked tar); the caller removes it. */
+  scratchDir(prefix: string): Promise<string> {
+    return this.blobs.scratchDir(prefix);
+  }
+
   async beginIngest(expect: IngestExpectation): Promise<IngestWriter> {
     if (expect.digest !== undefined) hexOf(expect.digest);
-    // A blob that cannot fit is refused before its first byte, while the client can still get an error status.
-    if (expect.sizeBytes !== undefined) {
-      const fs = await statfs(this.tmpDir);
-      const freeBytes = fs.bavail * fs.bsize;
-      if (expect.sizeBytes > freeBytes) throw storeFull({ neededBytes: expect.sizeBytes, freeBytes });
-    }
-    const tmp = join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
-    const fh = await this.inTmp(() => open(tmp, 'wx', 0o644)).catch((e: unknown) => Promise.reject(isNoSpace(e) ? storeFull() : e));
-    return new Ingest((t, info) => this.publish(t, info), fh, tmp, expect);
+    const spool = await this.blobs.createSpool(expect.sizeBytes);
+    return new Ingest((v) => this.commitBlob(v), spool, expect);
   }
 
   /** Streams a source into the store; on any failure nothing is committed. */
@@ -223,12 +175,10 @@ export class Store {
     })(), expect);
   }
 
-  /** Called by an Ingest once its temp file is verified and synced. */
-  async publish(tmp: string, info: BlobInfo): Promise<void> {
-    const dest = this.blobPath(info.digest);
-    await mkdir(dirname(dest), { recursive: true });
-    await rename(tmp, dest);
-    this.sizes.set(info.digest, info.sizeBytes);
+  /** Called by an Ingest once its spool is verified and sealed. */
+  private async commitBlob(verified: VerifiedSpool): Promise<void> {
+    await this.blobs.commit(verified);
+    this.sizes.set(verified.digest, verified.sizeBytes);
   }
 
   async putManifest(body: Buffer, mediaType: string, expectDigest?: string): Promise<StoredManifest> {
@@ -238,7 +188,7 @@ export class Store {
       });
     }
     const info = await this.putBlob(body, { digest: expectDigest, sizeBytes: body.length });
-    await writeAtomic(this, this.metaPath(info.digest), JSON.stringify({ mediaType, sizeBytes: body.length }));
+    await this.spools.writeAtomic(this.metaPath(info.digest), JSON.stringify({ mediaType, sizeBytes: body.length }));
     const m = { digest: info.digest, mediaType, body };
     this.manifests.set(info.digest, m);
     return m;
@@ -299,32 +249,8 @@ export class Store {
   }
 
   /** Every committed blob digest (for verify). */
-  async *allBlobs(): AsyncGenerator<string> {
-    const base = join(this.root, 'blobs', 'sha256');
-    for (const prefix of await listDir(base)) {
-      for (const hex of await listDir(join(base, prefix))) if (HEX_RE.test(hex)) yield `sha256:${hex}`;
-    }
+  allBlobs(): AsyncIterable<string> {
+    return this.blobs.list();
   }
 }
 
-async function writeAtomic(store: Store, dest: string, content: string): Promise<void> {
-  const tmp = join(store.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
-  await store.inTmp(() => writeFile(tmp, content, { flag: 'wx' }));
-  await mkdir(dirname(dest), { recursive: true });
-  await rename(tmp, dest);
-}
-
-/** A read-only descriptor on a file (callback fs: no FileHandle, which the fd-based sender does not need). */
-export function openFd(path: string): Promise<number> {
-  return new Promise((resolve, reject) => openCallback(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function isAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

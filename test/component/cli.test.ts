@@ -19,6 +19,7 @@ import { buildLayout } from '../helpers/images.js';
 import { freePort } from '../helpers/registry.js';
 import { runSluice, SLUICE_MAIN, sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
 import { snapshot } from '../helpers/snapshot.js';
+import { blobFile } from '../helpers/fs-store.js';
 
 type Status = StatusReport & { server: { running: boolean; url: string | null } };
 
@@ -351,7 +352,7 @@ describe('--help and unknown options (no side effect, one mechanism for every su
     expectRc(await cli('allow', 'add', 'docker.io/library/alpine:3.20'), 0);
     expectRc(await cli('window', 'open', '1h', '--note', 'prefetch'), 0);
     const store = await Store.open(storage);
-    corruptBlob = store.blobPath((await store.putBlob(Buffer.from('a blob that verify would re-hash'))).digest);
+    corruptBlob = blobFile(store, (await store.putBlob(Buffer.from('a blob that verify would re-hash'))).digest);
     await store.close();
     await writeFile(corruptBlob, (await readFile(corruptBlob)).reverse());
     await buildLayout(join(dir, 'layout'));

@@ -15,6 +15,7 @@ import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { snapshot, type Snapshot } from '../helpers/snapshot.js';
+import { spoolDir } from '../helpers/fs-store.js';
 
 const BOUND_MS = 2_000;
 const REGISTRY_RUNS = Number(process.env.SLUICE_FUZZ_RUNS ?? 3000);
@@ -356,7 +357,7 @@ describe('fuzzed requests (fast-check)', () => {
   it('afterwards: nothing outside the store changed, and inside it only tmp/ and the denied log', async () => {
     expect(await snapshot(sluice.dir, (r) => r === 'data')).toEqual(outsideBefore);
     expect(await storeView()).toEqual(storeBefore);
-    expect(await readdir(sluice.app.store.tmpDir)).toEqual([]);
+    expect(await readdir(spoolDir(sluice.app.store))).toEqual([]);
     await expectHealthy();
   });
 });

@@ -12,6 +12,7 @@ import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { snapshot, type Snapshot } from '../helpers/snapshot.js';
+import { spoolDir } from '../helpers/fs-store.js';
 
 const REQUEST_TIMEOUT_MS = 10_000;
 const CONCURRENCY = 32;
@@ -298,6 +299,6 @@ describe('hostile input', () => {
     const volatile = (k: string): boolean => k.startsWith('denied.json');
     const strip = (s: Snapshot): string[] => [...s.files.entries()].filter(([k]) => !volatile(k)).map(([k, v]) => `${k} ${v}`).sort();
     expect(strip(after)).toEqual(strip(inStore));
-    expect((await readdir(sluice.app.store.tmpDir)).length).toBe(0);
+    expect((await readdir(spoolDir(sluice.app.store))).length).toBe(0);
   });
 });

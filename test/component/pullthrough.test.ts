@@ -13,6 +13,7 @@ import { buildApp, type App } from '../../src/app.js';
 import { validateConfig } from '../../src/config/config.js';
 import { sluiceConfigDoc, type SluiceConfigOptions } from '../helpers/sluice.js';
 import { json, write } from '../helpers/http-server.js';
+import { spoolDir } from '../helpers/fs-store.js';
 
 const MiB = 1024 * 1024;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -321,7 +322,7 @@ async function boot(storage: string, opts: SluiceConfigOptions): Promise<Running
 }
 
 async function tmpFiles(r: Running): Promise<string[]> {
-  return readdir(r.app.store.tmpDir);
+  return readdir(spoolDir(r.app.store));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import { Store } from '../../src/store/store.js';
 import { tempDir } from '../helpers/clients.js';
 import { blobPath, buildLayout, corruptBlob, splitRef, writeTar, type LayoutDescription, type TestImage } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml, startSluice, type InProcessSluice } from '../helpers/sluice.js';
+import { blobFile, spoolDir } from '../helpers/fs-store.js';
 
 const ACCEPT_ALL = [
   'application/vnd.docker.distribution.manifest.v2+json',
@@ -577,14 +578,14 @@ describe('sluice import (real CLI)', () => {
     for (const b of victimImage.blobs) {
       if (others.has(b.digest)) continue;
       expect(await store.stat(b.digest), `${b.digest} of the bad image is in the store`).toBeUndefined();
-      expect(existsSync(store.blobPath(b.digest))).toBe(false);
+      expect(existsSync(blobFile(store, b.digest))).toBe(false);
     }
     // The good images of the same layout were imported.
     for (const img of bad.images.filter((i) => i !== victimImage)) {
       const ref = splitRef(img.ref);
       expect(await store.getTag(ref.host, ref.name, ref.tag)).toBe(img.digest);
     }
-    expect(await readdir(store.tmpDir)).toEqual([]);
+    expect(await readdir(spoolDir(store))).toEqual([]);
   });
 
   test('a missing path or a folder that is not a layout fails without a stack trace', async () => {

@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
+import { spoolDir } from '../helpers/fs-store.js';
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const OCI = 'application/vnd.oci.image.manifest.v1+json';
@@ -86,7 +87,7 @@ describe('review fixes', () => {
   });
 
   it('a temp folder removed behind the store is re-created on the next write', async () => {
-    await rm(sluice.app.store.tmpDir, { recursive: true, force: true });
+    await rm(spoolDir(sluice.app.store), { recursive: true, force: true });
     const info = await sluice.app.store.putBlob(Buffer.from('after the folder went away'));
     expect(info.sizeBytes).toBe(26);
     await sluice.app.store.setTag('ghcr.io', 'x/app', 'v2', info.digest);

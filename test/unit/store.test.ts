@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { RegistryError } from '../../src/oci/errors.js';
 import { MAX_MANIFEST_BYTES, Store } from '../../src/store/store.js';
+import { blobFile, spoolDir, spoolFile } from '../helpers/fs-store.js';
 
 const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -25,7 +26,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const tmpFiles = (): Promise<string[]> => readdir(store.tmpDir);
+const tmpFiles = (): Promise<string[]> => readdir(spoolDir(store));
 
 async function kindOf(p: Promise<unknown>): Promise<string> {
   try {
@@ -49,16 +50,16 @@ describe('ingest', () => {
     const body = Buffer.from('hello layer');
     const w = await store.beginIngest({ digest: sha(body), sizeBytes: body.length });
     await w.write(body.subarray(0, 5));
-    expect(w.tmpPath.startsWith(store.tmpDir)).toBe(true);
-    expect(existsSync(w.tmpPath)).toBe(true);
-    expect(existsSync(store.blobPath(sha(body)))).toBe(false);
+    expect(spoolFile(w).startsWith(spoolDir(store))).toBe(true);
+    expect(existsSync(spoolFile(w))).toBe(true);
+    expect(existsSync(blobFile(store, sha(body)))).toBe(false);
     expect(await store.stat(sha(body))).toBeUndefined();
     await w.write(body.subarray(5));
     expect(w.bytesWritten).toBe(body.length);
     expect(await w.commit()).toEqual({ digest: sha(body), sizeBytes: body.length });
-    expect(existsSync(w.tmpPath)).toBe(false);
-    expect(await readFile(store.blobPath(sha(body)))).toEqual(body);
-    expect(store.blobPath(sha(body))).toBe(join(store.root, 'blobs', 'sha256', sha(body).slice(7, 9), sha(body).slice(7)));
+    expect(existsSync(spoolFile(w))).toBe(false);
+    expect(await readFile(blobFile(store, sha(body)))).toEqual(body);
+    expect(blobFile(store, sha(body))).toBe(join(store.root, 'blobs', 'sha256', sha(body).slice(7, 9), sha(body).slice(7)));
     expect(await store.stat(sha(body))).toEqual({ digest: sha(body), sizeBytes: body.length });
     expect(await tmpFiles()).toEqual([]);
   });
@@ -88,7 +89,7 @@ describe('ingest', () => {
     const w = await store.beginIngest({ digest: sha('abc'), sizeBytes: 3 });
     await w.write(Buffer.from('abc'));
     await w.abort();
-    expect(existsSync(w.tmpPath)).toBe(false);
+    expect(existsSync(spoolFile(w))).toBe(false);
     await expect(w.commit()).rejects.toThrow(/already finished/);
     expect(await store.stat(sha('abc'))).toBeUndefined();
   });
@@ -120,7 +121,7 @@ describe('ingest', () => {
     const body = Buffer.from('gone soon');
     await store.putBlob(body);
     expect(await store.stat(sha(body))).toBeDefined();
-    await rm(store.blobPath(sha(body)));
+    await rm(blobFile(store, sha(body)));
     expect(await store.openBlob(sha(body), { start: 0, end: 0 })).toBeUndefined();
     expect(await store.stat(sha(body))).toBeUndefined();
   });
@@ -140,8 +141,8 @@ describe('open', () => {
     expect(existsSync(dead)).toBe(false);
     expect(existsSync(join(store.root, 'tmp', 'stray'))).toBe(false);
     // This process is alive: its in-flight ingest is untouched by another open of the same store.
-    expect(existsSync(w.tmpPath)).toBe(true);
-    expect(await readdir(reopened.tmpDir)).toEqual([]);
+    expect(existsSync(spoolFile(w))).toBe(true);
+    expect(await readdir(spoolDir(reopened))).toEqual([]);
     expect(await reopened.stat(sha('kept'))).toEqual({ digest: sha('kept'), sizeBytes: 4 });
     await w.abort();
   });

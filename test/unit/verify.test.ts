@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { Store } from '../../src/store/store.js';
 import { verifyStore } from '../../src/jobs/verify.js';
+import { blobFile } from '../helpers/fs-store.js';
 
 const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -34,7 +35,7 @@ describe('verifyStore', () => {
     const bad = Buffer.from('bytes that will rot');
     await store.putBlob(good);
     await store.putBlob(bad);
-    const path = store.blobPath(sha(bad));
+    const path = blobFile(store, sha(bad));
     const rotten = Buffer.from(await readFile(path));
     rotten[3] = (rotten[3] ?? 0) ^ 0xff;
     await writeFile(path, rotten);

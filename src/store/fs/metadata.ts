@@ -4,9 +4,8 @@
 //   _blobs/<hex>              empty: the blob arrived through this repository
 //   _referrers/<subject-hex>/<hex>  the referrer's descriptor as JSON
 // Every write is temp file (in the store's own temp folder) → rename, so a reader never sees half of one.
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Descriptor } from '../../oci/manifest.js';
 import { HEX_RE, hexOf } from '../digest.js';
@@ -14,10 +13,9 @@ import type { LinkableManifest, MetadataStore, RepositoryName, StateDocuments } 
 import { isNotDir, isNotFound, listDir } from './dirs.js';
 import { fsStateDocuments } from './state.js';
 
-/** The store's temp folder: where atomic writes are staged (re-created if something removed it). */
+/** Where atomic writes are staged: the store's spool area (fs/spool.ts). */
 export interface TempArea {
-  readonly tmpDir: string;
-  inTmp<T>(create: () => Promise<T>): Promise<T>;
+  writeAtomic(dest: string, content: string): Promise<void>;
 }
 
 export class FsMetadataStore implements MetadataStore {
@@ -47,7 +45,7 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   async setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
-    await this.writeAtomic(join(this.repoDir(host, name), '_tags', tag), digest);
+    await this.temp.writeAtomic(join(this.repoDir(host, name), '_tags', tag), digest);
     this.tags.set(`${host}/${name}:${tag}`, digest);
     this.changes++;
   }
@@ -74,16 +72,16 @@ export class FsMetadataStore implements MetadataStore {
   async linkManifest(host: string, name: string, m: LinkableManifest): Promise<void> {
     const hex = hexOf(m.digest);
     const dir = this.repoDir(host, name);
-    await this.writeAtomic(join(dir, '_manifests', hex), m.mediaType);
+    await this.temp.writeAtomic(join(dir, '_manifests', hex), m.mediaType);
     const subject = subjectOf(m.body);
     if (subject) {
-      await this.writeAtomic(join(dir, '_referrers', hexOf(subject), hex), JSON.stringify(referrerDescriptor(m)));
+      await this.temp.writeAtomic(join(dir, '_referrers', hexOf(subject), hex), JSON.stringify(referrerDescriptor(m)));
     }
     this.changes++;
   }
 
   async linkBlob(host: string, name: string, digest: string): Promise<void> {
-    await this.writeAtomic(join(this.repoDir(host, name), '_blobs', hexOf(digest)), '');
+    await this.temp.writeAtomic(join(this.repoDir(host, name), '_blobs', hexOf(digest)), '');
   }
 
   isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
@@ -115,12 +113,6 @@ export class FsMetadataStore implements MetadataStore {
     return out;
   }
 
-  private async writeAtomic(dest: string, content: string): Promise<void> {
-    const tmp = join(this.temp.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
-    await this.temp.inTmp(() => writeFile(tmp, content, { flag: 'wx' }));
-    await mkdir(dirname(dest), { recursive: true });
-    await rename(tmp, dest);
-  }
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -1,0 +1,156 @@
+// The spool area of a filesystem store: this process's own folder `tmp/<pid>-<random>` (several processes may
+// share a store), the spool files blobs arrive in, and the temp-then-rename write every other file uses.
+import { randomBytes } from 'node:crypto';
+import { open as openCallback } from 'node:fs';
+import { mkdir, mkdtemp, open, rename, rm, statfs, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { isNoSpace, storeFull } from '../ingest.js';
+import { isNotFound, listDir } from './dirs.js';
+import type { Spool } from '../ports.js';
+
+export class FsSpoolArea {
+  private constructor(readonly dir: string) {}
+
+  /**
+   * Opens this process's spool folder and removes leftovers of writes that never committed — only those of
+   * processes that are gone, so a CLI opening the store never disturbs a running server's downloads.
+   */
+  static async open(root: string): Promise<FsSpoolArea> {
+    const tmpRoot = join(root, 'tmp');
+    for (const entry of await listDir(tmpRoot)) {
+      const pid = Number(/^(\d+)-/.exec(entry)?.[1]);
+      if (!Number.isInteger(pid) || !isAlive(pid)) await rm(join(tmpRoot, entry), { recursive: true, force: true });
+    }
+    const area = new FsSpoolArea(join(tmpRoot, `${process.pid}-${randomBytes(4).toString('hex')}`));
+    await mkdir(area.dir, { recursive: true });
+    return area;
+  }
+
+  /**
+   * Runs a create in the folder, re-creating the folder once if something removed it (e.g. a CLI in another
+   * pid namespace that took this process for dead).
+   */
+  async inTmp<T>(create: () => Promise<T>): Promise<T> {
+    try {
+      return await create();
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      await mkdir(this.dir, { recursive: true });
+      return create();
+    }
+  }
+
+  /** Bytes free on the spool's filesystem. */
+  async freeBytes(): Promise<number> {
+    const fs = await statfs(this.dir);
+    return fs.bavail * fs.bsize;
+  }
+
+  async createSpool(): Promise<FsSpool> {
+    const path = this.tempPath();
+    const fh = await this.inTmp(() => open(path, 'wx', 0o644)).catch((e: unknown) => Promise.reject(isNoSpace(e) ? storeFull() : e));
+    return new FsSpool(fh, path);
+  }
+
+  /** Writes a small file beside its destination's readers in one step: temp file, then rename. */
+  async writeAtomic(dest: string, content: string): Promise<void> {
+    const tmp = this.tempPath();
+    await this.inTmp(() => writeFile(tmp, content, { flag: 'wx' }));
+    await mkdir(dirname(dest), { recursive: true });
+    await rename(tmp, dest);
+  }
+
+  scratchDir(prefix: string): Promise<string> {
+    return this.inTmp(() => mkdtemp(join(this.dir, prefix)));
+  }
+
+  /** Removes the folder (nothing in it is committed content). */
+  async close(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private tempPath(): string {
+    return join(this.dir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
+  }
+}
+
+/** A spool file; once committed it is renamed into place, and its inode (what tailing readers hold) is the blob. */
+export class FsSpool implements Spool {
+  private written = 0;
+  private closed = false;
+  /** Where the commit renamed (or is renaming) the file, so a reader arriving just after still finds the bytes. */
+  private committedPath: string | undefined;
+
+  constructor(private readonly fh: FileHandle, readonly path: string) {}
+
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    this.written += chunk.length;
+    let off = 0;
+    try {
+      while (off < chunk.length) {
+        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
+        off += bytesWritten;
+      }
+    } catch (e) {
+      throw isNoSpace(e) ? storeFull({ receivedBytes: this.written }) : e;
+    }
+  }
+
+  async seal(): Promise<void> {
+    await this.fh.sync();
+    this.closed = true;
+    await this.fh.close();
+  }
+
+  async discard(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      await this.fh.close().catch(() => undefined);
+    }
+    await unlink(this.path).catch(() => undefined);
+  }
+
+  async openFd(): Promise<number | undefined> {
+    try {
+      return await openFd(this.path);
+    } catch (e) {
+      // Gone from the spool: renamed into place (open it there), or removed because the write failed.
+      if (!isNotFound(e) || this.committedPath === undefined) return rethrowUnlessNotFound(e);
+      return openFd(this.committedPath).catch(rethrowUnlessNotFound);
+    }
+  }
+
+  /** The commit's step: the rename that makes the bytes the blob at `dest`. */
+  async moveTo(dest: string): Promise<void> {
+    this.committedPath = dest;
+    await mkdir(dirname(dest), { recursive: true });
+    await rename(this.path, dest);
+  }
+}
+
+function rethrowUnlessNotFound(e: unknown): undefined {
+  if (isNotFound(e)) return undefined;
+  throw e;
+}
+
+/** A read-only descriptor on a file (callback fs: no FileHandle, which the fd-based sender does not need). */
+export function openFd(path: string): Promise<number> {
+  return new Promise((resolve, reject) => openCallback(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+
+function isAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export { isNotDir, isNotFound, listDir } from './dirs.js';

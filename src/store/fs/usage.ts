@@ -1,0 +1,99 @@
+// How many blobs a filesystem store holds and their bytes: one scan when first asked, then kept current by the
+// commits and deletes of this process; a scan racing them stays exact by going one prefix folder at a time.
+import { hexOf } from '../digest.js';
+import type { BlobStat, BlobUsage } from '../ports.js';
+
+interface Scan {
+  /** The prefix folder being read: changes below it are counted as deltas, in it are re-looked at, above it are seen. */
+  prefix: string;
+  touched: Set<string>;
+  totals: BlobUsage;
+}
+
+const PREFIXES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+export class BlobUsageCount {
+  private totals: BlobUsage | undefined;
+  private counting: Promise<BlobUsage> | undefined;
+  private scan: Scan | undefined;
+  private stale = false;
+
+  constructor(
+    private readonly statOf: (digest: string) => Promise<BlobStat | undefined>,
+    /** Digests committed under one prefix folder (`blobs/sha256/<prefix>/`). */
+    private readonly listPrefix: (prefix: string) => Promise<string[]>,
+  ) {}
+
+  async get(): Promise<BlobUsage> {
+    const t = this.totals ?? (await (this.counting ??= this.countAll()));
+    return { blobs: t.blobs, bytes: t.bytes };
+  }
+
+  /** Forget the totals (another process changed the blobs): the next `get` counts again. */
+  reset(): void {
+    if (this.counting) this.stale = true;
+    this.totals = undefined;
+  }
+
+  /** A blob came (+1, +size) or went (−1, −size) in this process. */
+  change(digest: string, blobs: number, bytes: number): void {
+    const target = this.totals ?? this.scanTarget(digest);
+    if (!target) return;
+    target.blobs += blobs;
+    target.bytes += bytes;
+  }
+
+  private scanTarget(digest: string): BlobUsage | undefined {
+    const scan = this.scan;
+    if (!scan) return undefined;
+    const prefix = hexOf(digest).slice(0, 2);
+    if (prefix < scan.prefix) return scan.totals;
+    if (prefix === scan.prefix) scan.touched.add(digest);
+    return undefined;
+  }
+
+  private async countAll(): Promise<BlobUsage> {
+    const scan: Scan = (this.scan = { prefix: '', touched: new Set(), totals: { blobs: 0, bytes: 0 } });
+    try {
+      for (const prefix of PREFIXES) {
+        scan.prefix = prefix;
+        scan.touched = new Set();
+        await this.countPrefix(scan);
+      }
+      if (!this.stale) this.totals = scan.totals;
+      return scan.totals;
+    } finally {
+      this.scan = undefined;
+      this.counting = undefined;
+      this.stale = false;
+    }
+  }
+
+  /** One folder; digests changed meanwhile are looked at again until none is left, so none counts twice. */
+  private async countPrefix(scan: Scan): Promise<void> {
+    const counted = new Map<string, number>();
+    const add = async (digest: string): Promise<void> => {
+      const s = await this.statOf(digest);
+      if (!s) return;
+      counted.set(digest, s.sizeBytes);
+      scan.totals.blobs++;
+      scan.totals.bytes += s.sizeBytes;
+    };
+    for (const digest of await this.listPrefix(scan.prefix)) if (!scan.touched.has(digest)) await add(digest);
+    for (let digest = first(scan.touched); digest !== undefined; digest = first(scan.touched)) {
+      scan.touched.delete(digest);
+      const before = counted.get(digest);
+      if (before !== undefined) {
+        counted.delete(digest);
+        scan.totals.blobs--;
+        scan.totals.bytes -= before;
+      }
+      await add(digest);
+    }
+  }
+}
+
+function first(set: Set<string>): string | undefined {
+  for (const v of set) return v;
+  return undefined;
+}
