@@ -10,6 +10,7 @@ import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
 import { Mirror, type Policy } from './mirror/mirror.js';
 import { AllowlistPolicy } from './mirror/decision.js';
+import { closedError } from './mirror/access.js';
 import { registerRegistryRoutes } from './http/routes.js';
 import { Store } from './store/store.js';
 import { fsStateDocuments } from './store/fs/state.js';
@@ -45,17 +46,10 @@ export interface App {
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
-  const store = await Store.open(config.storage);
-  const documents = fsStateDocuments(config.storage);
-  const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
-  const denied = await DeniedLog.open(documents.denied);
-  const window = await openWindowState(config, documents.window, opts.now);
-  const upstreams = new Map<string, Upstream>();
+  const { store, allowlist, denied, window } = await openState(config, opts.now);
   const life = { stopping: false };
-  const gate = windowGate(window, life);
-  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate }));
+  const upstreams = openUpstreams(config, window, life);
   const stopAborts = abortWhenWindowCloses(window, upstreams);
-  const hosts = hostTable(config);
   const registry = newFastify(opts.logger ?? false, config.tls);
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
   if (htpasswd) requireBasicAuth(registry, htpasswd);
@@ -64,38 +58,51 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await allowlist.watch((level, msg, fields) => registry.log[level](fields, msg));
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
-  registerRegistryRoutes(registry, { mirror, hosts });
+  registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config) });
   const syncer = new Syncer(mirror, allowlist, store, window);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
-  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, mirror, store });
+  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store });
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
-  return {
-    config,
-    registry,
-    admin,
-    syncer,
-    htpasswd,
-    store,
-    allowlist,
-    denied,
-    mirror,
-    window,
-    upstreams,
-    async close(deadlineMs = Date.now()) {
-      stopAutoSync();
-      allowlist.close();
-      stopAborts();
-      await Promise.all([registry.close(), admin.close()]);
-      // What is left is detached work (a sync, downloads whose clients left): no new upstream request for it.
-      life.stopping = true;
-      for (const u of upstreams.values()) u.abortInFlight(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down'));
-      await mirror.drain(deadlineMs);
-      await denied.close();
-      await store.close();
-      await Promise.all([...upstreams.values()].map((u) => u.close()));
-    },
+  const app = { config, registry, admin, syncer, htpasswd, store, allowlist, denied, mirror, window, upstreams };
+  const stopWatching = (): void => {
+    stopAutoSync();
+    allowlist.close();
+    stopAborts();
   };
+  return { ...app, close: (deadlineMs = Date.now()) => closeApp(app, life, stopWatching, deadlineMs) };
+}
+
+/** The store and the state documents kept beside it: allowlist, denied log, the operator's window. */
+async function openState(config: Config, now?: () => Date): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'>> {
+  const store = await Store.open(config.storage);
+  const documents = fsStateDocuments(config.storage);
+  const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
+  const denied = await DeniedLog.open(documents.denied);
+  const window = await openWindowState(config, documents.window, now);
+  return { store, allowlist, denied, window };
+}
+
+/** One client per configured upstream, every request through the window gate. */
+function openUpstreams(config: Config, window: WindowState, life: { stopping: boolean }): Map<string, Upstream> {
+  const upstreams = new Map<string, Upstream>();
+  const gate = windowGate(window, life);
+  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate }));
+  return upstreams;
+}
+
+/** See App.close. */
+async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, stopWatching: () => void, deadlineMs: number): Promise<void> {
+  const { upstreams } = app;
+  stopWatching();
+  await Promise.all([app.registry.close(), app.admin.close()]);
+  // What is left is detached work (a sync, downloads whose clients left): no new upstream request for it.
+  life.stopping = true;
+  for (const u of upstreams.values()) u.abortInFlight(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down'));
+  await app.mirror.drain(deadlineMs);
+  await app.denied.close();
+  await app.store.close();
+  await Promise.all([...upstreams.values()].map((u) => u.close()));
 }
 
 export function hostTable(config: Config): { has(host: string): boolean; defaultHost: string } {
@@ -127,11 +134,7 @@ function windowGate(window: WindowState, life: { stopping: boolean }): (what: st
   return (what) => {
     if (life.stopping) throw new RegistryError('UPSTREAM_FAILED', `${what} not sent: sluice is shutting down`);
     if (window.isOpen()) return;
-    const next = window.status().nextOpen;
-    const until = next ? `closed until ${next.toISOString()}` : 'closed (no sync window is scheduled)';
-    throw new RegistryError(what.startsWith('blob') ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', `${what} not cached; upstream access ${until}`, {
-      nextWindow: next ? next.toISOString() : null,
-    });
+    throw closedError(window, what.startsWith('blob') ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', what, {});
   };
 }
 
@@ -176,7 +179,6 @@ async function openWindowState(config: Config, storage: ManualWindowStorage, now
   return state;
 }
 
-/** A fastify instance with sluice's limits and the one error handler every listener shares. */
 /** Every registry request needs valid basic-auth credentials (checked before anything else). */
 function requireBasicAuth(app: FastifyInstance, htpasswd: { current: Htpasswd }): void {
   app.addHook('onRequest', async (req) => {
@@ -203,6 +205,7 @@ export function reloadListeners(app: App): void {
 const CONNECTION_LIMITS = { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, connectionsCheckingInterval: 1_000 };
 
 /**
+ * A fastify instance with sluice's limits and the one error handler every listener shares.
  * `api` names the listener in its not-found answer; the admin listener also validates bodies strictly (no type
  * coercion, unknown fields refused rather than dropped) and answers a bad request with its own code.
  */
@@ -229,7 +232,18 @@ export function newFastify(logger: boolean, tls?: TlsConfig, api: 'registry' | '
   app.addHook('onRequest', async (_req, reply) => {
     reply.header('docker-distribution-api-version', 'registry/2.0');
   });
-  app.setErrorHandler((err: FastifyError | RegistryError, req, reply) => {
+  app.setErrorHandler(errorHandler(badRequest));
+  app.setNotFoundHandler((req, reply) => {
+    sendError(new RegistryError('NOT_FOUND', `no such route in the ${api} API`), req, reply);
+  });
+  return app;
+}
+
+type BadRequestKind = 'ADMIN_INVALID_REQUEST' | 'BAD_REQUEST';
+
+/** RegistryErrors as they are; other 4xx as the listener's bad request; anything else a logged 500. */
+function errorHandler(badRequest: BadRequestKind): (err: FastifyError | RegistryError, req: FastifyRequest, reply: FastifyReply) => void {
+  return (err, req, reply) => {
     if (err instanceof RegistryError) {
       sendError(err, req, reply);
       return;
@@ -242,11 +256,7 @@ export function newFastify(logger: boolean, tls?: TlsConfig, api: 'registry' | '
     req.log.error({ err }, 'internal error');
     reply.code(500).header('content-type', 'application/json')
       .send({ errors: [{ code: 'UNKNOWN', message: 'internal error', detail: null }] });
-  });
-  app.setNotFoundHandler((req, reply) => {
-    sendError(new RegistryError('NOT_FOUND', `no such route in the ${api} API`), req, reply);
-  });
-  return app;
+  };
 }
 
 export function sendError(err: RegistryError, req: FastifyRequest, reply: FastifyReply, status = err.status): void {

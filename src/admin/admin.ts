@@ -7,7 +7,6 @@ import type { Allowlist } from '../policy/allowlist.js';
 import type { Config } from '../config/config.js';
 import type { DeniedLog } from '../policy/denied.js';
 import { RegistryError } from '../oci/errors.js';
-import type { Mirror } from '../mirror/mirror.js';
 import type { Store } from '../store/store.js';
 import type { Syncer } from '../jobs/sync.js';
 import type { WindowState } from '../window/state.js';
@@ -25,7 +24,6 @@ export interface AdminDeps {
   denied: DeniedLog;
   window: WindowState;
   syncer: Syncer;
-  mirror: Mirror;
   store: Store;
 }
 
@@ -44,7 +42,7 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   await app.register(allowlistRoutes, { allowlist: deps.allowlist });
   await app.register(deniedRoutes, { denied: deps.denied });
   await app.register(windowRoutes, { window: deps.window });
-  await app.register(syncRoutes, { syncer: deps.syncer, mirror: deps.mirror, window: deps.window });
+  await app.register(syncRoutes, { syncer: deps.syncer, window: deps.window });
   await app.register(statusRoutes, deps);
   await app.register(storeRoutes, { store: deps.store });
 }

@@ -2,7 +2,7 @@
 import { PassThrough } from 'node:stream';
 import type { FastifyPluginAsync } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
-import type { Mirror } from '../mirror/mirror.js';
+import { windowClosedUntil } from '../mirror/access.js';
 import { SyncClosedError, type SyncEvent, type Syncer } from '../jobs/sync.js';
 import type { WindowState } from '../window/state.js';
 import { SCHEMAS } from './schemas.js';
@@ -12,18 +12,17 @@ type SyncBody = { dryRun?: boolean; platforms?: string[] } | null;
 
 export interface SyncRouteDeps {
   syncer: Syncer;
-  mirror: Mirror;
   window: WindowState;
 }
 
-export const syncRoutes: FastifyPluginAsync<SyncRouteDeps> = async (app, { syncer, mirror, window }) => {
+export const syncRoutes: FastifyPluginAsync<SyncRouteDeps> = async (app, { syncer, window }) => {
   app.post<{ Body: SyncBody }>(`${API_PREFIX}/sync`, { schema: SCHEMAS.sync }, async (req, reply) => {
     const body = req.body ?? {};
     const dryRun = body.dryRun === true;
     const platforms = syncPlatforms(body.platforms);
-    if (!dryRun && !mirror.isWindowOpen()) {
+    if (!dryRun && !window.isOpen()) {
       const detail = { nextOpen: window.status().nextOpen?.toISOString() ?? null };
-      throw new RegistryError('WINDOW_CLOSED', syncClosedMessage(mirror.closedUntil()), detail);
+      throw new RegistryError('WINDOW_CLOSED', syncClosedMessage(windowClosedUntil(window)), detail);
     }
     const out = new PassThrough();
     out.on('error', () => undefined); // the client went away; the sync carries on without it
@@ -34,7 +33,7 @@ export const syncRoutes: FastifyPluginAsync<SyncRouteDeps> = async (app, { synce
     // The sync belongs to the server: a client that disconnects stops reading, not fetching.
     syncer.run({ dryRun, platforms, onEvent: (e: SyncEvent) => write(e) }).then(
       (report) => write({ type: 'summary', report }),
-      (e: unknown) => write({ type: 'error', message: e instanceof SyncClosedError ? syncClosedMessage(mirror.closedUntil()) : String(e instanceof Error ? e.message : e) }),
+      (e: unknown) => write({ type: 'error', message: e instanceof SyncClosedError ? syncClosedMessage(windowClosedUntil(window)) : String(e instanceof Error ? e.message : e) }),
     ).finally(() => out.end());
     return reply.header('content-type', 'application/x-ndjson').header('cache-control', 'no-store').send(out);
   });

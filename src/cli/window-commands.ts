@@ -13,6 +13,7 @@ import { fsStateDocuments } from '../store/fs/state.js';
 import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
 import { WindowState } from '../window/state.js';
 import { restoreManual } from '../window/manual-store.js';
+import { windowClosedUntil } from '../mirror/access.js';
 
 export const windowCommand: Command = guarded('window', async (args, config) => {
   const [sub, ...rest] = args.positionals;
@@ -147,7 +148,7 @@ export const syncCommand: Command = guarded('sync', async (args, config) => {
       const { buildApp } = await import('../app.js');
       const app = await buildApp(cfg);
       try {
-        if (!dryRun && !app.mirror.isWindowOpen()) throw new SyncClosedError(syncClosedMessage(app.mirror.closedUntil()));
+        if (!dryRun && !app.window.isOpen()) throw new SyncClosedError(syncClosedMessage(windowClosedUntil(app.window)));
         return await app.syncer.run({ dryRun, platforms, onEvent: (e) => progress.event(e) });
       } finally {
         await app.close();

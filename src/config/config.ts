@@ -88,20 +88,19 @@ export function validateConfig(doc: unknown, file: string): Config {
   const auth = parseAuth(doc.auth, p, path);
   if (auth && !tls) p.push('auth: basic auth needs tls too (over plain HTTP every request would carry a node password in clear)');
   const admin = parseAdmin(doc.admin ?? {}, p, path, storage);
+  const limits = parseLimits(doc, p);
+  const config: Config = { file, listen, storage, defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits };
+  if (p.length > 0) throw new ConfigError(p, file);
+  return config;
+}
+
+type Limits = Pick<Config, 'tagTtlMs' | 'syncOnOpen' | 'upstreamTimeouts' | 'ingestTimeoutMs'>;
+
+/** The durations and switches at the top level (problems in the order the keys are listed here). */
+function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
   const timeouts = isObject(doc.upstreamTimeouts) ? doc.upstreamTimeouts : {};
   if (doc.upstreamTimeouts !== undefined && !isObject(doc.upstreamTimeouts)) p.push('upstreamTimeouts: must be a mapping');
-
-  const config: Config = {
-    file,
-    listen,
-    storage,
-    defaultUpstream,
-    upstreams,
-    windows: w.windows,
-    allowlist,
-    tls,
-    auth,
-    admin,
+  return {
     tagTtlMs: duration(doc.tagTtl ?? '5m', 'tagTtl', p),
     syncOnOpen: bool(doc.syncOnOpen ?? false, 'syncOnOpen', p),
     upstreamTimeouts: {
@@ -110,8 +109,6 @@ export function validateConfig(doc: unknown, file: string): Config {
     },
     ingestTimeoutMs: duration(doc.ingestTimeout ?? '30m', 'ingestTimeout', p),
   };
-  if (p.length > 0) throw new ConfigError(p, file);
-  return config;
 }
 
 function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): Map<string, UpstreamConfig> {
@@ -128,33 +125,40 @@ function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): M
       p.push(`${at}: must be a mapping with at least url`);
       continue;
     }
-    for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls'].includes(k)) p.push(`${at}.${k}: unknown key`);
-    const url = str(spec.url, `${at}.url`, p);
-    if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
-    const u: UpstreamConfig = { host, url: url.replace(/\/+$/, '') };
-    if (spec.auth !== undefined) {
-      if (!isObject(spec.auth)) p.push(`${at}.auth: must be a mapping`);
-      else {
-        const a = spec.auth;
-        u.auth = { username: str(a.username, `${at}.auth.username`, p) };
-        if (a.passwordFile !== undefined) u.auth.passwordFile = path(str(a.passwordFile, `${at}.auth.passwordFile`, p));
-        if (a.passwordEnv !== undefined) u.auth.passwordEnv = str(a.passwordEnv, `${at}.auth.passwordEnv`, p);
-        if ((a.passwordFile === undefined) === (a.passwordEnv === undefined)) {
-          p.push(`${at}.auth: give exactly one of passwordFile or passwordEnv`);
-        }
-      }
-    }
-    if (spec.tls !== undefined) {
-      if (!isObject(spec.tls)) p.push(`${at}.tls: must be a mapping`);
-      else {
-        u.tls = { insecureSkipVerify: bool(spec.tls.insecureSkipVerify ?? false, `${at}.tls.insecureSkipVerify`, p) };
-        if (spec.tls.ca !== undefined) u.tls.ca = path(str(spec.tls.ca, `${at}.tls.ca`, p));
-      }
-    }
+    const u = parseUpstream(host, spec, at, p, path);
     if (out.has(host)) p.push(`${at}: duplicate of ${host}`);
     out.set(host, u);
   }
   return out;
+}
+
+function parseUpstream(host: string, spec: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): UpstreamConfig {
+  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls'].includes(k)) p.push(`${at}.${k}: unknown key`);
+  const url = str(spec.url, `${at}.url`, p);
+  if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
+  const u: UpstreamConfig = { host, url: url.replace(/\/+$/, '') };
+  if (spec.auth !== undefined) {
+    if (!isObject(spec.auth)) p.push(`${at}.auth: must be a mapping`);
+    else u.auth = parseUpstreamAuth(spec.auth, at, p, path);
+  }
+  if (spec.tls !== undefined) {
+    if (!isObject(spec.tls)) p.push(`${at}.tls: must be a mapping`);
+    else {
+      u.tls = { insecureSkipVerify: bool(spec.tls.insecureSkipVerify ?? false, `${at}.tls.insecureSkipVerify`, p) };
+      if (spec.tls.ca !== undefined) u.tls.ca = path(str(spec.tls.ca, `${at}.tls.ca`, p));
+    }
+  }
+  return u;
+}
+
+function parseUpstreamAuth(a: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): NonNullable<UpstreamConfig['auth']> {
+  const auth: NonNullable<UpstreamConfig['auth']> = { username: str(a.username, `${at}.auth.username`, p) };
+  if (a.passwordFile !== undefined) auth.passwordFile = path(str(a.passwordFile, `${at}.auth.passwordFile`, p));
+  if (a.passwordEnv !== undefined) auth.passwordEnv = str(a.passwordEnv, `${at}.auth.passwordEnv`, p);
+  if ((a.passwordFile === undefined) === (a.passwordEnv === undefined)) {
+    p.push(`${at}.auth: give exactly one of passwordFile or passwordEnv`);
+  }
+  return auth;
 }
 
 function parseAllowlist(v: unknown, p: string[]): string[] {

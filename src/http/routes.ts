@@ -8,10 +8,14 @@ import { planContent, type ContentPlan } from './content.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { MediaType } from '../oci/manifest.js';
 import { sendFileRange, type GrowingFile } from './blob-sender.js';
-import { allowedTags } from './tags-proxy.js';
+import { allowedTags, type TagSources } from './tags-proxy.js';
+import type { Store } from '../store/store.js';
 
-export interface RegistryRoutesOptions {
+/** What the registry listener needs, handed over at composition (app.ts). */
+export interface RegistryRoutesOptions extends TagSources {
   mirror: Mirror;
+  /** Stored blob bytes: read once the mirror has said a blob may be sent and is on disk. */
+  store: Store;
   hosts: HostTable;
 }
 
@@ -41,54 +45,61 @@ export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoute
   }
 }
 
-async function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, opts: RegistryRoutesOptions): Promise<void> {
-  const { mirror } = opts;
+/** Not async: it hands back the one route's promise, so a request costs no extra promise here. */
+function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, opts: RegistryRoutesOptions): Promise<void> | undefined {
   const route = parsed.route;
-  const client = req.ip;
   switch (route.kind) {
     case 'base':
       reply.header('content-type', 'application/json').send('{}');
-      return;
-    case 'manifest': {
-      const m = await mirror.manifest(route.host, route.name, route.reference, client);
-      const plan = planContent({
-        method: req.method,
-        digest: m.digest,
-        sizeBytes: m.body.length,
-        contentType: m.mediaType,
-        ifNoneMatch: header(req, 'if-none-match'),
-        ranges: false,
-      });
-      send(reply, plan, m.body);
-      return;
-    }
+      return undefined;
+    case 'manifest':
+      return serveManifest(req, reply, route, opts.mirror);
     case 'blob':
-      await serveBlob(req, reply, route.host, route.name, route.digest, mirror);
-      return;
-    case 'tags': {
-      // HEAD and GET, in a window or not: the same refusal, the same list, the same pages.
-      const paging = pagingOf(parsed);
-      await mirror.checkRepository(route.host, route.name, client);
-      const tags = await allowedTags(mirror, route.host, route.name, (msg, fields) => req.log.warn(fields, msg));
-      serveTags(req, reply, parsed, pageTags(tags, paging), route.name);
-      return;
-    }
-    case 'referrers': {
-      const artifactType = parsed.query.get('artifactType') ?? undefined;
-      let manifests = await mirror.referrers(route.host, route.name, route.digest, client);
-      if (artifactType !== undefined) {
-        manifests = manifests.filter((d) => d.artifactType === artifactType);
-        reply.header('oci-filters-applied', 'artifactType');
-      }
-      // A Buffer, so fastify sends the media type exactly as given (a string would get "; charset=utf-8").
-      const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests }));
-      reply.code(200).header('content-type', MediaType.ociIndex).send(body);
-      return;
-    }
+      return serveBlob(req, reply, route.host, route.name, route.digest, opts);
+    case 'tags':
+      return serveTagsList(req, reply, parsed, route, opts);
+    case 'referrers':
+      return serveReferrers(req, reply, parsed, route, opts.mirror);
   }
 }
 
-async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string, name: string, digest: string, mirror: Mirror): Promise<void> {
+type RouteOf<K extends ParsedRequest['route']['kind']> = Extract<ParsedRequest['route'], { kind: K }>;
+
+async function serveManifest(req: FastifyRequest, reply: FastifyReply, route: RouteOf<'manifest'>, mirror: Mirror): Promise<void> {
+  const m = await mirror.manifest(route.host, route.name, route.reference, req.ip);
+  const plan = planContent({
+    method: req.method,
+    digest: m.digest,
+    sizeBytes: m.body.length,
+    contentType: m.mediaType,
+    ifNoneMatch: header(req, 'if-none-match'),
+    ranges: false,
+  });
+  send(reply, plan, m.body);
+}
+
+/** HEAD and GET, in a window or not: the same refusal, the same list, the same pages. */
+async function serveTagsList(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, route: RouteOf<'tags'>, opts: RegistryRoutesOptions): Promise<void> {
+  const paging = pagingOf(parsed);
+  await opts.mirror.checkRepository(route.host, route.name, req.ip);
+  const tags = await allowedTags(opts, route.host, route.name, (msg, fields) => req.log.warn(fields, msg));
+  serveTags(req, reply, parsed, pageTags(tags, paging), route.name);
+}
+
+async function serveReferrers(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, route: RouteOf<'referrers'>, mirror: Mirror): Promise<void> {
+  const artifactType = parsed.query.get('artifactType') ?? undefined;
+  let manifests = await mirror.referrers(route.host, route.name, route.digest, req.ip);
+  if (artifactType !== undefined) {
+    manifests = manifests.filter((d) => d.artifactType === artifactType);
+    reply.header('oci-filters-applied', 'artifactType');
+  }
+  // A Buffer, so fastify sends the media type exactly as given (a string would get "; charset=utf-8").
+  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests }));
+  reply.code(200).header('content-type', MediaType.ociIndex).send(body);
+}
+
+async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string, name: string, digest: string, opts: RegistryRoutesOptions): Promise<void> {
+  const { mirror, store } = opts;
   const rangeHeader = header(req, 'range');
   let src = await mirror.blob(host, name, digest, req.ip);
   if (src.kind === 'stream') {
@@ -116,17 +127,17 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
     return;
   }
   const sent = plan.range === undefined && src.sizeBytes <= SMALL_BLOB_BYTES
-    ? await sendSmallBlob(reply, plan, digest, mirror)
-    : await sendBlobRange(reply, plan, digest, plan.range ?? { start: 0, end: src.sizeBytes - 1 }, mirror);
+    ? await sendSmallBlob(reply, plan, digest, store)
+    : await sendBlobRange(reply, plan, digest, plan.range ?? { start: 0, end: src.sizeBytes - 1 }, store);
   // The blob vanished between stat and open (quarantined by verify --repair): answer as for any miss.
-  if (!sent) await serveBlob(req, reply, host, name, digest, mirror);
+  if (!sent) await serveBlob(req, reply, host, name, digest, opts);
 }
 
 /** Configs and tiny layers: one read, one write. */
 const SMALL_BLOB_BYTES = 64 * 1024;
 
-async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: string, mirror: Mirror): Promise<boolean> {
-  const body = await mirror.store.readSmallBlob(digest);
+async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: string, store: Store): Promise<boolean> {
+  const body = await store.readSmallBlob(digest);
   if (!body) return false;
   reply.code(plan.status).headers(plan.headers);
   reply.send(body);
@@ -137,17 +148,17 @@ async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: str
  * Everything else straight from the file to the socket through pooled buffers (see blob-sender.ts) when the
  * backend has descriptors; else its range stream.
  */
-async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, mirror: Mirror): Promise<boolean> {
-  const openFd = mirror.store.openFd;
-  if (!openFd) return sendBlobStream(reply, plan, digest, range, mirror);
+async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, store: Store): Promise<boolean> {
+  const openFd = store.openFd;
+  if (!openFd) return sendBlobStream(reply, plan, digest, range, store);
   const fd = await openFd(digest);
   if (fd === undefined) return false;
   await sendFd(reply, plan, fd, range);
   return true;
 }
 
-async function sendBlobStream(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, mirror: Mirror): Promise<boolean> {
-  const body = await mirror.store.openBlob(digest, range);
+async function sendBlobStream(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, store: Store): Promise<boolean> {
+  const body = await store.openBlob(digest, range);
   if (!body) return false;
   reply.code(plan.status).headers(plan.headers);
   reply.send(body);

@@ -3,6 +3,7 @@
 import { RegistryError } from '../oci/errors.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Upstream } from '../upstream/client.js';
+import type { WindowState } from '../window/state.js';
 
 /** Bounds on one upstream listing: pages followed, and bytes of tag names (JSON quoting included). */
 export const MAX_UPSTREAM_TAG_PAGES = 100;
@@ -10,16 +11,24 @@ export const MAX_UPSTREAM_TAG_BYTES = 4 * 1024 * 1024;
 
 export type TagsLog = (msg: string, fields: Record<string, unknown>) => void;
 
+/** Where a tag list comes from: the mirror's (allowlist-filtered) store list, or the upstream in a window. */
+export interface TagSources {
+  mirror: Pick<Mirror, 'tags' | 'filterTags'>;
+  window: WindowState;
+  upstreams: ReadonlyMap<string, Upstream>;
+}
+
 /**
  * The allowed tags of a repository the caller has already checked with `checkRepository`. An upstream that
  * does not know the repository is NAME_UNKNOWN; any other upstream failure falls back to the store's list.
  */
-export async function allowedTags(mirror: Mirror, host: string, name: string, log: TagsLog): Promise<string[]> {
-  const upstream = prepare(mirror, host);
+export async function allowedTags(src: TagSources, host: string, name: string, log: TagsLog): Promise<string[]> {
+  const { mirror, window } = src;
+  const upstream = prepare(src, host);
   if (!upstream) return mirror.tags(host, name);
   let listed: string[];
   try {
-    listed = await upstreamTags(mirror, upstream, name);
+    listed = await upstreamTags(window, upstream, name);
   } catch (e) {
     if (e instanceof RegistryError && e.kind === 'NAME_UNKNOWN') throw e;
     log('tags/list from the store instead of the upstream', { host, name, why: e instanceof Error ? e.message : String(e) });
@@ -29,20 +38,20 @@ export async function allowedTags(mirror: Mirror, host: string, name: string, lo
 }
 
 /** The upstream to list tags from: only while a window is open and the host is configured. */
-function prepare(mirror: Mirror, host: string): Upstream | undefined {
-  return mirror.isWindowOpen() ? mirror.upstreamFor(host) : undefined;
+function prepare({ window, upstreams }: TagSources, host: string): Upstream | undefined {
+  return window.isOpen() ? upstreams.get(host) : undefined;
 }
 
 /**
  * Every tag the upstream lists, following its `Link: rel="next"` pages. The window is checked before each page:
  * one closing mid-listing stops it. Past the bounds the listing fails rather than answer from a partial list.
  */
-async function upstreamTags(mirror: Mirror, upstream: Upstream, name: string): Promise<string[]> {
+async function upstreamTags(window: WindowState, upstream: Upstream, name: string): Promise<string[]> {
   const tags = new Set<string>();
   let bytes = 0;
   let last: string | undefined;
   for (let page = 0; page < MAX_UPSTREAM_TAG_PAGES; page++) {
-    if (!mirror.isWindowOpen()) throw new Error('the sync window closed while listing tags');
+    if (!window.isOpen()) throw new Error('the sync window closed while listing tags');
     const got = await upstream.tagsList(name, undefined, last);
     for (const t of got.tags) {
       if (tags.has(t)) continue;

@@ -5,6 +5,7 @@ import { parseRule } from '../policy/allowlist.js';
 import { RegistryError } from '../oci/errors.js';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Mirror } from '../mirror/mirror.js';
+import { windowClosedUntil } from '../mirror/access.js';
 import type { Descriptor, Store } from '../store/store.js';
 import type { WindowState } from '../window/state.js';
 
@@ -47,7 +48,7 @@ export class Syncer {
   last: SyncReport | undefined;
 
   constructor(
-    private readonly mirror: Mirror,
+    private readonly mirror: Pick<Mirror, 'ensureManifest' | 'ensureBlob' | 'upstreamReferrers'>,
     private readonly allowlist: Allowlist,
     private readonly store: Store,
     private readonly window: WindowState,
@@ -64,8 +65,8 @@ export class Syncer {
 
   /** Runs one sync; a second call while one runs joins it rather than fetching twice. */
   run(opts: SyncOptions = {}): Promise<SyncReport> {
-    if (!opts.dryRun && !this.mirror.isWindowOpen()) {
-      return Promise.reject(new SyncClosedError(`upstream access is closed; ${this.mirror.closedUntil()}`));
+    if (!opts.dryRun && !this.window.isOpen()) {
+      return Promise.reject(new SyncClosedError(`upstream access is closed; ${windowClosedUntil(this.window)}`));
     }
     if (this.running) return this.running;
     const p = this.runOnce(opts).finally(() => {

@@ -5,71 +5,18 @@
 
 import { AllowlistFileError, parseAll, validate, type Entry, type RuleRecord } from './allowlist-file.js';
 import { Matcher } from './matcher.js';
+import type { AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
+import { addRules, removeRules, seedRules, type AddResult, type Edit, type RemoveResult } from './allowlist-edits.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
 export { signatureSubject, Matcher } from './matcher.js';
 export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
-
-/** The allowlist document as written: `{"version":1,"rules":[...]}`. */
-export interface AllowlistDocument {
-  version: 1;
-  rules: RuleRecord[];
-}
-
-export interface DocumentWatchOptions {
-  debounceMs?: number;
-  pollMs?: number;
-}
-
-/** A watch on the document; settle() records its current state as known (after our own write or read). */
-export interface DocumentWatch {
-  settle(): Promise<void>;
-  close(): void;
-}
-
-/** Where the rule records persist; implemented by the store (store/fs: allowlist.json + a lock file). */
-export interface AllowlistStorage {
-  /** Names the document in messages and problem reports (the file path on fs). */
-  readonly location: string;
-  /** Runs `fn` holding the document's cross-process lock. */
-  locked<T>(fn: () => Promise<T>): Promise<T>;
-  /** The parsed document (`null` when it holds null), undefined when absent; throws when unreadable. */
-  read(): Promise<unknown>;
-  /** Replaces the document atomically and durably. */
-  write(doc: AllowlistDocument): Promise<void>;
-  /** Calls `onChange` (one at a time; a throw means try again later) when the document changes. */
-  watch(onChange: () => Promise<void>, opts?: DocumentWatchOptions): DocumentWatch;
-  /** Whether an error means the lock was held too long by someone else. */
-  isLockTimeout(err: unknown): err is Error;
-}
-
-/** Why the file on disk is not what is enforced: the last good rules stay in force meanwhile. */
-export interface AllowlistProblem {
-  file: string;
-  /** What is wrong with it (a JSON parse error, every invalid record). */
-  message: string;
-  /** ISO 8601: when sluice first found the file unusable. */
-  since: string;
-}
-
-export type WatchLog = (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => void;
+export type { AllowlistDocument, AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
+export type { AddResult, RemoveResult } from './allowlist-edits.js';
 
 export interface AllowlistOptions {
   /** Clock for addedAt (tests). */
   now?: () => Date;
-}
-
-export interface AddResult {
-  added: RuleRecord[];
-  /** Canonical texts of rules that were already present (their first metadata is kept). */
-  existing: string[];
-}
-
-export interface RemoveResult {
-  /** Canonical texts of the records removed. */
-  removed: string[];
-  /** Canonical texts of requested rules that were not present. */
-  missing: string[];
 }
 
 export class Allowlist {
@@ -101,17 +48,7 @@ export class Allowlist {
   static async open(storage: AllowlistStorage, seed: string[] = [], opts: AllowlistOptions = {}): Promise<Allowlist> {
     const seedSpecs = parseAll(seed);
     const list = new Allowlist(storage, opts);
-    await list.edit((entries, missing) => {
-      const at = list.now();
-      const keys = new Set(entries.map((e) => e.spec.key));
-      const added: Entry[] = [];
-      for (const spec of seedSpecs) {
-        if (keys.has(spec.key)) continue;
-        keys.add(spec.key);
-        added.push({ spec, record: { rule: spec.text, addedBy: 'config', addedAt: at } });
-      }
-      return { next: added.length > 0 || missing ? [...entries, ...added] : undefined, result: undefined };
-    });
+    await list.edit(seedRules(seedSpecs, () => list.now()));
     list.opened = true;
     return list;
   }
@@ -133,41 +70,12 @@ export class Allowlist {
   /** Adds every rule or none: any invalid rule throws InvalidRulesError listing all of them. */
   async add(rules: string[], meta: { note?: string; by: string }): Promise<AddResult> {
     const specs = parseAll(rules);
-    return this.edit((entries) => {
-      const keys = new Set(entries.map((e) => e.spec.key));
-      const added: Entry[] = [];
-      const existing: string[] = [];
-      const at = this.now();
-      for (const spec of specs) {
-        if (keys.has(spec.key)) {
-          existing.push(spec.text);
-          continue;
-        }
-        keys.add(spec.key);
-        const record: RuleRecord = { rule: spec.text, addedBy: meta.by, addedAt: at };
-        if (meta.note !== undefined && meta.note !== '') record.note = meta.note;
-        added.push({ spec, record });
-      }
-      const result = { added: added.map((e) => ({ ...e.record })), existing };
-      return { next: added.length > 0 ? [...entries, ...added] : undefined, result };
-    });
+    return this.edit(addRules(specs, meta, () => this.now()));
   }
 
   /** Removes by canonical identity (`name:tag@digest` and `name@digest` are the same rule). */
   async remove(rules: string[]): Promise<RemoveResult> {
-    const specs = parseAll(rules);
-    return this.edit((entries) => {
-      const wanted = new Map(specs.map((s) => [s.key, s.text]));
-      const removed: string[] = [];
-      const next = entries.filter((e) => {
-        if (!wanted.has(e.spec.key)) return true;
-        removed.push(e.record.rule);
-        wanted.delete(e.spec.key);
-        return false;
-      });
-      const result = { removed, missing: [...wanted.values()] };
-      return { next: removed.length > 0 ? next : undefined, result };
-    });
+    return this.edit(removeRules(parseAll(rules)));
   }
 
   /** Re-reads the file (edits made by another process); a broken file throws and keeps the current list. */
@@ -255,9 +163,7 @@ export class Allowlist {
    * The one way to change the file: under the lock, re-read it (another process may have written),
    * let `change` derive the next list, write it atomically and durably, then swap the matcher.
    */
-  private async edit<R>(
-    change: (entries: Entry[], missing: boolean) => { next: Entry[] | undefined; result: R },
-  ): Promise<R> {
+  private async edit<R>(change: Edit<R>): Promise<R> {
     return this.storage.locked(async () => {
       const { entries, missing } = await this.readStore();
       const { next, result } = change(entries, missing);

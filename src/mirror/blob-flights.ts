@@ -1,0 +1,125 @@
+// The one download per digest: a map entry set synchronously so concurrent callers share it, joined by other
+// repositories only when they are entitled to the blob, and cancelled at shutdown past the drain deadline.
+import { RegistryError } from '../oci/errors.js';
+import type { Store } from '../store/store.js';
+import type { Upstream } from '../upstream/client.js';
+import type { WindowState } from '../window/state.js';
+import { closedError } from './access.js';
+import type { Entitlement } from './entitlement.js';
+import { Flight } from './flight.js';
+
+export interface BlobFlightDeps {
+  store: Store;
+  window: WindowState;
+  entitlement: Entitlement;
+  upstream: (host: string) => Upstream;
+  ingestTimeoutMs: number;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** A download under way, and the repository whose upstream it comes from. */
+interface FlightEntry {
+  host: string;
+  name: string;
+  pending: Promise<Flight | undefined>;
+}
+
+/** How many other repositories' failed downloads a request sits through before it starts one of its own. */
+export const MAX_JOINS = 3;
+
+export class BlobFlights {
+  private readonly flights = new Map<string, FlightEntry>();
+  /** One per blob download in progress, so shutdown can cancel them (see drain). */
+  private readonly ingestAborts = new Set<AbortController>();
+
+  constructor(private readonly d: BlobFlightDeps) {}
+
+  /**
+   * The one flight for a digest (undefined: it committed meanwhile). A flight from another repository's upstream
+   * is joined only by a repository entitled to the blob itself, and its failure is not this repository's answer:
+   * it then starts (or joins) another attempt.
+   */
+  async flightFor(host: string, name: string, digest: string): Promise<{ flight: Flight | undefined; own: boolean }> {
+    for (let attempt = 1; attempt <= MAX_JOINS; attempt++) {
+      const entry = this.flights.get(digest) ?? this.lead(host, name, digest);
+      if (entry.host === host && entry.name === name) return { flight: await entry.pending, own: true };
+      await this.d.entitlement.blob(host, name, digest);
+      const flight = await entry.pending.catch(() => null);
+      if (flight !== null) return { flight, own: false };
+    }
+    return { flight: await this.start(host, name, digest), own: true };
+  }
+
+  /**
+   * Shutdown: blob downloads may finish until `deadlineMs` (epoch ms); then the rest are cancelled (temp file
+   * removed, nothing committed). Resolves once every one has ended, so the store's temp folder can go.
+   */
+  async drain(deadlineMs: number): Promise<void> {
+    const cancel = (): void => {
+      for (const a of this.ingestAborts) a.abort(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down; the blob download was cancelled'));
+    };
+    const timer = setTimeout(cancel, Math.max(0, deadlineMs - Date.now()));
+    try {
+      while (this.flights.size > 0) await Promise.allSettled([...this.flights.values()].map((e) => e.pending.then((f) => f?.done)));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private lead(host: string, name: string, digest: string): FlightEntry {
+    const entry: FlightEntry = { host, name, pending: this.start(host, name, digest) };
+    this.flights.set(digest, entry);
+    const forget = (): void => {
+      if (this.flights.get(digest) === entry) this.flights.delete(digest);
+    };
+    entry.pending.then((f) => (f ? f.done.then(forget, forget) : forget()), forget);
+    return entry;
+  }
+
+  private async start(host: string, name: string, digest: string): Promise<Flight | undefined> {
+    if (!this.d.window.isOpen()) throw closedError(this.d.window, 'BLOB_UNKNOWN', 'blob', { name, digest });
+    const upstream = this.d.upstream(host);
+    // A flight may have committed between the caller's cache check and now.
+    if (await this.d.store.stat(digest)) return undefined;
+    const abort = new AbortController();
+    this.ingestAborts.add(abort);
+    const timer = setTimeout(
+      () => abort.abort(new RegistryError('UPSTREAM_FAILED', `upstream ${host}: blob download exceeded ingestTimeout`, { name, digest })),
+      this.d.ingestTimeoutMs,
+    );
+    timer.unref();
+    const ended = (): void => {
+      clearTimeout(timer);
+      this.ingestAborts.delete(abort);
+    };
+    try {
+      const flight = await this.download(upstream, host, name, digest, abort.signal);
+      flight.done.then(ended, ended);
+      return flight;
+    } catch (e) {
+      ended();
+      throw e;
+    }
+  }
+
+  /** The upstream GET, pumped into the store by a Flight; logs its outcome. */
+  private async download(upstream: Upstream, host: string, name: string, digest: string, signal: AbortSignal): Promise<Flight> {
+    const { store, log } = this.d;
+    const got = await upstream.getBlob(name, digest, signal);
+    // Linked before commit: the blob belongs to the repository it was fetched through from its first byte on.
+    // If the store refuses (disk full), the upstream body must be released: nobody else will read it.
+    const writer = await store.linkBlob(host, name, digest)
+      .then(() => store.beginIngest({ digest, sizeBytes: got.sizeBytes }))
+      .catch((e: unknown) => {
+        got.body.destroy();
+        log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) });
+        throw e;
+      });
+    const flight = new Flight(digest, got.sizeBytes, writer);
+    void flight.run(got.body);
+    flight.done
+      .then((info) => log('blob ingested from upstream', { host, name, digest, sizeBytes: info.sizeBytes }))
+      .catch((e: unknown) => log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) }));
+    return flight;
+  }
+}

@@ -1,0 +1,70 @@
+// Tag → digest: outside a window the store's last known digest; inside, coalesced and time-bounded upstream
+// resolution (at most one per tag per TTL), falling back to the last known digest when the upstream fails.
+import { LRUCache } from 'lru-cache';
+import { RegistryError } from '../oci/errors.js';
+import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
+import { isDigest } from '../oci/reference.js';
+import type { Store, StoredManifest } from '../store/store.js';
+import type { Upstream } from '../upstream/client.js';
+import type { WindowState } from '../window/state.js';
+import { closedError } from './access.js';
+
+export interface TagCacheDeps {
+  store: Store;
+  window: WindowState;
+  upstream: (host: string) => Upstream;
+  fetchManifest: (host: string, name: string, reference: string) => Promise<StoredManifest>;
+  ttlMs: number;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export class TagCache {
+  private readonly checks: LRUCache<string, string>;
+
+  constructor(private readonly d: TagCacheDeps) {
+    this.checks = new LRUCache<string, string>({
+      max: 10_000,
+      ttl: Math.max(1, d.ttlMs),
+      fetchMethod: async (key) => {
+        const [host = '', name = '', tag = ''] = key.split('\u0000');
+        return this.refresh(host, name, tag);
+      },
+    });
+  }
+
+  async resolve(host: string, name: string, tag: string): Promise<string> {
+    const { store, log } = this.d;
+    if (!this.d.window.isOpen()) {
+      const known = await store.getTag(host, name, tag);
+      if (known) return known;
+      throw closedError(this.d.window, 'MANIFEST_UNKNOWN', 'manifest', { name, tag });
+    }
+    try {
+      const digest = await this.checks.fetch(`${host}\u0000${name}\u0000${tag}`);
+      if (digest) return digest;
+    } catch (e) {
+      const known = await store.getTag(host, name, tag);
+      if (known) {
+        log('upstream tag resolution failed; serving the last known digest', { host, name, tag, digest: known, error: String(e) });
+        return known;
+      }
+      throw e;
+    }
+    throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { name, tag });
+  }
+
+  /**
+   * Resolves a tag upstream. A tag never seen is fetched with one GET; a known tag is re-checked with a HEAD
+   * (registries such as Docker Hub count only GETs against pull limits) and its manifest is GET only if it moved.
+   */
+  private async refresh(host: string, name: string, tag: string): Promise<string> {
+    const { store, fetchManifest } = this.d;
+    if (!(await store.getTag(host, name, tag))) return (await fetchManifest(host, name, tag)).digest;
+    const head = await this.d.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
+    const known = head.digest && isDigest(head.digest) ? await store.getManifest(head.digest) : undefined;
+    if (!known) return (await fetchManifest(host, name, tag)).digest;
+    await store.linkManifest(host, name, known);
+    if ((await store.getTag(host, name, tag)) !== known.digest) await store.setTag(host, name, tag, known.digest);
+    return known.digest;
+  }
+}
