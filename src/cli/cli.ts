@@ -94,10 +94,13 @@ async function serve(args: ParsedArgs, config: () => Config): Promise<number> {
     }
   };
   process.on('SIGHUP', reload);
-  await new Promise<void>((resolveStop) => {
-    process.once('SIGTERM', () => resolveStop());
-    process.once('SIGINT', () => resolveStop());
+  // `on`, not `once`: a second SIGTERM during the graceful stop (a supervisor repeating itself) must not kill the
+  // process mid-drain through the default action; the grace deadline bounds the stop instead.
+  const stopping = new Promise<void>((resolveStop) => {
+    process.on('SIGTERM', resolveStop);
+    process.on('SIGINT', resolveStop);
   });
+  await stopping;
   process.off('SIGHUP', reload);
   await shutdown(app);
   return 0;

@@ -117,4 +117,20 @@ describe('SIGTERM with a blob download in progress (issue 14 item 8)', () => {
     expect(await readdir(join(storage, 'tmp'))).toEqual([]);
     expect((await stat(join(storage, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7)))).size).toBe(bytes.length);
   }, 60_000);
+
+  test('a second SIGTERM during the graceful stop does not kill the drain: the download still commits, exit 0', async () => {
+    const bytes = Buffer.alloc(8 * MiB, 5);
+    const digest = sha256(bytes);
+    const up = await slowUpstream({ digest, sizeBytes: bytes.length, bytes }, 2 * MiB);
+    cleanups.push(up.stop);
+    const { sluice, storage } = await start(up.url);
+    await pull(sluice, digest);
+    await up.heldNow;
+    const exited = sluice.stop('SIGTERM');
+    while (!sluice.stdout().includes('shutting down')) await once(sluice.proc.stdout ?? sluice.proc, 'data');
+    sluice.proc.kill('SIGTERM'); // a supervisor repeating itself while the download is still held
+    up.release();
+    expect(await exited).toBe(0);
+    expect((await stat(join(storage, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7)))).size).toBe(bytes.length);
+  }, 60_000);
 });
