@@ -69,10 +69,13 @@ export interface CoverageOptions {
   now?: () => Date;
 }
 
+/** Lookups in flight at once: the store answers from files, so a cold run waits on the disk, not the CPU. */
+const CONCURRENCY = 16;
+
 export async function coverageReport(store: CoverageStore, rules: readonly string[], opts: CoverageOptions = {}): Promise<CoverageReport> {
   const platforms = opts.platforms ?? [];
-  const out: RuleCoverage[] = [];
-  for (const text of rules) out.push(await ruleCoverage(store, parseRule(text), platforms));
+  const run = new ReportRun(store, platforms);
+  const out = await mapLimit(rules, (text) => run.rule(parseRule(text)));
   const summary = { rules: out.length, complete: 0, incomplete: 0, missing: 0, empty: 0 };
   for (const r of out) summary[r.state]++;
   return {
@@ -84,23 +87,65 @@ export async function coverageReport(store: CoverageStore, rules: readonly strin
   };
 }
 
-async function ruleCoverage(store: CoverageStore, spec: RuleSpec, platforms: readonly string[]): Promise<RuleCoverage> {
-  const exact = spec.digest ?? (spec.tag !== undefined && !spec.tag.includes('*') ? spec.tag : undefined);
-  if (!spec.nameGlob && exact !== undefined) {
-    const image = await imageCoverage(store, spec.host, spec.name, exact, platforms);
-    return { rule: spec.text, kind: spec.digest ? 'digest' : 'tag', state: image.state, images: [{ name: spec.name, ...image }] };
+/** One report: each repository's tag list is read once, so absent signature tags cost no lookup. */
+class ReportRun {
+  private readonly tagLists = new Map<string, Promise<Set<string>>>();
+
+  constructor(
+    private readonly store: CoverageStore,
+    private readonly platforms: readonly string[],
+  ) {}
+
+  tags(host: string, name: string): Promise<Set<string>> {
+    const key = `${host}/${name}`;
+    let p = this.tagLists.get(key);
+    if (!p) this.tagLists.set(key, (p = this.store.listTags(host, name).then((t) => new Set(t))));
+    return p;
   }
-  const names = spec.nameGlob ? await matchingNames(store, spec) : [spec.name];
-  const tagRe = spec.tag === undefined ? undefined : tagGlobToRegExp(spec.tag);
-  const images: RuleCoverage['images'] = [];
-  for (const name of names) {
-    for (const tag of await store.listTags(spec.host, name)) {
-      // Signature tags are reported with the image they sign, not as images of their own.
-      if (signatureSubject(tag) !== undefined || (tagRe && !tagRe.test(tag))) continue;
-      images.push({ name, ...(await imageCoverage(store, spec.host, name, tag, platforms)) });
+
+  async rule(spec: RuleSpec): Promise<RuleCoverage> {
+    const exact = spec.digest ?? (spec.tag !== undefined && !spec.tag.includes('*') ? spec.tag : undefined);
+    if (!spec.nameGlob && exact !== undefined) {
+      const image = await this.image(spec.host, spec.name, exact);
+      return { rule: spec.text, kind: spec.digest ? 'digest' : 'tag', state: image.state, images: [{ name: spec.name, ...image }] };
     }
+    const names = spec.nameGlob ? await matchingNames(this.store, spec) : [spec.name];
+    const tagRe = spec.tag === undefined ? undefined : tagGlobToRegExp(spec.tag);
+    const wantedTags: Array<{ name: string; tag: string }> = [];
+    for (const name of names) {
+      for (const tag of [...(await this.tags(spec.host, name))].sort()) {
+        // Signature tags are reported with the image they sign, not as images of their own.
+        if (signatureSubject(tag) === undefined && (!tagRe || tagRe.test(tag))) wantedTags.push({ name, tag });
+      }
+    }
+    const images = await mapLimit(wantedTags, async ({ name, tag }) => ({ name, ...(await this.image(spec.host, name, tag)) }));
+    return { rule: spec.text, kind: spec.nameGlob ? 'repositories' : 'tags', state: globState(images), images };
   }
-  return { rule: spec.text, kind: spec.nameGlob ? 'repositories' : 'tags', state: globState(images), images };
+
+  async image(host: string, name: string, reference: string): Promise<ImageCoverage> {
+    const tags = await this.tags(host, name);
+    const s = this.store;
+    const source: CoverageStore = {
+      getTag: async (h, n, t) => (tags.has(t) ? s.getTag(h, n, t) : undefined),
+      getManifest: (d) => s.getManifest(d),
+      stat: (d) => s.stat(d),
+      referrers: (h, n, d) => s.referrers(h, n, d),
+      listTags: (h, n) => s.listTags(h, n),
+      repositories: () => s.repositories(),
+    };
+    return imageCoverage(source, host, name, reference, this.platforms);
+  }
+}
+
+/** `fn` over `items` with at most CONCURRENCY at once; results in the order of `items`. */
+async function mapLimit<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, worker));
+  return out;
 }
 
 function globState(images: readonly ImageCoverage[]): RuleState {
