@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { coverageReport } from '../src/jobs/coverage.js';
@@ -52,10 +52,13 @@ function ruleSet(images: number, rules: number): string[] {
   return out;
 }
 
-async function time<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+/** Wall time, and this process's CPU time (user + system): on a shared machine the second is the steadier. */
+async function time<T>(fn: () => Promise<T>): Promise<{ ms: number; cpuMs: number; value: T }> {
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const value = await fn();
-  return { ms: performance.now() - t0, value };
+  const c = process.cpuUsage(c0);
+  return { ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000, value };
 }
 
 async function main(): Promise<void> {
@@ -70,7 +73,11 @@ async function main(): Promise<void> {
     process.stdout.write(`generated ${images} images (${images * (LAYERS + 2)} blobs) in ${(ms / 1000).toFixed(1)} s at ${storage}\n`);
   }
   const rules = ruleSet(images, Number(values.rules));
-  const rows: Array<[string, number[]]> = [['list every blob (baseline)', []], ['coverage, cold store', []], ['coverage, warm store', []]];
+  const rows: Array<[string, number[], number[]]> = [['list every blob (baseline)', [], []], ['coverage, cold store', [], []], ['coverage, warm store', [], []]];
+  const record = (i: number, t: { ms: number; cpuMs: number }): void => {
+    rows[i]?.[1].push(t.ms);
+    rows[i]?.[2].push(t.cpuMs);
+  };
   let blobs = 0;
   let checked = 0;
   for (let round = 0; round < Number(values.rounds); round++) {
@@ -81,12 +88,12 @@ async function main(): Promise<void> {
       return n;
     });
     blobs = list.value;
-    rows[0]?.[1].push(list.ms);
+    record(0, list);
     const fresh = await Store.open(storage);
     const cold = await time(() => coverageReport(fresh, rules));
-    rows[1]?.[1].push(cold.ms);
+    record(1, cold);
     const warm = await time(() => coverageReport(fresh, rules));
-    rows[2]?.[1].push(warm.ms);
+    record(2, warm);
     checked = warm.value.rules.reduce((n, r) => n + r.images.reduce((m, i) => m + i.storedBlobs, 0), 0);
     if (!warm.value.ready) throw new Error('the generated store should be complete');
     await Promise.all([store.close(), fresh.close()]);
@@ -94,8 +101,14 @@ async function main(): Promise<void> {
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
   const base = median(rows[0]?.[1] ?? []);
   process.stdout.write(`store: ${blobs} blobs; report: ${rules.length} rules (1 glob over every image + ${rules.length - 1} exact tags), ${checked} blob checks per run\n`);
-  process.stdout.write(`${'case'.padEnd(30)} ${'median ms'.padStart(10)} ${'vs baseline'.padStart(12)}  runs\n`);
-  for (const [name, xs] of rows) process.stdout.write(`${name.padEnd(30)} ${median(xs).toFixed(0).padStart(10)} ${(median(xs) / base).toFixed(2).padStart(11)}x  ${xs.map((x) => x.toFixed(0)).join(', ')}\n`);
+  const baseCpu = median(rows[0]?.[2] ?? []);
+  process.stdout.write(`load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${cpus().length} CPUs\n`);
+  process.stdout.write(`${'case'.padEnd(30)} ${'wall ms'.padStart(8)} ${'ratio'.padStart(7)} ${'cpu ms'.padStart(8)} ${'ratio'.padStart(7)}  wall runs\n`);
+  for (const [name, xs, cs] of rows) {
+    const w = median(xs);
+    const c = median(cs);
+    process.stdout.write(`${name.padEnd(30)} ${w.toFixed(0).padStart(8)} ${(w / base).toFixed(1).padStart(6)}x ${c.toFixed(0).padStart(8)} ${(c / baseCpu).toFixed(1).padStart(6)}x  ${xs.map((x) => x.toFixed(0)).join(', ')}\n`);
+  }
 }
 
 main().catch((e: unknown) => {

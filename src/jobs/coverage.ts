@@ -8,7 +8,12 @@ import { parseRule, type RuleSpec } from '../policy/rules.js';
 import type { Store } from '../store/store.js';
 
 /** What the report reads; the Store provides all of it. */
-export type CoverageStore = Pick<Store, 'getTag' | 'getManifest' | 'stat' | 'referrers' | 'listTags' | 'repositories'>;
+export type CoverageStore = Pick<Store, 'getTag' | 'getManifest' | 'allBlobs' | 'referrers' | 'listTags' | 'repositories'>;
+
+/** The lookups one image's walk needs: `hasBlob` answers from one listing of the store, not a stat per blob. */
+interface ImageSource extends Pick<CoverageStore, 'getTag' | 'getManifest' | 'referrers'> {
+  hasBlob(digest: string): boolean;
+}
 
 /** complete: everything there; incomplete: the image is there but not all of it; missing: nothing for it. */
 export type ImageState = 'complete' | 'incomplete' | 'missing';
@@ -74,7 +79,11 @@ const CONCURRENCY = 16;
 
 export async function coverageReport(store: CoverageStore, rules: readonly string[], opts: CoverageOptions = {}): Promise<CoverageReport> {
   const platforms = opts.platforms ?? [];
-  const run = new ReportRun(store, platforms);
+  // One listing of every blob (a few hundred ms for 100,000 on fs, a few list calls on an object store) is
+  // cheaper than a stat per layer, and is the truth now rather than a memo of earlier stats.
+  const present = new Set<string>();
+  for await (const digest of store.allBlobs()) present.add(digest);
+  const run = new ReportRun(store, present, platforms);
   const out = await mapLimit(rules, (text) => run.rule(parseRule(text)));
   const summary = { rules: out.length, complete: 0, incomplete: 0, missing: 0, empty: 0 };
   for (const r of out) summary[r.state]++;
@@ -93,6 +102,7 @@ class ReportRun {
 
   constructor(
     private readonly store: CoverageStore,
+    private readonly present: ReadonlySet<string>,
     private readonly platforms: readonly string[],
   ) {}
 
@@ -125,13 +135,11 @@ class ReportRun {
   async image(host: string, name: string, reference: string): Promise<ImageCoverage> {
     const tags = await this.tags(host, name);
     const s = this.store;
-    const source: CoverageStore = {
+    const source: ImageSource = {
       getTag: async (h, n, t) => (tags.has(t) ? s.getTag(h, n, t) : undefined),
       getManifest: (d) => s.getManifest(d),
-      stat: (d) => s.stat(d),
       referrers: (h, n, d) => s.referrers(h, n, d),
-      listTags: (h, n) => s.listTags(h, n),
-      repositories: () => s.repositories(),
+      hasBlob: (d) => this.present.has(d),
     };
     return imageCoverage(source, host, name, reference, this.platforms);
   }
@@ -160,7 +168,7 @@ async function matchingNames(store: CoverageStore, spec: RuleSpec): Promise<stri
 
 /** One image as a client pulls it (the wanted platforms of an index, their configs and layers) and its signatures. */
 export async function imageCoverage(
-  store: CoverageStore, host: string, name: string, reference: string, platforms: readonly string[],
+  store: ImageSource, host: string, name: string, reference: string, platforms: readonly string[],
 ): Promise<ImageCoverage> {
   const digest = reference.startsWith('sha256:') ? reference : await store.getTag(host, name, reference);
   const image: ImageCoverage = {
@@ -188,7 +196,7 @@ export async function imageCoverage(
   return image;
 }
 
-async function countNode(store: CoverageStore, image: ImageCoverage, node: GraphNode): Promise<void> {
+function countNode(store: ImageSource, image: ImageCoverage, node: GraphNode): void {
   if (node.via === 'signature') image.signatures.tags.push(node.digest);
   if (node.via === 'referrer') image.signatures.referrers.push(node.digest);
   if (node.kind === 'missing') {
@@ -199,18 +207,17 @@ async function countNode(store: CoverageStore, image: ImageCoverage, node: Graph
   image.storedBlobs++;
   image.storedBytes += node.manifest.body.length;
   if (node.kind !== 'manifest') return;
-  // The layers of one manifest are independent: ask for them together (a cold store stats files).
   const seen = new Set<string>();
-  const blobs = node.children.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
-  const stats = await Promise.all(blobs.map((d) => store.stat(d.digest)));
-  blobs.forEach((d, i) => {
-    const s = stats[i];
-    if (!s) image.missingBlobs.push(d.digest);
+  for (const d of node.children) {
+    if (seen.has(d.digest)) continue;
+    seen.add(d.digest);
+    if (!store.hasBlob(d.digest)) image.missingBlobs.push(d.digest);
     else {
+      // A stored blob matched its digest at ingest, so its size is the descriptor's.
       image.storedBlobs++;
-      image.storedBytes += s.sizeBytes;
+      image.storedBytes += d.size;
     }
-  });
+  }
 }
 
 /** `os/arch[/variant]` of an index entry, or undefined when it names none. */
