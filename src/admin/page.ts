@@ -126,7 +126,13 @@ function userName(given: string | undefined): string {
 
 /** The exact rule "allow this" adds (the denied log's suggestion), or undefined for a refused tags/list. */
 function ruleFor(e: DeniedEntry): string | undefined {
-  return e.reference === '' ? undefined : parseRule(deniedReference(e)).text;
+  if (e.reference === '') return undefined;
+  try {
+    return parseRule(deniedReference(e)).text;
+  } catch (err) {
+    if (err instanceof RuleError) return undefined; // a hand-edited denied.json: shown, but offers no rule
+    throw err;
+  }
 }
 
 function allowedNow(allowlist: Allowlist, e: DeniedEntry): boolean {
