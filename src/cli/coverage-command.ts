@@ -34,8 +34,14 @@ export function describeCoverage(r: CoverageReport): string {
   const lines: string[] = [];
   for (const rule of r.rules) {
     lines.push(`${MARK[rule.state].padEnd(10)}  ${rule.rule}`);
-    const many = rule.kind === 'tags' || rule.kind === 'repositories';
-    for (const image of rule.images) lines.push(...imageLines(image, many ? `${image.name}:${image.reference}` : undefined));
+    if (rule.kind === 'tag' || rule.kind === 'digest') {
+      for (const image of rule.images) lines.push(...imageLines(image, undefined));
+      continue;
+    }
+    // A glob may match thousands: count them, detail only what is incomplete.
+    const bad = rule.images.filter((i) => i.state !== 'complete');
+    lines.push(`            ${rule.images.length} image(s) matched${rule.images.length ? `, ${bad.length ? `${bad.length} incomplete` : 'all complete'}` : ''}`);
+    for (const image of bad) lines.push(...imageLines(image, `${image.name}:${image.reference}`));
   }
   const s = r.summary;
   const expect = r.platforms === 'all' ? 'every platform of each index' : r.platforms.join(', ');
