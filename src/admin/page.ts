@@ -43,72 +43,100 @@ const HEADERS = {
 };
 
 export const statusPageRoutes: FastifyPluginAsync<PageDeps> = async (app, deps) => {
-  const sessions = new Sessions();
+  const ui = new Page(deps);
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 16 * 1024 }, (_req, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
   });
-  const page = (reply: FastifyReply, status: number, text: string): FastifyReply => reply.code(status).headers(HEADERS).send(text);
-  const sessionOf = (req: FastifyRequest): Session | undefined => sessions.get(cookieValue(req.headers.cookie, SESSION_COOKIE));
+  app.get(`${PAGE_PREFIX}/style.css`, async (_req, reply) => reply.headers({ 'content-type': 'text/css; charset=utf-8', 'cache-control': 'no-cache' }).send(STYLE));
+  app.get<{ Querystring: Record<string, unknown> }>(PAGE_PREFIX, (req, reply) => ui.home(req, reply));
+  app.post(`${PAGE_PREFIX}/login`, (req, reply) => ui.login(req, reply));
+  app.post(`${PAGE_PREFIX}/logout`, (req, reply) => ui.logout(req, reply));
+  app.get<{ Querystring: Record<string, unknown> }>(`${PAGE_PREFIX}/allow`, (req, reply) => ui.confirm(req, reply));
+  app.post(`${PAGE_PREFIX}/allow`, (req, reply) => ui.allow(req, reply));
+};
+
+type Req = FastifyRequest<{ Querystring: Record<string, unknown> }>;
+
+/** The page's handlers, sharing the sessions and the answers' shape. */
+class Page {
+  private readonly sessions = new Sessions();
+
+  constructor(private readonly deps: PageDeps) {}
+
+  private send(reply: FastifyReply, status: number, text: string): FastifyReply {
+    return reply.code(status).headers(HEADERS).send(text);
+  }
+
+  private seeOther(reply: FastifyReply, location: string, cookie?: string): FastifyReply {
+    if (cookie !== undefined) reply.header('set-cookie', cookie);
+    return reply.code(303).header('location', location).send();
+  }
+
+  private sessionOf(req: FastifyRequest): Session | undefined {
+    return this.sessions.get(cookieValue(req.headers.cookie, SESSION_COOKIE));
+  }
+
   /** A form post from this page by a logged-in user, or undefined after answering 403. */
-  const writer = (req: FastifyRequest, reply: FastifyReply): { session: Session; form: Form } | undefined => {
-    const session = sessionOf(req);
+  private writer(req: FastifyRequest, reply: FastifyReply): { session: Session; form: Form } | undefined {
+    const session = this.sessionOf(req);
     const form = formOf(req.body);
-    if (!session) return void page(reply, 403, messagePage('Not logged in', 'Your session has ended; log in again.'));
-    if (!sameOrigin(req.headers.origin, req.headers.host, deps.secure) || !sameToken(form.csrf, session.csrf)) {
-      return void page(reply, 403, messagePage('Refused', 'This request did not come from the status page (CSRF check failed); nothing was changed.'));
+    if (!session) return void this.send(reply, 403, messagePage('Not logged in', 'Your session has ended; log in again.'));
+    if (!sameOrigin(req.headers.origin, req.headers.host, this.deps.secure) || !sameToken(form.csrf, session.csrf)) {
+      return void this.send(reply, 403, messagePage('Refused', 'This request did not come from the status page (CSRF check failed); nothing was changed.'));
     }
     return { session, form };
-  };
+  }
 
-  app.get(`${PAGE_PREFIX}/style.css`, async (_req, reply) => reply.headers({ 'content-type': 'text/css; charset=utf-8', 'cache-control': 'no-cache' }).send(STYLE));
+  async home(req: Req, reply: FastifyReply): Promise<FastifyReply> {
+    const session = this.sessionOf(req);
+    if (!session) return this.send(reply, 200, loginPage());
+    // Said only of a rule that is in force: a crafted link cannot make the page claim anything else.
+    const given = req.query.allowed;
+    const allowed = typeof given === 'string' && this.deps.allowlist.list().some((r) => r.rule === given) ? given : undefined;
+    return this.send(reply, 200, statusPage(await model(this.deps, session, allowed ? `Allowed ${allowed}: the next pull of it goes through.` : undefined)));
+  }
 
-  app.get<{ Querystring: { allowed?: string } }>(PAGE_PREFIX, async (req, reply) => {
-    const session = sessionOf(req);
-    if (!session) return page(reply, 200, loginPage());
-    const allowed = typeof req.query.allowed === 'string' ? req.query.allowed : undefined;
-    return page(reply, 200, statusPage(await model(deps, session, allowed ? `Allowed ${allowed}: the next pull of it goes through.` : undefined)));
-  });
-
-  app.post(`${PAGE_PREFIX}/login`, async (req, reply) => {
+  async login(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const form = formOf(req.body);
-    if (!sameOrigin(req.headers.origin, req.headers.host, deps.secure)) return page(reply, 403, loginPage('Refused: the login form was posted from another site.'));
-    if (typeof form.token !== 'string' || !timingSafeEqual(digestOf(form.token.trim()), deps.expected)) {
-      return page(reply, 401, loginPage('Wrong admin token.'));
+    if (!sameOrigin(req.headers.origin, req.headers.host, this.deps.secure)) return this.send(reply, 403, loginPage('Refused: the login form was posted from another site.'));
+    if (typeof form.token !== 'string' || !timingSafeEqual(digestOf(form.token.trim()), this.deps.expected)) {
+      return this.send(reply, 401, loginPage('Wrong admin token.'));
     }
-    const { id } = sessions.create(userName(form.user));
-    return reply.code(303).header('set-cookie', sessionCookie(id, deps.secure)).header('location', PAGE_PREFIX).send();
-  });
+    const { id } = this.sessions.create(userName(form.user));
+    return this.seeOther(reply, PAGE_PREFIX, sessionCookie(id, this.deps.secure));
+  }
 
-  app.post(`${PAGE_PREFIX}/logout`, async (req, reply) => {
-    if (!writer(req, reply)) return reply;
-    sessions.end(cookieValue(req.headers.cookie, SESSION_COOKIE));
-    return reply.code(303).header('set-cookie', sessionCookie('', deps.secure)).header('location', PAGE_PREFIX).send();
-  });
+  async logout(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    if (!this.writer(req, reply)) return reply;
+    this.sessions.end(cookieValue(req.headers.cookie, SESSION_COOKIE));
+    return this.seeOther(reply, PAGE_PREFIX, sessionCookie('', this.deps.secure));
+  }
 
-  app.get<{ Querystring: Record<string, unknown> }>(`${PAGE_PREFIX}/allow`, async (req, reply) => {
-    const session = sessionOf(req);
-    if (!session) return reply.code(303).header('location', PAGE_PREFIX).send();
+  /** The exact rule "allow this" would add, before anything is written. */
+  async confirm(req: Req, reply: FastifyReply): Promise<FastifyReply> {
+    const session = this.sessionOf(req);
+    if (!session) return this.seeOther(reply, PAGE_PREFIX);
     const q = req.query;
-    const refused = deniedEntries(deps.denied).find((e) => e.host === q.host && e.name === q.name && e.reference === q.reference);
+    const refused = deniedEntries(this.deps.denied).find((e) => e.host === q.host && e.name === q.name && e.reference === q.reference);
     const rule = refused ? ruleFor(refused) : undefined;
-    if (!refused || !rule) return page(reply, 404, messagePage('Not in the denied list', 'That reference is not (or no longer) in the denied list.'));
-    return page(reply, 200, confirmPage({ user: session.user, csrf: session.csrf, rule, refused }));
-  });
+    if (!refused || !rule) return this.send(reply, 404, messagePage('Not in the denied list', 'That reference is not (or no longer) in the denied list.'));
+    return this.send(reply, 200, confirmPage({ user: session.user, csrf: session.csrf, rule, refused }));
+  }
 
-  app.post(`${PAGE_PREFIX}/allow`, async (req, reply) => {
-    const w = writer(req, reply);
+  async allow(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    const w = this.writer(req, reply);
     if (!w) return reply;
     let rule: string;
     try {
       rule = parseRule(w.form.rule ?? '').text;
-      await deps.allowlist.add([rule], { by: w.session.user, note: (w.form.note ?? '').trim().slice(0, 200) || undefined });
+      await this.deps.allowlist.add([rule], { by: w.session.user, note: (w.form.note ?? '').trim().slice(0, 200) || undefined });
     } catch (e) {
       if (!(e instanceof RuleError || e instanceof InvalidRulesError || e instanceof AllowlistFileError)) throw e;
-      return page(reply, e instanceof AllowlistFileError ? 409 : 400, messagePage('Nothing was changed', e.message));
+      return this.send(reply, e instanceof AllowlistFileError ? 409 : 400, messagePage('Nothing was changed', e.message));
     }
-    return reply.code(303).header('location', `${PAGE_PREFIX}?${new URLSearchParams({ allowed: rule }).toString()}`).send();
-  });
-};
+    return this.seeOther(reply, `${PAGE_PREFIX}?${new URLSearchParams({ allowed: rule }).toString()}`);
+  }
+}
 
 /** Most recently seen first. */
 const deniedEntries = (denied: Pick<DeniedLog, 'list'>): DeniedEntry[] => denied.list();
