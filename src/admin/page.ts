@@ -92,7 +92,7 @@ class Page {
     if (!session) return this.send(reply, 200, loginPage());
     // Said only of a rule that is in force: a crafted link cannot make the page claim anything else.
     const given = req.query.allowed;
-    const allowed = typeof given === 'string' && this.deps.allowlist.list().some((r) => r.rule === given) ? given : undefined;
+    const allowed = typeof given === 'string' && ruleTexts(this.deps.allowlist).includes(given) ? given : undefined;
     return this.send(reply, 200, statusPage(await model(this.deps, session, allowed ? `Allowed ${allowed}: the next pull of it goes through.` : undefined)));
   }
 
