@@ -6,19 +6,20 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { requireBinaries } from '../helpers/binaries.js';
+import { requireBinaries, which } from '../helpers/binaries.js';
 import { skopeoCopyAll, tempDir, verifyDirDigests } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { pushLayout, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { REPO_ROOT, startSluice, type InProcessSluice } from '../helpers/sluice.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ok = requireBinaries(['docker-registry', 'skopeo', 'chromium'], 'test/integration/status-page.test.ts (apt-get install chromium)');
 
 const BUSYBOX = 'docker.io/library/busybox:1.36'; // refused, then allowed from the page
 const PAUSE = 'registry.k8s.io/pause:3.10'; // allowed and synced: green
 const KUBELET = 'ghcr.io/siderolabs/kubelet:v1.34.0'; // synced for linux/amd64 only: amber
 const ETCD = 'registry.k8s.io/etcd:3.5.0'; // allowed, not on the upstream: red
+/** Debian's chromium (the brief: /usr/bin/chromium), wherever PATH finds it. */
+const CHROMIUM = which('chromium') ?? '/usr/bin/chromium';
 const SCREENSHOT = join(REPO_ROOT, 'test-results', 'status-page.png');
 
 describe.skipIf(!ok)('status page in headless chromium, real docker-registry upstream', () => {
