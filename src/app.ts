@@ -59,7 +59,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
   registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config) });
-  const syncer = new Syncer(mirror, allowlist, store, window);
+  const syncer = new Syncer(mirror, allowlist, store, window, config.platforms);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store });
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;

@@ -35,7 +35,7 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
       close: { usage: '[--json]', summary: 'end the manual window' },
     },
   },
-  status: { usage: '[--json]', summary: 'upstream access, next window, store and allowlist counts, last sync', run: statusCommand },
+  status: { usage: '[--coverage] [--json]', summary: 'upstream access, next window, store and allowlist counts, last sync; --coverage: what is stored for every rule (exit 1 if incomplete)', run: statusCommand },
   sync: { usage: '[--dry-run] [--platform os/arch,...] [--json]', summary: 'fetch every exact allowlisted reference (needs an open window)', run: syncCommand },
   verify: { usage: '[--repair] [--json]', summary: 're-hash every blob; --repair quarantines corrupt ones so they are refetched', run: verifyCommand },
 };

@@ -38,6 +38,8 @@ export interface Config {
   upstreamTimeouts: { connectMs: number; idleMs: number };
   /** Bound on one upstream blob ingest, independent of any client. */
   ingestTimeoutMs: number;
+  /** `os/arch[/variant]` an index is expected to hold (sync's default filter, the readiness report's yardstick); empty: all. */
+  platforms: string[];
 }
 
 export class ConfigError extends Error {
@@ -49,7 +51,7 @@ export class ConfigError extends Error {
 
 const KNOWN_KEYS = new Set([
   'listen', 'storage', 'defaultUpstream', 'upstreams', 'windows', 'allowlist', 'tls', 'auth', 'admin',
-  'tagTtl', 'syncOnOpen', 'upstreamTimeouts', 'ingestTimeout',
+  'tagTtl', 'syncOnOpen', 'upstreamTimeouts', 'ingestTimeout', 'platforms',
 ]);
 
 export function loadConfig(file: string): Config {
@@ -94,7 +96,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   return config;
 }
 
-type Limits = Pick<Config, 'tagTtlMs' | 'syncOnOpen' | 'upstreamTimeouts' | 'ingestTimeoutMs'>;
+type Limits = Pick<Config, 'tagTtlMs' | 'syncOnOpen' | 'upstreamTimeouts' | 'ingestTimeoutMs' | 'platforms'>;
 
 /** The durations and switches at the top level (problems in the order the keys are listed here). */
 function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
@@ -108,7 +110,21 @@ function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
       idleMs: duration(timeouts.idle ?? '30s', 'upstreamTimeouts.idle', p),
     },
     ingestTimeoutMs: duration(doc.ingestTimeout ?? '30m', 'ingestTimeout', p),
+    platforms: parsePlatforms(doc.platforms ?? [], p),
   };
+}
+
+const PLATFORM_RE = /^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/;
+
+function parsePlatforms(v: unknown, p: string[]): string[] {
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
+    p.push('platforms: must be a list like [linux/amd64, linux/arm64]');
+    return [];
+  }
+  v.forEach((x: string, i) => {
+    if (!PLATFORM_RE.test(x)) p.push(`platforms[${i}]: "${x}" is not os/arch[/variant], e.g. linux/amd64`);
+  });
+  return v as string[];
 }
 
 function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): Map<string, UpstreamConfig> {
