@@ -16,7 +16,9 @@ import { fsStateDocuments } from './store/fs/state.js';
 import { recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
 import { Syncer } from './jobs/sync.js';
 import { registerAdminRoutes } from './admin/admin.js';
-import { Upstream } from './upstream/client.js';
+import type { Upstream } from './upstream/client.js';
+import { UpstreamPool } from './upstream/pool.js';
+import { WILDCARD } from './config/config.js';
 import { WindowState } from './window/state.js';
 
 export interface BuildOptions {
@@ -36,7 +38,7 @@ export interface App {
   denied: DeniedLog;
   mirror: Mirror;
   window: WindowState;
-  upstreams: Map<string, Upstream>;
+  upstreams: UpstreamPool;
   /**
    * Closes the listeners (waiting for their requests), then lets blob downloads finish until `deadlineMs`
    * (epoch ms; default now) and cancels the rest; the store's temp folder goes only after every one has ended.
@@ -50,12 +52,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
   const window = await openWindowState(config, documents.window, opts.now);
-  const upstreams = new Map<string, Upstream>();
   const life = { stopping: false };
-  const gate = windowGate(window, life);
-  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate }));
+  const upstreams = upstreamPool(config, windowGate(window, life));
   const stopAborts = abortWhenWindowCloses(window, upstreams);
-  const hosts = hostTable(config);
+  const hosts = { has: (h: string) => upstreams.has(h), defaultHost: config.defaultUpstream };
   const registry = newFastify(opts.logger ?? false, config.tls);
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
   if (htpasswd) requireBasicAuth(registry, htpasswd);
@@ -99,7 +99,19 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 }
 
 export function hostTable(config: Config): { has(host: string): boolean; defaultHost: string } {
-  return { has: (h) => config.upstreams.has(h), defaultHost: config.defaultUpstream };
+  return { has: (h) => config.upstreams.has(h) || config.upstreams.has(WILDCARD), defaultHost: config.defaultUpstream };
+}
+
+/** One client per configured host; an upstream `'*'` (a mirror) makes one per host asked for, on first use. */
+function upstreamPool(config: Config, gate: (what: string) => void): UpstreamPool {
+  const named = new Map<string, ConstructorParameters<typeof Upstream>[0]>();
+  let wildcard: ConstructorParameters<typeof Upstream>[0] | undefined;
+  for (const u of config.upstreams.values()) {
+    const opts = { ...upstreamOptions(u, config), gate };
+    if (u.host === WILDCARD) wildcard = opts;
+    else named.set(u.host, opts);
+  }
+  return new UpstreamPool(named, wildcard);
 }
 
 function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParameters<typeof Upstream>[0] {
@@ -111,7 +123,8 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
   return {
     host: u.host,
     url: u.url,
-    dockerHub: u.host === 'docker.io',
+    dockerHub: u.host === 'docker.io' && !u.mirror,
+    mirror: u.mirror,
     auth: u.auth && password !== undefined ? { username: u.auth.username, password } : undefined,
     tls: u.tls ? { ca: u.tls.ca ? readFileSync(u.tls.ca, 'utf8') : undefined, insecureSkipVerify: u.tls.insecureSkipVerify } : undefined,
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
@@ -136,7 +149,7 @@ function windowGate(window: WindowState, life: { stopping: boolean }): (what: st
 }
 
 /** Closing the window abandons upstream requests in flight (blob downloads already sent excepted). */
-function abortWhenWindowCloses(window: WindowState, upstreams: Map<string, Upstream>): () => void {
+function abortWhenWindowCloses(window: WindowState, upstreams: UpstreamPool): () => void {
   return window.onChange(() => {
     if (window.isOpen()) return;
     const reason = new RegistryError('MANIFEST_UNKNOWN', 'upstream access closed while the request was in flight');

@@ -10,6 +10,7 @@ import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } f
 import { isDigest } from '../oci/reference.js';
 import type { BlobInfo, Descriptor, Store, StoredManifest } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
+import type { UpstreamLookup } from '../upstream/pool.js';
 import type { WindowState } from '../window/state.js';
 
 /** Allowlist decisions for one request; throws RegistryError DENIED when refused. */
@@ -24,7 +25,7 @@ export interface Policy {
 export interface MirrorDeps {
   store: Store;
   policy: Policy;
-  upstreams: Map<string, Upstream>;
+  upstreams: UpstreamLookup;
   window: WindowState;
   tagTtlMs: number;
   ingestTimeoutMs: number;
