@@ -115,18 +115,18 @@ interface Walked {
 /** Every blob of one image as it is in the store; absent ones are listed, never guessed. */
 async function walkImage(store: Store, root: Root, platforms: string[]): Promise<Walked> {
   const out: Walked = { blobs: [], missing: [], extraRoots: [] };
+  // Which tag each signature came from, so it is exported under that tag.
+  const signatureTags = new Map<string, string>();
   const source: GraphSource = {
     manifest: (digest) => store.getManifest(digest),
     referrers: (digest) => store.referrers(root.host, root.name, digest),
-    tag: (tag) => store.getTag(root.host, root.name, tag),
+    tag: async (tag) => {
+      const d = await store.getTag(root.host, root.name, tag);
+      if (d) signatureTags.set(d, tag);
+      return d;
+    },
   };
-  const signatureTags = new Map<string, string>();
-  const tagOf: GraphSource['tag'] = async (tag) => {
-    const d = await store.getTag(root.host, root.name, tag);
-    if (d) signatureTags.set(d, tag);
-    return d;
-  };
-  await walkGraph({ ...source, tag: tagOf }, [root.root], {
+  await walkGraph(source, [root.root], {
     order: 'depth',
     children: 'by-media-type',
     follow: (child) => platformWanted(child, platforms),

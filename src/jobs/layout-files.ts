@@ -2,7 +2,7 @@
 // never past a descriptor's size, and every problem named by the layout's own file name.
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MAX_MANIFEST_BYTES, type Descriptor } from '../store/store.js';
 
@@ -25,10 +25,8 @@ export const blobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slic
 /** Whether the layout holds a file for this blob (not whether it is sound). */
 export async function hasBlob(layout: Layout, d: Descriptor): Promise<boolean> {
   if (layout.damaged?.has(blobFile(d))) return true;
-  const fh = await open(join(layout.dir, blobFile(d)), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((e: NodeJS.ErrnoException) => e);
-  if (!('close' in fh)) return fh.code !== 'ENOENT';
-  await fh.close();
-  return true;
+  // lstat: a symlink or FIFO counts as present, so reading it is refused by name rather than it being taken as absent.
+  return (await lstat(join(layout.dir, blobFile(d))).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : e))) !== undefined;
 }
 
 export async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
