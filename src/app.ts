@@ -17,7 +17,9 @@ import { fsStateDocuments } from './store/fs/state.js';
 import { recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
 import { Syncer } from './jobs/sync.js';
 import { registerAdminRoutes } from './admin/admin.js';
-import { Upstream } from './upstream/client.js';
+import type { Upstream } from './upstream/client.js';
+import { UpstreamPool } from './upstream/pool.js';
+import { WILDCARD } from './config/config.js';
 import { WindowState } from './window/state.js';
 
 export interface BuildOptions {
@@ -37,7 +39,7 @@ export interface App {
   denied: DeniedLog;
   mirror: Mirror;
   window: WindowState;
-  upstreams: Map<string, Upstream>;
+  upstreams: UpstreamPool;
   /**
    * Closes the listeners (waiting for their requests), then lets blob downloads finish until `deadlineMs`
    * (epoch ms; default now) and cancels the rest; the store's temp folder goes only after every one has ended.
@@ -48,7 +50,7 @@ export interface App {
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const { store, allowlist, denied, window } = await openState(config, opts.now);
   const life = { stopping: false };
-  const upstreams = openUpstreams(config, window, life);
+  const upstreams = upstreamPool(config, windowGate(window, life));
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
@@ -84,12 +86,6 @@ async function openState(config: Config, now?: () => Date): Promise<Pick<App, 's
 }
 
 /** One client per configured upstream, every request through the window gate. */
-function openUpstreams(config: Config, window: WindowState, life: { stopping: boolean }): Map<string, Upstream> {
-  const upstreams = new Map<string, Upstream>();
-  const gate = windowGate(window, life);
-  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate }));
-  return upstreams;
-}
 
 /** See App.close. */
 async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, stopWatching: () => void, deadlineMs: number): Promise<void> {
@@ -106,7 +102,19 @@ async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, st
 }
 
 export function hostTable(config: Config): { has(host: string): boolean; defaultHost: string } {
-  return { has: (h) => config.upstreams.has(h), defaultHost: config.defaultUpstream };
+  return { has: (h) => config.upstreams.has(h) || config.upstreams.has(WILDCARD), defaultHost: config.defaultUpstream };
+}
+
+/** One client per configured host; an upstream `'*'` (a mirror) makes one per host asked for, on first use. */
+function upstreamPool(config: Config, gate: (what: string) => void): UpstreamPool {
+  const named = new Map<string, ConstructorParameters<typeof Upstream>[0]>();
+  let wildcard: ConstructorParameters<typeof Upstream>[0] | undefined;
+  for (const u of config.upstreams.values()) {
+    const opts = { ...upstreamOptions(u, config), gate };
+    if (u.host === WILDCARD) wildcard = opts;
+    else named.set(u.host, opts);
+  }
+  return new UpstreamPool(named, wildcard);
 }
 
 function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParameters<typeof Upstream>[0] {
@@ -118,7 +126,8 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
   return {
     host: u.host,
     url: u.url,
-    dockerHub: u.host === 'docker.io',
+    dockerHub: u.host === 'docker.io' && !u.mirror,
+    mirror: u.mirror,
     auth: u.auth && password !== undefined ? { username: u.auth.username, password } : undefined,
     tls: u.tls ? { ca: u.tls.ca ? readFileSync(u.tls.ca, 'utf8') : undefined, insecureSkipVerify: u.tls.insecureSkipVerify } : undefined,
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
@@ -139,7 +148,7 @@ function windowGate(window: WindowState, life: { stopping: boolean }): (what: st
 }
 
 /** Closing the window abandons upstream requests in flight (blob downloads already sent excepted). */
-function abortWhenWindowCloses(window: WindowState, upstreams: Map<string, Upstream>): () => void {
+function abortWhenWindowCloses(window: WindowState, upstreams: UpstreamPool): () => void {
   return window.onChange(() => {
     if (window.isOpen()) return;
     const reason = new RegistryError('MANIFEST_UNKNOWN', 'upstream access closed while the request was in flight');

@@ -10,6 +10,8 @@ import { canonicalHost, isValidHost } from '../oci/reference.js';
 export interface UpstreamConfig {
   host: string;
   url: string;
+  /** The url is another mirror (e.g. a sluice on the connected side): asked with `?ns=<host>` for every host. */
+  mirror: boolean;
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify: boolean };
 }
@@ -41,6 +43,9 @@ export interface Config {
   /** `os/arch[/variant]` an index is expected to hold (sync's default filter, the readiness report's yardstick); empty: all. */
   platforms: string[];
 }
+
+/** The upstreams key that stands for every registry host (only as `mirror: true`). */
+export const WILDCARD = '*';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[], file: string) {
@@ -82,7 +87,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   const storage = path(str(doc.storage ?? './data', 'storage', p));
   const upstreams = parseUpstreams(doc.upstreams ?? {}, p, path);
   const defaultUpstream = canonicalHost(str(doc.defaultUpstream ?? 'docker.io', 'defaultUpstream', p));
-  if (!upstreams.has(defaultUpstream)) p.push(`defaultUpstream: "${defaultUpstream}" is not one of the configured upstreams`);
+  if (!upstreams.has(defaultUpstream) && !upstreams.has(WILDCARD)) p.push(`defaultUpstream: "${defaultUpstream}" is not one of the configured upstreams`);
   const w = parseWindows(doc.windows ?? 'never', 'windows');
   p.push(...w.errors);
   const allowlist = parseAllowlist(doc.allowlist ?? [], p);
@@ -135,8 +140,8 @@ function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): M
   }
   for (const [rawHost, spec] of Object.entries(v)) {
     const at = `upstreams.${rawHost}`;
-    const host = canonicalHost(rawHost);
-    if (!isValidHost(host)) p.push(`${at}: not a valid registry host name`);
+    const host = rawHost === WILDCARD ? WILDCARD : canonicalHost(rawHost);
+    if (host !== WILDCARD && !isValidHost(host)) p.push(`${at}: not a valid registry host name (or '*' for every host, through a mirror)`);
     if (!isObject(spec)) {
       p.push(`${at}: must be a mapping with at least url`);
       continue;
@@ -149,10 +154,12 @@ function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): M
 }
 
 function parseUpstream(host: string, spec: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): UpstreamConfig {
-  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls'].includes(k)) p.push(`${at}.${k}: unknown key`);
+  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'mirror'].includes(k)) p.push(`${at}.${k}: unknown key`);
   const url = str(spec.url, `${at}.url`, p);
   if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
-  const u: UpstreamConfig = { host, url: url.replace(/\/+$/, '') };
+  const mirror = bool(spec.mirror ?? false, `${at}.mirror`, p);
+  if (host === WILDCARD && !mirror) p.push(`${at}: an upstream for every host must be another mirror: add mirror: true`);
+  const u: UpstreamConfig = { host, url: url.replace(/\/+$/, ''), mirror };
   if (spec.auth !== undefined) {
     if (!isObject(spec.auth)) p.push(`${at}.auth: must be a mapping`);
     else u.auth = parseUpstreamAuth(spec.auth, at, p, path);
