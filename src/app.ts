@@ -8,7 +8,7 @@ import type { Config, TlsConfig, UpstreamConfig } from './config/config.js';
 import { Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
 import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
-import { Mirror, type Policy } from './mirror/mirror.js';
+import { Mirror } from './mirror/mirror.js';
 import { AllowlistPolicy } from './mirror/decision.js';
 import { closedError } from './mirror/access.js';
 import { registerRegistryRoutes } from './http/routes.js';
@@ -56,8 +56,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
   // Hand edits of allowlist.json are enforced as they land; a broken file keeps the last good rules.
   await allowlist.watch((level, msg, fields) => registry.log[level](fields, msg));
-  const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
+  const policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
+  policy.useUpstream(mirror.upstreamView(), config.tagTtlMs);
   registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config) });
   const syncer = new Syncer(mirror, allowlist, store, window);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
