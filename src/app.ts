@@ -6,6 +6,8 @@ import { Allowlist } from './policy/allowlist.js';
 import type { Server as HttpsServer } from 'node:https';
 import type { Config, TlsConfig, UpstreamConfig } from './config/config.js';
 import { Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
+import { rememberUser } from './http/client-identity.js';
+import { logRequests, type RequestLogEntry } from './http/request-log.js';
 import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
 import { Mirror } from './mirror/mirror.js';
@@ -23,6 +25,8 @@ import { WindowState } from './window/state.js';
 export interface BuildOptions {
   logger?: boolean;
   now?: () => Date;
+  /** Where request log entries go when `requestLog` is on; default the registry listener's logger. */
+  requestLog?: (entry: RequestLogEntry) => void;
 }
 
 export interface App {
@@ -51,6 +55,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const upstreams = openUpstreams(config, window, life);
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
+  if (config.requestLog) logRequests(registry, opts.requestLog ?? ((entry) => registry.log.info(entry, 'request')));
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
   if (htpasswd) requireBasicAuth(registry, htpasswd);
   const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
@@ -183,7 +188,7 @@ async function openWindowState(config: Config, storage: ManualWindowStorage, now
 /** Every registry request needs valid basic-auth credentials (checked before anything else). */
 function requireBasicAuth(app: FastifyInstance, htpasswd: { current: Htpasswd }): void {
   app.addHook('onRequest', async (req) => {
-    await htpasswd.current.check(req.headers.authorization);
+    rememberUser(req.raw, await htpasswd.current.check(req.headers.authorization));
   });
 }
 
