@@ -62,18 +62,20 @@ export class AllowlistPolicy implements Policy {
 
   async filterTags(host: string, name: string, tags: string[]): Promise<string[]> {
     const out: string[] = [];
-    for (const t of tags) if ((await this.tagVerdict(host, name, t)) === 'yes') out.push(t);
+    // A listing is filtered by what the store can place: a page of signature tags must not cost a walk upstream each.
+    for (const t of tags) if ((await this.tagVerdict(host, name, t, false)) === 'yes') out.push(t);
     return out;
   }
 
-  private async tagVerdict(host: string, name: string, tag: string): Promise<Verdict> {
+  private async tagVerdict(host: string, name: string, tag: string, askUpstream = true): Promise<Verdict> {
     if (this.allowlist.matchTag(host, name, tag)) return 'yes';
     // Talos' signature checks ask for sha256-<hex> and sha256-<hex>.sig of an image it may pull.
     const subject = signatureSubject(tag);
-    return subject === undefined ? 'no' : this.digestVerdict(host, name, subject, 'manifest');
+    return subject === undefined ? 'no' : this.digestVerdict(host, name, subject, askUpstream ? 'manifest' : undefined);
   }
 
-  private async digestVerdict(host: string, name: string, digest: string, kind: TargetKind): Promise<Verdict> {
+  /** `kind` undefined: decide from the store alone. */
+  private async digestVerdict(host: string, name: string, digest: string, kind: TargetKind | undefined): Promise<Verdict> {
     // A repository no rule names costs nothing more than this lookup.
     if (!this.allowlist.matchesRepository(host, name)) return 'no';
     if (this.allowlist.isDigestPinned(host, name, digest)) return 'yes';
@@ -85,7 +87,7 @@ export class AllowlistPolicy implements Policy {
     if (this.allowlist.allowsAnyTag(host, name)) {
       return !(await this.store.stat(digest)) || (await this.store.isBlobLinked(host, name, digest)) ? 'yes' : 'no';
     }
-    return this.fromRuleTags(host, name, digest, kind);
+    return kind === undefined ? 'no' : this.fromRuleTags(host, name, digest, kind);
   }
 
   /** The store could not place the digest: in a window ask the upstream's tags; outside, only a full store says no. */
