@@ -7,7 +7,7 @@ import type { App } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { importPath, ImportUsageError, parseAsRef, type ImportResult } from '../jobs/importer.js';
 import { Store } from '../store/store.js';
-import { AllowlistFileError } from '../policy/allowlist.js';
+import { AllowlistFileError, signatureSubject } from '../policy/allowlist.js';
 import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command } from './commands.js';
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 import { verifyStore } from '../jobs/verify.js';
@@ -16,7 +16,7 @@ import { talosCommand } from './talos-command.js';
 /** Every command: its usage line (which is also the options it takes), what it does, and what runs it. */
 const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
   serve: { summary: 'run the registry mirror (and its admin API)', run: serve },
-  import: { usage: 'PATH [--as REF] [--allow]', summary: 'import an OCI image layout (directory or .tar)', run: importCommand },
+  import: { usage: 'PATH [--as REF] [--allow]', summary: 'import an OCI image layout (directory or .tar) or a Talos image cache', run: importCommand },
   allow: {
     summary: 'edit the allowlist',
     run: allowCommand,
@@ -174,12 +174,16 @@ async function reportImport(cfg: Config, path: string, result: ImportResult, all
     const host = i.ref.split('/')[0] ?? '';
     if (!cfg.upstreams.has(host)) process.stderr.write(`warning: ${host} is not a configured upstream; ${i.ref} is stored but cannot be served until it is\n`);
     process.stdout.write(`imported ${i.ref} ${i.digest} (${i.blobs} blobs, ${i.bytes} bytes)\n`);
+    if (i.missing?.length) process.stdout.write(`  not in the cache (not served; a window fetches them if allowed): ${i.missing.join(', ')}\n`);
   }
+  if (result.talosCache) process.stdout.write(`read a Talos image cache (--layout ${result.talosCache}): ${result.imported.length} image(s), ${result.failed.length} failed\n`);
   for (const f of result.failed) process.stderr.write(`failed ${f.ref}: ${f.reason}\n`);
   if (result.imported.length > 0) await notifyStoreChanged(cfg);
   if (allow && result.imported.length > 0) {
     // Through the running server's admin API when there is one, so the rules apply at once.
-    const added = await addRules(cfg, result.imported.map((i) => i.ref), `imported from ${path}`);
+    // Signature tags need no rule of their own: they are allowed with the image they sign.
+    const rules = result.imported.map((i) => i.ref).filter((ref) => signatureSubject(ref.slice(ref.lastIndexOf(':') + 1)) === undefined || ref.includes('@'));
+    const added = await addRules(cfg, rules, `imported from ${path}`);
     process.stdout.write(`allowed ${added.added.length} new rule(s)\n`);
   }
   return result.failed.length > 0 ? 1 : 0;

@@ -1,28 +1,24 @@
 // `sluice import`: reads an OCI image layout (a directory or a .tar of one), verifies every blob of every
 // image against its descriptor (all platforms of an index), and only then commits the image to the store.
-import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayoutTar, TarLayoutError } from './import-tar.js';
-import { walkGraph, type ManifestBody } from '../oci/graph.js';
-import { isDescriptor, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
+import { importCacheTree, importWrappedCache, isFlatCache, wrappedCache } from './talos-cache.js';
+import { checkDescriptor, collect, commitImage, ImportError, ImportUsageError, ociBlobFile, openRegular, verifyBlob, type ImageRef, type Layout } from './layout-image.js';
+import { isDescriptor, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { parseRule } from '../policy/rules.js';
 import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from '../store/store.js';
 
-const REF_NAME = 'org.opencontainers.image.ref.name';
-const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
-const MAX_DEPTH = 4;
+export { ImportError, ImportUsageError, type ImageRef } from './layout-image.js';
 
-export interface ImageRef {
-  host: string;
-  name: string;
-  tag: string;
-}
+const REF_NAME = 'org.opencontainers.image.ref.name';
 
 export interface ImportResult {
-  imported: Array<{ ref: string; digest: string; blobs: number; bytes: number }>;
+  /** `missing`: platforms an index names that a Talos cache does not hold (it keeps only the chosen ones). */
+  imported: Array<{ ref: string; digest: string; blobs: number; bytes: number; missing?: string[] }>;
   failed: Array<{ ref: string; reason: string }>;
+  /** Set when the path was a Talos image cache (`talosctl images cache-create --layout flat|oci`). */
+  talosCache?: 'flat' | 'oci';
 }
 
 export interface ImportOptions {
@@ -30,26 +26,19 @@ export interface ImportOptions {
   progress?: (line: string) => void;
 }
 
-export class ImportError extends Error {}
-/** A problem with what the operator asked for (`--as`), not with the layout: a usage error. */
-export class ImportUsageError extends ImportError {}
-
-/** Where a layout sits (`dir`) and how to name one of its files to the operator (the tar, never a temp folder). */
-interface Layout {
-  dir: string;
-  name(file: string): string;
-}
-
 export async function importPath(store: Store, path: string, opts: ImportOptions = {}): Promise<ImportResult> {
   const as = opts.as === undefined ? undefined : parseAsRef(opts.as);
   const info = await stat(path).catch(() => undefined);
   if (!info) throw new ImportError(`${path}: no such file or directory`);
-  if (info.isDirectory()) return importLayout(store, { dir: path, name: (f) => join(path, f) }, as, opts.progress);
+  if (info.isDirectory() && as === undefined && (await isFlatCache(path))) {
+    return { ...(await importCacheTree(store, path, (f) => join(path, f), opts.progress)), talosCache: 'flat' };
+  }
+  if (info.isDirectory()) return importLayout(store, { dir: path, name: (f) => join(path, f), blobFile: ociBlobFile }, as, opts.progress);
   if (!info.isFile()) throw new ImportError(`${path} is neither a folder nor a regular file: give an OCI image layout or a .tar of one`);
   const dir = await store.scratchDir('import-');
   try {
     const top = await extractLayoutTar(path, dir).catch((e: unknown) => Promise.reject(e instanceof TarLayoutError ? new ImportError(e.message) : e));
-    const layout = { dir: join(dir, top), name: (f: string) => `${top ? `${top}/` : ''}${f} in ${path}` };
+    const layout: Layout = { dir: join(dir, top), name: (f: string) => `${top ? `${top}/` : ''}${f} in ${path}`, blobFile: ociBlobFile };
     return await importLayout(store, layout, as, opts.progress);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -80,6 +69,8 @@ async function importLayout(store: Store, layout: Layout, as: ImageRef | undefin
   if (as !== undefined && entries.length !== 1) {
     throw new ImportUsageError(`--as names one image, but ${layout.name('index.json')} holds ${entries.length}`);
   }
+  const wrapped = as === undefined ? await wrappedCache(layout, entries) : undefined;
+  if (wrapped) return { ...(await importWrappedCache(store, layout, wrapped, progress)), talosCache: 'oci' };
   const result: ImportResult = { imported: [], failed: [] };
   for (const [i, entry] of entries.entries()) {
     const refText = as ? `${as.host}/${as.name}:${as.tag}` : isDescriptor(entry) ? entry.annotations?.[REF_NAME] ?? '' : '';
@@ -118,137 +109,6 @@ function entryRef(layout: Layout, root: Descriptor, refText: string, i: number):
     throw new ImportError(`${layout.name('index.json')} entry ${i + 1} (${root.digest}) has no full reference in ${REF_NAME} ("${refText}"); use --as REF`);
   }
   return parseImageRef(refText);
-}
-
-interface Collected {
-  root: Descriptor;
-  /** Manifests in commit order: children before parents. */
-  manifests: Array<{ d: Descriptor; body: Buffer; mediaType: string }>;
-  /** Every blob of the image, manifests included. */
-  blobs: Descriptor[];
-}
-
-/** Walks the layout depth-first from `root`, checking every descriptor and reading and checking every manifest. */
-async function collect(layout: Layout, root: Descriptor): Promise<Collected> {
-  const out: Collected = { root, manifests: [], blobs: [] };
-  await walkGraph({ manifest: (_digest, d) => d && readManifest(layout, d) }, [root], {
-    order: 'depth',
-    children: 'by-media-type',
-    maxDepth: MAX_DEPTH,
-    onNode: (node) => {
-      const d = node.descriptor as Descriptor;
-      checkDescriptor(d);
-      out.blobs.push(d);
-      if (node.kind === 'truncated') throw new ImportError(`manifest ${d.digest} nests deeper than ${MAX_DEPTH} levels`);
-    },
-    onLeave: (node) => {
-      const d = node.descriptor as Descriptor;
-      const m = node.manifest as ManifestBody;
-      if (!isIndexType(m.mediaType) && node.doc?.config === undefined) throw new ImportError(`manifest ${d.digest} has no config`);
-      out.manifests.push({ d, body: m.body, mediaType: m.mediaType });
-    },
-  });
-  return out;
-}
-
-/** A manifest of the layout, read only once its descriptor is sound and checked against it. */
-async function readManifest(layout: Layout, d: Descriptor): Promise<ManifestBody> {
-  checkDescriptor(d);
-  if (d.size > MAX_MANIFEST_BYTES) throw new ImportError(`manifest ${d.digest} is larger than 4 MiB`);
-  const body = await readBlobFile(layout, d);
-  const doc = parseManifest(body);
-  const mediaType = doc && manifestMediaType(doc, d.mediaType);
-  if (!doc || !mediaType) throw new ImportError(`blob ${d.digest} is not a valid manifest`);
-  if (mediaType !== d.mediaType) throw new ImportError(`manifest ${d.digest} says ${mediaType} but its descriptor says ${d.mediaType}`);
-  return { mediaType, body, doc };
-}
-
-async function commitImage(store: Store, layout: Layout, ref: ImageRef, image: Collected): Promise<void> {
-  const manifestDigests = new Set(image.manifests.map((m) => m.d.digest));
-  for (const d of image.blobs) {
-    if (manifestDigests.has(d.digest)) continue;
-    if (!(await store.stat(d.digest))) {
-      await withBlob(layout, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
-    }
-    // The layout had these bytes for this image: they may be served through its repository (even if stored before).
-    await store.linkBlob(ref.host, ref.name, d.digest);
-  }
-  for (const m of image.manifests) {
-    const stored = await store.putManifest(m.body, m.mediaType, m.d.digest);
-    await store.linkManifest(ref.host, ref.name, stored);
-  }
-  await store.setTag(ref.host, ref.name, ref.tag, image.root.digest);
-}
-
-async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
-  const hash = createHash('sha256');
-  let size = 0;
-  await withBlob(layout, d, async (fh) => {
-    try {
-      for await (const chunk of readAtMost(fh, d.size)) {
-        hash.update(chunk);
-        size += chunk.length;
-      }
-    } catch (e) {
-      throw new ImportError(`blob ${d.digest} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-  });
-  if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
-  const got = `sha256:${hash.digest('hex')}`;
-  if (got !== d.digest) throw new ImportError(`blob ${d.digest} is corrupt: its content hashes to ${got}`);
-}
-
-async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffer> {
-  return withBlob(layout, d, async (fh) => {
-    const body = Buffer.alloc(d.size);
-    const { bytesRead } = await fh.read(body, 0, d.size, 0);
-    if (bytesRead !== d.size) throw new ImportError(`blob ${d.digest} is ${bytesRead} bytes, its descriptor says ${d.size}`);
-    return body;
-  });
-}
-
-/** Runs `use` on the blob's file once it is known to be a regular file of the descriptor's size. */
-async function withBlob<T>(layout: Layout, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
-  const { fh, size } = await openRegular(join(layout.dir, 'blobs', 'sha256', d.digest.slice(7)), `blob ${d.digest} (${layout.name(`blobs/sha256/${d.digest.slice(7)}`)})`);
-  try {
-    if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
-    return await use(fh);
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * Opens a layout file only if it is a regular file: a symlink is not followed (it could point at /dev/zero or
- * outside the layout) and a FIFO or device is refused before any read (O_NONBLOCK: opening a FIFO never waits).
- */
-async function openRegular(file: string, what: string, missing = `${what} cannot be read: no such file`): Promise<{ fh: FileHandle; size: number }> {
-  let fh: FileHandle;
-  try {
-    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new ImportError(`${what} is a symbolic link; sluice reads only regular files (copy the file into the layout)`);
-    throw new ImportError(code === 'ENOENT' ? missing : `${what} cannot be read: ${code ?? (e as Error).message}`);
-  }
-  const info = await fh.stat();
-  if (!info.isFile()) {
-    await fh.close();
-    throw new ImportError(`${what} is not a regular file`);
-  }
-  return { fh, size: info.size };
-}
-
-/** The first `size` bytes of the file and no more, whatever it grows to. */
-function readAtMost(fh: FileHandle, size: number): AsyncIterable<Buffer> {
-  if (size === 0) return (async function* () {})();
-  return fh.createReadStream({ start: 0, end: size - 1, autoClose: false, highWaterMark: 1024 * 1024 });
-}
-
-function checkDescriptor(d: Descriptor): void {
-  if (typeof d.digest !== 'string' || !SHA256_RE.test(d.digest)) throw new ImportError(`descriptor has an invalid or non-sha256 digest: ${String(d.digest).slice(0, 80)}`);
-  if (!Number.isSafeInteger(d.size) || d.size < 0) throw new ImportError(`descriptor ${d.digest} has an invalid size`);
-  if (typeof d.mediaType !== 'string') throw new ImportError(`descriptor ${d.digest} has no mediaType`);
 }
 
 /** The entries of index.json (each still to be checked), or an ImportError naming the file and what is wrong. */
