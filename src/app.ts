@@ -65,7 +65,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
   registerRegistryRoutes(registry, { mirror, hosts });
-  const syncer = new Syncer(mirror, allowlist, store, window);
+  const syncer = new Syncer(mirror, allowlist, store, window, config.upstreamTimeouts.syncMs);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, mirror, store });
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
@@ -116,6 +116,7 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
     tls: u.tls ? { ca: u.tls.ca ? readFileSync(u.tls.ca, 'utf8') : undefined, insecureSkipVerify: u.tls.insecureSkipVerify } : undefined,
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
     idleTimeoutMs: config.upstreamTimeouts.idleMs,
+    redirectHosts: u.redirectHosts,
   };
 }
 

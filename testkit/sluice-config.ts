@@ -6,6 +6,7 @@ export interface UpstreamSpec {
   url: string;
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify?: boolean };
+  redirectHosts?: string[];
 }
 
 /**

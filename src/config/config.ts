@@ -12,6 +12,8 @@ export interface UpstreamConfig {
   url: string;
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify: boolean };
+  /** Hosts redirects may lead to (exact `host`, `host:port` or `*.domain`); absent: any host. */
+  redirectHosts?: string[];
 }
 
 export interface TlsConfig {
@@ -35,7 +37,8 @@ export interface Config {
   /** How long a tag resolved upstream is trusted before asking again. */
   tagTtlMs: number;
   syncOnOpen: boolean;
-  upstreamTimeouts: { connectMs: number; idleMs: number };
+  /** syncMs: how long a sync waits for an upstream's response headers (an Image Factory builds on first request). */
+  upstreamTimeouts: { connectMs: number; idleMs: number; syncMs: number };
   /** Bound on one upstream blob ingest, independent of any client. */
   ingestTimeoutMs: number;
 }
@@ -107,6 +110,7 @@ export function validateConfig(doc: unknown, file: string): Config {
     upstreamTimeouts: {
       connectMs: duration(timeouts.connect ?? '10s', 'upstreamTimeouts.connect', p),
       idleMs: duration(timeouts.idle ?? '30s', 'upstreamTimeouts.idle', p),
+      syncMs: duration(timeouts.sync ?? '15m', 'upstreamTimeouts.sync', p),
     },
     ingestTimeoutMs: duration(doc.ingestTimeout ?? '30m', 'ingestTimeout', p),
   };
@@ -128,7 +132,7 @@ function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): M
       p.push(`${at}: must be a mapping with at least url`);
       continue;
     }
-    for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls'].includes(k)) p.push(`${at}.${k}: unknown key`);
+    for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'redirectHosts'].includes(k)) p.push(`${at}.${k}: unknown key`);
     const url = str(spec.url, `${at}.url`, p);
     if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
     const u: UpstreamConfig = { host, url: url.replace(/\/+$/, '') };
@@ -151,10 +155,27 @@ function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): M
         if (spec.tls.ca !== undefined) u.tls.ca = path(str(spec.tls.ca, `${at}.tls.ca`, p));
       }
     }
+    if (spec.redirectHosts !== undefined) u.redirectHosts = parseRedirectHosts(spec.redirectHosts, `${at}.redirectHosts`, p);
     if (out.has(host)) p.push(`${at}: duplicate of ${host}`);
     out.set(host, u);
   }
   return out;
+}
+
+/** A list of `host`, `host:port` or `*.domain`: where an upstream's redirects may lead. */
+function parseRedirectHosts(v: unknown, at: string, p: string[]): string[] {
+  if (!Array.isArray(v)) {
+    p.push(`${at}: must be a list of hosts (e.g. [production.cloudflare.docker.com, "*.r2.cloudflarestorage.com"])`);
+    return [];
+  }
+  return v.flatMap((h, i) => {
+    const host = typeof h === 'string' ? h.toLowerCase() : '';
+    if (!isValidHost(host.startsWith('*.') ? host.slice(2) : host)) {
+      p.push(`${at}[${i}]: ${JSON.stringify(h)} is not a host name (host, host:port or *.domain)`);
+      return [];
+    }
+    return [host];
+  });
 }
 
 function parseAllowlist(v: unknown, p: string[]): string[] {

@@ -28,6 +28,8 @@ export interface UpstreamOptions {
    * throws when none may. Requests in flight when it closes are aborted via abortInFlight(), blob downloads excepted.
    */
   gate?: (what: string) => void;
+  /** Where redirects may lead besides the upstream's own host (blob storage, a Factory's registry); undefined: anywhere. */
+  redirectHosts?: readonly string[];
 }
 
 export interface ReferrersIndex {
@@ -65,7 +67,7 @@ export class Upstream {
       throw new Error(`upstream ${opts.host}: url must be http(s); got ${opts.url}`);
     }
     this.identity = { host: opts.host, dockerHub: opts.dockerHub, hasAuth: opts.auth !== undefined };
-    this.http = new Transport({ host: opts.host, base, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate });
+    this.http = new Transport({ host: opts.host, base, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, redirectHosts: opts.redirectHosts });
     this.auth = new UpstreamAuth(opts.host, base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what));
   }
 
