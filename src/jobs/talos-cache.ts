@@ -78,62 +78,76 @@ export async function importCacheTree(store: Store, root: string, name: (file: s
   if (repos.length === 0) throw new ImportError(`${name('manifests/')} holds no repository (no …/reference/ or …/digest/ folder): not a Talos image cache`);
   const blobs = new Set((await entries(join(root, 'blob'))).flatMap((e) => (e.file && BLOB_FILE.test(e.name) ? [`sha256:${e.name.slice(7)}`] : [])));
   const result: CacheImportResult = { imported: [], failed: [] };
-  for (const repo of repos) await importRepository(store, root, name, repo, blobs, result, progress);
+  for (const repo of repos) await new RepositoryImport(store, repo, { root, name, blobs }, result, progress).run();
   return result;
 }
 
-async function importRepository(
-  store: Store, root: string, name: (file: string) => string, repo: CacheRepository, blobs: Set<string>,
-  result: CacheImportResult, progress?: (line: string) => void,
-): Promise<void> {
-  const base = `${repo.host}/${repo.name}`;
-  const tagged = new Map<string, string>();
-  const layout: Layout = {
-    dir: root,
-    name,
-    blobFile: (d) => {
-      const hex = d.digest.slice(7);
-      if (MANIFEST_MEDIA_TYPES.includes(d.mediaType)) return repo.digests.has(d.digest) ? `${repo.path}/digest/sha256-${hex}` : tagged.get(d.digest);
-      return blobs.has(d.digest) ? `blob/sha256-${hex}` : undefined;
-    },
-  };
-  const reached = new Set<string>();
-  const importOne = async (ref: ImageRef, top: Descriptor, label: string): Promise<void> => {
-    try {
-      if (!isValidName(repo.name) || !isValidHost(repo.host)) throw new ImportError(`${name(repo.path)} is not a valid registry and repository name`);
-      const image = await collect(layout, top);
-      for (const d of image.blobs) reached.add(d.digest);
-      for (const [i, d] of image.blobs.entries()) {
-        await verifyBlob(layout, d);
-        progress?.(`verifying ${label}: ${i + 1}/${image.blobs.length} blobs`);
-      }
-      await commitImage(store, layout, ref, image);
-      const bytes = image.blobs.reduce((n, d) => n + d.size, 0);
-      result.imported.push({ ref: label, digest: top.digest, blobs: image.blobs.length, bytes, missing: image.missing.map(platformOf) });
-    } catch (e) {
-      result.failed.push({ ref: label, reason: (e as Error).message });
-    }
-  };
-  for (const tag of repo.tags) {
-    const label = `${base}:${tag}`;
-    const top = await readRoot(root, `${repo.path}/reference/${tag}`, name).catch((e: unknown) => e as Error);
-    if (top instanceof Error || !isValidTag(tag)) {
-      result.failed.push({ ref: label, reason: top instanceof Error ? top.message : `"${tag}" is not a valid tag` });
-      continue;
-    }
-    // Talos writes the same bytes under digest/ too; without that file the reference file itself is the source.
-    tagged.set(top.digest, `${repo.path}/reference/${tag}`);
-    await importOne({ host: repo.host, name: repo.name, tag }, top, label);
+/** One repository of the tree: its tags first, then what only its digest/ folder holds. */
+class RepositoryImport {
+  private readonly base: string;
+  /** Top manifests by digest → their reference file, the source when digest/ lacks the copy Talos writes. */
+  private readonly tagged = new Map<string, string>();
+  /** Every digest an imported image reached: a digest file among them is no image of its own. */
+  private readonly reached = new Set<string>();
+  private readonly layout: Layout;
+
+  constructor(
+    private readonly store: Store,
+    private readonly repo: CacheRepository,
+    private readonly tree: { root: string; name: (file: string) => string; blobs: Set<string> },
+    private readonly result: CacheImportResult,
+    private readonly progress?: (line: string) => void,
+  ) {
+    this.base = `${repo.host}/${repo.name}`;
+    this.layout = { dir: tree.root, name: tree.name, blobFile: (d) => this.fileOf(d) };
   }
-  // Images cached by digest alone (`repo@sha256:…` in the list): digest files no tag reached.
-  for (const digest of repo.digests) {
-    if (reached.has(digest)) continue;
-    const top = await readRoot(root, `${repo.path}/digest/sha256-${digest.slice(7)}`, name).catch((e: unknown) => e as Error);
-    if (top instanceof Error) {
-      result.failed.push({ ref: `${base}@${digest}`, reason: top.message });
-      continue;
+
+  private fileOf(d: Descriptor): string | undefined {
+    const hex = d.digest.slice(7);
+    if (MANIFEST_MEDIA_TYPES.includes(d.mediaType)) return this.repo.digests.has(d.digest) ? `${this.repo.path}/digest/sha256-${hex}` : this.tagged.get(d.digest);
+    return this.tree.blobs.has(d.digest) ? `blob/sha256-${hex}` : undefined;
+  }
+
+  async run(): Promise<void> {
+    const { host, name } = this.repo;
+    for (const tag of this.repo.tags) {
+      const file = `${this.repo.path}/reference/${tag}`;
+      const top = await this.root(file, `${this.base}:${tag}`, isValidTag(tag) ? undefined : `"${tag}" is not a valid tag`);
+      if (!top) continue;
+      this.tagged.set(top.digest, file);
+      await this.importOne({ host, name, tag }, top, `${this.base}:${tag}`);
     }
-    await importOne({ host: repo.host, name: repo.name }, top, `${base}@${digest}`);
+    // Images cached by digest alone (`repo@sha256:…` in the list): digest files no tag reached.
+    for (const digest of this.repo.digests) {
+      if (this.reached.has(digest)) continue;
+      const top = await this.root(`${this.repo.path}/digest/sha256-${digest.slice(7)}`, `${this.base}@${digest}`);
+      if (top) await this.importOne({ host, name }, top, `${this.base}@${digest}`);
+    }
+  }
+
+  /** The root descriptor of a manifest file, or undefined with the reason recorded as a failure. */
+  private async root(file: string, label: string, invalid?: string): Promise<Descriptor | undefined> {
+    const top = invalid ? new ImportError(invalid) : await readRoot(this.tree.root, file, this.tree.name).catch((e: unknown) => e as Error);
+    if (!(top instanceof Error)) return top;
+    this.result.failed.push({ ref: label, reason: top.message });
+    return undefined;
+  }
+
+  private async importOne(ref: ImageRef, top: Descriptor, label: string): Promise<void> {
+    try {
+      if (!isValidName(this.repo.name) || !isValidHost(this.repo.host)) throw new ImportError(`${this.tree.name(this.repo.path)} is not a valid registry and repository name`);
+      const image = await collect(this.layout, top);
+      for (const d of image.blobs) this.reached.add(d.digest);
+      for (const [i, d] of image.blobs.entries()) {
+        await verifyBlob(this.layout, d);
+        this.progress?.(`verifying ${label}: ${i + 1}/${image.blobs.length} blobs`);
+      }
+      await commitImage(this.store, this.layout, ref, image);
+      const bytes = image.blobs.reduce((n, d) => n + d.size, 0);
+      this.result.imported.push({ ref: label, digest: top.digest, blobs: image.blobs.length, bytes, missing: image.missing.map(platformOf) });
+    } catch (e) {
+      this.result.failed.push({ ref: label, reason: (e as Error).message });
+    }
   }
 }
 
