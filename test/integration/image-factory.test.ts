@@ -4,13 +4,13 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { requireBinaries, run, runOk } from '../helpers/binaries.js';
-import { tempDir } from '../helpers/clients.js';
+import { startContainerd, tempDir, writeHostsToml } from '../helpers/clients.js';
 import { buildLayout, sha256, type TestImage } from '../helpers/images.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { startCountingServer, startFakeFactory, type FakeFactory } from '../helpers/fake-factory.js';
 
-const ok = requireBinaries(['docker-registry', 'skopeo'], 'test/integration/image-factory.test.ts');
+const ok = requireBinaries(['docker-registry', 'skopeo', 'containerd', 'ctr'], 'test/integration/image-factory.test.ts');
 const SCHEMATIC = '376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba';
 const NAME = `metal-installer/${SCHEMATIC}`;
 const TAG = 'v1.14.0';
@@ -63,6 +63,15 @@ describe.skipIf(!ok)('Image Factory installers through sluice (fake factory → 
     const f = await factory();
     const s = await sluiceFor(f);
     s.app.window.open(3_600_000, 'factory test', 'test');
+    // A node: containerd with Talos' '*' mirror (_default/hosts.toml), so ns=factory.talos.dev is sent.
+    const containerd = await startContainerd();
+    open.push({ close: () => containerd.stop() });
+    const hosts = join(work, 'certs.d');
+    await writeHostsToml(hosts, '_default', s.hostPort);
+    const pulled = await containerd.pull(REF, hosts, ['--platform', 'linux/amd64']);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(await containerd.imageDigest(REF)).toBe(image.digest);
+    expect(new Set(await containerd.contentDigests()).has(amd64())).toBe(true);
     const r = await skopeoCopy(s, join(work, 'pull-1'));
     expect(r.code, r.stderr).toBe(0);
     // The factory only ever redirected: the tag by digest to the registry, every blob too.
