@@ -11,7 +11,6 @@ import { AllowlistFileError, signatureSubject } from '../policy/allowlist.js';
 import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command } from './commands.js';
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 import { verifyStore } from '../jobs/verify.js';
-import { talosCommand } from './talos-command.js';
 
 /** Every command: its usage line (which is also the options it takes), what it does, and what runs it. */
 const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
@@ -40,7 +39,8 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
   sync: { usage: '[--dry-run] [--platform os/arch,...] [--json]', summary: 'fetch every exact allowlisted reference (needs an open window)', run: syncCommand },
   talos: {
     summary: 'Talos node configuration',
-    run: talosCommand,
+    // Loaded when used: the other commands start without bcrypt and the YAML writer.
+    run: async (args, config) => (await import('./talos-command.js')).talosCommand(args, config),
     subcommands: {
       patch: {
         usage: '[--form legacy|documents] [--endpoint URL] [--ca FILE] [--client-cert FILE --client-key FILE] [--username USER --password-file FILE]',
