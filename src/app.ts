@@ -67,7 +67,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
   policy.useUpstream(mirror.upstreamView(), config.tagTtlMs);
   registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config) });
-  const syncer = new Syncer(mirror, allowlist, store, window, config.platforms);
+  const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, config.upstreamTimeouts.syncMs);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store });
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
@@ -148,6 +148,7 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
     tls: u.tls ? { ca: u.tls.ca ? readFileSync(u.tls.ca, 'utf8') : undefined, insecureSkipVerify: u.tls.insecureSkipVerify } : undefined,
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
     idleTimeoutMs: config.upstreamTimeouts.idleMs,
+    redirectHosts: u.redirectHosts,
   };
 }
 

@@ -8,6 +8,7 @@ export interface UpstreamSpec {
   mirror?: boolean;
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify?: boolean };
+  redirectHosts?: string[];
 }
 
 /**

@@ -7,7 +7,7 @@ import type { App } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { importPath, ImportUsageError, parseAsRef, type ImportResult } from '../jobs/importer.js';
 import { Store } from '../store/store.js';
-import { AllowlistFileError } from '../policy/allowlist.js';
+import { AllowlistFileError, signatureSubject } from '../policy/allowlist.js';
 import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command } from './commands.js';
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 import { verifyStore } from '../jobs/verify.js';
@@ -16,7 +16,7 @@ import { exportCommand } from './export-command.js';
 /** Every command: its usage line (which is also the options it takes), what it does, and what runs it. */
 const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
   serve: { summary: 'run the registry mirror (and its admin API)', run: serve },
-  import: { usage: 'PATH [--as REF] [--allow]', summary: 'import an OCI image layout or export bundle (directory, .tar or .tar.zst)', run: importCommand },
+  import: { usage: 'PATH [--as REF] [--allow]', summary: 'import an OCI image layout, an export bundle (directory, .tar or .tar.zst) or a Talos image cache', run: importCommand },
   export: {
     usage: 'OUT [RULE...] [--since RECEIPT] [--platform os/arch,...] [--format dir|tar|tar.zst] [--partial] [--json]',
     summary: 'write stored images as an OCI image layout bundle, with a receipt beside it',
@@ -43,6 +43,17 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
   },
   status: { usage: '[--coverage] [--json]', summary: 'upstream access, next window, store and allowlist counts, last sync; --coverage: what is stored for every rule (exit 1 if incomplete)', run: statusCommand },
   sync: { usage: '[--dry-run] [--platform os/arch,...] [--json]', summary: 'fetch every exact allowlisted reference (needs an open window)', run: syncCommand },
+  talos: {
+    summary: 'Talos node configuration',
+    // Loaded when used: the other commands start without bcrypt and the YAML writer.
+    run: async (args, config) => (await import('./talos-command.js')).talosCommand(args, config),
+    subcommands: {
+      patch: {
+        usage: '[--form legacy|documents] [--endpoint URL] [--ca FILE] [--client-cert FILE --client-key FILE] [--username USER --password-file FILE]',
+        summary: "print the machine-config patch pointing every registry ('*') at this mirror",
+      },
+    },
+  },
   verify: { usage: '[--repair] [--json]', summary: 're-hash every blob; --repair quarantines corrupt ones so they are refetched', run: verifyCommand },
 };
 
@@ -173,13 +184,18 @@ async function reportImport(cfg: Config, path: string, result: ImportResult, all
     const host = i.ref.split('/')[0] ?? '';
     if (!cfg.upstreams.has(host) && !cfg.upstreams.has('*')) process.stderr.write(`warning: ${host} is not a configured upstream; ${i.ref} is stored but cannot be served until it is\n`);
     process.stdout.write(`imported ${i.ref} ${i.digest} (${i.blobs} blobs, ${i.bytes} bytes)\n`);
+    if (i.missing?.length) process.stdout.write(`  not in the cache (not served; a window fetches them if allowed): ${i.missing.join(', ')}\n`);
   }
+  if (result.talosCache) process.stdout.write(`read a Talos image cache (--layout ${result.talosCache}): ${result.imported.length} image(s), ${result.failed.length} failed\n`);
   for (const f of result.failed) process.stderr.write(`failed ${f.ref}: ${f.reason}\n`);
   if (result.imported.length > 0) await notifyStoreChanged(cfg);
   if (allow && result.imported.length > 0) {
     // Through the running server's admin API when there is one, so the rules apply at once. A sluice bundle
     // carries the rules it was exported with; any other layout gets one exact rule per imported reference.
-    const rules = result.bundleRules.length > 0 ? result.bundleRules : result.imported.map((i) => i.ref);
+    // Signature tags need no rule of their own: they are allowed with the image they sign.
+    const rules = result.bundleRules.length > 0
+      ? result.bundleRules
+      : result.imported.map((i) => i.ref).filter((ref) => signatureSubject(ref.slice(ref.lastIndexOf(':') + 1)) === undefined || ref.includes('@'));
     const added = await addRules(cfg, rules, `imported from ${path}`);
     process.stdout.write(`allowed ${added.added.length} new rule(s)\n`);
   }

@@ -14,6 +14,8 @@ export interface UpstreamConfig {
   mirror: boolean;
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify: boolean };
+  /** Hosts redirects may lead to (exact `host`, `host:port` or `*.domain`); absent: any host. */
+  redirectHosts?: string[];
 }
 
 export interface TlsConfig {
@@ -39,7 +41,8 @@ export interface Config {
   syncOnOpen: boolean;
   /** One log entry per registry request, naming the node (address, mTLS subject, basic-auth user). */
   requestLog: boolean;
-  upstreamTimeouts: { connectMs: number; idleMs: number };
+  /** syncMs: how long a sync waits for an upstream's response headers (an Image Factory builds on first request). */
+  upstreamTimeouts: { connectMs: number; idleMs: number; syncMs: number };
   /** Bound on one upstream blob ingest, independent of any client. */
   ingestTimeoutMs: number;
   /** `os/arch[/variant]` an index is expected to hold (sync's default filter, the readiness report's yardstick); empty: all. */
@@ -116,6 +119,7 @@ function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
     upstreamTimeouts: {
       connectMs: duration(timeouts.connect ?? '10s', 'upstreamTimeouts.connect', p),
       idleMs: duration(timeouts.idle ?? '30s', 'upstreamTimeouts.idle', p),
+      syncMs: duration(timeouts.sync ?? '15m', 'upstreamTimeouts.sync', p),
     },
     ingestTimeoutMs: duration(doc.ingestTimeout ?? '30m', 'ingestTimeout', p),
     platforms: parsePlatforms(doc.platforms ?? [], p),
@@ -157,7 +161,7 @@ function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): M
 }
 
 function parseUpstream(host: string, spec: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): UpstreamConfig {
-  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'mirror'].includes(k)) p.push(`${at}.${k}: unknown key`);
+  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'mirror', 'redirectHosts'].includes(k)) p.push(`${at}.${k}: unknown key`);
   const url = str(spec.url, `${at}.url`, p);
   if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
   const mirror = bool(spec.mirror ?? false, `${at}.mirror`, p);
@@ -174,6 +178,7 @@ function parseUpstream(host: string, spec: Record<string, unknown>, at: string, 
       if (spec.tls.ca !== undefined) u.tls.ca = path(str(spec.tls.ca, `${at}.tls.ca`, p));
     }
   }
+  if (spec.redirectHosts !== undefined) u.redirectHosts = parseRedirectHosts(spec.redirectHosts, `${at}.redirectHosts`, p);
   return u;
 }
 
@@ -185,6 +190,22 @@ function parseUpstreamAuth(a: Record<string, unknown>, at: string, p: string[], 
     p.push(`${at}.auth: give exactly one of passwordFile or passwordEnv`);
   }
   return auth;
+}
+
+/** A list of `host`, `host:port` or `*.domain`: where an upstream's redirects may lead. */
+function parseRedirectHosts(v: unknown, at: string, p: string[]): string[] {
+  if (!Array.isArray(v)) {
+    p.push(`${at}: must be a list of hosts (e.g. [production.cloudflare.docker.com, "*.r2.cloudflarestorage.com"])`);
+    return [];
+  }
+  return v.flatMap((h, i) => {
+    const host = typeof h === 'string' ? h.toLowerCase() : '';
+    if (!isValidHost(host.startsWith('*.') ? host.slice(2) : host)) {
+      p.push(`${at}[${i}]: ${JSON.stringify(h)} is not a host name (host, host:port or *.domain)`);
+      return [];
+    }
+    return [host];
+  });
 }
 
 function parseAllowlist(v: unknown, p: string[]): string[] {

@@ -10,6 +10,8 @@ import {
   checkDescriptor, hasBlob, ImportError, ImportUsageError, readBlobFile, readIndex, verifyBlob, withBlob, readAtMost, type Layout,
 } from './layout-files.js';
 import { readReceipt, receiptPathFor } from './receipt.js';
+import { ociBlobFile } from './layout-image.js';
+import { importCacheTree, importWrappedCache, isFlatCache, wrappedCache, type CacheImportResult } from './talos-cache.js';
 import { walkGraph, type GraphNode, type ManifestBody } from '../oci/graph.js';
 import { isDescriptor, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { parseRule } from '../policy/rules.js';
@@ -28,13 +30,18 @@ export interface ImageRef {
 }
 
 export interface ImportResult {
-  imported: Array<{ ref: string; digest: string; blobs: number; bytes: number }>;
+  /** `missing`: platforms an index names that a Talos cache does not hold (it keeps only the chosen ones). */
+  imported: Array<{ ref: string; digest: string; blobs: number; bytes: number; missing?: string[] }>;
   failed: Array<{ ref: string; reason: string }>;
   /** The rules a sluice export bundle was made from (index.json annotation); empty for other layouts. */
   bundleRules: string[];
   /** The archive was damaged or does not match its receipt: said once, whatever the images did. */
   warnings: string[];
+  /** Set when the path was a Talos image cache (`talosctl images cache-create --layout flat|oci`). */
+  talosCache?: 'flat' | 'oci';
 }
+
+const fromCache = (r: CacheImportResult, kind: 'flat' | 'oci', warnings: string[] = []): ImportResult => ({ ...r, bundleRules: [], warnings, talosCache: kind });
 
 export interface ImportOptions {
   as?: string;
@@ -47,6 +54,9 @@ export async function importPath(store: Store, path: string, opts: ImportOptions
   const as = opts.as === undefined ? undefined : parseAsRef(opts.as);
   const info = await stat(path).catch(() => undefined);
   if (!info) throw new ImportError(`${path}: no such file or directory`);
+  if (info.isDirectory() && as === undefined && (await isFlatCache(path))) {
+    return fromCache(await importCacheTree(store, path, (f) => join(path, f), opts.progress), 'flat');
+  }
   if (info.isDirectory()) return importLayout(store, { dir: path, name: (f) => join(path, f) }, as, [], opts.progress);
   if (!info.isFile()) throw new ImportError(`${path} is neither a folder nor a regular file: give an OCI image layout or a .tar of one`);
   const dir = await store.scratchDir('import-');
@@ -99,6 +109,8 @@ async function importLayout(store: Store, layout: Layout, as: ImageRef | undefin
   if (as !== undefined && entries.length !== 1) {
     throw new ImportUsageError(`--as names one image, but ${layout.name('index.json')} holds ${entries.length}`);
   }
+  const wrapped = as === undefined ? await wrappedCache({ ...layout, blobFile: ociBlobFile }, entries) : undefined;
+  if (wrapped) return fromCache(await importWrappedCache(store, { ...layout, blobFile: ociBlobFile }, wrapped, progress), 'oci', warnings);
   const rules = index.annotations[RULES_ANNOTATION];
   const result: ImportResult = { imported: [], failed: [], bundleRules: rules ? rules.split(',').filter((r) => r !== '') : [], warnings };
   for (const [i, entry] of entries.entries()) {

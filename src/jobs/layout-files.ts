@@ -18,15 +18,23 @@ export interface Layout {
   name(file: string): string;
   /** Blobs a damaged archive held only in part (path → why): they count as bad, not as absent. */
   damaged?: ReadonlyMap<string, string>;
+  /**
+   * Which file holds a blob, relative to `dir` (default `blobs/sha256/<hex>`, an OCI layout), or undefined when
+   * the layout is known not to have it (a Talos cache: `blob/sha256-<hex>`, chosen platforms only).
+   */
+  blobFile?(d: Descriptor): string | undefined;
 }
 
 export const blobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slice(7)}`;
+const fileOf = (layout: Layout, d: Descriptor): string | undefined => (layout.blobFile ? layout.blobFile(d) : blobFile(d));
 
 /** Whether the layout holds a file for this blob (not whether it is sound). */
 export async function hasBlob(layout: Layout, d: Descriptor): Promise<boolean> {
-  if (layout.damaged?.has(blobFile(d))) return true;
+  const file = fileOf(layout, d);
+  if (file === undefined) return false;
+  if (layout.damaged?.has(file)) return true;
   // lstat: a symlink or FIFO counts as present, so reading it is refused by name rather than it being taken as absent.
-  return (await lstat(join(layout.dir, blobFile(d))).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : e))) !== undefined;
+  return (await lstat(join(layout.dir, file)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : e))) !== undefined;
 }
 
 export async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
@@ -58,9 +66,11 @@ export async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffe
 
 /** Runs `use` on the blob's file once it is known to be a regular file of the descriptor's size. */
 export async function withBlob<T>(layout: Layout, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
-  const damage = layout.damaged?.get(blobFile(d));
-  if (damage) throw new ImportError(`blob ${d.digest} (${layout.name(blobFile(d))}) ${damage}`);
-  const { fh, size } = await openRegular(join(layout.dir, blobFile(d)), `blob ${d.digest} (${layout.name(blobFile(d))})`);
+  const file = fileOf(layout, d);
+  if (file === undefined) throw new ImportError(`blob ${d.digest} (${d.mediaType}) is not in ${layout.name('')}`);
+  const damage = layout.damaged?.get(file);
+  if (damage) throw new ImportError(`blob ${d.digest} (${layout.name(file)}) ${damage}`);
+  const { fh, size } = await openRegular(join(layout.dir, file), `blob ${d.digest} (${layout.name(file)})`);
   try {
     if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
     return await use(fh);

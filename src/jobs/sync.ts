@@ -1,6 +1,7 @@
 // Prefetch (`sluice sync`): inside an open window, fetch every exact reference on the allowlist —
 // every platform (or those asked), their cosign signature tags and referrers — through the mirror.
 import type { Allowlist } from '../policy/allowlist.js';
+import { withHeadersTimeout } from '../upstream/transport.js';
 import { parseRule } from '../policy/allowlist.js';
 import { RegistryError } from '../oci/errors.js';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
@@ -71,6 +72,8 @@ export class Syncer {
     private readonly window: WindowState,
     /** The config's `platforms`: the filter when a run names none (empty: every platform). */
     private readonly defaultPlatforms: readonly string[] = [],
+    /** How long the sync's upstream requests wait for headers (an Image Factory may build for minutes). */
+    private readonly headersWaitMs?: number,
   ) {}
 
   get busy(): boolean {
@@ -106,7 +109,10 @@ export class Syncer {
       if (!this.window.isOpen()) stop.abort(new SyncClosedError(CLOSED_DURING_SYNC));
     });
     try {
-      for (const t of targets) await this.syncTarget(t, opts, report, stop.signal);
+      const all = async (): Promise<void> => {
+        for (const t of targets) await this.syncTarget(t, opts, report, stop.signal);
+      };
+      await (this.headersWaitMs ? withHeadersTimeout(this.headersWaitMs, all) : all());
     } finally {
       off();
     }

@@ -33,6 +33,8 @@ export interface UpstreamOptions {
    * throws when none may. Requests in flight when it closes are aborted via abortInFlight(), blob downloads excepted.
    */
   gate?: (what: string) => void;
+  /** Where redirects may lead besides the upstream's own host (blob storage, a Factory's registry); undefined: anywhere. */
+  redirectHosts?: readonly string[];
 }
 
 export interface ReferrersIndex {
@@ -76,7 +78,7 @@ export class Upstream {
     this.label = this.mirror ? `${opts.host} (via mirror ${base.host})` : opts.host;
     this.identity = { host: this.label, dockerHub: opts.dockerHub, hasAuth: opts.auth !== undefined };
     const ns = this.mirror ? opts.host : undefined;
-    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate });
+    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, redirectHosts: opts.redirectHosts });
     this.auth = new UpstreamAuth(opts.host, base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what));
   }
 

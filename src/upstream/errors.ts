@@ -66,7 +66,9 @@ export function transportError(host: string, e: unknown, what: string, url: URL,
 
 const REASONS: Record<string, (url: URL) => string> = {
   UND_ERR_CONNECT_TIMEOUT: (url) => `connecting to ${url.host} timed out`,
-  UND_ERR_HEADERS_TIMEOUT: (url) => `${url.host} sent no response headers in time`,
+  UND_ERR_HEADERS_TIMEOUT: (url) =>
+    `${url.host} sent no response headers in time (a registry that builds images on demand, such as the Talos Image Factory, ` +
+    'can take minutes on a first request: retry in a few minutes, or prefetch with `sluice sync`, which waits upstreamTimeouts.sync)',
   UND_ERR_BODY_TIMEOUT: (url) => `${url.host} stopped sending the body (idle timeout)`,
   UND_ERR_SOCKET: (url) => `connection to ${url.host} closed unexpectedly`,
   ECONNRESET: (url) => `connection to ${url.host} reset`,

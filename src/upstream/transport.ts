@@ -1,8 +1,10 @@
 // The HTTP half of an upstream, on undici: one dispatcher for the upstream's own origin (its TLS settings)
 // and one for everywhere else, redirects followed by hand, the window gate before every request, bounded reads.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
+import { RegistryError } from '../oci/errors.js';
 import { transportError, upstreamFailed } from './errors.js';
 
 export type Headers = Record<string, string>;
@@ -17,6 +19,20 @@ export interface TransportOptions {
   connectTimeoutMs?: number;
   idleTimeoutMs?: number;
   gate?: (what: string) => void;
+  /**
+   * Hosts a redirect may lead to (`host`, `host:port` or `*.domain`); undefined: any. The upstream's own host is
+   * always allowed. A redirect elsewhere is refused before anything is dialled.
+   */
+  redirectHosts?: readonly string[];
+}
+
+/**
+ * How long the requests made inside `run` wait for response headers: a sync waits minutes for an upstream that
+ * builds on demand (the Talos Image Factory), where a node's request gives up after the idle timeout.
+ */
+const headersWait = new AsyncLocalStorage<number>();
+export function withHeadersTimeout<T>(timeoutMs: number, run: () => Promise<T>): Promise<T> {
+  return headersWait.run(timeoutMs, run);
 }
 
 const MAX_REDIRECTS = 5;
@@ -85,6 +101,7 @@ export class Transport {
       if (hop === MAX_REDIRECTS) throw upstreamFailed(this.opts.host, `${what}: more than ${MAX_REDIRECTS} redirects`);
       const next = new URL(location, url);
       if (next.protocol !== 'https:' && next.protocol !== 'http:') throw upstreamFailed(this.opts.host, `${what}: redirect to ${next.protocol} refused`);
+      this.checkRedirect(next, what);
       if (next.origin !== url.origin) {
         // Credentials are for the registry alone (RFC 9110 §15.4 leaves this to the client; every registry client drops it).
         h = { ...h };
@@ -94,13 +111,25 @@ export class Transport {
     }
   }
 
+  /** A redirect off the upstream's own host must lead to one of `redirectHosts` when the operator pinned them. */
+  private checkRedirect(next: URL, what: string): void {
+    const allowed = this.opts.redirectHosts;
+    if (allowed === undefined || next.host === this.opts.base.host || redirectAllowed(allowed, next)) return;
+    throw new RegistryError(
+      'DENIED',
+      `upstream ${this.opts.host} redirected ${what} to ${next.host}, which is not in upstreams.${this.opts.host}.redirectHosts (${allowed.join(', ') || 'empty'}); nothing was fetched from it`,
+      { upstream: this.opts.host, redirectHost: next.host },
+    );
+  }
+
   private async once(method: 'GET' | 'HEAD', url: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
     // At the moment of sending, not when the caller decided to: a window may have closed in between.
     this.opts.gate?.(what);
     this.requestCount++;
     const agent = url.origin === this.opts.base.origin ? this.own : this.foreign;
     try {
-      return await agent.request({ origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, signal });
+      const headersTimeout = headersWait.getStore();
+      return await agent.request({ origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, signal, ...(headersTimeout ? { headersTimeout } : {}) });
     } catch (e) {
       throw transportError(this.opts.host, e, what, url, signal);
     }
@@ -153,6 +182,11 @@ export class Transport {
   private finalUrl(res: Response): URL {
     return this.finalUrls.get(res) ?? this.opts.base;
   }
+}
+
+/** `host` or `host:port` exactly, or `*.domain` for any host under it (not the domain itself). */
+export function redirectAllowed(patterns: readonly string[], url: URL): boolean {
+  return patterns.some((p) => (p.startsWith('*.') ? url.hostname.endsWith(p.slice(1)) : p.includes(':') ? url.host === p : url.hostname === p));
 }
 
 export function headerAll(res: Response, name: string): string[] {

@@ -1,0 +1,55 @@
+// upstreams.<host>.redirectHosts and upstreamTimeouts.sync: how they are validated, and which redirect targets a
+// pinned list lets through (exact host, host:port, *.domain).
+import { describe, expect, it } from 'vitest';
+import { ConfigError, validateConfig } from '../../src/config/config.js';
+import { redirectAllowed } from '../../src/upstream/transport.js';
+
+const base = { upstreams: { 'factory.talos.dev': { url: 'https://factory.talos.dev' } }, defaultUpstream: 'factory.talos.dev' };
+
+function problems(doc: object): string[] {
+  try {
+    validateConfig(doc, '/etc/sluice/sluice.yaml');
+    return [];
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+}
+
+describe('redirectHosts and upstreamTimeouts.sync in the config', () => {
+  it('absent: any redirect target; given: the list, lower-cased; sync defaults to 15 minutes', () => {
+    const c = validateConfig(base, '/etc/sluice/sluice.yaml');
+    expect(c.upstreams.get('factory.talos.dev')?.redirectHosts).toBeUndefined();
+    expect(c.upstreamTimeouts.syncMs).toBe(15 * 60_000);
+    const pinned = validateConfig({ ...base, upstreams: { 'factory.talos.dev': { url: 'https://f', redirectHosts: ['Registry.Example:5000', '*.r2.cloudflarestorage.com'] } }, upstreamTimeouts: { sync: '30m' } }, '/x.yaml');
+    expect(pinned.upstreams.get('factory.talos.dev')?.redirectHosts).toEqual(['registry.example:5000', '*.r2.cloudflarestorage.com']);
+    expect(pinned.upstreamTimeouts.syncMs).toBe(30 * 60_000);
+  });
+
+  it('a list of anything but host names is refused with its key path', () => {
+    expect(problems({ ...base, upstreams: { 'factory.talos.dev': { url: 'https://f', redirectHosts: 'cdn.example' } } }))
+      .toEqual([expect.stringMatching(/^upstreams\.factory\.talos\.dev\.redirectHosts: must be a list of hosts/) as string]);
+    expect(problems({ ...base, upstreams: { 'factory.talos.dev': { url: 'https://f', redirectHosts: ['ok.example', 'https://cdn.example/x', 7] } } }))
+      .toEqual([
+        'upstreams.factory.talos.dev.redirectHosts[1]: "https://cdn.example/x" is not a host name (host, host:port or *.domain)',
+        'upstreams.factory.talos.dev.redirectHosts[2]: 7 is not a host name (host, host:port or *.domain)',
+      ]);
+    expect(problems({ ...base, upstreamTimeouts: { sync: 'soon' } }).join('\n')).toMatch(/^upstreamTimeouts\.sync: /m);
+  });
+});
+
+describe('redirectAllowed', () => {
+  it.each([
+    [['cdn.example'], 'https://cdn.example/blob', true],
+    [['cdn.example'], 'https://cdn.example:8443/blob', true],
+    [['cdn.example:443'], 'https://cdn.example:8443/blob', false],
+    [['127.0.0.1:5000'], 'http://127.0.0.1:5000/v2/', true],
+    [['127.0.0.1:5000'], 'http://127.0.0.1:5001/v2/', false],
+    [['*.docker.com'], 'https://production.cloudflare.docker.com/x', true],
+    [['*.docker.com'], 'https://docker.com/x', false],
+    [['*.docker.com'], 'https://evildocker.com/x', false],
+    [[], 'https://cdn.example/', false],
+  ])('%j lets %s through: %s', (patterns, url, ok) => {
+    expect(redirectAllowed(patterns, new URL(url))).toBe(ok);
+  });
+});
