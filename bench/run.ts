@@ -1,5 +1,6 @@
 // `npm run bench [-- --quick]`: builds the content, starts every target on 127.0.0.1, runs the five cases of
-// issue 5 in alternation, prints one table and writes every figure to bench/results/<timestamp>.json.
+// issue 5 in alternation and the boot storm (case 6, storm.ts), prints one table and writes every figure to
+// bench/results/<timestamp>.json.
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, hostname, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';

@@ -24,6 +24,8 @@ export interface StormPhase {
   upstreamBlobGets: number;
   /** Response body bytes the upstream sent, as counted by the proxy in front of it. */
   upstreamBytes: number;
+  /** The slowest upstream request, start to last byte (for the mirror's fetch of the installer layer, its transfer). */
+  upstreamSlowestMs: number;
   peakRssBytes: number;
   serverCpuSeconds: number;
   clientCpuSeconds: number;
@@ -69,6 +71,7 @@ export function summarisePhase(
     upstreamRequests: upstream.length,
     upstreamBlobGets: upstream.filter((q) => q.method === 'GET' && q.path.includes('/blobs/sha256:')).length,
     upstreamBytes: upstream.reduce((a, q) => a + q.bytes, 0),
+    upstreamSlowestMs: upstream.reduce((a, q) => Math.max(a, (q.endMs ?? q.startMs) - q.startMs), 0),
     clientCpuSeconds: clients.reduce((a, c) => a + c.cpuSeconds, 0),
     ...server,
   };
@@ -150,7 +153,8 @@ function cpuNote(runs: StormRun[], phase: 'cold' | 'warm'): string {
     const mine = runs.filter((r) => r.target === t).map((r) => r[phase]);
     if (mine.length === 0) return '';
     const gb = median(mine.map((p) => p.clientBytes)) / 1e9;
-    return `${name}: server ${median(mine.map((p) => p.serverCpuSeconds)).toFixed(1)} CPU-s, nodes ${median(mine.map((p) => p.clientCpuSeconds)).toFixed(1)} CPU-s for ${gb.toFixed(2)} GB, background ${median(mine.map((p) => p.backgroundCores)).toFixed(2)} cores`;
+    const slowest = phase === 'cold' ? `, slowest upstream request ${fmtSec(median(mine.map((p) => p.upstreamSlowestMs)))}` : '';
+    return `${name}: server ${median(mine.map((p) => p.serverCpuSeconds)).toFixed(1)} CPU-s, nodes ${median(mine.map((p) => p.clientCpuSeconds)).toFixed(1)} CPU-s for ${gb.toFixed(2)} GB, background ${median(mine.map((p) => p.backgroundCores)).toFixed(2)} cores${slowest}`;
   };
   return [part('sluice', 'sluice'), part('registry', 'distribution')].filter((t) => t !== '').join('; ');
 }

@@ -98,7 +98,7 @@ function logPhase(target: StormTarget, nodes: number, p: StormPhase, setBytes: n
   log(
     `  [6] N=${String(nodes).padEnd(3)} ${target.padEnd(8)} ${p.phase}: wall ${fmtS(p.wallMs)}, p99 node ${fmtS(p.p99TtlbMs)}, ${p.nodesOk}/${nodes} nodes ok, ` +
       `upstream ${p.upstreamRequests} req ${(p.upstreamBytes / 2 ** 20).toFixed(1)} MiB (${(p.upstreamBytes / setBytes).toFixed(2)}× set), ` +
-      `peak RSS ${(p.peakRssBytes / 2 ** 20).toFixed(0)} MiB, server ${p.serverCpuSeconds.toFixed(1)} CPU-s, client ${p.clientCpuSeconds.toFixed(1)} CPU-s, background ${p.backgroundCores.toFixed(2)} cores` +
+      `slowest upstream request ${fmtS(p.upstreamSlowestMs)}, peak RSS ${(p.peakRssBytes / 2 ** 20).toFixed(0)} MiB, server ${p.serverCpuSeconds.toFixed(1)} CPU-s, client ${p.clientCpuSeconds.toFixed(1)} CPU-s, background ${p.backgroundCores.toFixed(2)} cores` +
       (p.errors.length > 0 ? `\n      errors (${p.errors.length}): ${p.errors.slice(0, 3).join(' | ')}` : ''),
   );
 }

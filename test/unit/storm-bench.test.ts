@@ -110,6 +110,7 @@ const phase = (over: Partial<StormPhase>): StormPhase => ({
   upstreamRequests: 50,
   upstreamBlobGets: 30,
   upstreamBytes: 100,
+  upstreamSlowestMs: 10,
   peakRssBytes: 100 * 2 ** 20,
   serverCpuSeconds: 1,
   clientCpuSeconds: 1,
@@ -137,7 +138,7 @@ describe('phase summary and rows', () => {
       ],
       [
         { method: 'HEAD', path: '/v2/a/manifests/v1', status: 200, startMs: 0, bytes: 0 },
-        { method: 'GET', path: '/v2/a/blobs/sha256:ab', status: 200, startMs: 0, bytes: 700 },
+        { method: 'GET', path: '/v2/a/blobs/sha256:ab', status: 200, startMs: 10, endMs: 250, bytes: 700 },
       ],
       { peakRssBytes: 5, serverCpuSeconds: 2, backgroundCores: 0.1 },
     );
@@ -147,7 +148,7 @@ describe('phase summary and rows', () => {
     expect(p.nodesOk).toBe(2);
     expect(p.errors).toEqual(['node 2: HEAD x: 500']);
     expect([p.clientRequests, p.clientBytes, p.clientCpuSeconds]).toEqual([30, 3000, 2]);
-    expect([p.upstreamRequests, p.upstreamBlobGets, p.upstreamBytes]).toEqual([2, 1, 700]);
+    expect([p.upstreamRequests, p.upstreamBlobGets, p.upstreamBytes, p.upstreamSlowestMs]).toEqual([2, 1, 700, 240]);
   });
 
   it('checks cold ≥2× at 50 nodes, ≤1.05× the set upstream, and warm ≥1.3×', () => {
