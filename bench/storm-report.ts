@@ -117,6 +117,17 @@ function timeRow(runs: StormRun[], phase: 'cold' | 'warm', metric: string, pick:
   };
 }
 
+/** p50 / p99 of the per-node time to last byte (nearest rank: with ≤100 nodes, p99 is the slowest node). */
+function ttlbRow(runs: StormRun[], phase: 'cold' | 'warm'): Row {
+  const row = timeRow(runs, phase, `${phase}: node time-to-last-byte p50 / p99`, (p) => p.p99TtlbMs);
+  const p50 = medians(runs, phase, (p) => p.p50TtlbMs);
+  for (const t of ['sluice', 'registry'] as const) {
+    const c = row.cells[t];
+    if (c) c.text = `${fmtSec(p50[t] ?? NaN)} / ${c.text}`;
+  }
+  return { ...row, note: undefined };
+}
+
 function upstreamRow(runs: StormRun[], phase: 'cold' | 'warm', setBytes: number, checkBytes: boolean): Row {
   const req = medians(runs, phase, (p) => p.upstreamRequests);
   const bytes = medians(runs, phase, (p) => p.upstreamBytes);
@@ -180,10 +191,10 @@ function stormRowsFor(runs: StormRun[], nodes: number, images: number): Row[] {
       note: joinNotes(head.note, cpuNote(runs, 'cold'), errors ? `ERRORS: ${errors}` : undefined),
       checks: [...head.checks, { target: 'every node pulled every image', pass: errors === undefined }],
     },
-    timeRow(runs, 'cold', 'cold: p99 node time-to-last-byte', (p) => p.p99TtlbMs),
+    ttlbRow(runs, 'cold'),
     upstreamRow(runs, 'cold', setBytes, gated),
     { ...warm, note: joinNotes(warm.note, cpuNote(runs, 'warm')) },
-    timeRow(runs, 'warm', 'warm: p99 node time-to-last-byte', (p) => p.p99TtlbMs),
+    ttlbRow(runs, 'warm'),
     upstreamRow(runs, 'warm', setBytes, false),
     rssRow(runs),
   ];

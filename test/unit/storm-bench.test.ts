@@ -162,7 +162,8 @@ describe('phase summary and rows', () => {
       12,
     );
     expect(rows).toHaveLength(14);
-    const [cold10, , up10, warm10] = rows;
+    const [cold10, ttlb10, up10, warm10] = rows;
+    expect(ttlb10?.cells.sluice?.text).toBe('0.90 s / 1.00 s');
     expect(cold10?.case).toMatch(/^6 boot storm, 10 nodes × 12 images/);
     expect(cold10?.checks).toEqual([{ target: 'every node pulled every image', pass: true }]);
     expect(up10?.checks).toEqual([]);
