@@ -29,6 +29,9 @@ export interface StormPhase {
   peakRssBytes: number;
   serverCpuSeconds: number;
   clientCpuSeconds: number;
+  /** The upstream docker-registry and the counting proxy in front of it. */
+  upstreamCpuSeconds: number;
+  /** Cores other processes of the machine kept busy meanwhile (noise on a shared box). */
   backgroundCores: number;
 }
 
@@ -54,7 +57,7 @@ export function summarisePhase(
   phase: 'cold' | 'warm',
   clients: StormClientResult[],
   upstream: ProxiedRequest[],
-  server: { peakRssBytes: number; serverCpuSeconds: number; backgroundCores: number },
+  server: { peakRssBytes: number; serverCpuSeconds: number; upstreamCpuSeconds: number; backgroundCores: number },
 ): StormPhase {
   const nodes = clients.flatMap((c) => c.nodes);
   const ttlb = nodes.map((n) => n.endMs - n.startMs);
@@ -165,7 +168,7 @@ function cpuNote(runs: StormRun[], phase: 'cold' | 'warm'): string {
     if (mine.length === 0) return '';
     const gb = median(mine.map((p) => p.clientBytes)) / 1e9;
     const slowest = phase === 'cold' ? `, slowest upstream request ${fmtSec(median(mine.map((p) => p.upstreamSlowestMs)))}` : '';
-    return `${name}: server ${median(mine.map((p) => p.serverCpuSeconds)).toFixed(1)} CPU-s, nodes ${median(mine.map((p) => p.clientCpuSeconds)).toFixed(1)} CPU-s for ${gb.toFixed(2)} GB, background ${median(mine.map((p) => p.backgroundCores)).toFixed(2)} cores${slowest}`;
+    return `${name}: server ${median(mine.map((p) => p.serverCpuSeconds)).toFixed(1)} CPU-s, nodes ${median(mine.map((p) => p.clientCpuSeconds)).toFixed(1)} CPU-s for ${gb.toFixed(2)} GB, upstream+proxy ${median(mine.map((p) => p.upstreamCpuSeconds)).toFixed(1)} CPU-s, background ${median(mine.map((p) => p.backgroundCores)).toFixed(2)} cores${slowest}`;
   };
   return [part('sluice', 'sluice'), part('registry', 'distribution')].filter((t) => t !== '').join('; ');
 }

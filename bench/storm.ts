@@ -6,7 +6,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ProxiedRequest } from './count-proxy.js';
-import { backgroundCores, measure, memoryOf, pollRss, resetPeakRss } from './proc.js';
+import { backgroundCores, measure, memoryOf, pollRss, resetPeakRss, treeCpuSeconds } from './proc.js';
 import { BENCH_DIST, startCountingProxy, startRegistry, startRegistryProxy, startSluice, writeSluiceConfig, type Server } from './servers.js';
 import { BENCH_HOST } from './content.js';
 import type { StormClientResult, StormPlan } from './storm-client.js';
@@ -58,8 +58,12 @@ interface Ctx {
   s: Settings;
   images: StormImage[];
   proxy: Server;
+  /** The upstream docker-registry: its CPU and the counting proxy's are the upstream side's, not background. */
+  upstreamPid: number;
   setBytes: number;
 }
+
+const upstreamCpu = async (ctx: Ctx): Promise<number> => (await treeCpuSeconds(ctx.proxy.pid)) + (await treeCpuSeconds(ctx.upstreamPid));
 
 /** One phase against a running mirror: RSS peak mark reset, the storm measured, the upstream's share of the log. */
 async function phase(ctx: Ctx, mirror: Server, nodes: number, which: 'cold' | 'warm'): Promise<StormPhase> {
@@ -73,7 +77,9 @@ async function phase(ctx: Ctx, mirror: Server, nodes: number, which: 'cold' | 'w
     platform: NODE_PLATFORM,
     layerConcurrency: ctx.s.stormLayerConcurrency,
   };
+  const up0 = await upstreamCpu(ctx);
   const m = await measure(mirror.pid, () => runStormClients(plan, nodes, ctx.s.stormClientProcs));
+  const upstreamCpuSeconds = (await upstreamCpu(ctx)) - up0;
   const polled = await poll.stop();
   const hwm = (await memoryOf(mirror.pid)).hwmBytes;
   const upstream = (await proxyLog(ctx.proxy)).slice(mark);
@@ -81,7 +87,8 @@ async function phase(ctx: Ctx, mirror: Server, nodes: number, which: 'cold' | 'w
   return summarisePhase(which, m.value, upstream, {
     peakRssBytes: reset ? Math.max(hwm, polled) : polled,
     serverCpuSeconds: m.serverCpuSeconds,
-    backgroundCores: backgroundCores(m, clientCpu),
+    upstreamCpuSeconds,
+    backgroundCores: backgroundCores(m, clientCpu + upstreamCpuSeconds),
   });
 }
 
@@ -98,14 +105,14 @@ function logPhase(target: StormTarget, nodes: number, p: StormPhase, setBytes: n
   log(
     `  [6] N=${String(nodes).padEnd(3)} ${target.padEnd(8)} ${p.phase}: wall ${fmtS(p.wallMs)}, p99 node ${fmtS(p.p99TtlbMs)}, ${p.nodesOk}/${nodes} nodes ok, ` +
       `upstream ${p.upstreamRequests} req ${(p.upstreamBytes / 2 ** 20).toFixed(1)} MiB (${(p.upstreamBytes / setBytes).toFixed(2)}× set), ` +
-      `slowest upstream request ${fmtS(p.upstreamSlowestMs)}, peak RSS ${(p.peakRssBytes / 2 ** 20).toFixed(0)} MiB, server ${p.serverCpuSeconds.toFixed(1)} CPU-s, client ${p.clientCpuSeconds.toFixed(1)} CPU-s, background ${p.backgroundCores.toFixed(2)} cores` +
+      `slowest upstream request ${fmtS(p.upstreamSlowestMs)}, peak RSS ${(p.peakRssBytes / 2 ** 20).toFixed(0)} MiB, server ${p.serverCpuSeconds.toFixed(1)} CPU-s, client ${p.clientCpuSeconds.toFixed(1)} CPU-s, upstream+proxy ${p.upstreamCpuSeconds.toFixed(1)} CPU-s, background ${p.backgroundCores.toFixed(2)} cores` +
       (p.errors.length > 0 ? `\n      errors (${p.errors.length}): ${p.errors.slice(0, 3).join(' | ')}` : ''),
   );
 }
 
 /** Every round: for each N, each target in rotating order, a fresh mirror, cold then warm. */
-export async function runStormCase(s: Settings, o: { images: StormImage[]; proxy: Server; setBytes: number; workDir: string; nodeArgs?: string[] }): Promise<StormRun[]> {
-  const ctx: Ctx = { s, images: o.images, proxy: o.proxy, setBytes: o.setBytes };
+export async function runStormCase(s: Settings, o: { images: StormImage[]; proxy: Server; upstreamPid: number; setBytes: number; workDir: string; nodeArgs?: string[] }): Promise<StormRun[]> {
+  const ctx: Ctx = { s, images: o.images, proxy: o.proxy, upstreamPid: o.upstreamPid, setBytes: o.setBytes };
   const runs: StormRun[] = [];
   const targets: StormTarget[] = ['sluice', 'registry'];
   for (let round = 0; round < s.stormRounds; round++) {
@@ -141,7 +148,7 @@ export async function stormCase(s: Settings, dir: string, nodeArgs: string[]): P
     log(`  set: ${images.length} images, per node ${closure.manifests} manifests + ${closure.blobs} blobs = ${(closure.bytes / 2 ** 20).toFixed(1)} MiB (installer layer ${(s.stormInstallerBytes / 2 ** 20).toFixed(0)} MiB); built and pushed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const proxy = await startCountingProxy(dir, upstream.url.replace('http://', ''));
     try {
-      const runs = await runStormCase(s, { images, proxy, setBytes: closure.bytes, workDir: dir, nodeArgs });
+      const runs = await runStormCase(s, { images, proxy, upstreamPid: upstream.pid, setBytes: closure.bytes, workDir: dir, nodeArgs });
       return { runs, images: images.length };
     } finally {
       await proxy.stop();

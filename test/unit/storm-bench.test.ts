@@ -114,6 +114,7 @@ const phase = (over: Partial<StormPhase>): StormPhase => ({
   peakRssBytes: 100 * 2 ** 20,
   serverCpuSeconds: 1,
   clientCpuSeconds: 1,
+  upstreamCpuSeconds: 1,
   backgroundCores: 0,
   ...over,
 });
@@ -140,7 +141,7 @@ describe('phase summary and rows', () => {
         { method: 'HEAD', path: '/v2/a/manifests/v1', status: 200, startMs: 0, bytes: 0 },
         { method: 'GET', path: '/v2/a/blobs/sha256:ab', status: 200, startMs: 10, endMs: 250, bytes: 700 },
       ],
-      { peakRssBytes: 5, serverCpuSeconds: 2, backgroundCores: 0.1 },
+      { peakRssBytes: 5, serverCpuSeconds: 2, upstreamCpuSeconds: 1, backgroundCores: 0.1 },
     );
     expect(p.wallMs).toBe(1001);
     expect(p.p99TtlbMs).toBe(999);
