@@ -36,6 +36,15 @@ export interface Settings {
   maxBackgroundCores: number;
   /** Repeats allowed per case for disturbed runs, as a share of its planned runs. */
   noiseRetryShare: number;
+  /** Case 6: node counts, the installer's large layer, the scale of the other layers, containerd's parallel downloads. */
+  stormNodes: number[];
+  stormInstallerBytes: number;
+  stormLayerScale: number;
+  stormLayerConcurrency: number;
+  /** Client processes the simulated nodes are spread over. */
+  stormClientProcs: number;
+  /** Case 6's rounds (a cold run re-creates a store, so they are long): --rounds overrides it too. */
+  stormRounds: number;
 }
 
 export function settings(quick: boolean): Settings {
@@ -57,6 +66,12 @@ export function settings(quick: boolean): Settings {
         startupRuns: 3,
         maxBackgroundCores: 0.5,
         noiseRetryShare: 0,
+        stormNodes: [10, 50],
+        stormInstallerBytes: 32 * MiB,
+        stormLayerScale: 0.25,
+        stormLayerConcurrency: 3,
+        stormClientProcs: 2,
+        stormRounds: 1,
       }
     : {
         quick,
@@ -74,6 +89,12 @@ export function settings(quick: boolean): Settings {
         startupRuns: 5,
         maxBackgroundCores: 0.5,
         noiseRetryShare: 0.5,
+        stormNodes: [10, 50],
+        stormInstallerBytes: 256 * MiB,
+        stormLayerScale: 1,
+        stormLayerConcurrency: 3,
+        stormClientProcs: 2,
+        stormRounds: 1,
       };
 }
 

@@ -1,6 +1,8 @@
 // Turns raw runs into the one table: medians across rounds, ratios of sluice to docker-registry and to the
 // bare ceiling, and every target of issue 5 marked PASS or MISS; renders it as a Markdown table.
 import { sizeLabel } from './content.js';
+import { stormRows } from './storm-report.js';
+import type { StormRun } from './storm-report.js';
 import { median, type FanInRun, type MemoryRun, type RateKind, type RateRun, type StartupRun, type TargetKey, type ThroughputRun } from './cases.js';
 
 export interface Check {
@@ -25,6 +27,9 @@ export interface BenchResults {
   memory?: MemoryRun;
   startup?: StartupRun;
   idleStoreBlobs?: number;
+  storm?: StormRun[];
+  /** How many images case 6 pulls per node. */
+  stormImages?: number;
 }
 
 export const COLUMNS: Array<{ key: TargetKey; title: string }> = [
@@ -299,6 +304,7 @@ export function buildRows(r: BenchResults): Row[] {
     ...ceilingRows(clientCeilings(r.throughput ?? [])),
     ...fanInRows(r.fanIn ?? []),
     ...memoryRows(r.memory, r.startup, r.idleStoreBlobs),
+    ...stormRows(r.storm ?? [], r.stormImages ?? 0),
   ];
 }
 
@@ -325,7 +331,9 @@ export function renderTable(header: string[], body: string[][], rightAlign: bool
   return [line(header), rule, ...body.map(line)].join('\n');
 }
 
-export function renderRows(rows: Row[], bareNote = 'bare = fastify route from memory (case 1), Node http + createReadStream (case 2)'): string {
+export const BARE_NOTE = 'bare = fastify route from memory (case 1), Node http + createReadStream (case 2)';
+
+export function renderRows(rows: Row[], bareNote = BARE_NOTE): string {
   const header = ['case', 'metric', ...COLUMNS.map((c) => c.title), 'sluice ÷ registry', 'sluice ÷ bare', 'targets / notes'];
   const body = rows.map((r) => [
     r.case,

@@ -1,5 +1,6 @@
 // `npm run bench [-- --quick]`: builds the content, starts every target on 127.0.0.1, runs the five cases of
-// issue 5 in alternation, prints one table and writes every figure to bench/results/<timestamp>.json.
+// issue 5 in alternation and the boot storm (case 6, storm.ts), prints one table and writes every figure to
+// bench/results/<timestamp>.json.
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, hostname, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -16,10 +17,11 @@ import {
 } from './cases.js';
 import { KiB, MiB } from '../testkit/oci.js';
 import { killAllSync, run, runOk, stopAll } from '../testkit/proc.js';
-import { backgroundLine, buildRows, clientCeilings, renderRows, summaryLine, type BenchResults } from './report.js';
+import { BARE_NOTE, backgroundLine, buildRows, clientCeilings, renderRows, summaryLine, type BenchResults } from './report.js';
 import { REPO_ROOT, SLUICE_MAIN } from '../testkit/sluice.js';
 import { startBare, startCountingProxy, startNginx, startRegistry, startSluice, writeSluiceConfig, type Server } from './servers.js';
 import { populateStore } from './store10k.js';
+import { stormCase } from './storm.js';
 
 const REQUIRED = ['docker-registry', 'skopeo', 'nginx', 'wrk'];
 const INSTALL_HINT = 'apt-get install docker-registry skopeo nginx wrk';
@@ -48,15 +50,15 @@ function options(argv: string[]): Options {
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--quick] [--only 1,2,3,4,5] [--rounds N] [--cpu-prof] [--keep] [--out DIR]\n' +
+      'usage: npm run bench -- [--quick] [--only 1,2,3,4,5,6] [--rounds N] [--cpu-prof] [--keep] [--out DIR]\n' +
         '  --quick     about a minute: no 256 MiB blob, short runs, one round\n' +
-        '  --only      run only these cases (1 rate, 2 throughput, 3 cold fan-in, 4 memory, 5 start-up)\n' +
+        '  --only      run only these cases (1 rate, 2 throughput, 3 cold fan-in, 4 memory, 5 start-up, 6 boot storm)\n' +
         '  --cpu-prof  run every sluice of cases 1-4 under node --cpu-prof; profiles go next to the JSON\n' +
         '  --keep      keep the temp folder (content, stores, logs)\n',
     );
     process.exit(0);
   }
-  const only = new Set((values.only ?? '1,2,3,4,5').split(',').map(Number).filter((n) => n >= 1 && n <= 5));
+  const only = new Set((values.only ?? '1,2,3,4,5,6').split(',').map(Number).filter((n) => n >= 1 && n <= 6));
   return {
     quick: values.quick ?? false,
     only,
@@ -133,7 +135,7 @@ async function pushToRegistry(layout: Layout, registry: Server): Promise<void> {
 
 async function main(): Promise<number> {
   const opts = options(process.argv.slice(2));
-  const s: Settings = { ...settings(opts.quick), ...(opts.rounds ? { rounds: opts.rounds } : {}) };
+  const s: Settings = { ...settings(opts.quick), ...(opts.rounds ? { rounds: opts.rounds, stormRounds: opts.rounds } : {}) };
   const missing: string[] = [];
   for (const t of REQUIRED) if (!(await which(t))) missing.push(t);
   if (missing.length > 0) {
@@ -218,6 +220,12 @@ async function main(): Promise<number> {
       results.startup = await runStartupCase(s, { configFile: cfg.file, port: cfg.port, sample: populated.sample });
       results.idleStoreBlobs = populated.blobs;
     }
+    if (opts.only.has(6)) {
+      phase(`case 6: boot storm, ${s.stormNodes.join(' and ')} nodes, cold then warm, sluice and distribution's proxy mode, ${s.stormRounds} round(s)`);
+      const storm = await stormCase(s, join(work, 'storm'), nodeArgs);
+      results.storm = storm.runs;
+      results.stormImages = storm.images;
+    }
   } finally {
     await stopAll();
     if (!opts.keep) await rm(work, { recursive: true, force: true });
@@ -225,7 +233,7 @@ async function main(): Promise<number> {
   }
 
   const rows = buildRows(results);
-  const table = renderRows(rows);
+  const table = results.storm ? renderRows(rows, `${BARE_NOTE}; in case 6, docker-registry = distribution in proxy mode (proxy.remoteurl)`) : renderRows(rows);
   const summary = summaryLine(rows);
   const finishedAt = new Date();
   const file = join(opts.outDir, `${stamp}.json`);

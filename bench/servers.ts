@@ -43,6 +43,12 @@ export async function startRegistry(dir: string): Promise<Server> {
   return { name: 'docker-registry', url: r.url, port: r.port, pid: r.proc.pid, proc: r.proc, stop: r.stop };
 }
 
+/** The same docker-registry in its pull-through cache mode (`proxy.remoteurl`), storage under `dir`. */
+export async function startRegistryProxy(dir: string, remoteUrl: string): Promise<Server> {
+  const r = await startDockerRegistry({ dir, proxyRemoteUrl: remoteUrl });
+  return { name: 'docker-registry proxy', url: r.url, port: r.port, pid: r.proc.pid, proc: r.proc, stop: r.stop };
+}
+
 /**
  * nginx serving `root` statically with sendfile; manifests get the OCI manifest type. The workers of a
  * root-started nginx run as nobody, so `root` and its parents must be world-readable (the caller's job).

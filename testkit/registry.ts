@@ -22,6 +22,8 @@ export interface StartRegistryOptions {
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
   /** `validation.manifests.urls.allow`: regexps of foreign-layer URLs a pushed manifest may carry (none by default). */
   manifestUrlsAllow?: string[];
+  /** distribution's pull-through cache mode (`proxy.remoteurl`): this registry mirrors that one. */
+  proxyRemoteUrl?: string;
 }
 
 export interface RunningRegistry {
@@ -47,6 +49,7 @@ async function writeConfig(root: string, hostPort: string, opts: StartRegistryOp
     '  maintenance: {uploadpurging: {enabled: false}}',
     `http: {addr: "${hostPort}"}`,
   ];
+  if (opts.proxyRemoteUrl) lines.push(`proxy: {remoteurl: "${opts.proxyRemoteUrl}"}`);
   if (opts.manifestUrlsAllow) lines.push(`validation: {manifests: {urls: {allow: ${JSON.stringify(opts.manifestUrlsAllow)}}}}`);
   if (opts.htpasswd) {
     // Cost 4 (the minimum): distribution checks the hash on every request.
