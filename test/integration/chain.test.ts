@@ -1,6 +1,6 @@
 // sluice behind sluice: a real docker-registry → an outer sluice (the connected side) → an inner sluice whose only
 // upstream is `'*': { url: outer, mirror: true }` → real containerd and skopeo. Each sluice has its own allowlist
-// and manual window; the outer's request log (an onRequest hook on its registry listener) shows what the inner asked.
+// and manual window; the outer's request log (`requestLog: true`) shows what the inner asked.
 import { readFile, rm } from 'node:fs/promises';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,9 +29,12 @@ interface Running {
 /** A sluice in this process with a request log, listening on 127.0.0.1; its manual window is driven through the admin API. */
 async function startLogged(opts: SluiceConfigOptions): Promise<Running> {
   const dir = await mkdtemp(join(tmpdir(), 'sluice-chain-'));
-  const app = await buildApp(validateConfig(sluiceConfigDoc(join(dir, 'data'), opts), join(dir, 'sluice.yaml')));
   const requests: string[] = [];
-  app.registry.addHook('onRequest', async (req) => void requests.push(`${req.method} ${req.url}`));
+  // sluice's own request log (`requestLog: true`), handed to the test instead of the listener's logger.
+  const doc = { ...sluiceConfigDoc(join(dir, 'data'), opts), requestLog: true };
+  const app = await buildApp(validateConfig(doc, join(dir, 'sluice.yaml')), {
+    requestLog: (entry) => void requests.push(`${entry.method} ${entry.url}`),
+  });
   const address = await app.registry.listen({ host: '127.0.0.1', port: 0 });
   const token = (await readFile(app.config.admin.tokenFile, 'utf8')).trim();
   return {
