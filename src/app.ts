@@ -19,6 +19,8 @@ import { Syncer } from './jobs/sync.js';
 import { registerAdminRoutes } from './admin/admin.js';
 import { Upstream } from './upstream/client.js';
 import { WindowState } from './window/state.js';
+import { Metrics } from './metrics/metrics.js';
+import { registerMetricsListener } from './admin/metrics.js';
 
 export interface BuildOptions {
   logger?: boolean;
@@ -38,6 +40,9 @@ export interface App {
   mirror: Mirror;
   window: WindowState;
   upstreams: Map<string, Upstream>;
+  metrics: Metrics;
+  /** The `metrics.listen` listener (only /metrics, no token), when configured. */
+  metricsListener?: FastifyInstance;
   /**
    * Closes the listeners (waiting for their requests), then lets blob downloads finish until `deadlineMs`
    * (epoch ms; default now) and cancels the rest; the store's temp folder goes only after every one has ended.
@@ -47,8 +52,16 @@ export interface App {
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const { store, allowlist, denied, window } = await openState(config, opts.now);
+  const metrics = new Metrics();
+  metrics.observe({
+    window: () => window.status(),
+    usage: () => store.usage(),
+    maxBytes: config.storageMaxBytes,
+    deniedEntries: () => denied.size,
+    allowlistRules: () => allowlist.list().length,
+  });
   const life = { stopping: false };
-  const upstreams = openUpstreams(config, window, life);
+  const upstreams = openUpstreams(config, window, life, metrics);
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
@@ -57,14 +70,16 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // Hand edits of allowlist.json are enforced as they land; a broken file keeps the last good rules.
   await allowlist.watch((level, msg, fields) => registry.log[level](fields, msg));
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
-  const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
-  registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config) });
-  const syncer = new Syncer(mirror, allowlist, store, window);
+  const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log, ingestMetrics: metrics.ingest });
+  registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config), metrics: metrics.requests });
+  const syncer = new Syncer(mirror, allowlist, store, window, metrics.sync);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
-  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store });
+  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics });
+  const metricsListener = config.metrics ? newFastify(opts.logger ?? false, undefined, 'admin') : undefined;
+  if (metricsListener) await registerMetricsListener(metricsListener, metrics);
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
-  const app = { config, registry, admin, syncer, htpasswd, store, allowlist, denied, mirror, window, upstreams };
+  const app = { config, registry, admin, syncer, htpasswd, store, allowlist, denied, mirror, window, upstreams, metrics, metricsListener };
   const stopWatching = (): void => {
     stopAutoSync();
     allowlist.close();
@@ -75,7 +90,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 
 /** The store and the state documents kept beside it: allowlist, denied log, the operator's window. */
 async function openState(config: Config, now?: () => Date): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'>> {
-  const store = await Store.open(config.storage);
+  const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes });
   const documents = fsStateDocuments(config.storage);
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
@@ -84,10 +99,10 @@ async function openState(config: Config, now?: () => Date): Promise<Pick<App, 's
 }
 
 /** One client per configured upstream, every request through the window gate. */
-function openUpstreams(config: Config, window: WindowState, life: { stopping: boolean }): Map<string, Upstream> {
+function openUpstreams(config: Config, window: WindowState, life: { stopping: boolean }, metrics: Metrics): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>();
   const gate = windowGate(window, life);
-  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate }));
+  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate, metrics: metrics.upstream(u.host) }));
   return upstreams;
 }
 
@@ -95,7 +110,7 @@ function openUpstreams(config: Config, window: WindowState, life: { stopping: bo
 async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, stopWatching: () => void, deadlineMs: number): Promise<void> {
   const { upstreams } = app;
   stopWatching();
-  await Promise.all([app.registry.close(), app.admin.close()]);
+  await Promise.all([app.registry.close(), app.admin.close(), app.metricsListener?.close()]);
   // What is left is detached work (a sync, downloads whose clients left): no new upstream request for it.
   life.stopping = true;
   for (const u of upstreams.values()) u.abortInFlight(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down'));

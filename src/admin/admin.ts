@@ -17,6 +17,7 @@ import { windowRoutes } from './window.js';
 import { syncRoutes } from './sync.js';
 import { statusRoutes } from './status.js';
 import { storeRoutes } from './store.js';
+import { metricsRoutes, type MetricsSource } from './metrics.js';
 
 export interface AdminDeps {
   config: Config;
@@ -25,6 +26,7 @@ export interface AdminDeps {
   window: WindowState;
   syncer: Syncer;
   store: Store;
+  metrics: MetricsSource;
 }
 
 export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
@@ -45,4 +47,5 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   await app.register(syncRoutes, { syncer: deps.syncer, window: deps.window });
   await app.register(statusRoutes, deps);
   await app.register(storeRoutes, { store: deps.store });
+  await app.register(metricsRoutes, { metrics: deps.metrics });
 }

@@ -117,6 +117,7 @@ async function shutdown(app: App): Promise<void> {
     app.registry.log.warn('grace period over: closing remaining connections and cancelling downloads');
     app.registry.server.closeAllConnections();
     app.admin.server.closeAllConnections();
+    app.metricsListener?.server.closeAllConnections();
   }, SHUTDOWN_GRACE_MS);
   cut.unref();
   await app.close(deadlineMs);
@@ -132,6 +133,11 @@ async function listen(app: App): Promise<void> {
     const admin = app.config.admin.listen;
     const adminAddress = await app.admin.listen({ host: admin.host, port: admin.port });
     app.registry.log.info({ address: adminAddress }, 'admin API listening');
+    if (app.metricsListener && app.config.metrics) {
+      const m = app.config.metrics.listen;
+      const metricsAddress = await app.metricsListener.listen({ host: m.host, port: m.port });
+      app.registry.log.info({ address: metricsAddress }, 'metrics listening (GET /metrics, no token)');
+    }
   } catch (e) {
     await app.close();
     throw e;

@@ -8,6 +8,7 @@ import type { Mirror } from '../mirror/mirror.js';
 import { windowClosedUntil } from '../mirror/access.js';
 import type { Descriptor, Store } from '../store/store.js';
 import type { WindowState } from '../window/state.js';
+import { NO_SYNC_METRICS, type SyncMetrics } from '../metrics/ports.js';
 
 export interface SyncOptions {
   dryRun?: boolean;
@@ -52,6 +53,7 @@ export class Syncer {
     private readonly allowlist: Allowlist,
     private readonly store: Store,
     private readonly window: WindowState,
+    private readonly metrics: SyncMetrics = NO_SYNC_METRICS,
   ) {}
 
   get busy(): boolean {
@@ -72,6 +74,12 @@ export class Syncer {
     const p = this.runOnce(opts).finally(() => {
       this.running = undefined;
     });
+    if (!opts.dryRun) {
+      p.then(
+        (r) => this.metrics.finished({ fetched: r.fetched.length, cached: r.cached.length, failed: r.failed.length, bytesFetched: r.bytesFetched, aborted: false }),
+        () => this.metrics.finished({ fetched: 0, cached: 0, failed: 0, bytesFetched: 0, aborted: true }),
+      );
+    }
     this.running = p;
     return p;
   }

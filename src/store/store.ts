@@ -11,7 +11,7 @@ import { FsBlobBackend } from './fs/blobs.js';
 import { isNotFound } from './fs/dirs.js';
 import { FsMetadataStore } from './fs/metadata.js';
 import { FsSpoolArea } from './fs/spool.js';
-import { Ingest, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
+import { Ingest, storeAtLimit, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
 import type { BlobBackend, BlobUsage, ByteRange, MetadataStore, RepositoryName, VerifiedSpool } from './ports.js';
 
 export type { Descriptor } from '../oci/manifest.js';
@@ -26,6 +26,11 @@ export interface StoredManifest {
   digest: string;
   mediaType: string;
   body: Buffer;
+}
+
+export interface StoreOptions {
+  /** `storage.maxBytes`: an ingest that would take the committed bytes past it is refused (507). Never evicts. */
+  maxBytes?: number;
 }
 
 interface ManifestMeta {
@@ -49,6 +54,9 @@ export class Store {
    * it has gone. The backend's own function, so a cache hit costs no extra call.
    */
   readonly openFd: ((digest: string) => Promise<number | undefined>) | undefined;
+  readonly maxBytes: number | undefined;
+  /** When each blob was last asked for in this process (epoch ms), so gc spares what a client is using. */
+  private readonly touched = new Map<string, number>();
 
   private constructor(
     root: string,
@@ -56,9 +64,11 @@ export class Store {
     /** Tags, links, referrers and the state documents. */
     readonly meta: MetadataStore,
     private readonly spools: FsSpoolArea,
+    opts: StoreOptions,
   ) {
     this.root = root;
     this.openFd = blobs.openFd?.bind(blobs);
+    this.maxBytes = opts.maxBytes;
   }
 
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
@@ -67,11 +77,11 @@ export class Store {
   }
 
   /** Opens (creating) the store on a folder; spool leftovers of processes that are gone are removed. */
-  static async open(root: string): Promise<Store> {
+  static async open(root: string, opts: StoreOptions = {}): Promise<Store> {
     const spools = await FsSpoolArea.open(root);
     let store: Store | undefined;
     const blobs = await FsBlobBackend.open(root, spools, { onGone: (digest) => store?.forget(digest) });
-    store = new Store(root, blobs, new FsMetadataStore(root, spools), spools);
+    store = new Store(root, blobs, new FsMetadataStore(root, spools), spools, opts);
     await mkdir(join(root, 'repositories'), { recursive: true });
     return store;
   }
@@ -90,9 +100,13 @@ export class Store {
   /** Size of a committed blob, or undefined; memoised because a committed blob never changes. */
   async stat(digest: string): Promise<BlobInfo | undefined> {
     const known = this.sizes.get(digest);
-    if (known !== undefined) return { digest, sizeBytes: known };
+    if (known !== undefined) {
+      this.touched.set(digest, Date.now());
+      return { digest, sizeBytes: known };
+    }
     const s = await this.blobs.stat(digest);
     if (!s) return undefined;
+    this.touched.set(digest, Date.now()); // committed blobs only, so the map is bounded by the store
     this.sizes.set(digest, s.sizeBytes);
     return { digest, sizeBytes: s.sizeBytes };
   }
@@ -151,8 +165,29 @@ export class Store {
     return this.blobs.scratchDir(prefix);
   }
 
+  /** When `digest` was last asked for (stat, manifest read) in this process, or undefined. */
+  lastTouched(digest: string): number | undefined {
+    return this.touched.get(digest);
+  }
+
+  /** Forgets touches older than `beforeMs`: gc calls it, so the map holds only what its grace still needs. */
+  pruneTouched(beforeMs: number): void {
+    for (const [digest, at] of this.touched) if (at < beforeMs) this.touched.delete(digest);
+  }
+
+  /** Whether the committed bytes have reached storage.maxBytes. */
+  async isFull(): Promise<boolean> {
+    return this.maxBytes !== undefined && (await this.usage()).bytes >= this.maxBytes;
+  }
+
   async beginIngest(expect: IngestExpectation): Promise<IngestWriter> {
     if (expect.digest !== undefined) hexOf(expect.digest);
+    if (this.maxBytes !== undefined) {
+      const { bytes } = await this.usage();
+      if (bytes + (expect.sizeBytes ?? 0) > this.maxBytes || bytes >= this.maxBytes) {
+        throw storeAtLimit({ maxBytes: this.maxBytes, usedBytes: bytes, ...(expect.sizeBytes !== undefined ? { neededBytes: expect.sizeBytes } : {}) });
+      }
+    }
     const spool = await this.blobs.createSpool(expect.sizeBytes);
     return new Ingest((v) => this.commitBlob(v), spool, expect);
   }
@@ -196,7 +231,10 @@ export class Store {
 
   async getManifest(digest: string): Promise<StoredManifest | undefined> {
     const cached = this.manifests.get(digest);
-    if (cached) return cached;
+    if (cached) {
+      this.touched.set(digest, Date.now());
+      return cached;
+    }
     if (!digest.startsWith('sha256:') || !HEX_RE.test(digest.slice(7))) return undefined;
     let meta: ManifestMeta;
     try {
@@ -209,6 +247,7 @@ export class Store {
     if (!body) return undefined;
     const m = { digest, mediaType: meta.mediaType, body };
     this.manifests.set(digest, m);
+    this.touched.set(digest, Date.now());
     return m;
   }
 

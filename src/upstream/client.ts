@@ -7,6 +7,7 @@ import { isDigestShape, isValidName, isValidTag } from '../oci/reference.js';
 import { UpstreamAuth, type Authorization } from './auth.js';
 import { isRecord, needsCredentials, refused, statusError, tokenRefused, type UpstreamIdentity } from './errors.js';
 import { header, headerAll, lengthOf, Transport, type Headers, type Response } from './transport.js';
+import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
 
 export { parseWwwAuthenticate } from './auth.js';
 
@@ -28,6 +29,8 @@ export interface UpstreamOptions {
    * throws when none may. Requests in flight when it closes are aborted via abortInFlight(), blob downloads excepted.
    */
   gate?: (what: string) => void;
+  /** This host's request, byte and error counters (metrics/); none counted when absent. */
+  metrics?: UpstreamMetrics;
 }
 
 export interface ReferrersIndex {
@@ -57,15 +60,17 @@ export class Upstream {
   private readonly http: Transport;
   private readonly auth: UpstreamAuth;
   private readonly identity: UpstreamIdentity;
+  private readonly metrics: UpstreamMetrics;
 
   constructor(opts: UpstreamOptions) {
+    this.metrics = opts.metrics ?? NO_UPSTREAM_METRICS;
     this.host = opts.host;
     const base = new URL(opts.url);
     if (base.protocol !== 'https:' && base.protocol !== 'http:') {
       throw new Error(`upstream ${opts.host}: url must be http(s); got ${opts.url}`);
     }
     this.identity = { host: opts.host, dockerHub: opts.dockerHub, hasAuth: opts.auth !== undefined };
-    this.http = new Transport({ host: opts.host, base, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate });
+    this.http = new Transport({ host: opts.host, base, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, metrics: this.metrics });
     this.auth = new UpstreamAuth(opts.host, base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what));
   }
 
@@ -213,7 +218,9 @@ export class Upstream {
     }
     if (res.statusCode === 401 || res.statusCode === 403) {
       res.body.resume();
-      throw refused(this.identity, c.what, res.statusCode);
+      const e = refused(this.identity, c.what, res.statusCode);
+      this.metrics.error(e.code);
+      throw e;
     }
     return res;
   }
@@ -232,7 +239,9 @@ export class Upstream {
   /** Reads what the upstream said about a final non-success status and maps it. */
   private async statusError(res: Response, what: string, notFound: ErrorKind): Promise<RegistryError> {
     const body = await this.http.readLimited(res, ERROR_BODY_LIMIT_BYTES, what).catch(() => null);
-    return statusError(this.host, { status: res.statusCode, body, retryAfter: header(res, 'retry-after') }, what, notFound);
+    const e = statusError(this.host, { status: res.statusCode, body, retryAfter: header(res, 'retry-after') }, what, notFound);
+    this.metrics.error(e.code);
+    return e;
   }
 }
 
