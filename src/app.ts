@@ -16,6 +16,7 @@ import { Store } from './store/store.js';
 import { fsStateDocuments } from './store/fs/state.js';
 import { recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
 import { Syncer } from './jobs/sync.js';
+import { GarbageCollector } from './jobs/gc.js';
 import { registerAdminRoutes } from './admin/admin.js';
 import { Upstream } from './upstream/client.js';
 import { WindowState } from './window/state.js';
@@ -32,6 +33,7 @@ export interface App {
   registry: FastifyInstance;
   admin: FastifyInstance;
   syncer: Syncer;
+  gc: GarbageCollector;
   /** The node credentials in force (swapped on SIGHUP). */
   htpasswd?: { current: Htpasswd };
   store: Store;
@@ -73,15 +75,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log, ingestMetrics: metrics.ingest });
   registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config), metrics: metrics.requests });
   const syncer = new Syncer(mirror, allowlist, store, window, metrics.sync);
+  const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
-  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics });
+  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc });
   const metricsListener = config.metrics ? newFastify(opts.logger ?? false, undefined, 'admin') : undefined;
   if (metricsListener) await registerMetricsListener(metricsListener, metrics);
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
+  const stopGcSchedule = config.gc.everyMs ? gc.schedule(config.gc.everyMs, log) : () => undefined;
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
-  const app = { config, registry, admin, syncer, htpasswd, store, allowlist, denied, mirror, window, upstreams, metrics, metricsListener };
+  const app = { config, registry, admin, syncer, gc, htpasswd, store, allowlist, denied, mirror, window, upstreams, metrics, metricsListener };
   const stopWatching = (): void => {
     stopAutoSync();
+    stopGcSchedule();
     allowlist.close();
     stopAborts();
   };
@@ -115,6 +120,7 @@ async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, st
   life.stopping = true;
   for (const u of upstreams.values()) u.abortInFlight(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down'));
   await app.mirror.drain(deadlineMs);
+  await app.gc.settled();
   await app.denied.close();
   await app.store.close();
   await Promise.all([...upstreams.values()].map((u) => u.close()));

@@ -18,6 +18,8 @@ import { syncRoutes } from './sync.js';
 import { statusRoutes } from './status.js';
 import { storeRoutes } from './store.js';
 import { metricsRoutes, type MetricsSource } from './metrics.js';
+import { gcRoutes } from './gc.js';
+import type { GarbageCollector } from '../jobs/gc.js';
 
 export interface AdminDeps {
   config: Config;
@@ -27,6 +29,7 @@ export interface AdminDeps {
   syncer: Syncer;
   store: Store;
   metrics: MetricsSource;
+  gc: GarbageCollector;
 }
 
 export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
@@ -48,4 +51,5 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   await app.register(statusRoutes, deps);
   await app.register(storeRoutes, { store: deps.store });
   await app.register(metricsRoutes, { metrics: deps.metrics });
+  await app.register(gcRoutes, { gc: deps.gc });
 }

@@ -1,6 +1,6 @@
 // Content-addressed store: blobs (manifests too) by sha256 through a BlobBackend, manifest media types, and
 // tags, links and referrers per (host, repository) through a MetadataStore; the caches sit in front of them.
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
@@ -148,6 +148,22 @@ export class Store {
     return this.blobs.readAll(digest);
   }
 
+  /**
+   * Removes a committed blob (and, for a manifest, its media type record) for good: gc's sweep. A reader that
+   * opened it already keeps reading it (fs: an unlinked file lives until closed). False when it was not there.
+   */
+  async deleteBlob(digest: string): Promise<boolean> {
+    const gone = await this.blobs.delete(digest);
+    try {
+      await unlink(this.metaPath(digest));
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+    this.forget(digest);
+    this.touched.delete(digest);
+    return gone;
+  }
+
   /** Drops a blob whose bytes no longer match its digest (verify --repair), so it can be refetched. */
   async quarantine(digest: string): Promise<string> {
     const dest = await this.blobs.quarantine(digest);
@@ -229,10 +245,11 @@ export class Store {
     return m;
   }
 
-  async getManifest(digest: string): Promise<StoredManifest | undefined> {
+  /** `touch: false` for gc's own walk, which must not look like a client using the manifest. */
+  async getManifest(digest: string, touch = true): Promise<StoredManifest | undefined> {
     const cached = this.manifests.get(digest);
     if (cached) {
-      this.touched.set(digest, Date.now());
+      if (touch) this.touched.set(digest, Date.now());
       return cached;
     }
     if (!digest.startsWith('sha256:') || !HEX_RE.test(digest.slice(7))) return undefined;
@@ -247,7 +264,7 @@ export class Store {
     if (!body) return undefined;
     const m = { digest, mediaType: meta.mediaType, body };
     this.manifests.set(digest, m);
-    this.touched.set(digest, Date.now());
+    if (touch) this.touched.set(digest, Date.now());
     return m;
   }
 
@@ -264,6 +281,9 @@ export class Store {
   }
   listTags(host: string, name: string): Promise<string[]> {
     return this.meta.listTags(host, name);
+  }
+  tagHistory(host: string, name: string, tag: string): Promise<string[]> {
+    return this.meta.tagHistory(host, name, tag);
   }
   linkManifest(host: string, name: string, m: StoredManifest): Promise<void> {
     return this.meta.linkManifest(host, name, m);

@@ -8,18 +8,9 @@ import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
 import { which } from '../helpers/binaries.js';
 import { seededBytes } from '../../testkit/oci.js';
+import { sample } from '../helpers/metrics-text.js';
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json';
-
-/** The value of one series (labels in the order prom-client writes them), or 0 when it is absent. */
-export function sample(text: string, series: string): number {
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const at = line.lastIndexOf(' ');
-    if (line.slice(0, at) === series) return Number(line.slice(at + 1));
-  }
-  return 0;
-}
 
 describe('metrics', () => {
   let up: MiniUpstream;
