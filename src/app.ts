@@ -18,10 +18,15 @@ import { recordManual, restoreManual, type ManualWindowStorage } from './window/
 import { Syncer } from './jobs/sync.js';
 import { GarbageCollector } from './jobs/gc.js';
 import { registerAdminRoutes } from './admin/admin.js';
-import { Upstream } from './upstream/client.js';
+import type { Upstream } from './upstream/client.js';
+import { UpstreamPool } from './upstream/pool.js';
+import { WILDCARD } from './config/config.js';
 import { WindowState } from './window/state.js';
 import { Metrics } from './metrics/metrics.js';
 import { registerMetricsListener } from './admin/metrics.js';
+import { cachedReadiness } from './jobs/readiness-source.js';
+import { coverageReport } from './jobs/coverage.js';
+import { ruleTexts } from './admin/status.js';
 
 export interface BuildOptions {
   logger?: boolean;
@@ -41,7 +46,7 @@ export interface App {
   denied: DeniedLog;
   mirror: Mirror;
   window: WindowState;
-  upstreams: Map<string, Upstream>;
+  upstreams: UpstreamPool;
   metrics: Metrics;
   /** The `metrics.listen` listener (only /metrics, no token), when configured. */
   metricsListener?: FastifyInstance;
@@ -61,9 +66,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     maxBytes: config.storageMaxBytes,
     deniedEntries: () => denied.size,
     allowlistRules: () => allowlist.list().length,
+    readiness: cachedReadiness(() => coverageReport(store, ruleTexts(allowlist), { platforms: config.platforms })),
   });
   const life = { stopping: false };
-  const upstreams = openUpstreams(config, window, life, metrics);
+  const upstreams = upstreamPool(config, windowGate(window, life), metrics);
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
@@ -74,7 +80,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log, ingestMetrics: metrics.ingest });
   registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config), metrics: metrics.requests });
-  const syncer = new Syncer(mirror, allowlist, store, window, metrics.sync);
+  const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, metrics.sync);
   const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc });
@@ -104,12 +110,6 @@ async function openState(config: Config, now?: () => Date): Promise<Pick<App, 's
 }
 
 /** One client per configured upstream, every request through the window gate. */
-function openUpstreams(config: Config, window: WindowState, life: { stopping: boolean }, metrics: Metrics): Map<string, Upstream> {
-  const upstreams = new Map<string, Upstream>();
-  const gate = windowGate(window, life);
-  for (const u of config.upstreams.values()) upstreams.set(u.host, new Upstream({ ...upstreamOptions(u, config), gate, metrics: metrics.upstream(u.host) }));
-  return upstreams;
-}
 
 /** See App.close. */
 async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, stopWatching: () => void, deadlineMs: number): Promise<void> {
@@ -127,7 +127,20 @@ async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, st
 }
 
 export function hostTable(config: Config): { has(host: string): boolean; defaultHost: string } {
-  return { has: (h) => config.upstreams.has(h), defaultHost: config.defaultUpstream };
+  return { has: (h) => config.upstreams.has(h) || config.upstreams.has(WILDCARD), defaultHost: config.defaultUpstream };
+}
+
+/** One client per configured host; an upstream `'*'` (a mirror) makes one per host asked for, on first use. */
+function upstreamPool(config: Config, gate: (what: string) => void, metrics: Metrics): UpstreamPool {
+  const named = new Map<string, ConstructorParameters<typeof Upstream>[0]>();
+  let wildcard: ConstructorParameters<typeof Upstream>[0] | undefined;
+  for (const u of config.upstreams.values()) {
+    // Every host behind a '*' mirror shares its counters (labelled "*"), so the label set stays the configured one.
+    const opts = { ...upstreamOptions(u, config), gate, metrics: metrics.upstream(u.host) };
+    if (u.host === WILDCARD) wildcard = opts;
+    else named.set(u.host, opts);
+  }
+  return new UpstreamPool(named, wildcard);
 }
 
 function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParameters<typeof Upstream>[0] {
@@ -139,7 +152,8 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
   return {
     host: u.host,
     url: u.url,
-    dockerHub: u.host === 'docker.io',
+    dockerHub: u.host === 'docker.io' && !u.mirror,
+    mirror: u.mirror,
     auth: u.auth && password !== undefined ? { username: u.auth.username, password } : undefined,
     tls: u.tls ? { ca: u.tls.ca ? readFileSync(u.tls.ca, 'utf8') : undefined, insecureSkipVerify: u.tls.insecureSkipVerify } : undefined,
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
@@ -160,7 +174,7 @@ function windowGate(window: WindowState, life: { stopping: boolean }): (what: st
 }
 
 /** Closing the window abandons upstream requests in flight (blob downloads already sent excepted). */
-function abortWhenWindowCloses(window: WindowState, upstreams: Map<string, Upstream>): () => void {
+function abortWhenWindowCloses(window: WindowState, upstreams: UpstreamPool): () => void {
   return window.onChange(() => {
     if (window.isOpen()) return;
     const reason = new RegistryError('MANIFEST_UNKNOWN', 'upstream access closed while the request was in flight');

@@ -4,6 +4,8 @@ import { stringify as toYaml } from 'yaml';
 
 export interface UpstreamSpec {
   url: string;
+  /** The url is another mirror, asked with ?ns=<host>. */
+  mirror?: boolean;
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify?: boolean };
 }

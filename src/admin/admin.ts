@@ -1,6 +1,6 @@
 // The admin API on its own listener: bearer-token auth (token file created 0600 on first start) and one
 // plugin per resource: the allowlist, the denied log, the operator's window, sync (NDJSON progress), status
-// and the store. The error handler is newFastify's (app.ts), shared with the registry listener.
+// and the store; and the status page (/ui, its own login). The error handler is newFastify's (app.ts), shared with the registry listener.
 import type { FastifyInstance } from 'fastify';
 import { formatSchemaErrors } from './schemas.js';
 import type { Allowlist } from '../policy/allowlist.js';
@@ -20,6 +20,7 @@ import { storeRoutes } from './store.js';
 import { metricsRoutes, type MetricsSource } from './metrics.js';
 import { gcRoutes } from './gc.js';
 import type { GarbageCollector } from '../jobs/gc.js';
+import { isPagePath, statusPageRoutes } from './page.js';
 
 export interface AdminDeps {
   config: Config;
@@ -38,6 +39,7 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   app.setSchemaErrorFormatter(formatSchemaErrors);
   // Added before the plugins are registered, so it guards every route in them.
   app.addHook('onRequest', async (req) => {
+    if (isPagePath(req.url)) return; // the status page has its own login (a session cookie), see page.ts
     if (!authorized(req.headers.authorization, expected)) {
       throw new RegistryError('UNAUTHORIZED', 'admin API: missing or wrong bearer token', null, {
         'www-authenticate': 'Bearer realm="sluice-admin"',
@@ -52,4 +54,5 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   await app.register(storeRoutes, { store: deps.store });
   await app.register(metricsRoutes, { metrics: deps.metrics });
   await app.register(gcRoutes, { gc: deps.gc });
+  await app.register(statusPageRoutes, { ...deps, expected, secure: deps.config.admin.tls !== undefined });
 }

@@ -1,5 +1,7 @@
-// GET /api/v1/status: the report jobs/status.ts builds, with the allowlist re-read first.
+// GET /api/v1/status: the report jobs/status.ts builds, with the allowlist re-read first; GET /api/v1/coverage:
+// the readiness report (jobs/coverage.ts) of every rule.
 import type { FastifyPluginAsync } from 'fastify';
+import { coverageReport } from '../jobs/coverage.js';
 import { statusReport, type StatusParts } from '../jobs/status.js';
 import type { Allowlist } from '../policy/allowlist.js';
 import { SCHEMAS } from './schemas.js';
@@ -12,4 +14,10 @@ export const statusRoutes: FastifyPluginAsync<StatusRouteDeps> = async (app, par
     await parts.allowlist.refresh(); // the count and any file problem as of now, not as of the last watch event
     return statusReport(parts);
   });
+  app.get(`${API_PREFIX}/coverage`, { schema: SCHEMAS.getNone }, async () => {
+    await parts.allowlist.refresh();
+    return coverageReport(parts.store, ruleTexts(parts.allowlist), { platforms: parts.config.platforms });
+  });
 };
+
+export const ruleTexts = (allowlist: Pick<Allowlist, 'list'>): string[] => allowlist.list().map((r) => r.rule);

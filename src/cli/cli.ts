@@ -12,11 +12,17 @@ import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 import { verifyStore } from '../jobs/verify.js';
 import { gcCommand } from './gc-command.js';
+import { exportCommand } from './export-command.js';
 
 /** Every command: its usage line (which is also the options it takes), what it does, and what runs it. */
 const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
   serve: { summary: 'run the registry mirror (and its admin API)', run: serve },
-  import: { usage: 'PATH [--as REF] [--allow]', summary: 'import an OCI image layout (directory or .tar)', run: importCommand },
+  import: { usage: 'PATH [--as REF] [--allow]', summary: 'import an OCI image layout or export bundle (directory, .tar or .tar.zst)', run: importCommand },
+  export: {
+    usage: 'OUT [RULE...] [--since RECEIPT] [--platform os/arch,...] [--format dir|tar|tar.zst] [--partial] [--json]',
+    summary: 'write stored images as an OCI image layout bundle, with a receipt beside it',
+    run: exportCommand,
+  },
   allow: {
     summary: 'edit the allowlist',
     run: allowCommand,
@@ -36,7 +42,7 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
       close: { usage: '[--json]', summary: 'end the manual window' },
     },
   },
-  status: { usage: '[--json]', summary: 'upstream access, next window, store and allowlist counts, last sync', run: statusCommand },
+  status: { usage: '[--coverage] [--json]', summary: 'upstream access, next window, store and allowlist counts, last sync; --coverage: what is stored for every rule (exit 1 if incomplete)', run: statusCommand },
   sync: { usage: '[--dry-run] [--platform os/arch,...] [--json]', summary: 'fetch every exact allowlisted reference (needs an open window)', run: syncCommand },
   gc: { usage: '[--dry-run] [--json]', summary: 'remove blobs no allowlist rule keeps (see gc.keep, gcGrace); --dry-run lists them', run: gcCommand },
   verify: { usage: '[--repair] [--json]', summary: 're-hash every blob; --repair quarantines corrupt ones so they are refetched', run: verifyCommand },
@@ -170,16 +176,19 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
 }
 
 async function reportImport(cfg: Config, path: string, result: ImportResult, allow: boolean): Promise<number> {
+  for (const w of result.warnings) process.stderr.write(`warning: ${w}\n`);
   for (const i of result.imported) {
     const host = i.ref.split('/')[0] ?? '';
-    if (!cfg.upstreams.has(host)) process.stderr.write(`warning: ${host} is not a configured upstream; ${i.ref} is stored but cannot be served until it is\n`);
+    if (!cfg.upstreams.has(host) && !cfg.upstreams.has('*')) process.stderr.write(`warning: ${host} is not a configured upstream; ${i.ref} is stored but cannot be served until it is\n`);
     process.stdout.write(`imported ${i.ref} ${i.digest} (${i.blobs} blobs, ${i.bytes} bytes)\n`);
   }
   for (const f of result.failed) process.stderr.write(`failed ${f.ref}: ${f.reason}\n`);
   if (result.imported.length > 0) await notifyStoreChanged(cfg);
   if (allow && result.imported.length > 0) {
-    // Through the running server's admin API when there is one, so the rules apply at once.
-    const added = await addRules(cfg, result.imported.map((i) => i.ref), `imported from ${path}`);
+    // Through the running server's admin API when there is one, so the rules apply at once. A sluice bundle
+    // carries the rules it was exported with; any other layout gets one exact rule per imported reference.
+    const rules = result.bundleRules.length > 0 ? result.bundleRules : result.imported.map((i) => i.ref);
+    const added = await addRules(cfg, rules, `imported from ${path}`);
     process.stdout.write(`allowed ${added.added.length} new rule(s)\n`);
   }
   return result.failed.length > 0 ? 1 : 0;

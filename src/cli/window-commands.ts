@@ -8,6 +8,7 @@ import { flag, UsageError, type ParsedArgs } from './args.js';
 import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command } from './commands.js';
 import type { Config } from '../config/config.js';
 import { RegistryError } from '../oci/errors.js';
+import { coverageCommand } from './coverage-command.js';
 import { Store } from '../store/store.js';
 import { fsStateDocuments } from '../store/fs/state.js';
 import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
@@ -68,11 +69,12 @@ function describeWindow(w: WindowReport): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// status [--json]
+// status [--coverage] [--json]
 
 export const statusCommand: Command = guarded('status', async (args, config) => {
   if (args.positionals.length > 0) throw new UsageError('status takes no arguments');
   const cfg = config();
+  if (args.flags.get('coverage') === true) return coverageCommand(args, cfg);
   let url = '';
   const report = await liveOrOffline(
     cfg,

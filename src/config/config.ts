@@ -10,6 +10,8 @@ import { canonicalHost, isValidHost } from '../oci/reference.js';
 export interface UpstreamConfig {
   host: string;
   url: string;
+  /** The url is another mirror (e.g. a sluice on the connected side): asked with `?ns=<host>` for every host. */
+  mirror: boolean;
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify: boolean };
 }
@@ -46,7 +48,12 @@ export interface Config {
   gc: { keep: number; everyMs?: number };
   /** Nothing committed or read within this long is swept. */
   gcGraceMs: number;
+  /** `os/arch[/variant]` an index is expected to hold (sync's default filter, the readiness report's yardstick); empty: all. */
+  platforms: string[];
 }
+
+/** The upstreams key that stands for every registry host (only as `mirror: true`). */
+export const WILDCARD = '*';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[], file: string) {
@@ -57,7 +64,7 @@ export class ConfigError extends Error {
 
 const KNOWN_KEYS = new Set([
   'listen', 'storage', 'defaultUpstream', 'upstreams', 'windows', 'allowlist', 'tls', 'auth', 'admin',
-  'tagTtl', 'syncOnOpen', 'upstreamTimeouts', 'ingestTimeout', 'metrics', 'gc', 'gcGrace',
+  'tagTtl', 'syncOnOpen', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace',
 ]);
 
 export function loadConfig(file: string): Config {
@@ -88,7 +95,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   const { storage, storageMaxBytes } = parseStorage(doc.storage ?? './data', p, path);
   const upstreams = parseUpstreams(doc.upstreams ?? {}, p, path);
   const defaultUpstream = canonicalHost(str(doc.defaultUpstream ?? 'docker.io', 'defaultUpstream', p));
-  if (!upstreams.has(defaultUpstream)) p.push(`defaultUpstream: "${defaultUpstream}" is not one of the configured upstreams`);
+  if (!upstreams.has(defaultUpstream) && !upstreams.has(WILDCARD)) p.push(`defaultUpstream: "${defaultUpstream}" is not one of the configured upstreams`);
   const w = parseWindows(doc.windows ?? 'never', 'windows');
   p.push(...w.errors);
   const allowlist = parseAllowlist(doc.allowlist ?? [], p);
@@ -103,7 +110,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   return config;
 }
 
-type Limits = Pick<Config, 'tagTtlMs' | 'syncOnOpen' | 'upstreamTimeouts' | 'ingestTimeoutMs'>;
+type Limits = Pick<Config, 'tagTtlMs' | 'syncOnOpen' | 'upstreamTimeouts' | 'ingestTimeoutMs' | 'platforms'>;
 
 /** The durations and switches at the top level (problems in the order the keys are listed here). */
 function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
@@ -117,6 +124,7 @@ function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
       idleMs: duration(timeouts.idle ?? '30s', 'upstreamTimeouts.idle', p),
     },
     ingestTimeoutMs: duration(doc.ingestTimeout ?? '30m', 'ingestTimeout', p),
+    platforms: parsePlatforms(doc.platforms ?? [], p),
   };
 }
 
@@ -171,6 +179,19 @@ export function size(v: unknown, at: string, p: string[]): number | undefined {
   return Math.floor(Number(m[1]) * unit);
 }
 
+const PLATFORM_RE = /^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/;
+
+function parsePlatforms(v: unknown, p: string[]): string[] {
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
+    p.push('platforms: must be a list like [linux/amd64, linux/arm64]');
+    return [];
+  }
+  v.forEach((x: string, i) => {
+    if (!PLATFORM_RE.test(x)) p.push(`platforms[${i}]: "${x}" is not os/arch[/variant], e.g. linux/amd64`);
+  });
+  return v as string[];
+}
+
 function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): Map<string, UpstreamConfig> {
   const out = new Map<string, UpstreamConfig>();
   if (!isObject(v)) {
@@ -179,8 +200,8 @@ function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): M
   }
   for (const [rawHost, spec] of Object.entries(v)) {
     const at = `upstreams.${rawHost}`;
-    const host = canonicalHost(rawHost);
-    if (!isValidHost(host)) p.push(`${at}: not a valid registry host name`);
+    const host = rawHost === WILDCARD ? WILDCARD : canonicalHost(rawHost);
+    if (host !== WILDCARD && !isValidHost(host)) p.push(`${at}: not a valid registry host name (or '*' for every host, through a mirror)`);
     if (!isObject(spec)) {
       p.push(`${at}: must be a mapping with at least url`);
       continue;
@@ -193,10 +214,12 @@ function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): M
 }
 
 function parseUpstream(host: string, spec: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): UpstreamConfig {
-  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls'].includes(k)) p.push(`${at}.${k}: unknown key`);
+  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'mirror'].includes(k)) p.push(`${at}.${k}: unknown key`);
   const url = str(spec.url, `${at}.url`, p);
   if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
-  const u: UpstreamConfig = { host, url: url.replace(/\/+$/, '') };
+  const mirror = bool(spec.mirror ?? false, `${at}.mirror`, p);
+  if (host === WILDCARD && !mirror) p.push(`${at}: an upstream for every host must be another mirror: add mirror: true`);
+  const u: UpstreamConfig = { host, url: url.replace(/\/+$/, ''), mirror };
   if (spec.auth !== undefined) {
     if (!isObject(spec.auth)) p.push(`${at}.auth: must be a mapping`);
     else u.auth = parseUpstreamAuth(spec.auth, at, p, path);

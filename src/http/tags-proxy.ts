@@ -3,6 +3,7 @@
 import { RegistryError } from '../oci/errors.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Upstream } from '../upstream/client.js';
+import type { UpstreamLookup } from '../upstream/pool.js';
 import type { WindowState } from '../window/state.js';
 
 /** Bounds on one upstream listing: pages followed, and bytes of tag names (JSON quoting included). */
@@ -15,7 +16,7 @@ export type TagsLog = (msg: string, fields: Record<string, unknown>) => void;
 export interface TagSources {
   mirror: Pick<Mirror, 'tags' | 'filterTags'>;
   window: WindowState;
-  upstreams: ReadonlyMap<string, Upstream>;
+  upstreams: UpstreamLookup;
 }
 
 /**

@@ -1,64 +1,132 @@
-// The .tar side of `sluice import`: unpacks only the files an image layout has, at the archive's top or under
-// one top folder (what `tar -cf x.tar layout/` gives), and names the archive — never the temp folder — when wrong.
+// The archive side of `sluice import`: a .tar or .tar.zst (found by its magic bytes, not its name) is unpacked,
+// keeping only the files an image layout has, at the top or under one top folder. Entries that could write
+// outside the folder (absolute paths, `..`) and links or devices refuse the whole archive; an archive cut short
+// keeps what arrived whole and names the blob it ends in.
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { dirname, join, normalize } from 'node:path';
+import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { extract } from 'tar-stream';
+import { extract, type Header } from 'tar-stream';
+import { DecompressStream } from 'zstd-napi';
 
 export class TarLayoutError extends Error {}
 
-/** A layout file, at the top (`folder` '') or one folder down. */
-const LAYOUT_FILE = /^(?:([^/]+)\/)?(index\.json|oci-layout|blobs\/sha256\/[a-f0-9]{64})$/;
-
-/**
- * Extracts the layout files of `tarPath` into `dest` and returns the folder (relative to dest, '' for the top)
- * that holds the layout: the top when it has an index.json, else the one top folder that has one.
- */
-export async function extractLayoutTar(tarPath: string, dest: string): Promise<string> {
-  const folders = new Set<string>();
-  let entries = 0;
-  try {
-    await extractInto(tarPath, dest, (folder) => {
-      entries++;
-      if (folder !== undefined) folders.add(folder);
-    });
-  } catch (e) {
-    if (e instanceof TarLayoutError) throw e;
-    throw new TarLayoutError(`${tarPath} is not a readable tar archive: ${(e as Error).message}`);
-  }
-  if (folders.has('')) return '';
-  const found = [...folders].sort();
-  if (found.length === 1) return found[0] ?? '';
-  if (found.length > 1) {
-    throw new TarLayoutError(`${tarPath} holds an image layout under each of ${found.map((f) => `${f}/`).join(', ')}; tar one layout's contents`);
-  }
-  if (entries === 0) throw new TarLayoutError(`${tarPath} is empty: no index.json; tar the layout's contents (tar -cf ${tarPath} -C LAYOUT .)`);
-  throw new TarLayoutError(`${tarPath} has no index.json at its top or under one top folder: it is not a .tar of an OCI image layout`);
+export interface ExtractedTar {
+  /** The folder (relative to dest, '' for the top) that holds the layout. */
+  top: string;
+  /** Layout files (relative to `top`) the archive held only in part, with why. */
+  damaged: Map<string, string>;
+  /** Why the archive stopped being readable after some entries, if it did. */
+  brokenAfter?: string;
+  /** sha256 of the archive file as read (to compare with a receipt). */
+  sha256: string;
 }
 
-/** Calls `seen` per entry with the folder of an extracted index.json (undefined for anything else). */
-async function extractInto(tarPath: string, dest: string, seen: (indexFolder: string | undefined) => void): Promise<void> {
+/** A layout file, at the top (`folder` '') or one folder down. */
+const LAYOUT_FILE = /^(?:([^/]+)\/)?(index\.json|oci-layout|blobs\/sha256\/[a-f0-9]{64})$/;
+const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+
+export async function extractLayoutTar(tarPath: string, dest: string): Promise<ExtractedTar> {
+  const state: Unpack = { tarPath, dest, folders: new Set(), written: new Set(), entries: 0, damaged: new Map() };
+  const hash = createHash('sha256');
+  try {
+    await unpack(state, hash, await isZstd(tarPath));
+  } catch (e) {
+    if (e instanceof TarLayoutError) throw e;
+    if (state.entries === 0) throw new TarLayoutError(`${tarPath} is not a readable tar archive: ${(e as Error).message}`);
+    if (state.current) state.damaged.set(state.current, `is cut short in ${tarPath}: the archive ends or is unreadable inside it (${(e as Error).message})`);
+    else state.brokenAfter = `${tarPath} is unreadable after ${state.entries} entries: ${(e as Error).message}`;
+    if (state.current) await rm(join(dest, state.current), { force: true });
+  }
+  const top = topFolder(state);
+  const damaged = new Map<string, string>();
+  for (const [name, why] of state.damaged) damaged.set(top ? name.slice(top.length + 1) : name, why);
+  return { top, damaged, brokenAfter: state.brokenAfter, sha256: `sha256:${hash.digest('hex')}` };
+}
+
+interface Unpack {
+  tarPath: string;
+  dest: string;
+  folders: Set<string>;
+  written: Set<string>;
+  entries: number;
+  /** The layout file being written when the archive failed. */
+  current?: string;
+  damaged: Map<string, string>;
+  brokenAfter?: string;
+}
+
+function topFolder(s: Unpack): string {
+  if (s.folders.has('')) return '';
+  const found = [...s.folders].sort();
+  if (found.length === 1) return found[0] ?? '';
+  if (found.length > 1) {
+    throw new TarLayoutError(`${s.tarPath} holds an image layout under each of ${found.map((f) => `${f}/`).join(', ')}; tar one layout's contents`);
+  }
+  if (s.entries === 0) throw new TarLayoutError(`${s.tarPath} is empty: no index.json; tar the layout's contents (tar -cf ${s.tarPath} -C LAYOUT .)`);
+  throw new TarLayoutError(`${s.tarPath} has no index.json at its top or under one top folder: it is not a .tar of an OCI image layout`);
+}
+
+async function isZstd(file: string): Promise<boolean> {
+  const fh = await open(file, 'r');
+  try {
+    const head = Buffer.alloc(4);
+    const { bytesRead } = await fh.read(head, 0, 4, 0);
+    return bytesRead === 4 && head.equals(ZSTD_MAGIC);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function unpack(s: Unpack, hash: ReturnType<typeof createHash>, zstd: boolean): Promise<void> {
   const ex = extract();
-  const written = new Set<string>();
-  const done = (async () => {
+  const hashing = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  const source = createReadStream(s.tarPath);
+  const feed = zstd ? pipeline(source, hashing, new DecompressStream(), ex) : pipeline(source, hashing, ex);
+  const entries = (async () => {
     for await (const entry of ex) {
-      const name = normalize(entry.header.name).replace(/\/$/, '');
-      const m = LAYOUT_FILE.exec(name);
-      const folder = m?.[1] ?? '';
-      const wanted = entry.header.type === 'file' && m !== null && folder !== '.' && folder !== '..';
-      seen(wanted && m?.[2] === 'index.json' ? folder : undefined);
-      if (!wanted) {
+      s.entries++;
+      const name = checkEntry(s.tarPath, entry.header);
+      const m = name === undefined ? null : LAYOUT_FILE.exec(name);
+      if (!m || name === undefined) {
         entry.resume();
         await new Promise<void>((resolve) => entry.on('end', resolve));
         continue;
       }
-      if (written.has(name)) throw new TarLayoutError(`${tarPath} holds ${name} twice`);
-      written.add(name);
-      const out = join(dest, name);
+      if (m[2] === 'index.json') s.folders.add(m[1] ?? '');
+      if (s.written.has(name)) throw new TarLayoutError(`${s.tarPath} holds ${name} twice`);
+      s.written.add(name);
+      const out = join(s.dest, name);
       await mkdir(dirname(out), { recursive: true });
+      s.current = name;
       await pipeline(entry, createWriteStream(out, { flags: 'wx' }));
+      s.current = undefined;
     }
   })();
-  await Promise.all([pipeline(createReadStream(tarPath), ex), done]);
+  await Promise.all([feed, entries]);
+}
+
+/**
+ * The entry's normalised name when it is a regular file (undefined for a folder); refuses anything that could
+ * reach outside the unpack folder or is not plain data, so nothing of such an archive is imported.
+ */
+function checkEntry(tarPath: string, h: Header): string | undefined {
+  const raw = h.name;
+  const refuse = (why: string): never => {
+    throw new TarLayoutError(`${tarPath}: entry ${JSON.stringify(raw.slice(0, 200))} ${why}; the archive is refused and nothing of it is imported`);
+  };
+  if (raw.startsWith('/')) refuse('has an absolute path');
+  if (raw.split('/').includes('..')) refuse('climbs out of the archive with ".."');
+  if (h.type === 'symlink' || h.type === 'link') refuse(`is a ${h.type === 'link' ? 'hard' : 'symbolic'} link (to ${JSON.stringify((h.linkname ?? '').slice(0, 200))})`);
+  if (h.type === 'directory') return undefined;
+  if (h.type !== 'file' && h.type !== 'contiguous-file') refuse(`is a ${h.type ?? 'special file'}, not a regular file`);
+  const name = normalize(raw).replace(/\/$/, '');
+  return name === '.' ? undefined : name;
 }

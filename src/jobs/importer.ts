@@ -1,28 +1,39 @@
-// `sluice import`: reads an OCI image layout (a directory or a .tar of one), verifies every blob of every
-// image against its descriptor (all platforms of an index), and only then commits the image to the store.
-import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+// `sluice import`: reads an OCI image layout (a directory, a .tar or a .tar.zst of one; sluice's export bundles
+// included), verifies every blob of every image the layout holds against its descriptor, and only then commits
+// the image. A blob the layout leaves out (an incremental bundle) must already be in the store.
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayoutTar, TarLayoutError } from './import-tar.js';
-import { walkGraph, type ManifestBody } from '../oci/graph.js';
+import { PLATFORMS_ANNOTATION, REF_NAME, RULES_ANNOTATION } from './exporter.js';
+import { platformWanted } from './export-plan.js';
+import {
+  checkDescriptor, hasBlob, ImportError, ImportUsageError, readBlobFile, readIndex, verifyBlob, withBlob, readAtMost, type Layout,
+} from './layout-files.js';
+import { readReceipt, receiptPathFor } from './receipt.js';
+import { walkGraph, type GraphNode, type ManifestBody } from '../oci/graph.js';
 import { isDescriptor, isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { parseRule } from '../policy/rules.js';
 import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from '../store/store.js';
 
-const REF_NAME = 'org.opencontainers.image.ref.name';
-const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
+export { ImportError, ImportUsageError } from './layout-files.js';
+
 const MAX_DEPTH = 4;
 
+/** A tag, or (an export's referrers) a digest with no tag. */
 export interface ImageRef {
   host: string;
   name: string;
-  tag: string;
+  tag?: string;
+  digest?: string;
 }
 
 export interface ImportResult {
   imported: Array<{ ref: string; digest: string; blobs: number; bytes: number }>;
   failed: Array<{ ref: string; reason: string }>;
+  /** The rules a sluice export bundle was made from (index.json annotation); empty for other layouts. */
+  bundleRules: string[];
+  /** The archive was damaged or does not match its receipt: said once, whatever the images did. */
+  warnings: string[];
 }
 
 export interface ImportOptions {
@@ -30,35 +41,42 @@ export interface ImportOptions {
   progress?: (line: string) => void;
 }
 
-export class ImportError extends Error {}
-/** A problem with what the operator asked for (`--as`), not with the layout: a usage error. */
-export class ImportUsageError extends ImportError {}
-
-/** Where a layout sits (`dir`) and how to name one of its files to the operator (the tar, never a temp folder). */
-interface Layout {
-  dir: string;
-  name(file: string): string;
-}
+export const refText = (r: ImageRef): string => `${r.host}/${r.name}${r.tag !== undefined ? `:${r.tag}` : `@${r.digest ?? ''}`}`;
 
 export async function importPath(store: Store, path: string, opts: ImportOptions = {}): Promise<ImportResult> {
   const as = opts.as === undefined ? undefined : parseAsRef(opts.as);
   const info = await stat(path).catch(() => undefined);
   if (!info) throw new ImportError(`${path}: no such file or directory`);
-  if (info.isDirectory()) return importLayout(store, { dir: path, name: (f) => join(path, f) }, as, opts.progress);
+  if (info.isDirectory()) return importLayout(store, { dir: path, name: (f) => join(path, f) }, as, [], opts.progress);
   if (!info.isFile()) throw new ImportError(`${path} is neither a folder nor a regular file: give an OCI image layout or a .tar of one`);
   const dir = await store.scratchDir('import-');
   try {
-    const top = await extractLayoutTar(path, dir).catch((e: unknown) => Promise.reject(e instanceof TarLayoutError ? new ImportError(e.message) : e));
-    const layout = { dir: join(dir, top), name: (f: string) => `${top ? `${top}/` : ''}${f} in ${path}` };
-    return await importLayout(store, layout, as, opts.progress);
+    const tar = await extractLayoutTar(path, dir).catch((e: unknown) => Promise.reject(e instanceof TarLayoutError ? new ImportError(e.message) : e));
+    const warnings = [...(tar.brokenAfter ? [`${tar.brokenAfter}; only images whose blobs all arrived whole are imported`] : []), ...(await receiptWarnings(path, tar.sha256))];
+    const layout: Layout = { dir: join(dir, tar.top), name: (f: string) => `${tar.top ? `${tar.top}/` : ''}${f} in ${path}`, damaged: tar.damaged };
+    return await importLayout(store, layout, as, warnings, opts.progress);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** A receipt beside the archive that does not match it means the bundle changed in transit (each blob is still verified). */
+async function receiptWarnings(path: string, sha256: string): Promise<string[]> {
+  const file = receiptPathFor(path);
+  if (!(await stat(file).catch(() => undefined))) return [];
+  try {
+    const r = await readReceipt(file);
+    if (r.checksum.of !== 'file' || r.checksum.value === sha256) return [];
+    return [`${path} hashes to ${sha256}, but its receipt ${file} says ${r.checksum.value}: the bundle changed after it was written; every blob is verified, and images with a bad or absent blob are refused`];
+  } catch (e) {
+    return [`${(e as Error).message}; the bundle is imported without it`];
   }
 }
 
 export function parseImageRef(text: string): ImageRef {
   const rule = parseRule(text);
   if (rule.nameGlob || (rule.tag ?? '').includes('*')) throw new ImportError(`${text}: an image reference cannot contain globs`);
+  if (rule.digest !== undefined) return { host: rule.host, name: rule.name, ...(rule.tag ? { tag: rule.tag } : {}), digest: rule.digest };
   if (!rule.tag) throw new ImportError(`${text}: the reference needs a tag (e.g. ${text}:v1)`);
   return { host: rule.host, name: rule.name, tag: rule.tag };
 }
@@ -75,29 +93,31 @@ export function parseAsRef(text: string): ImageRef {
   }
 }
 
-async function importLayout(store: Store, layout: Layout, as: ImageRef | undefined, progress?: (line: string) => void): Promise<ImportResult> {
-  const entries = await readIndex(layout);
+async function importLayout(store: Store, layout: Layout, as: ImageRef | undefined, warnings: string[], progress?: (line: string) => void): Promise<ImportResult> {
+  const index = await readIndex(layout);
+  const entries = index.entries;
   if (as !== undefined && entries.length !== 1) {
     throw new ImportUsageError(`--as names one image, but ${layout.name('index.json')} holds ${entries.length}`);
   }
-  const result: ImportResult = { imported: [], failed: [] };
+  const rules = index.annotations[RULES_ANNOTATION];
+  const result: ImportResult = { imported: [], failed: [], bundleRules: rules ? rules.split(',').filter((r) => r !== '') : [], warnings };
   for (const [i, entry] of entries.entries()) {
-    const refText = as ? `${as.host}/${as.name}:${as.tag}` : isDescriptor(entry) ? entry.annotations?.[REF_NAME] ?? '' : '';
+    const named = as ? refText(as) : isDescriptor(entry) ? entry.annotations?.[REF_NAME] ?? '' : '';
     try {
       const root = imageEntry(layout, entry, i);
-      const ref = as ?? entryRef(layout, root, refText, i);
-      const image = await collect(layout, root);
+      const ref = as ?? entryRef(layout, root, named, i);
+      const image = await collect(store, layout, root, platformsOf(root));
       let done = 0;
-      for (const d of image.blobs) {
+      for (const d of image.fromLayout) {
         await verifyBlob(layout, d);
-        progress?.(`verifying ${refText}: ${++done}/${image.blobs.length} blobs`);
+        progress?.(`verifying ${named}: ${++done}/${image.fromLayout.length} blobs`);
       }
       await commitImage(store, layout, ref, image);
-      const bytes = image.blobs.reduce((n, d) => n + d.size, 0);
-      result.imported.push({ ref: `${ref.host}/${ref.name}:${ref.tag}`, digest: root.digest, blobs: image.blobs.length, bytes });
-      progress?.(`imported ${refText} ${root.digest}`);
+      const bytes = image.fromLayout.reduce((n, d) => n + d.size, 0);
+      result.imported.push({ ref: refText(ref), digest: root.digest, blobs: image.fromLayout.length, bytes });
+      progress?.(`imported ${named} ${root.digest}`);
     } catch (e) {
-      result.failed.push({ ref: refText || (isDescriptor(entry) ? entry.digest : `entry ${i + 1}`), reason: (e as Error).message });
+      result.failed.push({ ref: named || (isDescriptor(entry) ? entry.digest : `entry ${i + 1}`), reason: (e as Error).message });
     }
   }
   return result;
@@ -113,47 +133,85 @@ function imageEntry(layout: Layout, entry: unknown, i: number): Descriptor {
   return entry;
 }
 
-function entryRef(layout: Layout, root: Descriptor, refText: string, i: number): ImageRef {
-  if (!refText.includes('/') && !refText.includes(':')) {
-    throw new ImportError(`${layout.name('index.json')} entry ${i + 1} (${root.digest}) has no full reference in ${REF_NAME} ("${refText}"); use --as REF`);
+function entryRef(layout: Layout, root: Descriptor, named: string, i: number): ImageRef {
+  if (!named.includes('/') && !named.includes(':')) {
+    throw new ImportError(`${layout.name('index.json')} entry ${i + 1} (${root.digest}) has no full reference in ${REF_NAME} ("${named}"); use --as REF`);
   }
-  return parseImageRef(refText);
+  const ref = parseImageRef(named);
+  if (ref.digest !== undefined && ref.digest !== root.digest) throw new ImportError(`${named} names another digest than its entry (${root.digest})`);
+  return ref;
+}
+
+/** The platforms a sluice export was limited to: the other platforms of an index may then be absent. */
+function platformsOf(root: Descriptor): string[] {
+  return (root.annotations?.[PLATFORMS_ANNOTATION] ?? '').split(',').filter((p) => p !== '');
+}
+
+interface Manifest {
+  d: Descriptor;
+  body: Buffer;
+  mediaType: string;
+  /** Read from the layout (to be written), or already in the store. */
+  inLayout: boolean;
 }
 
 interface Collected {
   root: Descriptor;
   /** Manifests in commit order: children before parents. */
-  manifests: Array<{ d: Descriptor; body: Buffer; mediaType: string }>;
-  /** Every blob of the image, manifests included. */
-  blobs: Descriptor[];
+  manifests: Manifest[];
+  /** Blobs the layout holds (manifests included): each is verified, then committed. */
+  fromLayout: Descriptor[];
+  /** Blobs the layout leaves out that the store holds. */
+  fromStore: Descriptor[];
 }
 
-/** Walks the layout depth-first from `root`, checking every descriptor and reading and checking every manifest. */
-async function collect(layout: Layout, root: Descriptor): Promise<Collected> {
-  const out: Collected = { root, manifests: [], blobs: [] };
-  await walkGraph({ manifest: (_digest, d) => d && readManifest(layout, d) }, [root], {
+/** Walks the image depth-first from `root`, in the layout first and the store second; lists every blob in neither. */
+async function collect(store: Store, layout: Layout, root: Descriptor, platforms: string[]): Promise<Collected> {
+  const out: Collected = { root, manifests: [], fromLayout: [], fromStore: [] };
+  const missing: string[] = [];
+  const stored = new Set<string>();
+  const lookup = async (d: Descriptor): Promise<ManifestBody | undefined> => {
+    checkDescriptor(d);
+    if (await hasBlob(layout, d)) return readManifest(layout, d);
+    const m = await store.getManifest(d.digest);
+    if (m) stored.add(d.digest);
+    return m;
+  };
+  await walkGraph({ manifest: (_digest, d) => d && lookup(d) }, [root], {
     order: 'depth',
     children: 'by-media-type',
     maxDepth: MAX_DEPTH,
-    onNode: (node) => {
+    follow: (child) => platformWanted(child, platforms),
+    onNode: async (node) => {
       const d = node.descriptor as Descriptor;
       checkDescriptor(d);
-      out.blobs.push(d);
       if (node.kind === 'truncated') throw new ImportError(`manifest ${d.digest} nests deeper than ${MAX_DEPTH} levels`);
+      await place(store, layout, node, stored, out, missing);
     },
     onLeave: (node) => {
       const d = node.descriptor as Descriptor;
       const m = node.manifest as ManifestBody;
       if (!isIndexType(m.mediaType) && node.doc?.config === undefined) throw new ImportError(`manifest ${d.digest} has no config`);
-      out.manifests.push({ d, body: m.body, mediaType: m.mediaType });
+      out.manifests.push({ d, body: m.body, mediaType: m.mediaType, inLayout: !stored.has(d.digest) });
     },
   });
+  if (missing.length > 0) {
+    throw new ImportError(`${missing.length} blob(s) of this image are neither in the bundle nor in the store, so nothing of it was imported: ${missing.join(', ')}`);
+  }
   return out;
+}
+
+async function place(store: Store, layout: Layout, node: GraphNode, stored: Set<string>, out: Collected, missing: string[]): Promise<void> {
+  const d = node.descriptor as Descriptor;
+  if (node.kind === 'missing') missing.push(d.digest);
+  else if (node.kind !== 'blob') (stored.has(d.digest) ? out.fromStore : out.fromLayout).push(d);
+  else if (await hasBlob(layout, d)) out.fromLayout.push(d);
+  else if (await store.stat(d.digest)) out.fromStore.push(d);
+  else missing.push(d.digest);
 }
 
 /** A manifest of the layout, read only once its descriptor is sound and checked against it. */
 async function readManifest(layout: Layout, d: Descriptor): Promise<ManifestBody> {
-  checkDescriptor(d);
   if (d.size > MAX_MANIFEST_BYTES) throw new ImportError(`manifest ${d.digest} is larger than 4 MiB`);
   const body = await readBlobFile(layout, d);
   const doc = parseManifest(body);
@@ -165,110 +223,17 @@ async function readManifest(layout: Layout, d: Descriptor): Promise<ManifestBody
 
 async function commitImage(store: Store, layout: Layout, ref: ImageRef, image: Collected): Promise<void> {
   const manifestDigests = new Set(image.manifests.map((m) => m.d.digest));
-  for (const d of image.blobs) {
+  for (const d of [...image.fromLayout, ...image.fromStore]) {
     if (manifestDigests.has(d.digest)) continue;
     if (!(await store.stat(d.digest))) {
       await withBlob(layout, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
     }
-    // The layout had these bytes for this image: they may be served through its repository (even if stored before).
+    // The verified manifests name these bytes for this image: they may be served through its repository.
     await store.linkBlob(ref.host, ref.name, d.digest);
   }
   for (const m of image.manifests) {
-    const stored = await store.putManifest(m.body, m.mediaType, m.d.digest);
+    const stored = m.inLayout ? await store.putManifest(m.body, m.mediaType, m.d.digest) : { digest: m.d.digest, mediaType: m.mediaType, body: m.body };
     await store.linkManifest(ref.host, ref.name, stored);
   }
-  await store.setTag(ref.host, ref.name, ref.tag, image.root.digest);
-}
-
-async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
-  const hash = createHash('sha256');
-  let size = 0;
-  await withBlob(layout, d, async (fh) => {
-    try {
-      for await (const chunk of readAtMost(fh, d.size)) {
-        hash.update(chunk);
-        size += chunk.length;
-      }
-    } catch (e) {
-      throw new ImportError(`blob ${d.digest} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-  });
-  if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
-  const got = `sha256:${hash.digest('hex')}`;
-  if (got !== d.digest) throw new ImportError(`blob ${d.digest} is corrupt: its content hashes to ${got}`);
-}
-
-async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffer> {
-  return withBlob(layout, d, async (fh) => {
-    const body = Buffer.alloc(d.size);
-    const { bytesRead } = await fh.read(body, 0, d.size, 0);
-    if (bytesRead !== d.size) throw new ImportError(`blob ${d.digest} is ${bytesRead} bytes, its descriptor says ${d.size}`);
-    return body;
-  });
-}
-
-/** Runs `use` on the blob's file once it is known to be a regular file of the descriptor's size. */
-async function withBlob<T>(layout: Layout, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
-  const { fh, size } = await openRegular(join(layout.dir, 'blobs', 'sha256', d.digest.slice(7)), `blob ${d.digest} (${layout.name(`blobs/sha256/${d.digest.slice(7)}`)})`);
-  try {
-    if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
-    return await use(fh);
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * Opens a layout file only if it is a regular file: a symlink is not followed (it could point at /dev/zero or
- * outside the layout) and a FIFO or device is refused before any read (O_NONBLOCK: opening a FIFO never waits).
- */
-async function openRegular(file: string, what: string, missing = `${what} cannot be read: no such file`): Promise<{ fh: FileHandle; size: number }> {
-  let fh: FileHandle;
-  try {
-    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new ImportError(`${what} is a symbolic link; sluice reads only regular files (copy the file into the layout)`);
-    throw new ImportError(code === 'ENOENT' ? missing : `${what} cannot be read: ${code ?? (e as Error).message}`);
-  }
-  const info = await fh.stat();
-  if (!info.isFile()) {
-    await fh.close();
-    throw new ImportError(`${what} is not a regular file`);
-  }
-  return { fh, size: info.size };
-}
-
-/** The first `size` bytes of the file and no more, whatever it grows to. */
-function readAtMost(fh: FileHandle, size: number): AsyncIterable<Buffer> {
-  if (size === 0) return (async function* () {})();
-  return fh.createReadStream({ start: 0, end: size - 1, autoClose: false, highWaterMark: 1024 * 1024 });
-}
-
-function checkDescriptor(d: Descriptor): void {
-  if (typeof d.digest !== 'string' || !SHA256_RE.test(d.digest)) throw new ImportError(`descriptor has an invalid or non-sha256 digest: ${String(d.digest).slice(0, 80)}`);
-  if (!Number.isSafeInteger(d.size) || d.size < 0) throw new ImportError(`descriptor ${d.digest} has an invalid size`);
-  if (typeof d.mediaType !== 'string') throw new ImportError(`descriptor ${d.digest} has no mediaType`);
-}
-
-/** The entries of index.json (each still to be checked), or an ImportError naming the file and what is wrong. */
-async function readIndex(layout: Layout): Promise<unknown[]> {
-  const file = layout.name('index.json');
-  const { fh, size } = await openRegular(join(layout.dir, 'index.json'), file, `${file} is missing: not an OCI image layout`);
-  let doc: unknown;
-  try {
-    if (size > MAX_MANIFEST_BYTES) throw new ImportError(`${file} is larger than 4 MiB`);
-    doc = JSON.parse((await fh.readFile()).toString('utf8'));
-  } catch (e) {
-    throw e instanceof ImportError ? e : new ImportError(`${file} is not valid JSON: ${(e as Error).message}`);
-  } finally {
-    await fh.close();
-  }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
-    throw new ImportError(`${file} is not an image index: it holds ${doc === null ? 'null' : Array.isArray(doc) ? 'a list' : typeof doc}, not an object with a manifests list`);
-  }
-  const manifests = (doc as { manifests?: unknown }).manifests;
-  if (!Array.isArray(manifests)) throw new ImportError(`${file} has no manifests list: not an image index`);
-  if (manifests.length === 0) throw new ImportError(`${file} lists no images (its manifests list is empty): nothing to import`);
-  return manifests;
+  if (ref.tag !== undefined) await store.setTag(ref.host, ref.name, ref.tag, image.root.digest);
 }

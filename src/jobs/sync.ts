@@ -33,6 +33,8 @@ export interface SyncReport {
   bytesFetched: number;
 }
 
+const RECENT_RUNS = 10;
+
 export class SyncClosedError extends Error {}
 
 const CLOSED_DURING_SYNC = 'upstream access closed during the sync; nothing more was asked of the upstream';
@@ -47,12 +49,16 @@ interface Target {
 export class Syncer {
   private running: Promise<SyncReport> | undefined;
   last: SyncReport | undefined;
+  /** The most recent runs, newest first (at most RECENT_RUNS), for the status page. */
+  readonly recent: SyncReport[] = [];
 
   constructor(
     private readonly mirror: Pick<Mirror, 'ensureManifest' | 'ensureBlob' | 'upstreamReferrers'>,
     private readonly allowlist: Allowlist,
     private readonly store: Store,
     private readonly window: WindowState,
+    /** The config's `platforms`: the filter when a run names none (empty: every platform). */
+    private readonly defaultPlatforms: readonly string[] = [],
     private readonly metrics: SyncMetrics = NO_SYNC_METRICS,
   ) {}
 
@@ -71,7 +77,8 @@ export class Syncer {
       return Promise.reject(new SyncClosedError(`upstream access is closed; ${windowClosedUntil(this.window)}`));
     }
     if (this.running) return this.running;
-    const p = this.runOnce(opts).finally(() => {
+    const platforms = opts.platforms ?? (this.defaultPlatforms.length > 0 ? [...this.defaultPlatforms] : undefined);
+    const p = this.runOnce({ ...opts, platforms }).finally(() => {
       this.running = undefined;
     });
     if (!opts.dryRun) {
@@ -100,6 +107,8 @@ export class Syncer {
     }
     report.finishedAt = new Date().toISOString();
     this.last = report;
+    this.recent.unshift(report);
+    this.recent.splice(RECENT_RUNS);
     return report;
   }
 

@@ -76,18 +76,16 @@ export class Metrics {
       src.maxBytes !== undefined && (await src.usage()).bytes >= src.maxBytes ? 1 : 0);
     gauge(r, 'sluice_denied_references', 'Distinct references in the denied log (bounded by the log size).', () => src.deniedEntries());
     gauge(r, 'sluice_allowlist_rules', 'Rules on the allowlist.', () => src.allowlistRules());
+    if (src.readiness) this.attachReadiness(src.readiness);
   }
 
-  /**
-   * The readiness hook: once a readiness report exists (issue 11, item 2) it registers its source here and
-   * `sluice_readiness_rules{state}` appears; until then the series is absent rather than a made-up zero.
-   */
+  /** `sluice_readiness_rules{state}` from the readiness report (jobs/coverage.ts), which app.ts attaches. */
   attachReadiness(source: ReadinessSource): void {
     if (this.readiness) throw new Error('a readiness source is attached already');
     this.readiness = source;
     const g = new Gauge({
       name: 'sluice_readiness_rules',
-      help: 'Allowlist rules by readiness: complete (everything stored), incomplete, or missing (nothing stored).',
+      help: 'Allowlist rules by readiness: complete (everything stored), incomplete, missing (nothing stored), empty (a glob matching nothing yet).',
       labelNames: ['state'],
       registers: [this.registry],
       collect: async () => {
@@ -95,6 +93,7 @@ export class Metrics {
         g.set({ state: 'complete' }, s.complete);
         g.set({ state: 'incomplete' }, s.incomplete);
         g.set({ state: 'missing' }, s.missing);
+        g.set({ state: 'empty' }, s.empty);
       },
     });
   }

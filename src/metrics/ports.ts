@@ -54,10 +54,11 @@ export interface GaugeSources {
   maxBytes?: number;
   deniedEntries(): number;
   allowlistRules(): number;
+  readiness?: ReadinessSource;
 }
 
 /** Counts of allowlist rules by readiness, from the readiness report when there is one. */
-export type ReadinessSource = () => Promise<{ complete: number; incomplete: number; missing: number }>;
+export type ReadinessSource = () => Promise<{ complete: number; incomplete: number; missing: number; empty: number }>;
 
 const nothing = (): void => undefined;
 

@@ -2,6 +2,7 @@
 // (immediate, and it says when access opens next) that every caller outside a window gets.
 import { RegistryError } from '../oci/errors.js';
 import type { Upstream } from '../upstream/client.js';
+import type { UpstreamLookup } from '../upstream/pool.js';
 import type { WindowState } from '../window/state.js';
 
 export type ClosedKind = 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN';
@@ -31,7 +32,7 @@ export function isClosedWindowMiss(e: RegistryError): boolean {
   return (e.kind === 'MANIFEST_UNKNOWN' || e.kind === 'BLOB_UNKNOWN') && typeof d === 'object' && d !== null && 'nextWindow' in d;
 }
 
-export function requireUpstream(upstreams: ReadonlyMap<string, Upstream>, host: string): Upstream {
+export function requireUpstream(upstreams: UpstreamLookup, host: string): Upstream {
   const u = upstreams.get(host);
   if (!u) throw new RegistryError('NAME_UNKNOWN', 'registry host is not a configured upstream', { host });
   return u;

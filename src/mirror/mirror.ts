@@ -5,6 +5,7 @@ import type { GrowingFile } from '../store/ingest.js';
 import { Entitlement } from './entitlement.js';
 import type { BlobInfo, Descriptor, Store, StoredManifest } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
+import type { UpstreamLookup } from '../upstream/pool.js';
 import type { WindowState } from '../window/state.js';
 import { closedError, requireUpstream } from './access.js';
 import { BlobFlights, MAX_JOINS } from './blob-flights.js';
@@ -26,7 +27,7 @@ export interface Policy {
 export interface MirrorDeps {
   store: Store;
   policy: Policy;
-  upstreams: ReadonlyMap<string, Upstream>;
+  upstreams: UpstreamLookup;
   window: WindowState;
   tagTtlMs: number;
   ingestTimeoutMs: number;

@@ -25,6 +25,11 @@ export interface UpstreamOptions {
   /** Docker Hub answers 401 rather than 404 for a repository that does not exist. */
   dockerHub?: boolean;
   /**
+   * The url is another mirror (a sluice, or any registry that reads containerd's `ns`): every request carries
+   * `?ns=<host>`, and a refusal relays the mirror's own message (its allowlist said no).
+   */
+  mirror?: boolean;
+  /**
    * The window gate: asked right before every request leaves (token fetches, redirect hops and retries too);
    * throws when none may. Requests in flight when it closes are aborted via abortInFlight(), blob downloads excepted.
    */
@@ -57,6 +62,9 @@ const INDEX_TYPE = 'application/vnd.oci.image.index.v1+json';
 
 export class Upstream {
   readonly host: string;
+  /** How messages name it: the host, and the mirror it is asked through. */
+  private readonly label: string;
+  private readonly mirror: boolean;
   private readonly http: Transport;
   private readonly auth: UpstreamAuth;
   private readonly identity: UpstreamIdentity;
@@ -69,8 +77,11 @@ export class Upstream {
     if (base.protocol !== 'https:' && base.protocol !== 'http:') {
       throw new Error(`upstream ${opts.host}: url must be http(s); got ${opts.url}`);
     }
-    this.identity = { host: opts.host, dockerHub: opts.dockerHub, hasAuth: opts.auth !== undefined };
-    this.http = new Transport({ host: opts.host, base, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, metrics: this.metrics });
+    this.mirror = opts.mirror === true;
+    this.label = this.mirror ? `${opts.host} (via mirror ${base.host})` : opts.host;
+    this.identity = { host: this.label, dockerHub: opts.dockerHub, hasAuth: opts.auth !== undefined };
+    const ns = this.mirror ? opts.host : undefined;
+    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, metrics: this.metrics });
     this.auth = new UpstreamAuth(opts.host, base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what));
   }
 
@@ -216,6 +227,7 @@ export class Upstream {
       if (auth.value === undefined) throw needsCredentials(this.host, c.what, this.auth.challenge?.scheme ?? 'basic');
       res = await this.http.send(c.method, url, withAuth(c.headers, auth.value), signal, c.what);
     }
+    if (res.statusCode === 403 && this.mirror) throw await this.mirrorRefused(res, c.what);
     if (res.statusCode === 401 || res.statusCode === 403) {
       res.body.resume();
       const e = refused(this.identity, c.what, res.statusCode);
@@ -223,6 +235,13 @@ export class Upstream {
       throw e;
     }
     return res;
+  }
+
+  /** The mirror's allowlist refused: its own words are the useful ones (no credentials would help). */
+  private async mirrorRefused(res: Response, what: string): Promise<RegistryError> {
+    const body = await this.http.readLimited(res, ERROR_BODY_LIMIT_BYTES, what).catch(() => null);
+    const said = statusError(this.label, { status: 403, body }, what, 'DENIED').detail as { message?: string } | undefined;
+    return new RegistryError('DENIED', `upstream ${this.label} refused ${what}${said?.message ? `: ${said.message}` : ''}`, { upstream: this.host, status: 403 });
   }
 
   /** The transport half of a token request: HTTP and its failures here, the token document in UpstreamAuth. */
@@ -239,9 +258,12 @@ export class Upstream {
   /** Reads what the upstream said about a final non-success status and maps it. */
   private async statusError(res: Response, what: string, notFound: ErrorKind): Promise<RegistryError> {
     const body = await this.http.readLimited(res, ERROR_BODY_LIMIT_BYTES, what).catch(() => null);
-    const e = statusError(this.host, { status: res.statusCode, body, retryAfter: header(res, 'retry-after') }, what, notFound);
+    const e = statusError(this.label, { status: res.statusCode, body, retryAfter: header(res, 'retry-after') }, what, notFound);
     this.metrics.error(e.code);
-    return e;
+    // A mirror's 404 says why (e.g. its own window is closed): that is the message the client needs.
+    const said = (e.detail as { message?: string } | undefined)?.message;
+    if (!this.mirror || res.statusCode !== 404 || !said) return e;
+    return new RegistryError(e.kind, `upstream ${this.label}: ${said}`, e.detail);
   }
 }
 

@@ -12,6 +12,8 @@ export type Response = Dispatcher.ResponseData;
 export interface TransportOptions {
   host: string;
   base: URL;
+  /** Sent as `?ns=` on every registry request: the upstream is a mirror serving many hosts (containerd's form). */
+  ns?: string;
   tls?: { ca?: string; insecureSkipVerify?: boolean };
   connectTimeoutMs?: number;
   idleTimeoutMs?: number;
@@ -50,7 +52,9 @@ export class Transport {
 
   urlFor(path: string): URL {
     const prefix = this.opts.base.pathname.replace(/\/+$/, '');
-    return new URL(`${this.opts.base.origin}${prefix}/v2${path}`);
+    const url = new URL(`${this.opts.base.origin}${prefix}/v2${path}`);
+    if (this.opts.ns !== undefined) url.searchParams.set('ns', this.opts.ns);
+    return url;
   }
 
   /** The caller's signal joined with the window-close one. */

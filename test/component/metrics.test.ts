@@ -47,6 +47,12 @@ describe('metrics', () => {
     expect(res.statusCode).toBe(401);
   });
 
+  it('shows readiness from the readiness report: nothing stored yet, every exact rule missing', async () => {
+    const text = await scrape();
+    expect(sample(text, 'sluice_readiness_rules{state="missing"}')).toBe(3);
+    expect(sample(text, 'sluice_readiness_rules{state="complete"}')).toBe(0);
+  });
+
   it('counts a cold pull as miss-fetched, a warm one as hit, and the bytes of both', async () => {
     const before = await scrape();
     const layer = image.layers[0]?.digest ?? '';

@@ -1,0 +1,111 @@
+// `sluice export OUT [RULE…] [--since RECEIPT] [--platform P,…] [--format dir|tar|tar.zst] [--partial] [--json]`:
+// parses and checks the options, runs the export on the store, shows progress on a terminal and prints the receipt.
+import { flag, UsageError, type ParsedArgs } from './args.js';
+import { err, isJson, openAllowlist, out, type Command } from './commands.js';
+import { formatBytes } from './window-commands.js';
+import { BUNDLE_FORMATS, BundleExistsError, type BundleFormat } from '../jobs/bundle-sink.js';
+import { describeMissing, ExportError, exportBundle, type ExportProgress } from '../jobs/exporter.js';
+import { exportRules } from '../jobs/export-plan.js';
+import { readReceipt, ReceiptError, type Receipt } from '../jobs/receipt.js';
+import { RuleError, type RuleSpec } from '../policy/allowlist.js';
+import { Store } from '../store/store.js';
+
+const PLATFORM_RE = /^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/;
+
+export const exportCommand: Command = async (args, config) => {
+  const [outPath, ...ruleTexts] = args.positionals;
+  if (outPath === undefined) throw new UsageError('export needs OUT: the folder or file to write');
+  const format = formatOf(outPath, flag(args, 'format'));
+  const platforms = platformsOf(flag(args, 'platform'));
+  const explicit = ruleTexts.length > 0;
+  let rules: RuleSpec[] = explicit ? usageRules(ruleTexts) : [];
+  const sinceFile = flag(args, 'since');
+  const since = sinceFile === undefined ? undefined : await usageReceipt(sinceFile);
+  const cfg = config();
+  if (!explicit) rules = exportRules((await openAllowlist(cfg)).list().map((r) => r.rule));
+  if (rules.length === 0) {
+    err('sluice export: the allowlist is empty and no RULE was given: nothing to export');
+    return 1;
+  }
+  const store = await Store.open(cfg.storage);
+  const progress = new ExportProgressLine(process.stderr.isTTY === true && !isJson(args));
+  try {
+    const partial = args.flags.get('partial') === true;
+    const result = await exportBundle(store, { out: outPath, format, rules, explicitRules: explicit, platforms, since, partial, progress: (p) => progress.draw(p) });
+    progress.done();
+    const r = result.receipt;
+    if (isJson(args)) out(JSON.stringify({ receipt: result.receiptPath, ...r }, null, 2));
+    else printSummary(outPath, result.receiptPath, r, result.plan.notStored);
+    const incomplete = result.plan.images.filter((i) => i.missing.length > 0);
+    if (incomplete.length > 0) err(`warning: --partial: these images are incomplete in the bundle:\n${describeMissing(incomplete)}`);
+    return 0;
+  } catch (e) {
+    progress.done();
+    if (e instanceof ExportError || e instanceof BundleExistsError) {
+      err(`sluice export: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    await store.close();
+  }
+};
+
+function printSummary(outPath: string, receiptPath: string, r: Receipt, notStored: string[]): void {
+  for (const i of r.images) out(`exported ${i.ref} ${i.digest}`);
+  const since = r.since ? `, ${r.assumed.length} left out (already in ${r.since.bundle})` : '';
+  out(`wrote ${outPath} (${r.format}): ${r.images.length} image(s), ${r.blobs.length} blob(s), ${formatBytes(r.sizeBytes)}${since}`);
+  out(`receipt ${receiptPath} (${r.checksum.algorithm} ${r.checksum.value})`);
+  for (const n of notStored) err(`note: ${n} is on the allowlist but not in the store; not exported`);
+}
+
+function formatOf(outPath: string, given: string | undefined): BundleFormat {
+  if (given !== undefined) {
+    if (!(BUNDLE_FORMATS as readonly string[]).includes(given)) throw new UsageError(`--format must be dir, tar or tar.zst; got "${given}"`);
+    return given as BundleFormat;
+  }
+  return outPath.endsWith('.tar.zst') ? 'tar.zst' : outPath.endsWith('.tar') ? 'tar' : 'dir';
+}
+
+function platformsOf(v: string | undefined): string[] {
+  const list = (v ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '');
+  const bad = list.filter((p) => !PLATFORM_RE.test(p));
+  if (bad.length > 0) throw new UsageError(`invalid platform(s) ${bad.join(', ')}: use os/arch[/variant], e.g. linux/amd64`);
+  return list;
+}
+
+function usageRules(texts: string[]): RuleSpec[] {
+  try {
+    return exportRules(texts);
+  } catch (e) {
+    throw e instanceof RuleError ? new UsageError(e.message) : e;
+  }
+}
+
+/** The operator named the receipt: one that cannot be read or is not a receipt is a usage error. */
+async function usageReceipt(file: string): Promise<Receipt> {
+  try {
+    return await readReceipt(file);
+  } catch (e) {
+    throw e instanceof ReceiptError ? new UsageError(`--since: ${e.message}`) : e;
+  }
+}
+
+/** One line on a terminal's stderr, redrawn at most ten times a second; silent otherwise. */
+class ExportProgressLine {
+  private lastMs = 0;
+
+  constructor(private readonly tty: boolean) {}
+
+  draw(p: ExportProgress): void {
+    const now = Date.now();
+    if (!this.tty || (now - this.lastMs < 100 && p.blobsDone < p.blobsTotal)) return;
+    this.lastMs = now;
+    const pct = p.bytesTotal > 0 ? Math.floor((p.bytesDone / p.bytesTotal) * 100) : 100;
+    process.stderr.write(`\r\x1b[Kexporting: ${p.blobsDone}/${p.blobsTotal} blobs, ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${pct}%)`);
+  }
+
+  done(): void {
+    if (this.tty) process.stderr.write('\r\x1b[K');
+  }
+}

@@ -1,0 +1,133 @@
+// Reading the files of an OCI image layout for import: only regular files (never a symlink, FIFO or device),
+// never past a descriptor's size, and every problem named by the layout's own file name.
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MAX_MANIFEST_BYTES, type Descriptor } from '../store/store.js';
+
+export class ImportError extends Error {}
+/** A problem with what the operator asked for (`--as`), not with the layout: a usage error. */
+export class ImportUsageError extends ImportError {}
+
+const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
+
+/** Where a layout sits (`dir`) and how to name one of its files to the operator (the tar, never a temp folder). */
+export interface Layout {
+  dir: string;
+  name(file: string): string;
+  /** Blobs a damaged archive held only in part (path → why): they count as bad, not as absent. */
+  damaged?: ReadonlyMap<string, string>;
+}
+
+export const blobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slice(7)}`;
+
+/** Whether the layout holds a file for this blob (not whether it is sound). */
+export async function hasBlob(layout: Layout, d: Descriptor): Promise<boolean> {
+  if (layout.damaged?.has(blobFile(d))) return true;
+  // lstat: a symlink or FIFO counts as present, so reading it is refused by name rather than it being taken as absent.
+  return (await lstat(join(layout.dir, blobFile(d))).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : e))) !== undefined;
+}
+
+export async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
+  const hash = createHash('sha256');
+  let size = 0;
+  await withBlob(layout, d, async (fh) => {
+    try {
+      for await (const chunk of readAtMost(fh, d.size)) {
+        hash.update(chunk);
+        size += chunk.length;
+      }
+    } catch (e) {
+      throw new ImportError(`blob ${d.digest} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  });
+  if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
+  const got = `sha256:${hash.digest('hex')}`;
+  if (got !== d.digest) throw new ImportError(`blob ${d.digest} is corrupt: its content hashes to ${got}`);
+}
+
+export async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffer> {
+  return withBlob(layout, d, async (fh) => {
+    const body = Buffer.alloc(d.size);
+    const { bytesRead } = await fh.read(body, 0, d.size, 0);
+    if (bytesRead !== d.size) throw new ImportError(`blob ${d.digest} is ${bytesRead} bytes, its descriptor says ${d.size}`);
+    return body;
+  });
+}
+
+/** Runs `use` on the blob's file once it is known to be a regular file of the descriptor's size. */
+export async function withBlob<T>(layout: Layout, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
+  const damage = layout.damaged?.get(blobFile(d));
+  if (damage) throw new ImportError(`blob ${d.digest} (${layout.name(blobFile(d))}) ${damage}`);
+  const { fh, size } = await openRegular(join(layout.dir, blobFile(d)), `blob ${d.digest} (${layout.name(blobFile(d))})`);
+  try {
+    if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
+    return await use(fh);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Opens a layout file only if it is a regular file: a symlink is not followed (it could point at /dev/zero or
+ * outside the layout) and a FIFO or device is refused before any read (O_NONBLOCK: opening a FIFO never waits).
+ */
+export async function openRegular(file: string, what: string, missing = `${what} cannot be read: no such file`): Promise<{ fh: FileHandle; size: number }> {
+  let fh: FileHandle;
+  try {
+    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new ImportError(`${what} is a symbolic link; sluice reads only regular files (copy the file into the layout)`);
+    throw new ImportError(code === 'ENOENT' ? missing : `${what} cannot be read: ${code ?? (e as Error).message}`);
+  }
+  const info = await fh.stat();
+  if (!info.isFile()) {
+    await fh.close();
+    throw new ImportError(`${what} is not a regular file`);
+  }
+  return { fh, size: info.size };
+}
+
+/** The first `size` bytes of the file and no more, whatever it grows to. */
+export function readAtMost(fh: FileHandle, size: number): AsyncIterable<Buffer> {
+  if (size === 0) return (async function* () {})();
+  return fh.createReadStream({ start: 0, end: size - 1, autoClose: false, highWaterMark: 1024 * 1024 });
+}
+
+export function checkDescriptor(d: Descriptor): void {
+  if (typeof d.digest !== 'string' || !SHA256_RE.test(d.digest)) throw new ImportError(`descriptor has an invalid or non-sha256 digest: ${String(d.digest).slice(0, 80)}`);
+  if (!Number.isSafeInteger(d.size) || d.size < 0) throw new ImportError(`descriptor ${d.digest} has an invalid size`);
+  if (typeof d.mediaType !== 'string') throw new ImportError(`descriptor ${d.digest} has no mediaType`);
+}
+
+export interface LayoutIndex {
+  entries: unknown[];
+  annotations: Record<string, string>;
+}
+
+/** The entries of index.json (each still to be checked), or an ImportError naming the file and what is wrong. */
+export async function readIndex(layout: Layout): Promise<LayoutIndex> {
+  const file = layout.name('index.json');
+  const { fh, size } = await openRegular(join(layout.dir, 'index.json'), file, `${file} is missing: not an OCI image layout`);
+  let doc: unknown;
+  try {
+    if (size > MAX_MANIFEST_BYTES) throw new ImportError(`${file} is larger than 4 MiB`);
+    doc = JSON.parse((await fh.readFile()).toString('utf8'));
+  } catch (e) {
+    throw e instanceof ImportError ? e : new ImportError(`${file} is not valid JSON: ${(e as Error).message}`);
+  } finally {
+    await fh.close();
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    throw new ImportError(`${file} is not an image index: it holds ${doc === null ? 'null' : Array.isArray(doc) ? 'a list' : typeof doc}, not an object with a manifests list`);
+  }
+  const manifests = (doc as { manifests?: unknown }).manifests;
+  if (!Array.isArray(manifests)) throw new ImportError(`${file} has no manifests list: not an image index`);
+  if (manifests.length === 0) throw new ImportError(`${file} lists no images (its manifests list is empty): nothing to import`);
+  const raw = (doc as { annotations?: unknown }).annotations;
+  const annotations: Record<string, string> = {};
+  if (typeof raw === 'object' && raw !== null) for (const [k, v] of Object.entries(raw)) if (typeof v === 'string') annotations[k] = v;
+  return { entries: manifests, annotations };
+}
