@@ -160,7 +160,7 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
     // Checked before the store is opened: a usage error changes nothing.
     if (as !== undefined) parseAsRef(as);
     const cfg = config();
-    const store = await Store.open(cfg.storage);
+    const store = await Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes });
     try {
       const tty = process.stderr.isTTY;
       const progress = tty ? (line: string): void => void process.stderr.write(`\r\x1b[K${line}`) : undefined;
