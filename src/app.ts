@@ -6,9 +6,11 @@ import { Allowlist } from './policy/allowlist.js';
 import type { Server as HttpsServer } from 'node:https';
 import type { Config, TlsConfig, UpstreamConfig } from './config/config.js';
 import { Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
+import { rememberUser } from './http/client-identity.js';
+import { logRequests, type RequestLogEntry } from './http/request-log.js';
 import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
-import { Mirror, type Policy } from './mirror/mirror.js';
+import { Mirror } from './mirror/mirror.js';
 import { AllowlistPolicy } from './mirror/decision.js';
 import { closedError } from './mirror/access.js';
 import { registerRegistryRoutes } from './http/routes.js';
@@ -31,6 +33,8 @@ import { ruleTexts } from './admin/status.js';
 export interface BuildOptions {
   logger?: boolean;
   now?: () => Date;
+  /** Where request log entries go when `requestLog` is on; default the registry listener's logger. */
+  requestLog?: (entry: RequestLogEntry) => void;
 }
 
 export interface App {
@@ -58,7 +62,7 @@ export interface App {
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
-  const { store, allowlist, denied, window } = await openState(config, opts.now);
+  const { store, allowlist, denied, window, windowWritten } = await openState(config, opts.now);
   const metrics = new Metrics();
   metrics.observe({
     window: () => window.status(),
@@ -72,13 +76,15 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const upstreams = upstreamPool(config, windowGate(window, life), metrics);
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
+  if (config.requestLog) logRequests(registry, opts.requestLog ?? ((entry) => registry.log.info(entry, 'request')));
   const htpasswd = config.auth ? { current: Htpasswd.load(config.auth.htpasswd) } : undefined;
   if (htpasswd) requireBasicAuth(registry, htpasswd);
   const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
   // Hand edits of allowlist.json are enforced as they land; a broken file keeps the last good rules.
   await allowlist.watch((level, msg, fields) => registry.log[level](fields, msg));
-  const policy: Policy = new AllowlistPolicy(allowlist, store, denied);
+  const policy = new AllowlistPolicy(allowlist, store, denied);
   const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log, ingestMetrics: metrics.ingest });
+  policy.useUpstream(mirror.upstreamView(), config.tagTtlMs);
   registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config), metrics: metrics.requests });
   const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, metrics.sync);
   const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);
@@ -96,23 +102,32 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     allowlist.close();
     stopAborts();
   };
-  return { ...app, close: (deadlineMs = Date.now()) => closeApp(app, life, stopWatching, deadlineMs) };
+  return { ...app, close: (deadlineMs = Date.now()) => closeApp(app, life, stopWatching, windowWritten, deadlineMs) };
 }
 
 /** The store and the state documents kept beside it: allowlist, denied log, the operator's window. */
-async function openState(config: Config, now?: () => Date): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'>> {
+async function openState(
+  config: Config,
+  now?: () => Date,
+): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void> }> {
   const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes });
   const documents = fsStateDocuments(config.storage);
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
-  const window = await openWindowState(config, documents.window, now);
-  return { store, allowlist, denied, window };
+  const { window, written } = await openWindowState(config, documents.window, now);
+  return { store, allowlist, denied, window, windowWritten: written };
 }
 
 /** One client per configured upstream, every request through the window gate. */
 
 /** See App.close. */
-async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, stopWatching: () => void, deadlineMs: number): Promise<void> {
+async function closeApp(
+  app: Omit<App, 'close'>,
+  life: { stopping: boolean },
+  stopWatching: () => void,
+  windowWritten: () => Promise<void>,
+  deadlineMs: number,
+): Promise<void> {
   const { upstreams } = app;
   stopWatching();
   await Promise.all([app.registry.close(), app.admin.close(), app.metricsListener?.close()]);
@@ -121,6 +136,7 @@ async function closeApp(app: Omit<App, 'close'>, life: { stopping: boolean }, st
   for (const u of upstreams.values()) u.abortInFlight(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down'));
   await app.mirror.drain(deadlineMs);
   await app.gc.settled();
+  await windowWritten(); // the last manual-window change is on disk before the store folder may go
   await app.denied.close();
   await app.store.close();
   await Promise.all([...upstreams.values()].map((u) => u.close()));
@@ -205,19 +221,23 @@ function syncWhenWindowOpens(window: WindowState, syncer: Syncer, log: (msg: str
 }
 
 /** The operator's manual window survives restarts: it is kept beside the store and written on change. */
-async function openWindowState(config: Config, storage: ManualWindowStorage, now?: () => Date): Promise<WindowState> {
-  const state = new WindowState(config.windows, now);
-  await restoreManual(state, storage);
-  recordManual(state, storage, (e) => {
+async function openWindowState(
+  config: Config,
+  storage: ManualWindowStorage,
+  now?: () => Date,
+): Promise<{ window: WindowState; written: () => Promise<void> }> {
+  const window = new WindowState(config.windows, now);
+  await restoreManual(window, storage);
+  const recorder = recordManual(window, storage, (e) => {
     process.stderr.write(`sluice: cannot record the manual window in ${storage.location}: ${String(e)}\n`);
   });
-  return state;
+  return { window, written: recorder.idle };
 }
 
 /** Every registry request needs valid basic-auth credentials (checked before anything else). */
 function requireBasicAuth(app: FastifyInstance, htpasswd: { current: Htpasswd }): void {
   app.addHook('onRequest', async (req) => {
-    await htpasswd.current.check(req.headers.authorization);
+    rememberUser(req.raw, await htpasswd.current.check(req.headers.authorization));
   });
 }
 

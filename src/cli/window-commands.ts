@@ -106,6 +106,7 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
     ...(s.full ? ['warning: the store has reached storage.maxBytes: new downloads are refused (507) until `sluice gc` frees space or the limit is raised'] : []),
     `upstreams:  ${report.upstreams.map((u) => u.host).join(', ')} (default ${report.defaultUpstream})`,
     `last sync:  ${last ? `${last.finishedAt}: ${last.fetched.length} fetched, ${last.cached.length} already cached, ${last.failed.length} failed` : report.sync.running ? 'running' : 'none since the server started'}`,
+    ...(report.movedPins ?? []).map((m) => `moved pin:  ${m.rule}: upstream ${m.tag} is now ${m.upstream} (the pin still serves)`),
     `server:     ${url ? `running (admin API ${url})` : `not running (read from ${cfg.storage})`}`,
   ].join('\n'));
   return 0;
@@ -140,7 +141,7 @@ export const syncCommand: Command = guarded('sync', async (args, config) => {
         if (l.type === 'summary') summary = l.report;
         else if (l.type === 'error') throw new AdminApiError(500, l.message, null);
         else if (l.type === 'info') err(l.message);
-        else if (l.type === 'plan' || l.type === 'reference' || l.type === 'blob') progress.event(l);
+        else if (l.type === 'plan' || l.type === 'reference' || l.type === 'blob' || l.type === 'moved') progress.event(l);
       });
       if (!summary) throw new AdminApiError(500, 'the server ended the sync stream without a summary', null);
       return summary;
@@ -171,6 +172,7 @@ function printSyncReport(r: SyncReport, args: ParsedArgs): void {
   for (const f of r.fetched) out(`fetched         ${f}`);
   for (const c of r.cached) out(`already cached  ${c}`);
   for (const f of r.failed) out(`failed          ${f.reference}: ${f.reason}`);
+  for (const m of r.moved ?? []) out(`moved pin       ${m.rule}: upstream ${m.tag} is now ${m.upstream} (the pin still serves)`);
   if (r.dryRun) out(`dry run: ${r.planned.length} reference(s) would be synced`);
   else out(`sync finished: ${r.fetched.length} fetched (${formatBytes(r.bytesFetched)}), ${r.cached.length} already cached, ${r.failed.length} failed`);
 }
@@ -187,7 +189,7 @@ class SyncProgress {
   event(e: SyncEvent): void {
     if (e.type === 'plan') this.total = e.references.length;
     else if (e.type === 'reference') this.doneRefs++;
-    else {
+    else if (e.type === 'blob') {
       this.bytes += e.sizeBytes;
       this.current = e.reference;
     }

@@ -37,6 +37,8 @@ export interface Config {
   /** How long a tag resolved upstream is trusted before asking again. */
   tagTtlMs: number;
   syncOnOpen: boolean;
+  /** One log entry per registry request, naming the node (address, mTLS subject, basic-auth user). */
+  requestLog: boolean;
   upstreamTimeouts: { connectMs: number; idleMs: number };
   /** Bound on one upstream blob ingest, independent of any client. */
   ingestTimeoutMs: number;
@@ -64,7 +66,7 @@ export class ConfigError extends Error {
 
 const KNOWN_KEYS = new Set([
   'listen', 'storage', 'defaultUpstream', 'upstreams', 'windows', 'allowlist', 'tls', 'auth', 'admin',
-  'tagTtl', 'syncOnOpen', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace',
+  'tagTtl', 'syncOnOpen', 'requestLog', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace',
 ]);
 
 export function loadConfig(file: string): Config {
@@ -110,7 +112,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   return config;
 }
 
-type Limits = Pick<Config, 'tagTtlMs' | 'syncOnOpen' | 'upstreamTimeouts' | 'ingestTimeoutMs' | 'platforms'>;
+type Limits = Pick<Config, 'tagTtlMs' | 'syncOnOpen' | 'requestLog' | 'upstreamTimeouts' | 'ingestTimeoutMs' | 'platforms'>;
 
 /** The durations and switches at the top level (problems in the order the keys are listed here). */
 function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
@@ -119,6 +121,7 @@ function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
   return {
     tagTtlMs: duration(doc.tagTtl ?? '5m', 'tagTtl', p),
     syncOnOpen: bool(doc.syncOnOpen ?? false, 'syncOnOpen', p),
+    requestLog: bool(doc.requestLog ?? false, 'requestLog', p),
     upstreamTimeouts: {
       connectMs: duration(timeouts.connect ?? '10s', 'upstreamTimeouts.connect', p),
       idleMs: duration(timeouts.idle ?? '30s', 'upstreamTimeouts.idle', p),

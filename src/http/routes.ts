@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 import { parseRegistryUrl, type HostTable, type ParsedRequest } from '../oci/reference.js';
 import { planContent, type ContentPlan } from './content.js';
+import { clientOf } from './client-identity.js';
 import type { FetchNote, Mirror } from '../mirror/mirror.js';
 import { isClosedWindowMiss } from '../mirror/access.js';
 import { NO_REQUEST_METRICS, type Outcome, type RequestMetrics, type RouteKind } from '../metrics/ports.js';
@@ -96,7 +97,7 @@ function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedReques
 type RouteOf<K extends ParsedRequest['route']['kind']> = Extract<ParsedRequest['route'], { kind: K }>;
 
 async function serveManifest(req: FastifyRequest, reply: FastifyReply, route: RouteOf<'manifest'>, mirror: Mirror, served: Served): Promise<void> {
-  const m = await mirror.manifest(route.host, route.name, route.reference, req.ip, served);
+  const m = await mirror.manifest(route.host, route.name, route.reference, clientOf(req), served);
   const plan = planContent({
     method: req.method,
     digest: m.digest,
@@ -112,14 +113,14 @@ async function serveManifest(req: FastifyRequest, reply: FastifyReply, route: Ro
 /** HEAD and GET, in a window or not: the same refusal, the same list, the same pages. */
 async function serveTagsList(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, route: RouteOf<'tags'>, opts: RegistryRoutesOptions): Promise<void> {
   const paging = pagingOf(parsed);
-  await opts.mirror.checkRepository(route.host, route.name, req.ip);
+  await opts.mirror.checkRepository(route.host, route.name, clientOf(req));
   const tags = await allowedTags(opts, route.host, route.name, (msg, fields) => req.log.warn(fields, msg));
   serveTags(req, reply, parsed, pageTags(tags, paging), route.name);
 }
 
 async function serveReferrers(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, route: RouteOf<'referrers'>, mirror: Mirror): Promise<void> {
   const artifactType = parsed.query.get('artifactType') ?? undefined;
-  let manifests = await mirror.referrers(route.host, route.name, route.digest, req.ip);
+  let manifests = await mirror.referrers(route.host, route.name, route.digest, clientOf(req));
   if (artifactType !== undefined) {
     manifests = manifests.filter((d) => d.artifactType === artifactType);
     reply.header('oci-filters-applied', 'artifactType');
@@ -132,7 +133,7 @@ async function serveReferrers(req: FastifyRequest, reply: FastifyReply, parsed: 
 async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string, name: string, digest: string, opts: RegistryRoutesOptions, served: Served): Promise<void> {
   const { mirror, store } = opts;
   const rangeHeader = header(req, 'range');
-  let src = await mirror.blob(host, name, digest, req.ip);
+  let src = await mirror.blob(host, name, digest, clientOf(req));
   if (src.kind === 'stream') {
     served.fetched = true;
     // A blob still arriving is served live from its first byte; anything needing its final size or an

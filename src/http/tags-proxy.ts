@@ -4,11 +4,10 @@ import { RegistryError } from '../oci/errors.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Upstream } from '../upstream/client.js';
 import type { UpstreamLookup } from '../upstream/pool.js';
+import { upstreamTags } from '../mirror/upstream-tags.js';
 import type { WindowState } from '../window/state.js';
 
-/** Bounds on one upstream listing: pages followed, and bytes of tag names (JSON quoting included). */
-export const MAX_UPSTREAM_TAG_PAGES = 100;
-export const MAX_UPSTREAM_TAG_BYTES = 4 * 1024 * 1024;
+export { MAX_UPSTREAM_TAG_PAGES, MAX_UPSTREAM_TAG_BYTES } from '../mirror/upstream-tags.js';
 
 export type TagsLog = (msg: string, fields: Record<string, unknown>) => void;
 
@@ -41,28 +40,4 @@ export async function allowedTags(src: TagSources, host: string, name: string, l
 /** The upstream to list tags from: only while a window is open and the host is configured. */
 function prepare({ window, upstreams }: TagSources, host: string): Upstream | undefined {
   return window.isOpen() ? upstreams.get(host) : undefined;
-}
-
-/**
- * Every tag the upstream lists, following its `Link: rel="next"` pages. The window is checked before each page:
- * one closing mid-listing stops it. Past the bounds the listing fails rather than answer from a partial list.
- */
-async function upstreamTags(window: WindowState, upstream: Upstream, name: string): Promise<string[]> {
-  const tags = new Set<string>();
-  let bytes = 0;
-  let last: string | undefined;
-  for (let page = 0; page < MAX_UPSTREAM_TAG_PAGES; page++) {
-    if (!window.isOpen()) throw new Error('the sync window closed while listing tags');
-    const got = await upstream.tagsList(name, undefined, last);
-    for (const t of got.tags) {
-      if (tags.has(t)) continue;
-      tags.add(t);
-      bytes += Buffer.byteLength(t) + 3;
-    }
-    if (bytes > MAX_UPSTREAM_TAG_BYTES) throw new Error(`upstream tags list larger than ${MAX_UPSTREAM_TAG_BYTES} bytes`);
-    // A cursor that does not move on would page forever.
-    if (got.nextLast === undefined || got.nextLast === last) return [...tags];
-    last = got.nextLast;
-  }
-  throw new Error(`upstream tags list longer than ${MAX_UPSTREAM_TAG_PAGES} pages`);
 }

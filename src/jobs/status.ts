@@ -3,7 +3,7 @@
 import type { AllowlistProblem } from '../policy/allowlist.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../store/store.js';
-import type { Syncer } from './sync.js';
+import type { MovedPin, Syncer } from './sync.js';
 import type { Schedule } from '../window/schedule.js';
 import type { ManualWindow, WindowState } from '../window/state.js';
 
@@ -27,6 +27,8 @@ export interface StatusReport {
   upstreams: Array<{ host: string; url: string }>;
   defaultUpstream: string;
   sync: { running: boolean; last: unknown };
+  /** From the last sync: pinned tags (`name:tag@sha256:…`) the upstream has moved; the pins still serve. */
+  movedPins: MovedPin[];
 }
 
 export interface StatusParts {
@@ -75,5 +77,6 @@ export async function statusReport(parts: StatusParts): Promise<StatusReport> {
     upstreams: [...parts.config.upstreams.values()].map((u) => ({ host: u.host, url: u.url })),
     defaultUpstream: parts.config.defaultUpstream,
     sync: { running: parts.syncer?.busy ?? false, last: parts.syncer?.last ?? null },
+    movedPins: parts.syncer?.last?.moved ?? [],
   };
 }

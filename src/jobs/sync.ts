@@ -20,7 +20,16 @@ export interface SyncOptions {
 export type SyncEvent =
   | { type: 'plan'; references: string[] }
   | { type: 'reference'; reference: string; status: 'fetched' | 'cached' | 'failed' | 'planned'; reason?: string; blobs: number; bytes: number }
-  | { type: 'blob'; reference: string; digest: string; sizeBytes: number; cached: boolean };
+  | { type: 'blob'; reference: string; digest: string; sizeBytes: number; cached: boolean }
+  | ({ type: 'moved' } & MovedPin);
+
+/** A `name:tag@sha256:…` rule whose tag the upstream now points elsewhere; the pinned digest still serves. */
+export interface MovedPin {
+  rule: string;
+  tag: string;
+  pinned: string;
+  upstream: string;
+}
 
 export interface SyncReport {
   startedAt: string;
@@ -31,6 +40,8 @@ export interface SyncReport {
   failed: Array<{ reference: string; reason: string }>;
   planned: string[];
   bytesFetched: number;
+  /** Pinned tags the upstream has moved away from their pin (checked with one HEAD each). */
+  moved: MovedPin[];
 }
 
 const RECENT_RUNS = 10;
@@ -44,6 +55,8 @@ interface Target {
   host: string;
   name: string;
   reference: string;
+  /** The tag a digest rule was written with (`name:tag@sha256:…`), to check it against the upstream. */
+  pinnedTag?: string;
 }
 
 export class Syncer {
@@ -53,7 +66,7 @@ export class Syncer {
   readonly recent: SyncReport[] = [];
 
   constructor(
-    private readonly mirror: Pick<Mirror, 'ensureManifest' | 'ensureBlob' | 'upstreamReferrers'>,
+    private readonly mirror: Pick<Mirror, 'ensureManifest' | 'ensureBlob' | 'upstreamReferrers' | 'upstreamTagDigest'>,
     private readonly allowlist: Allowlist,
     private readonly store: Store,
     private readonly window: WindowState,
@@ -92,7 +105,7 @@ export class Syncer {
   }
 
   private async runOnce(opts: SyncOptions): Promise<SyncReport> {
-    const report: SyncReport = { startedAt: new Date().toISOString(), finishedAt: '', dryRun: opts.dryRun ?? false, fetched: [], cached: [], failed: [], planned: [], bytesFetched: 0 };
+    const report: SyncReport = { startedAt: new Date().toISOString(), finishedAt: '', dryRun: opts.dryRun ?? false, fetched: [], cached: [], failed: [], planned: [], bytesFetched: 0, moved: [] };
     const targets = this.targets();
     opts.onEvent?.({ type: 'plan', references: targets.map((t) => t.text) });
     // Closing the window stops the sync at once: the step awaited now is abandoned, no later step starts.
@@ -125,11 +138,23 @@ export class Syncer {
       (status === 'fetched' ? report.fetched : report.cached).push(t.text);
       report.bytesFetched += counts.fetchedBytes;
       opts.onEvent?.({ type: 'reference', reference: t.text, status, blobs: counts.blobs, bytes: counts.bytes });
+      await this.checkPin(t, opts, report, signal);
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);
       report.failed.push({ reference: t.text, reason });
       opts.onEvent?.({ type: 'reference', reference: t.text, status: 'failed', reason, blobs: counts.blobs, bytes: counts.bytes });
     }
+  }
+
+  /** A pinned tag the upstream has moved is reported (the pin is what serves); a failed check says nothing. */
+  private async checkPin(t: Target, opts: SyncOptions, report: SyncReport, signal: AbortSignal): Promise<void> {
+    if (t.pinnedTag === undefined) return;
+    const tag = t.pinnedTag;
+    const upstream = await this.step(signal, () => this.mirror.upstreamTagDigest(t.host, t.name, tag)).catch(() => undefined);
+    if (upstream === undefined || upstream === t.reference) return;
+    const moved: MovedPin = { rule: t.text, tag, pinned: t.reference, upstream };
+    report.moved.push(moved);
+    opts.onEvent?.({ type: 'moved', ...moved });
   }
 
   /**
@@ -149,7 +174,8 @@ export class Syncer {
       if (spec.nameGlob) continue;
       const reference = spec.digest ?? spec.tag;
       if (reference === undefined || reference.includes('*')) continue;
-      out.push({ text: r.rule, host: spec.host, name: spec.name, reference });
+      const pinnedTag = spec.digest !== undefined ? spec.tag : undefined;
+      out.push({ text: r.rule, host: spec.host, name: spec.name, reference, ...(pinnedTag !== undefined ? { pinnedTag } : {}) });
     }
     return out;
   }

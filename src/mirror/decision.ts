@@ -1,5 +1,6 @@
 // The allowlist applied to requests: tags by rule, digests by pin or by reachability from the allowed
-// tags and pins of the same repository in the store; every refusal is recorded in the denied log.
+// tags and pins of the same repository in the store, else (in a window) from the rules' tags as the upstream
+// has them now (upstream-reach.ts); every refusal is recorded in the denied log.
 import type { Allowlist } from '../policy/allowlist.js';
 import { signatureSubject } from '../policy/allowlist.js';
 import type { DeniedLog } from '../policy/denied.js';
@@ -9,9 +10,14 @@ import { isDigest } from '../oci/reference.js';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Policy } from './mirror.js';
 import type { Store } from '../store/store.js';
+import type { ClosedKind } from './access.js';
+import { UpstreamReach, type TargetKind, type UpstreamView } from './upstream-reach.js';
 
 const MAX_REACHABLE = 50_000;
 const MAX_DEPTH = 4;
+
+/** yes / no, or unknown: outside a window the store cannot tell (a rule's tag was never fetched). */
+type Verdict = 'yes' | 'no' | 'unknown';
 
 interface Reach {
   allowlistVersion: number;
@@ -22,6 +28,7 @@ interface Reach {
 export class AllowlistPolicy implements Policy {
   // Bounded: keys come from request paths, though only names some rule could allow get this far.
   private readonly reach = new LRUCache<string, Reach>({ max: 2_000 });
+  private upstream: { reach: UpstreamReach; view: UpstreamView } | undefined;
 
   constructor(
     private readonly allowlist: Allowlist,
@@ -29,13 +36,22 @@ export class AllowlistPolicy implements Policy {
     private readonly denied?: DeniedLog,
   ) {}
 
+  /** Lets digests be decided from the upstream's tags in a window (the mirror lends its tag cache). */
+  useUpstream(view: UpstreamView, tagTtlMs: number): void {
+    this.upstream = { reach: new UpstreamReach(view, this.store, tagTtlMs), view };
+  }
+
   async checkTag(host: string, name: string, tag: string, client?: string): Promise<void> {
-    if (await this.tagAllowed(host, name, tag)) return;
+    const verdict = await this.tagVerdict(host, name, tag);
+    if (verdict === 'yes') return;
+    if (verdict === 'unknown') throw this.closed('MANIFEST_UNKNOWN', host, name, { name, tag });
     throw this.deny(host, name, `:${tag}`, client);
   }
 
-  async checkDigest(host: string, name: string, digest: string, client?: string): Promise<void> {
-    if (await this.digestAllowed(host, name, digest)) return;
+  async checkDigest(host: string, name: string, digest: string, client?: string, miss: ClosedKind = 'MANIFEST_UNKNOWN'): Promise<void> {
+    const verdict = await this.digestVerdict(host, name, digest, miss === 'BLOB_UNKNOWN' ? 'blob' : 'manifest');
+    if (verdict === 'yes') return;
+    if (verdict === 'unknown') throw this.closed(miss, host, name, { name, digest });
     throw this.deny(host, name, `@${digest}`, client);
   }
 
@@ -46,28 +62,44 @@ export class AllowlistPolicy implements Policy {
 
   async filterTags(host: string, name: string, tags: string[]): Promise<string[]> {
     const out: string[] = [];
-    for (const t of tags) if (await this.tagAllowed(host, name, t)) out.push(t);
+    // A listing is filtered by what the store can place: a page of signature tags must not cost a walk upstream each.
+    for (const t of tags) if ((await this.tagVerdict(host, name, t, false)) === 'yes') out.push(t);
     return out;
   }
 
-  private async tagAllowed(host: string, name: string, tag: string): Promise<boolean> {
-    if (this.allowlist.matchTag(host, name, tag)) return true;
+  private async tagVerdict(host: string, name: string, tag: string, askUpstream = true): Promise<Verdict> {
+    if (this.allowlist.matchTag(host, name, tag)) return 'yes';
     // Talos' signature checks ask for sha256-<hex> and sha256-<hex>.sig of an image it may pull.
     const subject = signatureSubject(tag);
-    return subject !== undefined && (await this.digestAllowed(host, name, subject));
+    return subject === undefined ? 'no' : this.digestVerdict(host, name, subject, askUpstream ? 'manifest' : undefined);
   }
 
-  private async digestAllowed(host: string, name: string, digest: string): Promise<boolean> {
+  /** `kind` undefined: decide from the store alone. */
+  private async digestVerdict(host: string, name: string, digest: string, kind: TargetKind | undefined): Promise<Verdict> {
     // A repository no rule names costs nothing more than this lookup.
-    if (!this.allowlist.matchesRepository(host, name)) return false;
-    if (this.allowlist.isDigestPinned(host, name, digest)) return true;
+    if (!this.allowlist.matchesRepository(host, name)) return 'no';
+    if (this.allowlist.isDigestPinned(host, name, digest)) return 'yes';
     const reachable = await this.reachable(host, name);
-    if (reachable.has(digest)) return true;
+    if (reachable.has(digest)) return 'yes';
     // A repository allowed for every tag may fetch any digest of its own from upstream (the upstream
     // enforces membership), but a cached digest is served only when this repository links to it:
     // reachable from its manifests, or fetched through it.
-    if (!this.allowlist.allowsAnyTag(host, name)) return false;
-    return !(await this.store.stat(digest)) || (await this.store.isBlobLinked(host, name, digest));
+    if (this.allowlist.allowsAnyTag(host, name)) {
+      return !(await this.store.stat(digest)) || (await this.store.isBlobLinked(host, name, digest)) ? 'yes' : 'no';
+    }
+    return kind === undefined ? 'no' : this.fromRuleTags(host, name, digest, kind);
+  }
+
+  /** The store could not place the digest: in a window ask the upstream's tags; outside, only a full store says no. */
+  private async fromRuleTags(host: string, name: string, digest: string, kind: TargetKind): Promise<Verdict> {
+    const rules = this.allowlist.namedTags(host, name);
+    if (!this.upstream || (rules.exact.size === 0 && rules.patterns.length === 0)) return 'no';
+    if (this.upstream.reach.open) {
+      return (await this.upstream.reach.reachable(host, name, digest, kind, rules, this.allowlist.version)) ? 'yes' : 'no';
+    }
+    if (rules.patterns.length > 0) return 'unknown';
+    for (const tag of rules.exact) if (!(await this.store.getTag(host, name, tag))) return 'unknown';
+    return 'no';
   }
 
   /** Every digest reachable from the repository's allowed tags and pins; cached until either side changes. */
@@ -108,6 +140,11 @@ export class AllowlistPolicy implements Policy {
       maxNodes: MAX_REACHABLE,
     });
     return new Set(graph.nodes.map((n) => n.digest));
+  }
+
+  private closed(kind: ClosedKind, host: string, name: string, detail: Record<string, string>): RegistryError {
+    const view = this.upstream?.view;
+    return view ? view.closed(kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', detail) : new RegistryError(kind, 'not cached', { host, ...detail });
   }
 
   private deny(host: string, name: string, reference: string, client?: string): RegistryError {

@@ -7,7 +7,10 @@ import type { BlobInfo, Descriptor, Store, StoredManifest } from '../store/store
 import type { Upstream } from '../upstream/client.js';
 import type { UpstreamLookup } from '../upstream/pool.js';
 import type { WindowState } from '../window/state.js';
-import { closedError, requireUpstream } from './access.js';
+import { closedError, requireUpstream, type ClosedKind } from './access.js';
+import type { UpstreamView } from './upstream-reach.js';
+import { upstreamTags } from './upstream-tags.js';
+import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { BlobFlights, MAX_JOINS } from './blob-flights.js';
 import { ManifestFetcher } from './manifests.js';
 import { TagCache, type FetchNote } from './tag-cache.js';
@@ -18,7 +21,8 @@ export type { FetchNote } from './tag-cache.js';
 /** Allowlist decisions for one request; throws RegistryError DENIED when refused. */
 export interface Policy {
   checkTag(host: string, name: string, tag: string, client?: string): Promise<void>;
-  checkDigest(host: string, name: string, digest: string, client?: string): Promise<void>;
+  /** `miss`: the 404 kind when, outside a window, the store cannot tell (a rule's tag was never fetched). */
+  checkDigest(host: string, name: string, digest: string, client?: string, miss?: ClosedKind): Promise<void>;
   filterTags(host: string, name: string, tags: string[]): Promise<string[]>;
   /** Refuses a repository no rule could ever allow (before listing its tags upstream). */
   checkRepository(host: string, name: string, client?: string): Promise<void>;
@@ -70,7 +74,7 @@ export class Mirror {
   }
 
   async blob(host: string, name: string, digest: string, client?: string): Promise<BlobSource> {
-    await this.deps.policy.checkDigest(host, name, digest, client);
+    await this.deps.policy.checkDigest(host, name, digest, client, 'BLOB_UNKNOWN');
     return this.locateBlob(host, name, digest);
   }
 
@@ -125,6 +129,23 @@ export class Mirror {
   async upstreamReferrers(host: string, name: string, digest: string): Promise<Descriptor[]> {
     const index = await requireUpstream(this.deps.upstreams, host).referrers(name, digest);
     return index?.manifests ?? [];
+  }
+
+  /** The digest a tag has upstream now (one HEAD, nothing stored); for prefetch's check of pinned tags. */
+  async upstreamTagDigest(host: string, name: string, tag: string): Promise<string | undefined> {
+    return (await requireUpstream(this.deps.upstreams, host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES])).digest;
+  }
+
+  /** What the allowlist decision may ask of the upstream in a window (see upstream-reach.ts). */
+  upstreamView(): UpstreamView {
+    const { window, upstreams } = this.deps;
+    return {
+      isOpen: () => window.isOpen(),
+      closed: (kind, what, detail) => closedError(window, kind, what, detail),
+      resolveTag: (host, name, tag) => this.tagCache.resolve(host, name, tag),
+      listTags: (host, name) => upstreamTags(window, requireUpstream(upstreams, host), name),
+      pullManifest: (host, name, digest) => this.manifests.pull(host, name, digest),
+    };
   }
 
   /** See BlobFlights.drain: downloads may finish until `deadlineMs`, then the rest are cancelled. */

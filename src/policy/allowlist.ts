@@ -4,12 +4,12 @@
 // they land, a broken document keeping the last good rules.
 
 import { AllowlistFileError, parseAll, validate, type Entry, type RuleRecord } from './allowlist-file.js';
-import { Matcher } from './matcher.js';
+import { Matcher, type TagRules } from './matcher.js';
 import type { AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
 import { addRules, removeRules, seedRules, type AddResult, type Edit, type RemoveResult } from './allowlist-edits.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
-export { signatureSubject, Matcher } from './matcher.js';
+export { signatureSubject, Matcher, type TagRules } from './matcher.js';
 export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
 export type { AllowlistDocument, AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
 export type { AddResult, RemoveResult } from './allowlist-edits.js';
@@ -135,6 +135,9 @@ export class Allowlist {
   }
   tagRulesFor(host: string, name: string): (tag: string) => boolean {
     return this.current.tagRulesFor(host, name);
+  }
+  namedTags(host: string, name: string): TagRules {
+    return this.current.namedTags(host, name);
   }
   pinnedDigests(host: string, name: string): string[] {
     return this.current.pinnedDigests(host, name);

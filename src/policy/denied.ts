@@ -11,7 +11,7 @@ export interface DeniedEntry {
   /** ISO 8601. */
   firstSeen: string;
   lastSeen: string;
-  /** Address of the last client refused. */
+  /** The last client refused: its address, then its mTLS subject or basic-auth user (`10.5.0.2 (cert CN=node1)`). */
   client?: string;
 }
 

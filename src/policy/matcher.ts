@@ -22,6 +22,13 @@ interface RepoRules<T> {
   digests: Map<string, T>;
 }
 
+/** The tag rules of one repository (Matcher.namedTags). */
+export interface TagRules {
+  anyTag: boolean;
+  exact: Set<string>;
+  patterns: RegExp[];
+}
+
 const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** `*` matches within one path segment, `**` any number of whole segments (a trailing `/**` at least one). */
@@ -111,18 +118,26 @@ export class Matcher<T> {
 
   /** A predicate over this repository's tags (to filter tags/list), built once per call. */
   tagRulesFor(host: string, name: string): (tag: string) => boolean {
+    const rules = this.namedTags(host, name);
+    if (rules.anyTag) return () => true;
+    return (tag) => rules.exact.has(tag) || rules.patterns.some((re) => re.test(tag));
+  }
+
+  /** What the tag rules of this repository name: every tag, or these exact tags and these tag globs. */
+  namedTags(host: string, name: string): TagRules {
     const h = canonicalHost(host);
-    if (this.allowsAnyTag(h, name)) return () => true;
-    const repo = this.exact.get(`${h}/${name}`);
-    const exactTags = new Set(repo?.tags.keys() ?? []);
+    const exact = new Set<string>();
     const patterns: RegExp[] = [];
+    if (this.allowsAnyTag(h, name)) return { anyTag: true, exact, patterns };
+    const repo = this.exact.get(`${h}/${name}`);
+    for (const t of repo?.tags.keys() ?? []) exact.add(t);
     for (const r of repo?.tagGlobs ?? []) if (r.tagRe) patterns.push(r.tagRe);
     for (const g of this.globsFor(h, name)) {
       if (g.spec.digest !== undefined || g.spec.tag === undefined) continue;
       if (g.tagRe) patterns.push(g.tagRe);
-      else exactTags.add(g.spec.tag);
+      else exact.add(g.spec.tag);
     }
-    return (tag) => exactTags.has(tag) || patterns.some((re) => re.test(tag));
+    return { anyTag: false, exact, patterns };
   }
 
   /** Digests pinned for this repository by `@sha256:` rules (exact or glob names). */

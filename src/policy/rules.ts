@@ -136,7 +136,8 @@ export interface ImageListError {
 }
 
 /**
- * One image reference (or rule) per line, as `talosctl images default` prints them; blank lines and
+ * One image reference (or rule) per line, as `talosctl images k8s-bundle` / `talos-bundle` (`repo:tag@sha256:` pins)
+ * and the older `images default` print them; CRLF, trailing blanks, duplicates, blank lines and
  * `#` comments (whole-line or trailing) are ignored. Returns canonical rule texts, de-duplicated.
  */
 export function parseImageList(text: string): { rules: string[]; errors: ImageListError[] } {

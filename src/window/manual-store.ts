@@ -16,10 +16,18 @@ export async function restoreManual(state: WindowState, storage: ManualWindowSto
   state.restore(await storage.read());
 }
 
-/** Writes every change of the manual window, one after another; a failure goes to `onError`, never fatal. */
-export function recordManual(state: WindowState, storage: ManualWindowStorage, onError: (e: unknown) => void): () => void {
+/**
+ * Writes every change of the manual window, one after another; a failure goes to `onError`, never fatal.
+ * `idle()` resolves once every change so far is written (a closing app waits for it).
+ */
+export function recordManual(
+  state: WindowState,
+  storage: ManualWindowStorage,
+  onError: (e: unknown) => void,
+): { off: () => void; idle: () => Promise<void> } {
   let last = Promise.resolve();
-  return state.onChange((m) => {
+  const off = state.onChange((m) => {
     last = last.then(() => storage.write(m)).catch(onError);
   });
+  return { off, idle: () => last };
 }

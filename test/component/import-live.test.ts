@@ -39,8 +39,10 @@ describe('sluice import into a running server', () => {
 
     const before = await fetch(`${sluice.url}/v2/${name}/manifests/${tag}?ns=${host}`, { method: 'HEAD' });
     expect(before.status).toBe(404);
-    // Not reachable from anything cached yet: refused before the store is even looked at.
-    expect((await fetch(`${sluice.url}/v2/${name}/blobs/${layer.digest}?ns=${host}`)).status).toBe(403);
+    // The rule's tag was never stored and the window is closed: the store cannot place the digest, so a miss.
+    const miss = await fetch(`${sluice.url}/v2/${name}/blobs/${layer.digest}?ns=${host}`);
+    expect(miss.status).toBe(404);
+    expect(await miss.text()).toMatch(/BLOB_UNKNOWN.*not cached; upstream access closed/);
 
     const imported = await runSluice(['import', join(dir, 'layout'), '--config', sluice.configFile]);
     expect(imported.code, imported.stderr).toBe(0);

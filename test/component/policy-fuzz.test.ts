@@ -299,7 +299,7 @@ describe('request policy under random allowlists, requests and windows', () => {
           await sluice.close();
         }
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, ...(process.env.SLUICE_FUZZ_SEED ? { seed: Number(process.env.SLUICE_FUZZ_SEED), endOnFailure: true, verbose: 2 } : {}) },
     );
   });
 });

@@ -72,13 +72,14 @@ function tarOne(name: string, data: Buffer): Buffer {
   return Buffer.concat([h, data, pad, Buffer.alloc(1024)]);
 }
 
-interface Spec {
+/** One test image to generate: its full reference, its kind and its layer sizes (per platform). */
+export interface ImageSpec {
   ref: string;
   kind: ImageKind;
   sizes: number[];
 }
 
-function specs(large: boolean): Spec[] {
+function specs(large: boolean): ImageSpec[] {
   const big = large ? 64 * MiB : 4 * MiB;
   return [
     { ref: 'ghcr.io/siderolabs/kubelet:v1.34.0', kind: 'oci-index', sizes: [1 * KiB, 1 * MiB, big] },
@@ -112,7 +113,7 @@ class LayoutWriter {
   }
 
   /** One platform image: gzip (level 0: valid, fast, reproducible) tar layers, config, manifest. */
-  async image(spec: Spec, p: Platform, out: BlobDescriptor[]): Promise<BlobDescriptor> {
+  async image(spec: ImageSpec, p: Platform, out: BlobDescriptor[]): Promise<BlobDescriptor> {
     const docker = spec.kind.startsWith('docker');
     const layers: BlobDescriptor[] = [];
     const diffIds: string[] = [];
@@ -138,7 +139,7 @@ class LayoutWriter {
     return m;
   }
 
-  async build(spec: Spec): Promise<TestImage> {
+  async build(spec: ImageSpec): Promise<TestImage> {
     const blobs: BlobDescriptor[] = [];
     if (spec.kind === 'oci-manifest' || spec.kind === 'docker-manifest') {
       const m = await this.image(spec, PLATFORMS[0]!, blobs);
@@ -165,10 +166,15 @@ class LayoutWriter {
  * kubelet platform (4 MiB otherwise). The same options always give the same digests.
  */
 export async function buildLayout(dir: string, opts: { large?: boolean } = {}): Promise<LayoutDescription> {
+  return buildLayoutOf(dir, specs(opts.large ?? false));
+}
+
+/** The same for images of the caller's choosing (names, kinds, sizes); deterministic too. */
+export async function buildLayoutOf(dir: string, wanted: ImageSpec[]): Promise<LayoutDescription> {
   await mkLayoutDir(dir);
   const w = new LayoutWriter(dir);
   const images: TestImage[] = [];
-  for (const spec of specs(opts.large ?? false)) images.push(await w.build(spec));
+  for (const spec of wanted) images.push(await w.build(spec));
   await writeLayoutIndex(dir, images.map((i) => ({ ref: i.ref, top: { mediaType: i.mediaType, digest: i.digest, size: i.size } })));
   return { dir, images };
 }

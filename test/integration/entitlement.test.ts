@@ -209,7 +209,11 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
   test('item 1: evil/app gets no byte of the installer layer, before or after its manifest, in a window or not', async () => {
     const { url } = await boot('always');
     const blob = `${url}/v2/docker.io/evil/app/blobs/${layer}`;
-    expect((await fetch(blob)).status).toBe(403);
+    // Before the manifest the layer is already placed through evil/app:v1 as the upstream has it (issue 10), and
+    // the upstream's evil/app holds no such blob: 404, no byte of the stored layer.
+    const before = await fetch(blob);
+    expect(before.status).toBe(404);
+    expect(Buffer.from(await before.arrayBuffer()).length).toBeLessThan(4096);
     expect((await fetch(`${url}/v2/docker.io/evil/app/manifests/v1`)).status).toBe(200);
     const after = await fetch(blob);
     const body = Buffer.from(await after.arrayBuffer());

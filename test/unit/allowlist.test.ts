@@ -241,6 +241,72 @@ describe('parseImageList', () => {
   });
 });
 
+// Real output formats (cmd/talosctl/cmd/talos/image.go): `images k8s-bundle` (alias `default`, Talos 1.11+) prints
+// flannel, coredns, etcd, pause, kube-apiserver, -controller-manager, -scheduler, -proxy, kubelet; `images
+// talos-bundle [--extensions --overlays]` the installer, installer-base, imager, talos, talosctl-all, overlays and
+// extensions by tag, then sorted `repo:tag@sha256:…` lines; older `images default` (Talos ≤ 1.10) one list of tags.
+describe('parseImageList: talosctl images output as printed', () => {
+  const pin = (n: number): string => `sha256:${String(n).repeat(64).slice(0, 64)}`;
+  const k8sBundle = [
+    'ghcr.io/siderolabs/flannel:v0.27.4',
+    'registry.k8s.io/coredns/coredns:v1.12.4',
+    'registry.k8s.io/etcd:v3.6.5-0',
+    'registry.k8s.io/pause:3.10',
+    'registry.k8s.io/kube-apiserver:v1.34.1',
+    'registry.k8s.io/kube-controller-manager:v1.34.1',
+    'registry.k8s.io/kube-scheduler:v1.34.1',
+    'registry.k8s.io/kube-proxy:v1.34.1',
+    'ghcr.io/siderolabs/kubelet:v1.34.1',
+  ];
+  const talosTags = ['installer', 'installer-base', 'imager', 'talos', 'talosctl-all', 'overlays', 'extensions'].map((r) => `ghcr.io/siderolabs/${r}:v1.12.0`);
+  const talosPins = [
+    `ghcr.io/siderolabs/gvisor:20250505.0@${pin(1)}`,
+    `ghcr.io/siderolabs/iscsi-tools:v0.2.0@${pin(2)}`,
+    `ghcr.io/siderolabs/sbc-raspberrypi:v0.1.5@${pin(3)}`,
+    `ghcr.io/siderolabs/util-linux-tools:2.41.1@${pin(4)}`,
+  ];
+  const olderDefault = [
+    'ghcr.io/siderolabs/flannel:v0.22.1',
+    'ghcr.io/siderolabs/install-cni:v1.5.0',
+    'docker.io/coredns/coredns:1.10.1',
+    'gcr.io/etcd-development/etcd:v3.5.9',
+    'registry.k8s.io/kube-apiserver:v1.28.0',
+    'registry.k8s.io/kube-controller-manager:v1.28.0',
+    'registry.k8s.io/kube-scheduler:v1.28.0',
+    'registry.k8s.io/kube-proxy:v1.28.0',
+    'ghcr.io/siderolabs/kubelet:v1.28.0',
+    'ghcr.io/siderolabs/installer:v1.5.0',
+    'registry.k8s.io/pause:3.8',
+  ];
+  const printed = (lines: string[]): string => lines.join('\n') + '\n';
+  // What an operator's saved file may add: a comment, CRLF, trailing blanks, blank lines, a repeated line.
+  const edited = (lines: string[]): string => `# saved list\r\n\r\n${lines.map((l) => `${l} \t`).join('\r\n')}\r\n${lines[0] ?? ''}\r\n\r\n`;
+
+  it.each([
+    ['k8s-bundle', k8sBundle],
+    ['talos-bundle --extensions --overlays', [...talosTags, ...talosPins]],
+    ['default (Talos <= 1.10)', olderDefault],
+  ])('%s: exact rules, in order, pins kept, whether as printed or edited', (_what, lines) => {
+    for (const text of [printed(lines), edited(lines)]) {
+      const { rules, errors } = parseImageList(text);
+      expect(errors).toEqual([]);
+      expect(rules).toEqual(lines);
+      for (const r of rules) {
+        const spec = parseRule(r);
+        expect(spec.nameGlob).toBe(false);
+        expect(spec.tag).toBeDefined();
+        expect(spec.digest !== undefined).toBe(r.includes('@'));
+      }
+    }
+  });
+
+  it('a pinned line gives a digest rule (the tag kept for display) that allows the digest and not the tag', () => {
+    const m = new Matcher(parseImageList(printed(talosPins)).rules.map((r) => ({ spec: parseRule(r), record: r })));
+    expect(m.isDigestPinned('ghcr.io', 'siderolabs/gvisor', pin(1))).toBe(true);
+    expect(m.matchTag('ghcr.io', 'siderolabs/gvisor', '20250505.0')).toBeUndefined();
+  });
+});
+
 describe('Allowlist persistence', () => {
   const clock = (): Date => new Date('2025-01-02T03:04:05.000Z');
 

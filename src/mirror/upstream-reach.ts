@@ -1,0 +1,176 @@
+// In a window, whether a digest is reachable from the tags a repository's rules name *as the upstream has them
+// now*: the tags are resolved upstream (bounded, coalesced, cached for tagTtl), then walked with the one graph
+// walker, manifests read from the store or fetched (and stored) when absent. Asked only when the store cannot tell.
+import { LRUCache } from 'lru-cache';
+import { RegistryError } from '../oci/errors.js';
+import { walkGraph, type GraphSource } from '../oci/graph.js';
+import { isIndexType, MANIFEST_MEDIA_TYPES, type Descriptor } from '../oci/manifest.js';
+import { isDigest } from '../oci/reference.js';
+import type { TagRules } from '../policy/allowlist.js';
+import type { Store, StoredManifest } from '../store/store.js';
+import type { ClosedKind } from './access.js';
+
+/** At most this many tags of one repository are resolved upstream for one decision (exact rules first). */
+export const MAX_RESOLVED_TAGS = 100;
+/** Tags resolved upstream at once. */
+const RESOLVE_CONCURRENCY = 8;
+const MAX_DEPTH = 4;
+const MAX_NODES = 50_000;
+
+/** What the mirror lends the decision: its tag cache, a bounded tags/list, and manifest fetches. */
+export interface UpstreamView {
+  isOpen(): boolean;
+  /** The closed-window miss every other miss outside a window gets. */
+  closed(kind: ClosedKind, what: string, detail: Record<string, string>): RegistryError;
+  /** host/name:tag as the upstream has it now: coalesced, at most once per tagTtl; manifest and tag are stored. */
+  resolveTag(host: string, name: string, tag: string): Promise<string>;
+  /** The upstream's tags of host/name (every page, bounded). */
+  listTags(host: string, name: string): Promise<string[]>;
+  /** A manifest of host/name by digest: fetched, verified and stored (one fetch per digest at a time). */
+  pullManifest(host: string, name: string, digest: string): Promise<StoredManifest>;
+}
+
+/** What is asked for: a manifest (met in an index) or a blob (met in an image manifest). */
+export type TargetKind = 'manifest' | 'blob';
+
+interface Target {
+  digest: string;
+  kind: TargetKind;
+}
+
+/** Thrown through the walker to end it as soon as the digest is met. */
+class Found extends Error {}
+
+interface Answer {
+  version: number;
+  yes: boolean;
+}
+
+export class UpstreamReach {
+  private readonly listings: LRUCache<string, string[]>;
+  private readonly answers: LRUCache<string, Answer>;
+  private readonly pending = new Map<string, Promise<boolean>>();
+
+  constructor(
+    private readonly view: UpstreamView,
+    private readonly store: Store,
+    ttlMs: number,
+  ) {
+    const ttl = Math.max(1, ttlMs);
+    this.listings = new LRUCache<string, string[]>({
+      max: 2_000,
+      ttl,
+      fetchMethod: async (key) => {
+        const [host = '', name = ''] = key.split('\u0000');
+        return this.view.listTags(host, name);
+      },
+    });
+    this.answers = new LRUCache<string, Answer>({ max: 20_000, ttl });
+  }
+
+  get open(): boolean {
+    return this.view.isOpen();
+  }
+
+  /**
+   * Whether `digest` is reachable from a tag `rules` name, as the upstream has it now. One decision per
+   * (repository, digest) at a time; its answer holds for tagTtl or until the rules change (`version`).
+   * When no tag could be resolved and some upstream request failed, that failure is thrown instead of "no".
+   * A manifest can only be listed by an index, so for one only indexes are read: an image manifest's children
+   * are configs and layers, and it is fetched only when a blob is asked for.
+   */
+  reachable(host: string, name: string, digest: string, kind: TargetKind, rules: TagRules, version: number): Promise<boolean> {
+    const key = `${host}/${name}@${digest}\u0000${kind}`;
+    const known = this.answers.get(key);
+    if (known && known.version === version) return Promise.resolve(known.yes);
+    const running = this.pending.get(key);
+    if (running) return running;
+    const p = this.decide(host, name, { digest, kind }, rules)
+      .then((yes) => {
+        this.answers.set(key, { version, yes });
+        return yes;
+      })
+      .finally(() => this.pending.delete(key));
+    this.pending.set(key, p);
+    return p;
+  }
+
+  private async decide(host: string, name: string, target: Target, rules: TagRules): Promise<boolean> {
+    const failures: unknown[] = [];
+    const tags = await this.tagsToResolve(host, name, rules, failures);
+    for (let i = 0; i < tags.length; i += RESOLVE_CONCURRENCY) {
+      const batch = tags.slice(i, i + RESOLVE_CONCURRENCY);
+      const roots = await Promise.allSettled(batch.map((t) => this.view.resolveTag(host, name, t)));
+      for (const r of roots) {
+        if (r.status === 'rejected') {
+          if (!isNotFound(r.reason)) failures.push(r.reason);
+          continue;
+        }
+        if (r.value === target.digest || (await this.walkFinds(host, name, r.value, target, failures))) return true;
+      }
+    }
+    if (failures.length > 0) throw failures[0];
+    return false;
+  }
+
+  /** The exact tags (sorted), then glob matches from the upstream's list (newest-looking first), bounded. */
+  private async tagsToResolve(host: string, name: string, rules: TagRules, failures: unknown[]): Promise<string[]> {
+    const out = [...rules.exact].sort();
+    if (rules.patterns.length > 0 && out.length < MAX_RESOLVED_TAGS) {
+      try {
+        const listed = (await this.listings.fetch(`${host}\u0000${name}`)) ?? [];
+        const matches = listed.filter((t) => !rules.exact.has(t) && rules.patterns.some((re) => re.test(t)));
+        out.push(...matches.sort().reverse());
+      } catch (e) {
+        if (!isNotFound(e)) failures.push(e);
+      }
+    }
+    return out.slice(0, MAX_RESOLVED_TAGS);
+  }
+
+  /** Walks from `root` (store first, upstream for an absent manifest) until `target` is met. */
+  private async walkFinds(host: string, name: string, root: string, target: Target, failures: unknown[]): Promise<boolean> {
+    const source: GraphSource = {
+      manifest: (d) => this.manifest(host, name, d, failures),
+      referrers: (d) => this.store.referrers(host, name, d),
+      tag: (t) => this.store.getTag(host, name, t),
+    };
+    const meet = (d: string): void => {
+      if (d === target.digest) throw new Found();
+    };
+    try {
+      await walkGraph(source, [root], {
+        children: 'all',
+        // A config or layer is never fetched as a manifest: met by its digest, not followed.
+        follow: (child: Descriptor) => {
+          meet(child.digest);
+          const read = target.kind === 'blob' ? MANIFEST_MEDIA_TYPES.includes(child.mediaType) : isIndexType(child.mediaType);
+          return isDigest(child.digest) && read;
+        },
+        signatures: 'all',
+        maxDepth: MAX_DEPTH,
+        maxNodes: MAX_NODES,
+        onNode: (node) => meet(node.digest),
+      });
+    } catch (e) {
+      if (e instanceof Found) return true;
+      throw e;
+    }
+    return false;
+  }
+
+  private async manifest(host: string, name: string, digest: string, failures: unknown[]): Promise<StoredManifest | undefined> {
+    const stored = await this.store.getManifest(digest);
+    if (stored || !this.view.isOpen()) return stored;
+    try {
+      return await this.view.pullManifest(host, name, digest);
+    } catch (e) {
+      if (!isNotFound(e)) failures.push(e);
+      return undefined;
+    }
+  }
+}
+
+function isNotFound(e: unknown): boolean {
+  return e instanceof RegistryError && e.status === 404;
+}
