@@ -70,6 +70,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     maxBytes: config.storageMaxBytes,
     deniedEntries: () => denied.size,
     allowlistRules: () => allowlist.list().length,
+    now: opts.now ? () => (opts.now?.() ?? new Date()).getTime() : undefined,
     readiness: cachedReadiness(() => coverageReport(store, ruleTexts(allowlist), { platforms: config.platforms })),
   });
   const life = { stopping: false };

@@ -67,7 +67,7 @@ export class Metrics {
     gauge(r, 'sluice_window_next_open_seconds', 'Seconds until the next window opens (0 while one is open; -1 when none is scheduled).', () => {
       const w = src.window();
       if (w.open) return 0;
-      return w.nextOpen ? Math.max(0, (w.nextOpen.getTime() - Date.now()) / 1000) : -1;
+      return w.nextOpen ? Math.max(0, (w.nextOpen.getTime() - (src.now ?? Date.now)()) / 1000) : -1;
     });
     gauge(r, 'sluice_store_bytes', 'Bytes of committed blobs in the store.', async () => (await src.usage()).bytes);
     gauge(r, 'sluice_store_blobs', 'Committed blobs in the store.', async () => (await src.usage()).blobs);

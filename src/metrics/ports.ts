@@ -55,6 +55,8 @@ export interface GaugeSources {
   deniedEntries(): number;
   allowlistRules(): number;
   readiness?: ReadinessSource;
+  /** The clock the window state runs on (a test's fake one); default the real one. */
+  now?: () => number;
 }
 
 /** Counts of allowlist rules by readiness, from the readiness report when there is one. */

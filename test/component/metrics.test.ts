@@ -156,3 +156,22 @@ describe('metrics on a window schedule and a separate listener', () => {
     expect(sample(text, 'sluice_http_requests_total{kind="manifest",outcome="window-closed"}')).toBe(1);
   });
 });
+
+describe('metrics and a weekly window', () => {
+  let s: InProcessSluice;
+  beforeAll(async () => {
+    // Friday 2026-01-02 02:00 UTC; the window opens Saturday 02:00 UTC.
+    const friday = new Date('2026-01-02T02:00:00Z');
+    s = await startSluice({ windows: [{ days: ['sat'], start: '02:00', end: '06:00', timezone: 'UTC' }], build: { now: () => friday } });
+  });
+  afterAll(async () => {
+    await s?.close();
+  });
+
+  it('says how long until the next window opens, on the clock the window runs on', async () => {
+    const token = (await readFile(s.app.config.admin.tokenFile, 'utf8')).trim();
+    const text = (await s.app.admin.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } })).body;
+    expect(sample(text, 'sluice_window_open')).toBe(0);
+    expect(sample(text, 'sluice_window_next_open_seconds')).toBe(24 * 3600);
+  });
+});
