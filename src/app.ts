@@ -18,11 +18,17 @@ import { Store } from './store/store.js';
 import { fsStateDocuments } from './store/fs/state.js';
 import { recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
 import { Syncer } from './jobs/sync.js';
+import { GarbageCollector } from './jobs/gc.js';
 import { registerAdminRoutes } from './admin/admin.js';
 import type { Upstream } from './upstream/client.js';
 import { UpstreamPool } from './upstream/pool.js';
 import { WILDCARD } from './config/config.js';
 import { WindowState } from './window/state.js';
+import { Metrics } from './metrics/metrics.js';
+import { registerMetricsListener } from './admin/metrics.js';
+import { cachedReadiness } from './jobs/readiness-source.js';
+import { coverageReport } from './jobs/coverage.js';
+import { ruleTexts } from './admin/status.js';
 
 export interface BuildOptions {
   logger?: boolean;
@@ -36,6 +42,7 @@ export interface App {
   registry: FastifyInstance;
   admin: FastifyInstance;
   syncer: Syncer;
+  gc: GarbageCollector;
   /** The node credentials in force (swapped on SIGHUP). */
   htpasswd?: { current: Htpasswd };
   store: Store;
@@ -44,6 +51,9 @@ export interface App {
   mirror: Mirror;
   window: WindowState;
   upstreams: UpstreamPool;
+  metrics: Metrics;
+  /** The `metrics.listen` listener (only /metrics, no token), when configured. */
+  metricsListener?: FastifyInstance;
   /**
    * Closes the listeners (waiting for their requests), then lets blob downloads finish until `deadlineMs`
    * (epoch ms; default now) and cancels the rest; the store's temp folder goes only after every one has ended.
@@ -53,8 +63,18 @@ export interface App {
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const { store, allowlist, denied, window, windowWritten } = await openState(config, opts.now);
+  const metrics = new Metrics();
+  metrics.observe({
+    window: () => window.status(),
+    usage: () => store.usage(),
+    maxBytes: config.storageMaxBytes,
+    deniedEntries: () => denied.size,
+    allowlistRules: () => allowlist.list().length,
+    now: opts.now ? () => (opts.now?.() ?? new Date()).getTime() : undefined,
+    readiness: cachedReadiness(() => coverageReport(store, ruleTexts(allowlist), { platforms: config.platforms })),
+  });
   const life = { stopping: false };
-  const upstreams = upstreamPool(config, windowGate(window, life));
+  const upstreams = upstreamPool(config, windowGate(window, life), metrics);
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
   if (config.requestLog) logRequests(registry, opts.requestLog ?? ((entry) => registry.log.info(entry, 'request')));
@@ -64,17 +84,22 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // Hand edits of allowlist.json are enforced as they land; a broken file keeps the last good rules.
   await allowlist.watch((level, msg, fields) => registry.log[level](fields, msg));
   const policy = new AllowlistPolicy(allowlist, store, denied);
-  const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log });
+  const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log, ingestMetrics: metrics.ingest });
   policy.useUpstream(mirror.upstreamView(), config.tagTtlMs);
-  registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config) });
-  const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, config.upstreamTimeouts.syncMs);
+  registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config), metrics: metrics.requests });
+  const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, config.upstreamTimeouts.syncMs, metrics.sync);
+  const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
-  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store });
+  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc });
+  const metricsListener = config.metrics ? newFastify(opts.logger ?? false, undefined, 'admin') : undefined;
+  if (metricsListener) await registerMetricsListener(metricsListener, metrics);
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
+  const stopGcSchedule = config.gc.everyMs ? gc.schedule(config.gc.everyMs, log) : () => undefined;
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
-  const app = { config, registry, admin, syncer, htpasswd, store, allowlist, denied, mirror, window, upstreams };
+  const app = { config, registry, admin, syncer, gc, htpasswd, store, allowlist, denied, mirror, window, upstreams, metrics, metricsListener };
   const stopWatching = (): void => {
     stopAutoSync();
+    stopGcSchedule();
     allowlist.close();
     stopAborts();
   };
@@ -86,7 +111,7 @@ async function openState(
   config: Config,
   now?: () => Date,
 ): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void> }> {
-  const store = await Store.open(config.storage);
+  const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes });
   const documents = fsStateDocuments(config.storage);
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
@@ -106,11 +131,12 @@ async function closeApp(
 ): Promise<void> {
   const { upstreams } = app;
   stopWatching();
-  await Promise.all([app.registry.close(), app.admin.close()]);
+  await Promise.all([app.registry.close(), app.admin.close(), app.metricsListener?.close()]);
   // What is left is detached work (a sync, downloads whose clients left): no new upstream request for it.
   life.stopping = true;
   for (const u of upstreams.values()) u.abortInFlight(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down'));
   await app.mirror.drain(deadlineMs);
+  await app.gc.settled();
   await windowWritten(); // the last manual-window change is on disk before the store folder may go
   await app.denied.close();
   await app.store.close();
@@ -122,11 +148,12 @@ export function hostTable(config: Config): { has(host: string): boolean; default
 }
 
 /** One client per configured host; an upstream `'*'` (a mirror) makes one per host asked for, on first use. */
-function upstreamPool(config: Config, gate: (what: string) => void): UpstreamPool {
+function upstreamPool(config: Config, gate: (what: string) => void, metrics: Metrics): UpstreamPool {
   const named = new Map<string, ConstructorParameters<typeof Upstream>[0]>();
   let wildcard: ConstructorParameters<typeof Upstream>[0] | undefined;
   for (const u of config.upstreams.values()) {
-    const opts = { ...upstreamOptions(u, config), gate };
+    // Every host behind a '*' mirror shares its counters (labelled "*"), so the label set stays the configured one.
+    const opts = { ...upstreamOptions(u, config), gate, metrics: metrics.upstream(u.host) };
     if (u.host === WILDCARD) wildcard = opts;
     else named.set(u.host, opts);
   }

@@ -17,6 +17,9 @@ import { windowRoutes } from './window.js';
 import { syncRoutes } from './sync.js';
 import { statusRoutes } from './status.js';
 import { storeRoutes } from './store.js';
+import { metricsRoutes, type MetricsSource } from './metrics.js';
+import { gcRoutes } from './gc.js';
+import type { GarbageCollector } from '../jobs/gc.js';
 import { isPagePath, statusPageRoutes } from './page.js';
 
 export interface AdminDeps {
@@ -26,6 +29,8 @@ export interface AdminDeps {
   window: WindowState;
   syncer: Syncer;
   store: Store;
+  metrics: MetricsSource;
+  gc: GarbageCollector;
 }
 
 export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
@@ -47,5 +52,7 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   await app.register(syncRoutes, { syncer: deps.syncer, window: deps.window });
   await app.register(statusRoutes, deps);
   await app.register(storeRoutes, { store: deps.store });
+  await app.register(metricsRoutes, { metrics: deps.metrics });
+  await app.register(gcRoutes, { gc: deps.gc });
   await app.register(statusPageRoutes, { ...deps, expected, secure: deps.config.admin.tls !== undefined });
 }

@@ -42,6 +42,10 @@ export const SCHEMAS = {
     body: obj({ duration: { type: ['string', 'number'] }, note: STRING }, ['duration', 'note']),
     querystring: NO_QUERY,
   },
+  gc: {
+    body: { ...obj({ dryRun: { type: 'boolean' } }), type: ['object', 'null'] },
+    querystring: NO_QUERY,
+  },
   sync: {
     body: { ...obj({ dryRun: { type: 'boolean' }, platforms: { type: 'array', items: STRING } }), type: ['object', 'null'] },
     querystring: NO_QUERY,

@@ -68,8 +68,9 @@ export class AdminClient {
     return new AdminClient(`${scheme}://${hostPart}:${port}`, token, config.admin.tokenFile, trust);
   }
 
-  async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await this.send(method, path, body, AbortSignal.timeout(REQUEST_TIMEOUT_MS));
+  /** `timeoutMs`: longer for a request whose work is long (gc on a large store). */
+  async json<T>(method: string, path: string, body?: unknown, timeoutMs = REQUEST_TIMEOUT_MS): Promise<T> {
+    const res = await this.send(method, path, body, AbortSignal.timeout(timeoutMs));
     return (await res.json()) as T;
   }
 

@@ -11,6 +11,7 @@ import { AllowlistFileError, signatureSubject } from '../policy/allowlist.js';
 import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command } from './commands.js';
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 import { verifyStore } from '../jobs/verify.js';
+import { gcCommand } from './gc-command.js';
 import { exportCommand } from './export-command.js';
 
 /** Every command: its usage line (which is also the options it takes), what it does, and what runs it. */
@@ -54,6 +55,7 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
       },
     },
   },
+  gc: { usage: '[--dry-run] [--json]', summary: 'remove blobs no allowlist rule keeps (see gc.keep, gcGrace); --dry-run lists them', run: gcCommand },
   verify: { usage: '[--repair] [--json]', summary: 're-hash every blob; --repair quarantines corrupt ones so they are refetched', run: verifyCommand },
 };
 
@@ -134,6 +136,7 @@ async function shutdown(app: App): Promise<void> {
     app.registry.log.warn('grace period over: closing remaining connections and cancelling downloads');
     app.registry.server.closeAllConnections();
     app.admin.server.closeAllConnections();
+    app.metricsListener?.server.closeAllConnections();
   }, SHUTDOWN_GRACE_MS);
   cut.unref();
   await app.close(deadlineMs);
@@ -149,6 +152,11 @@ async function listen(app: App): Promise<void> {
     const admin = app.config.admin.listen;
     const adminAddress = await app.admin.listen({ host: admin.host, port: admin.port });
     app.registry.log.info({ address: adminAddress }, 'admin API listening');
+    if (app.metricsListener && app.config.metrics) {
+      const m = app.config.metrics.listen;
+      const metricsAddress = await app.metricsListener.listen({ host: m.host, port: m.port });
+      app.registry.log.info({ address: metricsAddress }, 'metrics listening (GET /metrics, no token)');
+    }
   } catch (e) {
     await app.close();
     throw e;
@@ -163,7 +171,7 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
     // Checked before the store is opened: a usage error changes nothing.
     if (as !== undefined) parseAsRef(as);
     const cfg = config();
-    const store = await Store.open(cfg.storage);
+    const store = await Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes });
     try {
       const tty = process.stderr.isTTY;
       const progress = tty ? (line: string): void => void process.stderr.write(`\r\x1b[K${line}`) : undefined;

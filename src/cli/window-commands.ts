@@ -85,7 +85,7 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
     },
     async () => {
       const [window, store, allowlist, denied] = await Promise.all([
-        offlineWindow(cfg), Store.open(cfg.storage), openAllowlist(cfg), openDenied(cfg),
+        offlineWindow(cfg), Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes }), openAllowlist(cfg), openDenied(cfg),
       ]);
       return statusReport({ config: cfg, window, store, allowlist, denied });
     },
@@ -102,7 +102,8 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
     `schedule:   ${typeof report.window.schedule === 'string' ? report.window.schedule : report.window.schedule.map((w) => `${w.days.join(',')} ${w.start}-${w.end} ${w.timezone}`).join('; ')}`,
     `allowlist:  ${report.allowlist.rules} rule(s); denied log: ${report.denied.entries} reference(s)`,
     ...(report.allowlistError ? [allowlistWarning(report.allowlistError)] : []),
-    `store:      ${s.repositories} repositories, ${s.tags} tags, ${s.blobs} blobs (${formatBytes(s.sizeBytes)})`,
+    `store:      ${s.repositories} repositories, ${s.tags} tags, ${s.blobs} blobs (${formatBytes(s.sizeBytes)}${s.maxBytes ? ` of ${formatBytes(s.maxBytes)} storage.maxBytes` : ''})`,
+    ...(s.full ? ['warning: the store has reached storage.maxBytes: new downloads are refused (507) until `sluice gc` frees space or the limit is raised'] : []),
     `upstreams:  ${report.upstreams.map((u) => u.host).join(', ')} (default ${report.defaultUpstream})`,
     `last sync:  ${last ? `${last.finishedAt}: ${last.fetched.length} fetched, ${last.cached.length} already cached, ${last.failed.length} failed` : report.sync.running ? 'running' : 'none since the server started'}`,
     ...(report.movedPins ?? []).map((m) => `moved pin:  ${m.rule}: upstream ${m.tag} is now ${m.upstream} (the pin still serves)`),

@@ -45,6 +45,14 @@ export interface Config {
   upstreamTimeouts: { connectMs: number; idleMs: number; syncMs: number };
   /** Bound on one upstream blob ingest, independent of any client. */
   ingestTimeoutMs: number;
+  /** `storage.maxBytes`: past it new ingests are refused (507); nothing is evicted. */
+  storageMaxBytes?: number;
+  /** A listener serving only /metrics, without the admin token (`metrics.listen`). */
+  metrics?: { listen: { host: string; port: number } };
+  /** Garbage collection: `keep` digests per tag survive; `everyMs` runs it on a timer (`gc.schedule`). */
+  gc: { keep: number; everyMs?: number };
+  /** Nothing committed or read within this long is swept. */
+  gcGraceMs: number;
   /** `os/arch[/variant]` an index is expected to hold (sync's default filter, the readiness report's yardstick); empty: all. */
   platforms: string[];
 }
@@ -61,7 +69,7 @@ export class ConfigError extends Error {
 
 const KNOWN_KEYS = new Set([
   'listen', 'storage', 'defaultUpstream', 'upstreams', 'windows', 'allowlist', 'tls', 'auth', 'admin',
-  'tagTtl', 'syncOnOpen', 'requestLog', 'upstreamTimeouts', 'ingestTimeout', 'platforms',
+  'tagTtl', 'syncOnOpen', 'requestLog', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace',
 ]);
 
 export function loadConfig(file: string): Config {
@@ -89,7 +97,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   for (const k of Object.keys(doc)) if (!KNOWN_KEYS.has(k)) p.push(`${k}: unknown key`);
 
   const listen = address(doc.listen ?? '0.0.0.0:6000', 'listen', p);
-  const storage = path(str(doc.storage ?? './data', 'storage', p));
+  const { storage, storageMaxBytes } = parseStorage(doc.storage ?? './data', p, path);
   const upstreams = parseUpstreams(doc.upstreams ?? {}, p, path);
   const defaultUpstream = canonicalHost(str(doc.defaultUpstream ?? 'docker.io', 'defaultUpstream', p));
   if (!upstreams.has(defaultUpstream) && !upstreams.has(WILDCARD)) p.push(`defaultUpstream: "${defaultUpstream}" is not one of the configured upstreams`);
@@ -101,7 +109,8 @@ export function validateConfig(doc: unknown, file: string): Config {
   if (auth && !tls) p.push('auth: basic auth needs tls too (over plain HTTP every request would carry a node password in clear)');
   const admin = parseAdmin(doc.admin ?? {}, p, path, storage);
   const limits = parseLimits(doc, p);
-  const config: Config = { file, listen, storage, defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits };
+  const ops = parseOperations(doc, p);
+  const config: Config = { file, listen, storage, storageMaxBytes, defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
   if (p.length > 0) throw new ConfigError(p, file);
   return config;
 }
@@ -124,6 +133,57 @@ function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
     ingestTimeoutMs: duration(doc.ingestTimeout ?? '30m', 'ingestTimeout', p),
     platforms: parsePlatforms(doc.platforms ?? [], p),
   };
+}
+
+/** `storage: PATH`, or `storage: { path: PATH, maxBytes: SIZE }`. */
+function parseStorage(v: unknown, p: string[], path: (s: string) => string): { storage: string; storageMaxBytes?: number } {
+  if (!isObject(v)) return { storage: path(str(v, 'storage', p)) };
+  for (const k of Object.keys(v)) if (!['path', 'maxBytes'].includes(k)) p.push(`storage.${k}: unknown key`);
+  const storage = path(str(v.path ?? './data', 'storage.path', p));
+  return v.maxBytes === undefined ? { storage } : { storage, storageMaxBytes: size(v.maxBytes, 'storage.maxBytes', p) };
+}
+
+type Operations = Pick<Config, 'metrics' | 'gc' | 'gcGraceMs'>;
+
+/** `metrics: { listen }`, `gc: { schedule, keep }` and `gcGrace`. */
+function parseOperations(doc: Record<string, unknown>, p: string[]): Operations {
+  const out: Operations = { gc: { keep: 2 }, gcGraceMs: duration(doc.gcGrace ?? '1h', 'gcGrace', p) };
+  if (doc.metrics !== undefined) {
+    if (!isObject(doc.metrics)) p.push('metrics: must be a mapping with listen');
+    else {
+      for (const k of Object.keys(doc.metrics)) if (k !== 'listen') p.push(`metrics.${k}: unknown key`);
+      out.metrics = { listen: address(doc.metrics.listen, 'metrics.listen', p) };
+    }
+  }
+  if (doc.gc === undefined) return out;
+  if (!isObject(doc.gc)) {
+    p.push('gc: must be a mapping with schedule and/or keep');
+    return out;
+  }
+  for (const k of Object.keys(doc.gc)) if (!['schedule', 'keep'].includes(k)) p.push(`gc.${k}: unknown key`);
+  const keep = doc.gc.keep ?? 2;
+  if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1) p.push('gc.keep: must be a whole number of at least 1 (the current digest counts)');
+  else out.gc.keep = keep;
+  if (doc.gc.schedule !== undefined) {
+    const everyMs = duration(doc.gc.schedule, 'gc.schedule', p);
+    if (everyMs < 60_000) p.push('gc.schedule: must be an interval of at least 1m (e.g. 24h)');
+    else out.gc.everyMs = everyMs;
+  }
+  return out;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+
+/** A byte count: a number, or "500GiB", "2TB", "750 MB". */
+export function size(v: unknown, at: string, p: string[]): number | undefined {
+  if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(v) : null;
+  const unit = m ? SIZE_UNITS[(m[2] ?? '').toLowerCase()] : undefined;
+  if (!m || unit === undefined || !(Number(m[1]) > 0)) {
+    p.push(`${at}: must be a size such as 500GiB, 2TB or a number of bytes; got ${JSON.stringify(v)}`);
+    return undefined;
+  }
+  return Math.floor(Number(m[1]) * unit);
 }
 
 const PLATFORM_RE = /^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/;

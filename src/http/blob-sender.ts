@@ -44,11 +44,11 @@ function readAt(fd: number, buf: Buffer, length: number, position: number): Prom
 }
 
 /**
- * Streams bytes [start, end] of `fd` (which it closes) to `res`, whose head has been written. Resolves when the
- * last byte is handed to the socket; a client that goes away ends it quietly; a short file destroys the response.
+ * Streams bytes [start, end] of `fd` (which it closes) to `res`, whose head has been written. Resolves (to the
+ * bytes handed to the socket) when the last one is; a client that goes away ends it quietly; a short file destroys the response.
  * With `growing`, bytes are sent as they arrive, and a failed writer destroys the response.
  */
-export async function sendFileRange(fd: number, start: number, end: number, res: ServerResponse, growing?: GrowingFile): Promise<void> {
+export async function sendFileRange(fd: number, start: number, end: number, res: ServerResponse, growing?: GrowingFile): Promise<number> {
   // Two slots: one being written while the other is read into. A slot's buffer is reused only after its write
   // called back, so the socket never sends bytes that were overwritten.
   const slots: Array<{ buf: Buffer; written: Promise<void>; settled: boolean } | undefined> = [undefined, undefined];
@@ -75,6 +75,7 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
     });
   const untilGone = (p: Promise<void> | undefined): Promise<void> => (p ? wakeable((done) => void p.then(done)) : Promise.resolve());
   const socket = res.req.socket;
+  let sent = 0;
   res.once('close', markGone);
   socket.once('close', markGone);
   try {
@@ -96,6 +97,7 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
       const n = await readAt(fd, next.buf, Math.min(next.buf.length, last - pos + 1), pos);
       if (n === 0) throw new Error('blob file is shorter than its recorded size');
       pos += n;
+      sent += n;
       next.settled = false;
       next.written = new Promise<void>((resolve) => res.write(n === next.buf.length ? next.buf : next.buf.subarray(0, n), () => {
         next.settled = true;
@@ -113,4 +115,5 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
     // A buffer whose write never called back may still be referenced by a queued write: drop it, never reuse it.
     for (const s of slots) if (s) (s.settled ? release : discard)(s.buf);
   }
+  return sent;
 }

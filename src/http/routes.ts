@@ -6,7 +6,9 @@ import { RegistryError } from '../oci/errors.js';
 import { parseRegistryUrl, type HostTable, type ParsedRequest } from '../oci/reference.js';
 import { planContent, type ContentPlan } from './content.js';
 import { clientOf } from './client-identity.js';
-import type { Mirror } from '../mirror/mirror.js';
+import type { FetchNote, Mirror } from '../mirror/mirror.js';
+import { isClosedWindowMiss } from '../mirror/access.js';
+import { NO_REQUEST_METRICS, type Outcome, type RequestMetrics, type RouteKind } from '../metrics/ports.js';
 import { MediaType } from '../oci/manifest.js';
 import { sendFileRange, type GrowingFile } from './blob-sender.js';
 import { allowedTags, type TagSources } from './tags-proxy.js';
@@ -18,16 +20,34 @@ export interface RegistryRoutesOptions extends TagSources {
   /** Stored blob bytes: read once the mirror has said a blob may be sent and is on disk. */
   store: Store;
   hosts: HostTable;
+  /** Requests by kind and outcome, and body bytes sent; none counted when absent. */
+  metrics?: RequestMetrics;
+}
+
+/** What one request's handling learnt for its metrics: whether upstream was asked for it, and what was sent. */
+interface Served extends FetchNote {
+  bytes: number;
 }
 
 const WRITE_METHODS = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
 const MAX_TAGS_PAGE = 10_000;
 
 export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoutesOptions): void {
+  const metrics = opts.metrics ?? NO_REQUEST_METRICS;
   const handler = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
-    const parsed = parseRegistryUrl(req.url, opts.hosts);
-    if (parsed.ns !== undefined) reply.header('oci-namespace', parsed.ns);
-    await dispatch(req, reply, parsed, opts);
+    let kind: RouteKind = 'other';
+    const served: Served = { fetched: false, bytes: 0 };
+    try {
+      const parsed = parseRegistryUrl(req.url, opts.hosts);
+      kind = parsed.route.kind;
+      if (parsed.ns !== undefined) reply.header('oci-namespace', parsed.ns);
+      await dispatch(req, reply, parsed, opts, served);
+    } catch (e) {
+      metrics.count(kind, outcomeOf(e));
+      throw e;
+    }
+    metrics.count(kind, served.fetched ? 'miss-fetched' : 'hit');
+    if (served.bytes > 0) metrics.sent(kind, served.bytes);
     // Returning the reply tells fastify the answer is under way: an async handler that resolves to
     // undefined while a streamed body has not written its headers yet gets an empty 200 sent over it.
     return reply;
@@ -39,6 +59,7 @@ export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoute
   // Refused in onRequest, before fastify reads the body: a body it cannot parse (an upload's
   // application/octet-stream) or one over bodyLimit would otherwise turn the 405 into a 415 or 413.
   const unsupported = async (req: FastifyRequest): Promise<never> => {
+    metrics.count('other', 'invalid');
     throw new RegistryError('UNSUPPORTED', 'sluice is a read-only mirror: this operation is unsupported', { method: req.method });
   };
   for (const method of WRITE_METHODS) {
@@ -46,17 +67,26 @@ export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoute
   }
 }
 
+/** The outcome label of a failed request (DESIGN.md §2's refusals, then by status). */
+function outcomeOf(e: unknown): Outcome {
+  if (!(e instanceof RegistryError)) return 'error';
+  if (e.kind === 'DENIED') return 'denied';
+  if (isClosedWindowMiss(e)) return 'window-closed';
+  if (e.status === 404) return 'not-found';
+  return e.status < 500 ? 'invalid' : 'error';
+}
+
 /** Not async: it hands back the one route's promise, so a request costs no extra promise here. */
-function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, opts: RegistryRoutesOptions): Promise<void> | undefined {
+function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, opts: RegistryRoutesOptions, served: Served): Promise<void> | undefined {
   const route = parsed.route;
   switch (route.kind) {
     case 'base':
       reply.header('content-type', 'application/json').send('{}');
       return undefined;
     case 'manifest':
-      return serveManifest(req, reply, route, opts.mirror);
+      return serveManifest(req, reply, route, opts.mirror, served);
     case 'blob':
-      return serveBlob(req, reply, route.host, route.name, route.digest, opts);
+      return serveBlob(req, reply, route.host, route.name, route.digest, opts, served);
     case 'tags':
       return serveTagsList(req, reply, parsed, route, opts);
     case 'referrers':
@@ -66,8 +96,8 @@ function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedReques
 
 type RouteOf<K extends ParsedRequest['route']['kind']> = Extract<ParsedRequest['route'], { kind: K }>;
 
-async function serveManifest(req: FastifyRequest, reply: FastifyReply, route: RouteOf<'manifest'>, mirror: Mirror): Promise<void> {
-  const m = await mirror.manifest(route.host, route.name, route.reference, clientOf(req));
+async function serveManifest(req: FastifyRequest, reply: FastifyReply, route: RouteOf<'manifest'>, mirror: Mirror, served: Served): Promise<void> {
+  const m = await mirror.manifest(route.host, route.name, route.reference, clientOf(req), served);
   const plan = planContent({
     method: req.method,
     digest: m.digest,
@@ -76,6 +106,7 @@ async function serveManifest(req: FastifyRequest, reply: FastifyReply, route: Ro
     ifNoneMatch: header(req, 'if-none-match'),
     ranges: false,
   });
+  if (plan.sendBody) served.bytes = m.body.length;
   send(reply, plan, m.body);
 }
 
@@ -99,11 +130,12 @@ async function serveReferrers(req: FastifyRequest, reply: FastifyReply, parsed: 
   reply.code(200).header('content-type', MediaType.ociIndex).send(body);
 }
 
-async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string, name: string, digest: string, opts: RegistryRoutesOptions): Promise<void> {
+async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string, name: string, digest: string, opts: RegistryRoutesOptions, served: Served): Promise<void> {
   const { mirror, store } = opts;
   const rangeHeader = header(req, 'range');
   let src = await mirror.blob(host, name, digest, clientOf(req));
   if (src.kind === 'stream') {
+    served.fetched = true;
     // A blob still arriving is served live from its first byte; anything needing its final size or an
     // offset (a Range other than containerd's "bytes=0-", or a HEAD without a known size) waits for the verified file.
     const offset = rangeHeader !== undefined && !/^\s*bytes\s*=\s*0-\s*$/.test(rangeHeader);
@@ -124,54 +156,56 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string,
   }
   if (src.kind === 'stream') {
     // Live bytes of an upstream ingest: if it fails verification the response is cut short, never completed.
-    await sendFd(reply, plan, await src.openFd(), { start: 0, end: (src.sizeBytes ?? 0) - 1 }, src.growth);
+    served.bytes = await sendFd(reply, plan, await src.openFd(), { start: 0, end: (src.sizeBytes ?? 0) - 1 }, src.growth);
     return;
   }
   const sent = plan.range === undefined && src.sizeBytes <= SMALL_BLOB_BYTES
     ? await sendSmallBlob(reply, plan, digest, store)
     : await sendBlobRange(reply, plan, digest, plan.range ?? { start: 0, end: src.sizeBytes - 1 }, store);
   // The blob vanished between stat and open (quarantined by verify --repair): answer as for any miss.
-  if (!sent) await serveBlob(req, reply, host, name, digest, opts);
+  if (sent === undefined) await serveBlob(req, reply, host, name, digest, opts, served);
+  else served.bytes = sent;
 }
 
 /** Configs and tiny layers: one read, one write. */
 const SMALL_BLOB_BYTES = 64 * 1024;
 
-async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: string, store: Store): Promise<boolean> {
+/** Each sender resolves to the body bytes sent, or undefined when the blob had gone. */
+async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: string, store: Store): Promise<number | undefined> {
   const body = await store.readSmallBlob(digest);
-  if (!body) return false;
+  if (!body) return undefined;
   reply.code(plan.status).headers(plan.headers);
   reply.send(body);
-  return true;
+  return body.length;
 }
 
 /**
  * Everything else straight from the file to the socket through pooled buffers (see blob-sender.ts) when the
  * backend has descriptors; else its range stream.
  */
-async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, store: Store): Promise<boolean> {
+async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, store: Store): Promise<number | undefined> {
   const openFd = store.openFd;
   if (!openFd) return sendBlobStream(reply, plan, digest, range, store);
   const fd = await openFd(digest);
-  if (fd === undefined) return false;
-  await sendFd(reply, plan, fd, range);
-  return true;
+  if (fd === undefined) return undefined;
+  return sendFd(reply, plan, fd, range);
 }
 
-async function sendBlobStream(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, store: Store): Promise<boolean> {
+/** The range as planned (the stream is fastify's to send). */
+async function sendBlobStream(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, store: Store): Promise<number | undefined> {
   const body = await store.openBlob(digest, range);
-  if (!body) return false;
+  if (!body) return undefined;
   reply.code(plan.status).headers(plan.headers);
   reply.send(body);
-  return true;
+  return range.end - range.start + 1;
 }
 
-async function sendFd(reply: FastifyReply, plan: ContentPlan, fd: number, range: { start: number; end: number }, growing?: GrowingFile): Promise<void> {
+async function sendFd(reply: FastifyReply, plan: ContentPlan, fd: number, range: { start: number; end: number }, growing?: GrowingFile): Promise<number> {
   reply.hijack();
   const head: OutgoingHttpHeaders = { ...plan.headers };
   for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) head[k] = v;
   reply.raw.writeHead(plan.status, head);
-  await sendFileRange(fd, range.start, range.end, reply.raw, growing);
+  return sendFileRange(fd, range.start, range.end, reply.raw, growing);
 }
 
 function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer): void {

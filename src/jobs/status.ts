@@ -22,7 +22,8 @@ export interface StatusReport {
   /** Set while allowlist.json on disk is broken: the rules counted are the last good ones, still in force. */
   allowlistError: AllowlistProblem | null;
   denied: { entries: number };
-  store: { repositories: number; tags: number; blobs: number; sizeBytes: number };
+  /** `maxBytes`: storage.maxBytes or null; `full`: it is reached and new ingests are refused (507). */
+  store: { repositories: number; tags: number; blobs: number; sizeBytes: number; maxBytes: number | null; full: boolean };
   upstreams: Array<{ host: string; url: string }>;
   defaultUpstream: string;
   sync: { running: boolean; last: unknown };
@@ -62,7 +63,8 @@ export async function storeCounts(store: Store): Promise<StatusReport['store']> 
   let tags = 0;
   for (const r of repos) tags += (await store.listTags(r.host, r.name)).length;
   const { blobs, bytes } = await store.usage();
-  return { repositories: repos.length, tags, blobs, sizeBytes: bytes };
+  const maxBytes = store.maxBytes ?? null;
+  return { repositories: repos.length, tags, blobs, sizeBytes: bytes, maxBytes, full: maxBytes !== null && bytes >= maxBytes };
 }
 
 export async function statusReport(parts: StatusParts): Promise<StatusReport> {

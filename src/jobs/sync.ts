@@ -9,6 +9,7 @@ import type { Mirror } from '../mirror/mirror.js';
 import { windowClosedUntil } from '../mirror/access.js';
 import type { Descriptor, Store } from '../store/store.js';
 import type { WindowState } from '../window/state.js';
+import { NO_SYNC_METRICS, type SyncMetrics } from '../metrics/ports.js';
 
 export interface SyncOptions {
   dryRun?: boolean;
@@ -74,6 +75,7 @@ export class Syncer {
     private readonly defaultPlatforms: readonly string[] = [],
     /** How long the sync's upstream requests wait for headers (an Image Factory may build for minutes). */
     private readonly headersWaitMs?: number,
+    private readonly metrics: SyncMetrics = NO_SYNC_METRICS,
   ) {}
 
   get busy(): boolean {
@@ -95,6 +97,12 @@ export class Syncer {
     const p = this.runOnce({ ...opts, platforms }).finally(() => {
       this.running = undefined;
     });
+    if (!opts.dryRun) {
+      p.then(
+        (r) => this.metrics.finished({ fetched: r.fetched.length, cached: r.cached.length, failed: r.failed.length, bytesFetched: r.bytesFetched, aborted: false }),
+        () => this.metrics.finished({ fetched: 0, cached: 0, failed: 0, bytesFetched: 0, aborted: true }),
+      );
+    }
     this.running = p;
     return p;
   }

@@ -26,6 +26,12 @@ export function closedError(window: WindowState, kind: ClosedKind, what: string,
   });
 }
 
+/** Whether an error is the closed-window miss above (for the request metrics' "window-closed" outcome). */
+export function isClosedWindowMiss(e: RegistryError): boolean {
+  const d = e.detail;
+  return (e.kind === 'MANIFEST_UNKNOWN' || e.kind === 'BLOB_UNKNOWN') && typeof d === 'object' && d !== null && 'nextWindow' in d;
+}
+
 export function requireUpstream(upstreams: UpstreamLookup, host: string): Upstream {
   const u = upstreams.get(host);
   if (!u) throw new RegistryError('NAME_UNKNOWN', 'registry host is not a configured upstream', { host });

@@ -7,6 +7,7 @@ import type { WindowState } from '../window/state.js';
 import { closedError } from './access.js';
 import type { Entitlement } from './entitlement.js';
 import { Flight } from './flight.js';
+import type { IngestFailure, IngestMetrics } from '../metrics/ports.js';
 
 export interface BlobFlightDeps {
   store: Store;
@@ -15,6 +16,7 @@ export interface BlobFlightDeps {
   upstream: (host: string) => Upstream;
   ingestTimeoutMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  metrics: IngestMetrics;
 }
 
 /** A download under way, and the repository whose upstream it comes from. */
@@ -31,6 +33,8 @@ export class BlobFlights {
   private readonly flights = new Map<string, FlightEntry>();
   /** One per blob download in progress, so shutdown can cancel them (see drain). */
   private readonly ingestAborts = new Set<AbortController>();
+  /** Set once drain() cancels what is left: an aborted download is then "cancelled", not "timeout". */
+  private cancelling = false;
 
   constructor(private readonly d: BlobFlightDeps) {}
 
@@ -41,11 +45,18 @@ export class BlobFlights {
    */
   async flightFor(host: string, name: string, digest: string): Promise<{ flight: Flight | undefined; own: boolean }> {
     for (let attempt = 1; attempt <= MAX_JOINS; attempt++) {
-      const entry = this.flights.get(digest) ?? this.lead(host, name, digest);
-      if (entry.host === host && entry.name === name) return { flight: await entry.pending, own: true };
+      const existing = this.flights.get(digest);
+      const entry = existing ?? this.lead(host, name, digest);
+      if (entry.host === host && entry.name === name) {
+        if (existing) this.d.metrics.joined('blob');
+        return { flight: await entry.pending, own: true };
+      }
       await this.d.entitlement.blob(host, name, digest);
       const flight = await entry.pending.catch(() => null);
-      if (flight !== null) return { flight, own: false };
+      if (flight !== null) {
+        this.d.metrics.joined('blob');
+        return { flight, own: false };
+      }
     }
     return { flight: await this.start(host, name, digest), own: true };
   }
@@ -56,6 +67,7 @@ export class BlobFlights {
    */
   async drain(deadlineMs: number): Promise<void> {
     const cancel = (): void => {
+      this.cancelling = true;
       for (const a of this.ingestAborts) a.abort(new RegistryError('UPSTREAM_FAILED', 'sluice is shutting down; the blob download was cancelled'));
     };
     const timer = setTimeout(cancel, Math.max(0, deadlineMs - Date.now()));
@@ -108,18 +120,39 @@ export class BlobFlights {
     const got = await upstream.getBlob(name, digest, signal);
     // Linked before commit: the blob belongs to the repository it was fetched through from its first byte on.
     // If the store refuses (disk full), the upstream body must be released: nobody else will read it.
+    const { metrics } = this.d;
     const writer = await store.linkBlob(host, name, digest)
       .then(() => store.beginIngest({ digest, sizeBytes: got.sizeBytes }))
       .catch((e: unknown) => {
         got.body.destroy();
+        metrics.refused(ingestFailure(e, signal, this.cancelling));
         log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) });
         throw e;
       });
     const flight = new Flight(digest, got.sizeBytes, writer);
+    metrics.started();
+    flight.done.then((info) => metrics.committed(info.sizeBytes), () => metrics.failed(ingestFailure(flight.cause, signal, this.cancelling)));
     void flight.run(got.body);
     flight.done
       .then((info) => log('blob ingested from upstream', { host, name, digest, sizeBytes: info.sizeBytes }))
       .catch((e: unknown) => log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) }));
     return flight;
+  }
+}
+
+/** Why an ingest committed nothing, in the bounded set the metrics label with. */
+export function ingestFailure(e: unknown, signal: AbortSignal, cancelling: boolean): IngestFailure {
+  if (signal.aborted) return cancelling ? 'cancelled' : 'timeout';
+  if (!(e instanceof RegistryError)) return 'other';
+  switch (e.kind) {
+    case 'DIGEST_INVALID':
+      return 'digest_mismatch';
+    case 'SIZE_INVALID':
+    case 'UPSTREAM_FAILED':
+      return 'cut';
+    case 'INSUFFICIENT_STORAGE':
+      return 'no_space';
+    default:
+      return 'other';
   }
 }

@@ -9,6 +9,8 @@ export class Flight extends EventEmitter {
   written = 0;
   result: BlobInfo | undefined;
   failure: Error | undefined;
+  /** What actually failed (a digest mismatch before it became the client's 502), for the ingest metrics. */
+  cause: unknown;
   readonly done: Promise<BlobInfo>;
   private settle!: { resolve: (b: BlobInfo) => void; reject: (e: Error) => void };
 
@@ -39,6 +41,7 @@ export class Flight extends EventEmitter {
       this.settle.resolve(this.result);
     } catch (e) {
       await this.writer.abort();
+      this.cause = e;
       this.failure = upstreamFault(e, this.digest);
       this.emit('progress');
       this.settle.reject(this.failure);

@@ -9,6 +9,8 @@ export interface ManifestFetchDeps {
   store: Store;
   upstream: (host: string) => Upstream;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** A caller joined a fetch already under way. */
+  joined?: () => void;
 }
 
 export class ManifestFetcher {
@@ -19,7 +21,12 @@ export class ManifestFetcher {
   /** One upstream GET per repository and digest at a time; the caller has checked the window. */
   pull(host: string, name: string, digest: string): Promise<StoredManifest> {
     const key = `${host}/${name}@${digest}`;
-    const pending = this.pulls.get(key) ?? this.fetch(host, name, digest).finally(() => this.pulls.delete(key));
+    const joined = this.pulls.get(key);
+    if (joined) {
+      this.d.joined?.();
+      return joined;
+    }
+    const pending = this.fetch(host, name, digest).finally(() => this.pulls.delete(key));
     this.pulls.set(key, pending);
     return pending;
   }

@@ -13,7 +13,10 @@ import { upstreamTags } from './upstream-tags.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { BlobFlights, MAX_JOINS } from './blob-flights.js';
 import { ManifestFetcher } from './manifests.js';
-import { TagCache } from './tag-cache.js';
+import { TagCache, type FetchNote } from './tag-cache.js';
+import { NO_INGEST_METRICS, type IngestMetrics } from '../metrics/ports.js';
+
+export type { FetchNote } from './tag-cache.js';
 
 /** Allowlist decisions for one request; throws RegistryError DENIED when refused. */
 export interface Policy {
@@ -33,6 +36,8 @@ export interface MirrorDeps {
   tagTtlMs: number;
   ingestTimeoutMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Downloads in flight, their failures and joins (metrics/); none counted when absent. */
+  ingestMetrics?: IngestMetrics;
 }
 
 export type BlobSource =
@@ -54,16 +59,18 @@ export class Mirror {
       isWindowOpen: () => window.isOpen(),
       closed: (kind, what, detail) => closedError(window, kind, what, detail),
     });
-    this.manifests = new ManifestFetcher({ store, upstream, log });
+    const ingest = deps.ingestMetrics ?? NO_INGEST_METRICS;
+    this.manifests = new ManifestFetcher({ store, upstream, log, joined: () => ingest.joined('manifest') });
     const fetchManifest = (host: string, name: string, ref: string): Promise<StoredManifest> => this.manifests.fetch(host, name, ref);
     this.tagCache = new TagCache({ store, window, upstream, fetchManifest, ttlMs: deps.tagTtlMs, log });
-    this.flights = new BlobFlights({ store, window, entitlement: this.entitlement, upstream, ingestTimeoutMs: deps.ingestTimeoutMs, log });
+    this.flights = new BlobFlights({ store, window, entitlement: this.entitlement, upstream, ingestTimeoutMs: deps.ingestTimeoutMs, log, metrics: ingest });
   }
 
-  async manifest(host: string, name: string, reference: { tag?: string; digest?: string }, client?: string): Promise<StoredManifest> {
+  /** `note.fetched` is set when the answer had to come from upstream. */
+  async manifest(host: string, name: string, reference: { tag?: string; digest?: string }, client?: string, note?: FetchNote): Promise<StoredManifest> {
     if (reference.tag !== undefined) await this.deps.policy.checkTag(host, name, reference.tag, client);
     else await this.deps.policy.checkDigest(host, name, reference.digest ?? '', client);
-    return this.ensureManifest(host, name, reference.tag ?? reference.digest ?? '');
+    return this.ensureManifest(host, name, reference.tag ?? reference.digest ?? '', note);
   }
 
   async blob(host: string, name: string, digest: string, client?: string): Promise<BlobSource> {
@@ -72,11 +79,14 @@ export class Mirror {
   }
 
   /** A manifest from the cache, or (in a window) from upstream; the caller has applied the allowlist. */
-  async ensureManifest(host: string, name: string, reference: string): Promise<StoredManifest> {
+  async ensureManifest(host: string, name: string, reference: string, note?: FetchNote): Promise<StoredManifest> {
     const byDigest = reference.startsWith('sha256:');
-    const digest = byDigest ? reference : await this.tagCache.resolve(host, name, reference);
+    const digest = byDigest ? reference : await this.tagCache.resolve(host, name, reference, note);
     const m = await this.deps.store.getManifest(digest);
-    if (!m) return this.pullManifest(host, name, digest);
+    if (!m) {
+      if (note) note.fetched = true;
+      return this.pullManifest(host, name, digest);
+    }
     // A tag of this repository vouches for its digest; a bare digest may have been stored for another one.
     if (byDigest) await this.entitlement.manifest(host, name, m);
     return m;

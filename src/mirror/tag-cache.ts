@@ -18,11 +18,22 @@ export interface TagCacheDeps {
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
+/** Set by the caller's request when its answer had to be fetched from upstream (for the request metrics). */
+export interface FetchNote {
+  fetched: boolean;
+}
+
+interface Check {
+  digest: string;
+  /** The check fetched the manifest (a tag never seen, or one that moved), not just a HEAD. */
+  fetched: boolean;
+}
+
 export class TagCache {
-  private readonly checks: LRUCache<string, string>;
+  private readonly checks: LRUCache<string, Check>;
 
   constructor(private readonly d: TagCacheDeps) {
-    this.checks = new LRUCache<string, string>({
+    this.checks = new LRUCache<string, Check>({
       max: 10_000,
       ttl: Math.max(1, d.ttlMs),
       fetchMethod: async (key) => {
@@ -32,7 +43,7 @@ export class TagCache {
     });
   }
 
-  async resolve(host: string, name: string, tag: string): Promise<string> {
+  async resolve(host: string, name: string, tag: string, note?: FetchNote): Promise<string> {
     const { store, log } = this.d;
     if (!this.d.window.isOpen()) {
       const known = await store.getTag(host, name, tag);
@@ -40,8 +51,11 @@ export class TagCache {
       throw closedError(this.d.window, 'MANIFEST_UNKNOWN', 'manifest', { name, tag });
     }
     try {
-      const digest = await this.checks.fetch(`${host}\u0000${name}\u0000${tag}`);
-      if (digest) return digest;
+      const status: LRUCache.Status<string, Check> | undefined = note ? {} : undefined;
+      const check = await this.checks.fetch(`${host}\u0000${name}\u0000${tag}`, { status });
+      // A check made earlier (a hit) fetched for an earlier request, not this one.
+      if (note && check?.fetched && status?.fetch !== 'hit') note.fetched = true;
+      if (check) return check.digest;
     } catch (e) {
       const known = await store.getTag(host, name, tag);
       if (known) {
@@ -57,14 +71,15 @@ export class TagCache {
    * Resolves a tag upstream. A tag never seen is fetched with one GET; a known tag is re-checked with a HEAD
    * (registries such as Docker Hub count only GETs against pull limits) and its manifest is GET only if it moved.
    */
-  private async refresh(host: string, name: string, tag: string): Promise<string> {
+  private async refresh(host: string, name: string, tag: string): Promise<Check> {
     const { store, fetchManifest } = this.d;
-    if (!(await store.getTag(host, name, tag))) return (await fetchManifest(host, name, tag)).digest;
+    const fetch = async (): Promise<Check> => ({ digest: (await fetchManifest(host, name, tag)).digest, fetched: true });
+    if (!(await store.getTag(host, name, tag))) return fetch();
     const head = await this.d.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
     const known = head.digest && isDigest(head.digest) ? await store.getManifest(head.digest) : undefined;
-    if (!known) return (await fetchManifest(host, name, tag)).digest;
+    if (!known) return fetch();
     await store.linkManifest(host, name, known);
     if ((await store.getTag(host, name, tag)) !== known.digest) await store.setTag(host, name, tag, known.digest);
-    return known.digest;
+    return { digest: known.digest, fetched: false };
   }
 }

@@ -140,6 +140,11 @@ export class DeniedLog {
     this.markDirty();
   }
 
+  /** How many distinct references are recorded (bounded by maxEntries). */
+  get size(): number {
+    return this.entries.size;
+  }
+
   /** Most recently seen first. */
   list(): DeniedEntry[] {
     return [...this.entries.values()].reverse().map((e) => ({ ...e }));

@@ -96,6 +96,15 @@ export function storeFull(detail: Record<string, number> = {}): RegistryError {
   return new RegistryError('INSUFFICIENT_STORAGE', 'the mirror\'s store is full (no space left on device); nothing was committed', detail);
 }
 
+/** storage.maxBytes reached: an alarm the operator set, answered like a full disk (507), never by evicting. */
+export function storeAtLimit(detail: Record<string, number>): RegistryError {
+  return new RegistryError(
+    'INSUFFICIENT_STORAGE',
+    `the mirror's store has reached storage.maxBytes (${detail.maxBytes} bytes); nothing was committed (free space with \`sluice gc\` or raise the limit)`,
+    detail,
+  );
+}
+
 /** A file still being written (a blob arriving from upstream): how much may be sent, and a wait for more. */
 export interface GrowingFile {
   /** Bytes that may be sent now; never more than are on disk. */

@@ -16,6 +16,8 @@ export interface ByteRange {
 
 export interface BlobStat {
   sizeBytes: number;
+  /** When the blob was committed (epoch ms), where the backend knows it: gc spares what is younger than its grace. */
+  committedMs?: number;
 }
 
 /** What the committed blobs add up to; kept current as blobs commit and go, never a scan per call. */
@@ -105,6 +107,13 @@ export interface MetadataStore {
   getTag(host: string, name: string, tag: string): Promise<string | undefined>;
   /** Sorted. */
   listTags(host: string, name: string): Promise<string[]>;
+  /**
+   * The digests the tag has pointed at, newest (the current one) first, as recorded when it moved; a tag set
+   * before history was kept has its current digest only. Empty when there is no such tag.
+   */
+  tagHistory(host: string, name: string, tag: string): Promise<string[]>;
+  /** Removes a tag and its history (gc, when what it points at goes); false when there was none. */
+  deleteTag(host: string, name: string, tag: string): Promise<boolean>;
   /** Records that a manifest belongs to a repository; indexes it as a referrer when it has a subject. */
   linkManifest(host: string, name: string, m: LinkableManifest): Promise<void>;
   isManifestLinked(host: string, name: string, digest: string): Promise<boolean>;
@@ -113,6 +122,12 @@ export interface MetadataStore {
   /** Records that a blob arrived through a repository (fetched, confirmed by its upstream, or imported). */
   linkBlob(host: string, name: string, digest: string): Promise<void>;
   isBlobLinked(host: string, name: string, digest: string): Promise<boolean>;
+  /** Digests of every blob linked to a repository. */
+  linkedBlobs(host: string, name: string): Promise<string[]>;
+  /** Undoes linkManifest (its referrer entry too); for gc, once the manifest itself goes. */
+  unlinkManifest(host: string, name: string, m: LinkableManifest): Promise<void>;
+  /** Undoes linkBlob; for gc. */
+  unlinkBlob(host: string, name: string, digest: string): Promise<void>;
   /** Descriptors of the manifests whose subject is `subject`, by digest. */
   referrers(host: string, name: string, subject: string): Promise<Descriptor[]>;
   /** Every repository with a tag or a linked manifest. */

@@ -1,6 +1,6 @@
 // Content-addressed store: blobs (manifests too) by sha256 through a BlobBackend, manifest media types, and
 // tags, links and referrers per (host, repository) through a MetadataStore; the caches sit in front of them.
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
@@ -11,7 +11,7 @@ import { FsBlobBackend } from './fs/blobs.js';
 import { isNotFound } from './fs/dirs.js';
 import { FsMetadataStore } from './fs/metadata.js';
 import { FsSpoolArea } from './fs/spool.js';
-import { Ingest, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
+import { Ingest, storeAtLimit, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
 import type { BlobBackend, BlobUsage, ByteRange, MetadataStore, RepositoryName, VerifiedSpool } from './ports.js';
 
 export type { Descriptor } from '../oci/manifest.js';
@@ -26,6 +26,11 @@ export interface StoredManifest {
   digest: string;
   mediaType: string;
   body: Buffer;
+}
+
+export interface StoreOptions {
+  /** `storage.maxBytes`: an ingest that would take the committed bytes past it is refused (507). Never evicts. */
+  maxBytes?: number;
 }
 
 interface ManifestMeta {
@@ -49,6 +54,9 @@ export class Store {
    * it has gone. The backend's own function, so a cache hit costs no extra call.
    */
   readonly openFd: ((digest: string) => Promise<number | undefined>) | undefined;
+  readonly maxBytes: number | undefined;
+  /** When each blob was last asked for in this process (epoch ms), so gc spares what a client is using. */
+  private readonly touched = new Map<string, number>();
 
   private constructor(
     root: string,
@@ -56,9 +64,11 @@ export class Store {
     /** Tags, links, referrers and the state documents. */
     readonly meta: MetadataStore,
     private readonly spools: FsSpoolArea,
+    opts: StoreOptions,
   ) {
     this.root = root;
     this.openFd = blobs.openFd?.bind(blobs);
+    this.maxBytes = opts.maxBytes;
   }
 
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
@@ -67,11 +77,11 @@ export class Store {
   }
 
   /** Opens (creating) the store on a folder; spool leftovers of processes that are gone are removed. */
-  static async open(root: string): Promise<Store> {
+  static async open(root: string, opts: StoreOptions = {}): Promise<Store> {
     const spools = await FsSpoolArea.open(root);
     let store: Store | undefined;
     const blobs = await FsBlobBackend.open(root, spools, { onGone: (digest) => store?.forget(digest) });
-    store = new Store(root, blobs, new FsMetadataStore(root, spools), spools);
+    store = new Store(root, blobs, new FsMetadataStore(root, spools), spools, opts);
     await mkdir(join(root, 'repositories'), { recursive: true });
     return store;
   }
@@ -90,9 +100,13 @@ export class Store {
   /** Size of a committed blob, or undefined; memoised because a committed blob never changes. */
   async stat(digest: string): Promise<BlobInfo | undefined> {
     const known = this.sizes.get(digest);
-    if (known !== undefined) return { digest, sizeBytes: known };
+    if (known !== undefined) {
+      this.touched.set(digest, Date.now());
+      return { digest, sizeBytes: known };
+    }
     const s = await this.blobs.stat(digest);
     if (!s) return undefined;
+    this.touched.set(digest, Date.now()); // committed blobs only, so the map is bounded by the store
     this.sizes.set(digest, s.sizeBytes);
     return { digest, sizeBytes: s.sizeBytes };
   }
@@ -134,6 +148,22 @@ export class Store {
     return this.blobs.readAll(digest);
   }
 
+  /**
+   * Removes a committed blob (and, for a manifest, its media type record) for good: gc's sweep. A reader that
+   * opened it already keeps reading it (fs: an unlinked file lives until closed). False when it was not there.
+   */
+  async deleteBlob(digest: string): Promise<boolean> {
+    const gone = await this.blobs.delete(digest);
+    try {
+      await unlink(this.metaPath(digest));
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+    this.forget(digest);
+    this.touched.delete(digest);
+    return gone;
+  }
+
   /** Drops a blob whose bytes no longer match its digest (verify --repair), so it can be refetched. */
   async quarantine(digest: string): Promise<string> {
     const dest = await this.blobs.quarantine(digest);
@@ -151,8 +181,29 @@ export class Store {
     return this.blobs.scratchDir(prefix);
   }
 
+  /** When `digest` was last asked for (stat, manifest read) in this process, or undefined. */
+  lastTouched(digest: string): number | undefined {
+    return this.touched.get(digest);
+  }
+
+  /** Forgets touches older than `beforeMs`: gc calls it, so the map holds only what its grace still needs. */
+  pruneTouched(beforeMs: number): void {
+    for (const [digest, at] of this.touched) if (at < beforeMs) this.touched.delete(digest);
+  }
+
+  /** Whether the committed bytes have reached storage.maxBytes. */
+  async isFull(): Promise<boolean> {
+    return this.maxBytes !== undefined && (await this.usage()).bytes >= this.maxBytes;
+  }
+
   async beginIngest(expect: IngestExpectation): Promise<IngestWriter> {
     if (expect.digest !== undefined) hexOf(expect.digest);
+    if (this.maxBytes !== undefined) {
+      const { bytes } = await this.usage();
+      if (bytes + (expect.sizeBytes ?? 0) > this.maxBytes || bytes >= this.maxBytes) {
+        throw storeAtLimit({ maxBytes: this.maxBytes, usedBytes: bytes, ...(expect.sizeBytes !== undefined ? { neededBytes: expect.sizeBytes } : {}) });
+      }
+    }
     const spool = await this.blobs.createSpool(expect.sizeBytes);
     return new Ingest((v) => this.commitBlob(v), spool, expect);
   }
@@ -194,9 +245,13 @@ export class Store {
     return m;
   }
 
-  async getManifest(digest: string): Promise<StoredManifest | undefined> {
+  /** `touch: false` for gc's own walk, which must not look like a client using the manifest. */
+  async getManifest(digest: string, touch = true): Promise<StoredManifest | undefined> {
     const cached = this.manifests.get(digest);
-    if (cached) return cached;
+    if (cached) {
+      if (touch) this.touched.set(digest, Date.now());
+      return cached;
+    }
     if (!digest.startsWith('sha256:') || !HEX_RE.test(digest.slice(7))) return undefined;
     let meta: ManifestMeta;
     try {
@@ -209,6 +264,7 @@ export class Store {
     if (!body) return undefined;
     const m = { digest, mediaType: meta.mediaType, body };
     this.manifests.set(digest, m);
+    if (touch) this.touched.set(digest, Date.now());
     return m;
   }
 
@@ -225,6 +281,9 @@ export class Store {
   }
   listTags(host: string, name: string): Promise<string[]> {
     return this.meta.listTags(host, name);
+  }
+  tagHistory(host: string, name: string, tag: string): Promise<string[]> {
+    return this.meta.tagHistory(host, name, tag);
   }
   linkManifest(host: string, name: string, m: StoredManifest): Promise<void> {
     return this.meta.linkManifest(host, name, m);

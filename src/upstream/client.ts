@@ -7,6 +7,7 @@ import { isDigestShape, isValidName, isValidTag } from '../oci/reference.js';
 import { UpstreamAuth, type Authorization } from './auth.js';
 import { isRecord, needsCredentials, refused, statusError, tokenRefused, type UpstreamIdentity } from './errors.js';
 import { header, headerAll, lengthOf, Transport, type Headers, type Response } from './transport.js';
+import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
 
 export { parseWwwAuthenticate } from './auth.js';
 
@@ -35,6 +36,8 @@ export interface UpstreamOptions {
   gate?: (what: string) => void;
   /** Where redirects may lead besides the upstream's own host (blob storage, a Factory's registry); undefined: anywhere. */
   redirectHosts?: readonly string[];
+  /** This host's request, byte and error counters (metrics/); none counted when absent. */
+  metrics?: UpstreamMetrics;
 }
 
 export interface ReferrersIndex {
@@ -67,8 +70,10 @@ export class Upstream {
   private readonly http: Transport;
   private readonly auth: UpstreamAuth;
   private readonly identity: UpstreamIdentity;
+  private readonly metrics: UpstreamMetrics;
 
   constructor(opts: UpstreamOptions) {
+    this.metrics = opts.metrics ?? NO_UPSTREAM_METRICS;
     this.host = opts.host;
     const base = new URL(opts.url);
     if (base.protocol !== 'https:' && base.protocol !== 'http:') {
@@ -78,7 +83,7 @@ export class Upstream {
     this.label = this.mirror ? `${opts.host} (via mirror ${base.host})` : opts.host;
     this.identity = { host: this.label, dockerHub: opts.dockerHub, hasAuth: opts.auth !== undefined };
     const ns = this.mirror ? opts.host : undefined;
-    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, redirectHosts: opts.redirectHosts });
+    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, redirectHosts: opts.redirectHosts, metrics: this.metrics });
     this.auth = new UpstreamAuth(opts.host, base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what));
   }
 
@@ -227,7 +232,9 @@ export class Upstream {
     if (res.statusCode === 403 && this.mirror) throw await this.mirrorRefused(res, c.what);
     if (res.statusCode === 401 || res.statusCode === 403) {
       res.body.resume();
-      throw refused(this.identity, c.what, res.statusCode);
+      const e = refused(this.identity, c.what, res.statusCode);
+      this.metrics.error(e.code);
+      throw e;
     }
     return res;
   }
@@ -254,6 +261,7 @@ export class Upstream {
   private async statusError(res: Response, what: string, notFound: ErrorKind): Promise<RegistryError> {
     const body = await this.http.readLimited(res, ERROR_BODY_LIMIT_BYTES, what).catch(() => null);
     const e = statusError(this.label, { status: res.statusCode, body, retryAfter: header(res, 'retry-after') }, what, notFound);
+    this.metrics.error(e.code);
     // A mirror's 404 says why (e.g. its own window is closed): that is the message the client needs.
     const said = (e.detail as { message?: string } | undefined)?.message;
     if (!this.mirror || res.statusCode !== 404 || !said) return e;

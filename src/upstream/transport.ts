@@ -6,6 +6,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { RegistryError } from '../oci/errors.js';
 import { transportError, upstreamFailed } from './errors.js';
+import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
 
 export type Headers = Record<string, string>;
 export type Response = Dispatcher.ResponseData;
@@ -24,6 +25,7 @@ export interface TransportOptions {
    * always allowed. A redirect elsewhere is refused before anything is dialled.
    */
   redirectHosts?: readonly string[];
+  metrics?: UpstreamMetrics;
 }
 
 /**
@@ -48,8 +50,10 @@ export class Transport {
   private readonly finalUrls = new WeakMap<Response, URL>();
   /** Aborted (and replaced) by abortInFlight(): every request but a blob download listens to it. */
   private closing = new AbortController();
+  private readonly metrics: UpstreamMetrics;
 
   constructor(private readonly opts: TransportOptions) {
+    this.metrics = opts.metrics ?? NO_UPSTREAM_METRICS;
     const idleMs = opts.idleTimeoutMs ?? 30_000;
     const connectMs = opts.connectTimeoutMs ?? 10_000;
     const timeouts = { headersTimeout: idleMs, bodyTimeout: idleMs };
@@ -126,11 +130,13 @@ export class Transport {
     // At the moment of sending, not when the caller decided to: a window may have closed in between.
     this.opts.gate?.(what);
     this.requestCount++;
+    this.metrics.request();
     const agent = url.origin === this.opts.base.origin ? this.own : this.foreign;
     try {
       const headersTimeout = headersWait.getStore();
       return await agent.request({ origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, signal, ...(headersTimeout ? { headersTimeout } : {}) });
     } catch (e) {
+      this.metrics.error('transport');
       throw transportError(this.opts.host, e, what, url, signal);
     }
   }
@@ -139,7 +145,12 @@ export class Transport {
   streamBody(res: Response, what: string): Readable {
     const out = new PassThrough();
     const body = res.body;
-    body.on('error', (e) => out.destroy(transportError(this.opts.host, e, what, this.finalUrl(res)) as Error));
+    const { metrics } = this;
+    body.on('data', (chunk: Buffer) => metrics.received(chunk.length));
+    body.on('error', (e) => {
+      metrics.error('transport');
+      out.destroy(transportError(this.opts.host, e, what, this.finalUrl(res)) as Error);
+    });
     out.on('close', () => body.destroy());
     body.pipe(out);
     return out;
@@ -164,7 +175,10 @@ export class Transport {
         chunks.push(chunk as Buffer);
       }
     } catch (e) {
+      this.metrics.error('transport');
       throw transportError(this.opts.host, e, what, this.finalUrl(res));
+    } finally {
+      this.metrics.received(total);
     }
     return Buffer.concat(chunks);
   }

@@ -281,7 +281,7 @@ describe('window, status and sync', () => {
     const before = await a.call<Status>('GET', '/api/v1/status');
     expect(before.json.window).toMatchObject({ open: false, until: null, nextOpen: '2025-06-14T02:00:00.000Z', source: null });
     expect(before.json.upstreams.map((u) => u.host)).toEqual(['docker.io', 'ghcr.io', 'registry.k8s.io']);
-    expect(before.json.store).toEqual({ repositories: 0, tags: 0, blobs: 0, sizeBytes: 0 });
+    expect(before.json.store).toEqual({ repositories: 0, tags: 0, blobs: 0, sizeBytes: 0, maxBytes: null, full: false });
 
     const open = await a.call<{ window: WindowReport }>('POST', '/api/v1/window', { duration: '2h', note: 'talos 1.11 upgrade' }, { 'x-sluice-user': 'alice' });
     expect(open.status).toBe(200);

@@ -100,6 +100,48 @@ describe.each(factories)('MetadataStore ($name)', ({ open }) => {
     expect((await m.linkedManifests('ghcr.io', 'team/app')).sort()).toEqual([image.digest, second.digest].sort());
   });
 
+  it('keeps a tag\'s history newest first as it moves (gc keep), and deletes a tag with its history', async () => {
+    const m = await meta();
+    expect(await m.tagHistory('ghcr.io', 'a/b', 'v1')).toEqual([]);
+    await m.setTag('ghcr.io', 'a/b', 'v1', D1);
+    await m.setTag('ghcr.io', 'a/b', 'v1', D1);
+    expect(await m.tagHistory('ghcr.io', 'a/b', 'v1')).toEqual([D1]);
+    await m.setTag('ghcr.io', 'a/b', 'v1', D2);
+    await m.setTag('ghcr.io', 'a/b', 'v2', D1);
+    expect(await m.tagHistory('ghcr.io', 'a/b', 'v1')).toEqual([D2, D1]);
+    await m.setTag('ghcr.io', 'a/b', 'v1', D1);
+    expect(await m.tagHistory('ghcr.io', 'a/b', 'v1')).toEqual([D1, D2]);
+    expect(await (await another()).tagHistory('ghcr.io', 'a/b', 'v1')).toEqual([D1, D2]);
+    const before = m.generation;
+    expect(await m.deleteTag('ghcr.io', 'a/b', 'v1')).toBe(true);
+    expect(m.generation).toBeGreaterThan(before);
+    expect(await m.deleteTag('ghcr.io', 'a/b', 'v1')).toBe(false);
+    expect(await m.getTag('ghcr.io', 'a/b', 'v1')).toBeUndefined();
+    expect(await m.listTags('ghcr.io', 'a/b')).toEqual(['v2']);
+    expect(await m.tagHistory('ghcr.io', 'a/b', 'v1')).toEqual([]);
+    await m.setTag('ghcr.io', 'a/b', 'v1', D2);
+    expect(await m.tagHistory('ghcr.io', 'a/b', 'v1')).toEqual([D2]);
+  });
+
+  it('unlinks manifests (their referrer entry too) and blobs, and lists linked blobs', async () => {
+    const m = await meta();
+    const subject = manifest({ layers: [] });
+    const sig = manifest({ layers: [], subject: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: subject.digest, size: subject.body.length } });
+    await m.linkManifest('ghcr.io', 'team/app', subject);
+    await m.linkManifest('ghcr.io', 'team/app', sig);
+    await m.linkBlob('ghcr.io', 'team/app', D1);
+    await m.linkBlob('ghcr.io', 'team/app', D2);
+    expect((await m.linkedBlobs('ghcr.io', 'team/app')).sort()).toEqual([D1, D2].sort());
+    expect((await m.referrers('ghcr.io', 'team/app', subject.digest)).map((d) => d.digest)).toEqual([sig.digest]);
+    await m.unlinkManifest('ghcr.io', 'team/app', sig);
+    await m.unlinkBlob('ghcr.io', 'team/app', D1);
+    expect(await m.isManifestLinked('ghcr.io', 'team/app', sig.digest)).toBe(false);
+    expect(await m.referrers('ghcr.io', 'team/app', subject.digest)).toEqual([]);
+    expect(await m.linkedManifests('ghcr.io', 'team/app')).toEqual([subject.digest]);
+    expect(await m.linkedBlobs('ghcr.io', 'team/app')).toEqual([D2]);
+    expect(await m.isBlobLinked('ghcr.io', 'team/app', D1)).toBe(false);
+  });
+
   it('lists every repository holding a tag or a manifest', async () => {
     const m = await meta();
     await m.setTag('ghcr.io', 'a/b', 'v1', D1);

@@ -98,4 +98,31 @@ describe('config', () => {
     expect(() => loadConfig('/nonexistent/sluice.yaml')).toThrow(ConfigError);
     expect(() => loadConfig('/nonexistent/sluice.yaml')).toThrow(/\/nonexistent\/sluice.yaml/);
   });
+
+  it('reads storage.maxBytes, metrics.listen, gc and gcGrace, with defaults, and names every bad one', () => {
+    const base = { upstreams: { 'docker.io': { url: 'https://registry-1.docker.io' } } };
+    const d = validateConfig(base, FILE);
+    expect(d.storage).toBe('/etc/sluice/data');
+    expect(d.storageMaxBytes).toBeUndefined();
+    expect(d.metrics).toBeUndefined();
+    expect(d.gc).toEqual({ keep: 2 });
+    expect(d.gcGraceMs).toBe(3600_000);
+    const c = validateConfig({ ...base, storage: { path: './store', maxBytes: '1.5GiB' }, metrics: { listen: '0.0.0.0:9090' }, gc: { schedule: '24h', keep: 3 }, gcGrace: '30m' }, FILE);
+    expect(c.storage).toBe('/etc/sluice/store');
+    expect(c.storageMaxBytes).toBe(Math.floor(1.5 * 1024 ** 3));
+    expect(c.metrics).toEqual({ listen: { host: '0.0.0.0', port: 9090 } });
+    expect(c.gc).toEqual({ keep: 3, everyMs: 24 * 3600_000 });
+    expect(c.gcGraceMs).toBe(30 * 60_000);
+    expect(validateConfig({ ...base, storage: { maxBytes: 1000 } }, FILE).storageMaxBytes).toBe(1000);
+    expect(problems({ ...base, storage: { path: './s', maxBytes: 'lots', size: 1 }, metrics: { listen: 'nope', auth: true }, gc: { keep: 0, schedule: '10s', every: 1 }, gcGrace: 'soon' })).toEqual([
+      'storage.size: unknown key',
+      'storage.maxBytes: must be a size such as 500GiB, 2TB or a number of bytes; got "lots"',
+      expect.stringContaining('gcGrace:'),
+      'metrics.auth: unknown key',
+      'metrics.listen: must be HOST:PORT (e.g. 0.0.0.0:6000), got "nope"',
+      'gc.every: unknown key',
+      'gc.keep: must be a whole number of at least 1 (the current digest counts)',
+      'gc.schedule: must be an interval of at least 1m (e.g. 24h)',
+    ]);
+  });
 });

@@ -9,7 +9,7 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
 
 /** Lowest first. A module may import its own folder and any folder listed before it. */
 export const LAYERS = [
-  'oci', 'window', 'policy', 'config', 'store', 'upstream', 'mirror', 'jobs', 'http', 'admin', 'app', 'cli', 'main',
+  'metrics', 'oci', 'window', 'policy', 'config', 'store', 'upstream', 'mirror', 'jobs', 'http', 'admin', 'app', 'cli', 'main',
 ] as const;
 
 /** The layer of a module: its first folder under src/, or its own name for the two top-level files. */

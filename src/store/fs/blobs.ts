@@ -41,7 +41,9 @@ export class FsBlobBackend implements BlobBackend {
 
   async stat(digest: string): Promise<BlobStat | undefined> {
     try {
-      return { sizeBytes: (await stat(this.blobPath(digest))).size };
+      const s = await stat(this.blobPath(digest));
+      // The rename of a commit keeps the spool's mtime: the time its last byte was written.
+      return { sizeBytes: s.size, committedMs: s.mtimeMs };
     } catch (e) {
       if (isNotFound(e)) return undefined;
       throw e;

@@ -3,8 +3,10 @@
 //   _manifests/<hex>          the manifest's media type
 //   _blobs/<hex>              empty: the blob arrived through this repository
 //   _referrers/<subject-hex>/<hex>  the referrer's descriptor as JSON
+//   _history/<tag>            the digests the tag pointed at, one "<digest> <ISO time>" line each, oldest first
+//                             (added for gc's `keep`; stores written before it simply have none)
 // Every write is temp file (in the store's own temp folder) → rename, so a reader never sees half of one.
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Descriptor } from '../../oci/manifest.js';
@@ -45,9 +47,40 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   async setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
+    const before = await this.getTag(host, name, tag);
+    if (before !== digest) await this.recordMove(host, name, tag, before, digest);
     await this.temp.writeAtomic(join(this.repoDir(host, name), '_tags', tag), digest);
     this.tags.set(`${host}/${name}:${tag}`, digest);
     this.changes++;
+  }
+
+  /** Appends the new digest to the tag's history (with the old one first when the history starts now). */
+  private async recordMove(host: string, name: string, tag: string, before: string | undefined, digest: string): Promise<void> {
+    const file = join(this.repoDir(host, name), '_history', tag);
+    let lines = (await readText(file) ?? '').split('\n').filter((l) => l.trim() !== '');
+    if (lines.length === 0 && before) lines.push(`${before} -`);
+    lines.push(`${digest} ${new Date().toISOString()}`);
+    if (lines.length > MAX_HISTORY) lines = lines.slice(-MAX_HISTORY);
+    await this.temp.writeAtomic(file, `${lines.join('\n')}\n`);
+  }
+
+  async tagHistory(host: string, name: string, tag: string): Promise<string[]> {
+    const current = await this.getTag(host, name, tag);
+    if (!current) return [];
+    const text = await readText(join(this.repoDir(host, name), '_history', tag));
+    const out = [current];
+    const past = (text ?? '').split('\n').map((l) => l.split(' ')[0] ?? '').filter((d) => d.startsWith('sha256:') && HEX_RE.test(d.slice(7)));
+    for (const d of past.reverse()) if (!out.includes(d)) out.push(d);
+    return out;
+  }
+
+  async deleteTag(host: string, name: string, tag: string): Promise<boolean> {
+    const dir = this.repoDir(host, name);
+    const existed = await removeFile(join(dir, '_tags', tag));
+    await removeFile(join(dir, '_history', tag));
+    this.tags.delete(`${host}/${name}:${tag}`);
+    this.changes++;
+    return existed;
   }
 
   async getTag(host: string, name: string, tag: string): Promise<string | undefined> {
@@ -84,6 +117,23 @@ export class FsMetadataStore implements MetadataStore {
     await this.temp.writeAtomic(join(this.repoDir(host, name), '_blobs', hexOf(digest)), '');
   }
 
+  async linkedBlobs(host: string, name: string): Promise<string[]> {
+    return (await listDir(join(this.repoDir(host, name), '_blobs'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
+  }
+
+  async unlinkManifest(host: string, name: string, m: LinkableManifest): Promise<void> {
+    const hex = hexOf(m.digest);
+    const dir = this.repoDir(host, name);
+    const subject = subjectOf(m.body);
+    if (subject) await removeFile(join(dir, '_referrers', hexOf(subject), hex));
+    await removeFile(join(dir, '_manifests', hex));
+    this.changes++;
+  }
+
+  async unlinkBlob(host: string, name: string, digest: string): Promise<void> {
+    await removeFile(join(this.repoDir(host, name), '_blobs', hexOf(digest)));
+  }
+
   isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
     return exists(join(this.repoDir(host, name), '_blobs', hexOf(digest)));
   }
@@ -113,6 +163,28 @@ export class FsMetadataStore implements MetadataStore {
     return out;
   }
 
+}
+
+/** Digests kept per tag's history file: far more than any sensible gc `keep`. */
+const MAX_HISTORY = 100;
+
+async function readText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    if (isNotFound(e) || isNotDir(e)) return undefined;
+    throw e;
+  }
+}
+
+async function removeFile(path: string): Promise<boolean> {
+  try {
+    await unlink(path);
+    return true;
+  } catch (e) {
+    if (isNotFound(e) || isNotDir(e)) return false;
+    throw e;
+  }
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -1,0 +1,45 @@
+// `sluice gc [--dry-run] [--json]`: through the running server's admin API (it keeps serving meanwhile), or in
+// this process on the store when no server answers. Prints what went (or would go) and how many bytes.
+import { Allowlist } from '../policy/allowlist.js';
+import { collectGarbage, type GcReport } from '../jobs/gc.js';
+import { Store } from '../store/store.js';
+import { fsStateDocuments } from '../store/fs/state.js';
+import { UsageError } from './args.js';
+import { guarded, isJson, liveOrOffline, notifyStoreChanged, offlineNote, out, type Command } from './commands.js';
+import { formatBytes } from './window-commands.js';
+
+/** A gc of a very large store takes a while; the CLI waits for it rather than give up after a minute. */
+const GC_TIMEOUT_MS = 6 * 3600 * 1000;
+
+export const gcCommand: Command = guarded('gc', async (args, config) => {
+  if (args.positionals.length > 0) throw new UsageError('gc takes no arguments');
+  const dryRun = args.flags.get('dry-run') === true;
+  const cfg = config();
+  const report = await liveOrOffline(
+    cfg,
+    (c) => c.json<GcReport>('POST', '/api/v1/gc', { dryRun }, GC_TIMEOUT_MS),
+    async (why) => {
+      offlineNote(why, 'collecting garbage in this process');
+      const store = await Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes });
+      try {
+        const allowlist = await Allowlist.open(fsStateDocuments(cfg.storage).allowlist, cfg.allowlist);
+        return await collectGarbage(store, allowlist, { dryRun, keep: cfg.gc.keep, graceMs: cfg.gcGraceMs });
+      } finally {
+        await store.close();
+      }
+    },
+  );
+  if (!dryRun && report.swept.length > 0) await notifyStoreChanged(cfg).catch(() => false);
+  if (isJson(args)) out(JSON.stringify(report, null, 2));
+  else printReport(report);
+  return 0;
+});
+
+function printReport(r: GcReport): void {
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  for (const b of r.swept) out(`${verb} ${b.digest} (${formatBytes(b.sizeBytes)})`);
+  for (const t of r.tagsRemoved) out(`removed tag ${t}`);
+  const spared = r.spared > 0 ? `; ${r.spared} unused blob(s) spared: committed or read within gcGrace` : '';
+  const what = `${r.swept.length} blob(s), ${formatBytes(r.sweptBytes)} (${r.sweptBytes} bytes)`;
+  out(r.dryRun ? `dry run: ${what} would be removed; ${r.marked} digest(s) kept by the allowlist${spared}` : `gc finished: ${what} removed; ${r.marked} digest(s) kept by the allowlist${spared}`);
+}

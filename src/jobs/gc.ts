@@ -1,0 +1,218 @@
+// Garbage collection (`sluice gc`): mark every digest the allowlist still gives a reason to keep — each allowed
+// tag's last `keep` digests, pins, their whole graphs with signatures and referrers — and sweep the other blobs,
+// sparing anything committed or asked for within the grace period. Tags and links to what went are removed too.
+import { walkGraph, type GraphSource } from '../oci/graph.js';
+import { isDigest } from '../oci/reference.js';
+import { signatureSubject } from '../policy/allowlist.js';
+import type { Store } from '../store/store.js';
+import { NO_GC_METRICS, type GcMetrics } from '../metrics/ports.js';
+
+/** What gc asks of the allowlist (policy/allowlist.ts's Allowlist has it all). */
+export interface RetentionRules {
+  readonly version: number;
+  matchesRepository(host: string, name: string): boolean;
+  tagRulesFor(host: string, name: string): (tag: string) => boolean;
+  pinnedDigests(host: string, name: string): string[];
+  allowsAnyTag(host: string, name: string): boolean;
+}
+
+export interface GcOptions {
+  dryRun?: boolean;
+  /** Digests kept per allowed tag, newest first, the current one included (config `gc.keep`). */
+  keep: number;
+  /** Nothing committed or asked for within this long before the run is swept (config `gcGrace`). */
+  graceMs: number;
+  now?: () => number;
+}
+
+export interface GcReport {
+  startedAt: string;
+  finishedAt: string;
+  dryRun: boolean;
+  /** Digests the rules keep (blobs and manifests, stored or not). */
+  marked: number;
+  /** Blobs removed (or, in a dry run, that would be). */
+  swept: Array<{ digest: string; sizeBytes: number }>;
+  sweptBytes: number;
+  /** Unmarked blobs spared because they were committed or asked for within gcGrace. */
+  spared: number;
+  /** `host/name:tag` of tags removed because what they point at went. */
+  tagsRemoved: string[];
+}
+
+/** How often the mark is redone when the allowlist changes under it before gc gives up for this run. */
+const MAX_MARKS = 3;
+
+export async function collectGarbage(store: Store, rules: RetentionRules, opts: GcOptions): Promise<GcReport> {
+  const now = opts.now ?? Date.now;
+  const startedMs = now();
+  const since = startedMs - opts.graceMs;
+  let marked = new Set<string>();
+  let candidates: Array<{ digest: string; sizeBytes: number }> = [];
+  let spared = 0;
+  for (let attempt = 1; ; attempt++) {
+    const version = rules.version;
+    marked = await mark(store, rules, opts.keep);
+    ({ candidates, spared } = await unmarked(store, marked, since));
+    if (rules.version === version) break;
+    if (attempt === MAX_MARKS) throw new Error('the allowlist kept changing during garbage collection; nothing was removed, run it again');
+  }
+  const report: GcReport = {
+    startedAt: new Date(startedMs).toISOString(), finishedAt: '', dryRun: opts.dryRun ?? false,
+    marked: marked.size, swept: [], sweptBytes: 0, spared, tagsRemoved: [],
+  };
+  if (report.dryRun) report.swept = candidates;
+  else await sweep(store, candidates, since, report);
+  report.sweptBytes = report.swept.reduce((n, b) => n + b.sizeBytes, 0);
+  report.finishedAt = new Date(now()).toISOString();
+  store.pruneTouched(since);
+  return report;
+}
+
+/** Every digest some rule keeps, across all repositories. */
+async function mark(store: Store, rules: RetentionRules, keep: number): Promise<Set<string>> {
+  const marked = new Set<string>();
+  for (const { host, name } of await store.repositories()) {
+    if (!rules.matchesRepository(host, name)) continue;
+    const { live, retired } = await rootsOf(store, rules, host, name, keep);
+    if (rules.allowsAnyTag(host, name)) {
+      // Any tag is allowed, so a manifest fetched by digest alone is allowed too: it stays, unless it is part of
+      // an image a tag has moved away from beyond `keep`.
+      const old = await reachable(store, host, name, retired);
+      for (const d of await store.linkedManifests(host, name)) if (!old.has(d)) live.add(d);
+    }
+    for (const d of await reachable(store, host, name, [...live])) marked.add(d);
+  }
+  return marked;
+}
+
+/** The repository's roots: pins and the newest `keep` digests of each allowed tag; older digests are retired. */
+async function rootsOf(store: Store, rules: RetentionRules, host: string, name: string, keep: number): Promise<{ live: Set<string>; retired: string[] }> {
+  const live = new Set(rules.pinnedDigests(host, name));
+  const retired: string[] = [];
+  const allowed = rules.tagRulesFor(host, name);
+  for (const tag of await store.listTags(host, name)) {
+    // Signature tags are kept through the image they sign (the walk follows them), never on their own.
+    if (signatureSubject(tag) !== undefined || !allowed(tag)) continue;
+    const history = await store.tagHistory(host, name, tag);
+    for (const d of history.slice(0, keep)) live.add(d);
+    retired.push(...history.slice(keep));
+  }
+  return { live, retired: retired.filter((d) => !live.has(d)) };
+}
+
+/** The graph below `roots` as the mirror would serve it: manifests, configs, layers, signature tags, referrers. */
+async function reachable(store: Store, host: string, name: string, roots: string[]): Promise<Set<string>> {
+  if (roots.length === 0) return new Set();
+  const source: GraphSource = {
+    manifest: (digest) => store.getManifest(digest, false),
+    referrers: (digest) => store.referrers(host, name, digest),
+    tag: (tag) => store.getTag(host, name, tag),
+  };
+  const walk = await walkGraph(source, roots, { children: 'all', follow: (c) => isDigest(c.digest), signatures: 'all' });
+  return new Set(walk.nodes.map((n) => n.digest));
+}
+
+/** Committed blobs no rule keeps; those committed or asked for since `since` are spared (counted). */
+async function unmarked(store: Store, marked: Set<string>, since: number): Promise<{ candidates: Array<{ digest: string; sizeBytes: number }>; spared: number }> {
+  const candidates: Array<{ digest: string; sizeBytes: number }> = [];
+  let spared = 0;
+  for await (const digest of store.allBlobs()) {
+    if (marked.has(digest)) continue;
+    const stat = await store.blobs.stat(digest);
+    if (!stat) continue;
+    if ((stat.committedMs ?? Infinity) >= since || (store.lastTouched(digest) ?? -Infinity) >= since) spared++;
+    else candidates.push({ digest, sizeBytes: stat.sizeBytes });
+  }
+  return { candidates, spared };
+}
+
+/**
+ * Tags and links first (so nothing points at a blob about to go), then the blobs; each one is looked at once
+ * more just before it goes, so a client that started using it during the run keeps it.
+ */
+async function sweep(store: Store, candidates: Array<{ digest: string; sizeBytes: number }>, since: number, report: GcReport): Promise<void> {
+  const going = new Set(candidates.map((c) => c.digest));
+  await unlinkAll(store, going, report);
+  for (const c of candidates) {
+    if ((store.lastTouched(c.digest) ?? -Infinity) >= since) {
+      report.spared++;
+      continue;
+    }
+    if (await store.deleteBlob(c.digest)) report.swept.push(c);
+  }
+}
+
+async function unlinkAll(store: Store, going: Set<string>, report: GcReport): Promise<void> {
+  for (const { host, name } of await store.repositories()) {
+    for (const tag of await store.listTags(host, name)) {
+      const d = await store.getTag(host, name, tag);
+      if (d && going.has(d) && (await store.meta.deleteTag(host, name, tag))) report.tagsRemoved.push(`${host}/${name}:${tag}`);
+    }
+    for (const d of await store.linkedManifests(host, name)) {
+      if (!going.has(d)) continue;
+      // Without its body (gone already) only the link itself can be removed; its referrer entry names a subject that goes too.
+      const m = (await store.getManifest(d, false)) ?? { digest: d, mediaType: '', body: Buffer.alloc(0) };
+      await store.meta.unlinkManifest(host, name, m);
+    }
+    for (const d of await store.meta.linkedBlobs(host, name)) if (going.has(d)) await store.meta.unlinkBlob(host, name, d);
+  }
+}
+
+/** The server's one collector: runs are serialised (a second caller joins the run under way), and counted. */
+export class GarbageCollector {
+  private running: Promise<GcReport> | undefined;
+  last: GcReport | undefined;
+
+  constructor(
+    private readonly store: Store,
+    private readonly rules: RetentionRules,
+    private readonly settings: { keep: number; graceMs: number },
+    private readonly metrics: GcMetrics = NO_GC_METRICS,
+  ) {}
+
+  get busy(): boolean {
+    return this.running !== undefined;
+  }
+
+  /** Resolves once no run is under way (shutdown waits for it before closing the store). */
+  async settled(): Promise<void> {
+    while (this.running) await this.running.catch(() => undefined);
+  }
+
+  /** A dry run never joins a real one (nor the other way round): it waits for it, then runs on its own. */
+  async run(opts: { dryRun?: boolean } = {}): Promise<GcReport> {
+    while (this.running) {
+      const current = this.running;
+      const report = await current.catch(() => undefined);
+      if (report && report.dryRun === (opts.dryRun ?? false)) return report;
+    }
+    const p = collectGarbage(this.store, this.rules, { ...this.settings, dryRun: opts.dryRun });
+    this.running = p;
+    try {
+      const report = await p;
+      if (!report.dryRun) {
+        this.last = report;
+        this.metrics.finished(report.swept.length, report.sweptBytes);
+      }
+      return report;
+    } catch (e) {
+      if (!opts.dryRun) this.metrics.failed();
+      throw e;
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  /** `gc.schedule`: a run every `everyMs`; returns the stop. */
+  schedule(everyMs: number, log: (msg: string, fields?: Record<string, unknown>) => void): () => void {
+    const timer = setInterval(() => {
+      this.run().then(
+        (r) => log('scheduled garbage collection finished', { blobs: r.swept.length, bytes: r.sweptBytes, spared: r.spared }),
+        (e: unknown) => log('scheduled garbage collection failed', { error: String(e) }),
+      );
+    }, everyMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+}

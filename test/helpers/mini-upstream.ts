@@ -1,0 +1,101 @@
+// A small in-process upstream registry for component tests that need images, not misbehaviour: single-platform
+// OCI images by tag and digest, blobs by digest, a hold on chosen blobs, corrupted blobs, and request counts.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { closeServer, json, listenLoopback } from './http-server.js';
+import { MediaType, sha256 } from '../../testkit/oci.js';
+
+export interface MiniImage {
+  name: string;
+  tag: string;
+  digest: string;
+  manifest: Buffer;
+  config: { digest: string; body: Buffer };
+  layers: Array<{ digest: string; body: Buffer }>;
+  /** Every blob of the image, the manifest first. */
+  digests: string[];
+  sizeBytes: number;
+}
+
+export class MiniUpstream {
+  url = '';
+  readonly blobs = new Map<string, Buffer>();
+  readonly manifests = new Map<string, Buffer>();
+  /** `GET path` → how many times it was asked. */
+  readonly hits = new Map<string, number>();
+  /** Blob digests whose body is held until the promise resolves. */
+  readonly holds = new Map<string, Promise<void>>();
+  /** Blob digests answered with one byte flipped. */
+  readonly corrupt = new Set<string>();
+  private readonly server: Server = createServer((req, res) => void this.handle(req, res));
+  private readonly waiters: Array<{ path: string; resolve: () => void }> = [];
+
+  async start(): Promise<this> {
+    this.url = await listenLoopback(this.server);
+    return this;
+  }
+
+  stop(): Promise<void> {
+    return closeServer(this.server);
+  }
+
+  /** An image of `layers` (shared layers: pass the same Buffer to two images). */
+  addImage(name: string, tag: string, layers: Buffer[]): MiniImage {
+    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', tag, name }));
+    const cfg = { digest: sha256(config), body: config };
+    const ls = layers.map((body) => ({ digest: sha256(body), body }));
+    for (const b of [cfg, ...ls]) this.blobs.set(b.digest, b.body);
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      config: { mediaType: MediaType.ociConfig, digest: cfg.digest, size: config.length },
+      layers: ls.map((l) => ({ mediaType: MediaType.ociLayer, digest: l.digest, size: l.body.length })),
+    }));
+    const digest = sha256(manifest);
+    this.manifests.set(`${name}:${tag}`, manifest);
+    this.manifests.set(`${name}:${digest}`, manifest);
+    const digests = [digest, cfg.digest, ...ls.map((l) => l.digest)];
+    const sizeBytes = manifest.length + config.length + ls.reduce((n, l) => n + l.body.length, 0);
+    return { name, tag, digest, manifest, config: cfg, layers: ls, digests, sizeBytes };
+  }
+
+  /** Moves a tag to another image of the same repository. */
+  retag(image: MiniImage, tag: string): void {
+    this.manifests.set(`${image.name}:${tag}`, image.manifest);
+  }
+
+  count(path: string): number {
+    return this.hits.get(path) ?? 0;
+  }
+
+  /** Resolves once `path` has been asked for (at once if it was). */
+  asked(path: string): Promise<void> {
+    if (this.count(path) > 0) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ path, resolve }));
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    this.hits.set(path, this.count(path) + 1);
+    for (const w of this.waiters.splice(0)) (w.path === path ? w.resolve() : this.waiters.push(w));
+    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(path);
+    if (!m) return json(res, path === '/v2/' ? 200 : 404, path === '/v2/' ? {} : { errors: [{ code: 'NAME_UNKNOWN', message: 'no' }] });
+    const [, name = '', kind, ref = ''] = m;
+    if (kind === 'manifests') {
+      const body = this.manifests.get(`${name}:${ref}`);
+      if (!body) return json(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'unknown' }] });
+      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'content-length': body.length, 'docker-content-digest': sha256(body) });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
+    const blob = this.blobs.get(ref);
+    if (!blob) return json(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'unknown' }] });
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': blob.length });
+    if (req.method === 'HEAD') return void res.end();
+    const body = Buffer.from(blob);
+    if (this.corrupt.has(ref)) body[body.length >> 1] = (body[body.length >> 1] ?? 0) ^ 0xff;
+    const half = body.length >> 1;
+    res.write(body.subarray(0, half));
+    await this.holds.get(ref);
+    res.end(body.subarray(half));
+  }
+}
