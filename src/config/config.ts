@@ -6,6 +6,9 @@ import { parse as parseYaml } from 'yaml';
 import { parseDuration, parseWindows, type Schedule } from '../window/schedule.js';
 import { parseRule } from '../policy/allowlist.js';
 import { canonicalHost, isValidHost } from '../oci/reference.js';
+import { parseDatabase, parseStorage, type PostgresConfig, type S3StorageConfig } from './scale-out.js';
+
+export type { PostgresConfig, S3StorageConfig } from './scale-out.js';
 
 export interface UpstreamConfig {
   host: string;
@@ -24,7 +27,12 @@ export interface Config {
   /** The file this was read from ('' for a config built in code). */
   file: string;
   listen: { host: string; port: number };
+  /** The local folder: the whole store on fs; spools and the admin token when blobs are on `s3`. */
   storage: string;
+  /** Blobs on an S3-compatible object store (`storage: { s3: {…} }`). */
+  s3?: S3StorageConfig;
+  /** Metadata in PostgreSQL (`database: { postgres: {…} }`); absent: beside the store, as always. */
+  postgres?: PostgresConfig;
   defaultUpstream: string;
   upstreams: Map<string, UpstreamConfig>;
   windows: Schedule;
@@ -49,7 +57,7 @@ export class ConfigError extends Error {
 
 const KNOWN_KEYS = new Set([
   'listen', 'storage', 'defaultUpstream', 'upstreams', 'windows', 'allowlist', 'tls', 'auth', 'admin',
-  'tagTtl', 'syncOnOpen', 'upstreamTimeouts', 'ingestTimeout',
+  'tagTtl', 'syncOnOpen', 'upstreamTimeouts', 'ingestTimeout', 'database',
 ]);
 
 export function loadConfig(file: string): Config {
@@ -77,7 +85,8 @@ export function validateConfig(doc: unknown, file: string): Config {
   for (const k of Object.keys(doc)) if (!KNOWN_KEYS.has(k)) p.push(`${k}: unknown key`);
 
   const listen = address(doc.listen ?? '0.0.0.0:6000', 'listen', p);
-  const storage = path(str(doc.storage ?? './data', 'storage', p));
+  const { storage, s3 } = parseStorage(doc.storage ?? './data', p, path);
+  const postgres = parseDatabase(doc.database, p, path);
   const upstreams = parseUpstreams(doc.upstreams ?? {}, p, path);
   const defaultUpstream = canonicalHost(str(doc.defaultUpstream ?? 'docker.io', 'defaultUpstream', p));
   if (!upstreams.has(defaultUpstream)) p.push(`defaultUpstream: "${defaultUpstream}" is not one of the configured upstreams`);
@@ -95,6 +104,8 @@ export function validateConfig(doc: unknown, file: string): Config {
     file,
     listen,
     storage,
+    ...(s3 ? { s3 } : {}),
+    ...(postgres ? { postgres } : {}),
     defaultUpstream,
     upstreams,
     windows: w.windows,

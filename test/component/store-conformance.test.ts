@@ -12,6 +12,8 @@ import { FsBlobBackend } from '../../src/store/fs/blobs.js';
 import { FsSpoolArea } from '../../src/store/fs/spool.js';
 import { Ingest } from '../../src/store/ingest.js';
 import type { BlobBackend, IngestExpectation } from '../../src/store/store.js';
+import { S3BlobBackend } from '../../src/store/s3/blobs.js';
+import { freshBucket, requireServices } from '../helpers/services.js';
 
 interface BackendUnderTest {
   backend: BlobBackend;
@@ -28,6 +30,21 @@ const BLOB_BACKENDS: Array<[string, () => Promise<BackendUnderTest>]> = [
     const backend = await open();
     return { backend, reopen: open, dispose: () => rm(dir, { recursive: true, force: true }) };
   }],
+  // The real object store (Ceph RGW from test/services): a fresh bucket per test, spools in a temp folder.
+  ...(requireServices(['s3'], 'BlobBackend conformance on S3') ? [['s3', async (): Promise<BackendUnderTest> => {
+    const dir = await mkdtemp(join(tmpdir(), 'sluice-conformance-s3-'));
+    const bucket = await freshBucket();
+    const open = async (): Promise<S3BlobBackend> => S3BlobBackend.open(bucket.client, { bucket: bucket.bucket, prefix: 'store/' }, await FsSpoolArea.open(dir));
+    const backend = await open();
+    return {
+      backend,
+      reopen: open,
+      dispose: async () => {
+        await bucket.remove();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }] as [string, () => Promise<BackendUnderTest>]] : []),
 ];
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
