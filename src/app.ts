@@ -12,8 +12,7 @@ import { Mirror, type Policy } from './mirror/mirror.js';
 import { AllowlistPolicy } from './mirror/decision.js';
 import { registerRegistryRoutes } from './http/routes.js';
 import { Store } from './store/store.js';
-import { fsStateDocuments } from './store/fs/state.js';
-import { recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
+import { followManual, recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
 import { Syncer } from './jobs/sync.js';
 import { registerAdminRoutes } from './admin/admin.js';
 import { Upstream } from './upstream/client.js';
@@ -45,11 +44,13 @@ export interface App {
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
-  const store = await Store.open(config.storage);
-  const documents = fsStateDocuments(config.storage);
+  const store = await Store.open(config.storage, { s3: config.s3, postgres: config.postgres });
+  const documents = store.meta.state;
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
   const window = await openWindowState(config, documents.window, opts.now);
+  // Another replica's (or the CLI's) manual window applies here at once, on a store that can tell.
+  const stopFollowing = followManual(window, documents.window);
   const upstreams = new Map<string, Upstream>();
   const life = { stopping: false };
   const gate = windowGate(window, life);
@@ -84,6 +85,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     upstreams,
     async close(deadlineMs = Date.now()) {
       stopAutoSync();
+      stopFollowing();
       allowlist.close();
       stopAborts();
       await Promise.all([registry.close(), admin.close()]);

@@ -143,7 +143,7 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
     // Checked before the store is opened: a usage error changes nothing.
     if (as !== undefined) parseAsRef(as);
     const cfg = config();
-    const store = await Store.open(cfg.storage);
+    const store = await Store.open(cfg.storage, { s3: cfg.s3, postgres: cfg.postgres, follow: false });
     try {
       const tty = process.stderr.isTTY;
       const progress = tty ? (line: string): void => void process.stderr.write(`\r\x1b[K${line}`) : undefined;
@@ -176,7 +176,7 @@ async function reportImport(cfg: Config, path: string, result: ImportResult, all
 
 async function verifyCommand(args: ParsedArgs, config: () => Config): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError('verify takes no arguments');
-  const store = await Store.open(config().storage);
+  const store = await Store.open(config().storage, { s3: config().s3, postgres: config().postgres, follow: false });
   const repair = args.flags.get('repair') === true;
   const json = args.flags.get('json') === true;
   const tty = process.stderr.isTTY && !json;

@@ -6,7 +6,7 @@ import { Allowlist, AllowlistFileError, InvalidRulesError, parseImageList, type 
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
 import { LockTimeoutError } from '../store/fs/allowlist-document.js';
-import { fsStateDocuments } from '../store/fs/state.js';
+import { stateDocuments } from '../store/documents.js';
 import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from '../policy/denied.js';
 import { SyncClosedError } from '../jobs/sync.js';
 
@@ -57,8 +57,8 @@ function invalidOf(e: unknown): Invalid | undefined {
   return undefined;
 }
 
-export const openAllowlist = (cfg: Config): Promise<Allowlist> => Allowlist.open(fsStateDocuments(cfg.storage).allowlist, cfg.allowlist);
-export const openDenied = (cfg: Config): Promise<DeniedLog> => DeniedLog.open(fsStateDocuments(cfg.storage).denied);
+export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await stateDocuments(cfg)).allowlist, cfg.allowlist);
+export const openDenied = async (cfg: Config): Promise<DeniedLog> => DeniedLog.open((await stateDocuments(cfg)).denied);
 export const offlineNote = (why: string, what: string): void => err(`note: ${why}; ${what}`);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ export function addRules(cfg: Config, rules: string[], note: string | undefined)
     cfg,
     (c) => c.json<AddResult>('POST', '/api/v1/allowlist', { rules, ...(note === undefined ? {} : { note }) }),
     async (why) => {
-      offlineNote(why, `editing ${fsStateDocuments(cfg.storage).allowlist.location} directly`);
+      offlineNote(why, `editing ${(await stateDocuments(cfg)).allowlist.location} directly`);
       return (await openAllowlist(cfg)).add(rules, { by: currentUser(), note });
     },
   );
@@ -112,8 +112,8 @@ function removeRules(cfg: Config, rules: string[]): Promise<RemoveResult> {
     cfg,
     (c) => c.json<RemoveResult>('DELETE', '/api/v1/allowlist', { rules }),
     async (why) => {
-      offlineNote(why, `editing ${fsStateDocuments(cfg.storage).allowlist.location} directly`);
-      return (await openAllowlist(cfg)).remove(rules);
+      offlineNote(why, `editing ${(await stateDocuments(cfg)).allowlist.location} directly`);
+      return (await openAllowlist(cfg)).remove(rules, { by: currentUser() });
     },
   );
 }

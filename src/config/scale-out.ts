@@ -47,7 +47,7 @@ function optStr(v: unknown, at: string, p: Problems): string | undefined {
 export function parseStorage(v: unknown, p: Problems, path: PathOf): { storage: string; s3?: S3StorageConfig } {
   if (typeof v === 'string' && v.length > 0) return { storage: path(v) };
   if (!isObject(v)) {
-    p.push('storage: must be a folder path, or a mapping with s3 (and optionally path)');
+    p.push('storage: must be a non-empty string (a folder), or a mapping with s3 (and optionally path)');
     return { storage: path('./data') };
   }
   unknownKeys(v, 'storage', ['s3', 'path'], p);

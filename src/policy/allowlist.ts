@@ -27,6 +27,11 @@ export interface DocumentWatch {
   close(): void;
 }
 
+/** Who made an edit, for a store that keeps a history (a removal carries no record naming them). */
+export interface AllowlistChange {
+  by?: string;
+}
+
 /** Where the rule records persist; implemented by the store (store/fs: allowlist.json + a lock file). */
 export interface AllowlistStorage {
   /** Names the document in messages and problem reports (the file path on fs). */
@@ -35,8 +40,8 @@ export interface AllowlistStorage {
   locked<T>(fn: () => Promise<T>): Promise<T>;
   /** The parsed document (`null` when it holds null), undefined when absent; throws when unreadable. */
   read(): Promise<unknown>;
-  /** Replaces the document atomically and durably. */
-  write(doc: AllowlistDocument): Promise<void>;
+  /** Replaces the document atomically and durably; `change` says who, for a store that keeps a history. */
+  write(doc: AllowlistDocument, change?: AllowlistChange): Promise<void>;
   /** Calls `onChange` (one at a time; a throw means try again later) when the document changes. */
   watch(onChange: () => Promise<void>, opts?: DocumentWatchOptions): DocumentWatch;
   /** Whether an error means the lock was held too long by someone else. */
@@ -101,7 +106,7 @@ export class Allowlist {
   static async open(storage: AllowlistStorage, seed: string[] = [], opts: AllowlistOptions = {}): Promise<Allowlist> {
     const seedSpecs = parseAll(seed);
     const list = new Allowlist(storage, opts);
-    await list.edit((entries, missing) => {
+    await list.edit({ by: 'config' }, (entries, missing) => {
       const at = list.now();
       const keys = new Set(entries.map((e) => e.spec.key));
       const added: Entry[] = [];
@@ -133,7 +138,7 @@ export class Allowlist {
   /** Adds every rule or none: any invalid rule throws InvalidRulesError listing all of them. */
   async add(rules: string[], meta: { note?: string; by: string }): Promise<AddResult> {
     const specs = parseAll(rules);
-    return this.edit((entries) => {
+    return this.edit({ by: meta.by }, (entries) => {
       const keys = new Set(entries.map((e) => e.spec.key));
       const added: Entry[] = [];
       const existing: string[] = [];
@@ -154,9 +159,9 @@ export class Allowlist {
   }
 
   /** Removes by canonical identity (`name:tag@digest` and `name@digest` are the same rule). */
-  async remove(rules: string[]): Promise<RemoveResult> {
+  async remove(rules: string[], meta: AllowlistChange = {}): Promise<RemoveResult> {
     const specs = parseAll(rules);
-    return this.edit((entries) => {
+    return this.edit(meta, (entries) => {
       const wanted = new Map(specs.map((s) => [s.key, s.text]));
       const removed: string[] = [];
       const next = entries.filter((e) => {
@@ -256,12 +261,13 @@ export class Allowlist {
    * let `change` derive the next list, write it atomically and durably, then swap the matcher.
    */
   private async edit<R>(
+    who: AllowlistChange,
     change: (entries: Entry[], missing: boolean) => { next: Entry[] | undefined; result: R },
   ): Promise<R> {
     return this.storage.locked(async () => {
       const { entries, missing } = await this.readStore();
       const { next, result } = change(entries, missing);
-      if (next !== undefined) await this.storage.write({ version: 1, rules: next.map((e) => e.record) });
+      if (next !== undefined) await this.storage.write({ version: 1, rules: next.map((e) => e.record) }, who);
       this.adopt(next ?? entries);
       return result;
     });

@@ -1,22 +1,25 @@
 // Content-addressed store: blobs (manifests too) by sha256 through a BlobBackend, manifest media types, and
 // tags, links and referrers per (host, repository) through a MetadataStore; the caches sit in front of them.
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import type { Descriptor } from '../oci/manifest.js';
 import { hexOf, HEX_RE } from './digest.js';
+import type { PostgresConfig, S3StorageConfig } from '../config/config.js';
 import { FsBlobBackend } from './fs/blobs.js';
-import { isNotFound } from './fs/dirs.js';
 import { FsMetadataStore } from './fs/metadata.js';
 import { FsSpoolArea } from './fs/spool.js';
 import { Ingest, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
-import type { BlobBackend, BlobUsage, ByteRange, MetadataStore, RepositoryName, VerifiedSpool } from './ports.js';
+import { PgMetadataStore } from './pg/metadata.js';
+import { LOCAL_LEASES, type BlobBackend, type BlobUsage, type ByteRange, type FlightLeases, type MetadataStore, type RepositoryName, type VerifiedSpool } from './ports.js';
+import { S3BlobBackend } from './s3/blobs.js';
+import { s3Client } from './s3/client.js';
 
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
-export type { BlobBackend, BlobUsage, ByteRange } from './ports.js';
+export type { BlobBackend, BlobUsage, ByteRange, FlightLease, FlightLeases } from './ports.js';
 export { hexOf } from './digest.js';
 export { isNotFound } from './fs/dirs.js';
 
@@ -28,9 +31,12 @@ export interface StoredManifest {
   body: Buffer;
 }
 
-interface ManifestMeta {
-  mediaType: string;
-  sizeBytes: number;
+/** Where blobs and metadata live besides the local folder (config `storage.s3`, `database.postgres`). */
+export interface StoreBackends {
+  s3?: S3StorageConfig;
+  postgres?: PostgresConfig;
+  /** A server follows the other replicas' changes (LISTEN); a CLI command does not. Default true. */
+  follow?: boolean;
 }
 
 export class Store {
@@ -50,15 +56,18 @@ export class Store {
    */
   readonly openFd: ((digest: string) => Promise<number | undefined>) | undefined;
 
+  /** One download per digest across every replica sharing the store (a no-op for a store of its own). */
+  readonly leases: FlightLeases;
+
   private constructor(
     root: string,
     readonly blobs: BlobBackend,
     /** Tags, links, referrers and the state documents. */
     readonly meta: MetadataStore,
-    private readonly spools: FsSpoolArea,
   ) {
     this.root = root;
     this.openFd = blobs.openFd?.bind(blobs);
+    this.leases = meta.leases ?? LOCAL_LEASES;
   }
 
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
@@ -66,24 +75,32 @@ export class Store {
     return this.meta.generation;
   }
 
-  /** Opens (creating) the store on a folder; spool leftovers of processes that are gone are removed. */
-  static async open(root: string): Promise<Store> {
+  /**
+   * Opens (creating) the store: on the folder `root` alone (the default), or with blobs on S3 and/or metadata in
+   * PostgreSQL (`root` then holds the spools). Spool leftovers of processes that are gone are removed.
+   */
+  static async open(root: string, backends: StoreBackends = {}): Promise<Store> {
     const spools = await FsSpoolArea.open(root);
     let store: Store | undefined;
-    const blobs = await FsBlobBackend.open(root, spools, { onGone: (digest) => store?.forget(digest) });
-    store = new Store(root, blobs, new FsMetadataStore(root, spools), spools);
-    await mkdir(join(root, 'repositories'), { recursive: true });
+    const onGone = (digest: string): void => store?.forget(digest);
+    try {
+      const blobs = backends.s3
+        ? await S3BlobBackend.open(s3Client(backends.s3), { bucket: backends.s3.bucket, prefix: backends.s3.prefix }, spools)
+        : await FsBlobBackend.open(root, spools, { onGone });
+      const meta = backends.postgres ? await PgMetadataStore.open(backends.postgres, { listen: backends.follow }) : new FsMetadataStore(root, spools);
+      store = new Store(root, blobs, meta);
+    } catch (e) {
+      await spools.close();
+      throw e;
+    }
+    if (!backends.postgres) await mkdir(join(root, 'repositories'), { recursive: true });
     return store;
   }
 
-  /** Removes this process's spool area (nothing in it is committed content). */
+  /** Removes this process's spool area (nothing in it is committed content) and closes the database, if any. */
   async close(): Promise<void> {
     await this.blobs.close();
-  }
-
-  private metaPath(digest: string): string {
-    const hex = hexOf(digest);
-    return join(this.root, 'manifests', 'sha256', hex.slice(0, 2), `${hex}.json`);
+    await this.meta.close?.();
   }
 
 
@@ -188,7 +205,7 @@ export class Store {
       });
     }
     const info = await this.putBlob(body, { digest: expectDigest, sizeBytes: body.length });
-    await this.spools.writeAtomic(this.metaPath(info.digest), JSON.stringify({ mediaType, sizeBytes: body.length }));
+    await this.meta.putManifestType(info.digest, { mediaType, sizeBytes: body.length });
     const m = { digest: info.digest, mediaType, body };
     this.manifests.set(info.digest, m);
     return m;
@@ -198,13 +215,8 @@ export class Store {
     const cached = this.manifests.get(digest);
     if (cached) return cached;
     if (!digest.startsWith('sha256:') || !HEX_RE.test(digest.slice(7))) return undefined;
-    let meta: ManifestMeta;
-    try {
-      meta = JSON.parse(await readFile(this.metaPath(digest), 'utf8')) as ManifestMeta;
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
+    const meta = await this.meta.manifestType(digest);
+    if (!meta) return undefined;
     const body = await this.readBlob(digest);
     if (!body) return undefined;
     const m = { digest, mediaType: meta.mediaType, body };

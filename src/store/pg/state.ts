@@ -1,0 +1,206 @@
+// The state documents in PostgreSQL: the allowlist (one row, edited under a transaction-scoped advisory lock,
+// every added and removed rule recorded in allowlist_history with who and when), the denied log (one row per
+// refused reference, merged across replicas) and the manual window. Changes NOTIFY every replica.
+import type pg from 'pg';
+import type { AllowlistChange, AllowlistDocument, AllowlistStorage, DocumentWatch } from '../../policy/allowlist.js';
+import type { DeniedDocument, DeniedEntry, DeniedStorage } from '../../policy/denied.js';
+import type { ManualWindow } from '../../window/state.js';
+import type { ManualWindowStorage } from '../../window/manual-store.js';
+import type { StateDocuments } from '../ports.js';
+import { CHANNELS, type Notifications } from './notify.js';
+
+const ALLOWLIST_LOCK = 0x5c1ce1;
+
+export function pgStateDocuments(pool: pg.Pool, notes: Notifications, location: string): StateDocuments {
+  return {
+    allowlist: new PgAllowlist(pool, notes, `${location} (table allowlist)`),
+    denied: new PgDenied(pool),
+    window: new PgWindow(pool, notes, `${location} (table manual_window)`),
+  };
+}
+
+class LockTimeout extends Error {}
+
+export class PgAllowlist implements AllowlistStorage {
+  /** The transaction an edit runs in; edits in this process are serialised, so there is at most one. */
+  private tx: pg.PoolClient | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, readonly location: string) {}
+
+  locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(() => this.inTransaction(fn));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async inTransaction<T>(fn: () => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query("SET LOCAL lock_timeout = '10s'");
+      await client.query('SELECT pg_advisory_xact_lock($1)', [ALLOWLIST_LOCK]).catch((e: unknown) => {
+        throw (e as { code?: string }).code === '55P03' ? new LockTimeout('the allowlist is locked by another replica') : e;
+      });
+      this.tx = client;
+      const result = await fn();
+      this.tx = undefined;
+      await client.query('COMMIT');
+      return result;
+    } catch (e) {
+      this.tx = undefined;
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
+  async read(): Promise<unknown> {
+    const { rows } = await (this.tx ?? this.pool).query<{ document: unknown }>('SELECT document FROM allowlist WHERE id = 1');
+    return rows[0]?.document;
+  }
+
+  /** Only inside locked(): the history is the difference to what the transaction read. */
+  async write(doc: AllowlistDocument, change: AllowlistChange = {}): Promise<void> {
+    const db = this.tx ?? this.pool;
+    const before = (await this.read()) as AllowlistDocument | undefined;
+    const had = new Set((before?.rules ?? []).map((r) => r.rule));
+    const has = new Set(doc.rules.map((r) => r.rule));
+    await db.query(`INSERT INTO allowlist (id, document) VALUES (1, $1)
+      ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document, updated_at = now()`, [JSON.stringify(doc)]);
+    for (const r of doc.rules) {
+      if (!had.has(r.rule)) await db.query('INSERT INTO allowlist_history (action, rule, by, note) VALUES ($1, $2, $3, $4)', ['add', r.rule, r.addedBy, r.note ?? null]);
+    }
+    for (const rule of had) {
+      if (!has.has(rule)) await db.query('INSERT INTO allowlist_history (action, rule, by) VALUES ($1, $2, $3)', ['remove', rule, change.by ?? 'unknown']);
+    }
+    await db.query('SELECT pg_notify($1, $2)', [CHANNELS.allowlist, 'changed']); // delivered at commit
+  }
+
+  /** Every replica's edits arrive by NOTIFY at once; one re-read at a time, a failed one retried shortly. */
+  watch(onChange: () => Promise<void>): DocumentWatch {
+    return serialWatch(this.notes, CHANNELS.allowlist, onChange);
+  }
+
+  isLockTimeout(err: unknown): err is Error {
+    return err instanceof LockTimeout;
+  }
+}
+
+/** Runs `onChange` for each notification on `channel`, never two at once; notifications meanwhile fold into one more run. */
+function serialWatch(notes: Notifications, channel: string, onChange: () => Promise<void>): DocumentWatch {
+  let running = false;
+  let again = false;
+  let closed = false;
+  const run = (): void => {
+    if (closed) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    onChange().then(
+      () => undefined,
+      () => {
+        const t = setTimeout(run, 500);
+        t.unref();
+      },
+    ).finally(() => {
+      running = false;
+      if (again) {
+        again = false;
+        run();
+      }
+    });
+  };
+  const off = notes.on(channel, run);
+  return {
+    settle: async () => undefined,
+    close: () => {
+      closed = true;
+      off();
+    },
+  };
+}
+
+/**
+ * The denied log of every replica in one table. Each replica writes its whole in-memory log; what it adds to a
+ * row is what it counted since its last write (so replicas' counts add up, none overwrites another's), and an
+ * empty document (a clear) empties the table.
+ */
+export class PgDenied implements DeniedStorage {
+  /** Counts as of this replica's last read or write, per reference. */
+  private readonly written = new Map<string, number>();
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  async read(): Promise<unknown> {
+    const { rows } = await this.pool.query<{ host: string; name: string; reference: string; count: string; first_seen: Date; last_seen: Date; client: string | null }>(
+      'SELECT host, name, reference, count, first_seen, last_seen, client FROM denied ORDER BY last_seen');
+    const entries: DeniedEntry[] = rows.map((r) => ({
+      host: r.host, name: r.name, reference: r.reference, count: Number(r.count),
+      firstSeen: r.first_seen.toISOString(), lastSeen: r.last_seen.toISOString(), ...(r.client === null ? {} : { client: r.client }),
+    }));
+    this.written.clear();
+    for (const e of entries) this.written.set(keyOf(e), e.count);
+    return { version: 1, entries };
+  }
+
+  async write(doc: DeniedDocument): Promise<void> {
+    if (doc.entries.length === 0) {
+      await this.pool.query('DELETE FROM denied');
+      this.written.clear();
+      return;
+    }
+    const fresh = doc.entries.filter((e) => e.count !== this.written.get(keyOf(e)));
+    if (fresh.length === 0) return;
+    await this.pool.query(`INSERT INTO denied (host, name, reference, count, first_seen, last_seen, client)
+      SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(host text, name text, reference text, count bigint, first_seen timestamptz, last_seen timestamptz, client text)
+      ON CONFLICT (host, name, reference) DO UPDATE SET count = denied.count + EXCLUDED.count,
+        first_seen = LEAST(denied.first_seen, EXCLUDED.first_seen), last_seen = GREATEST(denied.last_seen, EXCLUDED.last_seen),
+        client = CASE WHEN EXCLUDED.last_seen >= denied.last_seen THEN COALESCE(EXCLUDED.client, denied.client) ELSE denied.client END`,
+    [JSON.stringify(fresh.map((e) => ({
+      host: e.host, name: e.name, reference: e.reference, count: delta(e.count, this.written.get(keyOf(e))),
+      first_seen: e.firstSeen, last_seen: e.lastSeen, client: e.client ?? null,
+    })))]);
+    for (const e of fresh) this.written.set(keyOf(e), e.count);
+  }
+
+  /** Rows are typed: a table cannot hold an unreadable document, so there is nothing to set aside. */
+  async setAside(): Promise<string> {
+    await this.pool.query('DELETE FROM denied');
+    return 'table denied (emptied)';
+  }
+}
+
+/** What this replica counted since its last write; an entry evicted and seen again starts over from 1. */
+const delta = (count: number, before: number | undefined): number => (before !== undefined && count >= before ? count - before : count);
+
+const keyOf = (e: { host: string; name: string; reference: string }): string => `${e.host}/${e.name}\u0000${e.reference}`;
+
+export class PgWindow implements ManualWindowStorage {
+  constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, readonly location: string) {}
+
+  async read(): Promise<ManualWindow | null> {
+    const { rows } = await this.pool.query<{ manual: ManualWindow | null }>('SELECT manual FROM manual_window WHERE id = 1');
+    return rows[0]?.manual ?? null;
+  }
+
+  async write(manual: ManualWindow | null): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query(`INSERT INTO manual_window (id, manual) VALUES (1, $1)
+        ON CONFLICT (id) DO UPDATE SET manual = EXCLUDED.manual`, [JSON.stringify(manual)]);
+      await client.query('SELECT pg_notify($1, $2)', [CHANNELS.window, 'changed']);
+    } finally {
+      client.release();
+    }
+  }
+
+  /** Another replica (or the CLI) opened or closed the manual window. */
+  watch(onChange: (manual: ManualWindow | null) => void): () => void {
+    const w = serialWatch(this.notes, CHANNELS.window, async () => onChange(await this.read()));
+    return () => w.close();
+  }
+}
