@@ -254,8 +254,17 @@ export class Mirror {
   private async startFlight(host: string, name: string, digest: string): Promise<Flight | undefined> {
     if (!this.isWindowOpen()) throw this.closed('BLOB_UNKNOWN', 'blob', { name, digest });
     const upstream = this.requireUpstream(host);
-    // A flight may have committed between the caller's cache check and now.
-    if (await this.deps.store.stat(digest)) return undefined;
+    // One download per digest across replicas: wait here while another replica holds the lease.
+    const lease = await this.deps.store.leases.acquire(digest, this.deps.ingestTimeoutMs);
+    // A flight (here, or the replica we waited for) may have committed between the caller's cache check and now.
+    const committed = await this.deps.store.stat(digest).catch(async (e: unknown) => {
+      await lease.release();
+      throw e;
+    });
+    if (committed) {
+      await lease.release();
+      return undefined;
+    }
     const abort = new AbortController();
     this.ingestAborts.add(abort);
     const timer = setTimeout(
@@ -282,11 +291,13 @@ export class Mirror {
         .finally(() => {
           clearTimeout(timer);
           this.ingestAborts.delete(abort);
+          void lease.release();
         });
       return flight;
     } catch (e) {
       clearTimeout(timer);
       this.ingestAborts.delete(abort);
+      await lease.release();
       throw e;
     }
   }

@@ -45,7 +45,9 @@ export class PgMetadataStore implements MetadataStore {
   readonly leases: FlightLeases;
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
   /** Tells our own notifications from the others'. */
-  private readonly replica = randomBytes(6).toString('hex');
+  private get replica(): string {
+    return this.notes.replica;
+  }
   private readonly offMeta: () => void;
 
   private constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, leasePool: pg.Pool, location: string) {
@@ -75,7 +77,8 @@ export class PgMetadataStore implements MetadataStore {
       } finally {
         client.release();
       }
-      const notes = await Notifications.open(config, opts.listen ?? true);
+      const replica = randomBytes(6).toString('hex');
+      const notes = await Notifications.open(config, replica, opts.listen ?? true);
       return new PgMetadataStore(pool, notes, leasePool, where);
     } catch (e) {
       await Promise.all([pool.end(), leasePool.end()]).catch(() => undefined);

@@ -31,6 +31,11 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: str
       CREATE TABLE manual_window (id int PRIMARY KEY CHECK (id = 1), manual jsonb);
     `,
   },
+  {
+    version: 2,
+    name: 'allowlist revision (replicas acknowledge each one)',
+    sql: 'ALTER TABLE allowlist ADD COLUMN revision bigint NOT NULL DEFAULT 0;',
+  },
 ];
 
 /** Applies every migration not yet applied; returns the versions applied now. */

@@ -5,7 +5,10 @@ import pg from 'pg';
 
 type Handler = (payload: string) => void;
 
-export const CHANNELS = { allowlist: 'sluice_allowlist', window: 'sluice_window', meta: 'sluice_meta' } as const;
+export const CHANNELS = { allowlist: 'sluice_allowlist', applied: 'sluice_applied', window: 'sluice_window', meta: 'sluice_meta' } as const;
+
+/** The application_name of a replica's LISTEN session: PostgreSQL's own list of the replicas alive now. */
+export const LISTENER_PREFIX = 'sluice-listen-';
 
 export class Notifications {
   private client: pg.Client | undefined;
@@ -13,11 +16,16 @@ export class Notifications {
   private closed = false;
   private retryMs = 200;
 
-  private constructor(private readonly config: pg.ClientConfig) {}
+  private constructor(private readonly config: pg.ClientConfig, readonly replica: string) {}
+
+  /** False for a CLI command, which follows nothing. */
+  get listening(): boolean {
+    return !this.closed;
+  }
 
   /** `listen: false` (a CLI command): subscribers are never called and no connection is held. */
-  static async open(config: pg.ClientConfig, listen = true): Promise<Notifications> {
-    const n = new Notifications(config);
+  static async open(config: pg.ClientConfig, replica: string, listen = true): Promise<Notifications> {
+    const n = new Notifications(config, replica);
     if (listen) await n.connect();
     else n.closed = true;
     return n;
@@ -31,7 +39,7 @@ export class Notifications {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ ...this.config, keepAlive: true });
+    const client = new pg.Client({ ...this.config, keepAlive: true, application_name: `${LISTENER_PREFIX}${this.replica}` });
     client.on('notification', (m) => {
       for (const h of this.handlers.get(m.channel) ?? []) h(m.payload ?? '');
     });

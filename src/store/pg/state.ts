@@ -7,7 +7,7 @@ import type { DeniedDocument, DeniedEntry, DeniedStorage } from '../../policy/de
 import type { ManualWindow } from '../../window/state.js';
 import type { ManualWindowStorage } from '../../window/manual-store.js';
 import type { StateDocuments } from '../ports.js';
-import { CHANNELS, type Notifications } from './notify.js';
+import { CHANNELS, LISTENER_PREFIX, type Notifications } from './notify.js';
 
 const ALLOWLIST_LOCK = 0x5c1ce1;
 
@@ -21,12 +21,31 @@ export function pgStateDocuments(pool: pg.Pool, notes: Notifications, location: 
 
 class LockTimeout extends Error {}
 
+/** How long an edit waits for every live replica to acknowledge it before answering anyway. */
+const APPLY_WAIT_MS = 2000;
+
 export class PgAllowlist implements AllowlistStorage {
   /** The transaction an edit runs in; edits in this process are serialised, so there is at most one. */
   private tx: pg.PoolClient | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  /** The revision last read here (what this replica enforces once the read is adopted). */
+  private lastRead = 0;
+  /** The revision the current transaction wrote, if it wrote. */
+  private wrote: number | undefined;
 
-  constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, readonly location: string) {}
+  /** Set while an Allowlist enforces these rules here (the server); otherwise this replica has nothing to apply. */
+  private watching = false;
+
+  constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, readonly location: string) {
+    // A process that enforces no rules (a tool holding the store) acknowledges at once, so no editor waits on it.
+    notes.on(CHANNELS.allowlist, (revision) => {
+      if (!this.watching) void this.acknowledge(revision).catch(() => undefined);
+    });
+  }
+
+  private async acknowledge(revision: string): Promise<void> {
+    await this.pool.query('SELECT pg_notify($1, $2)', [CHANNELS.applied, `${this.notes.replica} ${revision}`]);
+  }
 
   locked<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(() => this.inTransaction(fn));
@@ -34,8 +53,13 @@ export class PgAllowlist implements AllowlistStorage {
     return run;
   }
 
+  /**
+   * Runs `fn` in a transaction holding the allowlist's lock. An edit returns once every replica alive (each one's
+   * LISTEN session, as PostgreSQL lists them) has applied it, so "the next request" anywhere sees it.
+   */
   private async inTransaction<T>(fn: () => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
+    let acks: Acks | undefined;
     try {
       await client.query('BEGIN');
       await client.query("SET LOCAL lock_timeout = '10s'");
@@ -43,21 +67,32 @@ export class PgAllowlist implements AllowlistStorage {
         throw (e as { code?: string }).code === '55P03' ? new LockTimeout('the allowlist is locked by another replica') : e;
       });
       this.tx = client;
+      this.wrote = undefined;
       const result = await fn();
       this.tx = undefined;
+      if (this.wrote !== undefined && this.notes.listening) acks = new Acks(this.notes, this.wrote);
       await client.query('COMMIT');
+      if (acks) await acks.fromAll(await this.liveReplicas(client), APPLY_WAIT_MS);
       return result;
     } catch (e) {
       this.tx = undefined;
       await client.query('ROLLBACK').catch(() => undefined);
       throw e;
     } finally {
+      acks?.close();
       client.release();
     }
   }
 
+  private async liveReplicas(client: pg.PoolClient): Promise<string[]> {
+    const { rows } = await client.query<{ name: string }>(
+      'SELECT application_name AS name FROM pg_stat_activity WHERE application_name LIKE $1', [`${LISTENER_PREFIX}%`]);
+    return rows.map((r) => r.name.slice(LISTENER_PREFIX.length)).filter((id) => id !== this.notes.replica);
+  }
+
   async read(): Promise<unknown> {
-    const { rows } = await (this.tx ?? this.pool).query<{ document: unknown }>('SELECT document FROM allowlist WHERE id = 1');
+    const { rows } = await (this.tx ?? this.pool).query<{ document: unknown; revision: string }>('SELECT document, revision FROM allowlist WHERE id = 1');
+    this.lastRead = Number(rows[0]?.revision ?? 0);
     return rows[0]?.document;
   }
 
@@ -67,24 +102,71 @@ export class PgAllowlist implements AllowlistStorage {
     const before = (await this.read()) as AllowlistDocument | undefined;
     const had = new Set((before?.rules ?? []).map((r) => r.rule));
     const has = new Set(doc.rules.map((r) => r.rule));
-    await db.query(`INSERT INTO allowlist (id, document) VALUES (1, $1)
-      ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document, updated_at = now()`, [JSON.stringify(doc)]);
+    const { rows } = await db.query<{ revision: string }>(`INSERT INTO allowlist (id, document, revision) VALUES (1, $1, 1)
+      ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document, revision = allowlist.revision + 1, updated_at = now()
+      RETURNING revision`, [JSON.stringify(doc)]);
+    this.wrote = Number(rows[0]?.revision ?? 0);
+    this.lastRead = this.wrote;
     for (const r of doc.rules) {
       if (!had.has(r.rule)) await db.query('INSERT INTO allowlist_history (action, rule, by, note) VALUES ($1, $2, $3, $4)', ['add', r.rule, r.addedBy, r.note ?? null]);
     }
     for (const rule of had) {
       if (!has.has(rule)) await db.query('INSERT INTO allowlist_history (action, rule, by) VALUES ($1, $2, $3)', ['remove', rule, change.by ?? 'unknown']);
     }
-    await db.query('SELECT pg_notify($1, $2)', [CHANNELS.allowlist, 'changed']); // delivered at commit
+    await db.query('SELECT pg_notify($1, $2)', [CHANNELS.allowlist, String(this.wrote)]); // delivered at commit
   }
 
-  /** Every replica's edits arrive by NOTIFY at once; one re-read at a time, a failed one retried shortly. */
+  /** Every replica's edits arrive by NOTIFY at once; after applying one, this replica says so (the editor waits for it). */
   watch(onChange: () => Promise<void>): DocumentWatch {
-    return serialWatch(this.notes, CHANNELS.allowlist, onChange);
+    this.watching = true;
+    const w = serialWatch(this.notes, CHANNELS.allowlist, async () => {
+      await onChange();
+      await this.acknowledge(String(this.lastRead));
+    });
+    return {
+      settle: () => w.settle(),
+      close: () => {
+        this.watching = false;
+        w.close();
+      },
+    };
   }
 
   isLockTimeout(err: unknown): err is Error {
     return err instanceof LockTimeout;
+  }
+}
+
+/** Acknowledgements of an allowlist revision, collected from the moment of subscribing. */
+class Acks {
+  private readonly seen = new Set<string>();
+  private wake: (() => void) | undefined;
+  private readonly off: () => void;
+
+  constructor(notes: Notifications, revision: number) {
+    this.off = notes.on(CHANNELS.applied, (payload) => {
+      const [replica = '', rev = ''] = payload.split(' ');
+      if (Number(rev) >= revision) this.seen.add(replica);
+      this.wake?.();
+    });
+  }
+
+  /** Resolves when every replica in `replicas` has acknowledged, or after `timeoutMs` (one that is stuck is not waited for). */
+  async fromAll(replicas: string[], timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!replicas.every((r) => this.seen.has(r)) && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+  }
+
+  close(): void {
+    this.off();
   }
 }
 
