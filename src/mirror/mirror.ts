@@ -8,7 +8,7 @@ import { RegistryError } from '../oci/errors.js';
 import { Flight } from './flight.js';
 import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { isDigest } from '../oci/reference.js';
-import type { BlobInfo, Descriptor, Store, StoredManifest } from '../store/store.js';
+import type { BlobInfo, Descriptor, FlightLease, Store, StoredManifest } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
 import type { WindowState } from '../window/state.js';
 
@@ -251,20 +251,34 @@ export class Mirror {
     return entry;
   }
 
+  /**
+   * One download per digest across replicas: waits while another replica holds the lease (shutdown cancels the
+   * wait). Undefined when the blob was committed meanwhile, here or by the replica waited for.
+   */
+  private async leaseFor(digest: string): Promise<FlightLease | undefined> {
+    const wait = new AbortController();
+    this.ingestAborts.add(wait);
+    let lease: FlightLease;
+    try {
+      lease = await this.deps.store.leases.acquire(digest, this.deps.ingestTimeoutMs, wait.signal);
+    } finally {
+      this.ingestAborts.delete(wait);
+    }
+    try {
+      if (!(await this.deps.store.stat(digest))) return lease;
+    } catch (e) {
+      await lease.release();
+      throw e;
+    }
+    await lease.release();
+    return undefined;
+  }
+
   private async startFlight(host: string, name: string, digest: string): Promise<Flight | undefined> {
     if (!this.isWindowOpen()) throw this.closed('BLOB_UNKNOWN', 'blob', { name, digest });
     const upstream = this.requireUpstream(host);
-    // One download per digest across replicas: wait here while another replica holds the lease.
-    const lease = await this.deps.store.leases.acquire(digest, this.deps.ingestTimeoutMs);
-    // A flight (here, or the replica we waited for) may have committed between the caller's cache check and now.
-    const committed = await this.deps.store.stat(digest).catch(async (e: unknown) => {
-      await lease.release();
-      throw e;
-    });
-    if (committed) {
-      await lease.release();
-      return undefined;
-    }
+    const lease = await this.leaseFor(digest);
+    if (!lease) return undefined;
     const abort = new AbortController();
     this.ingestAborts.add(abort);
     const timer = setTimeout(

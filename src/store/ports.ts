@@ -146,9 +146,9 @@ export interface FlightLeases {
   /**
    * Resolves once this process holds the lease on `digest`: at once when nobody else downloads it, else when the
    * holder releases it or dies. The caller then checks the store first: the holder may have committed it.
-   * Waiting longer than `waitMs` rejects (UPSTREAM_FAILED).
+   * Waiting longer than `waitMs` rejects (UPSTREAM_FAILED), and so does `signal` (shutdown).
    */
-  acquire(digest: string, waitMs: number): Promise<FlightLease>;
+  acquire(digest: string, waitMs: number, signal?: AbortSignal): Promise<FlightLease>;
 }
 
 /** A store used by one process at a time (or whose processes each download): the in-process flight is all. */

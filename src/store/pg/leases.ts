@@ -17,19 +17,31 @@ export class PgLeases implements FlightLeases {
 
   constructor(private readonly pool: pg.Pool) {}
 
-  async acquire(digest: string, waitMs: number): Promise<FlightLease> {
+  async acquire(digest: string, waitMs: number, signal?: AbortSignal): Promise<FlightLease> {
     const client = await this.pool.connect();
     const key = keyOf(digest);
+    // Cancelling a blocked pg_advisory_lock: end its session (the lock, if granted meanwhile, goes with it).
+    let cancelled = false;
+    const cancel = (): void => {
+      cancelled = true;
+      client.release(true);
+    };
+    signal?.addEventListener('abort', cancel, { once: true });
     try {
+      if (signal?.aborted) throw signal.reason;
       await client.query(`SET lock_timeout = ${Math.max(1, Math.floor(waitMs))}`);
       await client.query('SELECT pg_advisory_lock($1)', [key]);
     } catch (e) {
-      client.release();
+      if (!cancelled) client.release();
+      if (cancelled) throw signal?.reason instanceof Error ? signal.reason : new RegistryError('UPSTREAM_FAILED', 'the wait for another replica\'s download was cancelled', { digest });
       if ((e as { code?: string }).code === '55P03') {
         throw new RegistryError('UPSTREAM_FAILED', 'another sluice replica is still downloading this blob', { digest, waitedMs: waitMs });
       }
       throw e;
+    } finally {
+      signal?.removeEventListener('abort', cancel);
     }
+    if (cancelled) throw new RegistryError('UPSTREAM_FAILED', 'the wait for another replica\'s download was cancelled', { digest });
     this.held.add(client);
     let released = false;
     return {

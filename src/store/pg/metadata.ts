@@ -66,10 +66,14 @@ export class PgMetadataStore implements MetadataStore {
     const config = pgClientConfig(c);
     const where = describeDb(c);
     const pool = new pg.Pool({ ...config, max: c.poolSize, allowExitOnIdle: true });
-    pool.on('error', () => undefined); // an idle client's connection dropped: the pool replaces it
     // Leases hold a session each (a waiting or leading download): their own pool, so they never starve queries.
     const leasePool = new pg.Pool({ ...config, max: Math.max(4, c.poolSize * 2), allowExitOnIdle: true });
-    leasePool.on('error', () => undefined);
+    // A connection dropping (database restart, a lease session ended) must not crash the process: the query on it
+    // rejects where it is awaited, and the pool replaces the client.
+    for (const p of [pool, leasePool]) {
+      p.on('error', () => undefined);
+      p.on('connect', (client) => client.on('error', () => undefined));
+    }
     try {
       const client = await pool.connect();
       try {
