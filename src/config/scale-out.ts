@@ -67,7 +67,7 @@ function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): S3Stora
   else if (bucket && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) p.push(`${at}.bucket: not a valid bucket name (3-63 of a-z 0-9 . -)`);
   const endpoint = optStr(s.endpoint, `${at}.endpoint`, p);
   if (endpoint && !/^https?:\/\/[^/]+\/?$/.test(endpoint)) p.push(`${at}.endpoint: must be http(s)://HOST[:PORT]`);
-  const prefix = optStr(s.prefix, `${at}.prefix`, p) ?? '';
+  const prefix = s.prefix === '' ? '' : (optStr(s.prefix, `${at}.prefix`, p) ?? '');
   if (prefix.startsWith('/')) p.push(`${at}.prefix: must not start with "/"`);
   const c: S3StorageConfig = {
     bucket,
