@@ -1,5 +1,5 @@
-// What every MetadataStore must do (store/ports.ts), run against each implementation: fs now, a database
-// later (add a factory). Tags, links per repository, referrers by subject, the generation, and the state
+// What every MetadataStore must do (store/ports.ts), run against each implementation: fs, and PostgreSQL (the
+// real one, when test/services are up). Tags, links per repository, referrers by subject, the generation, and the state
 // documents (allowlist, denied log, manual window) through the policy and window code that uses them.
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';

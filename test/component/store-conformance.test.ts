@@ -1,5 +1,5 @@
 // The store's ports, one suite every implementation passes: a BlobBackend commits atomically, never shows a
-// partial blob, reads ranges exactly, keeps list and usage right. Each factory is one backend (fs now; S3 next).
+// partial blob, reads ranges exactly, keeps list and usage right. One factory per backend: fs, and S3 (real RGW).
 import { createHash } from 'node:crypto';
 import { closeSync, readSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -22,7 +22,7 @@ interface BackendUnderTest {
   dispose(): Promise<void>;
 }
 
-/** Add a backend here (the object-store backend will be the second). */
+/** One factory per backend: fs, and S3 on the real RGW when test/services are up. */
 const BLOB_BACKENDS: Array<[string, () => Promise<BackendUnderTest>]> = [
   ['fs', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'sluice-conformance-'));
