@@ -22,6 +22,7 @@ import { REPO_ROOT, SLUICE_MAIN } from '../testkit/sluice.js';
 import { startBare, startCountingProxy, startNginx, startRegistry, startSluice, writeSluiceConfig, type Server } from './servers.js';
 import { populateStore } from './store10k.js';
 import { stormCase } from './storm.js';
+import { renderScaleOut, runScaleOutCase, scaleOutServices, type ScaleOutRun } from './scale-out.js';
 
 const REQUIRED = ['docker-registry', 'skopeo', 'nginx', 'wrk'];
 const INSTALL_HINT = 'apt-get install docker-registry skopeo nginx wrk';
@@ -52,13 +53,14 @@ function options(argv: string[]): Options {
     process.stdout.write(
       'usage: npm run bench -- [--quick] [--only 1,2,3,4,5,6] [--rounds N] [--cpu-prof] [--keep] [--out DIR]\n' +
         '  --quick     about a minute: no 256 MiB blob, short runs, one round\n' +
-        '  --only      run only these cases (1 rate, 2 throughput, 3 cold fan-in, 4 memory, 5 start-up, 6 boot storm)\n' +
+        '  --only      run only these cases (1 rate, 2 throughput, 3 cold fan-in, 4 memory, 5 start-up, 6 boot storm,\n' +
+        '              7 S3+PostgreSQL store vs fs: needs test/services/up.sh\'s SLUICE_TEST_* environment)\n' +
         '  --cpu-prof  run every sluice of cases 1-4 under node --cpu-prof; profiles go next to the JSON\n' +
         '  --keep      keep the temp folder (content, stores, logs)\n',
     );
     process.exit(0);
   }
-  const only = new Set((values.only ?? '1,2,3,4,5,6').split(',').map(Number).filter((n) => n >= 1 && n <= 6));
+  const only = new Set((values.only ?? '1,2,3,4,5,6,7').split(',').map(Number).filter((n) => n >= 1 && n <= 7));
   return {
     quick: values.quick ?? false,
     only,
@@ -151,6 +153,7 @@ async function main(): Promise<number> {
   const profileDir = join(opts.outDir, `profiles-${stamp}`);
   const nodeArgs = opts.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const results: BenchResults = {};
+  let scaleOut: ScaleOutRun[] | undefined;
   const loadAtStart = loadavg();
   if ((loadAtStart[0] ?? 0) > 0.5 * cpus().length) {
     process.stderr.write(`warning: load average ${loadAtStart.map((l) => l.toFixed(1)).join(' ')} on ${cpus().length} CPUs; other work on this machine will skew the figures (ratios less than absolutes)\n`);
@@ -211,6 +214,14 @@ async function main(): Promise<number> {
       }
     }
     await registry?.stop();
+    if (opts.only.has(7)) {
+      if (scaleOutServices()) {
+        phase('case 7: the S3 (Ceph RGW) + PostgreSQL store vs the filesystem store, same content');
+        scaleOut = await runScaleOutCase(s, { fsConfig: cached, layoutDir: layout.dir, img, workDir: work });
+      } else {
+        process.stderr.write('\n== case 7 skipped: no SLUICE_TEST_S3_ENDPOINT / SLUICE_TEST_PG_URL (eval "$(test/services/up.sh DIR)" first)\n');
+      }
+    }
     if (opts.only.has(5) || opts.only.has(4)) {
       phase('case 4/5: idle RSS and start-up with 10,000 blobs in the store');
       const manyDir = join(work, 'many');
@@ -249,14 +260,14 @@ async function main(): Promise<number> {
     rows,
     clientCeilings: clientCeilings(results.throughput ?? []),
     summary,
-    raw: results,
+    raw: { ...results, ...(scaleOut ? { scaleOut } : {}) },
     profiles: opts.cpuProf ? profileDir : undefined,
   };
   await writeFile(file, `${JSON.stringify(doc, null, 2)}\n`);
   const m = doc.machine;
   process.stdout.write(
     `\nsluice bench, ${doc.mode} run, ${finishedAt.toISOString()} — ${m.cpus} × ${m.cpuModel}, ${(m.memoryBytes / 1024 ** 3).toFixed(0)} GiB, Linux ${m.kernel}, Node ${process.version}\n\n` +
-      `${table}\n\n${summary}\n${backgroundLine(results)}\nresults: ${file}${opts.cpuProf ? `\nprofiles: ${profileDir}` : ''}\n(took ${doc.durationS.toFixed(0)} s)\n`,
+      `${table}\n\n${scaleOut ? `${renderScaleOut(scaleOut)}\n\n` : ''}${summary}\n${backgroundLine(results)}\nresults: ${file}${opts.cpuProf ? `\nprofiles: ${profileDir}` : ''}\n(took ${doc.durationS.toFixed(0)} s)\n`,
   );
   return 0;
 }

@@ -15,8 +15,7 @@ import { AllowlistPolicy } from './mirror/decision.js';
 import { closedError } from './mirror/access.js';
 import { registerRegistryRoutes } from './http/routes.js';
 import { Store } from './store/store.js';
-import { fsStateDocuments } from './store/fs/state.js';
-import { recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
+import { followManual, recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
 import { Syncer } from './jobs/sync.js';
 import { GarbageCollector } from './jobs/gc.js';
 import { registerAdminRoutes } from './admin/admin.js';
@@ -62,7 +61,7 @@ export interface App {
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
-  const { store, allowlist, denied, window, windowWritten } = await openState(config, opts.now);
+  const { store, allowlist, denied, window, windowWritten, stopFollowing } = await openState(config, opts.now);
   const metrics = new Metrics();
   metrics.observe({
     window: () => window.status(),
@@ -98,6 +97,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
   const app = { config, registry, admin, syncer, gc, htpasswd, store, allowlist, denied, mirror, window, upstreams, metrics, metricsListener };
   const stopWatching = (): void => {
+    stopFollowing();
     stopAutoSync();
     stopGcSchedule();
     allowlist.close();
@@ -110,13 +110,15 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 async function openState(
   config: Config,
   now?: () => Date,
-): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void> }> {
-  const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes });
-  const documents = fsStateDocuments(config.storage);
+): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; stopFollowing: () => void }> {
+  const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes, s3: config.s3, postgres: config.postgres });
+  const documents = store.meta.state;
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
   const { window, written } = await openWindowState(config, documents.window, now);
-  return { store, allowlist, denied, window, windowWritten: written };
+  // Another replica's (or the CLI's) manual window applies here at once, on a store that can tell.
+  const stopFollowing = followManual(window, documents.window);
+  return { store, allowlist, denied, window, windowWritten: written, stopFollowing };
 }
 
 /** One client per configured upstream, every request through the window gate. */

@@ -46,7 +46,7 @@ export const allowlistRoutes: FastifyPluginAsync<{ allowlist: Allowlist }> = asy
     return withRules(allowlist, () => allowlist.add(rules, { by: who(req), note }));
   });
   app.delete<{ Body: RulesBody }>(`${API_PREFIX}/allowlist`, { schema: SCHEMAS.removeRules }, async (req) => {
-    return withRules(allowlist, () => allowlist.remove(req.body.rules));
+    return withRules(allowlist, () => allowlist.remove(req.body.rules, { by: who(req) }));
   });
   app.post<{ Body: ImportBody; Querystring: { note?: string } }>(`${API_PREFIX}/allowlist/import`, { schema: SCHEMAS.importList }, async (req) => {
     const body = req.body;

@@ -8,7 +8,7 @@ import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { importPath, ImportUsageError, parseAsRef, type ImportResult } from '../jobs/importer.js';
 import { Store } from '../store/store.js';
 import { AllowlistFileError, signatureSubject } from '../policy/allowlist.js';
-import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command } from './commands.js';
+import { addRules, allowCommand, notifyStoreChanged, deniedCommand, type Command, openStore } from './commands.js';
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 import { verifyStore } from '../jobs/verify.js';
 import { gcCommand } from './gc-command.js';
@@ -171,7 +171,7 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
     // Checked before the store is opened: a usage error changes nothing.
     if (as !== undefined) parseAsRef(as);
     const cfg = config();
-    const store = await Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes });
+    const store = await openStore(cfg);
     try {
       const tty = process.stderr.isTTY;
       const progress = tty ? (line: string): void => void process.stderr.write(`\r\x1b[K${line}`) : undefined;
@@ -212,7 +212,7 @@ async function reportImport(cfg: Config, path: string, result: ImportResult, all
 
 async function verifyCommand(args: ParsedArgs, config: () => Config): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError('verify takes no arguments');
-  const store = await Store.open(config().storage);
+  const store = await openStore(config());
   const repair = args.flags.get('repair') === true;
   const json = args.flags.get('json') === true;
   const tty = process.stderr.isTTY && !json;

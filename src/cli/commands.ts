@@ -6,7 +6,8 @@ import { Allowlist, AllowlistFileError, InvalidRulesError, parseImageList, type 
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
 import { LockTimeoutError } from '../store/fs/allowlist-document.js';
-import { fsStateDocuments } from '../store/fs/state.js';
+import { stateDocuments } from '../store/documents.js';
+import { Store } from '../store/store.js';
 import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from '../policy/denied.js';
 import { SyncClosedError } from '../jobs/sync.js';
 
@@ -57,8 +58,11 @@ function invalidOf(e: unknown): Invalid | undefined {
   return undefined;
 }
 
-export const openAllowlist = (cfg: Config): Promise<Allowlist> => Allowlist.open(fsStateDocuments(cfg.storage).allowlist, cfg.allowlist);
-export const openDenied = (cfg: Config): Promise<DeniedLog> => DeniedLog.open(fsStateDocuments(cfg.storage).denied);
+/** The store as the config describes it, opened by a command that runs beside (or without) the server. */
+export const openStore = (cfg: Config): Promise<Store> =>
+  Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes, s3: cfg.s3, postgres: cfg.postgres, follow: false });
+export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await stateDocuments(cfg)).allowlist, cfg.allowlist);
+export const openDenied = async (cfg: Config): Promise<DeniedLog> => DeniedLog.open((await stateDocuments(cfg)).denied);
 export const offlineNote = (why: string, what: string): void => err(`note: ${why}; ${what}`);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -101,7 +105,7 @@ export function addRules(cfg: Config, rules: string[], note: string | undefined)
     cfg,
     (c) => c.json<AddResult>('POST', '/api/v1/allowlist', { rules, ...(note === undefined ? {} : { note }) }),
     async (why) => {
-      offlineNote(why, `editing ${fsStateDocuments(cfg.storage).allowlist.location} directly`);
+      offlineNote(why, `editing ${(await stateDocuments(cfg)).allowlist.location} directly`);
       return (await openAllowlist(cfg)).add(rules, { by: currentUser(), note });
     },
   );
@@ -112,8 +116,8 @@ function removeRules(cfg: Config, rules: string[]): Promise<RemoveResult> {
     cfg,
     (c) => c.json<RemoveResult>('DELETE', '/api/v1/allowlist', { rules }),
     async (why) => {
-      offlineNote(why, `editing ${fsStateDocuments(cfg.storage).allowlist.location} directly`);
-      return (await openAllowlist(cfg)).remove(rules);
+      offlineNote(why, `editing ${(await stateDocuments(cfg)).allowlist.location} directly`);
+      return (await openAllowlist(cfg)).remove(rules, { by: currentUser() });
     },
   );
 }

@@ -5,7 +5,7 @@ import { ruleTexts } from '../admin/status.js';
 import type { Config } from '../config/config.js';
 import { Store } from '../store/store.js';
 import type { ParsedArgs } from './args.js';
-import { isJson, liveOrOffline, openAllowlist, out } from './commands.js';
+import { isJson, liveOrOffline, openAllowlist, out, openStore } from './commands.js';
 import { formatBytes } from './window-commands.js';
 
 export async function coverageCommand(args: ParsedArgs, cfg: Config): Promise<number> {
@@ -13,7 +13,7 @@ export async function coverageCommand(args: ParsedArgs, cfg: Config): Promise<nu
     cfg,
     (c) => c.json<CoverageReport>('GET', '/api/v1/coverage'),
     async () => {
-      const [store, allowlist] = await Promise.all([Store.open(cfg.storage), openAllowlist(cfg)]);
+      const [store, allowlist] = await Promise.all([openStore(cfg), openAllowlist(cfg)]);
       try {
         return await coverageReport(store, ruleTexts(allowlist), { platforms: cfg.platforms });
       } finally {

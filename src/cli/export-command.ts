@@ -1,7 +1,7 @@
 // `sluice export OUT [RULE…] [--since RECEIPT] [--platform P,…] [--format dir|tar|tar.zst] [--partial] [--json]`:
 // parses and checks the options, runs the export on the store, shows progress on a terminal and prints the receipt.
 import { flag, UsageError, type ParsedArgs } from './args.js';
-import { err, isJson, openAllowlist, out, type Command } from './commands.js';
+import { err, isJson, openAllowlist, out, type Command, openStore } from './commands.js';
 import { formatBytes } from './window-commands.js';
 import { BUNDLE_FORMATS, BundleExistsError, type BundleFormat } from '../jobs/bundle-sink.js';
 import { describeMissing, ExportError, exportBundle, type ExportProgress } from '../jobs/exporter.js';
@@ -27,7 +27,7 @@ export const exportCommand: Command = async (args, config) => {
     err('sluice export: the allowlist is empty and no RULE was given: nothing to export');
     return 1;
   }
-  const store = await Store.open(cfg.storage);
+  const store = await openStore(cfg);
   const progress = new ExportProgressLine(process.stderr.isTTY === true && !isJson(args));
   try {
     const partial = args.flags.get('partial') === true;

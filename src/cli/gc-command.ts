@@ -3,9 +3,9 @@
 import { Allowlist } from '../policy/allowlist.js';
 import { collectGarbage, type GcReport } from '../jobs/gc.js';
 import { Store } from '../store/store.js';
-import { fsStateDocuments } from '../store/fs/state.js';
+import { stateDocuments } from '../store/documents.js';
 import { UsageError } from './args.js';
-import { guarded, isJson, liveOrOffline, notifyStoreChanged, offlineNote, out, type Command } from './commands.js';
+import { guarded, isJson, liveOrOffline, notifyStoreChanged, offlineNote, out, type Command, openStore } from './commands.js';
 import { formatBytes } from './window-commands.js';
 
 /** A gc of a very large store takes a while; the CLI waits for it rather than give up after a minute. */
@@ -20,9 +20,9 @@ export const gcCommand: Command = guarded('gc', async (args, config) => {
     (c) => c.json<GcReport>('POST', '/api/v1/gc', { dryRun }, GC_TIMEOUT_MS),
     async (why) => {
       offlineNote(why, 'collecting garbage in this process');
-      const store = await Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes });
+      const store = await openStore(cfg);
       try {
-        const allowlist = await Allowlist.open(fsStateDocuments(cfg.storage).allowlist, cfg.allowlist);
+        const allowlist = await Allowlist.open((await stateDocuments(cfg)).allowlist, cfg.allowlist);
         return await collectGarbage(store, allowlist, { dryRun, keep: cfg.gc.keep, graceMs: cfg.gcGraceMs });
       } finally {
         await store.close();

@@ -5,12 +5,12 @@ import { statusReport, windowReport, type StatusReport, type WindowReport } from
 import { syncClosedMessage, syncPlatforms } from '../admin/sync.js';
 import { windowRequest } from '../admin/window.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
-import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command } from './commands.js';
+import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command, openStore } from './commands.js';
 import type { Config } from '../config/config.js';
 import { RegistryError } from '../oci/errors.js';
 import { coverageCommand } from './coverage-command.js';
 import { Store } from '../store/store.js';
-import { fsStateDocuments } from '../store/fs/state.js';
+import { stateDocuments } from '../store/documents.js';
 import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
 import { WindowState } from '../window/state.js';
 import { restoreManual } from '../window/manual-store.js';
@@ -34,7 +34,7 @@ export const windowCommand: Command = guarded('window', async (args, config) => 
       const state = await offlineWindow(cfg);
       if (request) state.open(request.durationMs, request.note, currentUser());
       else state.close();
-      await fsStateDocuments(cfg.storage).window.write(state.manual());
+      await (await stateDocuments(cfg)).window.write(state.manual());
       return windowReport(state);
     },
   );
@@ -56,7 +56,7 @@ function usage<T>(fn: () => T): T {
 /** The schedule from the config plus the manual window persisted beside the store (as the server keeps it). */
 async function offlineWindow(cfg: Config): Promise<WindowState> {
   const state = new WindowState(cfg.windows);
-  await restoreManual(state, fsStateDocuments(cfg.storage).window);
+  await restoreManual(state, (await stateDocuments(cfg)).window);
   return state;
 }
 
@@ -85,7 +85,7 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
     },
     async () => {
       const [window, store, allowlist, denied] = await Promise.all([
-        offlineWindow(cfg), Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes }), openAllowlist(cfg), openDenied(cfg),
+        offlineWindow(cfg), openStore(cfg), openAllowlist(cfg), openDenied(cfg),
       ]);
       return statusReport({ config: cfg, window, store, allowlist, denied });
     },

@@ -6,6 +6,9 @@ import { parse as parseYaml } from 'yaml';
 import { parseDuration, parseWindows, type Schedule } from '../window/schedule.js';
 import { parseRule } from '../policy/allowlist.js';
 import { canonicalHost, isValidHost } from '../oci/reference.js';
+import { parseDatabase, parseS3, type PostgresConfig, type S3StorageConfig } from './scale-out.js';
+
+export type { PostgresConfig, S3StorageConfig } from './scale-out.js';
 
 export interface UpstreamConfig {
   host: string;
@@ -47,6 +50,10 @@ export interface Config {
   ingestTimeoutMs: number;
   /** `storage.maxBytes`: past it new ingests are refused (507); nothing is evicted. */
   storageMaxBytes?: number;
+  /** Blobs on an S3-compatible object store (`storage: { s3: {…} }`); `storage` is then the local folder (spools, token). */
+  s3?: S3StorageConfig;
+  /** Metadata in PostgreSQL (`database: { postgres: {…} }`); absent: beside the store, as always. */
+  postgres?: PostgresConfig;
   /** A listener serving only /metrics, without the admin token (`metrics.listen`). */
   metrics?: { listen: { host: string; port: number } };
   /** Garbage collection: `keep` digests per tag survive; `everyMs` runs it on a timer (`gc.schedule`). */
@@ -69,7 +76,7 @@ export class ConfigError extends Error {
 
 const KNOWN_KEYS = new Set([
   'listen', 'storage', 'defaultUpstream', 'upstreams', 'windows', 'allowlist', 'tls', 'auth', 'admin',
-  'tagTtl', 'syncOnOpen', 'requestLog', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace',
+  'tagTtl', 'syncOnOpen', 'requestLog', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace', 'database',
 ]);
 
 export function loadConfig(file: string): Config {
@@ -97,7 +104,8 @@ export function validateConfig(doc: unknown, file: string): Config {
   for (const k of Object.keys(doc)) if (!KNOWN_KEYS.has(k)) p.push(`${k}: unknown key`);
 
   const listen = address(doc.listen ?? '0.0.0.0:6000', 'listen', p);
-  const { storage, storageMaxBytes } = parseStorage(doc.storage ?? './data', p, path);
+  const { storage, storageMaxBytes, s3 } = parseStorage(doc.storage ?? './data', p, path);
+  const postgres = parseDatabase(doc.database, p, path);
   const upstreams = parseUpstreams(doc.upstreams ?? {}, p, path);
   const defaultUpstream = canonicalHost(str(doc.defaultUpstream ?? 'docker.io', 'defaultUpstream', p));
   if (!upstreams.has(defaultUpstream) && !upstreams.has(WILDCARD)) p.push(`defaultUpstream: "${defaultUpstream}" is not one of the configured upstreams`);
@@ -110,7 +118,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   const admin = parseAdmin(doc.admin ?? {}, p, path, storage);
   const limits = parseLimits(doc, p);
   const ops = parseOperations(doc, p);
-  const config: Config = { file, listen, storage, storageMaxBytes, defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
+  const config: Config = { file, listen, storage, storageMaxBytes, ...(s3 ? { s3 } : {}), ...(postgres ? { postgres } : {}), defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
   if (p.length > 0) throw new ConfigError(p, file);
   return config;
 }
@@ -136,11 +144,17 @@ function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
 }
 
 /** `storage: PATH`, or `storage: { path: PATH, maxBytes: SIZE }`. */
-function parseStorage(v: unknown, p: string[], path: (s: string) => string): { storage: string; storageMaxBytes?: number } {
+/** `storage: ./data`, or `{ path, maxBytes, s3 }` (s3: blobs on an object store, path: spools and the token). */
+function parseStorage(v: unknown, p: string[], path: (s: string) => string): { storage: string; storageMaxBytes?: number; s3?: S3StorageConfig } {
   if (!isObject(v)) return { storage: path(str(v, 'storage', p)) };
-  for (const k of Object.keys(v)) if (!['path', 'maxBytes'].includes(k)) p.push(`storage.${k}: unknown key`);
-  const storage = path(str(v.path ?? './data', 'storage.path', p));
-  return v.maxBytes === undefined ? { storage } : { storage, storageMaxBytes: size(v.maxBytes, 'storage.maxBytes', p) };
+  for (const k of Object.keys(v)) if (!['path', 'maxBytes', 's3'].includes(k)) p.push(`storage.${k}: unknown key`);
+  const out: { storage: string; storageMaxBytes?: number; s3?: S3StorageConfig } = { storage: path(str(v.path ?? './data', 'storage.path', p)) };
+  if (v.maxBytes !== undefined) out.storageMaxBytes = size(v.maxBytes, 'storage.maxBytes', p);
+  if (v.s3 !== undefined) {
+    if (isObject(v.s3)) out.s3 = parseS3(v.s3, p, path);
+    else p.push('storage.s3: must be a mapping with at least bucket');
+  }
+  return out;
 }
 
 type Operations = Pick<Config, 'metrics' | 'gc' | 'gcGraceMs'>;

@@ -1,7 +1,7 @@
 // The one download per digest: a map entry set synchronously so concurrent callers share it, joined by other
 // repositories only when they are entitled to the blob, and cancelled at shutdown past the drain deadline.
 import { RegistryError } from '../oci/errors.js';
-import type { Store } from '../store/store.js';
+import type { FlightLease, Store } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
 import type { WindowState } from '../window/state.js';
 import { closedError } from './access.js';
@@ -91,8 +91,8 @@ export class BlobFlights {
   private async start(host: string, name: string, digest: string): Promise<Flight | undefined> {
     if (!this.d.window.isOpen()) throw closedError(this.d.window, 'BLOB_UNKNOWN', 'blob', { name, digest });
     const upstream = this.d.upstream(host);
-    // A flight may have committed between the caller's cache check and now.
-    if (await this.d.store.stat(digest)) return undefined;
+    const lease = await this.leaseFor(digest);
+    if (!lease) return undefined;
     const abort = new AbortController();
     this.ingestAborts.add(abort);
     const timer = setTimeout(
@@ -103,6 +103,7 @@ export class BlobFlights {
     const ended = (): void => {
       clearTimeout(timer);
       this.ingestAborts.delete(abort);
+      void lease.release();
     };
     try {
       const flight = await this.download(upstream, host, name, digest, abort.signal);
@@ -112,6 +113,29 @@ export class BlobFlights {
       ended();
       throw e;
     }
+  }
+
+  /**
+   * One download per digest across replicas: waits while another replica holds the lease (shutdown cancels the
+   * wait). Undefined when the blob was committed meanwhile, here or by the replica waited for.
+   */
+  private async leaseFor(digest: string): Promise<FlightLease | undefined> {
+    const wait = new AbortController();
+    this.ingestAborts.add(wait);
+    let lease: FlightLease;
+    try {
+      lease = await this.d.store.leases.acquire(digest, this.d.ingestTimeoutMs, wait.signal);
+    } finally {
+      this.ingestAborts.delete(wait);
+    }
+    try {
+      if (!(await this.d.store.stat(digest))) return lease;
+    } catch (e) {
+      await lease.release();
+      throw e;
+    }
+    await lease.release();
+    return undefined;
   }
 
   /** The upstream GET, pumped into the store by a Flight; logs its outcome. */

@@ -28,7 +28,8 @@ export interface AllowlistStorage {
   /** The parsed document (`null` when it holds null), undefined when absent; throws when unreadable. */
   read(): Promise<unknown>;
   /** Replaces the document atomically and durably. */
-  write(doc: AllowlistDocument): Promise<void>;
+  /** `change` says who, for a store that keeps a history (a removal carries no record naming them). */
+  write(doc: AllowlistDocument, change?: AllowlistChange): Promise<void>;
   /** Calls `onChange` (one at a time; a throw means try again later) when the document changes. */
   watch(onChange: () => Promise<void>, opts?: DocumentWatchOptions): DocumentWatch;
   /** Whether an error means the lock was held too long by someone else. */
@@ -45,3 +46,8 @@ export interface AllowlistProblem {
 }
 
 export type WatchLog = (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => void;
+
+/** Who made an edit, for a store that keeps a history. */
+export interface AllowlistChange {
+  by?: string;
+}

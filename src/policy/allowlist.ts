@@ -5,13 +5,13 @@
 
 import { AllowlistFileError, parseAll, validate, type Entry, type RuleRecord } from './allowlist-file.js';
 import { Matcher, type TagRules } from './matcher.js';
-import type { AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
+import type { AllowlistChange, AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
 import { addRules, removeRules, seedRules, type AddResult, type Edit, type RemoveResult } from './allowlist-edits.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
 export { signatureSubject, Matcher, type TagRules } from './matcher.js';
 export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
-export type { AllowlistDocument, AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
+export type { AllowlistChange, AllowlistDocument, AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
 export type { AddResult, RemoveResult } from './allowlist-edits.js';
 
 export interface AllowlistOptions {
@@ -48,7 +48,7 @@ export class Allowlist {
   static async open(storage: AllowlistStorage, seed: string[] = [], opts: AllowlistOptions = {}): Promise<Allowlist> {
     const seedSpecs = parseAll(seed);
     const list = new Allowlist(storage, opts);
-    await list.edit(seedRules(seedSpecs, () => list.now()));
+    await list.edit({ by: 'config' }, seedRules(seedSpecs, () => list.now()));
     list.opened = true;
     return list;
   }
@@ -70,12 +70,12 @@ export class Allowlist {
   /** Adds every rule or none: any invalid rule throws InvalidRulesError listing all of them. */
   async add(rules: string[], meta: { note?: string; by: string }): Promise<AddResult> {
     const specs = parseAll(rules);
-    return this.edit(addRules(specs, meta, () => this.now()));
+    return this.edit({ by: meta.by }, addRules(specs, meta, () => this.now()));
   }
 
   /** Removes by canonical identity (`name:tag@digest` and `name@digest` are the same rule). */
-  async remove(rules: string[]): Promise<RemoveResult> {
-    return this.edit(removeRules(parseAll(rules)));
+  async remove(rules: string[], meta: AllowlistChange = {}): Promise<RemoveResult> {
+    return this.edit(meta, removeRules(parseAll(rules)));
   }
 
   /** Re-reads the file (edits made by another process); a broken file throws and keeps the current list. */
@@ -166,11 +166,11 @@ export class Allowlist {
    * The one way to change the file: under the lock, re-read it (another process may have written),
    * let `change` derive the next list, write it atomically and durably, then swap the matcher.
    */
-  private async edit<R>(change: Edit<R>): Promise<R> {
+  private async edit<R>(who: AllowlistChange, change: Edit<R>): Promise<R> {
     return this.storage.locked(async () => {
       const { entries, missing } = await this.readStore();
       const { next, result } = change(entries, missing);
-      if (next !== undefined) await this.storage.write({ version: 1, rules: next.map((e) => e.record) });
+      if (next !== undefined) await this.storage.write({ version: 1, rules: next.map((e) => e.record) }, who);
       this.adopt(next ?? entries);
       return result;
     });

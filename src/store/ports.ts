@@ -100,6 +100,12 @@ export interface StateDocuments {
   window: ManualWindowStorage;
 }
 
+/** What the store remembers of a committed manifest beside its bytes. */
+export interface ManifestType {
+  mediaType: string;
+  sizeBytes: number;
+}
+
 export interface MetadataStore {
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
   readonly generation: number;
@@ -132,7 +138,37 @@ export interface MetadataStore {
   referrers(host: string, name: string, subject: string): Promise<Descriptor[]>;
   /** Every repository with a tag or a linked manifest. */
   repositories(): Promise<RepositoryName[]>;
+  /** Records a committed manifest's media type, store-wide by digest. */
+  putManifestType(digest: string, t: ManifestType): Promise<void>;
+  manifestType(digest: string): Promise<ManifestType | undefined>;
+  /** Forgets a manifest's media type (gc, as its blob goes); harmless when there is none. */
+  deleteManifestType(digest: string): Promise<void>;
   /** Drops what is memoised and bumps the generation: another process (import, offline sync) changed the store. */
   invalidate(): void;
   readonly state: StateDocuments;
+  /** One download per digest across every process sharing this store, when the store can tell (a database). */
+  readonly leases?: FlightLeases;
+  /** Releases connections; fs has none. */
+  close?(): Promise<void>;
 }
+
+// ─── FlightLeases: the cross-process half of single flight (the in-process half is mirror/flight.ts) ─────────
+
+export interface FlightLease {
+  /** Harmless more than once. */
+  release(): Promise<void>;
+}
+
+export interface FlightLeases {
+  /**
+   * Resolves once this process holds the lease on `digest`: at once when nobody else downloads it, else when the
+   * holder releases it or dies. The caller then checks the store first: the holder may have committed it.
+   * Waiting longer than `waitMs` rejects (UPSTREAM_FAILED), and so does `signal` (shutdown).
+   */
+  acquire(digest: string, waitMs: number, signal?: AbortSignal): Promise<FlightLease>;
+}
+
+/** A store used by one process at a time (or whose processes each download): the in-process flight is all. */
+export const LOCAL_LEASES: FlightLeases = {
+  acquire: async () => ({ release: async () => undefined }),
+};

@@ -1,22 +1,25 @@
 // Content-addressed store: blobs (manifests too) by sha256 through a BlobBackend, manifest media types, and
 // tags, links and referrers per (host, repository) through a MetadataStore; the caches sit in front of them.
-import { mkdir, readFile, unlink } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import type { Descriptor } from '../oci/manifest.js';
 import { hexOf, HEX_RE } from './digest.js';
+import type { PostgresConfig, S3StorageConfig } from '../config/config.js';
 import { FsBlobBackend } from './fs/blobs.js';
-import { isNotFound } from './fs/dirs.js';
 import { FsMetadataStore } from './fs/metadata.js';
 import { FsSpoolArea } from './fs/spool.js';
 import { Ingest, storeAtLimit, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
-import type { BlobBackend, BlobUsage, ByteRange, MetadataStore, RepositoryName, VerifiedSpool } from './ports.js';
+import { PgMetadataStore } from './pg/metadata.js';
+import { LOCAL_LEASES, type BlobBackend, type BlobUsage, type ByteRange, type FlightLeases, type MetadataStore, type RepositoryName, type VerifiedSpool } from './ports.js';
+import { S3BlobBackend } from './s3/blobs.js';
+import { s3Client } from './s3/client.js';
 
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
-export type { BlobBackend, BlobUsage, ByteRange } from './ports.js';
+export type { BlobBackend, BlobUsage, ByteRange, FlightLease, FlightLeases } from './ports.js';
 export { hexOf } from './digest.js';
 export { isNotFound } from './fs/dirs.js';
 
@@ -28,14 +31,14 @@ export interface StoredManifest {
   body: Buffer;
 }
 
+/** Where blobs and metadata live besides the local folder (config `storage.s3`, `database.postgres`). */
 export interface StoreOptions {
+  s3?: S3StorageConfig;
+  postgres?: PostgresConfig;
+  /** A server follows the other replicas' changes (LISTEN); a CLI command does not. Default true. */
+  follow?: boolean;
   /** `storage.maxBytes`: an ingest that would take the committed bytes past it is refused (507). Never evicts. */
   maxBytes?: number;
-}
-
-interface ManifestMeta {
-  mediaType: string;
-  sizeBytes: number;
 }
 
 export class Store {
@@ -54,6 +57,9 @@ export class Store {
    * it has gone. The backend's own function, so a cache hit costs no extra call.
    */
   readonly openFd: ((digest: string) => Promise<number | undefined>) | undefined;
+
+  /** One download per digest across every replica sharing the store (a no-op for a store of its own). */
+  readonly leases: FlightLeases;
   readonly maxBytes: number | undefined;
   /** When each blob was last asked for in this process (epoch ms), so gc spares what a client is using. */
   private readonly touched = new Map<string, number>();
@@ -63,12 +69,12 @@ export class Store {
     readonly blobs: BlobBackend,
     /** Tags, links, referrers and the state documents. */
     readonly meta: MetadataStore,
-    private readonly spools: FsSpoolArea,
-    opts: StoreOptions,
+    maxBytes: number | undefined,
   ) {
     this.root = root;
     this.openFd = blobs.openFd?.bind(blobs);
-    this.maxBytes = opts.maxBytes;
+    this.leases = meta.leases ?? LOCAL_LEASES;
+    this.maxBytes = maxBytes;
   }
 
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
@@ -76,24 +82,32 @@ export class Store {
     return this.meta.generation;
   }
 
-  /** Opens (creating) the store on a folder; spool leftovers of processes that are gone are removed. */
-  static async open(root: string, opts: StoreOptions = {}): Promise<Store> {
+  /**
+   * Opens (creating) the store: on the folder `root` alone (the default), or with blobs on S3 and/or metadata in
+   * PostgreSQL (`root` then holds the spools). Spool leftovers of processes that are gone are removed.
+   */
+  static async open(root: string, backends: StoreOptions = {}): Promise<Store> {
     const spools = await FsSpoolArea.open(root);
     let store: Store | undefined;
-    const blobs = await FsBlobBackend.open(root, spools, { onGone: (digest) => store?.forget(digest) });
-    store = new Store(root, blobs, new FsMetadataStore(root, spools), spools, opts);
-    await mkdir(join(root, 'repositories'), { recursive: true });
+    const onGone = (digest: string): void => store?.forget(digest);
+    try {
+      const blobs = backends.s3
+        ? await S3BlobBackend.open(s3Client(backends.s3), { bucket: backends.s3.bucket, prefix: backends.s3.prefix }, spools)
+        : await FsBlobBackend.open(root, spools, { onGone });
+      const meta = backends.postgres ? await PgMetadataStore.open(backends.postgres, { listen: backends.follow }) : new FsMetadataStore(root, spools);
+      store = new Store(root, blobs, meta, backends.maxBytes);
+    } catch (e) {
+      await spools.close();
+      throw e;
+    }
+    if (!backends.postgres) await mkdir(join(root, 'repositories'), { recursive: true });
     return store;
   }
 
-  /** Removes this process's spool area (nothing in it is committed content). */
+  /** Removes this process's spool area (nothing in it is committed content) and closes the database, if any. */
   async close(): Promise<void> {
     await this.blobs.close();
-  }
-
-  private metaPath(digest: string): string {
-    const hex = hexOf(digest);
-    return join(this.root, 'manifests', 'sha256', hex.slice(0, 2), `${hex}.json`);
+    await this.meta.close?.();
   }
 
 
@@ -106,8 +120,8 @@ export class Store {
     }
     const s = await this.blobs.stat(digest);
     if (!s) return undefined;
-    this.touched.set(digest, Date.now()); // committed blobs only, so the map is bounded by the store
     this.sizes.set(digest, s.sizeBytes);
+    this.touched.set(digest, Date.now()); // committed blobs only, so the map is bounded by the store
     return { digest, sizeBytes: s.sizeBytes };
   }
 
@@ -148,22 +162,6 @@ export class Store {
     return this.blobs.readAll(digest);
   }
 
-  /**
-   * Removes a committed blob (and, for a manifest, its media type record) for good: gc's sweep. A reader that
-   * opened it already keeps reading it (fs: an unlinked file lives until closed). False when it was not there.
-   */
-  async deleteBlob(digest: string): Promise<boolean> {
-    const gone = await this.blobs.delete(digest);
-    try {
-      await unlink(this.metaPath(digest));
-    } catch (e) {
-      if (!isNotFound(e)) throw e;
-    }
-    this.forget(digest);
-    this.touched.delete(digest);
-    return gone;
-  }
-
   /** Drops a blob whose bytes no longer match its digest (verify --repair), so it can be refetched. */
   async quarantine(digest: string): Promise<string> {
     const dest = await this.blobs.quarantine(digest);
@@ -171,14 +169,16 @@ export class Store {
     return dest;
   }
 
-  /** How many blobs and bytes the store holds, as of now (kept by the backend, never a scan per call). */
-  usage(): Promise<BlobUsage> {
-    return this.blobs.usage();
-  }
-
-  /** A fresh private folder in the spool area (an import's unpacked tar); the caller removes it. */
-  scratchDir(prefix: string): Promise<string> {
-    return this.blobs.scratchDir(prefix);
+  /**
+   * Removes a committed blob (and, for a manifest, its media type record) for good: gc's sweep. A reader that
+   * opened it already keeps reading it (fs: an unlinked file lives until closed). False when it was not there.
+   */
+  async deleteBlob(digest: string): Promise<boolean> {
+    const gone = await this.blobs.delete(digest);
+    await this.meta.deleteManifestType(digest);
+    this.forget(digest);
+    this.touched.delete(digest);
+    return gone;
   }
 
   /** When `digest` was last asked for (stat, manifest read) in this process, or undefined. */
@@ -194,6 +194,16 @@ export class Store {
   /** Whether the committed bytes have reached storage.maxBytes. */
   async isFull(): Promise<boolean> {
     return this.maxBytes !== undefined && (await this.usage()).bytes >= this.maxBytes;
+  }
+
+  /** How many blobs and bytes the store holds, as of now (kept by the backend, never a scan per call). */
+  usage(): Promise<BlobUsage> {
+    return this.blobs.usage();
+  }
+
+  /** A fresh private folder in the spool area (an import's unpacked tar); the caller removes it. */
+  scratchDir(prefix: string): Promise<string> {
+    return this.blobs.scratchDir(prefix);
   }
 
   async beginIngest(expect: IngestExpectation): Promise<IngestWriter> {
@@ -239,7 +249,7 @@ export class Store {
       });
     }
     const info = await this.putBlob(body, { digest: expectDigest, sizeBytes: body.length });
-    await this.spools.writeAtomic(this.metaPath(info.digest), JSON.stringify({ mediaType, sizeBytes: body.length }));
+    await this.meta.putManifestType(info.digest, { mediaType, sizeBytes: body.length });
     const m = { digest: info.digest, mediaType, body };
     this.manifests.set(info.digest, m);
     return m;
@@ -253,13 +263,8 @@ export class Store {
       return cached;
     }
     if (!digest.startsWith('sha256:') || !HEX_RE.test(digest.slice(7))) return undefined;
-    let meta: ManifestMeta;
-    try {
-      meta = JSON.parse(await readFile(this.metaPath(digest), 'utf8')) as ManifestMeta;
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
+    const meta = await this.meta.manifestType(digest);
+    if (!meta) return undefined;
     const body = await this.readBlob(digest);
     if (!body) return undefined;
     const m = { digest, mediaType: meta.mediaType, body };
@@ -282,9 +287,6 @@ export class Store {
   listTags(host: string, name: string): Promise<string[]> {
     return this.meta.listTags(host, name);
   }
-  tagHistory(host: string, name: string, tag: string): Promise<string[]> {
-    return this.meta.tagHistory(host, name, tag);
-  }
   linkManifest(host: string, name: string, m: StoredManifest): Promise<void> {
     return this.meta.linkManifest(host, name, m);
   }
@@ -305,6 +307,9 @@ export class Store {
   }
   repositories(): Promise<RepositoryName[]> {
     return this.meta.repositories();
+  }
+  tagHistory(host: string, name: string, tag: string): Promise<string[]> {
+    return this.meta.tagHistory(host, name, tag);
   }
 
   /** Every committed blob digest (for verify). */

@@ -9,6 +9,13 @@ export interface ManualWindowStorage {
   read(): Promise<ManualWindow | null>;
   /** Replaces the persisted manual window atomically. */
   write(manual: ManualWindow | null): Promise<void>;
+  /** Shared stores (several replicas): calls `onChange` when another writer changed it; returns a stop function. */
+  watch?(onChange: (manual: ManualWindow | null) => void): () => void;
+}
+
+/** Applies other writers' changes of the manual window to `state` as they land (a store that can tell). */
+export function followManual(state: WindowState, storage: ManualWindowStorage): () => void {
+  return storage.watch?.((m) => state.restore(m)) ?? (() => undefined);
 }
 
 /** Loads the persisted manual window into `state`. */

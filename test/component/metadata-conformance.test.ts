@@ -1,5 +1,5 @@
-// What every MetadataStore must do (store/ports.ts), run against each implementation: fs now, a database
-// later (add a factory). Tags, links per repository, referrers by subject, the generation, and the state
+// What every MetadataStore must do (store/ports.ts), run against each implementation: fs, and PostgreSQL (the
+// real one, when test/services are up). Tags, links per repository, referrers by subject, the generation, and the state
 // documents (allowlist, denied log, manual window) through the policy and window code that uses them.
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import { DeniedLog } from '../../src/policy/denied.js';
 import type { LinkableManifest, MetadataStore } from '../../src/store/ports.js';
 import { Store } from '../../src/store/store.js';
 import type { ManualWindow } from '../../src/window/state.js';
+import { freshDatabase, requireServices } from '../helpers/services.js';
 
 interface Opened {
   meta: MetadataStore;
@@ -39,6 +40,32 @@ const factories: Array<{ name: string; open: () => Promise<Opened> }> = [
       };
     },
   },
+  // The real PostgreSQL (test/services): a fresh database per test; `another` is a second replica's store on it.
+  ...(requireServices(['postgres'], 'MetadataStore conformance on PostgreSQL') ? [{
+    name: 'postgres',
+    open: async (): Promise<Opened> => {
+      const db = await freshDatabase();
+      const dirs: string[] = [];
+      const stores: Store[] = [];
+      const openOne = async (): Promise<Store> => {
+        const dir = await mkdtemp(join(tmpdir(), 'sluice-meta-pg-'));
+        dirs.push(dir);
+        const s = await Store.open(dir, { postgres: { url: db.url, poolSize: 4 } });
+        stores.push(s);
+        return s;
+      };
+      const first = await openOne();
+      return {
+        meta: first.meta,
+        another: async () => (await openOne()).meta,
+        close: async () => {
+          for (const s of stores) await s.close();
+          for (const d of dirs) await rm(d, { recursive: true, force: true });
+          await db.drop();
+        },
+      };
+    },
+  }] : []),
 ];
 
 const digestOf = (body: Buffer): string => `sha256:${createHash('sha256').update(body).digest('hex')}`;

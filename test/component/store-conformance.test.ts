@@ -1,5 +1,5 @@
 // The store's ports, one suite every implementation passes: a BlobBackend commits atomically, never shows a
-// partial blob, reads ranges exactly, keeps list and usage right. Each factory is one backend (fs now; S3 next).
+// partial blob, reads ranges exactly, keeps list and usage right. One factory per backend: fs, and S3 (real RGW).
 import { createHash } from 'node:crypto';
 import { closeSync, readSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,6 +12,8 @@ import { FsBlobBackend } from '../../src/store/fs/blobs.js';
 import { FsSpoolArea } from '../../src/store/fs/spool.js';
 import { Ingest } from '../../src/store/ingest.js';
 import type { BlobBackend, IngestExpectation } from '../../src/store/store.js';
+import { S3BlobBackend } from '../../src/store/s3/blobs.js';
+import { freshBucket, requireServices } from '../helpers/services.js';
 
 interface BackendUnderTest {
   backend: BlobBackend;
@@ -20,7 +22,7 @@ interface BackendUnderTest {
   dispose(): Promise<void>;
 }
 
-/** Add a backend here (the object-store backend will be the second). */
+/** One factory per backend: fs, and S3 on the real RGW when test/services are up. */
 const BLOB_BACKENDS: Array<[string, () => Promise<BackendUnderTest>]> = [
   ['fs', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'sluice-conformance-'));
@@ -28,6 +30,21 @@ const BLOB_BACKENDS: Array<[string, () => Promise<BackendUnderTest>]> = [
     const backend = await open();
     return { backend, reopen: open, dispose: () => rm(dir, { recursive: true, force: true }) };
   }],
+  // The real object store (Ceph RGW from test/services): a fresh bucket per test, spools in a temp folder.
+  ...(requireServices(['s3'], 'BlobBackend conformance on S3') ? [['s3', async (): Promise<BackendUnderTest> => {
+    const dir = await mkdtemp(join(tmpdir(), 'sluice-conformance-s3-'));
+    const bucket = await freshBucket();
+    const open = async (): Promise<S3BlobBackend> => S3BlobBackend.open(bucket.client, { bucket: bucket.bucket, prefix: 'store/' }, await FsSpoolArea.open(dir));
+    const backend = await open();
+    return {
+      backend,
+      reopen: open,
+      dispose: async () => {
+        await bucket.remove();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }] as [string, () => Promise<BackendUnderTest>]] : []),
 ];
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;

@@ -6,6 +6,12 @@ dir=${1:-/tmp/sluice-services}
 here=$(dirname "$0")
 mkdir -p "$dir"
 pg=$("$here/postgres.sh" start "$dir/postgres" 55432)
-read -r endpoint access secret < <("$here/ceph.sh" start "$dir/ceph" 56789 57480 2> "$dir/ceph-start.log")
+# A single-node Ceph now and then fails its first start on a busy machine: one clean retry.
+ceph_start() { "$here/ceph.sh" start "$dir/ceph" 56789 57480 2>> "$dir/ceph-start.log"; }
+if ! s3=$(ceph_start); then
+  "$here/ceph.sh" stop "$dir/ceph"
+  s3=$(ceph_start) || { echo "up.sh: Ceph did not start (see $dir/ceph-start.log)" >&2; tail -20 "$dir/ceph-start.log" >&2; exit 1; }
+fi
+read -r endpoint access secret <<< "$s3"
 printf 'export SLUICE_TEST_PG_URL=%q\n' "$pg"
 printf 'export SLUICE_TEST_S3_ENDPOINT=%q SLUICE_TEST_S3_ACCESS_KEY=%q SLUICE_TEST_S3_SECRET_KEY=%q\n' "$endpoint" "$access" "$secret"

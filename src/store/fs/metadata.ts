@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Descriptor } from '../../oci/manifest.js';
 import { HEX_RE, hexOf } from '../digest.js';
-import type { LinkableManifest, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
+import type { LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
 import { isNotDir, isNotFound, listDir } from './dirs.js';
 import { fsStateDocuments } from './state.js';
+import { referrerDescriptor, subjectOf } from '../referrers.js';
 
 /** Where atomic writes are staged: the store's spool area (fs/spool.ts). */
 export interface TempArea {
@@ -156,6 +157,29 @@ export class FsMetadataStore implements MetadataStore {
     return out.sort((a, b) => a.digest.localeCompare(b.digest));
   }
 
+  /** `manifests/sha256/<ab>/<hex>.json`: `{"mediaType","sizeBytes"}`, as every release wrote it. */
+  private typePath(digest: string): string {
+    const hex = hexOf(digest);
+    return join(this.root, 'manifests', 'sha256', hex.slice(0, 2), `${hex}.json`);
+  }
+
+  putManifestType(digest: string, t: ManifestType): Promise<void> {
+    return this.temp.writeAtomic(this.typePath(digest), JSON.stringify({ mediaType: t.mediaType, sizeBytes: t.sizeBytes }));
+  }
+
+  async deleteManifestType(digest: string): Promise<void> {
+    await removeFile(this.typePath(digest));
+  }
+
+  async manifestType(digest: string): Promise<ManifestType | undefined> {
+    try {
+      return JSON.parse(await readFile(this.typePath(digest), 'utf8')) as ManifestType;
+    } catch (e) {
+      if (isNotFound(e) || isNotDir(e)) return undefined;
+      throw e;
+    }
+  }
+
   async repositories(): Promise<RepositoryName[]> {
     const out: RepositoryName[] = [];
     const root = join(this.root, 'repositories');
@@ -195,29 +219,6 @@ async function exists(path: string): Promise<boolean> {
     if (isNotFound(e) || isNotDir(e)) return false;
     throw e;
   }
-}
-
-function subjectOf(body: Buffer): string | undefined {
-  try {
-    const doc = JSON.parse(body.toString('utf8')) as { subject?: { digest?: unknown } };
-    const d = doc.subject?.digest;
-    return typeof d === 'string' && d.startsWith('sha256:') && HEX_RE.test(d.slice(7)) ? d : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function referrerDescriptor(m: LinkableManifest): Descriptor {
-  const doc = JSON.parse(m.body.toString('utf8')) as {
-    artifactType?: string;
-    config?: { mediaType?: string };
-    annotations?: Record<string, string>;
-  };
-  const d: Descriptor = { mediaType: m.mediaType, digest: m.digest, size: m.body.length };
-  const artifactType = doc.artifactType ?? doc.config?.mediaType;
-  if (artifactType) d.artifactType = artifactType;
-  if (doc.annotations) d.annotations = doc.annotations;
-  return d;
 }
 
 async function walkRepos(dir: string, host: string, parts: string[], out: RepositoryName[]): Promise<void> {

@@ -1,0 +1,114 @@
+// Case 6: the same sluice on the scale-out store (blobs on S3 / Ceph RGW, metadata in PostgreSQL) beside the
+// filesystem store, same content, same run, alternating: manifest and small-blob request rate, blob throughput.
+// Needs the services of test/services/up.sh (SLUICE_TEST_S3_* and SLUICE_TEST_PG_URL); skipped, and said, without.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import pg from 'pg';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import { s3Client } from '../src/store/s3/client.js';
+import { freePort, runOk } from '../testkit/proc.js';
+import { SLUICE_MAIN } from '../testkit/sluice.js';
+import { median, rateRequests, rotate, type Settings } from './cases.js';
+import { sizeLabel, type BenchImage } from './content.js';
+import { blobThroughput, requestRate } from './load.js';
+import { fmtInt, fmtRatio, renderTable } from './report.js';
+import { startSluice, type Server } from './servers.js';
+
+export interface ScaleOutRun {
+  backend: 'fs' | 's3+pg';
+  metric: string;
+  round: number;
+  /** req/s for the rate metrics, bytes/s for throughput. */
+  value: number;
+  errors: number;
+}
+
+/** Undefined (and why on stderr) when the services are not there. */
+export function scaleOutServices(): { endpoint: string; access: string; secret: string; pgUrl: string } | undefined {
+  const e = process.env;
+  if (!e.SLUICE_TEST_S3_ENDPOINT || !e.SLUICE_TEST_PG_URL) return undefined;
+  return { endpoint: e.SLUICE_TEST_S3_ENDPOINT, access: e.SLUICE_TEST_S3_ACCESS_KEY ?? '', secret: e.SLUICE_TEST_S3_SECRET_KEY ?? '', pgUrl: e.SLUICE_TEST_PG_URL };
+}
+
+/** A copy of the filesystem bench config with blobs on a fresh bucket and metadata in a fresh database; the layout imported into it. */
+async function scaleOutConfig(fsConfigFile: string, dir: string, layoutDir: string): Promise<{ file: string; port: number }> {
+  const svc = scaleOutServices();
+  if (!svc) throw new Error('no scale-out services');
+  const id = randomBytes(4).toString('hex');
+  const bucket = `sluice-bench-${id}`;
+  const s3 = { endpoint: svc.endpoint, bucket, region: 'us-east-1', prefix: '', forcePathStyle: true, accessKeyEnv: 'SLUICE_TEST_S3_ACCESS_KEY', secretKeyEnv: 'SLUICE_TEST_S3_SECRET_KEY' };
+  const client = s3Client(s3);
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  client.destroy();
+  const admin = new pg.Client({ connectionString: svc.pgUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE sluice_bench_${id}`);
+  await admin.end();
+  const url = new URL(svc.pgUrl);
+  url.pathname = `/sluice_bench_${id}`;
+  const doc = parseYaml(await readFile(fsConfigFile, 'utf8')) as Record<string, unknown>;
+  const port = await freePort();
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, 'sluice.yaml');
+  await writeFile(file, toYaml({
+    ...doc,
+    listen: `127.0.0.1:${port}`,
+    storage: { s3, path: join(dir, 'local') },
+    database: { postgres: { url: url.toString() } },
+    admin: { listen: `127.0.0.1:${await freePort()}` },
+  }));
+  await runOk(process.execPath, [SLUICE_MAIN, 'import', layoutDir, '--config', file]);
+  return { file, port };
+}
+
+export async function runScaleOutCase(s: Settings, o: { fsConfig: { file: string; port: number }; layoutDir: string; img: BenchImage; workDir: string }): Promise<ScaleOutRun[]> {
+  const s3cfg = await scaleOutConfig(o.fsConfig.file, join(o.workDir, 'scale-out'), o.layoutDir);
+  const targets: Record<ScaleOutRun['backend'], Server> = {
+    fs: await startSluice(o.fsConfig.file, o.fsConfig.port, { name: 'sluice-fs' }),
+    's3+pg': await startSluice(s3cfg.file, s3cfg.port, { name: 'sluice-s3' }),
+  };
+  const runs: ScaleOutRun[] = [];
+  const order = Object.keys(targets) as Array<ScaleOutRun['backend']>;
+  const scriptFile = join(o.workDir, 'wrk-done-6.lua');
+  try {
+    for (const k of order) for (const q of rateRequests(o.img)) await requestRate(`${targets[k].url}${q.path}`, { connections: s.rateConnections, durationS: s.rateWarmupS, headers: q.headers });
+    for (let round = 0; round < s.rounds; round++) {
+      for (const q of rateRequests(o.img)) {
+        for (const k of rotate(order, round)) {
+          const r = await requestRate(`${targets[k].url}${q.path}`, { connections: s.rateConnections, durationS: s.rateDurationS, headers: q.headers });
+          runs.push({ backend: k, metric: `${q.kind} (req/s)`, round, value: r.rps, errors: r.non2xx + r.errors });
+          process.stderr.write(`  [6] ${q.kind.padEnd(18)} ${k.padEnd(6)} ${Math.round(r.rps).toString().padStart(6)} req/s\n`);
+        }
+      }
+      for (const size of s.throughputSizes) {
+        const d = o.img.layers.get(sizeLabel(size));
+        if (!d) continue;
+        for (const clients of s.throughputClients) {
+          for (const k of rotate(order, round)) {
+            const r = await blobThroughput(`${targets[k].url}/v2/${o.img.name}/blobs/${d.digest}`, { connections: clients, durationS: s.throughputDurationS, scriptFile });
+            runs.push({ backend: k, metric: `blob ${sizeLabel(size)} ×${clients} (MB/s)`, round, value: r.bytesPerSec / 1e6, errors: r.errors });
+            process.stderr.write(`  [6] ${sizeLabel(size).padStart(6)} ×${String(clients).padEnd(2)} ${k.padEnd(6)} ${(r.bytesPerSec / 1e6).toFixed(0).padStart(6)} MB/s\n`);
+          }
+        }
+      }
+    }
+  } finally {
+    await Promise.all(Object.values(targets).map((t) => t.stop()));
+  }
+  return runs;
+}
+
+/** One line per metric: the medians side by side and s3+pg as a share of fs. */
+export function renderScaleOut(runs: ScaleOutRun[]): string {
+  const metrics = [...new Set(runs.map((r) => r.metric))];
+  const med = (backend: string, metric: string): number => median(runs.filter((r) => r.backend === backend && r.metric === metric).map((r) => r.value));
+  const body = metrics.map((m) => {
+    const fs = med('fs', m);
+    const s3 = med('s3+pg', m);
+    const errors = runs.filter((r) => r.metric === m).reduce((n, r) => n + r.errors, 0);
+    return [`6 scale-out`, m, fmtInt(fs), fmtInt(s3), fmtRatio(s3 / fs), errors > 0 ? `${errors} errors` : ''];
+  });
+  return renderTable(['case', 'metric', 'fs store', 's3+pg store', 's3+pg / fs', ''], body, [false, false, true, true, true, false]);
+}

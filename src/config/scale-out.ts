@@ -1,0 +1,122 @@
+// The scale-out keys: `storage: { s3: {…}, path }` (blobs on an S3-compatible object store, the local folder for
+// spools and the admin token) and `database: { postgres: {…} }` (metadata in PostgreSQL). Validated like the rest.
+
+export interface S3StorageConfig {
+  /** http(s)://host:port of an S3-compatible service; absent: AWS S3 of `region`. */
+  endpoint?: string;
+  bucket: string;
+  region: string;
+  /** Prepended to every key ("" or ending in "/"), so one bucket can hold several stores. */
+  prefix: string;
+  accessKeyFile?: string;
+  secretKeyFile?: string;
+  accessKeyEnv?: string;
+  secretKeyEnv?: string;
+  forcePathStyle: boolean;
+  tls?: { ca?: string };
+}
+
+export interface PostgresConfig {
+  url?: string;
+  host?: string;
+  port?: number;
+  user?: string;
+  passwordFile?: string;
+  database?: string;
+  /** Connections per replica for metadata queries (leases use their own). */
+  poolSize: number;
+}
+
+type Problems = string[];
+type PathOf = (v: string) => string;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function unknownKeys(v: Record<string, unknown>, at: string, known: string[], p: Problems): void {
+  for (const k of Object.keys(v)) if (!known.includes(k)) p.push(`${at}.${k}: unknown key`);
+}
+
+function optStr(v: unknown, at: string, p: Problems): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === 'string' && v.length > 0) return v;
+  p.push(`${at}: must be a non-empty string`);
+  return undefined;
+}
+
+/** `storage`: a folder (string), or `{ s3: {…}, path?: folder }`. */
+export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): S3StorageConfig {
+  const at = 'storage.s3';
+  unknownKeys(s, at, ['endpoint', 'bucket', 'region', 'prefix', 'accessKeyFile', 'secretKeyFile', 'accessKeyEnv', 'secretKeyEnv', 'forcePathStyle', 'tls'], p);
+  const bucket = optStr(s.bucket, `${at}.bucket`, p) ?? '';
+  if (s.bucket === undefined) p.push(`${at}.bucket: is required`);
+  else if (bucket && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) p.push(`${at}.bucket: not a valid bucket name (3-63 of a-z 0-9 . -)`);
+  const endpoint = optStr(s.endpoint, `${at}.endpoint`, p);
+  if (endpoint && !/^https?:\/\/[^/]+\/?$/.test(endpoint)) p.push(`${at}.endpoint: must be http(s)://HOST[:PORT]`);
+  const prefix = s.prefix === '' ? '' : (optStr(s.prefix, `${at}.prefix`, p) ?? '');
+  if (prefix.startsWith('/')) p.push(`${at}.prefix: must not start with "/"`);
+  const c: S3StorageConfig = {
+    bucket,
+    region: optStr(s.region, `${at}.region`, p) ?? 'us-east-1',
+    prefix: prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`,
+    forcePathStyle: s.forcePathStyle === undefined ? endpoint !== undefined : s.forcePathStyle === true,
+  };
+  if (s.forcePathStyle !== undefined && typeof s.forcePathStyle !== 'boolean') p.push(`${at}.forcePathStyle: must be true or false`);
+  if (endpoint) c.endpoint = endpoint.replace(/\/$/, '');
+  for (const k of ['accessKeyFile', 'secretKeyFile'] as const) {
+    const f = optStr(s[k], `${at}.${k}`, p);
+    if (f) c[k] = path(f);
+  }
+  for (const k of ['accessKeyEnv', 'secretKeyEnv'] as const) {
+    const e = optStr(s[k], `${at}.${k}`, p);
+    if (e) c[k] = e;
+  }
+  if ((c.accessKeyFile === undefined) !== (c.secretKeyFile === undefined)) p.push(`${at}: give accessKeyFile and secretKeyFile together`);
+  if ((c.accessKeyEnv === undefined) !== (c.secretKeyEnv === undefined)) p.push(`${at}: give accessKeyEnv and secretKeyEnv together`);
+  if (c.accessKeyFile && c.accessKeyEnv) p.push(`${at}: give key files or key environment variables, not both`);
+  if (s.tls !== undefined) {
+    if (!isObject(s.tls)) p.push(`${at}.tls: must be a mapping with ca`);
+    else {
+      unknownKeys(s.tls, `${at}.tls`, ['ca'], p);
+      const ca = optStr(s.tls.ca, `${at}.tls.ca`, p);
+      c.tls = ca ? { ca: path(ca) } : {};
+    }
+  }
+  return c;
+}
+
+/** `database`: absent (metadata beside the store, as always), or `{ postgres: { url | host/port/user/passwordFile, database } }`. */
+export function parseDatabase(v: unknown, p: Problems, path: PathOf): PostgresConfig | undefined {
+  if (v === undefined) return undefined;
+  if (!isObject(v) || !isObject(v.postgres)) {
+    p.push('database: must be a mapping with postgres');
+    return undefined;
+  }
+  unknownKeys(v, 'database', ['postgres'], p);
+  const at = 'database.postgres';
+  const g = v.postgres;
+  unknownKeys(g, at, ['url', 'host', 'port', 'user', 'passwordFile', 'database', 'poolSize'], p);
+  const c: PostgresConfig = { poolSize: 10 };
+  const url = optStr(g.url, `${at}.url`, p);
+  if (url) {
+    if (!/^postgres(ql)?:\/\//.test(url)) p.push(`${at}.url: must be a postgres:// URL`);
+    c.url = url;
+  }
+  const host = optStr(g.host, `${at}.host`, p);
+  if (host) c.host = host;
+  if (!url && !host) p.push(`${at}: give url, or host (with port, user, passwordFile, database)`);
+  if (g.port !== undefined) {
+    if (typeof g.port !== 'number' || !Number.isInteger(g.port) || g.port < 1 || g.port > 65535) p.push(`${at}.port: must be a port number`);
+    else c.port = g.port;
+  }
+  const user = optStr(g.user, `${at}.user`, p);
+  if (user) c.user = user;
+  const database = optStr(g.database, `${at}.database`, p);
+  if (database) c.database = database;
+  const passwordFile = optStr(g.passwordFile, `${at}.passwordFile`, p);
+  if (passwordFile) c.passwordFile = path(passwordFile);
+  if (g.poolSize !== undefined) {
+    if (typeof g.poolSize !== 'number' || !Number.isInteger(g.poolSize) || g.poolSize < 1) p.push(`${at}.poolSize: must be a positive integer`);
+    else c.poolSize = g.poolSize;
+  }
+  return c;
+}

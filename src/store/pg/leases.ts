@@ -1,0 +1,67 @@
+// Cross-replica single flight: the lease on a digest is a PostgreSQL session-level advisory lock, held on its own
+// connection for as long as the download runs. A replica that dies (kill -9, power) loses its connection and
+// PostgreSQL releases the lock at once; a half-open TCP connection is found by keepalives. Waiting is blocking
+// pg_advisory_lock: the waiter wakes the moment the holder releases or dies, with no polling.
+import type pg from 'pg';
+import { RegistryError } from '../../oci/errors.js';
+import { hexOf } from '../digest.js';
+import type { FlightLease, FlightLeases } from '../ports.js';
+
+/** The lock key of a digest: its first 64 bits, signed (a collision only makes two digests take turns). */
+function keyOf(digest: string): string {
+  return BigInt.asIntN(64, BigInt(`0x${hexOf(digest).slice(0, 16)}`)).toString();
+}
+
+export class PgLeases implements FlightLeases {
+  private readonly held = new Set<pg.PoolClient>();
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  async acquire(digest: string, waitMs: number, signal?: AbortSignal): Promise<FlightLease> {
+    const client = await this.pool.connect();
+    const key = keyOf(digest);
+    // Cancelling a blocked pg_advisory_lock: end its session (the lock, if granted meanwhile, goes with it).
+    let cancelled = false;
+    const cancel = (): void => {
+      cancelled = true;
+      client.release(true);
+    };
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      if (signal?.aborted) throw signal.reason;
+      await client.query(`SET lock_timeout = ${Math.max(1, Math.floor(waitMs))}`);
+      await client.query('SELECT pg_advisory_lock($1)', [key]);
+    } catch (e) {
+      if (!cancelled) client.release();
+      if (cancelled) throw signal?.reason instanceof Error ? signal.reason : new RegistryError('UPSTREAM_FAILED', 'the wait for another replica\'s download was cancelled', { digest });
+      if ((e as { code?: string }).code === '55P03') {
+        throw new RegistryError('UPSTREAM_FAILED', 'another sluice replica is still downloading this blob', { digest, waitedMs: waitMs });
+      }
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+    }
+    if (cancelled) throw new RegistryError('UPSTREAM_FAILED', 'the wait for another replica\'s download was cancelled', { digest });
+    this.held.add(client);
+    let released = false;
+    return {
+      release: async () => {
+        if (released) return;
+        released = true;
+        this.held.delete(client);
+        try {
+          await client.query('SELECT pg_advisory_unlock($1)', [key]);
+          client.release();
+        } catch (e) {
+          client.release(e instanceof Error ? e : true); // a broken session drops its locks with it
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.held) c.release(true);
+    this.held.clear();
+    await this.pool.end();
+  }
+}

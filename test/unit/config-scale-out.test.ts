@@ -1,0 +1,60 @@
+// The scale-out config keys: storage.s3 (+ storage.path) and database.postgres, their defaults, paths resolved
+// against the config file's folder, and every problem reported with its key path.
+import { describe, expect, it } from 'vitest';
+import { ConfigError, validateConfig } from '../../src/config/config.js';
+
+const FILE = '/etc/sluice/sluice.yaml';
+const BASE = { upstreams: { 'docker.io': { url: 'https://registry-1.docker.io' } } };
+
+function problems(doc: Record<string, unknown>): string[] {
+  try {
+    validateConfig({ ...BASE, ...doc }, FILE);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+describe('config: storage.s3 and database.postgres', () => {
+  it('a folder stays the whole store; no database means metadata beside it', () => {
+    const c = validateConfig({ ...BASE, storage: './data' }, FILE);
+    expect(c.storage).toBe('/etc/sluice/data');
+    expect(c.s3).toBeUndefined();
+    expect(c.postgres).toBeUndefined();
+  });
+
+  it('parses s3 with defaults (region, path style with an endpoint, local folder) and resolves key files', () => {
+    const c = validateConfig({
+      ...BASE,
+      storage: { s3: { endpoint: 'http://rgw.lan:7480/', bucket: 'mirror', prefix: 'site-a', accessKeyFile: 'keys/access', secretKeyFile: '/run/s/secret', tls: { ca: 'ca.pem' } } },
+      database: { postgres: { host: 'db.lan', port: 5432, user: 'sluice', passwordFile: 'pg.pass', database: 'sluice' } },
+    }, FILE);
+    expect(c.storage).toBe('/etc/sluice/data');
+    expect(c.s3).toEqual({
+      endpoint: 'http://rgw.lan:7480', bucket: 'mirror', region: 'us-east-1', prefix: 'site-a/', forcePathStyle: true,
+      accessKeyFile: '/etc/sluice/keys/access', secretKeyFile: '/run/s/secret', tls: { ca: '/etc/sluice/ca.pem' },
+    });
+    expect(c.postgres).toEqual({ host: 'db.lan', port: 5432, user: 'sluice', passwordFile: '/etc/sluice/pg.pass', database: 'sluice', poolSize: 10 });
+  });
+
+  it('reports every problem with its key path', () => {
+    const p = problems({
+      storage: { s3: { bucket: 'X', endpoint: 'rgw:7480', accessKeyFile: 'a', colour: 1 }, path: 3 },
+      database: { postgres: { url: 'mysql://x', port: 70000, poolSize: 0 } },
+    });
+    expect(p).toEqual(expect.arrayContaining([
+      'storage.path: must be a non-empty string',
+      'storage.s3.colour: unknown key',
+      expect.stringMatching(/^storage\.s3\.bucket: not a valid bucket name/),
+      'storage.s3.endpoint: must be http(s)://HOST[:PORT]',
+      'storage.s3: give accessKeyFile and secretKeyFile together',
+      'database.postgres.url: must be a postgres:// URL',
+      'database.postgres.port: must be a port number',
+      'database.postgres.poolSize: must be a positive integer',
+    ]));
+    expect(problems({ storage: { s3: {} } })).toContain('storage.s3.bucket: is required');
+    expect(problems({ database: { mysql: {} } })).toContain('database: must be a mapping with postgres');
+    expect(problems({ database: { postgres: {} } })).toContain('database.postgres: give url, or host (with port, user, passwordFile, database)');
+  });
+});
