@@ -1,10 +1,9 @@
 // Composition root: builds store, allowlist, denied log, upstreams, window state and mirror from a Config,
 // and the fastify instances with the one error handler. Nothing here decides policy; it only wires.
-import { readFileSync } from 'node:fs';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Allowlist } from './policy/allowlist.js';
 import type { Server as HttpsServer } from 'node:https';
-import type { Config, TlsConfig, UpstreamConfig } from './config/config.js';
+import type { Config, TlsConfig } from './config/config.js';
 import { Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
 import { rememberUser } from './http/client-identity.js';
 import { logRequests, type RequestLogEntry } from './http/request-log.js';
@@ -12,15 +11,17 @@ import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
 import { Mirror } from './mirror/mirror.js';
 import { AllowlistPolicy } from './mirror/decision.js';
-import { closedError } from './mirror/access.js';
+import { abortWhenWindowCloses, windowGate } from './mirror/window-gate.js';
 import { registerRegistryRoutes } from './http/routes.js';
 import { Store } from './store/store.js';
-import { followManual, recordManual, restoreManual, type ManualWindowStorage } from './window/manual-store.js';
+import { followManual } from './window/manual-store.js';
+import { openWindowState } from './window/open-state.js';
 import { Syncer } from './jobs/sync.js';
 import { GarbageCollector } from './jobs/gc.js';
 import { registerAdminRoutes } from './admin/admin.js';
-import type { Upstream } from './upstream/client.js';
-import { UpstreamPool } from './upstream/pool.js';
+import type { UpstreamPool } from './upstream/pool.js';
+import { upstreamPool } from './upstream/from-config.js';
+import { syncWhenWindowOpens } from './jobs/auto-sync.js';
 import { WILDCARD } from './config/config.js';
 import { WindowState } from './window/state.js';
 import { Metrics } from './metrics/metrics.js';
@@ -62,16 +63,7 @@ export interface App {
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const { store, allowlist, denied, window, windowWritten, stopFollowing } = await openState(config, opts.now);
-  const metrics = new Metrics();
-  metrics.observe({
-    window: () => window.status(),
-    usage: () => store.usage(),
-    maxBytes: config.storageMaxBytes,
-    deniedEntries: () => denied.size,
-    allowlistRules: () => allowlist.list().length,
-    now: opts.now ? () => (opts.now?.() ?? new Date()).getTime() : undefined,
-    readiness: cachedReadiness(() => coverageReport(store, ruleTexts(allowlist), { platforms: config.platforms })),
-  });
+  const metrics = observedMetrics(config, { store, allowlist, denied, window }, opts.now);
   const life = { stopping: false };
   const upstreams = upstreamPool(config, windowGate(window, life), metrics);
   const stopAborts = abortWhenWindowCloses(window, upstreams);
@@ -106,6 +98,21 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   return { ...app, close: (deadlineMs = Date.now()) => closeApp(app, life, stopWatching, windowWritten, deadlineMs) };
 }
 
+/** The metrics registry, its gauges reading the state opened for this app. */
+function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'denied' | 'window'>, now?: () => Date): Metrics {
+  const metrics = new Metrics();
+  metrics.observe({
+    window: () => s.window.status(),
+    usage: () => s.store.usage(),
+    maxBytes: config.storageMaxBytes,
+    deniedEntries: () => s.denied.size,
+    allowlistRules: () => s.allowlist.list().length,
+    now: now ? () => now().getTime() : undefined,
+    readiness: cachedReadiness(() => coverageReport(s.store, ruleTexts(s.allowlist), { platforms: config.platforms })),
+  });
+  return metrics;
+}
+
 /** The store and the state documents kept beside it: allowlist, denied log, the operator's window. */
 async function openState(
   config: Config,
@@ -115,13 +122,11 @@ async function openState(
   const documents = store.meta.state;
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
-  const { window, written } = await openWindowState(config, documents.window, now);
+  const { window, written } = await openWindowState(config.windows, documents.window, now);
   // Another replica's (or the CLI's) manual window applies here at once, on a store that can tell.
   const stopFollowing = followManual(window, documents.window);
   return { store, allowlist, denied, window, windowWritten: written, stopFollowing };
 }
-
-/** One client per configured upstream, every request through the window gate. */
 
 /** See App.close. */
 async function closeApp(
@@ -147,95 +152,6 @@ async function closeApp(
 
 export function hostTable(config: Config): { has(host: string): boolean; defaultHost: string } {
   return { has: (h) => config.upstreams.has(h) || config.upstreams.has(WILDCARD), defaultHost: config.defaultUpstream };
-}
-
-/** One client per configured host; an upstream `'*'` (a mirror) makes one per host asked for, on first use. */
-function upstreamPool(config: Config, gate: (what: string) => void, metrics: Metrics): UpstreamPool {
-  const named = new Map<string, ConstructorParameters<typeof Upstream>[0]>();
-  let wildcard: ConstructorParameters<typeof Upstream>[0] | undefined;
-  for (const u of config.upstreams.values()) {
-    // Every host behind a '*' mirror shares its counters (labelled "*"), so the label set stays the configured one.
-    const opts = { ...upstreamOptions(u, config), gate, metrics: metrics.upstream(u.host) };
-    if (u.host === WILDCARD) wildcard = opts;
-    else named.set(u.host, opts);
-  }
-  return new UpstreamPool(named, wildcard);
-}
-
-function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParameters<typeof Upstream>[0] {
-  const password = u.auth?.passwordFile
-    ? readFileSync(u.auth.passwordFile, 'utf8').trim()
-    : u.auth?.passwordEnv
-      ? process.env[u.auth.passwordEnv] ?? ''
-      : undefined;
-  return {
-    host: u.host,
-    url: u.url,
-    dockerHub: u.host === 'docker.io' && !u.mirror,
-    mirror: u.mirror,
-    auth: u.auth && password !== undefined ? { username: u.auth.username, password } : undefined,
-    tls: u.tls ? { ca: u.tls.ca ? readFileSync(u.tls.ca, 'utf8') : undefined, insecureSkipVerify: u.tls.insecureSkipVerify } : undefined,
-    connectTimeoutMs: config.upstreamTimeouts.connectMs,
-    idleTimeoutMs: config.upstreamTimeouts.idleMs,
-    redirectHosts: u.redirectHosts,
-  };
-}
-
-/**
- * The one window gate every upstream request passes at the moment it is sent (shut for good by close()). 404 like the mirror's closed
- * answer (blob or manifest unknown, with the next window) for the rare client that raced the close.
- */
-function windowGate(window: WindowState, life: { stopping: boolean }): (what: string) => void {
-  return (what) => {
-    if (life.stopping) throw new RegistryError('UPSTREAM_FAILED', `${what} not sent: sluice is shutting down`);
-    if (window.isOpen()) return;
-    throw closedError(window, what.startsWith('blob') ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', what, {});
-  };
-}
-
-/** Closing the window abandons upstream requests in flight (blob downloads already sent excepted). */
-function abortWhenWindowCloses(window: WindowState, upstreams: UpstreamPool): () => void {
-  return window.onChange(() => {
-    if (window.isOpen()) return;
-    const reason = new RegistryError('MANIFEST_UNKNOWN', 'upstream access closed while the request was in flight');
-    for (const u of upstreams.values()) u.abortInFlight(reason);
-  });
-}
-
-/** `syncOnOpen`: prefetch the allowlist each time upstream access goes from closed to open. */
-function syncWhenWindowOpens(window: WindowState, syncer: Syncer, log: (msg: string, f?: Record<string, unknown>) => void): () => void {
-  let wasOpen = window.isOpen();
-  const check = (): void => {
-    const open = window.isOpen();
-    if (open && !wasOpen) {
-      syncer.run().then(
-        (r) => log('automatic sync finished', { fetched: r.fetched.length, cached: r.cached.length, failed: r.failed.length }),
-        (e: unknown) => log('automatic sync failed', { error: String(e) }),
-      );
-    }
-    wasOpen = open;
-  };
-  const timer = setInterval(check, 15_000);
-  timer.unref();
-  const off = window.onChange(check);
-  return () => {
-    clearInterval(timer);
-    off();
-  };
-}
-
-/** The operator's manual window survives restarts: it is kept beside the store and written on change. */
-async function openWindowState(
-  config: Config,
-  storage: ManualWindowStorage,
-  now?: () => Date,
-): Promise<{ window: WindowState; written: () => Promise<void> }> {
-  const window = new WindowState(config.windows, now);
-  await restoreManual(window, storage);
-  const recorder = recordManual(window, storage, (e) => {
-    process.stderr.write(`sluice: cannot record the manual window in ${storage.location}: ${String(e)}\n`);
-  });
-  return { window, written: recorder.idle };
 }
 
 /** Every registry request needs valid basic-auth credentials (checked before anything else). */

@@ -3,23 +3,18 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { parseDuration, parseWindows, type Schedule } from '../window/schedule.js';
+import { parseWindows, type Schedule } from '../window/schedule.js';
 import { parseRule } from '../policy/allowlist.js';
-import { canonicalHost, isValidHost } from '../oci/reference.js';
+import { canonicalHost } from '../oci/reference.js';
 import { parseDatabase, parseS3, type PostgresConfig, type S3StorageConfig } from './scale-out.js';
 
-export type { PostgresConfig, S3StorageConfig } from './scale-out.js';
+import { parseUpstreams, WILDCARD, type UpstreamConfig } from './upstreams.js';
+import { address, bool, duration, isObject, size, str } from './values.js';
 
-export interface UpstreamConfig {
-  host: string;
-  url: string;
-  /** The url is another mirror (e.g. a sluice on the connected side): asked with `?ns=<host>` for every host. */
-  mirror: boolean;
-  auth?: { username: string; passwordFile?: string; passwordEnv?: string };
-  tls?: { ca?: string; insecureSkipVerify: boolean };
-  /** Hosts redirects may lead to (exact `host`, `host:port` or `*.domain`); absent: any host. */
-  redirectHosts?: string[];
-}
+export type { PostgresConfig, S3StorageConfig } from './scale-out.js';
+export type { UpstreamConfig } from './upstreams.js';
+export { WILDCARD } from './upstreams.js';
+export { size } from './values.js';
 
 export interface TlsConfig {
   cert: string;
@@ -63,9 +58,6 @@ export interface Config {
   /** `os/arch[/variant]` an index is expected to hold (sync's default filter, the readiness report's yardstick); empty: all. */
   platforms: string[];
 }
-
-/** The upstreams key that stands for every registry host (only as `mirror: true`). */
-export const WILDCARD = '*';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[], file: string) {
@@ -186,20 +178,6 @@ function parseOperations(doc: Record<string, unknown>, p: string[]): Operations 
   return out;
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
-
-/** A byte count: a number, or "500GiB", "2TB", "750 MB". */
-export function size(v: unknown, at: string, p: string[]): number | undefined {
-  if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
-  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(v) : null;
-  const unit = m ? SIZE_UNITS[(m[2] ?? '').toLowerCase()] : undefined;
-  if (!m || unit === undefined || !(Number(m[1]) > 0)) {
-    p.push(`${at}: must be a size such as 500GiB, 2TB or a number of bytes; got ${JSON.stringify(v)}`);
-    return undefined;
-  }
-  return Math.floor(Number(m[1]) * unit);
-}
-
 const PLATFORM_RE = /^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/;
 
 function parsePlatforms(v: unknown, p: string[]): string[] {
@@ -211,75 +189,6 @@ function parsePlatforms(v: unknown, p: string[]): string[] {
     if (!PLATFORM_RE.test(x)) p.push(`platforms[${i}]: "${x}" is not os/arch[/variant], e.g. linux/amd64`);
   });
   return v as string[];
-}
-
-function parseUpstreams(v: unknown, p: string[], path: (s: string) => string): Map<string, UpstreamConfig> {
-  const out = new Map<string, UpstreamConfig>();
-  if (!isObject(v)) {
-    p.push('upstreams: must be a mapping of registry host to { url }');
-    return out;
-  }
-  for (const [rawHost, spec] of Object.entries(v)) {
-    const at = `upstreams.${rawHost}`;
-    const host = rawHost === WILDCARD ? WILDCARD : canonicalHost(rawHost);
-    if (host !== WILDCARD && !isValidHost(host)) p.push(`${at}: not a valid registry host name (or '*' for every host, through a mirror)`);
-    if (!isObject(spec)) {
-      p.push(`${at}: must be a mapping with at least url`);
-      continue;
-    }
-    const u = parseUpstream(host, spec, at, p, path);
-    if (out.has(host)) p.push(`${at}: duplicate of ${host}`);
-    out.set(host, u);
-  }
-  return out;
-}
-
-function parseUpstream(host: string, spec: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): UpstreamConfig {
-  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'mirror', 'redirectHosts'].includes(k)) p.push(`${at}.${k}: unknown key`);
-  const url = str(spec.url, `${at}.url`, p);
-  if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
-  const mirror = bool(spec.mirror ?? false, `${at}.mirror`, p);
-  if (host === WILDCARD && !mirror) p.push(`${at}: an upstream for every host must be another mirror: add mirror: true`);
-  const u: UpstreamConfig = { host, url: url.replace(/\/+$/, ''), mirror };
-  if (spec.auth !== undefined) {
-    if (!isObject(spec.auth)) p.push(`${at}.auth: must be a mapping`);
-    else u.auth = parseUpstreamAuth(spec.auth, at, p, path);
-  }
-  if (spec.tls !== undefined) {
-    if (!isObject(spec.tls)) p.push(`${at}.tls: must be a mapping`);
-    else {
-      u.tls = { insecureSkipVerify: bool(spec.tls.insecureSkipVerify ?? false, `${at}.tls.insecureSkipVerify`, p) };
-      if (spec.tls.ca !== undefined) u.tls.ca = path(str(spec.tls.ca, `${at}.tls.ca`, p));
-    }
-  }
-  if (spec.redirectHosts !== undefined) u.redirectHosts = parseRedirectHosts(spec.redirectHosts, `${at}.redirectHosts`, p);
-  return u;
-}
-
-function parseUpstreamAuth(a: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): NonNullable<UpstreamConfig['auth']> {
-  const auth: NonNullable<UpstreamConfig['auth']> = { username: str(a.username, `${at}.auth.username`, p) };
-  if (a.passwordFile !== undefined) auth.passwordFile = path(str(a.passwordFile, `${at}.auth.passwordFile`, p));
-  if (a.passwordEnv !== undefined) auth.passwordEnv = str(a.passwordEnv, `${at}.auth.passwordEnv`, p);
-  if ((a.passwordFile === undefined) === (a.passwordEnv === undefined)) {
-    p.push(`${at}.auth: give exactly one of passwordFile or passwordEnv`);
-  }
-  return auth;
-}
-
-/** A list of `host`, `host:port` or `*.domain`: where an upstream's redirects may lead. */
-function parseRedirectHosts(v: unknown, at: string, p: string[]): string[] {
-  if (!Array.isArray(v)) {
-    p.push(`${at}: must be a list of hosts (e.g. [production.cloudflare.docker.com, "*.r2.cloudflarestorage.com"])`);
-    return [];
-  }
-  return v.flatMap((h, i) => {
-    const host = typeof h === 'string' ? h.toLowerCase() : '';
-    if (!isValidHost(host.startsWith('*.') ? host.slice(2) : host)) {
-      p.push(`${at}[${i}]: ${JSON.stringify(h)} is not a host name (host, host:port or *.domain)`);
-      return [];
-    }
-    return [host];
-  });
 }
 
 function parseAllowlist(v: unknown, p: string[]): string[] {
@@ -338,42 +247,4 @@ function parseAdminTls(v: unknown, p: string[], path: (s: string) => string): Tl
   // The CLI authenticates with the token and has no client certificate to offer.
   if (t?.clientCA !== undefined) p.push('admin.tls.clientCA: not supported; the admin API is protected by its bearer token');
   return t;
-}
-
-function address(v: unknown, at: string, p: string[]): { host: string; port: number } {
-  const s = typeof v === 'number' ? `0.0.0.0:${v}` : str(v, at, p);
-  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(s);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) {
-    if (s) p.push(`${at}: must be HOST:PORT (e.g. 0.0.0.0:6000), got "${s}"`);
-    return { host: '127.0.0.1', port: 0 };
-  }
-  const host = (m[1] ?? '').replace(/^\[|\]$/g, '') || '0.0.0.0';
-  return { host, port };
-}
-
-function duration(v: unknown, at: string, p: string[]): number {
-  if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return v * 1000;
-  try {
-    return parseDuration(str(v, at, p));
-  } catch (e) {
-    p.push(`${at}: ${(e as Error).message}`);
-    return 0;
-  }
-}
-
-function str(v: unknown, at: string, p: string[]): string {
-  if (typeof v === 'string' && v.length > 0) return v;
-  p.push(`${at}: ${v === undefined ? 'is required' : 'must be a non-empty string'}`);
-  return '';
-}
-
-function bool(v: unknown, at: string, p: string[]): boolean {
-  if (typeof v === 'boolean') return v;
-  p.push(`${at}: must be true or false`);
-  return false;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

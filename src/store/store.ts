@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
-import type { Descriptor } from '../oci/manifest.js';
 import { hexOf, HEX_RE } from './digest.js';
 import type { PostgresConfig, S3StorageConfig } from '../config/config.js';
 import { FsBlobBackend } from './fs/blobs.js';
@@ -13,7 +12,8 @@ import { FsMetadataStore } from './fs/metadata.js';
 import { FsSpoolArea } from './fs/spool.js';
 import { Ingest, storeAtLimit, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
 import { PgMetadataStore } from './pg/metadata.js';
-import { LOCAL_LEASES, type BlobBackend, type BlobUsage, type ByteRange, type FlightLeases, type MetadataStore, type RepositoryName, type VerifiedSpool } from './ports.js';
+import { LOCAL_LEASES, type BlobBackend, type BlobUsage, type ByteRange, type FlightLeases, type MetadataStore, type VerifiedSpool } from './ports.js';
+import { MetadataDelegates } from './metadata-delegates.js';
 import { S3BlobBackend } from './s3/blobs.js';
 import { s3Client } from './s3/client.js';
 
@@ -41,7 +41,7 @@ export interface StoreOptions {
   maxBytes?: number;
 }
 
-export class Store {
+export class Store extends MetadataDelegates {
   /** The folder of the metadata side (tags, links, manifest media types); blobs go through `blobs`. */
   readonly root: string;
   private readonly sizes = new LRUCache<string, number>({ max: 200_000 });
@@ -67,10 +67,10 @@ export class Store {
   private constructor(
     root: string,
     readonly blobs: BlobBackend,
-    /** Tags, links, referrers and the state documents. */
-    readonly meta: MetadataStore,
+    meta: MetadataStore,
     maxBytes: number | undefined,
   ) {
+    super(meta);
     this.root = root;
     this.openFd = blobs.openFd?.bind(blobs);
     this.leases = meta.leases ?? LOCAL_LEASES;
@@ -109,7 +109,6 @@ export class Store {
     await this.blobs.close();
     await this.meta.close?.();
   }
-
 
   /** Size of a committed blob, or undefined; memoised because a committed blob never changes. */
   async stat(digest: string): Promise<BlobInfo | undefined> {
@@ -275,41 +274,6 @@ export class Store {
 
   async hasManifest(digest: string): Promise<boolean> {
     return (await this.getManifest(digest)) !== undefined;
-  }
-
-  // The metadata side, delegated so callers keep one handle on the store.
-  setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
-    return this.meta.setTag(host, name, tag, digest);
-  }
-  getTag(host: string, name: string, tag: string): Promise<string | undefined> {
-    return this.meta.getTag(host, name, tag);
-  }
-  listTags(host: string, name: string): Promise<string[]> {
-    return this.meta.listTags(host, name);
-  }
-  linkManifest(host: string, name: string, m: StoredManifest): Promise<void> {
-    return this.meta.linkManifest(host, name, m);
-  }
-  linkBlob(host: string, name: string, digest: string): Promise<void> {
-    return this.meta.linkBlob(host, name, digest);
-  }
-  isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
-    return this.meta.isBlobLinked(host, name, digest);
-  }
-  isManifestLinked(host: string, name: string, digest: string): Promise<boolean> {
-    return this.meta.isManifestLinked(host, name, digest);
-  }
-  linkedManifests(host: string, name: string): Promise<string[]> {
-    return this.meta.linkedManifests(host, name);
-  }
-  referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
-    return this.meta.referrers(host, name, subject);
-  }
-  repositories(): Promise<RepositoryName[]> {
-    return this.meta.repositories();
-  }
-  tagHistory(host: string, name: string, tag: string): Promise<string[]> {
-    return this.meta.tagHistory(host, name, tag);
   }
 
   /** Every committed blob digest (for verify). */

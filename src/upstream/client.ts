@@ -3,7 +3,8 @@
 import type { Readable } from 'node:stream';
 import { RegistryError, type ErrorKind } from '../oci/errors.js';
 import { isDescriptor, type Descriptor } from '../oci/manifest.js';
-import { isDigestShape, isValidName, isValidTag } from '../oci/reference.js';
+import { checkDigestShape, checkName, checkRef, refSuffix } from './arguments.js';
+import { digestOf, mediaTypeOf, nextLastOf, withAuth } from './response-fields.js';
 import { UpstreamAuth, type Authorization } from './auth.js';
 import { isRecord, needsCredentials, refused, statusError, tokenRefused, type UpstreamIdentity } from './errors.js';
 import { header, headerAll, lengthOf, Transport, type Headers, type Response } from './transport.js';
@@ -268,53 +269,3 @@ export class Upstream {
     return new RegistryError(e.kind, `upstream ${this.label}: ${said}`, e.detail);
   }
 }
-
-function checkName(name: string): void {
-  if (!isValidName(name)) throw new RegistryError('NAME_INVALID', `invalid repository name ${JSON.stringify(name)}`);
-}
-
-function checkDigestShape(digest: string): void {
-  if (!isDigestShape(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
-}
-
-function checkRef(name: string, reference: string): string {
-  checkName(name);
-  if (!isValidTag(reference) && !isDigestShape(reference)) {
-    throw new RegistryError('TAG_INVALID', `invalid reference ${JSON.stringify(reference)}`);
-  }
-  return reference;
-}
-
-function refSuffix(reference: string): string {
-  return reference.includes(':') ? `@${reference}` : `:${reference}`;
-}
-
-function withAuth(headers: Headers | undefined, authorization: string | undefined): Headers {
-  return authorization ? { ...headers, authorization } : { ...headers };
-}
-
-function digestOf(res: Response): string | undefined {
-  const v = header(res, 'docker-content-digest')?.trim();
-  return v && isDigestShape(v) ? v : undefined;
-}
-
-/** Content-Type without parameters; a generic one is replaced by the manifest's own mediaType field. */
-function mediaTypeOf(res: Response, body?: Buffer): string {
-  const ct = (header(res, 'content-type') ?? '').split(';')[0].trim();
-  if (ct && !['application/json', 'text/plain', 'application/octet-stream'].includes(ct)) return ct;
-  if (body) {
-    try {
-      const doc: unknown = JSON.parse(body.toString('utf8'));
-      if (isRecord(doc) && typeof doc.mediaType === 'string') return doc.mediaType;
-    } catch {
-      // not JSON: keep what the upstream said
-    }
-  }
-  return ct || 'application/octet-stream';
-}
-
-function nextLastOf(link: string | undefined): string | undefined {
-  const m = link ? /<([^>]*)>\s*;\s*rel="?next"?/.exec(link) : null;
-  return m ? (new URL(m[1], 'http://x').searchParams.get('last') ?? undefined) : undefined;
-}
-
