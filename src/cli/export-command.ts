@@ -16,12 +16,14 @@ export const exportCommand: Command = async (args, config) => {
   const [outPath, ...ruleTexts] = args.positionals;
   if (outPath === undefined) throw new UsageError('export needs OUT: the folder or file to write');
   const format = formatOf(outPath, flag(args, 'format'));
-  const platforms = platformsOf(flag(args, 'platform'));
+  const asked = platformsOf(flag(args, 'platform'));
   const explicit = ruleTexts.length > 0;
   let rules: RuleSpec[] = explicit ? usageRules(ruleTexts) : [];
   const sinceFile = flag(args, 'since');
   const since = sinceFile === undefined ? undefined : await usageReceipt(sinceFile);
   const cfg = config();
+  // As sync and the readiness report: the config's `platforms` unless --platform names others.
+  const platforms = asked.length > 0 ? asked : cfg.platforms;
   if (!explicit) rules = exportRules((await openAllowlist(cfg)).list().map((r) => r.rule));
   if (rules.length === 0) {
     err('sluice export: the allowlist is empty and no RULE was given: nothing to export');

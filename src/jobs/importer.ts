@@ -119,6 +119,7 @@ async function importLayout(store: Store, layout: Layout, as: ImageRef | undefin
       const root = imageEntry(layout, entry, i);
       const ref = as ?? entryRef(layout, root, named, i);
       const image = await collect(store, layout, root, platformsOf(root));
+      await requireEntitled(store, ref, image);
       let done = 0;
       for (const d of image.fromLayout) {
         await verifyBlob(layout, d);
@@ -220,6 +221,24 @@ async function place(store: Store, layout: Layout, node: GraphNode, stored: Set<
   else if (await hasBlob(layout, d)) out.fromLayout.push(d);
   else if (await store.stat(d.digest)) out.fromStore.push(d);
   else missing.push(d.digest);
+}
+
+/**
+ * A blob or manifest the bundle leaves out is taken from the store only if this repository already holds it (an
+ * earlier bundle of the same image): a bundle must not claim another repository's bytes by naming their digest.
+ */
+async function requireEntitled(store: Store, ref: ImageRef, image: Collected): Promise<void> {
+  const manifests = new Set(image.manifests.map((m) => m.d.digest));
+  const foreign: string[] = [];
+  for (const d of image.fromStore) {
+    const linked = manifests.has(d.digest)
+      ? await store.isManifestLinked(ref.host, ref.name, d.digest)
+      : await store.isBlobLinked(ref.host, ref.name, d.digest);
+    if (!linked) foreign.push(d.digest);
+  }
+  if (foreign.length > 0) {
+    throw new ImportError(`${foreign.length} blob(s) of this image are not in the bundle, and the store holds them only for other repositories, so nothing of it was imported: ${foreign.join(', ')}`);
+  }
 }
 
 /** A manifest of the layout, read only once its descriptor is sound and checked against it. */

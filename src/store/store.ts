@@ -128,8 +128,11 @@ export class Store extends MetadataDelegates {
    * A stream of `range` of a committed blob (inclusive; the caller always gives one), or undefined when it has
    * gone (quarantined by `verify --repair` in another process): opened before any header is sent, so a miss.
    */
-  openBlob(digest: string, range: ByteRange): Promise<Readable | undefined> {
-    return this.blobs.read(digest, range); // a miss is forgotten by the backend's onGone
+  async openBlob(digest: string, range: ByteRange): Promise<Readable | undefined> {
+    const stream = await this.blobs.read(digest, range);
+    // Gone (gc or verify --repair, maybe on another replica): forget its size, or the next stat still says "here".
+    if (!stream) this.forget(digest);
+    return stream;
   }
 
   /** A small blob in one read (cheaper than a stream for configs and tiny layers), or undefined when gone. */

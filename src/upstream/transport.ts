@@ -37,6 +37,16 @@ export function withHeadersTimeout<T>(timeoutMs: number, run: () => Promise<T>):
   return headersWait.run(timeoutMs, run);
 }
 
+/**
+ * Why a redirect hop may not be followed, or undefined: only http(s), and never from https to plain http (a tag's
+ * manifest cannot be checked against a digest, so it must not leave TLS).
+ */
+export function redirectRefusal(from: URL, to: URL): string | undefined {
+  if (to.protocol !== 'https:' && to.protocol !== 'http:') return `redirect to ${to.protocol} refused`;
+  if (from.protocol === 'https:' && to.protocol === 'http:') return `redirect from https to plain http (${to.host}) refused`;
+  return undefined;
+}
+
 const MAX_REDIRECTS = 5;
 const JSON_LIMIT_BYTES = 16 * 1024 * 1024;
 const REDIRECTS = [301, 302, 303, 307, 308];
@@ -104,7 +114,8 @@ export class Transport {
       res.body.resume();
       if (hop === MAX_REDIRECTS) throw upstreamFailed(this.opts.host, `${what}: more than ${MAX_REDIRECTS} redirects`);
       const next = new URL(location, url);
-      if (next.protocol !== 'https:' && next.protocol !== 'http:') throw upstreamFailed(this.opts.host, `${what}: redirect to ${next.protocol} refused`);
+      const refused = redirectRefusal(url, next);
+      if (refused) throw upstreamFailed(this.opts.host, `${what}: ${refused}`);
       this.checkRedirect(next, what);
       if (next.origin !== url.origin) {
         // Credentials are for the registry alone (RFC 9110 §15.4 leaves this to the client; every registry client drops it).

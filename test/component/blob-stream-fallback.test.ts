@@ -65,3 +65,21 @@ test('a blob removed behind the store\'s back is answered as a miss (window neve
   expect(r.status).toBe(404);
   expect(((await r.json()) as { errors: Array<{ code: string }> }).errors[0]?.code).toBe('BLOB_UNKNOWN');
 });
+
+test('a backend that finds a blob gone without saying so (an object store) still answers a miss, not a loop', async () => {
+  const other = [...img.blobs].sort((x, y) => y.size - x.size).find((b) => b.size > 64 * 1024 && b.digest !== big.digest);
+  expect(other).toBeDefined();
+  const digest = other!.digest;
+  expect((await fetch(blobUrl(digest))).status).toBe(200); // its size is now remembered
+  // As the S3 backend: a 404 from the object store, and no onGone call to forget the size.
+  const read = vi.spyOn(sluice.app.store.blobs, 'read').mockResolvedValue(undefined);
+  const stat = vi.spyOn(sluice.app.store.blobs, 'stat').mockResolvedValue(undefined);
+  try {
+    const r = await fetch(blobUrl(digest), { signal: AbortSignal.timeout(5_000) });
+    expect(r.status).toBe(404);
+    expect(read).toHaveBeenCalledTimes(1);
+  } finally {
+    read.mockRestore();
+    stat.mockRestore();
+  }
+});

@@ -190,6 +190,33 @@ describe('sluice export / import of bundles', () => {
     }
   }, 60_000);
 
+  it('a bundle cannot claim stored blobs of another repository by leaving them out (they must be this image\'s own)', async () => {
+    const target = await site('claim');
+    const base = join(dir, 'claim-base.tar');
+    await exp(source, base, ['docker.io/library/busybox:1.36']);
+    expect((await imp(target, base)).code).toBe(0);
+    // The busybox bundle re-labelled as another repository, its layers left out as an increment would.
+    const forged = join(dir, 'forged');
+    await exp(source, forged, ['docker.io/library/busybox:1.36']);
+    const indexFile = join(forged, 'index.json');
+    const index = JSON.parse(await readFile(indexFile, 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
+    for (const m of index.manifests) if (m.annotations) m.annotations['org.opencontainers.image.ref.name'] = 'docker.io/evil/app:v1';
+    await writeFile(indexFile, JSON.stringify(index));
+    const busybox = layout.images.find((i) => i.kind === 'docker-manifest')!;
+    const layers = (await layoutBlobDigests(forged)).filter((d) => d !== busybox.digest);
+    for (const d of layers) await rm(join(forged, 'blobs', 'sha256', d.slice(7)), { force: true });
+    const got = await imp(target, forged);
+    expect(got.code).toBe(1);
+    expect(got.stderr).toMatch(/failed docker\.io\/evil\/app:v1: .*only for other repositories/);
+    const s = await storeOf(target);
+    try {
+      expect(await s.getTag('docker.io', 'evil/app', 'v1')).toBeUndefined();
+      for (const d of layers) expect(await s.isBlobLinked('docker.io', 'evil/app', d)).toBe(false);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+
   it('an image incomplete in the store is refused (naming what is missing) unless --partial or --platform leaves it out', async () => {
     const partialSite = await site('partial', allRefs());
     expect((await imp(partialSite, layout.dir)).code).toBe(0);

@@ -2,7 +2,7 @@
 // pinned list lets through (exact host, host:port, *.domain).
 import { describe, expect, it } from 'vitest';
 import { ConfigError, validateConfig } from '../../src/config/config.js';
-import { redirectAllowed } from '../../src/upstream/transport.js';
+import { redirectAllowed, redirectRefusal } from '../../src/upstream/transport.js';
 
 const base = { upstreams: { 'factory.talos.dev': { url: 'https://factory.talos.dev' } }, defaultUpstream: 'factory.talos.dev' };
 
@@ -51,5 +51,16 @@ describe('redirectAllowed', () => {
     [[], 'https://cdn.example/', false],
   ])('%j lets %s through: %s', (patterns, url, ok) => {
     expect(redirectAllowed(patterns, new URL(url))).toBe(ok);
+  });
+});
+
+describe('redirect hops', () => {
+  it('never from https to plain http, never to another scheme; http to https and same scheme are fine', () => {
+    const u = (s: string): URL => new URL(s);
+    expect(redirectRefusal(u('https://reg.example/v2/x'), u('http://reg.example/v2/x'))).toBe('redirect from https to plain http (reg.example) refused');
+    expect(redirectRefusal(u('https://reg.example/v2/x'), u('file:///etc/passwd'))).toBe('redirect to file: refused');
+    expect(redirectRefusal(u('https://reg.example/v2/x'), u('https://cdn.example/b'))).toBeUndefined();
+    expect(redirectRefusal(u('http://127.0.0.1:5000/v2/x'), u('http://127.0.0.1:5001/b'))).toBeUndefined();
+    expect(redirectRefusal(u('http://127.0.0.1:5000/v2/x'), u('https://cdn.example/b'))).toBeUndefined();
   });
 });

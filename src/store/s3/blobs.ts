@@ -66,7 +66,7 @@ export class S3BlobBackend implements BlobBackend {
   async stat(digest: string): Promise<BlobStat | undefined> {
     try {
       const head = await this.s3.send(new HeadObjectCommand({ Bucket: this.where.bucket, Key: this.key(digest) }));
-      return { sizeBytes: head.ContentLength ?? 0 };
+      return { sizeBytes: head.ContentLength ?? 0, ...(head.LastModified ? { committedMs: head.LastModified.getTime() } : {}) };
     } catch (e) {
       if (isNotFound(e)) return undefined;
       throw e;
