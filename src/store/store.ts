@@ -11,11 +11,8 @@ import { FsBlobBackend } from './fs/blobs.js';
 import { FsMetadataStore } from './fs/metadata.js';
 import { FsSpoolArea } from './fs/spool.js';
 import { Ingest, storeAtLimit, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
-import { PgMetadataStore } from './pg/metadata.js';
 import { LOCAL_LEASES, type BlobBackend, type BlobUsage, type ByteRange, type FlightLeases, type MetadataStore, type VerifiedSpool } from './ports.js';
 import { MetadataDelegates } from './metadata-delegates.js';
-import { S3BlobBackend } from './s3/blobs.js';
-import { s3Client } from './s3/client.js';
 
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
@@ -92,9 +89,9 @@ export class Store extends MetadataDelegates {
     const onGone = (digest: string): void => store?.forget(digest);
     try {
       const blobs = backends.s3
-        ? await S3BlobBackend.open(s3Client(backends.s3), { bucket: backends.s3.bucket, prefix: backends.s3.prefix }, spools)
+        ? await openS3(backends.s3, spools)
         : await FsBlobBackend.open(root, spools, { onGone });
-      const meta = backends.postgres ? await PgMetadataStore.open(backends.postgres, { listen: backends.follow }) : new FsMetadataStore(root, spools);
+      const meta = backends.postgres ? await openPostgres(backends.postgres, backends.follow) : new FsMetadataStore(root, spools);
       store = new Store(root, blobs, meta, backends.maxBytes);
     } catch (e) {
       await spools.close();
@@ -285,3 +282,13 @@ export class Store extends MetadataDelegates {
   }
 }
 
+// Loaded only when configured: the AWS SDK and pg cost start-up time an fs store (the default) never needs.
+async function openS3(c: S3StorageConfig, spools: FsSpoolArea): Promise<BlobBackend> {
+  const [{ S3BlobBackend }, { s3Client }] = await Promise.all([import('./s3/blobs.js'), import('./s3/client.js')]);
+  return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix }, spools);
+}
+
+async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Promise<MetadataStore> {
+  const { PgMetadataStore } = await import('./pg/metadata.js');
+  return PgMetadataStore.open(c, { listen: follow });
+}
