@@ -6,7 +6,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { MediaType } from '../testkit/oci.js';
+import { MediaType } from '../test/kit/oci.js';
 
 export type BareKind = 'node' | 'fastify';
 

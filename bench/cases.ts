@@ -4,14 +4,14 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ACCEPT_MANIFESTS } from '../testkit/oci.js';
+import { ACCEPT_MANIFESTS } from '../test/kit/oci.js';
 import { sizeLabel, type BenchImage } from './content.js';
 import type { ProxiedRequest } from './count-proxy.js';
 import type { GetterResult } from './getter.js';
 import { blobThroughput, requestRate, type RateResult, type ThroughputResult } from './load.js';
-import { startProc, type Proc } from '../testkit/proc.js';
+import { startProc, type Proc } from '../test/kit/proc.js';
 import { backgroundCores, measure, memoryOf, pollRss } from './proc.js';
-import { SLUICE_MAIN } from '../testkit/sluice.js';
+import { SLUICE_MAIN } from '../test/kit/sluice.js';
 import { BENCH_DIST, startSluice, writeSluiceConfig, type Server, type Target } from './servers.js';
 
 export type TargetKey = 'sluice' | 'registry' | 'nginx' | 'bare';

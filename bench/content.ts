@@ -2,9 +2,9 @@
 // them, written as OCI image layouts, plus the static tree nginx and the bare servers serve at /v2/ paths.
 import { link, mkdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { blobPath, KiB, MediaType, MiB, mkLayoutDir, writeBlob, writeLayoutIndex, writeSeededBlob, type Descriptor } from '../testkit/oci.js';
+import { blobPath, KiB, MediaType, MiB, mkLayoutDir, writeBlob, writeLayoutIndex, writeSeededBlob, type Descriptor } from '../test/kit/oci.js';
 
-export type { Descriptor } from '../testkit/oci.js';
+export type { Descriptor } from '../test/kit/oci.js';
 
 /** The registry host sluice knows the bench content under (its defaultUpstream, so paths match every target). */
 export const BENCH_HOST = 'bench.local';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { coverageReport } from '../src/jobs/coverage.js';
 import { Store } from '../src/store/store.js';
-import { MediaType, type Descriptor } from '../testkit/oci.js';
+import { MediaType, type Descriptor } from '../test/kit/oci.js';
 
 const HOST = 'bench.local';
 const LAYERS = 8;

@@ -2,7 +2,7 @@
 // wrk for blob throughput, with wrk's own CPU time taken from the shell so its ceiling can be shown.
 import { writeFile } from 'node:fs/promises';
 import autocannon from 'autocannon';
-import { run } from '../testkit/proc.js';
+import { run } from '../test/kit/proc.js';
 
 export interface RateResult {
   url: string;

@@ -1,5 +1,5 @@
 // What /proc says about the bench's processes: CPU ticks and resident memory of a process tree, the whole
-// machine's busy time. Spawning and stopping them is testkit/proc.ts.
+// machine's busy time. Spawning and stopping them is test/kit/proc.ts.
 import { open, readFile, readdir } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 

@@ -15,10 +15,10 @@ import {
   settings,
   type Settings,
 } from './cases.js';
-import { KiB, MiB } from '../testkit/oci.js';
-import { killAllSync, run, runOk, stopAll } from '../testkit/proc.js';
+import { KiB, MiB } from '../test/kit/oci.js';
+import { killAllSync, run, runOk, stopAll } from '../test/kit/proc.js';
 import { BARE_NOTE, backgroundLine, buildRows, clientCeilings, renderRows, summaryLine, type BenchResults } from './report.js';
-import { REPO_ROOT, SLUICE_MAIN } from '../testkit/sluice.js';
+import { REPO_ROOT, SLUICE_MAIN } from '../test/kit/sluice.js';
 import { startBare, startCountingProxy, startNginx, startRegistry, startSluice, writeSluiceConfig, type Server } from './servers.js';
 import { populateStore } from './store10k.js';
 import { stormCase } from './storm.js';

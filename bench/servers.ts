@@ -4,10 +4,10 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
-import { freePort, startProc, waitForHttp, type Proc } from '../testkit/proc.js';
-import { startRegistry as startDockerRegistry } from '../testkit/registry.js';
-import { sluiceConfigDoc } from '../testkit/sluice-config.js';
-import { SLUICE_MAIN } from '../testkit/sluice.js';
+import { freePort, startProc, waitForHttp, type Proc } from '../test/kit/proc.js';
+import { startRegistry as startDockerRegistry } from '../test/kit/registry.js';
+import { sluiceConfigDoc } from '../test/kit/sluice-config.js';
+import { SLUICE_MAIN } from '../test/kit/sluice.js';
 import { BENCH_HOST } from './content.js';
 
 /** dist/bench when run as built: the bare servers, the counting proxy and the getter are beside this file. */
@@ -37,7 +37,7 @@ async function server(name: string, proc: Proc, port: number, readyPath = '/v2/'
   return { name, url, port, pid: proc.pid, proc, stop: async () => void (await proc.stop()) };
 }
 
-/** Debian's `docker-registry serve` (distribution 2.8) with filesystem storage under `dir` (testkit's, as the tests use). */
+/** Debian's `docker-registry serve` (distribution 2.8) with filesystem storage under `dir` (the test kit's, as the tests use). */
 export async function startRegistry(dir: string): Promise<Server> {
   const r = await startDockerRegistry({ dir });
   return { name: 'docker-registry', url: r.url, port: r.port, pid: r.proc.pid, proc: r.proc, stop: r.stop };

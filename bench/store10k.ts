@@ -2,7 +2,7 @@
 // each a manifest, a config and 8 small layers — 10,000 blobs — written through sluice's own Store module.
 import { createHash, randomBytes } from 'node:crypto';
 import { Store } from '../src/store/store.js';
-import { MediaType, type Descriptor } from '../testkit/oci.js';
+import { MediaType, type Descriptor } from '../test/kit/oci.js';
 import { BENCH_HOST } from './content.js';
 
 export interface PopulatedStore {

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { request } from 'undici';
 import { createReadStream } from 'node:fs';
-import { KiB, MediaType, MiB, seededBytes, sha256, writeSeededBlob, type Descriptor } from '../testkit/oci.js';
+import { KiB, MediaType, MiB, seededBytes, sha256, writeSeededBlob, type Descriptor } from '../test/kit/oci.js';
 
 export type StormKind = 'oci-index' | 'docker-list' | 'oci-manifest';
 

@@ -12,7 +12,7 @@ import { Store } from '../../src/store/store.js';
 import { tempDir } from '../helpers/clients.js';
 import { fsBlobs } from '../helpers/fs-store.js';
 import { SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
-import { MediaType, MiB, seededBytes } from '../../testkit/oci.js';
+import { MediaType, MiB, seededBytes } from '../kit/oci.js';
 
 const LAYERS = 8;
 const LAYER_BYTES = 256 * MiB;

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GcReport } from '../../src/jobs/gc.js';
 import { Store } from '../../src/store/store.js';
 import { runSluice, sluiceConfigYaml } from '../helpers/sluice.js';
-import { MediaType, seededBytes, sha256 } from '../../testkit/oci.js';
+import { MediaType, seededBytes, sha256 } from '../kit/oci.js';
 
 describe('sluice gc (no server running)', () => {
   let dir: string;

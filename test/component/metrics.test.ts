@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
 import { which } from '../helpers/binaries.js';
-import { seededBytes } from '../../testkit/oci.js';
+import { seededBytes } from '../kit/oci.js';
 import { sample } from '../helpers/metrics-text.js';
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json';

@@ -9,7 +9,7 @@ import { Store } from '../../src/store/store.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, sha256, type LayoutDescription } from '../helpers/images.js';
 import { buildFlatCache, tarTree, wrapAsOciCache, type TalosCache } from '../helpers/talos-cache.js';
-import { hexOf } from '../../testkit/oci.js';
+import { hexOf } from '../kit/oci.js';
 
 const DIGEST_ONLY = 'docker.io/library/busybox:1.36';
 const PORT_COPY = { 'registry.k8s.io/pause:3.10': 'registry.lan:5000/team/pause:3.10' };

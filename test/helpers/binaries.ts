@@ -1,9 +1,9 @@
 // Finding and running the real external tools the integration suites drive
-// (docker-registry, skopeo, containerd, ctr), and skipping loudly when they are absent. run/runOk are testkit's.
+// (docker-registry, skopeo, containerd, ctr), and skipping loudly when they are absent. run/runOk are the test kit's.
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
-export { run, runOk, type RunOptions, type RunResult } from '../../testkit/proc.js';
+export { run, runOk, type RunOptions, type RunResult } from '../kit/proc.js';
 
 export const INSTALL_HINT = 'apt-get install -y docker-registry skopeo containerd';
 

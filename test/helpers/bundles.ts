@@ -1,8 +1,8 @@
-// Small one-off images for export/import tests, written with testkit's OCI vocabulary (never sluice's own):
+// Small one-off images for export/import tests, written with the test kit's OCI vocabulary (never sluice's own):
 // a single-layer image, a cosign-style signature of a digest and an OCI referrer with a subject.
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MediaType, mkLayoutDir, seededBytes, writeBlob, writeJsonBlob, writeLayoutIndex, type Descriptor } from '../../testkit/oci.js';
+import { MediaType, mkLayoutDir, seededBytes, writeBlob, writeJsonBlob, writeLayoutIndex, type Descriptor } from '../kit/oci.js';
 
 export interface SmallImage {
   ref: string;

@@ -6,9 +6,9 @@ import { join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
-import { blobPath, hexOf, KiB, MediaType, MiB, mkLayoutDir, REF_NAME_ANNOTATION, seededBytes, sha256, writeBlob, writeLayoutIndex, type Descriptor } from '../../testkit/oci.js';
+import { blobPath, hexOf, KiB, MediaType, MiB, mkLayoutDir, REF_NAME_ANNOTATION, seededBytes, sha256, writeBlob, writeLayoutIndex, type Descriptor } from '../kit/oci.js';
 
-export { blobPath, MediaType, REF_NAME_ANNOTATION, sha256 } from '../../testkit/oci.js';
+export { blobPath, MediaType, REF_NAME_ANNOTATION, sha256 } from '../kit/oci.js';
 
 export type ImageKind = 'oci-index' | 'oci-manifest' | 'docker-manifest' | 'docker-list';
 

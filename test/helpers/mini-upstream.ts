@@ -2,7 +2,7 @@
 // OCI images by tag and digest, blobs by digest, a hold on chosen blobs, corrupted blobs, and request counts.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { closeServer, json, listenLoopback } from './http-server.js';
-import { MediaType, sha256 } from '../../testkit/oci.js';
+import { MediaType, sha256 } from '../kit/oci.js';
 
 export interface MiniImage {
   name: string;

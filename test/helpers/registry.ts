@@ -1,15 +1,15 @@
-// Pushing a generated layout into the real upstream (testkit's docker-registry) with skopeo, and asking it
+// Pushing a generated layout into the real upstream (the test kit's docker-registry) with skopeo, and asking it
 // what a tag resolves to.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ACCEPT_MANIFESTS } from '../../testkit/oci.js';
-import { runOk } from '../../testkit/proc.js';
-import { basicAuth, type Creds } from '../../testkit/registry.js';
+import { ACCEPT_MANIFESTS } from '../kit/oci.js';
+import { runOk } from '../kit/proc.js';
+import { basicAuth, type Creds } from '../kit/registry.js';
 import { splitRef, writeSkopeoDir, type LayoutDescription } from './images.js';
 
-export { startRegistry, type Creds, type RunningRegistry, type StartRegistryOptions } from '../../testkit/registry.js';
-export { freePort } from '../../testkit/proc.js';
+export { startRegistry, type Creds, type RunningRegistry, type StartRegistryOptions } from '../kit/registry.js';
+export { freePort } from '../kit/proc.js';
 
 /** HEAD manifests/<reference> with every manifest Accept type; returns Docker-Content-Digest. */
 export async function headManifest(hostPort: string, name: string, reference: string, creds?: Creds): Promise<string | undefined> {

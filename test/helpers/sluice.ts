@@ -1,14 +1,14 @@
 // Starting sluice in this process for component tests (buildApp on 127.0.0.1:0, temp storage). What the bench
-// shares (the config documents, sluice as its own process for CLI and integration tests) is testkit's, re-exported.
+// shares (the config documents, sluice as its own process for CLI and integration tests) is the test kit's, re-exported.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildApp, type App, type BuildOptions } from '../../src/app.js';
 import { validateConfig } from '../../src/config/config.js';
-import { sluiceConfigDoc, type SluiceConfigOptions } from '../../testkit/sluice-config.js';
+import { sluiceConfigDoc, type SluiceConfigOptions } from '../kit/sluice-config.js';
 
-export { DEAD_UPSTREAMS, sluiceConfigDoc, sluiceConfigYaml, type SluiceConfigOptions, type UpstreamSpec } from '../../testkit/sluice-config.js';
-export { REPO_ROOT, runSluice, SLUICE_MAIN, startSluiceProcess, type SluiceProcess, type StartProcessOptions } from '../../testkit/sluice.js';
+export { DEAD_UPSTREAMS, sluiceConfigDoc, sluiceConfigYaml, type SluiceConfigOptions, type UpstreamSpec } from '../kit/sluice-config.js';
+export { REPO_ROOT, runSluice, SLUICE_MAIN, startSluiceProcess, type SluiceProcess, type StartProcessOptions } from '../kit/sluice.js';
 
 export interface InProcessSluice {
   app: App;

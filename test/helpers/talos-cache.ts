@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { createWriteStream } from 'node:fs';
 import tar from 'tar-stream';
-import { blobPath, hexOf, MediaType, mkLayoutDir, sha256, writeBlob, type Descriptor } from '../../testkit/oci.js';
+import { blobPath, hexOf, MediaType, mkLayoutDir, sha256, writeBlob, type Descriptor } from '../kit/oci.js';
 import { splitRef, type LayoutDescription, type TestImage } from './images.js';
 
 export interface CacheImage {

@@ -13,7 +13,7 @@ import { skopeoCopyAll, startContainerd, tempDir, verifyDirDigests, writeHostsTo
 import { buildLayout, splitRef, type LayoutDescription } from '../helpers/images.js';
 import { pushLayout, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { sluiceConfigDoc, type SluiceConfigOptions } from '../helpers/sluice.js';
-import { ACCEPT_MANIFESTS } from '../../testkit/oci.js';
+import { ACCEPT_MANIFESTS } from '../kit/oci.js';
 
 const ok = requireBinaries(['docker-registry', 'skopeo', 'containerd', 'ctr'], 'test/integration/chain.test.ts');
 

@@ -14,7 +14,7 @@ import { requireBinaries, run } from '../helpers/binaries.js';
 import { startContainerd, tempDir, verifyDirDigests, writeHostsToml, type Containerd } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
-import { MediaType, MiB, blobPath, writeJsonBlob, writeLayoutIndex, type Descriptor } from '../../testkit/oci.js';
+import { MediaType, MiB, blobPath, writeJsonBlob, writeLayoutIndex, type Descriptor } from '../kit/oci.js';
 
 const ok = requireBinaries(['skopeo', 'containerd', 'ctr'], 'test/integration/export.test.ts');
 const BIG_REF = 'docker.io/library/big:256';

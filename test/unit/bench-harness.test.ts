@@ -12,7 +12,7 @@ import { writeLayout, writeStaticTree, type BenchImage } from '../../bench/conte
 import { fanIn, parseHead } from '../../bench/getter.js';
 import { parseTimes, parseWrk } from '../../bench/load.js';
 import { parseProcStatCpu, parseStatusKb } from '../../bench/proc.js';
-import { KiB } from '../../testkit/oci.js';
+import { KiB } from '../kit/oci.js';
 import { buildRows, clientCeilings, fmtMBps, rateRows, renderRows, renderTable, summaryLine, throughputRows, throughputTarget } from '../../bench/report.js';
 
 const WRK_TEXT = `Running 4s test @ http://127.0.0.1:40000/v2/bench/img/blobs/sha256:ab

@@ -11,7 +11,7 @@ import { mapLimit, pickPlatform, runStorm } from '../../bench/storm-client.js';
 import { NODE_PLATFORM, nodeClosure, stormImageSet, writeStormImages, type StormImage } from '../../bench/storm-content.js';
 import { percentile, stormRows, summarisePhase, type StormPhase, type StormRun } from '../../bench/storm-report.js';
 import { splitNodes } from '../../bench/storm.js';
-import { KiB, MediaType } from '../../testkit/oci.js';
+import { KiB, MediaType } from '../kit/oci.js';
 
 describe('the image set', () => {
   let dir: string;

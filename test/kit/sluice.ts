@@ -11,7 +11,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { parse as parseYaml } from 'yaml';
 import { run, type RunResult } from './proc.js';
 
-/** The nearest folder above `dir` holding package.json: testkit/ runs from source (vitest) and from dist/testkit (the bench). */
+/** The nearest folder above `dir` holding package.json: test/kit/ runs from source (vitest) and from dist/test/kit (the bench). */
 function checkoutRoot(dir: string): string {
   for (let d = dir; ; d = dirname(d)) {
     if (existsSync(join(d, 'package.json'))) return d;
