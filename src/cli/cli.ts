@@ -19,8 +19,8 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
   serve: { summary: 'run the registry mirror (and its admin API)', run: serve },
   import: { usage: 'PATH [--as REF] [--allow]', summary: 'import an OCI image layout, an export bundle (directory, .tar or .tar.zst) or a Talos image cache', run: importCommand },
   export: {
-    usage: 'OUT [RULE...] [--since RECEIPT] [--platform os/arch,...] [--format dir|tar|tar.zst] [--partial] [--json]',
-    summary: 'write stored images as an OCI image layout bundle, with a receipt beside it',
+    usage: 'OUT [RULE...] [--since RECEIPT] [--platform os/arch,...] [--format dir|tar|tar.zst|talos-cache-flat|talos-cache-oci] [--partial] [--json]',
+    summary: 'write stored images as an OCI image layout bundle or a Talos image cache, with a receipt beside it',
     run: exportCommand,
   },
   allow: {

@@ -1,12 +1,13 @@
-// `sluice export OUT [RULE…] [--since RECEIPT] [--platform P,…] [--format dir|tar|tar.zst] [--partial] [--json]`:
+// `sluice export OUT [RULE…] [--since RECEIPT] [--platform P,…] [--format dir|tar|tar.zst|talos-cache-flat|talos-cache-oci] [--partial] [--json]`:
 // parses and checks the options, runs the export on the store, shows progress on a terminal and prints the receipt.
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import { err, isJson, openAllowlist, out, type Command, openStore } from './commands.js';
 import { formatBytes } from './window-commands.js';
-import { BUNDLE_FORMATS, BundleExistsError, type BundleFormat } from '../jobs/bundle-sink.js';
-import { describeMissing, ExportError, exportBundle, type ExportProgress } from '../jobs/exporter.js';
+import { BUNDLE_FORMATS, BundleExistsError } from '../jobs/bundle-sink.js';
+import { describeMissing, ExportError, exportBundle, sinceRefusal, type ExportProgress } from '../jobs/exporter.js';
 import { exportRules } from '../jobs/export-plan.js';
-import { readReceipt, ReceiptError, type Receipt } from '../jobs/receipt.js';
+import { readReceipt, ReceiptError, type ExportFormat, type Receipt } from '../jobs/receipt.js';
+import { isTalosCacheFormat, TALOS_CACHE_FORMATS } from '../jobs/talos-cache-export.js';
 import { RuleError, type RuleSpec } from '../policy/allowlist.js';
 import { Store } from '../store/store.js';
 
@@ -20,6 +21,8 @@ export const exportCommand: Command = async (args, config) => {
   const explicit = ruleTexts.length > 0;
   let rules: RuleSpec[] = explicit ? usageRules(ruleTexts) : [];
   const sinceFile = flag(args, 'since');
+  const refused = sinceFile === undefined ? undefined : sinceRefusal(format);
+  if (refused) throw new UsageError(`--since: ${refused}`);
   const since = sinceFile === undefined ? undefined : await usageReceipt(sinceFile);
   const cfg = config();
   // As sync and the readiness report: the config's `platforms` unless --platform names others.
@@ -58,13 +61,19 @@ function printSummary(outPath: string, receiptPath: string, r: Receipt, notStore
   const since = r.since ? `, ${r.assumed.length} left out (already in ${r.since.bundle})` : '';
   out(`wrote ${outPath} (${r.format}): ${r.images.length} image(s), ${r.blobs.length} blob(s), ${formatBytes(r.sizeBytes)}${since}`);
   out(`receipt ${receiptPath} (${r.checksum.algorithm} ${r.checksum.value})`);
+  if (r.format === 'talos-cache-flat') out(`serve it to nodes with: talosctl image cache-serve --image-cache-path ${outPath}`);
+  if (r.format === 'talos-cache-oci') out(`build boot media with the imager: … iso --image-cache ${outPath} (platform of the cache: ${r.platforms[0] ?? 'linux/amd64'})`);
   for (const n of notStored) err(`note: ${n} is on the allowlist but not in the store; not exported`);
 }
 
-function formatOf(outPath: string, given: string | undefined): BundleFormat {
+const FORMATS: readonly ExportFormat[] = [...BUNDLE_FORMATS, ...TALOS_CACHE_FORMATS];
+
+function formatOf(outPath: string, given: string | undefined): ExportFormat {
   if (given !== undefined) {
-    if (!(BUNDLE_FORMATS as readonly string[]).includes(given)) throw new UsageError(`--format must be dir, tar or tar.zst; got "${given}"`);
-    return given as BundleFormat;
+    const format = FORMATS.find((f) => f === given);
+    if (format === undefined) throw new UsageError(`--format must be ${FORMATS.join(', ')}; got "${given}"`);
+    if (isTalosCacheFormat(format) && /\.tar(\.zst)?$/.test(outPath)) throw new UsageError(`--format ${format} writes a folder (as talosctl images cache-create does); OUT must not end in .tar or .tar.zst`);
+    return format;
   }
   return outPath.endsWith('.tar.zst') ? 'tar.zst' : outPath.endsWith('.tar') ? 'tar' : 'dir';
 }

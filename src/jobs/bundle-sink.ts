@@ -28,22 +28,40 @@ export interface BundleSink {
   abort(): Promise<void>;
 }
 
+/** A folder being written: it can also hold empty folders and files named after the hash of their bytes. */
+export interface FolderSink extends BundleSink {
+  addDirectory(path: string): Promise<void>;
+  /** Writes `source` under a temporary name, then names it `pathOf(<sha256 hex of its bytes>)`. */
+  addNamedByHash(source: AsyncIterable<Uint8Array>, pathOf: (hex: string) => string): Promise<{ digest: string; sizeBytes: number }>;
+}
+
 export class BundleExistsError extends Error {}
 
 // Fixed metadata, so the same content always makes the same archive bytes.
 const MTIME = new Date(0);
 
 export async function openBundle(out: string, format: BundleFormat): Promise<BundleSink> {
+  const temp = await tempFor(out);
+  return format === 'dir' ? new DirSink(out, temp) : TarSink.open(out, temp, format === 'tar.zst');
+}
+
+/** A folder written under a temporary name beside `out`, renamed to it by finish. */
+export async function openFolder(out: string): Promise<FolderSink> {
+  return new DirSink(out, await tempFor(out));
+}
+
+async function tempFor(out: string): Promise<string> {
   if (await stat(out).catch(() => undefined)) throw new BundleExistsError(`${out} already exists; remove it or choose another name`);
   await mkdir(dirname(out), { recursive: true });
   const temp = join(dirname(out), `.${basename(out)}.partial-${process.pid}`);
   await rm(temp, { recursive: true, force: true });
-  return format === 'dir' ? new DirSink(out, temp) : TarSink.open(out, temp, format === 'tar.zst');
+  return temp;
 }
 
 /** A folder: each file hashed as written; the checksum is over `<sha256>  <path>` lines, sorted by path. */
-class DirSink implements BundleSink {
+class DirSink implements FolderSink {
   private readonly lines: string[] = [];
+  private unnamed = 0;
 
   constructor(
     private readonly out: string,
@@ -56,6 +74,30 @@ class DirSink implements BundleSink {
     const hash = createHash('sha256');
     await pipeline(Readable.from(source), hashing(hash), createWriteStream(file, { flags: 'wx' }));
     this.lines.push(`${hash.digest('hex')}  ${path}`);
+  }
+
+  async addDirectory(path: string): Promise<void> {
+    await mkdir(join(this.temp, path), { recursive: true });
+  }
+
+  async addNamedByHash(source: AsyncIterable<Uint8Array>, pathOf: (hex: string) => string): Promise<{ digest: string; sizeBytes: number }> {
+    await mkdir(this.temp, { recursive: true });
+    const unnamed = join(this.temp, `.unnamed-${this.unnamed++}`);
+    const hash = createHash('sha256');
+    let sizeBytes = 0;
+    const counting = new Transform({
+      transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+        sizeBytes += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    await pipeline(Readable.from(source), counting, hashing(hash), createWriteStream(unnamed, { flags: 'wx' }));
+    const hex = hash.digest('hex');
+    const path = pathOf(hex);
+    await mkdir(dirname(join(this.temp, path)), { recursive: true });
+    await rename(unnamed, join(this.temp, path));
+    this.lines.push(`${hex}  ${path}`);
+    return { digest: `sha256:${hex}`, sizeBytes };
   }
 
   async finish(): Promise<BundleChecksum> {

@@ -71,10 +71,11 @@ export async function planExport(store: Store, rules: readonly RuleSpec[], opts:
   return plan;
 }
 
-type Root = Omit<PlannedImage, 'missing'>;
+/** An image the rules select, before its blobs are looked at. */
+export type Root = Omit<PlannedImage, 'missing'>;
 
 /** Stored tags the rules allow, and stored manifests they pin; exact rules that find nothing are noted. */
-async function selectRoots(store: Store, rules: readonly RuleSpec[], plan: ExportPlan): Promise<Root[]> {
+export async function selectRoots(store: Store, rules: readonly RuleSpec[], plan: ExportPlan): Promise<Root[]> {
   const matcher = new Matcher(rules.map((spec) => ({ spec, record: spec.text })));
   const out: Root[] = [];
   const hit = new Set<string>();

@@ -1,14 +1,18 @@
 // `sluice export`: writes the images the rules select as a standard OCI image layout (folder, .tar or .tar.zst),
 // streaming every blob from the store and re-hashing it on the way, then the receipt beside it.
-import { createHash } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { MediaType } from '../oci/manifest.js';
 import type { RuleSpec } from '../policy/allowlist.js';
 import type { Store } from '../store/store.js';
 import { openBundle, type BundleFormat, type BundleSink } from './bundle-sink.js';
+import { ExportError, ProgressCounter, verified, type ExportProgress } from './export-blobs.js';
 import { planExport, type ExportPlan, type PlannedBlob, type PlannedImage } from './export-plan.js';
-import { knownDigests, RECEIPT_KIND, receiptPathFor, type Receipt } from './receipt.js';
+import { knownDigests, RECEIPT_KIND, receiptPathFor, type ExportFormat, type Receipt } from './receipt.js';
+import { isTalosCacheFormat, writeTalosCache } from './talos-cache-export.js';
+import { planTalosCache } from './talos-cache-plan.js';
+
+export { ExportError, type ExportProgress } from './export-blobs.js';
 
 export const REF_NAME = 'org.opencontainers.image.ref.name';
 /** On an index.json entry: the platforms an export was limited to (the importer then accepts the others absent). */
@@ -18,7 +22,8 @@ export const RULES_ANNOTATION = 'dev.sluice.export.rules';
 
 export interface ExportOptions {
   out: string;
-  format: BundleFormat;
+  /** An OCI image layout (folder, .tar, .tar.zst), or a Talos image cache (`talosctl images cache-create --layout flat|oci`). */
+  format: ExportFormat;
   rules: readonly RuleSpec[];
   /** Rules came from the operator (an exact rule that finds nothing is an error) rather than the allowlist. */
   explicitRules: boolean;
@@ -28,20 +33,11 @@ export interface ExportOptions {
   progress?: (p: ExportProgress) => void;
 }
 
-export interface ExportProgress {
-  blobsDone: number;
-  blobsTotal: number;
-  bytesDone: number;
-  bytesTotal: number;
-}
-
 export interface ExportResult {
   receipt: Receipt;
   receiptPath: string;
   plan: ExportPlan;
 }
-
-export class ExportError extends Error {}
 
 /** Some images lack blobs in the store (and `--partial` was not given): nothing was written. */
 export class IncompleteExportError extends ExportError {
@@ -55,30 +51,55 @@ export function describeMissing(images: readonly PlannedImage[]): string {
   return images.map((i) => `  ${i.ref}: ${i.missing.length} missing: ${i.missing.join(', ')}`).join('\n');
 }
 
+/** Why `--since` cannot apply to the format, or undefined when it can. */
+export function sinceRefusal(format: ExportFormat): string | undefined {
+  return format === 'talos-cache-oci'
+    ? 'a talos-cache-oci export cannot be incremental: the imager takes the whole cache as the one layer of one image; ' +
+        'export it whole, or use --format talos-cache-flat --since to add what changed to a cache folder'
+    : undefined;
+}
+
 export async function exportBundle(store: Store, opts: ExportOptions): Promise<ExportResult> {
   const platforms = opts.platforms ?? [];
-  const plan = await planExport(store, opts.rules, { platforms, since: opts.since ? knownDigests(opts.since) : undefined });
+  const refused = opts.since ? sinceRefusal(opts.format) : undefined;
+  if (refused) throw new ExportError(refused);
+  const since = opts.since ? knownDigests(opts.since) : undefined;
+  const { plan, write } = await planFormat(store, opts, platforms, since);
   if (opts.explicitRules && plan.notStored.length > 0) {
     throw new ExportError(`not in the store: ${plan.notStored.join(', ')}; nothing was written`);
   }
   if (plan.images.length === 0) throw new ExportError('no stored image matches the rules; nothing to export');
   const incomplete = plan.images.filter((i) => i.missing.length > 0);
   if (incomplete.length > 0 && !opts.partial) throw new IncompleteExportError(incomplete);
-  const sink = await openBundle(opts.out, opts.format);
-  let checksum: Receipt['checksum'];
-  try {
-    await writeLayoutFiles(sink, plan, opts.rules, platforms);
-    await writeBlobs(store, sink, plan.blobs, opts.progress);
-    checksum = await sink.finish();
-  } catch (e) {
-    await sink.abort();
-    throw e;
-  }
+  const checksum = await write();
   const receipt = makeReceipt(opts, plan, checksum);
   const receiptPath = receiptPathFor(opts.out);
   await writeFile(`${receiptPath}.tmp-${process.pid}`, `${JSON.stringify(receipt, null, 2)}\n`);
   await rename(`${receiptPath}.tmp-${process.pid}`, receiptPath);
   return { receipt, receiptPath, plan };
+}
+
+/** The plan for the format, and how to write it once the plan is accepted. */
+async function planFormat(store: Store, opts: ExportOptions, platforms: string[], since?: ReadonlySet<string>): Promise<{ plan: ExportPlan; write: () => Promise<Receipt['checksum']> }> {
+  const { format } = opts;
+  if (isTalosCacheFormat(format)) {
+    const plan = await planTalosCache(store, opts.rules, { platforms, since });
+    return { plan, write: () => writeTalosCache(store, plan, { out: opts.out, format, platforms, progress: opts.progress }) };
+  }
+  const plan = await planExport(store, opts.rules, { platforms, since });
+  return { plan, write: () => writeBundle(store, plan, { ...opts, format, platforms }) };
+}
+
+async function writeBundle(store: Store, plan: ExportPlan, opts: ExportOptions & { format: BundleFormat; platforms: string[] }): Promise<Receipt['checksum']> {
+  const sink = await openBundle(opts.out, opts.format);
+  try {
+    await writeLayoutFiles(sink, plan, opts.rules, opts.platforms);
+    await writeBlobs(store, sink, plan.blobs, opts.progress);
+    return await sink.finish();
+  } catch (e) {
+    await sink.abort();
+    throw e;
+  }
 }
 
 /** oci-layout and index.json first: a bundle cut short in transit still says what it was meant to hold. */
@@ -99,33 +120,10 @@ function addBuffer(sink: BundleSink, path: string, body: Buffer): Promise<void> 
 }
 
 async function writeBlobs(store: Store, sink: BundleSink, blobs: readonly PlannedBlob[], progress?: (p: ExportProgress) => void): Promise<void> {
-  const p: ExportProgress = { blobsDone: 0, blobsTotal: blobs.length, bytesDone: 0, bytesTotal: blobs.reduce((n, b) => n + b.sizeBytes, 0) };
-  progress?.(p);
+  const counter = new ProgressCounter(blobs, progress);
   for (const b of blobs) {
-    await sink.add(`blobs/sha256/${b.digest.slice(7)}`, b.sizeBytes, verified(store, b, (n) => {
-      p.bytesDone += n;
-      progress?.(p);
-    }));
-    p.blobsDone++;
-    progress?.(p);
-  }
-}
-
-/** The blob's bytes from the store, hashed as they pass: a blob that no longer matches its digest ends the export. */
-async function* verified(store: Store, b: PlannedBlob, onBytes: (n: number) => void): AsyncGenerator<Buffer> {
-  const stream = b.sizeBytes === 0 ? [Buffer.alloc(0)] : await store.openBlob(b.digest, { start: 0, end: b.sizeBytes - 1 });
-  if (!stream) throw new ExportError(`blob ${b.digest} of ${b.ref} is no longer in the store; nothing was written`);
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    hash.update(chunk);
-    size += chunk.length;
-    onBytes(chunk.length);
-    yield chunk;
-  }
-  const got = `sha256:${hash.digest('hex')}`;
-  if (size !== b.sizeBytes || got !== b.digest) {
-    throw new ExportError(`blob ${b.digest} of ${b.ref} is corrupt in the store (it hashes to ${got}); nothing was written; run "sluice verify --repair"`);
+    await sink.add(`blobs/sha256/${b.digest.slice(7)}`, b.sizeBytes, verified(store, b, counter.bytes));
+    counter.blobDone();
   }
 }
 

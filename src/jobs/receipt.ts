@@ -2,6 +2,7 @@
 // the rules it was made from and a checksum of the bundle. `--since RECEIPT` reads it back; import checks it.
 import { readFile } from 'node:fs/promises';
 import type { BundleChecksum, BundleFormat } from './bundle-sink.js';
+import type { TalosCacheFormat } from './talos-cache-export.js';
 
 export const RECEIPT_KIND = 'sluice-export-receipt';
 const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
@@ -12,7 +13,7 @@ export interface Receipt {
   createdAt: string;
   /** The bundle's file or folder name (beside the receipt). */
   bundle: string;
-  format: BundleFormat;
+  format: ExportFormat;
   rules: string[];
   /** Platforms the export was limited to; empty = all. */
   platforms: string[];
@@ -27,6 +28,8 @@ export interface Receipt {
   sizeBytes: number;
   checksum: BundleChecksum;
 }
+
+export type ExportFormat = BundleFormat | TalosCacheFormat;
 
 export class ReceiptError extends Error {}
 

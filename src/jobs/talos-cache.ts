@@ -6,8 +6,9 @@ import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { collect, commitImage, ImportError, ociBlobFile, openRegular, verifyBlob, type Collected, type ImageRef, type Layout } from './layout-image.js';
 import { CacheTarError, unpackCacheLayer } from './talos-cache-tar.js';
+import { blobFile, BLOB_DIR, digestFileName, digestOfFileName, MANIFESTS_DIR, registryOfDir } from './talos-cache-paths.js';
 import { isDescriptor, manifestMediaType, MANIFEST_MEDIA_TYPES, MediaType, parseManifest } from '../oci/manifest.js';
-import { canonicalHost, isValidHost, isValidName, isValidTag } from '../oci/reference.js';
+import { isValidHost, isValidName, isValidTag } from '../oci/reference.js';
 import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from '../store/store.js';
 
 export interface CacheRepository {
@@ -34,24 +35,22 @@ export interface CacheImportResult {
   failed: Array<{ ref: string; reason: string }>;
 }
 
-const BLOB_FILE = /^sha256-([a-f0-9]{64})$/;
-
-/** `host_port_` (Talos' vfat-safe spelling of `host:port`) → `host:port`; other names as they are. */
-export function registryOfDir(dir: string): string {
-  const m = /^(.+)_(\d{1,5})_$/.exec(dir);
-  return canonicalHost(m ? `${m[1]}:${m[2]}` : dir);
-}
-
 async function entries(dir: string): Promise<Array<{ name: string; dir: boolean; file: boolean }>> {
   const list = await readdir(dir, { withFileTypes: true }).catch(() => []);
   return list.map((e) => ({ name: e.name, dir: e.isDirectory(), file: e.isFile() })).sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
+/** The digest a `sha256-<hex>` file stands for, as a list of one (none for anything else). */
+function digestsOf(e: { name: string; file: boolean }): string[] {
+  const digest = e.file ? digestOfFileName(e.name) : undefined;
+  return digest ? [digest] : [];
+}
+
 /** Every repository of the tree: a folder holding `reference/` or `digest/`, at any depth under its registry. */
 export async function scanCache(root: string): Promise<CacheRepository[]> {
   const out: CacheRepository[] = [];
-  for (const reg of await entries(join(root, 'manifests'))) {
-    if (reg.dir) await scanRepos(root, `manifests/${reg.name}`, registryOfDir(reg.name), [], out);
+  for (const reg of await entries(join(root, MANIFESTS_DIR))) {
+    if (reg.dir) await scanRepos(root, `${MANIFESTS_DIR}/${reg.name}`, registryOfDir(reg.name), [], out);
   }
   return out;
 }
@@ -61,10 +60,7 @@ async function scanRepos(root: string, path: string, host: string, segments: str
   const sub = (n: string): boolean => here.some((e) => e.dir && e.name === n);
   if (segments.length > 0 && (sub('reference') || sub('digest'))) {
     const tags = (await entries(join(root, path, 'reference'))).filter((e) => e.file).map((e) => e.name);
-    const digests = new Set((await entries(join(root, path, 'digest'))).flatMap((e) => {
-      const m = e.file ? BLOB_FILE.exec(e.name) : null;
-      return m ? [`sha256:${m[1]}`] : [];
-    }));
+    const digests = new Set((await entries(join(root, path, 'digest'))).flatMap((e) => digestsOf(e)));
     out.push({ host, name: segments.join('/'), path, tags, digests });
   }
   for (const e of here) {
@@ -76,7 +72,7 @@ async function scanRepos(root: string, path: string, host: string, segments: str
 export async function importCacheTree(store: Store, root: string, name: (file: string) => string, progress?: (line: string) => void): Promise<CacheImportResult> {
   const repos = await scanCache(root);
   if (repos.length === 0) throw new ImportError(`${name('manifests/')} holds no repository (no …/reference/ or …/digest/ folder): not a Talos image cache`);
-  const blobs = new Set((await entries(join(root, 'blob'))).flatMap((e) => (e.file && BLOB_FILE.test(e.name) ? [`sha256:${e.name.slice(7)}`] : [])));
+  const blobs = new Set((await entries(join(root, BLOB_DIR))).flatMap((e) => digestsOf(e)));
   const result: CacheImportResult = { imported: [], failed: [] };
   for (const repo of repos) await new RepositoryImport(store, repo, { root, name, blobs }, result, progress).run();
   return result;
@@ -103,9 +99,8 @@ class RepositoryImport {
   }
 
   private fileOf(d: Descriptor): string | undefined {
-    const hex = d.digest.slice(7);
-    if (MANIFEST_MEDIA_TYPES.includes(d.mediaType)) return this.repo.digests.has(d.digest) ? `${this.repo.path}/digest/sha256-${hex}` : this.tagged.get(d.digest);
-    return this.tree.blobs.has(d.digest) ? `blob/sha256-${hex}` : undefined;
+    if (MANIFEST_MEDIA_TYPES.includes(d.mediaType)) return this.repo.digests.has(d.digest) ? `${this.repo.path}/digest/${digestFileName(d.digest)}` : this.tagged.get(d.digest);
+    return this.tree.blobs.has(d.digest) ? blobFile(d.digest) : undefined;
   }
 
   async run(): Promise<void> {
@@ -120,7 +115,7 @@ class RepositoryImport {
     // Images cached by digest alone (`repo@sha256:…` in the list): digest files no tag reached.
     for (const digest of this.repo.digests) {
       if (this.reached.has(digest)) continue;
-      const top = await this.root(`${this.repo.path}/digest/sha256-${digest.slice(7)}`, `${this.base}@${digest}`);
+      const top = await this.root(`${this.repo.path}/digest/${digestFileName(digest)}`, `${this.base}@${digest}`);
       if (top) await this.importOne({ host, name }, top, `${this.base}@${digest}`);
     }
   }
@@ -174,7 +169,7 @@ function platformOf(d: Descriptor): string {
 
 /** A folder is a flat cache when it has `manifests/` and no `index.json` (which would make it an OCI layout). */
 export async function isFlatCache(dir: string): Promise<boolean> {
-  const manifests = await stat(join(dir, 'manifests')).catch(() => undefined);
+  const manifests = await stat(join(dir, MANIFESTS_DIR)).catch(() => undefined);
   const index = await stat(join(dir, 'index.json')).catch(() => undefined);
   return manifests?.isDirectory() === true && index === undefined;
 }
