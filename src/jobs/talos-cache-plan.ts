@@ -95,7 +95,9 @@ async function walkCached(store: Store, root: Root, platforms: readonly string[]
   return { ...root, missing };
 }
 
+/** Chosen platforms a platform index lacks; an index of artifacts (no child names a platform) lacks none. */
 function absentPlatforms(children: readonly Descriptor[], platforms: readonly string[]): string[] {
+  if (!children.some((c) => c.platform?.os !== undefined && c.platform.os !== 'unknown')) return [];
   return platforms.filter((p) => !children.some((c) => c.platform && platformWanted(c, [p]))).map((p) => `${p} (the index has no such platform)`);
 }
 

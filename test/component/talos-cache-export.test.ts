@@ -18,7 +18,7 @@ import { tempDir } from '../helpers/clients.js';
 import { buildLayout, splitRef, type LayoutDescription } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml } from '../helpers/sluice.js';
 import { buildFlatCache, registryDir, type TalosCache } from '../helpers/talos-cache.js';
-import { blobPath, hexOf, MediaType, sha256 } from '../kit/oci.js';
+import { blobPath, hexOf, MediaType, sha256, writeJsonBlob, writeLayoutIndex } from '../kit/oci.js';
 
 const DIGEST_ONLY = 'docker.io/library/busybox:1.36';
 const PORT_COPY = { 'registry.k8s.io/pause:3.10': 'registry.lan:5000/team/pause:3.10' };
@@ -176,6 +176,25 @@ describe('sluice export of Talos image caches', () => {
       expect(tags.sort()).toEqual([`sha256-${hexOf(kubelet.digest)}.sig`, 'v1.34.0']);
       const got = await readTree(out);
       expect(got.files.has(`manifests/ghcr.io/siderolabs/kubelet/digest/sha256-${hexOf(bare.top.digest)}`)).toBe(false);
+    } finally {
+      await other.close();
+    }
+  });
+
+  test('a rule selecting a signature tag takes its index even with --platform (an index of artifacts lacks no platform)', async () => {
+    const pause = layout.images.find((i) => i.ref === 'registry.k8s.io/pause:3.10')!;
+    const extra = join(work, 'sig-index');
+    const art = await writeArtifact(extra, 'unused', { mediaType: pause.mediaType, digest: pause.digest, size: pause.size }, 'in-index', false);
+    const index = await writeJsonBlob(extra, { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [art.top] }, MediaType.ociIndex);
+    await writeLayoutIndex(extra, [{ ref: `registry.k8s.io/pause:sha256-${hexOf(pause.digest)}`, top: index }]);
+    const other = await Store.open(join(work, 'with-sig-index'));
+    try {
+      for (const path of [layout.dir, extra]) expect((await importPath(other, path)).failed).toEqual([]);
+      const out = fresh('sig-index');
+      const r = await exportBundle(other, { out, format: 'talos-cache-flat', rules: exportRules(['registry.k8s.io/pause:sha256-*']), explicitRules: true, platforms: ['linux/amd64'] });
+      expect(r.receipt.images.map((i) => [i.ref, i.missing])).toEqual([[`registry.k8s.io/pause:sha256-${hexOf(pause.digest)}`, []]]);
+      const got = await readTree(out);
+      for (const d of [index.digest, art.top.digest]) expect(got.files.get(`manifests/registry.k8s.io/pause/digest/sha256-${hexOf(d)}`), d).toBe(d);
     } finally {
       await other.close();
     }
