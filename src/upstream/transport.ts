@@ -1,6 +1,8 @@
 // The HTTP half of an upstream, on undici: one dispatcher for the upstream's own origin (its TLS settings)
 // and one for everywhere else, redirects followed by hand, the window gate before every request, bounded reads.
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
@@ -21,10 +23,13 @@ export interface TransportOptions {
   idleTimeoutMs?: number;
   gate?: (what: string) => void;
   /**
-   * Hosts a redirect may lead to (`host`, `host:port` or `*.domain`); undefined: any. The upstream's own host is
-   * always allowed. A redirect elsewhere is refused before anything is dialled.
+   * Hosts a redirect may lead to (`host`, `host:port` or `*.domain`); undefined: any public one. The upstream's own
+   * host is always allowed; loopback, link-local and sluice's own listeners only when named here (a listener by its
+   * exact `host:port`). A redirect elsewhere is refused before anything is dialled.
    */
   redirectHosts?: readonly string[];
+  /** Where sluice itself listens now (registry, admin, metrics): never a redirect target unless named. */
+  listeners?: () => ReadonlyArray<{ host: string; port: number }>;
   metrics?: UpstreamMetrics;
 }
 
@@ -48,6 +53,7 @@ export function redirectRefusal(from: URL, to: URL): string | undefined {
 }
 
 const MAX_REDIRECTS = 5;
+const OWN_LISTENER = 'a listener of this sluice';
 const JSON_LIMIT_BYTES = 16 * 1024 * 1024;
 const REDIRECTS = [301, 302, 303, 307, 308];
 
@@ -58,6 +64,8 @@ export class Transport {
   private readonly foreign: Agent;
   /** Where each response really came from after redirects, for error messages about its body. */
   private readonly finalUrls = new WeakMap<Response, URL>();
+  /** Responses that came from a redirect target, not from the URL asked. */
+  private readonly redirectedResponses = new WeakSet<Response>();
   /** Aborted (and replaced) by abortInFlight(): every request but a blob download listens to it. */
   private closing = new AbortController();
   private readonly metrics: UpstreamMetrics;
@@ -109,6 +117,7 @@ export class Transport {
       const location = header(res, 'location');
       if (!REDIRECTS.includes(res.statusCode) || !location) {
         this.finalUrls.set(res, url);
+        if (hop > 0) this.redirectedResponses.add(res);
         return res;
       }
       res.body.resume();
@@ -126,14 +135,32 @@ export class Transport {
     }
   }
 
-  /** A redirect off the upstream's own host must lead to one of `redirectHosts` when the operator pinned them. */
+  /** The host a response came from when a redirect led there; undefined when it is the one asked. */
+  redirectTarget(res: Response): string | undefined {
+    return this.redirectedResponses.has(res) ? this.finalUrl(res).host : undefined;
+  }
+
+  /**
+   * A redirect off the upstream's own host must not reach an internal address unless named (exactly, for one of
+   * sluice's listeners), and must lead to one of `redirectHosts` when the operator pinned them.
+   */
   private checkRedirect(next: URL, what: string): void {
+    if (next.host === this.opts.base.host) return;
     const allowed = this.opts.redirectHosts;
-    if (allowed === undefined || next.host === this.opts.base.host || redirectAllowed(allowed, next)) return;
+    const detail = { upstream: this.opts.host, redirectHost: next.host };
+    if (allowed !== undefined && !redirectAllowed(allowed, next)) {
+      throw new RegistryError(
+        'DENIED',
+        `upstream ${this.opts.host} redirected ${what} to ${next.host}, which is not in upstreams.${this.opts.host}.redirectHosts (${allowed.join(', ') || 'empty'}); nothing was fetched from it`,
+        detail,
+      );
+    }
+    const internal = internalTarget(next, this.opts.listeners?.() ?? []);
+    if (!internal || (allowed !== undefined && (internal !== OWN_LISTENER || allowed.includes(next.host)))) return;
     throw new RegistryError(
       'DENIED',
-      `upstream ${this.opts.host} redirected ${what} to ${next.host}, which is not in upstreams.${this.opts.host}.redirectHosts (${allowed.join(', ') || 'empty'}); nothing was fetched from it`,
-      { upstream: this.opts.host, redirectHost: next.host },
+      `upstream ${this.opts.host} redirected ${what} to ${next.host}, ${internal}: refused unless upstreams.${this.opts.host}.redirectHosts names it${internal === OWN_LISTENER ? ' (as host:port)' : ''}; nothing was fetched from it`,
+      detail,
     );
   }
 
@@ -207,6 +234,48 @@ export class Transport {
   private finalUrl(res: Response): URL {
     return this.finalUrls.get(res) ?? this.opts.base;
   }
+}
+
+/**
+ * Why a redirect target is internal, or undefined: one of sluice's listeners (its port, on a loopback or local
+ * interface address, or the listener's own), a loopback address (127/8, ::1, localhost, 0.0.0.0, ::) or a
+ * link-local one (169.254/16, fe80::/10, where cloud metadata services answer). Judged on the URL's literal host.
+ */
+export function internalTarget(url: URL, listeners: ReadonlyArray<{ host: string; port: number }>): string | undefined {
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+  const loopback = isLoopback(host);
+  const local = loopback || localAddresses().has(host);
+  if (listeners.some((l) => l.port === port && (local || l.host === host))) return OWN_LISTENER;
+  if (loopback) return 'a loopback address';
+  if (isLinkLocal(host)) return 'a link-local address';
+  return undefined;
+}
+
+/** An IPv4-mapped IPv6 address (`::ffff:7f00:1`, as URL writes `::ffff:127.0.0.1`) as its IPv4 address. */
+function mappedV4(host: string): string {
+  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
+  if (!m) return host.startsWith('::ffff:') ? host.slice(7) : host;
+  const [hi, lo] = [parseInt(m[1] ?? '0', 16), parseInt(m[2] ?? '0', 16)];
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
+function isLoopback(host: string): boolean {
+  const v4 = mappedV4(host);
+  if (isIP(v4) === 4) return v4.startsWith('127.') || v4 === '0.0.0.0';
+  if (isIP(host) === 6) return host === '::1' || host === '::';
+  return host === 'localhost' || host.endsWith('.localhost');
+}
+
+function isLinkLocal(host: string): boolean {
+  const v4 = mappedV4(host);
+  if (isIP(v4) === 4) return v4.startsWith('169.254.');
+  return isIP(host) === 6 && /^fe[89ab]/.test(host);
+}
+
+/** This machine's interface addresses (a listener on 0.0.0.0 answers on each). */
+function localAddresses(): Set<string> {
+  return new Set(Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address.toLowerCase())));
 }
 
 /** `host` or `host:port` exactly, or `*.domain` for any host under it (not the domain itself). */
