@@ -91,7 +91,7 @@ export class Upstream {
     this.label = this.mirror ? `${opts.host} (via mirror ${base.host})` : opts.host;
     this.identity = { host: this.label, dockerHub: opts.dockerHub, hasAuth: opts.auth !== undefined };
     const ns = this.mirror ? opts.host : undefined;
-    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, redirectHosts: opts.redirectHosts, listeners: opts.listeners, metrics: this.metrics });
+    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, redirectHosts: opts.redirectHosts, listeners: opts.listeners, tokenRealmHosts: realmHosts(opts.tokenRealms), metrics: this.metrics });
     this.auth = new UpstreamAuth(opts.host, base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what), opts.tokenRealms);
   }
 
@@ -298,4 +298,15 @@ export class Upstream {
     if (!this.mirror || res.statusCode !== 404 || !said) return e;
     return new RegistryError(e.kind, `upstream ${this.label}: ${said}`, e.detail);
   }
+}
+
+/** The host names of configured token realm origins. */
+function realmHosts(realms: readonly string[] | undefined): string[] {
+  return (realms ?? []).flatMap((r) => {
+    try {
+      return [new URL(r).hostname];
+    } catch {
+      return [];
+    }
+  });
 }

@@ -1,14 +1,12 @@
 // The HTTP half of an upstream, on undici: one dispatcher for the upstream's own origin (its TLS settings)
 // and one for everywhere else, redirects followed by hand, the window gate before every request, bounded reads.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { isIP } from 'node:net';
-import { networkInterfaces } from 'node:os';
 import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
-import { RegistryError } from '../oci/errors.js';
 import { transportError, upstreamFailed } from './errors.js';
 import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
+import { guardedLookup, hostNamed, redirectDenial, redirectRefusal } from './redirects.js';
 
 export type Headers = Record<string, string>;
 export type Response = Dispatcher.ResponseData;
@@ -30,6 +28,8 @@ export interface TransportOptions {
   redirectHosts?: readonly string[];
   /** Where sluice itself listens now (registry, admin, metrics): never a redirect target unless named. */
   listeners?: () => ReadonlyArray<{ host: string; port: number }>;
+  /** Host names of the configured token realms (tokenRealms): dialled even when they resolve to loopback. */
+  tokenRealmHosts?: readonly string[];
   metrics?: UpstreamMetrics;
 }
 
@@ -42,18 +42,7 @@ export function withHeadersTimeout<T>(timeoutMs: number, run: () => Promise<T>):
   return headersWait.run(timeoutMs, run);
 }
 
-/**
- * Why a redirect hop may not be followed, or undefined: only http(s), and never from https to plain http (a tag's
- * manifest cannot be checked against a digest, so it must not leave TLS).
- */
-export function redirectRefusal(from: URL, to: URL): string | undefined {
-  if (to.protocol !== 'https:' && to.protocol !== 'http:') return `redirect to ${to.protocol} refused`;
-  if (from.protocol === 'https:' && to.protocol === 'http:') return `redirect from https to plain http (${to.host}) refused`;
-  return undefined;
-}
-
 const MAX_REDIRECTS = 5;
-const OWN_LISTENER = 'a listener of this sluice';
 const JSON_LIMIT_BYTES = 16 * 1024 * 1024;
 const REDIRECTS = [301, 302, 303, 307, 308];
 
@@ -80,8 +69,11 @@ export class Transport {
       ...timeouts,
       connect: { timeout: connectMs, ca, rejectUnauthorized: opts.tls?.insecureSkipVerify !== true },
     });
-    // Redirect targets (blob storage) and token realms on sibling hosts get default TLS verification.
-    this.foreign = new Agent({ ...timeouts, connect: { timeout: connectMs } });
+    // Redirect targets (blob storage) and configured token realms get default TLS verification, and a name that
+    // resolves to a loopback or link-local address is not dialled unless the operator named it.
+    const named = (hostname: string): boolean =>
+      hostname === opts.base.hostname || hostNamed(opts.redirectHosts ?? [], hostname) || hostNamed(opts.tokenRealmHosts ?? [], hostname);
+    this.foreign = new Agent({ ...timeouts, connect: { timeout: connectMs, lookup: guardedLookup(named, opts.host) } });
   }
 
   urlFor(path: string): URL {
@@ -125,7 +117,8 @@ export class Transport {
       const next = new URL(location, url);
       const refused = redirectRefusal(url, next);
       if (refused) throw upstreamFailed(this.opts.host, `${what}: ${refused}`);
-      this.checkRedirect(next, what);
+      const denied = redirectDenial(next, { host: this.opts.host, base: this.opts.base, redirectHosts: this.opts.redirectHosts, listeners: this.opts.listeners?.() ?? [] }, what);
+      if (denied) throw denied;
       if (next.origin !== url.origin) {
         // Credentials are for the registry alone (RFC 9110 §15.4 leaves this to the client; every registry client drops it).
         h = { ...h };
@@ -138,30 +131,6 @@ export class Transport {
   /** The host a response came from when a redirect led there; undefined when it is the one asked. */
   redirectTarget(res: Response): string | undefined {
     return this.redirectedResponses.has(res) ? this.finalUrl(res).host : undefined;
-  }
-
-  /**
-   * A redirect off the upstream's own host must not reach an internal address unless named (exactly, for one of
-   * sluice's listeners), and must lead to one of `redirectHosts` when the operator pinned them.
-   */
-  private checkRedirect(next: URL, what: string): void {
-    if (next.host === this.opts.base.host) return;
-    const allowed = this.opts.redirectHosts;
-    const detail = { upstream: this.opts.host, redirectHost: next.host };
-    if (allowed !== undefined && !redirectAllowed(allowed, next)) {
-      throw new RegistryError(
-        'DENIED',
-        `upstream ${this.opts.host} redirected ${what} to ${next.host}, which is not in upstreams.${this.opts.host}.redirectHosts (${allowed.join(', ') || 'empty'}); nothing was fetched from it`,
-        detail,
-      );
-    }
-    const internal = internalTarget(next, this.opts.listeners?.() ?? []);
-    if (!internal || (allowed !== undefined && (internal !== OWN_LISTENER || allowed.includes(next.host)))) return;
-    throw new RegistryError(
-      'DENIED',
-      `upstream ${this.opts.host} redirected ${what} to ${next.host}, ${internal}: refused unless upstreams.${this.opts.host}.redirectHosts names it${internal === OWN_LISTENER ? ' (as host:port)' : ''}; nothing was fetched from it`,
-      detail,
-    );
   }
 
   private async once(method: 'GET' | 'HEAD', url: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
@@ -234,53 +203,6 @@ export class Transport {
   private finalUrl(res: Response): URL {
     return this.finalUrls.get(res) ?? this.opts.base;
   }
-}
-
-/**
- * Why a redirect target is internal, or undefined: one of sluice's listeners (its port, on a loopback or local
- * interface address, or the listener's own), a loopback address (127/8, ::1, localhost, 0.0.0.0, ::) or a
- * link-local one (169.254/16, fe80::/10, where cloud metadata services answer). Judged on the URL's literal host.
- */
-export function internalTarget(url: URL, listeners: ReadonlyArray<{ host: string; port: number }>): string | undefined {
-  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
-  const loopback = isLoopback(host);
-  const local = loopback || localAddresses().has(host);
-  if (listeners.some((l) => l.port === port && (local || l.host === host))) return OWN_LISTENER;
-  if (loopback) return 'a loopback address';
-  if (isLinkLocal(host)) return 'a link-local address';
-  return undefined;
-}
-
-/** An IPv4-mapped IPv6 address (`::ffff:7f00:1`, as URL writes `::ffff:127.0.0.1`) as its IPv4 address. */
-function mappedV4(host: string): string {
-  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
-  if (!m) return host.startsWith('::ffff:') ? host.slice(7) : host;
-  const [hi, lo] = [parseInt(m[1] ?? '0', 16), parseInt(m[2] ?? '0', 16)];
-  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-}
-
-function isLoopback(host: string): boolean {
-  const v4 = mappedV4(host);
-  if (isIP(v4) === 4) return v4.startsWith('127.') || v4 === '0.0.0.0';
-  if (isIP(host) === 6) return host === '::1' || host === '::';
-  return host === 'localhost' || host.endsWith('.localhost');
-}
-
-function isLinkLocal(host: string): boolean {
-  const v4 = mappedV4(host);
-  if (isIP(v4) === 4) return v4.startsWith('169.254.');
-  return isIP(host) === 6 && /^fe[89ab]/.test(host);
-}
-
-/** This machine's interface addresses (a listener on 0.0.0.0 answers on each). */
-function localAddresses(): Set<string> {
-  return new Set(Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address.toLowerCase())));
-}
-
-/** `host` or `host:port` exactly, or `*.domain` for any host under it (not the domain itself). */
-export function redirectAllowed(patterns: readonly string[], url: URL): boolean {
-  return patterns.some((p) => (p.startsWith('*.') ? url.hostname.endsWith(p.slice(1)) : p.includes(':') ? url.host === p : url.hostname === p));
 }
 
 export function headerAll(res: Response, name: string): string[] {

@@ -2,7 +2,7 @@
 // targets a pinned list lets through (exact host, host:port, *.domain), and which targets are internal.
 import { describe, expect, it } from 'vitest';
 import { ConfigError, validateConfig } from '../../src/config/config.js';
-import { internalTarget, redirectAllowed, redirectRefusal } from '../../src/upstream/transport.js';
+import { guardedLookup, internalTarget, redirectAllowed, redirectRefusal } from '../../src/upstream/redirects.js';
 
 const base = { upstreams: { 'factory.talos.dev': { url: 'https://factory.talos.dev' } }, defaultUpstream: 'factory.talos.dev' };
 
@@ -100,5 +100,25 @@ describe('internalTarget', () => {
     ['https://10.0.0.8/b', undefined],
   ])('%s: %s', (url, why) => {
     expect(internalTarget(new URL(url), listeners)).toBe(why);
+  });
+});
+
+describe('guardedLookup: a name that resolves to an internal address', () => {
+  type Answer = { err: NodeJS.ErrnoException | null; address: unknown };
+  const answers: Record<string, string> = { 'sneaky.example': '127.0.0.1', 'meta.example': '169.254.169.254', 'cdn.example': '198.51.100.7', 'blobs.lab': '127.0.0.2' };
+  const resolve = (hostname: string, _o: unknown, cb: (err: NodeJS.ErrnoException | null, a: Array<{ address: string; family: number }>) => void): void =>
+    cb(null, [{ address: answers[hostname] ?? '192.0.2.1', family: 4 }]);
+  const lookup = guardedLookup((h) => h === 'blobs.lab', 'reg.test', resolve);
+  const ask = (hostname: string, all: boolean): Promise<Answer> =>
+    new Promise((done) => lookup(hostname, { all }, (err, address) => done({ err, address })));
+
+  it('is refused unless named; a public one resolves as asked (one address or all)', async () => {
+    const sneaky = await ask('sneaky.example', false);
+    expect(sneaky.err?.message).toBe('sneaky.example resolves to 127.0.0.1, a loopback address: refused unless upstreams.reg.test.redirectHosts names it');
+    expect(sneaky.err?.code).toBe('ERR_SLUICE_INTERNAL_ADDRESS');
+    expect((await ask('meta.example', true)).err?.message).toContain('169.254.169.254, a link-local address');
+    expect(await ask('blobs.lab', false)).toEqual({ err: null, address: '127.0.0.2' });
+    expect(await ask('cdn.example', false)).toEqual({ err: null, address: '198.51.100.7' });
+    expect(await ask('cdn.example', true)).toEqual({ err: null, address: [{ address: '198.51.100.7', family: 4 }] });
   });
 });
