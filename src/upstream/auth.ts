@@ -147,6 +147,17 @@ export function checkRealm(realm: string, base: URL, host: string, realms: reado
   return url;
 }
 
+/** The host names of configured token realm origins. */
+export function realmHosts(realms: readonly string[] | undefined): string[] {
+  return (realms ?? []).flatMap((r) => {
+    try {
+      return [new URL(r).hostname];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** `https://auth.example` or `https://auth.example:8443/anything` → its origin; anything else never matches. */
 function originOf(s: string): string | undefined {
   try {

@@ -5,7 +5,7 @@ import { RegistryError, type ErrorKind } from '../oci/errors.js';
 import { isDescriptor, type Descriptor } from '../oci/manifest.js';
 import { checkDigestShape, checkName, checkRef, refSuffix } from './arguments.js';
 import { digestOf, mediaTypeOf, nextLastOf, withAuth } from './response-fields.js';
-import { UpstreamAuth, type Authorization } from './auth.js';
+import { realmHosts, UpstreamAuth, type Authorization } from './auth.js';
 import { isRecord, needsCredentials, refused, statusError, tokenRefused, upstreamFailed, type UpstreamIdentity } from './errors.js';
 import { header, headerAll, lengthOf, Transport, type Headers, type Response } from './transport.js';
 import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
@@ -298,15 +298,4 @@ export class Upstream {
     if (!this.mirror || res.statusCode !== 404 || !said) return e;
     return new RegistryError(e.kind, `upstream ${this.label}: ${said}`, e.detail);
   }
-}
-
-/** The host names of configured token realm origins. */
-function realmHosts(realms: readonly string[] | undefined): string[] {
-  return (realms ?? []).flatMap((r) => {
-    try {
-      return [new URL(r).hostname];
-    } catch {
-      return [];
-    }
-  });
 }
