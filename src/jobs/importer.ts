@@ -4,6 +4,7 @@
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayoutTar, TarLayoutError } from './import-tar.js';
+import { unpackRoom } from './unpack-bounds.js';
 import { PLATFORMS_ANNOTATION, REF_NAME, RULES_ANNOTATION } from './exporter.js';
 import { platformWanted } from './export-plan.js';
 import {
@@ -61,7 +62,7 @@ export async function importPath(store: Store, path: string, opts: ImportOptions
   if (!info.isFile()) throw new ImportError(`${path} is neither a folder nor a regular file: give an OCI image layout or a .tar of one`);
   const dir = await store.scratchDir('import-');
   try {
-    const tar = await extractLayoutTar(path, dir).catch((e: unknown) => Promise.reject(e instanceof TarLayoutError ? new ImportError(e.message) : e));
+    const tar = await extractLayoutTar(path, dir, await unpackRoom(store, dir)).catch((e: unknown) => Promise.reject(e instanceof TarLayoutError ? new ImportError(e.message) : e));
     const warnings = [...(tar.brokenAfter ? [`${tar.brokenAfter}; only images whose blobs all arrived whole are imported`] : []), ...(await receiptWarnings(path, tar.sha256))];
     const layout: Layout = { dir: join(dir, tar.top), name: (f: string) => `${tar.top ? `${tar.top}/` : ''}${f} in ${path}`, damaged: tar.damaged };
     return await importLayout(store, layout, as, warnings, opts.progress);
@@ -113,6 +114,8 @@ async function importLayout(store: Store, layout: Layout, as: ImageRef | undefin
   if (wrapped) return fromCache(await importWrappedCache(store, { ...layout, blobFile: ociBlobFile }, wrapped, progress), 'oci', warnings);
   const rules = index.annotations[RULES_ANNOTATION];
   const result: ImportResult = { imported: [], failed: [], bundleRules: rules ? rules.split(',').filter((r) => r !== '') : [], warnings };
+  // Identical entries share their blobs: each (digest, size) is hashed once per import.
+  const verified = new Set<string>();
   for (const [i, entry] of entries.entries()) {
     const named = as ? refText(as) : isDescriptor(entry) ? entry.annotations?.[REF_NAME] ?? '' : '';
     try {
@@ -122,8 +125,11 @@ async function importLayout(store: Store, layout: Layout, as: ImageRef | undefin
       await requireEntitled(store, ref, image);
       let done = 0;
       for (const d of image.fromLayout) {
+        done++;
+        if (verified.has(`${d.digest} ${d.size}`)) continue;
         await verifyBlob(layout, d);
-        progress?.(`verifying ${named}: ${++done}/${image.fromLayout.length} blobs`);
+        verified.add(`${d.digest} ${d.size}`);
+        progress?.(`verifying ${named}: ${done}/${image.fromLayout.length} blobs`);
       }
       await commitImage(store, layout, ref, image);
       const bytes = image.fromLayout.reduce((n, d) => n + d.size, 0);

@@ -1,5 +1,5 @@
-// Reading the files of an OCI image layout for import: only regular files (never a symlink, FIFO or device),
-// never past a descriptor's size, and every problem named by the layout's own file name.
+// Reading the files of an OCI image layout for import: only regular files (never a symlink, FIFO or device, nor
+// a file under a symlinked folder), never past a descriptor's size, and every problem named by the layout's own name.
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
@@ -33,6 +33,7 @@ export async function hasBlob(layout: Layout, d: Descriptor): Promise<boolean> {
   const file = fileOf(layout, d);
   if (file === undefined) return false;
   if (layout.damaged?.has(file)) return true;
+  await refuseLinkedFolders(layout.dir, file, layout.name);
   // lstat: a symlink or FIFO counts as present, so reading it is refused by name rather than it being taken as absent.
   return (await lstat(join(layout.dir, file)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : e))) !== undefined;
 }
@@ -70,12 +71,27 @@ export async function withBlob<T>(layout: Layout, d: Descriptor, use: (fh: FileH
   if (file === undefined) throw new ImportError(`blob ${d.digest} (${d.mediaType}) is not in ${layout.name('')}`);
   const damage = layout.damaged?.get(file);
   if (damage) throw new ImportError(`blob ${d.digest} (${layout.name(file)}) ${damage}`);
+  await refuseLinkedFolders(layout.dir, file, layout.name);
   const { fh, size } = await openRegular(join(layout.dir, file), `blob ${d.digest} (${layout.name(file)})`);
   try {
     if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
     return await use(fh);
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Refuses a file whose folders (relative to `root`, `file` itself included when `self`) include a symbolic link:
+ * a linked `blobs/` or `manifests/` would lead the import out of the layout, onto the host's files.
+ */
+export async function refuseLinkedFolders(root: string, file: string, name: (file: string) => string, self = false): Promise<void> {
+  const parts = file.split('/').filter((p) => p !== '');
+  for (let i = 1; i <= (self ? parts.length : parts.length - 1); i++) {
+    const rel = parts.slice(0, i).join('/');
+    const info = await lstat(join(root, rel)).catch(() => undefined);
+    if (!info) return;
+    if (info.isSymbolicLink()) throw new ImportError(`${name(rel)} is a symbolic link; sluice follows no link out of an import (copy the folder itself in)`);
   }
 }
 

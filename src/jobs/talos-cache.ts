@@ -2,10 +2,12 @@
 // `blob/sha256-<hex>`, `manifests/<registry>/<repo>/reference/<tag>` and `…/digest/sha256-<hex>` (a registry's
 // `host:port` written `host_port_`), imported image by image with only the chosen platforms present.
 import { createHash } from 'node:crypto';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { collect, commitImage, ImportError, ociBlobFile, openRegular, verifyBlob, type Collected, type ImageRef, type Layout } from './layout-image.js';
+import { refuseLinkedFolders } from './layout-files.js';
 import { CacheTarError, unpackCacheLayer } from './talos-cache-tar.js';
+import { unpackRoom } from './unpack-bounds.js';
 import { isDescriptor, manifestMediaType, MANIFEST_MEDIA_TYPES, MediaType, parseManifest } from '../oci/manifest.js';
 import { canonicalHost, isValidHost, isValidName, isValidTag } from '../oci/reference.js';
 import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from '../store/store.js';
@@ -42,43 +44,55 @@ export function registryOfDir(dir: string): string {
   return canonicalHost(m ? `${m[1]}:${m[2]}` : dir);
 }
 
-async function entries(dir: string): Promise<Array<{ name: string; dir: boolean; file: boolean }>> {
-  const list = await readdir(dir, { withFileTypes: true }).catch(() => []);
+/** The entries of a tree folder; a symbolic link there (or as the folder, or above it) refuses the whole tree. */
+async function entries(tree: Tree, rel: string): Promise<Array<{ name: string; dir: boolean; file: boolean }>> {
+  await refuseLinkedFolders(tree.root, rel, tree.name, true);
+  const list = await readdir(join(tree.root, rel), { withFileTypes: true }).catch(() => []);
+  const link = list.find((e) => e.isSymbolicLink());
+  if (link) throw new ImportError(`${tree.name(`${rel}/${link.name}`)} is a symbolic link; sluice follows no link out of an import (copy the file or folder itself in)`);
   return list.map((e) => ({ name: e.name, dir: e.isDirectory(), file: e.isFile() })).sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
+interface Tree {
+  root: string;
+  name: (file: string) => string;
+}
+
 /** Every repository of the tree: a folder holding `reference/` or `digest/`, at any depth under its registry. */
-export async function scanCache(root: string): Promise<CacheRepository[]> {
+export async function scanCache(tree: Tree): Promise<CacheRepository[]> {
   const out: CacheRepository[] = [];
-  for (const reg of await entries(join(root, 'manifests'))) {
-    if (reg.dir) await scanRepos(root, `manifests/${reg.name}`, registryOfDir(reg.name), [], out);
+  for (const reg of await entries(tree, 'manifests')) {
+    if (reg.dir) await scanRepos(tree, `manifests/${reg.name}`, registryOfDir(reg.name), [], out);
   }
   return out;
 }
 
-async function scanRepos(root: string, path: string, host: string, segments: string[], out: CacheRepository[]): Promise<void> {
-  const here = await entries(join(root, path));
+async function scanRepos(tree: Tree, path: string, host: string, segments: string[], out: CacheRepository[]): Promise<void> {
+  const here = await entries(tree, path);
   const sub = (n: string): boolean => here.some((e) => e.dir && e.name === n);
   if (segments.length > 0 && (sub('reference') || sub('digest'))) {
-    const tags = (await entries(join(root, path, 'reference'))).filter((e) => e.file).map((e) => e.name);
-    const digests = new Set((await entries(join(root, path, 'digest'))).flatMap((e) => {
+    const tags = (await entries(tree, `${path}/reference`)).filter((e) => e.file).map((e) => e.name);
+    const digests = new Set((await entries(tree, `${path}/digest`)).flatMap((e) => {
       const m = e.file ? BLOB_FILE.exec(e.name) : null;
       return m ? [`sha256:${m[1]}`] : [];
     }));
     out.push({ host, name: segments.join('/'), path, tags, digests });
   }
   for (const e of here) {
-    if (e.dir && e.name !== 'reference' && e.name !== 'digest') await scanRepos(root, `${path}/${e.name}`, host, [...segments, e.name], out);
+    if (e.dir && e.name !== 'reference' && e.name !== 'digest') await scanRepos(tree, `${path}/${e.name}`, host, [...segments, e.name], out);
   }
 }
 
 /** Imports every image of the tree at `root`; `name` turns a tree path into what the operator should read. */
 export async function importCacheTree(store: Store, root: string, name: (file: string) => string, progress?: (line: string) => void): Promise<CacheImportResult> {
-  const repos = await scanCache(root);
+  const repos = await scanCache({ root, name });
   if (repos.length === 0) throw new ImportError(`${name('manifests/')} holds no repository (no …/reference/ or …/digest/ folder): not a Talos image cache`);
-  const blobs = new Set((await entries(join(root, 'blob'))).flatMap((e) => (e.file && BLOB_FILE.test(e.name) ? [`sha256:${e.name.slice(7)}`] : [])));
+  const blobs = new Set((await entries({ root, name }, 'blob')).flatMap((e) => (e.file && BLOB_FILE.test(e.name) ? [`sha256:${e.name.slice(7)}`] : [])));
   const result: CacheImportResult = { imported: [], failed: [] };
-  for (const repo of repos) await new RepositoryImport(store, repo, { root, name, blobs }, result, progress).run();
+  const verified = new Set<string>();
+  for (const repo of repos) await new RepositoryImport(store, repo, { root, name, blobs, verified }, result, progress).run();
+  // A tree of empty folders imported nothing and failed nothing: say so rather than succeed in silence.
+  if (result.imported.length + result.failed.length === 0) throw new ImportError(`${name('manifests/')} holds no image (no tag or digest file under its repositories): nothing to import`);
   return result;
 }
 
@@ -94,7 +108,7 @@ class RepositoryImport {
   constructor(
     private readonly store: Store,
     private readonly repo: CacheRepository,
-    private readonly tree: { root: string; name: (file: string) => string; blobs: Set<string> },
+    private readonly tree: { root: string; name: (file: string) => string; blobs: Set<string>; verified: Set<string> },
     private readonly result: CacheImportResult,
     private readonly progress?: (line: string) => void,
   ) {
@@ -139,7 +153,9 @@ class RepositoryImport {
       const image = await collect(this.layout, top);
       for (const d of image.blobs) this.reached.add(d.digest);
       for (const [i, d] of image.blobs.entries()) {
+        if (this.tree.verified.has(`${d.digest} ${d.size}`)) continue;
         await verifyBlob(this.layout, d);
+        this.tree.verified.add(`${d.digest} ${d.size}`);
         this.progress?.(`verifying ${label}: ${i + 1}/${image.blobs.length} blobs`);
       }
       await commitImage(this.store, this.layout, ref, image);
@@ -153,6 +169,7 @@ class RepositoryImport {
 
 /** The root descriptor of a manifest file: its digest is the hash of its bytes, its media type what it declares or implies. */
 async function readRoot(root: string, file: string, name: (file: string) => string): Promise<Descriptor> {
+  await refuseLinkedFolders(root, file, name);
   const { fh, size } = await openRegular(join(root, file), name(file));
   try {
     if (size > MAX_MANIFEST_BYTES) throw new ImportError(`${name(file)} is larger than 4 MiB: not a manifest`);
@@ -172,11 +189,14 @@ function platformOf(d: Descriptor): string {
   return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
 }
 
-/** A folder is a flat cache when it has `manifests/` and no `index.json` (which would make it an OCI layout). */
+/**
+ * A folder is a flat cache when it has `manifests/` and no `index.json` (which would make it an OCI layout). A
+ * `manifests` that is a symbolic link counts, so its import is refused by name rather than read as a layout.
+ */
 export async function isFlatCache(dir: string): Promise<boolean> {
-  const manifests = await stat(join(dir, 'manifests')).catch(() => undefined);
-  const index = await stat(join(dir, 'index.json')).catch(() => undefined);
-  return manifests?.isDirectory() === true && index === undefined;
+  const manifests = await lstat(join(dir, 'manifests')).catch(() => undefined);
+  const index = await lstat(join(dir, 'index.json')).catch(() => undefined);
+  return (manifests?.isDirectory() === true || manifests?.isSymbolicLink() === true) && index === undefined;
 }
 
 /**
@@ -204,7 +224,7 @@ export async function importWrappedCache(store: Store, layout: Layout, image: Co
   const dir = await store.scratchDir('talos-cache-');
   try {
     progress?.(`unpacking ${where}`);
-    await unpackCacheLayer(join(layout.dir, file), where, dir).catch((e: unknown) => {
+    await unpackCacheLayer(join(layout.dir, file), where, dir, await unpackRoom(store, dir)).catch((e: unknown) => {
       const hint = '; a single-image layout without a name is imported with --as REF';
       throw e instanceof CacheTarError ? new ImportError(`${e.message}${e.message.includes('not part of') ? hint : ''}`) : e;
     });
