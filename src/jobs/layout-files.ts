@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { LayoutSource } from './layout-source.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from '../store/store.js';
 
 export class ImportError extends Error {}
@@ -12,24 +13,11 @@ export class ImportUsageError extends ImportError {}
 
 const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
 
-/** Where a layout sits (`dir`) and how to name one of its files to the operator (the tar, never a temp folder). */
-export interface Layout {
-  dir: string;
-  name(file: string): string;
-  /** Blobs a damaged archive held only in part (path → why): they count as bad, not as absent. */
-  damaged?: ReadonlyMap<string, string>;
-  /**
-   * Which file holds a blob, relative to `dir` (default `blobs/sha256/<hex>`, an OCI layout), or undefined when
-   * the layout is known not to have it (a Talos cache: `blob/sha256-<hex>`, chosen platforms only).
-   */
-  blobFile?(d: Descriptor): string | undefined;
-}
-
 export const blobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slice(7)}`;
-const fileOf = (layout: Layout, d: Descriptor): string | undefined => (layout.blobFile ? layout.blobFile(d) : blobFile(d));
+const fileOf = (layout: LayoutSource, d: Descriptor): string | undefined => (layout.blobFile ? layout.blobFile(d) : blobFile(d));
 
 /** Whether the layout holds a file for this blob (not whether it is sound). */
-export async function hasBlob(layout: Layout, d: Descriptor): Promise<boolean> {
+export async function hasBlob(layout: LayoutSource, d: Descriptor): Promise<boolean> {
   const file = fileOf(layout, d);
   if (file === undefined) return false;
   if (layout.damaged?.has(file)) return true;
@@ -38,7 +26,7 @@ export async function hasBlob(layout: Layout, d: Descriptor): Promise<boolean> {
   return (await lstat(join(layout.dir, file)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : e))) !== undefined;
 }
 
-export async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
+export async function verifyBlob(layout: LayoutSource, d: Descriptor): Promise<void> {
   const hash = createHash('sha256');
   let size = 0;
   await withBlob(layout, d, async (fh) => {
@@ -56,7 +44,7 @@ export async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
   if (got !== d.digest) throw new ImportError(`blob ${d.digest} is corrupt: its content hashes to ${got}`);
 }
 
-export async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffer> {
+export async function readBlobFile(layout: LayoutSource, d: Descriptor): Promise<Buffer> {
   return withBlob(layout, d, async (fh) => {
     const body = Buffer.alloc(d.size);
     const { bytesRead } = await fh.read(body, 0, d.size, 0);
@@ -66,7 +54,7 @@ export async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffe
 }
 
 /** Runs `use` on the blob's file once it is known to be a regular file of the descriptor's size. */
-export async function withBlob<T>(layout: Layout, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
+export async function withBlob<T>(layout: LayoutSource, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
   const file = fileOf(layout, d);
   if (file === undefined) throw new ImportError(`blob ${d.digest} (${d.mediaType}) is not in ${layout.name('')}`);
   const damage = layout.damaged?.get(file);
@@ -134,7 +122,7 @@ export interface LayoutIndex {
 }
 
 /** The entries of index.json (each still to be checked), or an ImportError naming the file and what is wrong. */
-export async function readIndex(layout: Layout): Promise<LayoutIndex> {
+export async function readIndex(layout: LayoutSource): Promise<LayoutIndex> {
   const file = layout.name('index.json');
   const { fh, size } = await openRegular(join(layout.dir, 'index.json'), file, `${file} is missing: not an OCI image layout`);
   let doc: unknown;
