@@ -3,7 +3,7 @@
 // identical index.json entries are verified once; a symlinked folder is never followed out of the import.
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { cp, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -158,6 +158,21 @@ describe('import bounds', () => {
     // 2 GiB pass through; what is left is garbage the collector has not reclaimed yet (more on a loaded machine).
     expect(big.peakBytes - base.peakBytes, `peak ${big.peakBytes} vs ${base.peakBytes}`).toBeLessThan(128 * MiB);
   }, 120_000);
+
+  test('a refused archive stops at once: nothing of it is still open or read once import returns', async () => {
+    const tar = await archive(join(work, 'refused-early.tar.zst'), [
+      { name: '/etc/evil', body: Buffer.from('x') },
+      { name: 'junk/after.bin', zeros: 1024 * MiB },
+    ], 'zstd');
+    const store = await Store.open(fresh());
+    try {
+      await expect(importPath(store, tar)).rejects.toThrow(/"\/etc\/evil" has an absolute path/);
+      const open = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+      expect(open).not.toContain(tar);
+    } finally {
+      await store.close();
+    }
+  });
 
   test('identical index.json entries verify each blob once and all import', async () => {
     const dir = join(work, 'copies');
