@@ -30,14 +30,17 @@ export interface ImportedImage {
   missing?: string[];
 }
 
-/** One import: the store, the blobs already verified (identical entries share them), where progress goes. */
+/** One import: the store, the blobs already verified and the images already committed, where progress goes. */
 export interface ImportRun {
   store: Store;
+  /** `digest size` of every blob hashed so far: entries that share blobs hash them once. */
   verified: Set<string>;
+  /** Every image imported or refused so far, by reference, digest and platforms: an identical entry is told the same. */
+  outcomes: Map<string, ImportedImage | Error>;
   progress?: (line: string) => void;
 }
 
-export const newRun = (store: Store, progress?: (line: string) => void): ImportRun => ({ store, verified: new Set(), progress });
+export const newRun = (store: Store, progress?: (line: string) => void): ImportRun => ({ store, verified: new Set(), outcomes: new Map(), progress });
 
 export interface Collected {
   root: Descriptor;
@@ -53,7 +56,18 @@ export interface Collected {
 
 /** Collects, checks entitlement, verifies and commits one image; `platforms` limits an index (empty: all). */
 export async function importImage(run: ImportRun, source: LayoutSource, ref: ImageRef, root: Descriptor, label: string, platforms: string[] = []): Promise<ImportedImage> {
-  return importCollected(run, source, ref, await collect(run.store, source, root, platforms), label);
+  const key = `${refText(ref)} ${root.digest} ${platforms.join(',')}`;
+  const again = run.outcomes.get(key);
+  if (again instanceof Error) throw again;
+  if (again) return again;
+  try {
+    const done = await importCollected(run, source, ref, await collect(run.store, source, root, platforms), label);
+    run.outcomes.set(key, done);
+    return done;
+  } catch (e) {
+    run.outcomes.set(key, e as Error);
+    throw e;
+  }
 }
 
 /** The rest of importImage for an image already collected (a Talos cache notes what each image reached). */
@@ -148,9 +162,9 @@ export async function verifyOnce(run: ImportRun, source: LayoutSource, image: Co
   for (const [i, d] of image.fromLayout.entries()) {
     const key = `${d.digest} ${d.size}`;
     if (run.verified.has(key)) continue;
+    run.progress?.(`verifying ${label}: ${i + 1}/${image.fromLayout.length} blobs`);
     await verifyBlob(source, d);
     run.verified.add(key);
-    run.progress?.(`verifying ${label}: ${i + 1}/${image.fromLayout.length} blobs`);
   }
 }
 

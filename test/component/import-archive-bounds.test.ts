@@ -14,7 +14,7 @@ import { CompressStream } from 'zstd-napi';
 import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
 import { tempDir } from '../helpers/clients.js';
-import { buildLayout, type LayoutDescription } from '../helpers/images.js';
+import { buildLayout, corruptBlob, type LayoutDescription } from '../helpers/images.js';
 import { SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
 import { buildFlatCache, wrapAsOciCache } from '../helpers/talos-cache.js';
 import { MediaType, MiB } from '../kit/oci.js';
@@ -187,6 +187,30 @@ describe('import bounds', () => {
       expect(result.failed).toEqual([]);
       expect(result.imported).toHaveLength(50);
       expect(lines.filter((l) => l.startsWith('verifying'))).toHaveLength(img.blobs.length);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('identical entries of a corrupt image are each refused with the same reason, the blob hashed once', async () => {
+    const dir = join(work, 'corrupt-copies');
+    await cp(layout.dir, dir, { recursive: true });
+    const img = pause();
+    const layer = img.blobs[img.blobs.length - 1]!;
+    await corruptBlob(dir, layer.digest);
+    const entry = { mediaType: img.mediaType, digest: img.digest, size: img.size, annotations: { 'org.opencontainers.image.ref.name': img.ref } };
+    await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: Array.from({ length: 50 }, () => entry) }));
+    const store = await Store.open(fresh());
+    const lines: string[] = [];
+    try {
+      const result = await importPath(store, dir, { progress: (l) => lines.push(l) });
+      expect(result.imported).toEqual([]);
+      expect(result.failed).toHaveLength(50);
+      for (const f of result.failed) expect(f.reason).toBe(`blob ${layer.digest} is corrupt: ${result.failed[0]!.reason.split(': ').slice(1).join(': ')}`);
+      const verifying = lines.filter((l) => l.startsWith('verifying'));
+      expect(verifying.length).toBeGreaterThan(0);
+      expect(verifying.length, verifying.join('\n')).toBe(new Set(verifying).size);
+      expect(await store.repositories()).toEqual([]);
     } finally {
       await store.close();
     }
