@@ -1,5 +1,5 @@
 // A small in-process upstream registry for component tests that need images, not misbehaviour: single-platform
-// OCI images by tag and digest, blobs by digest, a hold on chosen blobs, corrupted blobs, and request counts.
+// OCI images and indexes of them by tag and digest, blobs by digest, a hold on chosen blobs, corrupted blobs, and request counts.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { closeServer, json, listenLoopback } from './http-server.js';
 import { MediaType, sha256 } from '../kit/oci.js';
@@ -58,6 +58,20 @@ export class MiniUpstream {
     return { name, tag, digest, manifest, config: cfg, layers: ls, digests, sizeBytes };
   }
 
+  /** An OCI index of images already added (each entry's `platform` as given, `{}` included), under `name:tag`. */
+  addIndex(name: string, tag: string, entries: Array<{ image: MiniImage; platform?: Record<string, string> }>): { digest: string; body: Buffer } {
+    const body = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociIndex,
+      manifests: entries.map((e) => ({ mediaType: MediaType.ociManifest, digest: e.image.digest, size: e.image.manifest.length, ...(e.platform ? { platform: e.platform } : {}) })),
+    }));
+    const digest = sha256(body);
+    for (const e of entries) this.manifests.set(`${name}:${e.image.digest}`, e.image.manifest);
+    this.manifests.set(`${name}:${tag}`, body);
+    this.manifests.set(`${name}:${digest}`, body);
+    return { digest, body };
+  }
+
   /** Moves a tag to another image of the same repository. */
   retag(image: MiniImage, tag: string): void {
     this.manifests.set(`${image.name}:${tag}`, image.manifest);
@@ -83,7 +97,8 @@ export class MiniUpstream {
     if (kind === 'manifests') {
       const body = this.manifests.get(`${name}:${ref}`);
       if (!body) return json(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'unknown' }] });
-      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'content-length': body.length, 'docker-content-digest': sha256(body) });
+      const type = (JSON.parse(body.toString('utf8')) as { mediaType?: string }).mediaType ?? MediaType.ociManifest;
+      res.writeHead(200, { 'content-type': type, 'content-length': body.length, 'docker-content-digest': sha256(body) });
       res.end(req.method === 'HEAD' ? undefined : body);
       return;
     }
