@@ -93,8 +93,7 @@ export interface Containerd {
   stop(): Promise<void>;
 }
 
-/** The containerd namespace the helper's ctr calls use. */
-export const NAMESPACE = 'test';
+const NAMESPACE = 'test';
 
 /**
  * Starts a private containerd 1.6 (CRI and unneeded snapshotters off) with everything in a temp dir; with `netns`,
