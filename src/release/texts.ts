@@ -2,10 +2,17 @@
 // the image (the default config with the store moved), and the trimmed package.json the bundled code runs under.
 import type { PackageJson } from './source.js';
 
-/** Uses the runtime beside it, whatever `node` is (or is not) on PATH; follows a symlinked /usr/local/bin/sluice. */
+/**
+ * Uses the runtime beside it, whatever `node` is (or is not) on PATH; follows a symlinked /usr/local/bin/sluice;
+ * takes the installed host's config (/etc/sluice/sluice.yaml, as the unit does) unless SLUICE_CONFIG says otherwise.
+ */
 export const LAUNCHER = `#!/bin/sh
 # sluice launcher: runs this release's own Node.js runtime; no node needs to be installed.
 here=$(dirname "$(readlink -f "$0")")
+if [ -z "\${SLUICE_CONFIG:-}" ] && [ -f /etc/sluice/sluice.yaml ]; then
+  SLUICE_CONFIG=/etc/sluice/sluice.yaml
+  export SLUICE_CONFIG
+fi
 exec "$here/../node/bin/node" "$here/../dist/src/main.js" "$@"
 `;
 
