@@ -69,14 +69,21 @@ export async function productionPackages(root: string): Promise<Array<BundledPac
   return out.sort((a, b) => (a.path < b.path ? -1 : 1));
 }
 
-/** A package's files without its nested node_modules (each is its own lock entry) and, for a native addon, only the built .node files of build/. */
+/**
+ * A package's files without its nested node_modules (each is its own lock entry); of a native addon's build/
+ * only what it loads, build/<configuration>/*.node (not the objects and intermediate copies node-gyp leaves).
+ */
 async function packageEntries(dir: string, path: string): Promise<Entry[]> {
   const native = await lstat(join(dir, 'binding.gyp')).then(() => true, () => false);
-  return walk(dir, path, (rel, isDir) => {
-    if (rel === 'node_modules' && isDir) return true;
-    if (!native || !rel.startsWith('build/')) return false;
-    return !isDir && !rel.endsWith('.node');
-  });
+  const entries = await walk(dir, path, (rel, isDir) => (isDir && rel === 'node_modules') || (native && rel === 'build'));
+  if (!native) return entries;
+  for (const configuration of (await readdir(join(dir, 'build')).catch(() => [] as string[])).sort()) {
+    const files = await readdir(join(dir, 'build', configuration)).catch(() => [] as string[]);
+    for (const f of files.filter((n) => n.endsWith('.node')).sort()) {
+      entries.push({ kind: 'file', path: `${path}/build/${configuration}/${f}`, mode: 0o755, source: join(dir, 'build', configuration, f) });
+    }
+  }
+  return entries;
 }
 
 export interface BundleParts {

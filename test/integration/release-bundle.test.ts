@@ -131,6 +131,11 @@ describe.skipIf(!ok)('the release tarball, unpacked on a host with no network an
     const imported = await ns.exec(envCmd, envArgs);
     expect(imported.code, imported.stderr).toBe(0);
     for (const img of layout.images) expect(imported.stdout).toContain(`imported ${img.ref} ${img.digest}`);
+    // zstd is the bundled native addon (zstd-napi, Node-API): it loads under the bundled runtime.
+    const [c, ...a] = sluice(['export', join(work, 'export.tar.zst'), '--format', 'tar.zst']);
+    const exported = await ns.exec(c ?? 'env', a);
+    expect(exported.code, exported.stderr).toBe(0);
+    expect((await readFile(join(work, 'export.tar.zst'))).subarray(0, 4).toString('hex')).toBe('28b52ffd');
 
     server = await startProc('release-sluice', 'ip', ['netns', 'exec', `sluice-rel-${process.pid}`, ...sluice(['serve'])], join(work, 'serve.log'));
     for (let i = 0; i < 200 && server.running; i++) {
