@@ -63,54 +63,65 @@ async function putLayer(layout: string, entries: readonly Entry[], mtime: Date):
 
 const under = (prefix: string, e: Entry): Entry => ({ ...e, path: `${prefix}/${e.path}` });
 
+/** The annotations of the manifest (and the config's labels): what the image is, from which commit, made when. */
+function imageAnnotations(input: ImageInput, created: string): Record<string, string> {
+  return {
+    'org.opencontainers.image.title': 'sluice',
+    'org.opencontainers.image.description': 'Read-only pull-through OCI registry mirror for air-gapped Talos Linux clusters',
+    'org.opencontainers.image.version': input.version,
+    'org.opencontainers.image.revision': input.revision,
+    'org.opencontainers.image.created': created,
+    'org.opencontainers.image.licenses': 'Apache-2.0',
+  };
+}
+
+/** The image config: non-root, /data as the store and working folder, port 6000, `sluice serve`. */
+function imageConfig(input: ImageInput, created: string, diffIds: string[], debianPackages: readonly string[]): object {
+  return {
+    created,
+    architecture: input.ociArch,
+    os: 'linux',
+    config: {
+      User: `${IMAGE_UID}:${IMAGE_UID}`,
+      Env: [`PATH=/${APP_ROOT}/node/bin:/usr/bin:/bin`, 'SLUICE_CONFIG=/etc/sluice/sluice.yaml'],
+      Entrypoint: [`/${APP_ROOT}/node/bin/node`, `/${APP_ROOT}/dist/src/main.js`, 'serve'],
+      ExposedPorts: { '6000/tcp': {} },
+      Volumes: { '/data': {} },
+      WorkingDir: '/data',
+      StopSignal: 'SIGTERM',
+      Labels: imageAnnotations(input, created),
+    },
+    rootfs: { type: 'layers', diff_ids: diffIds },
+    history: [
+      { created, created_by: `sluice release: Node.js runtime and its libraries from Debian (${debianPackages.join(', ')})` },
+      { created, created_by: `sluice release: sluice ${input.version} (${input.revision}) in /${APP_ROOT}` },
+    ],
+  };
+}
+
+/** The two layers: runtime (Debian libraries, user, node) and app (the rest of the bundle, the /data config). */
+async function putLayers(layoutDir: string, input: ImageInput, runtimeEntries: readonly Entry[]): Promise<Array<{ desc: Descriptor; diffId: string }>> {
+  const isRuntime = (e: Entry): boolean => e.path === 'node' || e.path.startsWith('node/');
+  const runtime = [...runtimeEntries, ...input.bundle.filter(isRuntime).map((e) => under(APP_ROOT, e))];
+  const app: Entry[] = [
+    ...input.bundle.filter((e) => !isRuntime(e)).map((e) => under(APP_ROOT, e)),
+    { kind: 'file', path: 'etc/sluice/sluice.yaml', mode: 0o644, source: Buffer.from(configWithStore(input.defaultConfig, '/data')) },
+  ];
+  return [await putLayer(layoutDir, runtime, input.created), await putLayer(layoutDir, app, input.created)];
+}
+
 export async function writeImage(outDir: string, baseName: string, input: ImageInput): Promise<ImageOutput> {
   const layoutDir = join(outDir, `${baseName}-oci`);
   await rm(layoutDir, { recursive: true, force: true });
   await mkdir(join(layoutDir, 'blobs', 'sha256'), { recursive: true });
   const runtime = await debianRuntime(input.ociArch, input.binaries);
   try {
-    const isRuntime = (e: Entry): boolean => e.path === 'node' || e.path.startsWith('node/');
-    const runtimeLayer = await putLayer(layoutDir, [...runtime.entries, ...input.bundle.filter(isRuntime).map((e) => under(APP_ROOT, e))], input.created);
-    const appLayer = await putLayer(
-      layoutDir,
-      [
-        ...input.bundle.filter((e) => !isRuntime(e)).map((e) => under(APP_ROOT, e)),
-        { kind: 'file', path: 'etc/sluice/sluice.yaml', mode: 0o644, source: Buffer.from(configWithStore(input.defaultConfig, '/data')) },
-      ],
-      input.created,
-    );
+    const layers = await putLayers(layoutDir, input, runtime.entries);
     const created = input.created.toISOString().replace(/\.\d{3}Z$/, 'Z');
-    const annotations: Record<string, string> = {
-      'org.opencontainers.image.title': 'sluice',
-      'org.opencontainers.image.description': 'Read-only pull-through OCI registry mirror for air-gapped Talos Linux clusters',
-      'org.opencontainers.image.version': input.version,
-      'org.opencontainers.image.revision': input.revision,
-      'org.opencontainers.image.created': created,
-      'org.opencontainers.image.licenses': 'Apache-2.0',
-    };
-    const node = `/${APP_ROOT}/node/bin/node`;
-    const config = {
-      created,
-      architecture: input.ociArch,
-      os: 'linux',
-      config: {
-        User: `${IMAGE_UID}:${IMAGE_UID}`,
-        Env: [`PATH=/${APP_ROOT}/node/bin:/usr/bin:/bin`, 'SLUICE_CONFIG=/etc/sluice/sluice.yaml'],
-        Entrypoint: [node, `/${APP_ROOT}/dist/src/main.js`, 'serve'],
-        ExposedPorts: { '6000/tcp': {} },
-        Volumes: { '/data': {} },
-        WorkingDir: '/data',
-        StopSignal: 'SIGTERM',
-        Labels: annotations,
-      },
-      rootfs: { type: 'layers', diff_ids: [runtimeLayer.diffId, appLayer.diffId] },
-      history: [
-        { created, created_by: `sluice release: Node.js runtime and its libraries from Debian (${runtime.packages.join(', ')})` },
-        { created, created_by: `sluice release: sluice ${input.version} (${input.revision}) in /${APP_ROOT}` },
-      ],
-    };
+    const annotations = imageAnnotations(input, created);
+    const config = imageConfig(input, created, layers.map((l) => l.diffId), runtime.packages);
     const configDesc = await putBlob(layoutDir, Buffer.from(JSON.stringify(config)), OCI.config);
-    const manifest = { schemaVersion: 2, mediaType: OCI.manifest, config: configDesc, layers: [runtimeLayer.desc, appLayer.desc], annotations };
+    const manifest = { schemaVersion: 2, mediaType: OCI.manifest, config: configDesc, layers: layers.map((l) => l.desc), annotations };
     const manifestDesc = await putBlob(layoutDir, Buffer.from(JSON.stringify(manifest)), OCI.manifest);
     const index = {
       schemaVersion: 2,
@@ -120,8 +131,7 @@ export async function writeImage(outDir: string, baseName: string, input: ImageI
     await writeFile(join(layoutDir, 'index.json'), JSON.stringify(index));
     await writeFile(join(layoutDir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     const archive = join(outDir, `${baseName}-oci.tar`);
-    const files = await walk(layoutDir, '.');
-    const entries = files.map((e) => ({ ...e, path: e.path.slice(2) }));
+    const entries = (await walk(layoutDir, '.')).map((e) => ({ ...e, path: e.path.slice(2) }));
     await writeArchive(archive, entries, { mtime: input.created, gzip: false });
     return { layoutDir, archive, manifestDigest: manifestDesc.digest, debianPackages: runtime.packages };
   } finally {

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { bundleEntries, productionPackages, type Runtime } from './bundle.js';
 import { writeImage } from './image.js';
 import { makeSbom, thirdPartyNotices } from './sbom.js';
-import { readPackageJson, REPO_ROOT, sourceCommit } from './source.js';
+import { readPackageJson, REPO_ROOT, sourceCommit, type PackageJson } from './source.js';
 import { writeArchive, type Entry } from './tar.js';
 
 /** Runtimes a release is built for: the lock file pins each package; one not installed here is skipped. */
@@ -40,43 +40,52 @@ function parseArgs(argv: readonly string[]): { outDir: string; imageName: string
   return { outDir: resolve(process.cwd(), outDir), imageName };
 }
 
+interface Source {
+  pkg: PackageJson;
+  revision: string;
+  date: Date;
+  packages: Awaited<ReturnType<typeof productionPackages>>;
+}
+
+/** The tarball (with its SBOM beside it) and the image for one runtime; returns the artefacts' file names. */
+async function releaseFor(spec: (typeof RUNTIMES)[number], src: Source, outDir: string, imageName: string): Promise<string[]> {
+  const { pkg, revision, date, packages } = src;
+  const runtime = await installedRuntime(spec);
+  const base = `sluice-${pkg.version}-linux-${runtime.nodeArch}`;
+  const sbom = await makeSbom(REPO_ROOT, pkg, packages, runtime, date);
+  const text = (path: string, body: string): Entry => ({ kind: 'file', path, mode: 0o644, source: Buffer.from(body) });
+  const bundle = [
+    ...(await bundleEntries({ root: REPO_ROOT, pkg, runtime, buildInfoJson: `${JSON.stringify({ version: pkg.version, revision })}\n`, packages })),
+    text('THIRD-PARTY-NOTICES', await thirdPartyNotices(packages, runtime)),
+    text('sbom.cdx.json', sbom),
+  ];
+  const tarball = join(outDir, `${base}.tar.gz`);
+  await writeArchive(`${tarball}.tmp`, bundle.map((e) => ({ ...e, path: `sluice-${pkg.version}/${e.path}` })), { mtime: date, gzip: true });
+  await rename(`${tarball}.tmp`, tarball);
+  await writeFile(join(outDir, `${base}.cdx.json`), sbom);
+  process.stderr.write(`wrote ${tarball}\n`);
+  const addons = bundle.flatMap((e) => (e.kind === 'file' && typeof e.source === 'string' && e.path.endsWith('.node') ? [e.source] : []));
+  const image = await writeImage(outDir, base, {
+    bundle,
+    defaultConfig: await readFile(join(REPO_ROOT, 'config', 'sluice.yaml'), 'utf8'),
+    ref: `${imageName}:${pkg.version}`,
+    version: pkg.version,
+    revision,
+    created: date,
+    ociArch: runtime.ociArch,
+    binaries: [join(runtime.dir, 'bin', 'node'), ...addons],
+  });
+  process.stderr.write(`wrote ${image.archive} and ${image.layoutDir} (${image.manifestDigest}; ${image.debianPackages.join(', ')})\n`);
+  return [`${base}.tar.gz`, `${base}.cdx.json`, `${base}-oci.tar`];
+}
+
 async function main(): Promise<void> {
   const { outDir, imageName } = parseArgs(process.argv.slice(2));
-  const pkg = readPackageJson();
   const { revision, epochSeconds } = sourceCommit();
-  const date = new Date(epochSeconds * 1000);
-  const packages = await productionPackages(REPO_ROOT);
+  const src: Source = { pkg: readPackageJson(), revision, date: new Date(epochSeconds * 1000), packages: await productionPackages(REPO_ROOT) };
   await mkdir(outDir, { recursive: true });
   const artefacts: string[] = [];
-  for (const spec of RUNTIMES) {
-    const runtime = await installedRuntime(spec);
-    const base = `sluice-${pkg.version}-linux-${runtime.nodeArch}`;
-    const buildInfoJson = `${JSON.stringify({ version: pkg.version, revision })}\n`;
-    const sbom = await makeSbom(REPO_ROOT, pkg, packages, runtime, date);
-    const text = (path: string, body: string): Entry => ({ kind: 'file', path, mode: 0o644, source: Buffer.from(body) });
-    const bundle = [
-      ...(await bundleEntries({ root: REPO_ROOT, pkg, runtime, buildInfoJson, packages })),
-      text('THIRD-PARTY-NOTICES', await thirdPartyNotices(packages, runtime)),
-      text('sbom.cdx.json', sbom),
-    ];
-    const tarball = join(outDir, `${base}.tar.gz`);
-    await writeArchive(`${tarball}.tmp`, bundle.map((e) => ({ ...e, path: `sluice-${pkg.version}/${e.path}` })), { mtime: date, gzip: true });
-    await rename(`${tarball}.tmp`, tarball);
-    await writeFile(join(outDir, `${base}.cdx.json`), sbom);
-    process.stderr.write(`wrote ${tarball}\n`);
-    const image = await writeImage(outDir, base, {
-      bundle,
-      defaultConfig: await readFile(join(REPO_ROOT, 'config', 'sluice.yaml'), 'utf8'),
-      ref: `${imageName}:${pkg.version}`,
-      version: pkg.version,
-      revision,
-      created: date,
-      ociArch: runtime.ociArch,
-      binaries: [join(runtime.dir, 'bin', 'node'), ...bundle.flatMap((e) => (e.kind === 'file' && typeof e.source === 'string' && e.path.endsWith('.node') ? [e.source] : []))],
-    });
-    process.stderr.write(`wrote ${image.archive} and ${image.layoutDir} (${image.manifestDigest}; ${image.debianPackages.join(', ')})\n`);
-    artefacts.push(`${base}.tar.gz`, `${base}.cdx.json`, `${base}-oci.tar`);
-  }
+  for (const spec of RUNTIMES) artefacts.push(...(await releaseFor(spec, src, outDir, imageName)));
   const sums = await Promise.all(artefacts.sort().map(async (f) => `${await sha256File(join(outDir, f))}  ${f}\n`));
   await writeFile(join(outDir, 'SHA256SUMS'), sums.join(''));
   process.stderr.write(`wrote ${join(outDir, 'SHA256SUMS')}\n`);
