@@ -93,6 +93,7 @@ export async function writeArchive(file: string, entries: readonly Entry[], opts
       out.end(cb);
     },
   });
+  out.on('error', (e) => counted.destroy(e)); // a full disk fails the release instead of hanging it
   const tarSide = new PassThrough();
   tarSide.on('data', (chunk: Buffer) => tarHash.update(chunk));
   const writing = writeEntries(pack, entries, opts.mtime);
