@@ -118,7 +118,7 @@ async function openState(
   config: Config,
   now?: () => Date,
 ): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; stopFollowing: () => void }> {
-  const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes, s3: config.s3, postgres: config.postgres });
+  const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes, maxBlobBytes: config.storageMaxBlobBytes, s3: config.s3, postgres: config.postgres });
   const documents = store.meta.state;
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);

@@ -60,7 +60,7 @@ function invalidOf(e: unknown): Invalid | undefined {
 
 /** The store as the config describes it, opened by a command that runs beside (or without) the server. */
 export const openStore = (cfg: Config): Promise<Store> =>
-  Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes, s3: cfg.s3, postgres: cfg.postgres, follow: false });
+  Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes, maxBlobBytes: cfg.storageMaxBlobBytes, s3: cfg.s3, postgres: cfg.postgres, follow: false });
 export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await stateDocuments(cfg)).allowlist, cfg.allowlist);
 export const openDenied = async (cfg: Config): Promise<DeniedLog> => DeniedLog.open((await stateDocuments(cfg)).denied);
 export const offlineNote = (why: string, what: string): void => err(`note: ${why}; ${what}`);

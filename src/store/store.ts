@@ -10,7 +10,7 @@ import type { PostgresConfig, S3StorageConfig } from '../config/config.js';
 import { FsBlobBackend } from './fs/blobs.js';
 import { FsMetadataStore } from './fs/metadata.js';
 import { FsSpoolArea } from './fs/spool.js';
-import { Ingest, storeAtLimit, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
+import { Ingest, pastBounds, storeAtLimit, type BlobInfo, type IngestBounds, type IngestExpectation, type IngestWriter } from './ingest.js';
 import { LOCAL_LEASES, type BlobBackend, type BlobUsage, type ByteRange, type FlightLeases, type MetadataStore, type VerifiedSpool } from './ports.js';
 import { MetadataDelegates } from './metadata-delegates.js';
 
@@ -36,6 +36,8 @@ export interface StoreOptions {
   follow?: boolean;
   /** `storage.maxBytes`: an ingest that would take the committed bytes past it is refused (507). Never evicts. */
   maxBytes?: number;
+  /** `storage.maxBlobBytes`: no one blob may be larger (507). */
+  maxBlobBytes?: number;
 }
 
 export class Store extends MetadataDelegates {
@@ -58,6 +60,7 @@ export class Store extends MetadataDelegates {
   /** One download per digest across every replica sharing the store (a no-op for a store of its own). */
   readonly leases: FlightLeases;
   readonly maxBytes: number | undefined;
+  readonly maxBlobBytes: number | undefined;
   /** When each blob was last asked for in this process (epoch ms), so gc spares what a client is using. */
   private readonly touched = new Map<string, number>();
 
@@ -65,13 +68,14 @@ export class Store extends MetadataDelegates {
     root: string,
     readonly blobs: BlobBackend,
     meta: MetadataStore,
-    maxBytes: number | undefined,
+    limits: Pick<StoreOptions, 'maxBytes' | 'maxBlobBytes'>,
   ) {
     super(meta);
     this.root = root;
     this.openFd = blobs.openFd?.bind(blobs);
     this.leases = meta.leases ?? LOCAL_LEASES;
-    this.maxBytes = maxBytes;
+    this.maxBytes = limits.maxBytes;
+    this.maxBlobBytes = limits.maxBlobBytes;
   }
 
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
@@ -92,7 +96,7 @@ export class Store extends MetadataDelegates {
         ? await openS3(backends.s3, spools)
         : await FsBlobBackend.open(root, spools, { onGone });
       const meta = backends.postgres ? await openPostgres(backends.postgres, backends.follow) : new FsMetadataStore(root, spools);
-      store = new Store(root, blobs, meta, backends.maxBytes);
+      store = new Store(root, blobs, meta, backends);
     } catch (e) {
       await spools.close();
       throw e;
@@ -205,16 +209,23 @@ export class Store extends MetadataDelegates {
     return this.blobs.scratchDir(prefix);
   }
 
+  /**
+   * Starts a verified write. Every ingest is bounded, its size declared or not: a declared size past
+   * storage.maxBlobBytes, storage.maxBytes or the free space is refused before the first byte; bytes arriving past
+   * them end the write (507) — the spool watches the free space as it grows.
+   */
   async beginIngest(expect: IngestExpectation): Promise<IngestWriter> {
     if (expect.digest !== undefined) hexOf(expect.digest);
+    const bounds: IngestBounds = { maxBlobBytes: this.maxBlobBytes };
     if (this.maxBytes !== undefined) {
       const { bytes } = await this.usage();
-      if (bytes + (expect.sizeBytes ?? 0) > this.maxBytes || bytes >= this.maxBytes) {
-        throw storeAtLimit({ maxBytes: this.maxBytes, usedBytes: bytes, ...(expect.sizeBytes !== undefined ? { neededBytes: expect.sizeBytes } : {}) });
-      }
+      if (bytes >= this.maxBytes) throw storeAtLimit({ maxBytes: this.maxBytes, usedBytes: bytes, ...(expect.sizeBytes !== undefined ? { neededBytes: expect.sizeBytes } : {}) });
+      Object.assign(bounds, { maxBytes: this.maxBytes, usedBytes: bytes });
     }
+    const refused = expect.sizeBytes !== undefined ? pastBounds(bounds, expect.sizeBytes) : undefined;
+    if (refused) throw refused;
     const spool = await this.blobs.createSpool(expect.sizeBytes);
-    return new Ingest((v) => this.commitBlob(v), spool, expect);
+    return new Ingest((v) => this.commitBlob(v), spool, expect, bounds);
   }
 
   /** Streams a source into the store; on any failure nothing is committed. */

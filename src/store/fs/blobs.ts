@@ -5,7 +5,6 @@ import { mkdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { dirname, join } from 'node:path';
 import { hexOf, HEX_RE } from '../digest.js';
-import { storeFull } from '../ingest.js';
 import type { BlobBackend, BlobStat, BlobUsage, ByteRange, VerifiedSpool } from '../ports.js';
 import { BlobUsageCount } from './usage.js';
 import { FsSpool, FsSpoolArea, isNotFound, listDir, openFd } from './spool.js';
@@ -83,13 +82,8 @@ export class FsBlobBackend implements BlobBackend {
     }
   };
 
-  async createSpool(expectBytes?: number): Promise<FsSpool> {
-    // A blob that cannot fit is refused before its first byte, while the client can still get an error status.
-    if (expectBytes !== undefined) {
-      const freeBytes = await this.spools.freeBytes();
-      if (expectBytes > freeBytes) throw storeFull({ neededBytes: expectBytes, freeBytes });
-    }
-    return this.spools.createSpool();
+  createSpool(expectBytes?: number): Promise<FsSpool> {
+    return this.spools.createSpool(expectBytes);
   }
 
   commit(verified: VerifiedSpool): Promise<void> {

@@ -10,7 +10,6 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { hexOf, HEX_RE } from '../digest.js';
-import { storeFull } from '../ingest.js';
 import type { BlobBackend, BlobStat, BlobUsage, ByteRange, VerifiedSpool } from '../ports.js';
 import { FsSpool, type FsSpoolArea } from '../fs/spool.js';
 import { BlobUsageCount } from '../fs/usage.js';
@@ -96,12 +95,8 @@ export class S3BlobBackend implements BlobBackend {
     }
   }
 
-  async createSpool(expectBytes?: number): Promise<FsSpool> {
-    if (expectBytes !== undefined) {
-      const freeBytes = await this.spools.freeBytes();
-      if (expectBytes > freeBytes) throw storeFull({ neededBytes: expectBytes, freeBytes });
-    }
-    return this.spools.createSpool();
+  createSpool(expectBytes?: number): Promise<FsSpool> {
+    return this.spools.createSpool(expectBytes);
   }
 
   commit(verified: VerifiedSpool): Promise<void> {
