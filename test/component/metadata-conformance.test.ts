@@ -248,6 +248,24 @@ describe.each(factories)('MetadataStore ($name)', ({ open }) => {
     expect(again.recoveredFrom).toBeUndefined();
   });
 
+  it('keeps the denied log bounded in storage (1,000 references by default), whichever replica wrote what', async () => {
+    const m = await meta();
+    const a = await DeniedLog.open(m.state.denied, { flushMs: 60_000 });
+    const b = await DeniedLog.open((await another()).state.denied, { flushMs: 60_000 });
+    for (let i = 0; i < 700; i++) a.record({ host: 'ghcr.io', name: 'flood/a', reference: `v${i}` });
+    await a.flush();
+    for (let i = 0; i < 700; i++) b.record({ host: 'ghcr.io', name: 'flood/b', reference: `v${i}` });
+    await b.close();
+    await a.close();
+    const stored = (await m.state.denied.read()) as { entries: Array<{ name: string; reference: string }> };
+    expect(stored.entries.length).toBeLessThanOrEqual(1000);
+    const names = new Set(stored.entries.map((e) => `${e.name}:${e.reference}`));
+    expect(names.has('flood/b:v699')).toBe(true);
+    const reopened = await DeniedLog.open((await another()).state.denied);
+    expect(reopened.size).toBeLessThanOrEqual(1000);
+    expect(reopened.list()[0]).toMatchObject({ name: expect.stringMatching(/^flood\//) });
+  });
+
   it('round-trips the manual window, none by default', async () => {
     const m = await meta();
     expect(await m.state.window.read()).toBeNull();
