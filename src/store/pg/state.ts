@@ -6,7 +6,7 @@ import type { AllowlistChange, AllowlistDocument, AllowlistStorage, DocumentWatc
 import type { DeniedDocument, DeniedEntry, DeniedStorage } from '../../policy/denied.js';
 import type { ManualWindow } from '../../window/state.js';
 import type { ManualWindowStorage } from '../../window/manual-store.js';
-import type { StateDocuments } from '../ports.js';
+import { DocumentBusyError, type StateDocuments } from '../ports.js';
 import { CHANNELS, LISTENER_PREFIX, type Notifications } from './notify.js';
 
 const ALLOWLIST_LOCK = 0x5c1ce1;
@@ -19,7 +19,7 @@ export function pgStateDocuments(pool: pg.Pool, notes: Notifications, location: 
   };
 }
 
-class LockTimeout extends Error {}
+class LockTimeout extends DocumentBusyError {}
 
 /** How long an edit waits for every live replica to acknowledge it before answering anyway. */
 const APPLY_WAIT_MS = 2000;

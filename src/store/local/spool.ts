@@ -1,5 +1,5 @@
-// The spool area of a filesystem store: this process's own folder `tmp/<pid>-<random>` (several processes may
-// share a store), the spool files blobs arrive in, and the temp-then-rename write every other file uses.
+// The local spool area every backend writes through (fs and S3 alike): this process's own folder `<pid>-<random>`
+// in the spools folder (processes may share it), the spool files blobs arrive in, free-space checks, atomic writes.
 import { randomBytes } from 'node:crypto';
 import { open as openCallback } from 'node:fs';
 import { mkdir, mkdtemp, open, rename, rm, statfs, unlink, writeFile, type FileHandle } from 'node:fs/promises';
@@ -19,20 +19,19 @@ const MAX_RESERVE_BYTES = 64 * 1024 * 1024;
 /** A growing spool looks at the free space again after at least this many bytes (more while the disk is roomy). */
 const MIN_ROOM_CHECK_BYTES = 1024 * 1024;
 
-export class FsSpoolArea {
+export class LocalSpoolArea {
   private constructor(readonly dir: string) {}
 
   /**
    * Opens this process's spool folder and removes leftovers of writes that never committed — only those of
    * processes that are gone, so a CLI opening the store never disturbs a running server's downloads.
    */
-  static async open(root: string): Promise<FsSpoolArea> {
-    const tmpRoot = join(root, 'tmp');
+  static async open(tmpRoot: string): Promise<LocalSpoolArea> {
     for (const entry of await listDir(tmpRoot)) {
       const pid = Number(/^(\d+)-/.exec(entry)?.[1]);
       if (!Number.isInteger(pid) || !isAlive(pid)) await rm(join(tmpRoot, entry), { recursive: true, force: true });
     }
-    const area = new FsSpoolArea(join(tmpRoot, `${process.pid}-${randomBytes(4).toString('hex')}`));
+    const area = new LocalSpoolArea(join(tmpRoot, `${process.pid}-${randomBytes(4).toString('hex')}`));
     await mkdir(area.dir, { recursive: true });
     return area;
   }
@@ -64,14 +63,14 @@ export class FsSpoolArea {
    * A new spool. A declared size that cannot fit is refused before its first byte, while the client can still
    * get an error status; the spool then watches the free space as it grows, declared size or not.
    */
-  async createSpool(expectBytes?: number): Promise<FsSpool> {
+  async createSpool(expectBytes?: number): Promise<LocalSpool> {
     if (expectBytes !== undefined) {
       const { freeBytes, reserveBytes } = await this.room();
       if (expectBytes + reserveBytes > freeBytes) throw storeFull({ neededBytes: expectBytes, freeBytes });
     }
     const path = this.tempPath();
     const fh = await this.inTmp(() => open(path, 'wx', 0o644)).catch((e: unknown) => Promise.reject(isNoSpace(e) ? storeFull() : e));
-    return new FsSpool(fh, path, () => this.room());
+    return new LocalSpool(fh, path, () => this.room());
   }
 
   /** Writes a small file beside its destination's readers in one step: temp file, then rename. */
@@ -97,7 +96,7 @@ export class FsSpoolArea {
 }
 
 /** A spool file; once committed it is renamed into place, and its inode (what tailing readers hold) is the blob. */
-export class FsSpool implements Spool {
+export class LocalSpool implements Spool {
   private written = 0;
   private closed = false;
   /** Where the commit renamed (or is renaming) the file, so a reader arriving just after still finds the bytes. */
