@@ -61,6 +61,18 @@ function invalidOf(e: unknown): Invalid | undefined {
 export const openStore = (cfg: Config): Promise<Store> => openConfiguredStore(cfg, { follow: false });
 export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await openStateDocuments(cfg)).allowlist, cfg.allowlist);
 export const openDenied = async (cfg: Config): Promise<DeniedLog> => DeniedLog.open((await openStateDocuments(cfg)).denied);
+/** Bytes as the CLI prints them: `512 B`, `1.5 GiB`. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
 export const offlineNote = (why: string, what: string): void => err(`note: ${why}; ${what}`);
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import { collectGarbage, type GcReport } from '../jobs/gc.js';
 import { openStateDocuments } from '../store/open.js';
 import { UsageError } from './args.js';
 import { guarded, isJson, liveOrOffline, notifyStoreChanged, offlineNote, out, type Command, openStore } from './commands.js';
-import { formatBytes } from './window-commands.js';
+import { formatBytes } from './commands.js';
 
 /** A gc of a very large store takes a while; the CLI waits for it rather than give up after a minute. */
 const GC_TIMEOUT_MS = 6 * 3600 * 1000;

@@ -5,7 +5,7 @@ import { statusReport, windowReport, type StatusReport, type WindowReport } from
 import { syncClosedMessage, syncPlatforms } from '../admin/sync.js';
 import { windowRequest } from '../admin/window.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
-import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command, openStore } from './commands.js';
+import { allowlistWarning, err, formatBytes, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command, openStore } from './commands.js';
 import type { Config } from '../config/config.js';
 import { RegistryError } from '../oci/errors.js';
 import { coverageCommand } from './coverage-command.js';
@@ -111,16 +111,6 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
   return 0;
 });
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // sync [--dry-run] [--platform os/arch,...]
