@@ -64,13 +64,15 @@ export class LocalSpoolArea {
    * get an error status; the spool then watches the free space as it grows, declared size or not.
    */
   async createSpool(expectBytes?: number): Promise<LocalSpool> {
+    let firstCheckBytes = 0;
     if (expectBytes !== undefined) {
       const { freeBytes, reserveBytes } = await this.room();
       if (expectBytes + reserveBytes > freeBytes) throw storeFull({ neededBytes: expectBytes, freeBytes });
+      firstCheckBytes = nextCheckAfter(freeBytes, reserveBytes);
     }
     const path = this.tempPath();
     const fh = await this.inTmp(() => open(path, 'wx', 0o644)).catch((e: unknown) => Promise.reject(isNoSpace(e) ? storeFull() : e));
-    return new LocalSpool(fh, path, () => this.room());
+    return new LocalSpool(fh, path, () => this.room(), firstCheckBytes);
   }
 
   /** Writes a small file beside its destination's readers in one step: temp file, then rename. */
@@ -102,10 +104,13 @@ export class LocalSpool implements Spool {
   /** Where the commit renamed (or is renaming) the file, so a reader arriving just after still finds the bytes. */
   private committedPath: string | undefined;
 
-  /** Bytes written at which the free space is looked at again. */
-  private nextRoomCheck = 0;
-
-  constructor(private readonly fh: FileHandle, readonly path: string, private readonly room: () => Promise<SpoolRoom>) {}
+  constructor(
+    private readonly fh: FileHandle,
+    readonly path: string,
+    private readonly room: () => Promise<SpoolRoom>,
+    /** Bytes written at which the free space is looked at (again): 0 when nobody looked yet. */
+    private nextRoomCheck = 0,
+  ) {}
 
   get bytesWritten(): number {
     return this.written;
@@ -132,7 +137,7 @@ export class LocalSpool implements Spool {
   private async checkRoom(chunkBytes: number): Promise<void> {
     const { freeBytes, reserveBytes } = await this.room();
     if (freeBytes - chunkBytes < reserveBytes) throw storeNearlyFull({ freeBytes, reserveBytes, receivedBytes: this.written });
-    this.nextRoomCheck = this.written + Math.max(MIN_ROOM_CHECK_BYTES, Math.floor((freeBytes - reserveBytes) / 2));
+    this.nextRoomCheck = this.written + nextCheckAfter(freeBytes, reserveBytes);
   }
 
   async seal(): Promise<void> {
@@ -165,6 +170,11 @@ export class LocalSpool implements Spool {
     await mkdir(dirname(dest), { recursive: true });
     await rename(this.path, dest);
   }
+}
+
+/** Half of the room left above the reserve (at least MIN_ROOM_CHECK_BYTES): the bytes until the next look. */
+function nextCheckAfter(freeBytes: number, reserveBytes: number): number {
+  return Math.max(MIN_ROOM_CHECK_BYTES, Math.floor((freeBytes - reserveBytes) / 2));
 }
 
 function storeNearlyFull(detail: { freeBytes: number; reserveBytes: number; receivedBytes: number }): RegistryError {

@@ -1,6 +1,6 @@
 // The BlobBackend on an S3-compatible object store (Ceph RGW, MinIO, AWS S3): blobs at
 // `<prefix>blobs/sha256/<ab>/<hex>`, quarantined bytes at `<prefix>quarantine/<hex>.<ms>`. Bytes arrive in a local
-// spool (fs/spool.ts) and are uploaded only once verified, straight to their final key: an S3 PUT or a completed
+// spool (local/spool.ts) and are uploaded only once verified, straight to their final key: an S3 PUT or a completed
 // multipart upload becomes visible all at once, so no reader ever sees part of an object.
 import { createReadStream } from 'node:fs';
 import { unlink } from 'node:fs/promises';
@@ -169,7 +169,7 @@ export class S3BlobBackend implements BlobBackend {
   }
 
   /**
-   * The count goes prefix by prefix (fs/usage.ts); S3 lists in key order, so one listing of every blob serves all
+   * The count goes prefix by prefix (local/usage.ts); S3 lists in key order, so one listing of every blob serves all
    * 256 prefixes in turn (a page holds 1000 keys) instead of a request per prefix.
    */
   private async listPrefix(prefix: string): Promise<string[]> {
