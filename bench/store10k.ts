@@ -53,7 +53,7 @@ async function putImage(store: Store, repo: string, tag: string): Promise<number
 /** Fills `storage` (a sluice storage folder) with 10,000 blobs; every write is the Store's own verified ingest. */
 export async function populateStore(storage: string): Promise<PopulatedStore> {
   const t0 = performance.now();
-  const store = await openStore({ storage: storage });
+  const store = await openStore({ storage });
   const jobs: Array<{ repo: string; tag: string }> = [];
   for (let t = 0; t < TAGS_PER_REPO; t++) for (let r = 0; r < REPOS; r++) jobs.push({ repo: `many/repo${r}`, tag: `v${t}` });
   let blobs = 0;

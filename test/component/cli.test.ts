@@ -352,7 +352,7 @@ describe('--help and unknown options (no side effect, one mechanism for every su
     // State every command would change: a rule, a manual window, a corrupt blob that verify --repair would quarantine.
     expectRc(await cli('allow', 'add', 'docker.io/library/alpine:3.20'), 0);
     expectRc(await cli('window', 'open', '1h', '--note', 'prefetch'), 0);
-    const store = await openStore({ storage: storage });
+    const store = await openStore({ storage });
     corruptBlob = blobFile(store, (await store.putBlob(Buffer.from('a blob that verify would re-hash'))).digest);
     await store.close();
     await writeFile(corruptBlob, (await readFile(corruptBlob)).reverse());

@@ -20,7 +20,7 @@ describe('sluice gc (no server running)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sluice-gc-cli-'));
     storage = join(dir, 'data');
-    const store = await openStore({ storage: storage });
+    const store = await openStore({ storage });
     const layer = seededBytes(10_000, 'gc-cli');
     const cfg = Buffer.from('{"os":"linux","architecture":"amd64"}');
     await store.putBlob(layer, { digest: sha256(layer) });
@@ -44,7 +44,7 @@ describe('sluice gc (no server running)', () => {
   });
 
   const present = async (): Promise<boolean[]> => {
-    const store = await openStore({ storage: storage });
+    const store = await openStore({ storage });
     try {
       return await Promise.all(digests.map(async (d) => (await store.stat(d)) !== undefined));
     } finally {

@@ -51,7 +51,7 @@ describe('sluice import of bad layouts', () => {
     config = join(dir, 'sluice.yaml');
     await writeFile(config, sluiceConfigYaml('./data'));
     layout = await buildLayout(join(dir, 'layout'));
-    await (await openStore({ storage: storage })).close();
+    await (await openStore({ storage })).close();
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });

@@ -526,7 +526,7 @@ describe('sluice import (real CLI)', () => {
     const r = await sluiceCli(['import', tarPath]);
     expect(r.code, r.stderr).toBe(0);
     for (const img of layout.images) expect(r.stdout).toContain(`imported ${img.ref} ${img.digest}`);
-    const store = await openStore({ storage: storage });
+    const store = await openStore({ storage });
     for (const img of layout.images) {
       const { host, name, tag } = splitRef(img.ref);
       expect(await store.getTag(host, name, tag)).toBe(img.digest);
@@ -544,12 +544,12 @@ describe('sluice import (real CLI)', () => {
     const r = await sluiceCli(['import', single.dir, '--as', 'ghcr.io/mirror/pause:copied']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`imported ghcr.io/mirror/pause:copied ${pause.digest}`);
-    const store = await openStore({ storage: storage });
+    const store = await openStore({ storage });
     expect(await store.getTag('ghcr.io', 'mirror/pause', 'copied')).toBe(pause.digest);
     // Docker Hub short forms normalise.
     const short = await sluiceCli(['import', single.dir, '--as', 'pause:short']);
     expect(short.code, short.stderr).toBe(0);
-    expect(await (await openStore({ storage: storage })).getTag('docker.io', 'library/pause', 'short')).toBe(pause.digest);
+    expect(await (await openStore({ storage })).getTag('docker.io', 'library/pause', 'short')).toBe(pause.digest);
     const many = await sluiceCli(['import', layout.dir, '--as', 'ghcr.io/x/y:z']);
     expect(many.code).toBe(2); // a usage error: --as cannot name several images
     expect(many.stderr).toMatch(/--as names one image/);

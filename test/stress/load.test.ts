@@ -141,7 +141,7 @@ beforeAll(async () => {
   work = await tempDir('stress');
   storage = join(work, 'data');
   layout = await buildLayout(join(work, 'layout'), { large: true });
-  const store = await openStore({ storage: storage });
+  const store = await openStore({ storage });
   const result = await importPath(store, layout.dir);
   await store.close();
   expect(result.failed).toEqual([]);
