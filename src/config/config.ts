@@ -1,4 +1,4 @@
-// The configuration schema (DESIGN.md §8), its defaults, and load + validate: every problem is
+// The configuration schema (its keys: keys.ts), its defaults, and load + validate: every problem is
 // reported with its key path, all at once, before anything listens. Durations and windows are parsed here once.
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -10,11 +10,13 @@ import { parseDatabase, parseS3, type PostgresConfig, type S3StorageConfig } fro
 
 import { parseUpstreams, WILDCARD, type UpstreamConfig } from './upstreams.js';
 import { address, bool, duration, isObject, size, str } from './values.js';
+import { checkKeys, CONFIG_KEYS, type KeyTree } from './keys.js';
 
 export type { PostgresConfig, S3StorageConfig } from './scale-out.js';
 export type { UpstreamConfig } from './upstreams.js';
 export { WILDCARD } from './upstreams.js';
 export { size } from './values.js';
+export { CONFIG_KEYS, keyPaths } from './keys.js';
 
 export interface TlsConfig {
   cert: string;
@@ -68,11 +70,6 @@ export class ConfigError extends Error {
   }
 }
 
-const KNOWN_KEYS = new Set([
-  'listen', 'storage', 'defaultUpstream', 'upstreams', 'windows', 'allowlist', 'tls', 'auth', 'admin',
-  'tagTtl', 'syncOnOpen', 'requestLog', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace', 'database',
-]);
-
 export function loadConfig(file: string): Config {
   let text: string;
   try {
@@ -95,7 +92,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   const base = file ? dirname(file) : process.cwd();
   const path = (v: string): string => (isAbsolute(v) ? v : resolve(base, v));
   if (!isObject(doc)) throw new ConfigError(['(root): must be a mapping'], file);
-  for (const k of Object.keys(doc)) if (!KNOWN_KEYS.has(k)) p.push(`${k}: unknown key`);
+  checkKeys(doc, CONFIG_KEYS, '', p);
 
   const listen = address(doc.listen ?? '0.0.0.0:6000', 'listen', p);
   const { storage, storageMaxBytes, storageMaxBlobBytes, s3 } = parseStorage(doc.storage ?? './data', p, path);
@@ -106,7 +103,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   const w = parseWindows(doc.windows ?? 'never', 'windows');
   p.push(...w.errors);
   const allowlist = parseAllowlist(doc.allowlist ?? [], p);
-  const tls = doc.tls === undefined ? undefined : parseTls(doc.tls, 'tls', p, path);
+  const tls = doc.tls === undefined ? undefined : parseTls(doc.tls, 'tls', CONFIG_KEYS.tls, p, path);
   const auth = parseAuth(doc.auth, p, path);
   if (auth && !tls) p.push('auth: basic auth needs tls too (over plain HTTP every request would carry a node password in clear)');
   const admin = parseAdmin(doc.admin ?? {}, p, path, storage);
@@ -123,6 +120,7 @@ type Limits = Pick<Config, 'tagTtlMs' | 'syncOnOpen' | 'requestLog' | 'upstreamT
 function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
   const timeouts = isObject(doc.upstreamTimeouts) ? doc.upstreamTimeouts : {};
   if (doc.upstreamTimeouts !== undefined && !isObject(doc.upstreamTimeouts)) p.push('upstreamTimeouts: must be a mapping');
+  checkKeys(timeouts, CONFIG_KEYS.upstreamTimeouts, 'upstreamTimeouts', p);
   return {
     tagTtlMs: duration(doc.tagTtl ?? '5m', 'tagTtl', p),
     syncOnOpen: bool(doc.syncOnOpen ?? false, 'syncOnOpen', p),
@@ -145,7 +143,7 @@ type StorageConfig = Pick<Config, 'storage' | 'storageMaxBytes' | 'storageMaxBlo
 /** `storage: ./data`, or `{ path, maxBytes, maxBlobBytes, s3 }` (s3: blobs on an object store, path: spools and the token). */
 function parseStorage(v: unknown, p: string[], path: (s: string) => string): StorageConfig {
   if (!isObject(v)) return { storage: path(str(v, 'storage', p)), storageMaxBlobBytes: DEFAULT_MAX_BLOB_BYTES };
-  for (const k of Object.keys(v)) if (!['path', 'maxBytes', 'maxBlobBytes', 's3'].includes(k)) p.push(`storage.${k}: unknown key`);
+  checkKeys(v, CONFIG_KEYS.storage, 'storage', p);
   const out: StorageConfig = { storage: path(str(v.path ?? './data', 'storage.path', p)), storageMaxBlobBytes: DEFAULT_MAX_BLOB_BYTES };
   if (v.maxBytes !== undefined) out.storageMaxBytes = size(v.maxBytes, 'storage.maxBytes', p);
   if (v.maxBlobBytes !== undefined) out.storageMaxBlobBytes = size(v.maxBlobBytes, 'storage.maxBlobBytes', p) ?? DEFAULT_MAX_BLOB_BYTES;
@@ -164,7 +162,7 @@ function parseOperations(doc: Record<string, unknown>, p: string[]): Operations 
   if (doc.metrics !== undefined) {
     if (!isObject(doc.metrics)) p.push('metrics: must be a mapping with listen');
     else {
-      for (const k of Object.keys(doc.metrics)) if (k !== 'listen') p.push(`metrics.${k}: unknown key`);
+      checkKeys(doc.metrics, CONFIG_KEYS.metrics, 'metrics', p);
       out.metrics = { listen: address(doc.metrics.listen, 'metrics.listen', p) };
     }
   }
@@ -173,7 +171,7 @@ function parseOperations(doc: Record<string, unknown>, p: string[]): Operations 
     p.push('gc: must be a mapping with schedule and/or keep');
     return out;
   }
-  for (const k of Object.keys(doc.gc)) if (!['schedule', 'keep'].includes(k)) p.push(`gc.${k}: unknown key`);
+  checkKeys(doc.gc, CONFIG_KEYS.gc, 'gc', p);
   const keep = doc.gc.keep ?? 2;
   if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1) p.push('gc.keep: must be a whole number of at least 1 (the current digest counts)');
   else out.gc.keep = keep;
@@ -218,12 +216,12 @@ function parseAllowlist(v: unknown, p: string[]): string[] {
   });
 }
 
-function parseTls(v: unknown, at: string, p: string[], path: (s: string) => string): TlsConfig | undefined {
+function parseTls(v: unknown, at: string, known: KeyTree, p: string[], path: (s: string) => string): TlsConfig | undefined {
   if (!isObject(v)) {
     p.push(`${at}: must be a mapping with cert and key`);
     return undefined;
   }
-  for (const k of Object.keys(v)) if (!['cert', 'key', 'clientCA'].includes(k)) p.push(`${at}.${k}: unknown key`);
+  checkKeys(v, known, at, p);
   const t: TlsConfig = { cert: path(str(v.cert, `${at}.cert`, p)), key: path(str(v.key, `${at}.key`, p)) };
   if (v.clientCA !== undefined) t.clientCA = path(str(v.clientCA, `${at}.clientCA`, p));
   return t;
@@ -235,13 +233,14 @@ function parseAuth(v: unknown, p: string[], path: (s: string) => string): { htpa
     p.push('auth: must be a mapping with htpasswd');
     return undefined;
   }
+  checkKeys(v, CONFIG_KEYS.auth, 'auth', p);
   return { htpasswd: path(str(v.htpasswd, 'auth.htpasswd', p)) };
 }
 
 function parseAdmin(v: unknown, p: string[], path: (s: string) => string, storage: string): Config['admin'] {
   const a = isObject(v) ? v : {};
   if (!isObject(v)) p.push('admin: must be a mapping');
-  for (const k of Object.keys(a)) if (!['listen', 'tokenFile', 'tls'].includes(k)) p.push(`admin.${k}: unknown key`);
+  checkKeys(a, CONFIG_KEYS.admin, 'admin', p);
   return {
     listen: address(a.listen ?? '127.0.0.1:6001', 'admin.listen', p),
     tokenFile: a.tokenFile === undefined ? resolve(storage, 'admin.token') : path(str(a.tokenFile, 'admin.tokenFile', p)),
@@ -250,7 +249,7 @@ function parseAdmin(v: unknown, p: string[], path: (s: string) => string, storag
 }
 
 function parseAdminTls(v: unknown, p: string[], path: (s: string) => string): TlsConfig | undefined {
-  const t = parseTls(v, 'admin.tls', p, path);
+  const t = parseTls(v, 'admin.tls', CONFIG_KEYS.admin.tls, p, path);
   // The CLI authenticates with the token and has no client certificate to offer.
   if (t?.clientCA !== undefined) p.push('admin.tls.clientCA: not supported; the admin API is protected by its bearer token');
   return t;

@@ -1,5 +1,6 @@
 // The scale-out keys: `storage: { s3: {…}, path }` (blobs on an S3-compatible object store, the local folder for
 // spools and the admin token) and `database: { postgres: {…} }` (metadata in PostgreSQL). Validated like the rest.
+import { checkKeys, CONFIG_KEYS } from './keys.js';
 
 export interface S3StorageConfig {
   /** http(s)://host:port of an S3-compatible service; absent: AWS S3 of `region`. */
@@ -32,10 +33,6 @@ type PathOf = (v: string) => string;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-function unknownKeys(v: Record<string, unknown>, at: string, known: string[], p: Problems): void {
-  for (const k of Object.keys(v)) if (!known.includes(k)) p.push(`${at}.${k}: unknown key`);
-}
-
 function optStr(v: unknown, at: string, p: Problems): string | undefined {
   if (v === undefined) return undefined;
   if (typeof v === 'string' && v.length > 0) return v;
@@ -46,7 +43,7 @@ function optStr(v: unknown, at: string, p: Problems): string | undefined {
 /** `storage`: a folder (string), or `{ s3: {…}, path?: folder }`. */
 export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): S3StorageConfig {
   const at = 'storage.s3';
-  unknownKeys(s, at, ['endpoint', 'bucket', 'region', 'prefix', 'accessKeyFile', 'secretKeyFile', 'accessKeyEnv', 'secretKeyEnv', 'forcePathStyle', 'tls'], p);
+  checkKeys(s, CONFIG_KEYS.storage.s3, at, p);
   const bucket = optStr(s.bucket, `${at}.bucket`, p) ?? '';
   if (s.bucket === undefined) p.push(`${at}.bucket: is required`);
   else if (bucket && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) p.push(`${at}.bucket: not a valid bucket name (3-63 of a-z 0-9 . -)`);
@@ -76,7 +73,7 @@ export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): 
   if (s.tls !== undefined) {
     if (!isObject(s.tls)) p.push(`${at}.tls: must be a mapping with ca`);
     else {
-      unknownKeys(s.tls, `${at}.tls`, ['ca'], p);
+      checkKeys(s.tls, CONFIG_KEYS.storage.s3.tls, `${at}.tls`, p);
       const ca = optStr(s.tls.ca, `${at}.tls.ca`, p);
       c.tls = ca ? { ca: path(ca) } : {};
     }
@@ -87,14 +84,14 @@ export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): 
 /** `database`: absent (metadata beside the store, as always), or `{ postgres: { url | host/port/user/passwordFile, database } }`. */
 export function parseDatabase(v: unknown, p: Problems, path: PathOf): PostgresConfig | undefined {
   if (v === undefined) return undefined;
+  if (isObject(v)) checkKeys(v, CONFIG_KEYS.database, 'database', p);
   if (!isObject(v) || !isObject(v.postgres)) {
     p.push('database: must be a mapping with postgres');
     return undefined;
   }
-  unknownKeys(v, 'database', ['postgres'], p);
   const at = 'database.postgres';
   const g = v.postgres;
-  unknownKeys(g, at, ['url', 'host', 'port', 'user', 'passwordFile', 'database', 'poolSize'], p);
+  checkKeys(g, CONFIG_KEYS.database.postgres, at, p);
   const c: PostgresConfig = { poolSize: 10 };
   const url = optStr(g.url, `${at}.url`, p);
   if (url) {

@@ -1,6 +1,9 @@
 // The `upstreams` section of the configuration: registry host → url, mirror, auth, tls, redirect hosts, token realms.
 import { canonicalHost, isValidHost } from '../oci/reference.js';
 import { bool, isObject, str } from './values.js';
+import { ANY_HOST, checkKeys, CONFIG_KEYS } from './keys.js';
+
+const KEYS = CONFIG_KEYS.upstreams[ANY_HOST];
 
 export interface UpstreamConfig {
   host: string;
@@ -40,7 +43,7 @@ export function parseUpstreams(v: unknown, p: string[], path: (s: string) => str
 }
 
 function parseUpstream(host: string, spec: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): UpstreamConfig {
-  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'mirror', 'redirectHosts', 'tokenRealms'].includes(k)) p.push(`${at}.${k}: unknown key`);
+  checkKeys(spec, KEYS, at, p);
   const url = str(spec.url, `${at}.url`, p);
   if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
   const mirror = bool(spec.mirror ?? false, `${at}.mirror`, p);
@@ -53,6 +56,7 @@ function parseUpstream(host: string, spec: Record<string, unknown>, at: string, 
   if (spec.tls !== undefined) {
     if (!isObject(spec.tls)) p.push(`${at}.tls: must be a mapping`);
     else {
+      checkKeys(spec.tls, KEYS.tls, `${at}.tls`, p);
       u.tls = { insecureSkipVerify: bool(spec.tls.insecureSkipVerify ?? false, `${at}.tls.insecureSkipVerify`, p) };
       if (spec.tls.ca !== undefined) u.tls.ca = path(str(spec.tls.ca, `${at}.tls.ca`, p));
     }
@@ -63,6 +67,7 @@ function parseUpstream(host: string, spec: Record<string, unknown>, at: string, 
 }
 
 function parseUpstreamAuth(a: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): NonNullable<UpstreamConfig['auth']> {
+  checkKeys(a, KEYS.auth, `${at}.auth`, p);
   const auth: NonNullable<UpstreamConfig['auth']> = { username: str(a.username, `${at}.auth.username`, p) };
   if (a.passwordFile !== undefined) auth.passwordFile = path(str(a.passwordFile, `${at}.auth.passwordFile`, p));
   if (a.passwordEnv !== undefined) auth.passwordEnv = str(a.passwordEnv, `${at}.auth.passwordEnv`, p);

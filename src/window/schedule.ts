@@ -20,7 +20,9 @@ const DAYS: readonly DayName[] = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat
 const FULL_DAYS = ['sunday', 'monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday'];
 const MINUTE_MS = 60_000;
 const DAY_MS = 86_400_000;
-const KEYS = new Set(['days', 'start', 'end', 'timezone']);
+/** The keys of one window (the config's key tree lists them under `windows`). */
+export const WINDOW_KEYS = ['days', 'start', 'end', 'timezone'] as const;
+const KEYS = new Set<string>(WINDOW_KEYS);
 
 export function parseWindows(value: unknown, path = 'windows'): { windows: Schedule; errors: string[] } {
   // A missing key is the config default, which is the safe one: no upstream access.
