@@ -109,7 +109,10 @@ export async function bundleEntries(p: BundleParts): Promise<Entry[]> {
     text('systemd/sluice.yaml', configWithStore(defaultConfig, '/var/lib/sluice')),
     { kind: 'file', path: 'LICENSE', mode: 0o644, source: join(p.root, 'LICENSE') },
     { kind: 'file', path: 'README.md', mode: 0o644, source: join(p.root, 'README.md') },
+    // The operator documents the README links to: the configuration reference and the guides.
+    { kind: 'file', path: 'config/README.md', mode: 0o644, source: join(p.root, 'config', 'README.md') },
   ];
+  entries.push(...(await walk(join(p.root, 'config', 'guides'), 'config/guides', (rel, isDir) => isDir || !rel.endsWith('.md'))));
   // The release tool and source maps stay out: the bundle runs dist/src, nothing else.
   entries.push(...(await walk(join(p.root, 'dist', 'src'), 'dist/src', (rel, isDir) => (isDir ? rel === 'release' : !rel.endsWith('.js')))));
   for (const pkg of p.packages) entries.push(...(await packageEntries(pkg.dir, pkg.path)));
