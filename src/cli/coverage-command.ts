@@ -61,5 +61,8 @@ function imageLines(i: ImageCoverage, label: string | undefined): string[] {
   if (i.missingManifests.length) lines.push(`${pad}  missing manifests: ${i.missingManifests.join(', ')}`);
   if (i.missingBlobs.length) lines.push(`${pad}  missing blobs: ${i.missingBlobs.join(', ')}`);
   if (i.digest) lines.push(`${pad}  signatures: ${i.signatures.tags.length} tag(s), ${i.signatures.referrers.length} referrer(s)`);
+  for (const s of i.siteSignatures ?? []) {
+    lines.push(s.signed ? `${pad}  site-signed ${short(s.digest)}… (${s.policy}: ${s.verified})` : `${pad}  NOT SITE-SIGNED ${short(s.digest)}…: ${s.reason ?? ''}`);
+  }
   return lines;
 }

@@ -1,0 +1,160 @@
+// Verifies the upstream's own signatures of an image, as stored by sync or import (sigstore bundles as referrers
+// or under the `sha256-<hex>` tag, cosign's legacy `.sig` layers), against the `signing.rules`, offline, with the
+// sigstore project's verifier (@sigstore/verify). The checks a publicKey rule makes follow Talos's (tlog ignored).
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
+import { toSignedEntity, Verifier, type TrustMaterial } from '@sigstore/verify';
+import type { SigningRule } from '../config/config.js';
+import { parseManifest, isIndexType, type Descriptor } from '../oci/manifest.js';
+import { BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE_PREFIX, COSIGN_SIGNATURE_ANNOTATION, manifestAnnotations, siteKeyOf } from '../oci/site-signature.js';
+import type { Store } from '../store/store.js';
+
+/** Talos reads bundles and payloads up to 1 MiB; nothing larger is read here either. */
+const MAX_SIGNATURE_BYTES = 1024 * 1024;
+
+export type SignatureStore = Pick<Store, 'getManifest' | 'getTag' | 'referrers' | 'readBlob' | 'stat'>;
+
+export type Verification =
+  | { verified: true; rule: string; via: string }
+  | { verified: false; reason: string };
+
+/** Talos's rule matcher: the first rule whose `image` glob (`*` = any characters) matches `host/name`. */
+export function matchingRule(rules: readonly SigningRule[], host: string, name: string): SigningRule | undefined {
+  const ref = `${host}/${name}`;
+  return rules.find((r) => new RegExp(`^${r.image.split('*').map(escapeRegExp).join('.*')}$`).test(ref));
+}
+
+const escapeRegExp = (s: string): string => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
+
+export const describeRule = (r: SigningRule): string => `${r.publicKey ? 'publicKey' : 'keyless'} rule ${r.image}`;
+
+/** Whether one of the image's stored upstream signatures verifies against the rule `rules` give its repository. */
+export async function verifyUpstream(store: SignatureStore, rules: readonly SigningRule[], host: string, name: string, digest: string): Promise<Verification> {
+  const rule = matchingRule(rules, host, name);
+  if (!rule) return { verified: false, reason: `no signing rule matches ${host}/${name}` };
+  if (!rule.publicKey) {
+    return { verified: false, reason: `${describeRule(rule)}: keyless verification is not available in this version of sluice; use a publicKey rule or policy allowlist` };
+  }
+  const manifest = await store.getManifest(digest);
+  if (!manifest) return { verified: false, reason: `${digest} is not stored` };
+  const key = createPublicKey(rule.publicKey.certificate);
+  const candidates = await collect(store, host, name, digest);
+  if (candidates.length === 0) return { verified: false, reason: `no upstream signature of ${digest} is stored (sync it in a window, or import it with its signatures)` };
+  const failures: string[] = [];
+  for (const c of candidates) {
+    const why = c.kind === 'bundle' ? checkBundle(c.bytes, key, manifest.body, digest) : checkLegacy(c.bytes, c.signature, key, digest);
+    if (why === undefined) return { verified: true, rule: describeRule(rule), via: `${c.where} ${c.digest}` };
+    failures.push(`${c.where} ${c.digest.slice(0, 19)}…: ${why}`);
+  }
+  return { verified: false, reason: `no upstream signature verifies against ${describeRule(rule)} (${failures.join('; ')})` };
+}
+
+type Candidate =
+  | { kind: 'bundle'; where: string; digest: string; bytes: Buffer }
+  | { kind: 'legacy'; where: string; digest: string; bytes: Buffer; signature: string };
+
+/** Every stored upstream signature of `digest`; what sluice signed itself is skipped. */
+async function collect(store: SignatureStore, host: string, name: string, digest: string): Promise<Candidate[]> {
+  const out: Candidate[] = [];
+  const hex = digest.slice('sha256:'.length);
+  const bundleManifests: Descriptor[] = (await store.referrers(host, name, digest)).filter((d) => d.artifactType?.startsWith(BUNDLE_MEDIA_TYPE_PREFIX) && !siteKeyOf(d.annotations));
+  const tagged = await store.getTag(host, name, `sha256-${hex}`);
+  const tagManifest = tagged ? await store.getManifest(tagged) : undefined;
+  if (tagManifest && !siteKeyOf(manifestAnnotations(tagManifest.body))) {
+    if (isIndexType(tagManifest.mediaType)) bundleManifests.push(...(parseManifest(tagManifest.body)?.manifests ?? []));
+    else bundleManifests.push({ mediaType: tagManifest.mediaType, digest: tagManifest.digest, size: tagManifest.body.length });
+  }
+  for (const d of unique(bundleManifests)) {
+    const m = await store.getManifest(d.digest);
+    for (const layer of parseManifest(m?.body ?? Buffer.alloc(0))?.layers ?? []) {
+      if (!layer.mediaType.startsWith(BUNDLE_MEDIA_TYPE_PREFIX)) continue;
+      const bytes = await readSmall(store, layer.digest);
+      if (bytes) out.push({ kind: 'bundle', where: 'bundle', digest: d.digest, bytes });
+    }
+  }
+  const sig = await store.getTag(host, name, `sha256-${hex}.sig`);
+  const sigManifest = sig ? await store.getManifest(sig) : undefined;
+  for (const layer of parseManifest(sigManifest?.body ?? Buffer.alloc(0))?.layers ?? []) {
+    const signature = layer.annotations?.[COSIGN_SIGNATURE_ANNOTATION];
+    if (signature === undefined || siteKeyOf(layer.annotations)) continue;
+    const bytes = await readSmall(store, layer.digest);
+    if (bytes) out.push({ kind: 'legacy', where: 'legacy .sig layer', digest: layer.digest, bytes, signature });
+  }
+  return out;
+}
+
+function unique(ds: Descriptor[]): Descriptor[] {
+  const seen = new Set<string>();
+  return ds.filter((d) => !seen.has(d.digest) && seen.add(d.digest));
+}
+
+async function readSmall(store: SignatureStore, digest: string): Promise<Buffer | undefined> {
+  const s = await store.stat(digest);
+  if (!s || s.sizeBytes > MAX_SIGNATURE_BYTES) return undefined;
+  return store.readBlob(digest);
+}
+
+/** A verifier trusting exactly `key`, whatever hint a bundle names (a publicKey rule names the key itself). */
+function keyVerifier(key: KeyObject): Verifier {
+  const trust: TrustMaterial = {
+    certificateAuthorities: [], timestampAuthorities: [], tlogs: [], ctlogs: [],
+    publicKey: () => ({ publicKey: key, validFor: () => true }),
+  };
+  return new Verifier(trust, { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 });
+}
+
+/** Undefined when the bundle verifies for the image `digest`; else why not. */
+function checkBundle(bytes: Buffer, key: KeyObject, manifestBody: Buffer, digest: string): string | undefined {
+  let bundle: Bundle;
+  try {
+    bundle = bundleFromJSON(JSON.parse(bytes.toString('utf8')));
+  } catch (e) {
+    return `not a sigstore bundle (${(e as Error).message})`;
+  }
+  if (bundle.mediaType !== BUNDLE_MEDIA_TYPE) return `bundle version ${bundle.mediaType} is older than v0.3`;
+  const content = bundle.content;
+  if (content.$case === 'messageSignature') {
+    const d = content.messageSignature.messageDigest;
+    if (!d || Buffer.from(d.digest).toString('hex') !== digest.slice('sha256:'.length)) return 'signs another digest';
+  }
+  // As a publicKey rule in Talos (cosign CheckOpts IgnoreTlog): transparency-log entries are not required or read.
+  const entity = { ...toSignedEntity(bundle, content.$case === 'messageSignature' ? manifestBody : undefined), tlogEntries: [], timestamps: [] };
+  try {
+    keyVerifier(key).verify(entity);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (content.$case === 'dsseEnvelope' && !statementNames(Buffer.from(content.dsseEnvelope.payload), digest)) return 'its in-toto statement does not name this digest';
+  return undefined;
+}
+
+function statementNames(payload: Buffer, digest: string): boolean {
+  try {
+    const doc = JSON.parse(payload.toString('utf8')) as { subject?: Array<{ digest?: { sha256?: string } }> };
+    return (doc.subject ?? []).some((s) => s.digest?.sha256 === digest.slice('sha256:'.length));
+  } catch {
+    return false;
+  }
+}
+
+/** cosign's legacy form: the signature is over the simple signing payload, which must name the image digest. */
+function checkLegacy(payload: Buffer, signatureB64: string, key: KeyObject, digest: string): string | undefined {
+  let named: unknown;
+  try {
+    named = (JSON.parse(payload.toString('utf8')) as { critical?: { image?: Record<string, unknown> } }).critical?.image?.['docker-manifest-digest'];
+  } catch {
+    return 'its payload is not JSON';
+  }
+  if (named !== digest) return 'its payload signs another digest';
+  const bundle = bundleFromJSON({
+    mediaType: BUNDLE_MEDIA_TYPE,
+    verificationMaterial: { publicKey: { hint: '' }, tlogEntries: [], timestampVerificationData: { rfc3161Timestamps: [] } },
+    messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: createHash('sha256').update(payload).digest('base64') }, signature: signatureB64 },
+  });
+  try {
+    keyVerifier(key).verify(toSignedEntity(bundle, payload));
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return undefined;
+}
