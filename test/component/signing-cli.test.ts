@@ -57,6 +57,20 @@ describe('sluice signing, sign and talos patch --verify (real CLI)', () => {
     expect(img.siteSignatures.map((s) => [s.signed, s.policy])).toEqual([[true, 'allowlist'], [true, 'allowlist'], [true, 'allowlist']]);
   });
 
+  test('an export bundle carries the site signatures: imported elsewhere, every one is there and current', async () => {
+    const bundle = join(dir, 'bundle');
+    const exp = await runSluice(['export', bundle, '--config', config]);
+    expect(exp.code, exp.stderr).toBe(0);
+    const other = join(dir, 'other.yaml');
+    await writeFile(other, sluiceConfigYaml('./other-data', {
+      allowlist: ['ghcr.io/siderolabs/kubelet:v1.34.0'],
+      extra: { signing: { key: './site.key', policy: 'allowlist' } },
+    }));
+    const imp = await runSluice(['import', bundle, '--config', other]);
+    expect(imp.code, imp.stderr).toBe(0);
+    expect(imp.stdout).toMatch(/site signatures: 0 made, 3 kept, 0 left unsigned/);
+  });
+
   test('sign refuses a rule that is not on the allowlist', async () => {
     const r = await runSluice(['sign', 'ghcr.io/other/thing:1', '--config', config]);
     expect(r.code).toBe(2);

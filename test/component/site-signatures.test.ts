@@ -69,7 +69,7 @@ describe('site signatures', () => {
       windows,
       allowlist: ['ghcr.io/acme/app:1.0', 'ghcr.io/acme/multi:2.0', 'ghcr.io/acme/plain:1.0', 'ghcr.io/acme/forged:1.0'],
       upstreams: { 'ghcr.io': { url: mini.url } },
-      extra: { signing: { key: './site.key', rules: [{ image: 'ghcr.io/acme/*', publicKey: { certificate: vendor.publicPem } }] } },
+      extra: { gcGrace: 0, signing: { key: './site.key', rules: [{ image: 'ghcr.io/acme/*', publicKey: { certificate: vendor.publicPem } }] } },
     }), join(dir, 'sluice.yaml'));
     const a = await buildApp(config);
     const url = (await a.registry.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
@@ -218,6 +218,24 @@ describe('site signatures', () => {
       const badSig = Buffer.from(b64, 'base64');
       badSig[badSig.length - 3] = (badSig[badSig.length - 3] ?? 0) ^ 1;
       expect(verifyLegacyLayer(payload, badSig.toString('base64'), signed.digest, site.publicPem)).toBe(false);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('gc keeps the site signatures of the images it keeps', async () => {
+    const { app: a, url } = await app('never');
+    try {
+      const report = await a.gc.run();
+      // Only what the merged .sig replaced goes: the vendor's own .sig manifests and their configs (the vendor's
+      // signature layer lives on in the merged one).
+      const replaced = [['acme/app', signed.digest], ['acme/multi', index.digest]].flatMap(([name, digest]) => {
+        const m = mini.manifests.get(`${name ?? ''}:sha256-${hexOf(digest ?? '')}.sig`) ?? Buffer.alloc(0);
+        return [sha256(m), (JSON.parse(m.toString()) as { config: Desc }).config.digest];
+      });
+      expect(report.swept.map((x) => x.digest).sort()).toEqual(replaced.sort());
+      expect(await talosLookup(url, 'acme/app', signed.digest, signed.manifest)).toEqual({ referrer: true, bundleTag: true, legacy: true });
+      for (const p of platforms) expect(await talosLookup(url, 'acme/multi', p.digest, p.manifest)).toEqual({ referrer: true, bundleTag: true, legacy: true });
     } finally {
       await a.close();
     }
