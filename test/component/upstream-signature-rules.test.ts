@@ -1,0 +1,107 @@
+// The `verified` policy's check of the vendor's own signatures in the store: sigstore bundles attached as OCI
+// referrers (message signature over the manifest, or a DSSE in-toto statement naming the digest) and under the
+// `sha256-<hex>` tag, against publicKey rules — each made here with the test's own keys, checked by @sigstore/verify.
+import { createHash, sign } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Store } from '../../src/store/store.js';
+import { verifyUpstream } from '../../src/jobs/upstream-signatures.js';
+import { BUNDLE_V03, newKey, type TestKey } from '../helpers/cosign.js';
+import { MediaType, sha256 } from '../kit/oci.js';
+
+const HOST = 'ghcr.io';
+const b64 = (b: Buffer): string => b.toString('base64');
+
+function messageBundle(key: TestKey, artifact: Buffer): Buffer {
+  return Buffer.from(JSON.stringify({
+    mediaType: BUNDLE_V03,
+    verificationMaterial: { publicKey: { hint: 'vendor' }, tlogEntries: [] },
+    messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: b64(createHash('sha256').update(artifact).digest()) }, signature: b64(sign('sha256', artifact, key.privateKey)) },
+  }));
+}
+
+function dsseBundle(key: TestKey, digest: string): Buffer {
+  const payloadType = 'application/vnd.in-toto+json';
+  const payload = Buffer.from(JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ name: 'image', digest: { sha256: digest.slice(7) } }], predicateType: 'https://sigstore.dev/cosign/sign/v1', predicate: {} }));
+  const pae = Buffer.concat([Buffer.from(`DSSEv1 ${payloadType.length} ${payloadType} ${payload.length} `), payload]);
+  return Buffer.from(JSON.stringify({
+    mediaType: BUNDLE_V03,
+    verificationMaterial: { publicKey: { hint: 'vendor' }, tlogEntries: [] },
+    dsseEnvelope: { payload: b64(payload), payloadType, signatures: [{ sig: b64(sign('sha256', pae, key.privateKey)), keyid: '' }] },
+  }));
+}
+
+describe('verifying the vendor signature against publicKey rules', () => {
+  let dir: string;
+  let store: Store;
+  const vendor = newKey();
+  const other = newKey();
+  const rules = [{ image: 'ghcr.io/vendor/*', publicKey: { certificate: vendor.publicPem } }];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sluice-upsig-'));
+    store = await Store.open(join(dir, 'data'));
+  });
+  afterAll(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function image(name: string, seed: string): Promise<{ digest: string; body: Buffer }> {
+    const config = Buffer.from(JSON.stringify({ seed }));
+    await store.putBlob(config);
+    const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length }, layers: [] }));
+    const m = await store.putManifest(body, MediaType.ociManifest);
+    await store.linkManifest(HOST, name, m);
+    return { digest: m.digest, body };
+  }
+
+  /** A bundle manifest; a referrer of `subject` when given, else tagged `sha256-<hex>` of `tagFor`. */
+  async function attach(name: string, bundle: Buffer, subject: { digest: string; body: Buffer }, how: 'referrer' | 'tag'): Promise<void> {
+    const empty = Buffer.from('{}');
+    await store.putBlob(empty);
+    await store.putBlob(bundle);
+    const doc = {
+      schemaVersion: 2, mediaType: MediaType.ociManifest, artifactType: BUNDLE_V03,
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256(empty), size: 2 },
+      layers: [{ mediaType: BUNDLE_V03, digest: sha256(bundle), size: bundle.length }],
+      ...(how === 'referrer' ? { subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.body.length } } : {}),
+    };
+    const m = await store.putManifest(Buffer.from(JSON.stringify(doc)), MediaType.ociManifest);
+    await store.linkManifest(HOST, name, m);
+    if (how === 'tag') await store.setTag(HOST, name, `sha256-${subject.digest.slice(7)}`, m.digest);
+  }
+
+  it('a message-signature bundle referrer over the manifest verifies; one by another key does not', async () => {
+    const good = await image('vendor/a', 'a');
+    await attach('vendor/a', messageBundle(vendor, good.body), good, 'referrer');
+    expect(await verifyUpstream(store, rules, HOST, 'vendor/a', good.digest)).toMatchObject({ verified: true, rule: 'publicKey rule ghcr.io/vendor/*', via: expect.stringMatching(/^bundle sha256:/) });
+    const bad = await image('vendor/b', 'b');
+    await attach('vendor/b', messageBundle(other, bad.body), bad, 'referrer');
+    expect(await verifyUpstream(store, rules, HOST, 'vendor/b', bad.digest)).toMatchObject({ verified: false, reason: expect.stringMatching(/no upstream signature verifies .*signature verification failed/) });
+  });
+
+  it('a bundle signing another manifest does not verify this one', async () => {
+    const target = await image('vendor/c', 'c');
+    const elsewhere = await image('vendor/c', 'elsewhere');
+    await attach('vendor/c', messageBundle(vendor, elsewhere.body), target, 'referrer');
+    expect(await verifyUpstream(store, rules, HOST, 'vendor/c', target.digest)).toMatchObject({ verified: false, reason: expect.stringMatching(/signs another digest/) });
+  });
+
+  it('a DSSE bundle under the sha256-<hex> tag verifies when its statement names the digest', async () => {
+    const good = await image('vendor/d', 'd');
+    await attach('vendor/d', dsseBundle(vendor, good.digest), good, 'tag');
+    expect(await verifyUpstream(store, rules, HOST, 'vendor/d', good.digest)).toMatchObject({ verified: true });
+    const wrong = await image('vendor/e', 'e');
+    await attach('vendor/e', dsseBundle(vendor, good.digest), wrong, 'tag');
+    expect(await verifyUpstream(store, rules, HOST, 'vendor/e', wrong.digest)).toMatchObject({ verified: false, reason: expect.stringMatching(/statement does not name this digest/) });
+  });
+
+  it('an image no rule covers, or with no stored signature, is named with the reason', async () => {
+    const lone = await image('vendor/f', 'f');
+    expect(await verifyUpstream(store, rules, HOST, 'vendor/f', lone.digest)).toMatchObject({ verified: false, reason: expect.stringMatching(/no upstream signature of sha256:.* is stored/) });
+    expect(await verifyUpstream(store, rules, HOST, 'elsewhere/f', lone.digest)).toEqual({ verified: false, reason: 'no signing rule matches ghcr.io/elsewhere/f' });
+  });
+});
