@@ -45,7 +45,14 @@ export async function signImported(cfg: Config, store: Store, imported: Readonly
   }
   allowlist.close();
   if (images.length === 0) return;
-  const signer = await openSigner(store, cfg.signing);
+  let signer: SiteSigner;
+  try {
+    signer = await SiteSigner.open(store, cfg.signing);
+  } catch (e) {
+    if (!(e instanceof SiteKeyError)) throw e;
+    err(`imported, but not site-signed: ${e.message}`);
+    return;
+  }
   const report = await signImages(signer, store, images);
   if (report.signed > 0) await notifyStoreChanged(cfg);
   out(`site signatures: ${report.signed} made, ${report.kept} kept, ${report.unsigned} left unsigned`);

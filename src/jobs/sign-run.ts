@@ -26,7 +26,10 @@ export async function signImages(signer: SiteSigner, store: Pick<Store, 'getTag'
     const key = `${i.host}/${i.name}@${digest}`;
     if (done.has(key)) continue;
     done.add(key);
-    const result = await signer.signImage(i.host, i.name, digest);
+    // One image that cannot be signed (a full store) does not stop the others; it is named with the reason.
+    const result = await signer.signImage(i.host, i.name, digest).catch((e: unknown): ImageSigning => ({
+      host: i.host, name: i.name, digest, manifests: [{ digest, state: 'unsigned', reason: `signing failed: ${e instanceof Error ? e.message : String(e)}` }],
+    }));
     report.images.push({ ...result, reference: text });
     for (const m of result.manifests) report[m.state]++;
   }
