@@ -17,7 +17,7 @@ export interface SigningConfig {
   key: string;
   policy: SigningPolicy;
   rules: SigningRule[];
-  /** Sigstore `trusted_root.json` carried across, for keyless rules (read once they are supported). */
+  /** Sigstore `trusted_root.json` carried across, for keyless rules. */
   trustedRoot?: string;
 }
 
@@ -38,6 +38,7 @@ export function parseSigning(v: unknown, p: string[], path: (s: string) => strin
   }
   const out: SigningConfig = { key: path(str(v.key, 'signing.key', p)), policy: policy === 'allowlist' ? 'allowlist' : 'verified', rules };
   if (v.trustedRoot !== undefined) out.trustedRoot = path(str(v.trustedRoot, 'signing.trustedRoot', p));
+  if (rules.some((r) => r.keyless) && out.trustedRoot === undefined) p.push('signing.trustedRoot: keyless rules are verified offline against a sigstore trusted_root.json: give its path');
   return out;
 }
 
@@ -56,11 +57,7 @@ function parseRules(v: unknown, p: string[]): SigningRule[] {
     const rule: SigningRule = { image: str(r.image, `${at}.image`, p) };
     if ((r.publicKey === undefined) === (r.keyless === undefined)) p.push(`${at}: give exactly one of publicKey or keyless`);
     if (r.publicKey !== undefined) rule.publicKey = { certificate: publicKeyPem(r.publicKey, `${at}.publicKey`, p) };
-    if (r.keyless !== undefined) {
-      rule.keyless = keyless(r.keyless, `${at}.keyless`, p);
-      // Said at load, not at the first sync: verifying Fulcio certificates, SCTs and Rekor entries offline is not built yet.
-      p.push(`${at}.keyless: keyless rules are not supported yet (only publicKey); use a publicKey rule, or policy: allowlist`);
-    }
+    if (r.keyless !== undefined) rule.keyless = keyless(r.keyless, `${at}.keyless`, p);
     return [rule];
   });
 }

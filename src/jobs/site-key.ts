@@ -3,6 +3,7 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 
+/** The site key or the trusted root cannot be used: a configuration problem, named with its file. */
 export class SiteKeyError extends Error {}
 
 export interface SiteKey {

@@ -10,6 +10,7 @@ import {
 import type { Store, StoredManifest } from '../store/store.js';
 import { loadSiteKey, type SiteKey } from './site-key.js';
 import { verifyUpstream, type Verification } from './upstream-signatures.js';
+import { loadTrustedRoot, type KeylessTrust } from './keyless.js';
 
 /** One manifest's outcome: signed now, already signed (kept), or left unsigned and why. */
 export type ManifestSigning =
@@ -39,10 +40,12 @@ export class SiteSigner {
     readonly key: SiteKey,
     readonly policy: SigningPolicy,
     private readonly rules: readonly SigningRule[],
+    private readonly trust?: KeylessTrust,
   ) {}
 
   static async open(store: Store, cfg: SigningConfig): Promise<SiteSigner> {
-    return new SiteSigner(store, await loadSiteKey(cfg.key), cfg.policy, cfg.rules);
+    const trust = cfg.trustedRoot !== undefined ? await loadTrustedRoot(cfg.trustedRoot) : undefined;
+    return new SiteSigner(store, await loadSiteKey(cfg.key), cfg.policy, cfg.rules, trust);
   }
 
   /** Signs the image `root` and the stored manifests of its index, each as the policy decides. */
@@ -86,7 +89,7 @@ export class SiteSigner {
 
   private decide(host: string, name: string, digest: string): Promise<Verification> {
     if (this.policy === 'allowlist') return Promise.resolve({ verified: true, rule: 'policy allowlist (no upstream signature required)', via: '' });
-    return verifyUpstream(this.store, this.rules, host, name, digest);
+    return verifyUpstream(this.store, this.rules, host, name, digest, this.trust);
   }
 
   private async signIf(host: string, name: string, m: StoredManifest, v: Verification): Promise<ManifestSigning> {

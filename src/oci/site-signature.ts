@@ -11,6 +11,8 @@ export const SIMPLE_SIGNING_MEDIA_TYPE = 'application/vnd.dev.cosign.simplesigni
 /** cosign's layer annotation holding the base64 signature of the layer (the payload). */
 export const COSIGN_SIGNATURE_ANNOTATION = 'dev.cosignproject.cosign/signature';
 export const COSIGN_CERTIFICATE_ANNOTATION = 'dev.sigstore.cosign/certificate';
+/** cosign's Rekor bundle (signed entry timestamp and entry) on a legacy layer. */
+export const COSIGN_REKOR_BUNDLE_ANNOTATION = 'dev.sigstore.cosign/bundle';
 const OCI_MANIFEST = MediaType.ociManifest;
 const OCI_INDEX = MediaType.ociIndex;
 const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';

@@ -13,6 +13,7 @@ import { sluiceConfigDoc } from '../helpers/sluice.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
 import { BUNDLE_V03, COSIGN_SIGNATURE, legacySignature, newKey, verifyBundle, verifyLegacyLayer, type TestKey } from '../helpers/cosign.js';
 import { MediaType, sha256 } from '../kit/oci.js';
+import { TestTrustRoot } from '../helpers/test-trust-root.js';
 
 interface Desc { mediaType: string; digest: string; size: number; artifactType?: string; annotations?: Record<string, string> }
 interface Doc { mediaType?: string; manifests?: Desc[]; layers?: Desc[]; subject?: Desc }
@@ -30,6 +31,9 @@ describe('site signatures', () => {
   let index: { digest: string; body: Buffer };
   let unsigned: MiniImage;
   let forged: MiniImage;
+  let keyless: MiniImage;
+  const root = new TestTrustRoot();
+  const releaser = { subject: 'https://ci.vendor.example/release.yml@refs/tags/v1', issuer: 'https://token.ci.vendor.example' };
 
   function publish(name: string, digest: string, key: TestKey): void {
     const sig = legacySignature(key, `ghcr.io/${name}`, digest);
@@ -57,6 +61,20 @@ describe('site signatures', () => {
     unsigned = mini.addImage('acme/plain', '1.0', [Buffer.from('plain')]);
     forged = mini.addImage('acme/forged', '1.0', [Buffer.from('forged')]);
     publish('acme/forged', forged.digest, forger);
+    // Signed keyless in CI, as Sidero and Kubernetes sign: certificate, SCT and Rekor bundle in the layer annotations.
+    keyless = mini.addImage('acme/keyless', '1.0', [Buffer.from('keyless')]);
+    const layer = root.legacyLayer(releaser, 'ghcr.io/acme/keyless', keyless.digest);
+    mini.blobs.set(sha256(layer.payload), layer.payload);
+    const emptyConfig = Buffer.from('{}');
+    mini.blobs.set(sha256(emptyConfig), emptyConfig);
+    const sigManifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: MediaType.ociManifest,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(emptyConfig), size: 2 },
+      layers: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest: sha256(layer.payload), size: layer.payload.length, annotations: layer.annotations }],
+    }));
+    mini.manifests.set(`acme/keyless:sha256-${hexOf(keyless.digest)}.sig`, sigManifest);
+    mini.manifests.set(`acme/keyless:${sha256(sigManifest)}`, sigManifest);
+    await writeFile(join(dir, 'trusted_root.json'), root.json());
   });
 
   afterAll(async () => {
@@ -67,9 +85,19 @@ describe('site signatures', () => {
   async function app(windows: 'always' | 'never'): Promise<{ app: App; url: string }> {
     const config = validateConfig(sluiceConfigDoc(join(dir, 'data'), {
       windows,
-      allowlist: ['ghcr.io/acme/app:1.0', 'ghcr.io/acme/multi:2.0', 'ghcr.io/acme/plain:1.0', 'ghcr.io/acme/forged:1.0'],
+      allowlist: ['ghcr.io/acme/app:1.0', 'ghcr.io/acme/multi:2.0', 'ghcr.io/acme/plain:1.0', 'ghcr.io/acme/forged:1.0', 'ghcr.io/acme/keyless:1.0'],
       upstreams: { 'ghcr.io': { url: mini.url } },
-      extra: { gcGrace: 0, signing: { key: './site.key', rules: [{ image: 'ghcr.io/acme/*', publicKey: { certificate: vendor.publicPem } }] } },
+      extra: {
+        gcGrace: 0,
+        signing: {
+          key: './site.key',
+          trustedRoot: './trusted_root.json',
+          rules: [
+            { image: 'ghcr.io/acme/keyless', keyless: { issuer: releaser.issuer, subjectRegex: '^https://ci\\.vendor\\.example/' } },
+            { image: 'ghcr.io/acme/*', publicKey: { certificate: vendor.publicPem } },
+          ],
+        },
+      },
     }), join(dir, 'sluice.yaml'));
     const a = await buildApp(config);
     const url = (await a.registry.listen({ host: '127.0.0.1', port: 0 })).replace('localhost', '127.0.0.1');
@@ -126,15 +154,15 @@ describe('site signatures', () => {
     try {
       const report = await a.syncer.run();
       expect(report.failed).toEqual([]);
-      // app: 1, multi: the index and both platforms.
-      expect(report.signing?.signed).toBe(4);
+      // app: 1, multi: the index and both platforms, keyless: 1.
+      expect(report.signing?.signed).toBe(5);
       const reasons = Object.fromEntries((report.signing?.unsigned ?? []).map((u) => [u.reference, u.reason]));
       expect(Object.keys(reasons).sort()).toEqual(['ghcr.io/acme/forged:1.0', 'ghcr.io/acme/plain:1.0']);
       expect(reasons['ghcr.io/acme/plain:1.0']).toMatch(/no upstream signature .* is stored/);
       expect(reasons['ghcr.io/acme/forged:1.0']).toMatch(/no upstream signature verifies against publicKey rule ghcr\.io\/acme\/\*/);
       // A second run signs nothing again: the signatures made are kept.
       const again = await a.syncer.run();
-      expect(again.signing).toMatchObject({ signed: 0, kept: 4 });
+      expect(again.signing).toMatchObject({ signed: 0, kept: 5 });
     } finally {
       await a.close();
     }
@@ -147,6 +175,7 @@ describe('site signatures', () => {
         expect(await talosLookup(url, 'acme/app', signed.digest, signed.manifest), windows).toEqual({ referrer: true, bundleTag: true, legacy: true });
         expect(await talosLookup(url, 'acme/multi', index.digest, index.body), windows).toEqual({ referrer: true, bundleTag: true, legacy: true });
         for (const p of platforms) expect(await talosLookup(url, 'acme/multi', p.digest, p.manifest), windows).toEqual({ referrer: true, bundleTag: true, legacy: true });
+        expect(await talosLookup(url, 'acme/keyless', keyless.digest, keyless.manifest), windows).toEqual({ referrer: true, bundleTag: true, legacy: true });
         expect(await talosLookup(url, 'acme/plain', unsigned.digest, unsigned.manifest)).toEqual({ referrer: false, bundleTag: false, legacy: false });
         expect(await talosLookup(url, 'acme/forged', forged.digest, forged.manifest)).toEqual({ referrer: false, bundleTag: false, legacy: false });
       } finally {
@@ -233,6 +262,8 @@ describe('site signatures', () => {
         const m = mini.manifests.get(`${name ?? ''}:sha256-${hexOf(digest ?? '')}.sig`) ?? Buffer.alloc(0);
         return [sha256(m), (JSON.parse(m.toString()) as { config: Desc }).config.digest];
       });
+      // The keyless .sig's config is `{}`, the empty blob the site's referrers use too, so it stays.
+      replaced.push(sha256(mini.manifests.get(`acme/keyless:sha256-${hexOf(keyless.digest)}.sig`) ?? Buffer.alloc(0)));
       expect(report.swept.map((x) => x.digest).sort()).toEqual(replaced.sort());
       expect(await talosLookup(url, 'acme/app', signed.digest, signed.manifest)).toEqual({ referrer: true, bundleTag: true, legacy: true });
       for (const p of platforms) expect(await talosLookup(url, 'acme/multi', p.digest, p.manifest)).toEqual({ referrer: true, bundleTag: true, legacy: true });
@@ -247,6 +278,7 @@ describe('site signatures', () => {
       const report = await coverageReport(a.store, a.allowlist.list().map((r) => r.rule), { signer: a.signer });
       const byRule = Object.fromEntries(report.rules.map((r) => [r.rule, r.images[0]]));
       expect(byRule['ghcr.io/acme/app:1.0']?.state).toBe('complete');
+      expect(byRule['ghcr.io/acme/keyless:1.0']?.siteSignatures?.[0]?.verified).toMatch(/^keyless rule ghcr\.io\/acme\/keyless via legacy \.sig layer sha256:/);
       expect(byRule['ghcr.io/acme/multi:2.0']?.siteSignatures?.map((s) => s.signed)).toEqual([true, true, true]);
       expect(byRule['ghcr.io/acme/multi:2.0']?.siteSignatures?.[1]?.verified).toMatch(new RegExp(`via index ${index.digest}`));
       expect(byRule['ghcr.io/acme/plain:1.0']?.state).toBe('incomplete');

@@ -8,7 +8,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
 import { verifyUpstream } from '../../src/jobs/upstream-signatures.js';
-import { BUNDLE_V03, newKey, type TestKey } from '../helpers/cosign.js';
+import { BUNDLE_V03, newKey, SIMPLE_SIGNING, type TestKey } from '../helpers/cosign.js';
+import { TestTrustRoot } from '../helpers/test-trust-root.js';
+import { loadTrustedRoot } from '../../src/jobs/keyless.js';
+import { writeFile } from 'node:fs/promises';
 import { MediaType, sha256 } from '../kit/oci.js';
 
 const HOST = 'ghcr.io';
@@ -103,5 +106,57 @@ describe('verifying the vendor signature against publicKey rules', () => {
     const lone = await image('vendor/f', 'f');
     expect(await verifyUpstream(store, rules, HOST, 'vendor/f', lone.digest)).toMatchObject({ verified: false, reason: expect.stringMatching(/no upstream signature of sha256:.* is stored/) });
     expect(await verifyUpstream(store, rules, HOST, 'elsewhere/f', lone.digest)).toEqual({ verified: false, reason: 'no signing rule matches ghcr.io/elsewhere/f' });
+  });
+
+  describe('keyless rules, offline against the operator\'s trusted_root.json', () => {
+    const root = new TestTrustRoot();
+    const stranger = new TestTrustRoot();
+    const who = { subject: 'release@vendor.example', issuer: 'https://accounts.vendor.example' };
+    const keyless = (k: { subject?: string; subjectRegex?: string; issuer?: string }): Array<{ image: string; keyless: { issuer: string; subject?: string; subjectRegex?: string } }> =>
+      [{ image: 'ghcr.io/vendor/*', keyless: { issuer: k.issuer ?? who.issuer, ...(k.subject !== undefined ? { subject: k.subject } : {}), ...(k.subjectRegex !== undefined ? { subjectRegex: k.subjectRegex } : {}) } }];
+
+    /** A legacy `.sig` of `digest` whose one layer is `layer` (payload + cosign annotations). */
+    async function legacy(name: string, digest: string, layer: { payload: Buffer; annotations: Record<string, string> }): Promise<void> {
+      await store.putBlob(layer.payload);
+      const config = Buffer.from('{}');
+      await store.putBlob(config);
+      const body = Buffer.from(JSON.stringify({
+        schemaVersion: 2, mediaType: MediaType.ociManifest,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+        layers: [{ mediaType: SIMPLE_SIGNING, digest: sha256(layer.payload), size: layer.payload.length, annotations: layer.annotations }],
+      }));
+      const m = await store.putManifest(body, MediaType.ociManifest);
+      await store.linkManifest(HOST, name, m);
+      await store.setTag(HOST, name, `sha256-${digest.slice(7)}.sig`, m.digest);
+    }
+
+    it('a cosign keyless signature verifies: chain, SCT, Rekor promise, issuer and subject (or subject regex)', async () => {
+      const file = join(dir, 'trusted_root.json');
+      await writeFile(file, root.json());
+      const trust = await loadTrustedRoot(file);
+      const img = await image('vendor/k', 'k');
+      await legacy('vendor/k', img.digest, root.legacyLayer(who, `ghcr.io/vendor/k`, img.digest));
+      expect(await verifyUpstream(store, keyless({ subject: who.subject }), HOST, 'vendor/k', img.digest, trust)).toMatchObject({ verified: true, rule: 'keyless rule ghcr.io/vendor/*' });
+      expect(await verifyUpstream(store, keyless({ subjectRegex: '@vendor\\.example$' }), HOST, 'vendor/k', img.digest, trust)).toMatchObject({ verified: true });
+      expect(await verifyUpstream(store, keyless({ subject: 'someone@else.example' }), HOST, 'vendor/k', img.digest, trust)).toMatchObject({ verified: false });
+      expect(await verifyUpstream(store, keyless({ subjectRegex: '@else\\.example$' }), HOST, 'vendor/k', img.digest, trust)).toMatchObject({ verified: false, reason: expect.stringMatching(/does not match/) });
+      expect(await verifyUpstream(store, keyless({ subject: who.subject, issuer: 'https://other.issuer' }), HOST, 'vendor/k', img.digest, trust)).toMatchObject({ verified: false });
+      expect(await verifyUpstream(store, keyless({ subject: who.subject }), HOST, 'vendor/k', img.digest)).toMatchObject({ verified: false, reason: expect.stringMatching(/need signing\.trustedRoot/) });
+    });
+
+    it('a certificate from another trust root, or a tampered transparency-log entry, does not verify', async () => {
+      const file = join(dir, 'trusted_root.json');
+      await writeFile(file, root.json());
+      const trust = await loadTrustedRoot(file);
+      const img = await image('vendor/s', 's');
+      await legacy('vendor/s', img.digest, stranger.legacyLayer(who, 'ghcr.io/vendor/s', img.digest));
+      expect(await verifyUpstream(store, keyless({ subject: who.subject }), HOST, 'vendor/s', img.digest, trust)).toMatchObject({ verified: false });
+      const img2 = await image('vendor/t', 't');
+      const layer = root.legacyLayer(who, 'ghcr.io/vendor/t', img2.digest);
+      const rekor = JSON.parse(layer.annotations['dev.sigstore.cosign/bundle'] ?? '{}') as { Payload: { integratedTime: number } };
+      rekor.Payload.integratedTime += 1;
+      await legacy('vendor/t', img2.digest, { ...layer, annotations: { ...layer.annotations, 'dev.sigstore.cosign/bundle': JSON.stringify(rekor) } });
+      expect(await verifyUpstream(store, keyless({ subject: who.subject }), HOST, 'vendor/t', img2.digest, trust)).toMatchObject({ verified: false, reason: expect.stringMatching(/inclusion promise/) });
+    });
   });
 });

@@ -1,5 +1,6 @@
 // `signing:` in the config: key path resolved against the config folder, policy verified by default, rules written
-// like Talos's ImageVerificationConfig (image + publicKey.certificate), and every mistake named by its key path.
+// like Talos's ImageVerificationConfig (image + publicKey.certificate | keyless issuer/subject[Regex]), and every
+// mistake named by its key path.
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, validateConfig } from '../../src/config/config.js';
@@ -40,8 +41,15 @@ describe('signing config', () => {
       'signing.rules[2].extra: unknown key',
       'signing.rules[2].image: is required',
       'signing.rules[2]: give exactly one of publicKey or keyless',
-      'signing.rules[2].keyless: keyless rules are not supported yet (only publicKey); use a publicKey rule, or policy: allowlist',
+      'signing.trustedRoot: keyless rules are verified offline against a sigstore trusted_root.json: give its path',
     ]);
+    expect(problems({ key: './k', trustedRoot: './root.json', rules: [{ image: 'a/*', keyless: { issuer: 'https://i' } }, { image: 'b/*', keyless: { subject: 's', subjectRegex: '(' } }] })).toEqual([
+      'signing.rules[0].keyless: give subject or subjectRegex',
+      'signing.rules[1].keyless.issuer: is required',
+      expect.stringMatching(/^signing\.rules\[1\]\.keyless\.subjectRegex: Invalid regular expression/),
+    ]);
+    expect(validateConfig({ ...base, signing: { key: './k', trustedRoot: './root.json', rules: [{ image: 'ghcr.io/*', keyless: { issuer: 'https://i', subjectRegex: '^x' } }] } }, FILE).signing)
+      .toMatchObject({ trustedRoot: '/etc/sluice/root.json', rules: [{ image: 'ghcr.io/*', keyless: { issuer: 'https://i', subjectRegex: '^x' } }] });
   });
 
   it('matches rules as Talos does: the first whose image glob (* = any characters) matches host/name', () => {
