@@ -71,18 +71,18 @@ export class SiteSigner {
     const m = await this.store.getManifest(root);
     if (!m) return [];
     const out: SiteSignatureState[] = [];
-    let rootVerified: Verification | undefined;
+    let rootDecision: Promise<Verification> | undefined;
     for (const x of [m, ...(await this.storedChildren(m))]) {
       const signed = await this.siteReferrer(host, name, x.digest);
-      const whole = signed !== undefined && (await this.tagsCurrent(host, name, x.digest));
-      if (whole) {
+      if (signed !== undefined && (await this.tagsCurrent(host, name, x.digest))) {
         out.push({ digest: x.digest, signed: true, policy: signed.annotations?.[SITE_POLICY_ANNOTATION] ?? '', verified: signed.annotations?.[SITE_VERIFIED_ANNOTATION] ?? '' });
         continue;
       }
-      const v = x === m || !rootVerified?.verified ? await this.decide(host, name, x.digest) : rootVerified;
-      if (x === m) rootVerified = v;
-      const reason = v.verified ? 'not signed yet: run `sluice sign` (or a sync or import, which sign)' : v.reason;
-      out.push({ digest: x.digest, signed: false, reason });
+      // As signImage decides: the image's own verdict, which for a platform manifest its verified index vouches for.
+      rootDecision ??= this.decide(host, name, root);
+      let v = await rootDecision;
+      if (x !== m && !v.verified) v = await this.decide(host, name, x.digest);
+      out.push({ digest: x.digest, signed: false, reason: v.verified ? 'not signed yet: run `sluice sign` (or a sync or import, which sign)' : v.reason });
     }
     return out;
   }

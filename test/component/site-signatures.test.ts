@@ -9,6 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
 import { validateConfig } from '../../src/config/config.js';
 import { coverageReport } from '../../src/jobs/coverage.js';
+import { SiteSigner } from '../../src/jobs/site-signer.js';
+import { admittedImages } from '../../src/jobs/admitted-images.js';
+import { signImages } from '../../src/jobs/sign-run.js';
 import { sluiceConfigDoc } from '../helpers/sluice.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
 import { BUNDLE_V03, COSIGN_SIGNATURE, legacySignature, newKey, verifyBundle, verifyLegacyLayer, type TestKey } from '../helpers/cosign.js';
@@ -285,6 +288,33 @@ describe('site signatures', () => {
       expect(byRule['ghcr.io/acme/plain:1.0']?.siteSignatures?.[0]?.reason).toMatch(/no upstream signature/);
       expect(byRule['ghcr.io/acme/forged:1.0']?.siteSignatures?.[0]?.reason).toMatch(/does not|no upstream signature verifies/);
       expect(report.ready).toBe(false);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('a new site key: readiness says "not signed yet" until a signing run, which adds the new signatures', async () => {
+    const next = newKey();
+    await writeFile(join(dir, 'next.key'), next.privatePem, { mode: 0o600 });
+    const { app: a, url } = await app('never');
+    try {
+      const signing = a.config.signing;
+      if (!signing) throw new Error('signing is configured above');
+      const signer = await SiteSigner.open(a.store, { ...signing, key: join(dir, 'next.key') });
+      const rules = a.allowlist.list().map((r) => r.rule);
+      const before = await coverageReport(a.store, rules, { signer });
+      const multi = before.rules.find((r) => r.rule === 'ghcr.io/acme/multi:2.0')?.images[0];
+      expect(multi?.siteSignatures?.map((x) => x.reason)).toEqual(Array(3).fill('not signed yet: run `sluice sign` (or a sync or import, which sign)'));
+      const report = await signImages(signer, a.store, await admittedImages(a.store, rules));
+      expect(report).toMatchObject({ signed: 5, kept: 0 });
+      const after = await coverageReport(a.store, rules, { signer });
+      expect(after.rules.find((r) => r.rule === 'ghcr.io/acme/multi:2.0')?.images[0]?.siteSignatures?.every((x) => x.signed)).toBe(true);
+      // The nodes trusting the new key find it by every route; the old key's referrer is still listed beside it.
+      const refs = JSON.parse((await get(url, `/v2/acme/app/referrers/${signed.digest}`)).body.toString()) as Doc;
+      expect((refs.manifests ?? []).map((d) => d.annotations?.['dev.sluice.site-signature.key']).sort()).toEqual([next.id, site.id].sort());
+      const sig = JSON.parse((await get(url, `/v2/acme/app/manifests/sha256-${hexOf(signed.digest)}.sig`)).body.toString()) as Doc;
+      const payloads = await Promise.all((sig.layers ?? []).map(async (l) => verifyLegacyLayer((await get(url, `/v2/acme/app/blobs/${l.digest}`)).body, l.annotations?.[COSIGN_SIGNATURE] ?? '', signed.digest, next.publicPem)));
+      expect(payloads).toEqual([false, true]);
     } finally {
       await a.close();
     }
