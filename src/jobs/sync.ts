@@ -65,6 +65,8 @@ interface Target {
 
 export class Syncer {
   private running: Promise<SyncReport> | undefined;
+  /** Set by useSigner when signing is configured. */
+  private sign: ((host: string, name: string, digest: string) => Promise<ImageSigning>) | undefined;
   last: SyncReport | undefined;
   /** The most recent runs, newest first (at most RECENT_RUNS), for the status page. */
   readonly recent: SyncReport[] = [];
@@ -85,8 +87,6 @@ export class Syncer {
   useSigner(sign: (host: string, name: string, digest: string) => Promise<ImageSigning>): void {
     this.sign = sign;
   }
-
-  private sign: ((host: string, name: string, digest: string) => Promise<ImageSigning>) | undefined;
 
   get busy(): boolean {
     return this.running !== undefined;
