@@ -12,7 +12,9 @@ import { coverageReport } from '../../src/jobs/coverage.js';
 import { SiteSigner } from '../../src/jobs/site-signer.js';
 import { admittedImages } from '../../src/jobs/admitted-images.js';
 import { signImages } from '../../src/jobs/sign-run.js';
-import { sluiceConfigDoc } from '../helpers/sluice.js';
+import { runSluice, sluiceConfigDoc, sluiceConfigYaml } from '../helpers/sluice.js';
+import { exportBundle } from '../../src/jobs/exporter.js';
+import { parseRule } from '../../src/policy/allowlist.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
 import { BUNDLE_V03, COSIGN_SIGNATURE, legacySignature, newKey, verifyBundle, verifyLegacyLayer, type TestKey } from '../helpers/cosign.js';
 import { MediaType, sha256 } from '../kit/oci.js';
@@ -318,5 +320,34 @@ describe('site signatures', () => {
     } finally {
       await a.close();
     }
+  });
+
+  it('sluice import on the far side verifies the vendor signatures carried in a bundle and signs with its own key', async () => {
+    const { app: a } = await app('never');
+    const bundle = join(dir, 'bundle');
+    try {
+      await exportBundle(a.store, { out: bundle, format: 'dir', rules: a.allowlist.list().map((r) => parseRule(r.rule)), explicitRules: false });
+    } finally {
+      await a.close();
+    }
+    const far = newKey();
+    await writeFile(join(dir, 'far.key'), far.privatePem, { mode: 0o600 });
+    await writeFile(join(dir, 'far.yaml'), sluiceConfigYaml('./far-data', {
+      allowlist: ['ghcr.io/acme/app:1.0', 'ghcr.io/acme/multi:2.0', 'ghcr.io/acme/plain:1.0', 'ghcr.io/acme/forged:1.0', 'ghcr.io/acme/keyless:1.0'],
+      extra: {
+        signing: {
+          key: './far.key', trustedRoot: './trusted_root.json',
+          rules: [
+            { image: 'ghcr.io/acme/keyless', keyless: { issuer: releaser.issuer, subject: releaser.subject } },
+            { image: 'ghcr.io/acme/*', publicKey: { certificate: vendor.publicPem } },
+          ],
+        },
+      },
+    }));
+    const r = await runSluice(['import', bundle, '--config', join(dir, 'far.yaml')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/site signatures: 5 made, 0 kept, 2 left unsigned/);
+    expect(r.stderr).toMatch(/not site-signed ghcr\.io\/acme\/plain:1\.0 .*no upstream signature/);
+    expect(r.stderr).toMatch(/not site-signed ghcr\.io\/acme\/forged:1\.0 .*no upstream signature verifies/);
   });
 });
