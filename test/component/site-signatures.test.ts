@@ -126,6 +126,7 @@ describe('site signatures', () => {
     const tag = await get(url, `/v2/${name}/manifests/sha256-${hexOf(digest)}`);
     if (tag.status === 200) {
       expect(tag.type).toBe(MediaType.ociIndex);
+      expect((await get(url, `/v2/${name}/manifests/${sha256(tag.body)}`)).body.equals(tag.body)).toBe(true);
       for (const m of (JSON.parse(tag.body.toString()) as Doc).manifests ?? []) found.bundleTag ||= await bundleVerifies(url, name, m.digest, digest, artifact);
     }
     const sig = await get(url, `/v2/${name}/manifests/sha256-${hexOf(digest)}.sig`);
