@@ -14,7 +14,7 @@ export interface SiteKey {
   sign(data: Buffer): Buffer;
 }
 
-export function siteKeyFrom(privateKey: KeyObject): SiteKey {
+function siteKeyFrom(privateKey: KeyObject): SiteKey {
   if (privateKey.asymmetricKeyType !== 'ec' || privateKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
     throw new SiteKeyError('the site key must be an ECDSA P-256 private key (sluice signing init writes one)');
   }

@@ -7,7 +7,7 @@ import { MediaType, type Descriptor } from './manifest.js';
 export const BUNDLE_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
 /** Talos keeps referrers whose artifactType starts with this. */
 export const BUNDLE_MEDIA_TYPE_PREFIX = 'application/vnd.dev.sigstore.bundle';
-export const SIMPLE_SIGNING_MEDIA_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
+const SIMPLE_SIGNING_MEDIA_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
 /** cosign's layer annotation holding the base64 signature of the layer (the payload). */
 export const COSIGN_SIGNATURE_ANNOTATION = 'dev.cosignproject.cosign/signature';
 export const COSIGN_CERTIFICATE_ANNOTATION = 'dev.sigstore.cosign/certificate';
@@ -17,14 +17,14 @@ const OCI_MANIFEST = MediaType.ociManifest;
 const OCI_INDEX = MediaType.ociIndex;
 const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
 const EMPTY_MEDIA_TYPE = 'application/vnd.oci.empty.v1+json';
-export const EMPTY_BLOB = Buffer.from('{}');
+const EMPTY_BLOB = Buffer.from('{}');
 
 /** Marks everything sluice signed with the site key (value: the key id), and what it records about why. */
 export const SITE_KEY_ANNOTATION = 'dev.sluice.site-signature.key';
 export const SITE_POLICY_ANNOTATION = 'dev.sluice.site-signature.policy';
 export const SITE_VERIFIED_ANNOTATION = 'dev.sluice.site-signature.verified';
 
-export const sha256Digest = (bytes: Buffer): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+const sha256Digest = (bytes: Buffer): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 const descriptorOf = (mediaType: string, bytes: Buffer, annotations?: Record<string, string>): Descriptor => ({
   mediaType, digest: sha256Digest(bytes), size: bytes.length, ...(annotations ? { annotations } : {}),
 });
