@@ -1,6 +1,6 @@
 // The site key: an ECDSA P-256 key pair sluice signs admitted images with. Written once by `sluice signing init`
 // (private key mode 0600), read by every signing run; its id names it in bundles (publicKey hint) and annotations.
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 
 /** The site key or the trusted root cannot be used: a configuration problem, named with its file. */
@@ -12,6 +12,8 @@ export interface SiteKey {
   publicKeyPem: string;
   /** ECDSA-SHA256 over `data`, DER-encoded (what cosign and sigstore bundles carry). */
   sign(data: Buffer): Buffer;
+  /** Whether `signature` is this key's over `data`. */
+  verify(data: Buffer, signature: Buffer): boolean;
 }
 
 function siteKeyFrom(privateKey: KeyObject): SiteKey {
@@ -24,6 +26,13 @@ function siteKeyFrom(privateKey: KeyObject): SiteKey {
     id: createHash('sha256').update(der).digest('hex'),
     publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
     sign: (data) => sign('sha256', data, privateKey),
+    verify: (data, signature) => {
+      try {
+        return verify('sha256', data, publicKey, signature);
+      } catch {
+        return false;
+      }
+    },
   };
 }
 

@@ -2,15 +2,16 @@
 // three forms Talos looks up — bundle referrer, `sha256-<hex>` index, `sha256-<hex>.sig` — when the policy allows.
 // Idempotent: what is signed with the current key already is kept; the upstream's own signatures stay beside it.
 import type { SigningConfig, SigningPolicy, SigningRule } from '../config/config.js';
-import { isIndexType, parseManifest, type Descriptor } from '../oci/manifest.js';
+import { isIndexType, type Descriptor } from '../oci/manifest.js';
 import {
-  BUNDLE_MEDIA_TYPE_PREFIX, bundleReferrer, bundleTagIndex, legacySignatureLayer, legacySignatureManifest, manifestAnnotations,
+  bundleReferrer, isBundleType, listed, bundleTagIndex, legacySignatureLayer, legacySignatureManifest, manifestAnnotations,
   messageSignatureBundle, simpleSigningPayload, siteKeyOf, SITE_KEY_ANNOTATION, SITE_POLICY_ANNOTATION, SITE_VERIFIED_ANNOTATION, type Part,
 } from '../oci/site-signature.js';
 import type { Store, StoredManifest } from '../store/store.js';
 import { loadSiteKey, type SiteKey } from './site-key.js';
 import { verifyUpstream, type Verification } from './upstream-signatures.js';
 import { loadTrustedRoot, type KeylessTrust } from './keyless.js';
+import { checkSite } from './site-check.js';
 
 /** One manifest's outcome: signed now, already signed (kept), or left unsigned and why. */
 export type ManifestSigning =
@@ -73,9 +74,9 @@ export class SiteSigner {
     const out: SiteSignatureState[] = [];
     let rootDecision: Promise<Verification> | undefined;
     for (const x of [m, ...(await this.storedChildren(m))]) {
-      const signed = await this.siteReferrer(host, name, x.digest);
-      if (signed !== undefined && (await this.tagsCurrent(host, name, x.digest))) {
-        out.push({ digest: x.digest, signed: true, policy: signed.annotations?.[SITE_POLICY_ANNOTATION] ?? '', verified: signed.annotations?.[SITE_VERIFIED_ANNOTATION] ?? '' });
+      const c = await checkSite(this.store, this.key, host, name, x);
+      if (c.referrer && c.legacy && c.index) {
+        out.push({ digest: x.digest, signed: true, policy: c.referrer.annotations?.[SITE_POLICY_ANNOTATION] ?? '', verified: c.referrer.annotations?.[SITE_VERIFIED_ANNOTATION] ?? '' });
         continue;
       }
       // As signImage decides: the image's own verdict, which for a platform manifest its verified index vouches for.
@@ -95,77 +96,57 @@ export class SiteSigner {
   private async signIf(host: string, name: string, m: StoredManifest, v: Verification): Promise<ManifestSigning> {
     if (!v.verified) return { digest: m.digest, state: 'unsigned', reason: v.reason };
     const verified = this.policy === 'allowlist' ? 'not verified (policy allowlist)' : `${v.rule}${v.via ? ` via ${v.via}` : ''}`;
-    const existing = await this.siteReferrer(host, name, m.digest);
-    if (existing && (await this.tagsCurrent(host, name, m.digest))) return { digest: m.digest, state: 'kept', policy: this.policy, verified };
-    if (!existing) await this.addReferrer(host, name, m, verified);
-    await this.writeLegacy(host, name, m.digest);
-    await this.writeBundleTag(host, name, m.digest);
+    const c = await checkSite(this.store, this.key, host, name, m);
+    if (c.referrer && c.legacy && c.index) return { digest: m.digest, state: 'kept', policy: this.policy, verified };
+    const referrer = c.referrer ?? (await this.addReferrer(host, name, m, verified));
+    if (!c.legacy) await this.writeLegacy(host, name, m.digest);
+    await this.writeBundleTag(host, name, m.digest, referrer);
     return { digest: m.digest, state: 'signed', policy: this.policy, verified };
   }
 
   private async storedChildren(m: StoredManifest): Promise<StoredManifest[]> {
     if (!isIndexType(m.mediaType)) return [];
     const out: StoredManifest[] = [];
-    for (const d of parseManifest(m.body)?.manifests ?? []) {
+    for (const d of listed(m.body, 'manifests')) {
       const child = await this.store.getManifest(d.digest);
       if (child) out.push(child);
     }
     return out;
   }
 
-  private async siteReferrer(host: string, name: string, digest: string): Promise<Descriptor | undefined> {
-    return (await this.store.referrers(host, name, digest)).find((d) => siteKeyOf(d.annotations) === this.key.id);
-  }
-
-  /** Both signature tags point at what sluice made with the current key. */
-  private async tagsCurrent(host: string, name: string, digest: string): Promise<boolean> {
-    const hex = digest.slice('sha256:'.length);
-    for (const tag of [`sha256-${hex}`, `sha256-${hex}.sig`]) {
-      const d = await this.store.getTag(host, name, tag);
-      const t = d ? await this.store.getManifest(d) : undefined;
-      if (!t || siteKeyOf(manifestAnnotations(t.body)) !== this.key.id) return false;
-    }
-    return true;
-  }
-
-  private async addReferrer(host: string, name: string, m: StoredManifest, verified: string): Promise<void> {
+  private async addReferrer(host: string, name: string, m: StoredManifest, verified: string): Promise<Descriptor> {
     const subject: Descriptor = { mediaType: m.mediaType, digest: m.digest, size: m.body.length };
     const bundle = messageSignatureBundle(this.key.id, m.digest, this.key.sign(m.body));
     const ref = bundleReferrer(subject, bundle, { [SITE_KEY_ANNOTATION]: this.key.id, [SITE_POLICY_ANNOTATION]: this.policy, [SITE_VERIFIED_ANNOTATION]: verified });
     await this.put(host, name, ref.manifest, ref.blobs);
+    // The entry exactly as the referrers API lists it (artifactType and annotations included).
+    const listedAs = (await this.store.referrers(host, name, m.digest)).find((d) => d.digest === ref.manifest.descriptor.digest);
+    return listedAs ?? ref.manifest.descriptor;
   }
 
   /** `sha256-<hex>.sig`: the upstream's signature layers (if any) and one site layer, in one OCI manifest. */
   private async writeLegacy(host: string, name: string, digest: string): Promise<void> {
     const tag = `sha256-${digest.slice('sha256:'.length)}.sig`;
     const current = await this.tagged(host, name, tag);
-    const layers = parseManifest(current?.body ?? Buffer.alloc(0))?.layers ?? [];
+    const layers = listed(current?.body, 'layers');
+    // Called when no sound site layer is there: any layer marked as a site's is dropped (an old key's, or a forgery).
     const upstream = layers.filter((l) => siteKeyOf(l.annotations) === undefined);
-    const own = layers.find((l) => siteKeyOf(l.annotations) === this.key.id);
-    const blobs: Part[] = [];
-    let site = own;
-    if (!site) {
-      const payload = simpleSigningPayload(`${host}/${name}`, digest);
-      const layer = legacySignatureLayer(payload, this.key.sign(payload), this.key.id);
-      blobs.push(layer);
-      site = layer.descriptor;
-    }
-    const sig = legacySignatureManifest([...upstream, site], this.key.id);
-    await this.put(host, name, sig.manifest, [...blobs, sig.config], tag);
+    const payload = simpleSigningPayload(`${host}/${name}`, digest);
+    const layer = legacySignatureLayer(payload, this.key.sign(payload), this.key.id);
+    const sig = legacySignatureManifest([...upstream, layer.descriptor], this.key.id);
+    await this.put(host, name, sig.manifest, [layer, sig.config], tag);
   }
 
-  /** `sha256-<hex>`: an index of every bundle manifest of the image (the upstream's and the site's). */
-  private async writeBundleTag(host: string, name: string, digest: string): Promise<void> {
+  /** `sha256-<hex>`: an index of every bundle manifest of the image (the upstream's and the site's sound one). */
+  private async writeBundleTag(host: string, name: string, digest: string, site: Descriptor): Promise<void> {
     const tag = `sha256-${digest.slice('sha256:'.length)}`;
-    const entries: Descriptor[] = [];
+    const entries: Descriptor[] = [site];
     for (const d of await this.store.referrers(host, name, digest)) {
-      const key = siteKeyOf(d.annotations);
-      if (d.artifactType?.startsWith(BUNDLE_MEDIA_TYPE_PREFIX) && (key === undefined || key === this.key.id)) entries.push(d);
+      if (isBundleType(d.artifactType) && siteKeyOf(d.annotations) === undefined) entries.push(d);
     }
     const current = await this.tagged(host, name, tag);
     if (current) {
-      const doc = parseManifest(current.body);
-      if (isIndexType(current.mediaType)) entries.push(...(doc?.manifests ?? []).filter((d) => siteKeyOf(d.annotations) === undefined));
+      if (isIndexType(current.mediaType)) entries.push(...listed(current.body, 'manifests').filter((d) => siteKeyOf(d.annotations) === undefined));
       else if (!siteKeyOf(manifestAnnotations(current.body))) entries.push({ mediaType: current.mediaType, digest: current.digest, size: current.body.length });
     }
     const seen = new Set<string>();

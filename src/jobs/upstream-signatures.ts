@@ -6,8 +6,8 @@ import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
 import { toSignedEntity, Verifier, type TrustMaterial } from '@sigstore/verify';
 import type { SigningRule } from '../config/config.js';
-import { parseManifest, isIndexType, type Descriptor } from '../oci/manifest.js';
-import { BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE_PREFIX, COSIGN_CERTIFICATE_ANNOTATION, COSIGN_REKOR_BUNDLE_ANNOTATION, COSIGN_SIGNATURE_ANNOTATION, manifestAnnotations, siteKeyOf } from '../oci/site-signature.js';
+import { isIndexType, type Descriptor } from '../oci/manifest.js';
+import { BUNDLE_MEDIA_TYPE, COSIGN_CERTIFICATE_ANNOTATION, isBundleType, listed, COSIGN_REKOR_BUNDLE_ANNOTATION, COSIGN_SIGNATURE_ANNOTATION, manifestAnnotations, siteKeyOf } from '../oci/site-signature.js';
 import { checkKeylessBundle, legacyKeylessBundle, type KeylessTrust } from './keyless.js';
 import type { Store } from '../store/store.js';
 
@@ -82,26 +82,26 @@ type Candidate =
 async function collect(store: SignatureStore, host: string, name: string, digest: string): Promise<Candidate[]> {
   const out: Candidate[] = [];
   const hex = digest.slice('sha256:'.length);
-  const bundleManifests: Descriptor[] = (await store.referrers(host, name, digest)).filter((d) => d.artifactType?.startsWith(BUNDLE_MEDIA_TYPE_PREFIX) && !siteKeyOf(d.annotations));
+  const bundleManifests: Descriptor[] = (await store.referrers(host, name, digest)).filter((d) => isBundleType(d.artifactType) && !siteKeyOf(d.annotations));
   const tagged = await store.getTag(host, name, `sha256-${hex}`);
   const tagManifest = tagged ? await store.getManifest(tagged) : undefined;
   if (tagManifest && !siteKeyOf(manifestAnnotations(tagManifest.body))) {
-    if (isIndexType(tagManifest.mediaType)) bundleManifests.push(...(parseManifest(tagManifest.body)?.manifests ?? []));
+    if (isIndexType(tagManifest.mediaType)) bundleManifests.push(...listed(tagManifest.body, 'manifests'));
     else bundleManifests.push({ mediaType: tagManifest.mediaType, digest: tagManifest.digest, size: tagManifest.body.length });
   }
   for (const d of unique(bundleManifests)) {
     const m = await store.getManifest(d.digest);
-    for (const layer of parseManifest(m?.body ?? Buffer.alloc(0))?.layers ?? []) {
-      if (!layer.mediaType.startsWith(BUNDLE_MEDIA_TYPE_PREFIX)) continue;
+    for (const layer of listed(m?.body, 'layers')) {
+      if (!isBundleType(layer.mediaType)) continue;
       const bytes = await readSmall(store, layer.digest);
       if (bytes) out.push({ kind: 'bundle', where: 'bundle', digest: d.digest, bytes });
     }
   }
   const sig = await store.getTag(host, name, `sha256-${hex}.sig`);
   const sigManifest = sig ? await store.getManifest(sig) : undefined;
-  for (const layer of parseManifest(sigManifest?.body ?? Buffer.alloc(0))?.layers ?? []) {
+  for (const layer of listed(sigManifest?.body, 'layers')) {
     const signature = layer.annotations?.[COSIGN_SIGNATURE_ANNOTATION];
-    if (signature === undefined || siteKeyOf(layer.annotations)) continue;
+    if (typeof signature !== 'string' || siteKeyOf(layer.annotations)) continue;
     const bytes = await readSmall(store, layer.digest);
     if (bytes) out.push({ kind: 'legacy', where: 'legacy .sig layer', digest: layer.digest, bytes, signature, annotations: layer.annotations ?? {} });
   }

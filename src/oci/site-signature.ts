@@ -2,7 +2,7 @@
 // referrer manifest, cosign's legacy `sha256-<hex>.sig` manifest (simple signing payload layers) and the
 // `sha256-<hex>` index, in the forms Talos's verifier looks up (siderolabs/talos cosign.go). The caller signs.
 import { createHash } from 'node:crypto';
-import { MediaType, type Descriptor } from './manifest.js';
+import { isDescriptor, MediaType, parseManifest, type Descriptor } from './manifest.js';
 
 export const BUNDLE_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
 /** Talos keeps referrers whose artifactType starts with this. */
@@ -120,3 +120,15 @@ export function manifestAnnotations(body: Buffer): Record<string, string> | unde
     return undefined;
   }
 }
+
+/**
+ * The well-formed descriptors a manifest lists under `layers` or `manifests` (an upstream's JSON is not trusted to
+ * have the shape it claims); empty for a body that is not a manifest.
+ */
+export function listed(body: Buffer | undefined, list: 'layers' | 'manifests'): Descriptor[] {
+  const items: unknown = body ? parseManifest(body)?.[list] : undefined;
+  return Array.isArray(items) ? items.filter(isDescriptor) : [];
+}
+
+/** Whether a descriptor names a sigstore bundle (Talos's prefix test), from its artifactType or media type. */
+export const isBundleType = (t: unknown): boolean => typeof t === 'string' && t.startsWith(BUNDLE_MEDIA_TYPE_PREFIX);
