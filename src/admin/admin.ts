@@ -20,6 +20,7 @@ import { storeRoutes } from './store.js';
 import { metricsRoutes, type MetricsSource } from './metrics.js';
 import { gcRoutes } from './gc.js';
 import type { GarbageCollector } from '../jobs/gc.js';
+import type { SiteSigner } from '../jobs/site-signer.js';
 import { isPagePath, statusPageRoutes } from './page.js';
 
 export interface AdminDeps {
@@ -31,6 +32,7 @@ export interface AdminDeps {
   store: Store;
   metrics: MetricsSource;
   gc: GarbageCollector;
+  signer?: SiteSigner;
 }
 
 export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {

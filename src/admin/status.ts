@@ -16,7 +16,7 @@ export const statusRoutes: FastifyPluginAsync<StatusRouteDeps> = async (app, par
   });
   app.get(`${API_PREFIX}/coverage`, { schema: SCHEMAS.getNone }, async () => {
     await parts.allowlist.refresh();
-    return coverageReport(parts.store, ruleTexts(parts.allowlist), { platforms: parts.config.platforms });
+    return coverageReport(parts.store, ruleTexts(parts.allowlist), { platforms: parts.config.platforms, signer: parts.signer });
   });
 };
 

@@ -162,6 +162,8 @@ function printSyncReport(r: SyncReport, args: ParsedArgs): void {
   for (const c of r.cached) out(`already cached  ${c}`);
   for (const f of r.failed) out(`failed          ${f.reference}: ${f.reason}`);
   for (const m of r.moved ?? []) out(`moved pin       ${m.rule}: upstream ${m.tag} is now ${m.upstream} (the pin still serves)`);
+  for (const u of r.signing?.unsigned ?? []) out(`not site-signed ${u.reference} ${u.digest}: ${u.reason}`);
+  if (r.signing) out(`site signatures: ${r.signing.signed} made, ${r.signing.kept} kept, ${r.signing.unsigned.length} manifest(s) left unsigned`);
   if (r.dryRun) out(`dry run: ${r.planned.length} reference(s) would be synced`);
   else out(`sync finished: ${r.fetched.length} fetched (${formatBytes(r.bytesFetched)}), ${r.cached.length} already cached, ${r.failed.length} failed`);
 }

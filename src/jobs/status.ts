@@ -4,6 +4,7 @@ import type { AllowlistProblem } from '../policy/allowlist.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../store/store.js';
 import type { MovedPin, Syncer } from './sync.js';
+import type { SiteSigner } from './site-signer.js';
 import type { Schedule } from '../window/schedule.js';
 import type { ManualWindow, WindowState } from '../window/state.js';
 
@@ -38,6 +39,8 @@ export interface StatusParts {
   allowlist: { list(): unknown[]; problem?: AllowlistProblem };
   denied: { list(): unknown[] };
   syncer?: Pick<Syncer, 'busy' | 'last'>;
+  /** With `signing:` configured: the readiness report checks each admitted image's site signature. */
+  signer?: Pick<SiteSigner, 'status'>;
 }
 
 export function windowReport(window: WindowState): WindowReport {

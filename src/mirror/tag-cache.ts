@@ -8,6 +8,7 @@ import type { Store, StoredManifest } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
 import type { WindowState } from '../window/state.js';
 import { closedError } from './access.js';
+import { siteOwnedTag } from './site-tags.js';
 
 export interface TagCacheDeps {
   store: Store;
@@ -50,6 +51,8 @@ export class TagCache {
       if (known) return known;
       throw closedError(this.d.window, 'MANIFEST_UNKNOWN', 'manifest', { name, tag });
     }
+    const owned = await siteOwnedTag(store, host, name, tag);
+    if (owned) return owned;
     try {
       const status: LRUCache.Status<string, Check> | undefined = note ? {} : undefined;
       const check = await this.checks.fetch(`${host}\u0000${name}\u0000${tag}`, { status });
