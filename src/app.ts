@@ -62,10 +62,10 @@ export interface App {
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
-  const { store, allowlist, denied, window, windowWritten, stopFollowing } = await openState(config, opts.now);
+  const { store, allowlist, denied, window, windowWritten, windowRecorded, stopFollowing } = await openState(config, opts.now);
   const metrics = observedMetrics(config, { store, allowlist, denied, window }, opts.now);
   const life = { stopping: false };
-  const upstreams = upstreamPool(config, windowGate(window, life), metrics);
+  const upstreams = upstreamPool(config, windowGate(window, life, store), metrics);
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
   if (config.requestLog) logRequests(registry, opts.requestLog ?? ((entry) => registry.log.info(entry, 'request')));
@@ -81,7 +81,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, config.upstreamTimeouts.syncMs, metrics.sync);
   const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
-  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc });
+  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc, windowRecorded });
   const metricsListener = config.metrics ? newFastify(opts.logger ?? false, undefined, 'admin') : undefined;
   if (metricsListener) await registerMetricsListener(metricsListener, metrics);
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
@@ -107,6 +107,7 @@ function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'd
     maxBytes: config.storageMaxBytes,
     deniedEntries: () => s.denied.size,
     allowlistRules: () => s.allowlist.list().length,
+    ...(config.postgres ? { sharedStateConfirmed: () => s.store.unconfirmed() === undefined } : {}),
     now: now ? () => now().getTime() : undefined,
     readiness: cachedReadiness(() => coverageReport(s.store, ruleTexts(s.allowlist), { platforms: config.platforms })),
   });
@@ -117,15 +118,15 @@ function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'd
 async function openState(
   config: Config,
   now?: () => Date,
-): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; stopFollowing: () => void }> {
+): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; windowRecorded: () => Promise<void>; stopFollowing: () => void }> {
   const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes, s3: config.s3, postgres: config.postgres });
   const documents = store.meta.state;
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
-  const { window, written } = await openWindowState(config.windows, documents.window, now);
+  const { window, written, recorded } = await openWindowState(config.windows, documents.window, now);
   // Another replica's (or the CLI's) manual window applies here at once, on a store that can tell.
   const stopFollowing = followManual(window, documents.window);
-  return { store, allowlist, denied, window, windowWritten: written, stopFollowing };
+  return { store, allowlist, denied, window, windowWritten: written, windowRecorded: recorded, stopFollowing };
 }
 
 /** See App.close. */

@@ -76,6 +76,11 @@ export class Metrics {
       src.maxBytes !== undefined && (await src.usage()).bytes >= src.maxBytes ? 1 : 0);
     gauge(r, 'sluice_denied_references', 'Distinct references in the denied log (bounded by the log size).', () => src.deniedEntries());
     gauge(r, 'sluice_allowlist_rules', 'Rules on the allowlist.', () => src.allowlistRules());
+    const confirmed = src.sharedStateConfirmed;
+    if (confirmed) {
+      gauge(r, 'sluice_shared_state_confirmed', 'Several replicas: whether this one can vouch for the shared state now (1); 0: it serves nothing and sends nothing upstream (503).',
+        () => (confirmed() ? 1 : 0));
+    }
     if (src.readiness) this.attachReadiness(src.readiness);
   }
 

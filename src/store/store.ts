@@ -79,6 +79,15 @@ export class Store extends MetadataDelegates {
     return this.meta.generation;
   }
 
+  /** See MetadataStore.unconfirmed: undefined on a store of one process, or a replica that is current. */
+  unconfirmed(): string | undefined {
+    return this.meta.unconfirmed?.();
+  }
+
+  get replica(): string | undefined {
+    return this.meta.replica;
+  }
+
   /**
    * Opens (creating) the store: on the folder `root` alone (the default), or with blobs on S3 and/or metadata in
    * PostgreSQL (`root` then holds the spools). Spool leftovers of processes that are gone are removed.
@@ -285,7 +294,7 @@ export class Store extends MetadataDelegates {
 // Loaded only when configured: the AWS SDK and pg cost start-up time an fs store (the default) never needs.
 async function openS3(c: S3StorageConfig, spools: FsSpoolArea): Promise<BlobBackend> {
   const [{ S3BlobBackend }, { s3Client }] = await Promise.all([import('./s3/blobs.js'), import('./s3/client.js')]);
-  return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix }, spools);
+  return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix, endpoint: c.endpoint ?? `AWS S3 ${c.region}` }, spools);
 }
 
 async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Promise<MetadataStore> {

@@ -6,6 +6,7 @@ import type pg from 'pg';
 import { RegistryError } from '../../oci/errors.js';
 import { hexOf } from '../digest.js';
 import type { FlightLease, FlightLeases } from '../ports.js';
+import { boundedQuery, databaseError } from './db.js';
 
 /** The lock key of a digest: its first 64 bits, signed (a collision only makes two digests take turns). */
 function keyOf(digest: string): string {
@@ -15,10 +16,12 @@ function keyOf(digest: string): string {
 export class PgLeases implements FlightLeases {
   private readonly held = new Set<pg.PoolClient>();
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(private readonly pool: pg.Pool, private readonly where: string, private readonly queryTimeoutMs: number) {}
 
   async acquire(digest: string, waitMs: number, signal?: AbortSignal): Promise<FlightLease> {
-    const client = await this.pool.connect();
+    const client = await this.pool.connect().catch((e: unknown) => {
+      throw databaseError(this.where, e);
+    });
     const key = keyOf(digest);
     // Cancelling a blocked pg_advisory_lock: end its session (the lock, if granted meanwhile, goes with it).
     let cancelled = false;
@@ -29,15 +32,18 @@ export class PgLeases implements FlightLeases {
     signal?.addEventListener('abort', cancel, { once: true });
     try {
       if (signal?.aborted) throw signal.reason;
-      await client.query(`SET lock_timeout = ${Math.max(1, Math.floor(waitMs))}`);
-      await client.query('SELECT pg_advisory_lock($1)', [key]);
+      const lockMs = Math.max(1, Math.floor(waitMs));
+      await client.query(boundedQuery(`SET lock_timeout = ${lockMs}`, [], this.queryTimeoutMs));
+      // The wait itself may last up to waitMs; past that plus one query bound the link is what hangs.
+      await client.query(boundedQuery('SELECT pg_advisory_lock($1)', [key], lockMs + this.queryTimeoutMs));
     } catch (e) {
-      if (!cancelled) client.release();
+      const lockTimeout = (e as { code?: string }).code === '55P03';
+      if (!cancelled) client.release(lockTimeout ? undefined : true);
       if (cancelled) throw signal?.reason instanceof Error ? signal.reason : new RegistryError('UPSTREAM_FAILED', 'the wait for another replica\'s download was cancelled', { digest });
-      if ((e as { code?: string }).code === '55P03') {
+      if (lockTimeout) {
         throw new RegistryError('UPSTREAM_FAILED', 'another sluice replica is still downloading this blob', { digest, waitedMs: waitMs });
       }
-      throw e;
+      throw databaseError(this.where, e);
     } finally {
       signal?.removeEventListener('abort', cancel);
     }
@@ -50,7 +56,7 @@ export class PgLeases implements FlightLeases {
         released = true;
         this.held.delete(client);
         try {
-          await client.query('SELECT pg_advisory_unlock($1)', [key]);
+          await client.query(boundedQuery('SELECT pg_advisory_unlock($1)', [key], this.queryTimeoutMs));
           client.release();
         } catch (e) {
           client.release(e instanceof Error ? e : true); // a broken session drops its locks with it

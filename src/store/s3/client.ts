@@ -22,11 +22,17 @@ export function s3Client(c: S3StorageConfig): S3Client {
     // RGW 16 and older MinIO refuse the CRC32 trailers newer SDKs add to every upload by default.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    // Bounded answers when the object store hangs: each attempt gives up after requestTimeout without a byte.
+    maxAttempts: c.maxAttempts ?? 3,
     requestHandler: {
       httpAgent: new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
       httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...(ca ? { ca } : {}) }),
-      connectionTimeout: 10_000,
-      requestTimeout: 60_000,
+      connectionTimeout: c.connectTimeoutMs ?? 5_000,
+      // requestTimeout bounds the wait for an answer (without throwOnRequestTimeout the SDK only logs a warning
+      // and the request hangs on); socketTimeout bounds silence afterwards, so a body that stops is cut too.
+      requestTimeout: c.requestTimeoutMs ?? 10_000,
+      throwOnRequestTimeout: true,
+      socketTimeout: c.requestTimeoutMs ?? 10_000,
     },
   });
 }
