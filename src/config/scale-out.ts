@@ -41,6 +41,9 @@ export interface PostgresConfig {
 
 import { duration } from './values.js';
 
+/** The defaults of database.postgres's bounds (connectTimeout 5s, queryTimeout 10s, freshness 10s). */
+export const POSTGRES_BOUNDS = { connectTimeoutMs: 5_000, queryTimeoutMs: 10_000, freshnessMs: 10_000 } as const;
+
 type Problems = string[];
 type PathOf = (v: string) => string;
 
@@ -119,9 +122,9 @@ export function parseDatabase(v: unknown, p: Problems, path: PathOf): PostgresCo
   unknownKeys(g, at, ['url', 'host', 'port', 'user', 'passwordFile', 'database', 'poolSize', 'connectTimeout', 'queryTimeout', 'freshness'], p);
   const c: PostgresConfig = {
     poolSize: 10,
-    connectTimeoutMs: positive(g.connectTimeout ?? '5s', `${at}.connectTimeout`, p),
-    queryTimeoutMs: positive(g.queryTimeout ?? '10s', `${at}.queryTimeout`, p),
-    freshnessMs: positive(g.freshness ?? '10s', `${at}.freshness`, p),
+    connectTimeoutMs: g.connectTimeout === undefined ? POSTGRES_BOUNDS.connectTimeoutMs : positive(g.connectTimeout, `${at}.connectTimeout`, p),
+    queryTimeoutMs: g.queryTimeout === undefined ? POSTGRES_BOUNDS.queryTimeoutMs : positive(g.queryTimeout, `${at}.queryTimeout`, p),
+    freshnessMs: g.freshness === undefined ? POSTGRES_BOUNDS.freshnessMs : positive(g.freshness, `${at}.freshness`, p),
   };
   const url = optStr(g.url, `${at}.url`, p);
   if (url) {

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { LRUCache } from 'lru-cache';
 import type { PostgresConfig } from '../../config/config.js';
+import { POSTGRES_BOUNDS } from '../../config/scale-out.js';
 import type { Descriptor } from '../../oci/manifest.js';
 import type { FlightLeases, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
 import { referrerDescriptor, subjectOf } from '../referrers.js';
@@ -70,7 +71,8 @@ export class PgMetadataStore implements MetadataStore {
    * Connects, migrates the schema, and (a server) listens for the other replicas' changes; fails with a message
    * naming the database. Idle connections never keep the process alive: a CLI command ends when it is done.
    */
-  static async open(c: PostgresConfig, opts: { listen?: boolean } = {}): Promise<PgMetadataStore> {
+  static async open(given: PostgresConfig, opts: { listen?: boolean } = {}): Promise<PgMetadataStore> {
+    const c = { ...POSTGRES_BOUNDS, ...given }; // a config built by hand (a tool, a test) may leave the bounds out
     const config = pgClientConfig(c);
     const where = describeDb(c);
     const pool = new pg.Pool({ ...config, ...pgQueryConfig(c), max: c.poolSize, allowExitOnIdle: true });
@@ -96,7 +98,7 @@ export class PgMetadataStore implements MetadataStore {
       const notes = await Notifications.open(config, replica, { freshnessMs: c.freshnessMs, where }, opts.listen ?? true);
       // An edit waits one freshness bound for acknowledgements: a replica that has not acknowledged by then has
       // stopped vouching for the shared state (its heartbeat is that old), so it serves nothing stale.
-      return new PgMetadataStore(new PgDb(pool, where), notes, new PgLeases(leasePool, where, c.queryTimeoutMs), `PostgreSQL at ${where}`, c.freshnessMs + 250);
+      return new PgMetadataStore(new PgDb(pool, where), notes, new PgLeases(leasePool, where, c, () => notes.unconfirmed()), `PostgreSQL at ${where}`, c.freshnessMs + 250);
     } catch (e) {
       await Promise.all([pool.end(), leasePool.end()]).catch(() => undefined);
       const named = databaseError(where, e);

@@ -295,8 +295,15 @@ const keyOf = (e: { host: string; name: string; reference: string }): string => 
 export class PgWindow implements ManualWindowStorage {
   private unwrittenClose = false;
   private retry: NodeJS.Timeout | undefined;
+  /** Set while a WindowState here follows the row (the server); otherwise there is nothing to apply. */
+  private watching = false;
 
-  constructor(private readonly pool: PgDb, private readonly notes: Notifications, readonly location: string, private readonly ackWaitMs: number) {}
+  constructor(private readonly pool: PgDb, private readonly notes: Notifications, readonly location: string, private readonly ackWaitMs: number) {
+    // A process that follows no window (a tool holding the store) acknowledges at once, so no editor waits on it.
+    notes.on(CHANNELS.window, (revision) => {
+      if (!this.watching && revision !== '') void acknowledge(this.pool, this.notes, 'window', revision).catch(() => undefined);
+    });
+  }
 
   async read(): Promise<ManualWindow | null> {
     return (await this.readRevision()).manual;
@@ -360,6 +367,7 @@ export class PgWindow implements ManualWindowStorage {
 
   /** Another replica (or the CLI) opened or closed the manual window; a close of ours not yet written goes first. */
   watch(onChange: (manual: ManualWindow | null) => void): () => void {
+    this.watching = true;
     const w = serialWatch(this.notes, CHANNELS.window, 'manual window', async () => {
       if (this.unwrittenClose) await this.record(null);
       const { manual, revision } = await this.readRevision();
@@ -367,6 +375,7 @@ export class PgWindow implements ManualWindowStorage {
       await acknowledge(this.pool, this.notes, 'window', String(revision));
     });
     return () => {
+      this.watching = false;
       w.close();
       this.stopRetry();
     };
