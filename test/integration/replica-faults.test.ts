@@ -82,6 +82,7 @@ describe.skipIf(!ok)('replicas behind faulty links to PostgreSQL and the object 
   let direct: pg.Client;
   const running: Replica[] = [];
   let images: MiniImage[] = [];
+  let chaos: MiniImage[] = [];
 
   const upstreamRequests = (): number => [...upstream.hits.values()].reduce((a, b) => a + b, 0);
   const manifestUrl = (r: Replica, i: MiniImage, ref = i.tag): string => `${r.s.url}/v2/${i.name}/manifests/${ref}?ns=docker.io`;
@@ -137,6 +138,7 @@ describe.skipIf(!ok)('replicas behind faulty links to PostgreSQL and the object 
     work = await tempDir('replica-faults');
     upstream = await new MiniUpstream().start();
     images = Array.from({ length: 6 }, (_, n) => upstream.addImage(`library/img${n}`, 'v1', [randomBytes(2 * MiB), randomBytes(1024)]));
+    chaos = Array.from({ length: 4 }, (_, n) => upstream.addImage(`library/chaos${n}`, 'v1', [randomBytes(MiB), randomBytes(512)]));
     [bucket, db] = await Promise.all([freshBucket(), freshDatabase()]);
     direct = new pg.Client({ connectionString: db.url });
     await direct.connect();
@@ -274,4 +276,83 @@ describe.skipIf(!ok)('replicas behind faulty links to PostgreSQL and the object 
     expect(received).toBeLessThan(img.layers[0]?.body.length ?? 0);
     expect(Date.now() - started).toBeLessThan(ANSWER_BOUND_MS);
   }, 60_000);
+
+  test('under a stream of pulls over both replicas while faults come and go: no byte after an acknowledged removal, no upstream request after an acknowledged close, every pull verified, every failure bounded and named', async () => {
+    const [a, b] = await pair(chaos.map((i) => `docker.io/${i.name}`));
+    const removedImage = chaos[0] as MiniImage;
+    const log: Array<{ image: MiniImage; startedMs: number; answer: Answer; verified: boolean; cut: boolean }> = [];
+    let stop = false;
+
+    /** One request, recorded: a 200 is read to the end and hashed, a cut stream counts as a cut. */
+    const record = async (r: Replica, image: MiniImage, url: string, digest: string, headers: Record<string, string> = {}): Promise<boolean> => {
+      const startedMs = Date.now();
+      try {
+        const answer = await ask(url, { headers });
+        const verified = answer.status === 200 && sha256(answer.body) === digest;
+        log.push({ image, startedMs, answer, verified, cut: false });
+        return answer.status === 200;
+      } catch (e) {
+        const ms = Date.now() - startedMs;
+        log.push({ image, startedMs, answer: { status: 0, body: Buffer.alloc(0), ms, message: String(e) }, verified: false, cut: true });
+        return false;
+      }
+    };
+    const worker = async (n: number): Promise<void> => {
+      for (let k = n; !stop; k++) {
+        const r = k % 2 === 0 ? a : b;
+        const image = chaos[k % chaos.length] as MiniImage;
+        if (!(await record(r, image, manifestUrl(r, image), image.digest, ACCEPT))) continue;
+        for (const blob of [image.config, ...image.layers]) await record(r, image, blobUrl(r, image, blob.digest), blob.digest);
+      }
+    };
+    const workers = [0, 1, 2].map((n) => worker(n));
+
+    const faults: Array<[Replica, 'pg' | 's3', (p: FaultProxy) => void]> = [
+      [a, 'pg', (p) => p.freeze()], [b, 's3', (p) => p.freeze()], [b, 'pg', (p) => p.refuse()],
+      [a, 's3', (p) => p.slow(300)], [b, 'pg', (p) => p.freeze()], [a, 's3', (p) => p.refuse()], [a, 'pg', (p) => p.slow(200)],
+    ];
+    const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+    /** An edit through `r` retried (faults healed) until every live replica acknowledged it; when that was. */
+    const acknowledged = async (r: Replica, method: 'DELETE', url: string, payload?: unknown): Promise<number> => {
+      for (;;) {
+        const got = await admin(r, method, url, payload);
+        if (got.status === 200) return Date.now();
+        expect(got.status).toBe(503);
+        expect(got.message).toMatch(/PostgreSQL at|did not acknowledge/);
+      }
+    };
+    let removedAt = Infinity;
+    let closedAt = Infinity;
+    let upstreamAtClose = 0;
+    for (const [step, [r, engine, apply]] of faults.entries()) {
+      apply(r[engine]);
+      await pause(1500);
+      r[engine].restore();
+      await pause(500);
+      if (step === 2) removedAt = await acknowledged(a, 'DELETE', '/api/v1/allowlist', { rules: [`docker.io/${removedImage.name}`] });
+      if (step === 4) {
+        closedAt = await acknowledged(b, 'DELETE', '/api/v1/window');
+        upstreamAtClose = upstreamRequests();
+      }
+    }
+    stop = true;
+    await Promise.all(workers);
+
+    const tally = new Map<string, number>();
+    for (const l of log) tally.set(String(l.answer.status), (tally.get(String(l.answer.status)) ?? 0) + 1);
+    console.log('STATS', JSON.stringify(Object.fromEntries(tally)), 'max failure ms', Math.max(0, ...log.filter((l) => l.answer.status !== 200).map((l) => l.answer.ms)));
+    expect(log.filter((l) => l.answer.status === 200).length).toBeGreaterThan(10);
+    // Every completed pull verified byte for byte.
+    expect(log.filter((l) => l.answer.status === 200 && !l.verified)).toEqual([]);
+    // No byte for the removed rule once its removal was acknowledged.
+    expect(log.filter((l) => l.image === removedImage && l.startedMs > removedAt && l.answer.status === 200)).toEqual([]);
+    // No upstream request after the close was acknowledged.
+    expect(upstreamRequests()).toBe(upstreamAtClose);
+    // Every failure answered (or cut) within its bound, and a 503 names the engine at fault.
+    const failures = log.filter((l) => l.answer.status !== 200);
+    expect(failures.filter((l) => l.answer.ms > ANSWER_BOUND_MS).map((l) => `${l.answer.status} ${l.answer.ms} ms ${l.answer.message}`)).toEqual([]);
+    for (const l of failures.filter((f) => f.answer.status === 503)) expect(l.answer.message).toMatch(/PostgreSQL at 127\.0\.0\.1:\d+|object store at http:\/\/127\.0\.0\.1:\d+/);
+    expect(failures.map((l) => l.answer.status).filter((st) => ![0, 403, 404, 503].includes(st))).toEqual([]);
+    expect(closedAt).toBeLessThan(Infinity);
+  }, 120_000);
 });
