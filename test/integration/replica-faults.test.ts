@@ -168,10 +168,18 @@ describe.skipIf(!ok)('replicas behind faulty links to PostgreSQL and the object 
     const [a, b] = await pair(['docker.io/library/img0']);
     a.pg.refuse();
     b.pg.refuse();
-    const closed = await admin(a, 'DELETE', '/api/v1/window');
-    expect(closed.status).toBe(503);
-    expect(closed.message).toContain(a.pg.hostPort);
-    expect(closed.ms).toBeLessThan(ANSWER_BOUND_MS);
+    // `sluice window close` through A's admin listener: exit 1 naming the database, at once.
+    const adminPort = await freePort();
+    await a.s.app.admin.listen({ host: '127.0.0.1', port: adminPort });
+    const config = join(work, 'cli-window.yaml');
+    await writeFile(config, sluiceConfigYaml(join(work, 'cli-window-data'), { extra: { admin: { listen: `127.0.0.1:${adminPort}`, tokenFile: join(work, 'admin.token') } } }));
+    const started = Date.now();
+    const closed = await runSluice(['window', 'close', '--config', config], { timeoutMs: 20_000 });
+    expect(closed.code, closed.stderr).toBe(1);
+    expect(closed.stderr).toContain(a.pg.hostPort);
+    expect(closed.stderr).toMatch(/unreachable.*upstream access is closed on this replica/);
+    expect(Date.now() - started).toBeLessThan(ANSWER_BOUND_MS + 2000); // the CLI's own start included
+    expect(a.s.app.window.isOpen()).toBe(false);
     const before = upstreamRequests();
     expect((await ask(manifestUrl(a, images[0] as MiniImage), { headers: ACCEPT })).status).not.toBe(200);
     a.pg.restore();

@@ -18,7 +18,9 @@ export function databaseError(where: string, e: unknown): unknown {
   const code = (e as { code?: unknown } | undefined)?.code;
   const message = e instanceof Error ? e.message : String(e);
   const link = typeof code === 'string' && (LINK_CODES.has(code) || LINK_STATES.has(code) || code.startsWith('08') || code === '57014');
-  if (!link && !LINK_MESSAGES.test(message)) return e;
+  // A SQLSTATE outside the link classes (a lock timeout, a constraint) is the database answering: not an outage.
+  const answered = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
+  if (!link && (answered || !LINK_MESSAGES.test(message))) return e;
   const why = code === '57014' ? 'did not answer within database.postgres.queryTimeout' : message || String(code);
   return new RegistryError('UNAVAILABLE', `the database (PostgreSQL at ${where}) is unreachable: ${why}`, { database: where });
 }
