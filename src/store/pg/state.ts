@@ -67,12 +67,12 @@ export class PgAllowlist implements AllowlistStorage {
       this.wrote = undefined;
       const result = await fn();
       this.tx = undefined;
-      if (this.wrote !== undefined && this.notes.listening) acks = new Acks(this.notes, 'allowlist', this.wrote);
+      if (this.wrote !== undefined && this.notes.listening) acks = new Acks(this.notes, 'allowlist');
       const replicas = acks ? await liveReplicas((text, values) => client.query<{ name: string }>(text, values), this.notes.replica) : [];
       await client.query('COMMIT');
       committed = true;
       client.release();
-      if (acks) await acks.fromAll(replicas, this.ackWaitMs, `the allowlist change (revision ${String(this.wrote)})`);
+      if (acks) await acks.fromAll(this.wrote ?? 0, replicas, this.ackWaitMs, `the allowlist change (revision ${String(this.wrote)})`);
       return result;
     } catch (e) {
       this.tx = undefined;
@@ -150,27 +150,29 @@ async function liveReplicas(query: (text: string, values: unknown[]) => Promise<
   return rows.map((r) => r.name.slice(LISTENER_PREFIX.length)).filter((id) => id !== self);
 }
 
-/** Acknowledgements of a revision of `what`, collected from the moment of subscribing. */
+/** Acknowledgements of `what`, collected from the moment of subscribing (before the change is sent). */
 class Acks {
-  private readonly seen = new Set<string>();
+  /** The newest revision each replica said it applies. */
+  private readonly seen = new Map<string, number>();
   private wake: (() => void) | undefined;
   private readonly off: () => void;
 
-  constructor(private readonly notes: Notifications, what: Acked, revision: number) {
+  constructor(private readonly notes: Notifications, what: Acked) {
     this.off = notes.on(CHANNELS.applied, (payload) => {
       const [replica = '', kind = '', rev = ''] = payload.split(' ');
-      if (kind === what && Number(rev) >= revision) this.seen.add(replica);
+      if (kind === what) this.seen.set(replica, Math.max(this.seen.get(replica) ?? 0, Number(rev)));
       this.wake?.();
     });
   }
 
   /**
-   * Resolves when every replica in `replicas` has acknowledged; after `timeoutMs` fails naming those that did not.
-   * The wait is one freshness bound, so a replica that did not hear the change has stopped vouching by then.
+   * Resolves when every replica in `replicas` has applied `revision`; after `timeoutMs` fails naming those that
+   * did not. The wait is one freshness bound, so a replica that did not hear the change has stopped vouching by then.
    */
-  async fromAll(replicas: string[], timeoutMs: number, change: string): Promise<void> {
+  async fromAll(revision: number, replicas: string[], timeoutMs: number, change: string): Promise<void> {
+    const done = (r: string): boolean => (this.seen.get(r) ?? -1) >= revision;
     const deadline = Date.now() + timeoutMs;
-    while (!replicas.every((r) => this.seen.has(r)) && Date.now() < deadline) {
+    while (!replicas.every(done) && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
         this.wake = () => {
@@ -179,7 +181,7 @@ class Acks {
         };
       });
     }
-    const silent = replicas.filter((r) => !this.seen.has(r));
+    const silent = replicas.filter((r) => !done(r));
     if (silent.length === 0) return;
     throw new RegistryError('UNAVAILABLE',
       `${change} is recorded in the database, but replica ${silent.join(', ')} did not acknowledge it within ${Math.round(timeoutMs / 1000)} s: `
@@ -315,21 +317,21 @@ export class PgWindow implements ManualWindowStorage {
   }
 
   async write(manual: ManualWindow | null): Promise<void> {
-    let revision: number;
+    const acks = this.notes.listening ? new Acks(this.notes, 'window') : undefined;
     try {
-      revision = await this.record(manual);
-    } catch (e) {
-      if (manual === null) this.keepClose();
-      else this.unwrittenClose = false;
-      throw e;
-    }
-    if (!this.notes.listening) return;
-    const acks = new Acks(this.notes, 'window', revision);
-    try {
+      let revision: number;
+      try {
+        revision = await this.record(manual);
+      } catch (e) {
+        if (manual === null) this.keepClose();
+        else this.unwrittenClose = false;
+        throw e;
+      }
+      if (!acks) return;
       const replicas = await liveReplicas((text, values) => this.pool.query<{ name: string }>(text, values), this.notes.replica);
-      await acks.fromAll(replicas, this.ackWaitMs, `the manual window change (${manual ? `open until ${manual.until}` : 'closed'})`);
+      await acks.fromAll(revision, replicas, this.ackWaitMs, `the manual window change (${manual ? `open until ${manual.until}` : 'closed'})`);
     } finally {
-      acks.close();
+      acks?.close();
     }
   }
 

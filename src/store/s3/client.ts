@@ -28,10 +28,9 @@ export function s3Client(c: S3StorageConfig): S3Client {
       httpAgent: new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
       httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...(ca ? { ca } : {}) }),
       connectionTimeout: c.connectTimeoutMs ?? 5_000,
-      // requestTimeout bounds the wait for an answer (without throwOnRequestTimeout the SDK only logs a warning
-      // and the request hangs on); socketTimeout bounds silence afterwards, so a body that stops is cut too.
-      requestTimeout: c.requestTimeoutMs ?? 10_000,
-      throwOnRequestTimeout: true,
+      // Silence bounds every attempt: no byte sent or received for requestTimeout fails it (a hung object store,
+      // a half-open link), also in the middle of a body. A total bound would also cut big part uploads on a slow
+      // link; the SDK's own requestTimeout only logs a warning unless told to throw.
       socketTimeout: c.requestTimeoutMs ?? 10_000,
     },
   });
