@@ -1,15 +1,14 @@
 // The state documents in PostgreSQL: the allowlist (one row, edited under a transaction-scoped advisory lock,
 // every added and removed rule recorded in allowlist_history with who and when), the denied log (one row per
-// refused reference, merged across replicas) and the manual window. Changes NOTIFY every replica.
+// refused reference, merged across replicas) and the manual window (window.ts). Changes NOTIFY every replica.
 import type pg from 'pg';
-import { RegistryError } from '../../oci/errors.js';
 import type { AllowlistChange, AllowlistDocument, AllowlistStorage, DocumentWatch } from '../../policy/allowlist.js';
 import type { DeniedDocument, DeniedEntry, DeniedStorage } from '../../policy/denied.js';
-import type { ManualWindow } from '../../window/state.js';
-import type { ManualWindowStorage } from '../../window/manual-store.js';
 import type { StateDocuments } from '../ports.js';
+import { Acks, acknowledge, liveReplicas, serialWatch } from './acks.js';
 import { databaseError, type PgDb } from './db.js';
-import { CHANNELS, LISTENER_PREFIX, type Notifications } from './notify.js';
+import { CHANNELS, type Notifications } from './notify.js';
+import { PgWindow } from './window.js';
 
 const ALLOWLIST_LOCK = 0x5c1ce1;
 
@@ -136,102 +135,6 @@ export class PgAllowlist implements AllowlistStorage {
   }
 }
 
-type Acked = 'allowlist' | 'window';
-
-/** Says this replica applies `what` as of `revision` (an editor waits for it). */
-async function acknowledge(db: PgDb, notes: Notifications, what: Acked, revision: string): Promise<void> {
-  await db.query('SELECT pg_notify($1, $2)', [CHANNELS.applied, `${notes.replica} ${what} ${revision}`]);
-}
-
-/** The other replicas alive now: their LISTEN sessions, as PostgreSQL lists them. */
-async function liveReplicas(query: (text: string, values: unknown[]) => Promise<{ rows: Array<{ name: string }> }>, self: string): Promise<string[]> {
-  const { rows } = await query(
-    'SELECT application_name AS name FROM pg_stat_activity WHERE application_name LIKE $1', [`${LISTENER_PREFIX}%`]);
-  return rows.map((r) => r.name.slice(LISTENER_PREFIX.length)).filter((id) => id !== self);
-}
-
-/** Acknowledgements of `what`, collected from the moment of subscribing (before the change is sent). */
-class Acks {
-  /** The newest revision each replica said it applies. */
-  private readonly seen = new Map<string, number>();
-  private wake: (() => void) | undefined;
-  private readonly off: () => void;
-
-  constructor(private readonly notes: Notifications, what: Acked) {
-    this.off = notes.on(CHANNELS.applied, (payload) => {
-      const [replica = '', kind = '', rev = ''] = payload.split(' ');
-      if (kind === what) this.seen.set(replica, Math.max(this.seen.get(replica) ?? 0, Number(rev)));
-      this.wake?.();
-    });
-  }
-
-  /**
-   * Resolves when every replica in `replicas` has applied `revision`; after `timeoutMs` fails naming those that
-   * did not. The wait is one freshness bound, so a replica that did not hear the change has stopped vouching by then.
-   */
-  async fromAll(revision: number, replicas: string[], timeoutMs: number, change: string): Promise<void> {
-    const done = (r: string): boolean => (this.seen.get(r) ?? -1) >= revision;
-    const deadline = Date.now() + timeoutMs;
-    while (!replicas.every(done) && Date.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-    }
-    const silent = replicas.filter((r) => !done(r));
-    if (silent.length === 0) return;
-    throw new RegistryError('UNAVAILABLE',
-      `${change} is recorded in the database, but replica ${silent.join(', ')} did not acknowledge it within ${Math.round(timeoutMs / 1000)} s: `
-      + 'it cannot confirm the shared state and refuses to serve (503) until it catches up; check its link to the database',
-      { unacknowledged: silent, by: this.notes.replica });
-  }
-
-  close(): void {
-    this.off();
-  }
-}
-
-/** Runs `onChange` for each notification on `channel`, never two at once; notifications meanwhile fold into one more run. */
-function serialWatch(notes: Notifications, channel: string, what: string, onChange: () => Promise<void>): DocumentWatch {
-  let running = false;
-  let again = false;
-  let closed = false;
-  const run = (): void => {
-    if (closed) return;
-    notes.heard(what);
-    if (running) {
-      again = true;
-      return;
-    }
-    running = true;
-    const started = Date.now();
-    onChange().then(
-      () => notes.applied(what, started),
-      () => {
-        const t = setTimeout(run, 500);
-        t.unref();
-      },
-    ).finally(() => {
-      running = false;
-      if (again) {
-        again = false;
-        run();
-      }
-    });
-  };
-  const off = notes.on(channel, run);
-  return {
-    settle: async () => undefined,
-    close: () => {
-      closed = true;
-      off();
-    },
-  };
-}
-
 /**
  * The denied log of every replica in one table. Each replica writes its whole in-memory log; what it adds to a
  * row is what it counted since its last write (so replicas' counts add up, none overwrites another's), and an
@@ -288,98 +191,3 @@ export class PgDenied implements DeniedStorage {
 const delta = (count: number, before: number | undefined): number => (before !== undefined && count >= before ? count - before : count);
 
 const keyOf = (e: { host: string; name: string; reference: string }): string => `${e.host}/${e.name}\u0000${e.reference}`;
-
-/**
- * The manual window. A close that cannot be written is kept and retried (and written before this replica reads
- * the window again), so a closed window never reopens from the old row when the database returns; a write
- * succeeds only once every live replica has applied it.
- */
-export class PgWindow implements ManualWindowStorage {
-  private unwrittenClose = false;
-  private retry: NodeJS.Timeout | undefined;
-  /** Set while a WindowState here follows the row (the server); otherwise there is nothing to apply. */
-  private watching = false;
-
-  constructor(private readonly pool: PgDb, private readonly notes: Notifications, readonly location: string, private readonly ackWaitMs: number) {
-    // A process that follows no window (a tool holding the store) acknowledges at once, so no editor waits on it.
-    notes.on(CHANNELS.window, (revision) => {
-      if (!this.watching && revision !== '') void acknowledge(this.pool, this.notes, 'window', revision).catch(() => undefined);
-    });
-  }
-
-  async read(): Promise<ManualWindow | null> {
-    return (await this.readRevision()).manual;
-  }
-
-  private async readRevision(): Promise<{ manual: ManualWindow | null; revision: number }> {
-    const { rows } = await this.pool.query<{ manual: ManualWindow | null; revision: string }>('SELECT manual, revision FROM manual_window WHERE id = 1');
-    return { manual: rows[0]?.manual ?? null, revision: Number(rows[0]?.revision ?? 0) };
-  }
-
-  async write(manual: ManualWindow | null): Promise<void> {
-    const acks = this.notes.listening ? new Acks(this.notes, 'window') : undefined;
-    try {
-      let revision: number;
-      try {
-        revision = await this.record(manual);
-      } catch (e) {
-        if (manual === null) this.keepClose();
-        else this.unwrittenClose = false;
-        throw e;
-      }
-      if (!acks) return;
-      const replicas = await liveReplicas((text, values) => this.pool.query<{ name: string }>(text, values), this.notes.replica);
-      await acks.fromAll(revision, replicas, this.ackWaitMs, `the manual window change (${manual ? `open until ${manual.until}` : 'closed'})`);
-    } finally {
-      acks?.close();
-    }
-  }
-
-  private async record(manual: ManualWindow | null): Promise<number> {
-    const client = await this.pool.connect();
-    try {
-      const { rows } = await client.query<{ revision: string }>(`INSERT INTO manual_window (id, manual, revision) VALUES (1, $1, 1)
-        ON CONFLICT (id) DO UPDATE SET manual = EXCLUDED.manual, revision = manual_window.revision + 1 RETURNING revision`, [JSON.stringify(manual)]);
-      const revision = Number(rows[0]?.revision ?? 0);
-      await client.query('SELECT pg_notify($1, $2)', [CHANNELS.window, String(revision)]);
-      client.release();
-      this.unwrittenClose = false;
-      return revision;
-    } catch (e) {
-      client.release(true);
-      throw databaseError(this.pool.where, e);
-    }
-  }
-
-  /** Retries the close until it is written (a newer change written meanwhile supersedes it). */
-  private keepClose(): void {
-    this.unwrittenClose = true;
-    if (this.retry) return;
-    this.retry = setInterval(() => {
-      if (!this.unwrittenClose) return this.stopRetry();
-      this.record(null).then(() => this.stopRetry(), () => undefined);
-    }, Math.max(50, Math.min(1000, Math.floor(this.ackWaitMs / 4))));
-    this.retry.unref();
-  }
-
-  private stopRetry(): void {
-    if (this.retry) clearInterval(this.retry);
-    this.retry = undefined;
-  }
-
-  /** Another replica (or the CLI) opened or closed the manual window; a close of ours not yet written goes first. */
-  watch(onChange: (manual: ManualWindow | null) => void): () => void {
-    this.watching = true;
-    const w = serialWatch(this.notes, CHANNELS.window, 'manual window', async () => {
-      if (this.unwrittenClose) await this.record(null);
-      const { manual, revision } = await this.readRevision();
-      onChange(manual);
-      await acknowledge(this.pool, this.notes, 'window', String(revision));
-    });
-    return () => {
-      this.watching = false;
-      w.close();
-      this.stopRetry();
-    };
-  }
-}
