@@ -15,7 +15,7 @@ export async function acknowledge(db: PgDb, notes: Notifications, what: Acked, r
 /** The other replicas alive now: their LISTEN sessions, as PostgreSQL lists them. */
 export async function liveReplicas(query: (text: string, values: unknown[]) => Promise<{ rows: Array<{ name: string }> }>, self: string): Promise<string[]> {
   const { rows } = await query(
-    'SELECT application_name AS name FROM pg_stat_activity WHERE application_name LIKE $1', [`${LISTENER_PREFIX}%`]);
+    'SELECT application_name AS name FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE $1', [`${LISTENER_PREFIX}%`]);
   return rows.map((r) => r.name.slice(LISTENER_PREFIX.length)).filter((id) => id !== self);
 }
 
