@@ -67,13 +67,13 @@ export interface App {
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
-  const { store, allowlist, denied, window, windowWritten, stopFollowing } = await openState(config, opts.now);
+  const { store, allowlist, denied, window, windowWritten, windowRecorded, stopFollowing } = await openState(config, opts.now);
   const signer = config.signing ? await openSigner(store, config.signing, config.file) : undefined;
   const metrics = observedMetrics(config, { store, allowlist, denied, window, signer }, opts.now);
   const life = { stopping: false };
   // Redirects to sluice's own listeners are refused: where they are bound is read when a redirect comes.
   const servers: FastifyInstance[] = [];
-  const upstreams = upstreamPool(config, windowGate(window, life), metrics, () => listenerAddresses(config, servers));
+  const upstreams = upstreamPool(config, windowGate(window, life, store), metrics, () => listenerAddresses(config, servers));
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
   if (config.requestLog) logRequests(registry, opts.requestLog ?? ((entry) => registry.log.info(entry, 'request')));
@@ -90,7 +90,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   if (signer) syncer.useSigner((host, name, digest) => signer.signImage(host, name, digest));
   const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
-  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc, signer });
+  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc, signer, windowRecorded });
   const metricsListener = config.metrics ? newFastify(opts.logger ?? false, undefined, 'admin') : undefined;
   if (metricsListener) await registerMetricsListener(metricsListener, metrics);
   servers.push(registry, admin, ...(metricsListener ? [metricsListener] : []));
@@ -137,6 +137,7 @@ function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'd
     maxBytes: config.storageMaxBytes,
     deniedEntries: () => s.denied.size,
     allowlistRules: () => s.allowlist.list().length,
+    ...(config.postgres ? { sharedStateConfirmed: () => s.store.unconfirmed() === undefined } : {}),
     now: now ? () => now().getTime() : undefined,
     readiness: cachedReadiness(() => coverageReport(s.store, ruleTexts(s.allowlist), { platforms: config.platforms, signer: s.signer })),
   });
@@ -147,15 +148,15 @@ function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'd
 async function openState(
   config: Config,
   now?: () => Date,
-): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; stopFollowing: () => void }> {
+): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; windowRecorded: () => Promise<void>; stopFollowing: () => void }> {
   const store = await openStore(config);
   const documents = store.meta.state;
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);
-  const { window, written } = await openWindowState(config.windows, documents.window, now);
+  const { window, written, recorded } = await openWindowState(config.windows, documents.window, now);
   // Another replica's (or the CLI's) manual window applies here at once, on a store that can tell.
   const stopFollowing = followManual(window, documents.window);
-  return { store, allowlist, denied, window, windowWritten: written, stopFollowing };
+  return { store, allowlist, denied, window, windowWritten: written, windowRecorded: recorded, stopFollowing };
 }
 
 /** See App.close. */

@@ -121,6 +121,13 @@ export interface ManifestType {
 export interface MetadataStore {
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
   readonly generation: number;
+  /** Shared metadata (several replicas): this replica's name there. */
+  readonly replica?: string;
+  /**
+   * Shared metadata: why this replica cannot vouch for the shared state now (its change feed silent or broken past
+   * the bound, a change not applied); undefined when it can. Content and upstream access fail closed meanwhile.
+   */
+  unconfirmed?(): string | undefined;
   setTag(host: string, name: string, tag: string, digest: string): Promise<void>;
   getTag(host: string, name: string, tag: string): Promise<string | undefined>;
   /** Sorted. */

@@ -83,6 +83,15 @@ export class Store {
     return this.meta.generation;
   }
 
+  /** See MetadataStore.unconfirmed: undefined on a store of one process, or a replica that is current. */
+  unconfirmed(): string | undefined {
+    return this.meta.unconfirmed?.();
+  }
+
+  get replica(): string | undefined {
+    return this.meta.replica;
+  }
+
   /** Removes this process's spool area (nothing in it is committed content) and closes the database, if any. */
   async close(): Promise<void> {
     await this.blobs.close();

@@ -9,6 +9,7 @@ import {
   CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { RegistryError } from '../../oci/errors.js';
 import { hexOf, HEX_RE } from '../digest.js';
 import type { BlobBackend, BlobStat, BlobUsage, ByteRange, VerifiedSpool } from '../ports.js';
 import { LocalSpool, type LocalSpoolArea } from '../local/spool.js';
@@ -27,6 +28,8 @@ export interface S3Location {
   bucket: string;
   /** "" or ending in "/". */
   prefix: string;
+  /** Names the object store in messages (its endpoint, or AWS S3 and the region). */
+  endpoint?: string;
 }
 
 export class S3BlobBackend implements BlobBackend {
@@ -68,7 +71,7 @@ export class S3BlobBackend implements BlobBackend {
       return { sizeBytes: head.ContentLength ?? 0, ...(head.LastModified ? { committedMs: head.LastModified.getTime() } : {}) };
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw this.unavailable(e);
     }
   }
 
@@ -81,7 +84,7 @@ export class S3BlobBackend implements BlobBackend {
       return got.Body;
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw this.unavailable(e);
     }
   }
 
@@ -91,8 +94,16 @@ export class S3BlobBackend implements BlobBackend {
       return Buffer.from((await got.Body?.transformToByteArray()) ?? []);
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw this.unavailable(e);
     }
+  }
+
+  /** 503 naming the object store: it is down, hangs past the client's bounds, or refuses (never "internal error"). */
+  private unavailable(e: unknown): RegistryError {
+    if (e instanceof RegistryError) return e;
+    const where = this.where.endpoint ?? 'the object store';
+    return new RegistryError('UNAVAILABLE', `the object store at ${where} (bucket ${this.where.bucket}) is unreachable or failing: ${describe(e)}`,
+      { objectStore: where, bucket: this.where.bucket });
   }
 
   createSpool(expectBytes?: number): Promise<LocalSpool> {
