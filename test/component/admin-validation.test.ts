@@ -98,6 +98,18 @@ describe('admin request validation', () => {
     expect(s.app.window.manual()).toBeNull();
   });
 
+  it('removing a rule the config seeds is a 409 naming the config file; the rule stays; listing marks it', async () => {
+    const res = await call('DELETE', '/api/v1/allowlist', { rules: ['registry.k8s.io/pause:3.10'] });
+    expect(res.status, res.text).toBe(409);
+    const err = (JSON.parse(res.text) as OciError).errors[0];
+    expect(err?.code).toBe('RULE_FROM_CONFIG');
+    expect(err?.message).toContain(s.app.config.file);
+    expect(err?.message).toContain('registry.k8s.io/pause:3.10');
+    expect(s.app.allowlist.list().map((r) => r.rule)).toEqual(['registry.k8s.io/pause:3.10']);
+    const ls = JSON.parse((await call('GET', '/api/v1/allowlist')).text) as { rules: Array<{ rule: string; fromConfig?: boolean }> };
+    expect(ls.rules).toEqual([expect.objectContaining({ rule: 'registry.k8s.io/pause:3.10', fromConfig: true })]);
+  });
+
   it('malformed JSON and a JSON scalar body are the same admin 400', async () => {
     for (const body of ['{"rules": [', '"ghcr.io/x/y:v1"', 'null']) {
       const res = await call('POST', '/api/v1/allowlist', body);
