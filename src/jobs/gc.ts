@@ -144,7 +144,8 @@ async function sweep(store: Store, candidates: Array<{ digest: string; sizeBytes
 }
 
 async function unlinkAll(store: Store, going: Set<string>, report: GcReport): Promise<void> {
-  for (const { host, name } of await store.repositories()) {
+  // Blob links alone make a repository too (a blob fetched by digest, or confirmed by its upstream).
+  for (const { host, name } of await store.repositories({ blobLinks: true })) {
     for (const tag of await store.listTags(host, name)) {
       const d = await store.getTag(host, name, tag);
       if (d && going.has(d) && (await store.meta.deleteTag(host, name, tag))) report.tagsRemoved.push(`${host}/${name}:${tag}`);

@@ -37,8 +37,8 @@ export abstract class MetadataDelegates {
   referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
     return this.meta.referrers(host, name, subject);
   }
-  repositories(): Promise<RepositoryName[]> {
-    return this.meta.repositories();
+  repositories(opts?: { blobLinks?: boolean }): Promise<RepositoryName[]> {
+    return this.meta.repositories(opts);
   }
   tagHistory(host: string, name: string, tag: string): Promise<string[]> {
     return this.meta.tagHistory(host, name, tag);

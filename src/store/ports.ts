@@ -136,8 +136,8 @@ export interface MetadataStore {
   unlinkBlob(host: string, name: string, digest: string): Promise<void>;
   /** Descriptors of the manifests whose subject is `subject`, by digest. */
   referrers(host: string, name: string, subject: string): Promise<Descriptor[]>;
-  /** Every repository with a tag or a linked manifest. */
-  repositories(): Promise<RepositoryName[]>;
+  /** Every repository with a tag or a linked manifest; with `blobLinks`, those with only linked blobs too (gc). */
+  repositories(opts?: { blobLinks?: boolean }): Promise<RepositoryName[]>;
   /** Records a committed manifest's media type, store-wide by digest. */
   putManifestType(digest: string, t: ManifestType): Promise<void>;
   manifestType(digest: string): Promise<ManifestType | undefined>;

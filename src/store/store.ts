@@ -58,6 +58,11 @@ export class Store extends MetadataDelegates {
   /** One download per digest across every replica sharing the store (a no-op for a store of its own). */
   readonly leases: FlightLeases;
   readonly maxBytes: number | undefined;
+  /**
+   * Bumped whenever a blob is found gone or removed here (gc, verify --repair), and when another process says the
+   * store changed: what was derived from a blob being there (a repository's entitlement to it) is then stale.
+   */
+  removals = 0;
   /** When each blob was last asked for in this process (epoch ms), so gc spares what a client is using. */
   private readonly touched = new Map<string, number>();
 
@@ -145,6 +150,7 @@ export class Store extends MetadataDelegates {
   /** Drops memoised tags and bumps the generation: another process (import, offline sync) changed the store. */
   invalidate(): void {
     this.meta.invalidate();
+    this.removals++;
     this.sizes.clear();
     this.smallBlobs.clear();
     this.blobs.refresh();
@@ -152,6 +158,7 @@ export class Store extends MetadataDelegates {
 
   /** Forgets what is memoised about a digest (after another process changed the store). */
   forget(digest: string): void {
+    this.removals++;
     this.sizes.delete(digest);
     this.manifests.delete(digest);
     this.smallBlobs.delete(digest);

@@ -210,9 +210,10 @@ export class PgMetadataStore implements MetadataStore {
     return rows.map((r) => r.descriptor);
   }
 
-  async repositories(): Promise<RepositoryName[]> {
+  async repositories(opts: { blobLinks?: boolean } = {}): Promise<RepositoryName[]> {
+    const blobs = opts.blobLinks ? ' UNION SELECT host, name FROM blob_links' : '';
     const { rows } = await this.pool.query<RepositoryName>(
-      'SELECT host, name FROM tags UNION SELECT host, name FROM manifest_links ORDER BY host, name');
+      `SELECT host, name FROM tags UNION SELECT host, name FROM manifest_links${blobs} ORDER BY host, name`);
     return rows.map((r) => ({ host: r.host, name: r.name }));
   }
 
