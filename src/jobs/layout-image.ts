@@ -68,19 +68,27 @@ async function readManifest(layout: Layout, d: Descriptor): Promise<ManifestBody
   return { mediaType, body, doc };
 }
 
+/**
+ * Copies what the store lacks, then, holding the store's commit gate (no gc sweeps meanwhile), looks again on the
+ * backend itself (a gc may have ended just before), copies again what went, and only then links and tags.
+ */
 export async function commitImage(store: Store, layout: Layout, ref: ImageRef, image: Collected): Promise<void> {
   const manifestDigests = new Set(image.manifests.map((m) => m.d.digest));
-  for (const d of image.blobs) {
-    if (manifestDigests.has(d.digest)) continue;
-    if (!(await store.stat(d.digest))) {
-      await withBlob(layout, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
+  const blobs = image.blobs.filter((d) => !manifestDigests.has(d.digest));
+  const copyMissing = async (stored: (digest: string) => Promise<unknown>): Promise<void> => {
+    for (const d of blobs) {
+      if (!(await stored(d.digest))) await withBlob(layout, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
     }
+  };
+  await copyMissing((d) => store.stat(d));
+  await store.commits.commit(async () => {
+    await copyMissing((d) => store.blobs.stat(d));
     // The layout had these bytes for this image: they may be served through its repository (even if stored before).
-    await store.linkBlob(ref.host, ref.name, d.digest);
-  }
-  for (const m of image.manifests) {
-    const stored = await store.putManifest(m.body, m.mediaType, m.d.digest);
-    await store.linkManifest(ref.host, ref.name, stored);
-  }
-  if (ref.tag !== undefined) await store.setTag(ref.host, ref.name, ref.tag, image.root.digest);
+    for (const d of blobs) await store.linkBlob(ref.host, ref.name, d.digest);
+    for (const m of image.manifests) {
+      const stored = await store.putManifest(m.body, m.mediaType, m.d.digest);
+      await store.linkManifest(ref.host, ref.name, stored);
+    }
+    if (ref.tag !== undefined) await store.setTag(ref.host, ref.name, ref.tag, image.root.digest);
+  });
 }

@@ -5,6 +5,7 @@ import type { AllowlistStorage } from '../policy/allowlist.js';
 import type { DeniedStorage } from '../policy/denied.js';
 import type { ManualWindowStorage } from '../window/manual-store.js';
 import type { Readable } from 'node:stream';
+import type { CommitLocks } from './commit-gate.js';
 
 // ─── BlobBackend: committed bytes by digest (and the spool they arrive through) ────────────────────────────
 
@@ -148,6 +149,8 @@ export interface MetadataStore {
   readonly state: StateDocuments;
   /** One download per digest across every process sharing this store, when the store can tell (a database). */
   readonly leases?: FlightLeases;
+  /** The gc/commit gate across replicas (a database); without it, the store folder's own (store/fs/commit-marks.ts). */
+  readonly commitLocks?: CommitLocks;
   /** Releases connections; fs has none. */
   close?(): Promise<void>;
 }

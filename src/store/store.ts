@@ -13,6 +13,8 @@ import { FsSpoolArea } from './fs/spool.js';
 import { Ingest, storeAtLimit, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
 import { LOCAL_LEASES, type BlobBackend, type BlobUsage, type ByteRange, type FlightLeases, type MetadataStore, type VerifiedSpool } from './ports.js';
 import { MetadataDelegates } from './metadata-delegates.js';
+import { CommitGate } from './commit-gate.js';
+import { FsCommitLocks } from './fs/commit-marks.js';
 
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
@@ -57,6 +59,8 @@ export class Store extends MetadataDelegates {
 
   /** One download per digest across every replica sharing the store (a no-op for a store of its own). */
   readonly leases: FlightLeases;
+  /** Held by a commit (import, sync, a pull that tags) shared and by gc alone, across processes and replicas. */
+  readonly commits: CommitGate;
   readonly maxBytes: number | undefined;
   /**
    * Bumped whenever a blob is found gone or removed here (gc, verify --repair), and when another process says the
@@ -76,6 +80,7 @@ export class Store extends MetadataDelegates {
     this.root = root;
     this.openFd = blobs.openFd?.bind(blobs);
     this.leases = meta.leases ?? LOCAL_LEASES;
+    this.commits = new CommitGate(meta.commitLocks ?? new FsCommitLocks(join(root, 'commits')));
     this.maxBytes = maxBytes;
   }
 

@@ -10,6 +10,7 @@ import type { Descriptor } from '../../oci/manifest.js';
 import type { FlightLeases, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
 import { referrerDescriptor, subjectOf } from '../referrers.js';
 import { PgLeases } from './leases.js';
+import { PgCommitLocks } from './commit-locks.js';
 import { migrate } from './migrations.js';
 
 /** How many past digests of a tag are kept (as store/fs keeps them). */
@@ -46,6 +47,7 @@ export class PgMetadataStore implements MetadataStore {
   private changes = 0;
   readonly state: StateDocuments;
   readonly leases: FlightLeases;
+  readonly commitLocks: PgCommitLocks;
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
   /** Tells our own notifications from the others'. */
   private get replica(): string {
@@ -53,9 +55,10 @@ export class PgMetadataStore implements MetadataStore {
   }
   private readonly offMeta: () => void;
 
-  private constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, leasePool: pg.Pool, location: string) {
+  private constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, leasePool: pg.Pool, commitPool: pg.Pool, location: string) {
     this.state = pgStateDocuments(pool, notes, location);
     this.leases = new PgLeases(leasePool);
+    this.commitLocks = new PgCommitLocks(commitPool);
     this.offMeta = notes.on(CHANNELS.meta, (from) => {
       if (from !== this.replica) this.invalidate();
     });
@@ -71,9 +74,11 @@ export class PgMetadataStore implements MetadataStore {
     const pool = new pg.Pool({ ...config, max: c.poolSize, allowExitOnIdle: true });
     // Leases hold a session each (a waiting or leading download): their own pool, so they never starve queries.
     const leasePool = new pg.Pool({ ...config, max: Math.max(4, c.poolSize * 2), allowExitOnIdle: true });
+    // The gc/commit gate's own: a mark, a wait for gc and gc's session never queue behind downloads' leases.
+    const commitPool = new pg.Pool({ ...config, max: 4, allowExitOnIdle: true });
     // A connection dropping (database restart, a lease session ended) must not crash the process: the query on it
     // rejects where it is awaited, and the pool replaces the client.
-    for (const p of [pool, leasePool]) {
+    for (const p of [pool, leasePool, commitPool]) {
       p.on('error', () => undefined);
       p.on('connect', (client) => client.on('error', () => undefined));
     }
@@ -86,9 +91,9 @@ export class PgMetadataStore implements MetadataStore {
       }
       const replica = randomBytes(6).toString('hex');
       const notes = await Notifications.open(config, replica, opts.listen ?? true);
-      return new PgMetadataStore(pool, notes, leasePool, where);
+      return new PgMetadataStore(pool, notes, leasePool, commitPool, where);
     } catch (e) {
-      await Promise.all([pool.end(), leasePool.end()]).catch(() => undefined);
+      await Promise.all([pool.end(), leasePool.end(), commitPool.end()]).catch(() => undefined);
       throw new Error(`${where}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
@@ -239,6 +244,7 @@ export class PgMetadataStore implements MetadataStore {
   async close(): Promise<void> {
     this.offMeta();
     await (this.leases as PgLeases).close();
+    await this.commitLocks.close();
     await this.notes.close();
     await this.pool.end();
   }
