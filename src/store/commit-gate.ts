@@ -34,6 +34,9 @@ export class CommitGate {
   private count = 0;
   private held: Promise<HeldLock> | undefined;
   private waiting: Promise<void> | undefined;
+  /** Commits of this process waiting for a gc to end, and the gc runs of this process waiting for them to enter. */
+  private waiters = 0;
+  private readonly gcsWaiting: Array<() => void> = [];
 
   constructor(private readonly locks: CommitLocks) {}
 
@@ -51,28 +54,39 @@ export class CommitGate {
     }
   }
 
-  /** gc's mark and sweep: see CommitLocks.exclusive. */
-  exclusive<T>(waitMs: number, fn: () => Promise<T>, onWaiting?: () => void): Promise<T> {
+  /**
+   * gc's mark and sweep: see CommitLocks.exclusive. Commits of this process that waited for the last gc go first,
+   * so gc run back to back (a schedule, an operator's loop) cannot starve them.
+   */
+  async exclusive<T>(waitMs: number, fn: () => Promise<T>, onWaiting?: () => void): Promise<T> {
+    while (this.waiters > 0) await new Promise<void>((resolve) => this.gcsWaiting.push(resolve));
     return this.locks.exclusive(waitMs, fn, onWaiting);
   }
 
   /** Marks first, then looks for a gc (gc announces first, then looks for marks): one of the two sees the other. */
   private async enter(): Promise<void> {
-    for (;;) {
-      this.count++;
-      let pending: boolean;
-      try {
-        this.held ??= this.locks.mark();
-        await this.held;
-        pending = await this.locks.gcPending();
-      } catch (e) {
+    let waited = false;
+    try {
+      for (;;) {
+        this.count++;
+        let pending: boolean;
+        try {
+          this.held ??= this.locks.mark();
+          await this.held;
+          pending = await this.locks.gcPending();
+        } catch (e) {
+          await this.leave();
+          throw e;
+        }
+        if (!pending) return;
         await this.leave();
-        throw e;
+        if (!waited) this.waiters++;
+        waited = true;
+        this.waiting ??= this.locks.gcDone().finally(() => (this.waiting = undefined));
+        await this.waiting;
       }
-      if (!pending) return;
-      await this.leave();
-      this.waiting ??= this.locks.gcDone().finally(() => (this.waiting = undefined));
-      await this.waiting;
+    } finally {
+      if (waited && --this.waiters === 0) for (const wake of this.gcsWaiting.splice(0)) wake();
     }
   }
 

@@ -147,3 +147,70 @@ function runSluiceQuiet(args: string[]): Promise<number> {
     child.on('exit', (code) => resolve(code ?? -1));
   });
 }
+
+describe('gc in a loop while syncs and pulls commit', () => {
+  it('every image a sync or a pull completed is whole in the store, whatever gc ran meanwhile', async () => {
+    const { MiniUpstream } = await import('../helpers/mini-upstream.js');
+    const { startSluice } = await import('../helpers/sluice.js');
+    const { seededBytes } = await import('../kit/oci.js');
+    const up = await new MiniUpstream().start();
+    const shared = seededBytes(24 * KiB, 'race-shared');
+    const images = Array.from({ length: 3 }, (_, i) =>
+      up.addImage(`race/s${i}`, 'v1', [shared, ...Array.from({ length: 4 }, (_, j) => seededBytes((4 + j) * KiB, `race-${i}-${j}`))]));
+    const s = await startSluice({ windows: 'always', upstreams: { 'ghcr.io': { url: up.url } }, extra: { gcGrace: 0, tagTtl: 0 } });
+    const problems: string[] = [];
+    try {
+      await s.app.allowlist.add(images.map((img) => `ghcr.io/${img.name}:v1`), { by: 'test' });
+      const store = s.app.store;
+      // Bounded, so a pull or sync that hangs is reported as what it is rather than as the test's own timeout.
+      const bounded = <T>(what: string, p: Promise<T>): Promise<T | undefined> =>
+        p.catch((e: unknown) => void problems.push(`${what}: ${String(e)}`));
+      const pull = async (img: (typeof images)[number]): Promise<void> => {
+        const signal = AbortSignal.timeout(20_000);
+        const m = await fetch(`${s.url}/v2/ghcr.io/${img.name}/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' }, signal });
+        if (m.status !== 200) return void problems.push(`pull ${img.name}: manifest ${m.status}`);
+        await m.arrayBuffer();
+        for (const d of img.digests.slice(1)) {
+          const b = await fetch(`${s.url}/v2/ghcr.io/${img.name}/blobs/${d}`, { signal });
+          const body = Buffer.from(await b.arrayBuffer());
+          if (b.status !== 200 || `sha256:${createHash('sha256').update(body).digest('hex')}` !== d) problems.push(`pull ${img.name}: blob ${d} ${b.status}`);
+        }
+      };
+      for (let round = 1; round <= 4; round++) {
+        for (const img of images) await store.meta.deleteTag('ghcr.io', img.name, 'v1'); // everything is garbage again
+        let stop = false;
+        const gcLoop = (async () => {
+          while (!stop) {
+            await s.app.gc.run();
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+        })();
+        const syncDone = new AbortController();
+        const syncBound = AbortSignal.timeout(30_000);
+        const [sync] = await Promise.all([
+          bounded(`round ${round}: sync`, Promise.race([
+            s.app.syncer.run(),
+            new Promise<never>((_, reject) => syncBound.addEventListener('abort', () => !syncDone.signal.aborted && reject(new Error('did not finish within 30s')))),
+          ]).finally(() => syncDone.abort())),
+          ...images.map((img) => bounded(`round ${round}: pull ${img.name}`, pull(img))),
+        ]);
+        stop = true;
+        await gcLoop;
+        if (problems.length > 0) break;
+        for (const f of sync?.failed ?? []) problems.push(`round ${round}: sync failed ${f.reference}: ${f.reason}`);
+        for (const img of images) {
+          const tagged = await store.getTag('ghcr.io', img.name, 'v1');
+          if (tagged !== img.digest) problems.push(`round ${round}: ${img.name}:v1 is ${tagged ?? 'untagged'}`);
+          for (const d of img.digests) {
+            const body = await store.blobs.readAll(d);
+            if (!body || `sha256:${createHash('sha256').update(body).digest('hex')}` !== d) problems.push(`round ${round}: ${img.name} lacks ${d}`);
+          }
+        }
+      }
+    } finally {
+      await s.close();
+      await up.stop();
+    }
+    expect(problems).toEqual([]);
+  }, 120_000);
+});
