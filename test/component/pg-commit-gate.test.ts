@@ -77,7 +77,12 @@ describe.skipIf(!ok)('the gc/commit gate on PostgreSQL', () => {
 
   test('a gc that waits longer than it may for a commit gives up and runs nothing', async () => {
     const endCommit = deferred();
-    const commit = ga.commit(() => endCommit.promise);
+    const entered = deferred();
+    const commit = ga.commit(async () => {
+      entered.resolve();
+      await endCommit.promise;
+    });
+    await entered.promise;
     const gcWaits = deferred();
     let ran = false;
     const gc = gb.exclusive(300, async () => void (ran = true), gcWaits.resolve);
@@ -90,7 +95,12 @@ describe.skipIf(!ok)('the gc/commit gate on PostgreSQL', () => {
 
   test('a committing replica that dies frees the gc at once', async () => {
     const endCommit = deferred();
-    const commit = ga.commit(() => endCommit.promise);
+    const entered = deferred();
+    const commit = ga.commit(async () => {
+      entered.resolve();
+      await endCommit.promise;
+    });
+    await entered.promise;
     const gcWaits = deferred();
     let ran = false;
     const gc = gb.exclusive(30_000, async () => void (ran = true), gcWaits.resolve);
