@@ -151,7 +151,7 @@ async function openState(
 ): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; windowRecorded: () => Promise<void>; stopFollowing: () => void }> {
   const store = await openStore(config);
   const documents = store.meta.state;
-  const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
+  const allowlist = await Allowlist.open(documents.allowlist, config.allowlist, { configFile: config.file });
   const denied = await DeniedLog.open(documents.denied);
   const { window, written, recorded } = await openWindowState(config.windows, documents.window, now);
   // Another replica's (or the CLI's) manual window applies here at once, on a store that can tell.

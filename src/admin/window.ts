@@ -11,7 +11,7 @@ import { API_PREFIX, badRequest, who } from './request.js';
 export const MAX_MANUAL_WINDOW_MS = 30 * 24 * 3600 * 1000;
 
 interface WindowBody {
-  duration: string | number;
+  duration: string;
   note: string;
 }
 
@@ -44,12 +44,12 @@ function notRecorded(e: unknown, state: string): unknown {
 
 /** Validates `{duration: "2h", note: "why"}` for opening a window now. */
 export function windowRequest(duration: unknown, note: unknown): { durationMs: number; note: string } {
-  if (typeof duration !== 'string' && typeof duration !== 'number') {
-    throw badRequest('expected a JSON body {"duration": "2h", "note": "why"}');
+  if (typeof duration !== 'string') {
+    throw badRequest('"duration" must be a string with a unit, e.g. {"duration": "2h", "note": "why"}');
   }
   let durationMs: number;
   try {
-    durationMs = typeof duration === 'number' ? duration * 1000 : parseDuration(duration);
+    durationMs = parseDuration(duration);
   } catch (e) {
     throw badRequest((e as Error).message);
   }

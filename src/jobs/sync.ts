@@ -8,7 +8,7 @@ import { walkGraph, type GraphSource } from '../oci/graph.js';
 import { platformWanted } from '../oci/platform.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { windowClosedUntil } from '../mirror/access.js';
-import type { Descriptor, Store } from '../store/store.js';
+import type { Descriptor, Store, StoredManifest } from '../store/store.js';
 import type { WindowState } from '../window/state.js';
 import { NO_SYNC_METRICS, type SyncMetrics } from '../metrics/ports.js';
 import type { ImageSigning } from './site-signer.js';
@@ -218,8 +218,7 @@ export class Syncer {
    * and the signature tags and referrers of the root and of every index, each manifest linked to the repository.
    */
   private async syncImage(t: Target, opts: SyncOptions, counts: Counts, step: Step): Promise<string> {
-    const root = await step(() => this.mirror.ensureManifest(t.host, t.name, t.reference));
-    if (!t.reference.startsWith('sha256:')) await this.store.setTag(t.host, t.name, t.reference, root.digest);
+    const root = await this.tagRoot(t, step);
     const source: GraphSource = {
       manifest: async (digest) => {
         const m = await step(() => this.mirror.ensureManifest(t.host, t.name, digest));
@@ -239,6 +238,25 @@ export class Syncer {
       },
     });
     return root.digest;
+  }
+
+  /**
+   * The root manifest, with the tag set on it as one commit (store/commit-gate.ts): any gc from then on keeps the
+   * image. The manifest is looked at again on the backend inside it: a gc that ended just before may have removed it.
+   */
+  private async tagRoot(t: Target, step: Step): Promise<StoredManifest> {
+    for (let attempt = 1; ; attempt++) {
+      const root = await step(() => this.mirror.ensureManifest(t.host, t.name, t.reference));
+      if (t.reference.startsWith('sha256:')) return root;
+      const tagged = await this.store.commits.commit(async () => {
+        if (!(await this.store.blobs.stat(root.digest))) return false;
+        await this.store.setTag(t.host, t.name, t.reference, root.digest);
+        return true;
+      });
+      if (tagged) return root;
+      this.store.forget(root.digest);
+      if (attempt === 3) throw new RegistryError('MANIFEST_UNKNOWN', `${t.text}: its manifest ${root.digest} kept being removed by garbage collection while syncing`);
+    }
   }
 
   private async syncBlob(t: Target, blob: Descriptor, opts: SyncOptions, counts: Counts, step: Step): Promise<void> {

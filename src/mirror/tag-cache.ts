@@ -81,8 +81,17 @@ export class TagCache {
     const head = await this.d.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
     const known = head.digest && isDigest(head.digest) ? await store.getManifest(head.digest) : undefined;
     if (!known) return fetch();
-    await store.linkManifest(host, name, known);
-    if ((await store.getTag(host, name, tag)) !== known.digest) await store.setTag(host, name, tag, known.digest);
+    // One commit (store/commit-gate.ts), the manifest looked at again on the backend: a gc may just have removed it.
+    const linked = await store.commits.commit(async () => {
+      if (!(await store.blobs.stat(known.digest))) return false;
+      await store.linkManifest(host, name, known);
+      if ((await store.getTag(host, name, tag)) !== known.digest) await store.setTag(host, name, tag, known.digest);
+      return true;
+    });
+    if (!linked) {
+      store.forget(known.digest);
+      return fetch();
+    }
     return { digest: known.digest, fetched: false };
   }
 }

@@ -25,7 +25,8 @@ export type ErrorKind =
   | 'BAD_REQUEST'
   // Admin API (issue 14, items 7 and 11).
   | 'ADMIN_INVALID_REQUEST'
-  | 'ALLOWLIST_FILE_INVALID';
+  | 'ALLOWLIST_FILE_INVALID'
+  | 'RULE_FROM_CONFIG';
 
 interface Row {
   status: number;
@@ -63,6 +64,8 @@ const TABLE: Record<ErrorKind, Row> = {
   ADMIN_INVALID_REQUEST: { status: 400, code: 'ADMIN_INVALID_REQUEST' },
   // Admin API: allowlist.json was broken by hand; edits wait until it is fixed (the last good rules stay in force).
   ALLOWLIST_FILE_INVALID: { status: 409, code: 'ALLOWLIST_FILE_INVALID' },
+  // Admin API: a rule the config's `allowlist:` seeds cannot be removed here (it would be back at the next start).
+  RULE_FROM_CONFIG: { status: 409, code: 'RULE_FROM_CONFIG' },
 };
 
 export class RegistryError extends Error {

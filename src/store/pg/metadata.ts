@@ -12,6 +12,7 @@ import type { FlightLeases, LinkableManifest, ManifestType, MetadataStore, Repos
 import { referrerDescriptor, subjectOf } from '../referrers.js';
 import { databaseError, PgDb } from './db.js';
 import { PgLeases } from './leases.js';
+import { PgCommitLocks } from './commit-locks.js';
 import { migrate } from './migrations.js';
 import { CHANNELS, Notifications } from './notify.js';
 import { pgStateDocuments } from './state.js';
@@ -56,12 +57,14 @@ export class PgMetadataStore implements MetadataStore {
   private changes = 0;
   readonly state: StateDocuments;
   readonly leases: FlightLeases;
+  readonly commitLocks: PgCommitLocks;
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
   private readonly offMeta: () => void;
 
-  private constructor(private readonly pool: PgDb, private readonly notes: Notifications, leases: PgLeases, location: string, ackWaitMs: number) {
+  private constructor(private readonly pool: PgDb, private readonly notes: Notifications, leases: PgLeases, commitPool: pg.Pool, location: string, ackWaitMs: number) {
     this.state = pgStateDocuments(pool, notes, location, ackWaitMs);
     this.leases = leases;
+    this.commitLocks = new PgCommitLocks(commitPool);
     this.offMeta = notes.on(CHANNELS.meta, (from) => {
       if (from !== this.replica) this.invalidate();
     });
@@ -78,9 +81,11 @@ export class PgMetadataStore implements MetadataStore {
     const pool = new pg.Pool({ ...config, ...pgQueryConfig(c), max: c.poolSize, allowExitOnIdle: true });
     // Leases hold a session each (a waiting or leading download): their own pool, so they never starve queries.
     const leasePool = new pg.Pool({ ...config, max: Math.max(4, c.poolSize * 2), allowExitOnIdle: true });
+    // The gc/commit gate's own: a mark, a wait for gc and gc's session never queue behind downloads' leases.
+    const commitPool = new pg.Pool({ ...config, max: 4, allowExitOnIdle: true });
     // A connection dropping (database restart, a lease session ended) must not crash the process: the query on it
     // rejects where it is awaited, and the pool replaces the client.
-    for (const p of [pool, leasePool]) {
+    for (const p of [pool, leasePool, commitPool]) {
       p.on('error', () => undefined);
       p.on('connect', (client) => client.on('error', () => undefined));
     }
@@ -98,9 +103,9 @@ export class PgMetadataStore implements MetadataStore {
       const notes = await Notifications.open(config, replica, { freshnessMs: c.freshnessMs, where }, opts.listen ?? true);
       // An edit waits one freshness bound for acknowledgements: a replica that has not acknowledged by then has
       // stopped vouching for the shared state (its heartbeat is that old), so it serves nothing stale.
-      return new PgMetadataStore(new PgDb(pool, where), notes, new PgLeases(leasePool, where, c, () => notes.unconfirmed()), `PostgreSQL at ${where}`, c.freshnessMs + 250);
+      return new PgMetadataStore(new PgDb(pool, where), notes, new PgLeases(leasePool, where, c, () => notes.unconfirmed()), commitPool, `PostgreSQL at ${where}`, c.freshnessMs + 250);
     } catch (e) {
-      await Promise.all([pool.end(), leasePool.end()]).catch(() => undefined);
+      await Promise.all([pool.end(), leasePool.end(), commitPool.end()]).catch(() => undefined);
       const named = databaseError(where, e);
       throw named === e ? new Error(`PostgreSQL at ${where}: ${e instanceof Error ? e.message : String(e)}`) : named;
     }
@@ -233,9 +238,10 @@ export class PgMetadataStore implements MetadataStore {
     return rows.map((r) => r.descriptor);
   }
 
-  async repositories(): Promise<RepositoryName[]> {
+  async repositories(opts: { blobLinks?: boolean } = {}): Promise<RepositoryName[]> {
+    const blobs = opts.blobLinks ? ' UNION SELECT host, name FROM blob_links' : '';
     const { rows } = await this.pool.query<RepositoryName>(
-      'SELECT host, name FROM tags UNION SELECT host, name FROM manifest_links ORDER BY host, name');
+      `SELECT host, name FROM tags UNION SELECT host, name FROM manifest_links${blobs} ORDER BY host, name`);
     return rows.map((r) => ({ host: r.host, name: r.name }));
   }
 
@@ -261,6 +267,7 @@ export class PgMetadataStore implements MetadataStore {
   async close(): Promise<void> {
     this.offMeta();
     await (this.leases as PgLeases).close();
+    await this.commitLocks.close();
     await this.notes.close();
     await this.pool.end();
   }
