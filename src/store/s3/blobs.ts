@@ -125,25 +125,26 @@ export class S3BlobBackend implements BlobBackend {
   /** Verified bytes go straight to the final key; one already there (same digest, same bytes) is kept. */
   private async upload(spool: LocalSpool, verified: VerifiedSpool): Promise<void> {
     if (!(await this.stat(verified.digest))) {
-      const upload = new Upload({
-        client: this.s3,
-        params: {
-          Bucket: this.where.bucket,
-          Key: this.key(verified.digest),
-          Body: verified.sizeBytes === 0 ? Buffer.alloc(0) : createReadStream(spool.path),
-          ContentLength: verified.sizeBytes,
-          ContentType: 'application/octet-stream',
-        },
-        partSize: PART_BYTES,
-        queueSize: PARTS_IN_FLIGHT,
-        leavePartsOnError: false,
+      await this.counts.adding(verified.digest, verified.sizeBytes, async () => {
+        const upload = new Upload({
+          client: this.s3,
+          params: {
+            Bucket: this.where.bucket,
+            Key: this.key(verified.digest),
+            Body: verified.sizeBytes === 0 ? Buffer.alloc(0) : createReadStream(spool.path),
+            ContentLength: verified.sizeBytes,
+            ContentType: 'application/octet-stream',
+          },
+          partSize: PART_BYTES,
+          queueSize: PARTS_IN_FLIGHT,
+          leavePartsOnError: false,
+        });
+        await upload.done();
+        const landed = await this.stat(verified.digest);
+        if (landed?.sizeBytes !== verified.sizeBytes) {
+          throw new Error(`S3 holds ${String(landed?.sizeBytes)} bytes for ${verified.digest} after uploading ${verified.sizeBytes}`);
+        }
       });
-      await upload.done();
-      const landed = await this.stat(verified.digest);
-      if (landed?.sizeBytes !== verified.sizeBytes) {
-        throw new Error(`S3 holds ${String(landed?.sizeBytes)} bytes for ${verified.digest} after uploading ${verified.sizeBytes}`);
-      }
-      this.counts.change(verified.digest, 1, verified.sizeBytes);
     }
     this.dropLater(spool.path);
   }
