@@ -21,9 +21,10 @@ export const CONFIG_KEYS = {
     s3: {
       ...leaves('endpoint', 'bucket', 'region', 'prefix', 'accessKeyFile', 'secretKeyFile', 'accessKeyEnv', 'secretKeyEnv', 'forcePathStyle'),
       tls: leaves('ca'),
+      ...leaves('requestTimeout', 'connectTimeout', 'maxAttempts'),
     },
   },
-  database: { postgres: leaves('url', 'host', 'port', 'user', 'passwordFile', 'database', 'poolSize') },
+  database: { postgres: leaves('url', 'host', 'port', 'user', 'passwordFile', 'database', 'poolSize', 'connectTimeout', 'queryTimeout', 'freshness') },
   defaultUpstream: null,
   upstreams: {
     [ANY_HOST]: {
@@ -47,6 +48,11 @@ export const CONFIG_KEYS = {
   metrics: leaves('listen'),
   gc: leaves('keep', 'schedule'),
   gcGrace: null,
+  signing: {
+    ...leaves('key', 'policy'),
+    rules: { [LIST_ITEM]: { image: null, publicKey: leaves('certificate'), keyless: leaves('issuer', 'subject', 'subjectRegex') } },
+    trustedRoot: null,
+  },
 } as const satisfies KeyTree;
 
 /** Pushes `<at>.<key>: unknown key` for every key of `value` the tree does not name. */
