@@ -67,7 +67,7 @@ export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoute
   }
 }
 
-/** The outcome label of a failed request (DESIGN.md §2's refusals, then by status). */
+/** The outcome label of a failed request (the decision order's refusals, then by status). */
 function outcomeOf(e: unknown): Outcome {
   if (!(e instanceof RegistryError)) return 'error';
   if (e.kind === 'DENIED') return 'denied';

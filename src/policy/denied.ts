@@ -1,6 +1,6 @@
 // The denied log: every refusal counted in memory per (host, name, reference), bounded by evicting the
 // least recently seen, written to a document the store provides (DeniedStorage; store/fs: denied.json) at
-// most once per flushMs and on close (DESIGN §4).
+// most once per flushMs and on close.
 
 export interface DeniedEntry {
   host: string;

@@ -1,4 +1,4 @@
-// The allowlist rule grammar (DESIGN §2): parsing, Docker Hub normalisation and canonical text,
+// The allowlist rule grammar: parsing, Docker Hub normalisation and canonical text,
 // plus image-list import. Pure: matching lives in matcher.ts, persistence in allowlist.ts.
 
 /** Why a rule was refused; `input` is the text as given, `reason` a sentence for the operator. */

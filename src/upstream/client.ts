@@ -65,7 +65,7 @@ interface Call {
   keepOnClose?: boolean;
 }
 
-// containerd refuses manifests over 4 MiB (DESIGN §1); we refuse to buffer more than that too.
+// containerd refuses manifests over 4 MiB; we refuse to buffer more than that too.
 const MANIFEST_LIMIT_BYTES = 4 * 1024 * 1024;
 const ERROR_BODY_LIMIT_BYTES = 64 * 1024;
 const INDEX_TYPE = 'application/vnd.oci.image.index.v1+json';
