@@ -18,7 +18,6 @@ export type { UpstreamConfig } from './upstreams.js';
 export type { SigningConfig, SigningPolicy, SigningRule } from './signing.js';
 export { WILDCARD } from './upstreams.js';
 export { size } from './values.js';
-export { CONFIG_KEYS, keyPaths } from './keys.js';
 
 export interface TlsConfig {
   cert: string;
