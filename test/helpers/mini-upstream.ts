@@ -127,7 +127,8 @@ export class MiniUpstream extends EventEmitter {
 
   /**
    * An OCI index under `name:tag` of `entries`: images already added (each entry's `platform` as given, `{}`
-   * included) or bare manifest bodies (no platform); every child by digest too unless `withChildren` is false.
+   * included) or bare manifest bodies (no platform); every child by digest and its blobs too unless `withChildren`
+   * is false.
    */
   addIndex(
     name: string,
@@ -141,7 +142,10 @@ export class MiniUpstream extends EventEmitter {
       mediaType: MediaType.ociIndex,
       manifests: children.map((c) => ({ mediaType: MediaType.ociManifest, digest: sha256(c.manifest), size: c.manifest.length, ...(c.platform ? { platform: c.platform } : {}) })),
     }));
-    if (opts.withChildren ?? true) for (const c of children) this.manifests.set(`${name}:${sha256(c.manifest)}`, c.manifest);
+    if (opts.withChildren ?? true) {
+      for (const c of children) this.manifests.set(`${name}:${sha256(c.manifest)}`, c.manifest);
+      for (const e of entries) if (!Buffer.isBuffer(e)) for (const b of [e.image.config, ...e.image.layers]) this.putBlob(name, b.body);
+    }
     return { digest: this.putManifest(name, tag, body), body };
   }
 
@@ -178,6 +182,11 @@ export class MiniUpstream extends EventEmitter {
   /** The request log as lines `METHOD path`, query excluded. */
   get seen(): string[] {
     return this.requests.map((r) => `${r.method} ${r.path.split('?')[0] ?? ''}`);
+  }
+
+  /** The request lines since `from` (an earlier `seen.length`). */
+  since(from: number): string[] {
+    return this.seen.slice(from);
   }
 
   /** Resolves once `path` has been asked for (at once if it was). */
