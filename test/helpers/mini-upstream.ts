@@ -59,6 +59,8 @@ export class MiniUpstream extends EventEmitter {
   readonly holdBefore = new Map<string, Promise<void>>();
   /** Blob bodies answered with one byte flipped (right length, wrong digest). */
   readonly corrupt = new Set<string>();
+  /** A pause between a blob body's halves, so that concurrent requests meet a download still running. */
+  midwayDelayMs = 0;
   /** Blob bodies whose connection is cut after the first half. */
   readonly cut = new Set<string>();
   /** Every request as it came: method, path (query included) and its Authorization header. */
@@ -271,6 +273,7 @@ export class MiniUpstream extends EventEmitter {
     this.emit('half', line);
     if (scripted(this.cut)) return void res.destroy();
     await (this.holds.get(line) ?? this.holds.get(digest));
+    if (this.midwayDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.midwayDelayMs));
     res.end(body.subarray(half));
   }
 }
