@@ -1,7 +1,7 @@
 // Issue 14, items 1 and 5, against a real docker-registry (distribution 2.8) and real skopeo: a foreign-layer
 // manifest naming another image's stored layer gets no byte of it, and single-flight across repositories
 // neither answers one repository with another's failure nor streams one repository's download to another.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -17,15 +17,11 @@ import { skopeoCopyAll, tempDir, verifyDirDigests } from '../helpers/clients.js'
 import type { LayoutDescription, TestImage } from '../helpers/images.js';
 import { pushLayout, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { sluiceConfigDoc } from '../helpers/sluice.js';
+import { MediaType, MiB, sha256 } from '../kit/oci.js';
 
 const ok = requireBinaries(['docker-registry', 'skopeo'], 'test/integration/entitlement.test.ts');
 
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const CONFIG = 'application/vnd.oci.image.config.v1+json';
-const LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
 const FOREIGN = 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip';
-const MiB = 1024 * 1024;
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 interface Built {
   ref: string;
@@ -39,9 +35,9 @@ function build(ref: string, layers: Buffer[]): Built {
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, ref }));
   const manifest = Buffer.from(JSON.stringify({
     schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config: { mediaType: CONFIG, digest: sha256(config), size: config.length },
-    layers: layers.map((l) => ({ mediaType: LAYER, digest: sha256(l), size: l.length })),
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: sha256(config), size: config.length },
+    layers: layers.map((l) => ({ mediaType: MediaType.ociLayer, digest: sha256(l), size: l.length })),
   }));
   return { ref, config, layers, manifest, digest: sha256(manifest) };
 }
@@ -56,14 +52,14 @@ async function writeLayout(dir: string, images: Built[]): Promise<LayoutDescript
     described.push({
       ref: img.ref,
       digest: img.digest,
-      mediaType: OCI_MANIFEST,
+      mediaType: MediaType.ociManifest,
       size: img.manifest.length,
       kind: 'oci-manifest',
-      blobs: blobs.map((b) => ({ digest: sha256(b), size: b.length, mediaType: LAYER })),
+      blobs: blobs.map((b) => ({ digest: sha256(b), size: b.length, mediaType: MediaType.ociLayer })),
     });
   }
   await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  const manifests = images.map((i) => ({ mediaType: OCI_MANIFEST, digest: i.digest, size: i.manifest.length, annotations: { 'org.opencontainers.image.ref.name': i.ref } }));
+  const manifests = images.map((i) => ({ mediaType: MediaType.ociManifest, digest: i.digest, size: i.manifest.length, annotations: { 'org.opencontainers.image.ref.name': i.ref } }));
   await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
   return { dir, images: described };
 }
@@ -76,7 +72,7 @@ async function pushByHand(registry: string, name: string, tag: string, config: B
   location.searchParams.set('digest', sha256(config));
   const put = await fetch(location, { method: 'PUT', body: new Uint8Array(config), headers: { 'content-type': 'application/octet-stream' } });
   expect(put.status).toBe(201);
-  const m = await fetch(`${registry}/v2/${name}/manifests/${tag}`, { method: 'PUT', body: new Uint8Array(manifest), headers: { 'content-type': OCI_MANIFEST } });
+  const m = await fetch(`${registry}/v2/${name}/manifests/${tag}`, { method: 'PUT', body: new Uint8Array(manifest), headers: { 'content-type': MediaType.ociManifest } });
   expect(m.status, await m.text()).toBe(201);
 }
 
@@ -148,8 +144,8 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
   const evilConfig = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
   const evilManifest = Buffer.from(JSON.stringify({
     schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config: { mediaType: CONFIG, digest: sha256(evilConfig), size: evilConfig.length },
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: sha256(evilConfig), size: evilConfig.length },
     layers: [{ mediaType: FOREIGN, digest: layer, size: 4 * MiB, urls: ['https://example.invalid/installer-layer'] }],
   }));
   const rules = ['docker.io/evil/app:v1', 'docker.io/legit/app:v1', 'ghcr.io/siderolabs/kubelet:v1.31.2', 'gcr.io/etcd-development/etcd'];
@@ -201,7 +197,7 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
   });
 
   test('the real registry took the foreign layer and holds no such blob in evil/app', async () => {
-    expect((await fetch(`${registry.url}/v2/evil/app/manifests/v1`, { headers: { accept: OCI_MANIFEST } })).status).toBe(200);
+    expect((await fetch(`${registry.url}/v2/evil/app/manifests/v1`, { headers: { accept: MediaType.ociManifest } })).status).toBe(200);
     expect((await fetch(`${registry.url}/v2/evil/app/blobs/${layer}`, { method: 'HEAD' })).status).toBe(404);
     expect((await fetch(`${registry.url}/v2/legit/app/blobs/${layer}`, { method: 'HEAD' })).status).toBe(200);
   });

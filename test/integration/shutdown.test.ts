@@ -1,7 +1,6 @@
 // Issue 14 item 8: SIGTERM with a blob download in progress. The grace deadline bounds the whole shutdown; a
 // detached ingest finishes inside it or is cancelled cleanly (temp file gone, nothing committed), and the temp
 // folder goes only after every ingest has ended. A real `sluice serve` process and a slow fake upstream.
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { createServer, type Server, type ServerResponse } from 'node:http';
@@ -11,18 +10,17 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { tempDir } from '../helpers/clients.js';
 import { write } from '../helpers/http-server.js';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+import { MediaType, MiB, sha256 } from '../kit/oci.js';
 
-const MiB = 1024 * 1024;
 const GRACE_MS = 2000;
-const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** An upstream with x/app:v1 whose one layer is `sizeBytes` long; the layer is sent up to `first` bytes, then held. */
 async function slowUpstream(layer: { digest: string; sizeBytes: number; bytes?: Buffer }, first: number) {
   const manifest = Buffer.from(JSON.stringify({
     schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256('{}'), size: 2 },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer.digest, size: layer.sizeBytes }],
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: sha256('{}'), size: 2 },
+    layers: [{ mediaType: MediaType.ociLayer, digest: layer.digest, size: layer.sizeBytes }],
   }));
   let held: ServerResponse | undefined;
   let onHeld: () => void = () => undefined;
@@ -30,7 +28,7 @@ async function slowUpstream(layer: { digest: string; sizeBytes: number; bytes?: 
   const server: Server = createServer((req, res) => {
     const path = req.url ?? '';
     if (path === '/v2/x/app/manifests/v1') {
-      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': sha256(manifest), 'content-length': manifest.length });
+      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'docker-content-digest': sha256(manifest), 'content-length': manifest.length });
       return void res.end(manifest);
     }
     if (path !== `/v2/x/app/blobs/${layer.digest}`) return void res.writeHead(404).end();

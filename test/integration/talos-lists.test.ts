@@ -10,9 +10,9 @@ import { startContainerd, tempDir, writeHostsToml, type Containerd } from '../he
 import { buildLayoutOf, type LayoutDescription, type TestImage } from '../helpers/images.js';
 import { pushLayout, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { runSluice, sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+import { KiB } from '../kit/oci.js';
 
 const ok = requireBinaries(['docker-registry', 'skopeo', 'containerd', 'ctr'], 'test/integration/talos-lists.test.ts');
-const KiB = 1024;
 
 // What `talosctl images talos-bundle v1.12.0 --extensions --overlays` prints (cmd/talosctl/cmd/talos/image.go):
 // the installer, installer-base, imager, talos, talosctl-all, overlays and extensions catalogues by tag, then
