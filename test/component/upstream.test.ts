@@ -346,7 +346,7 @@ describe('redirects', () => {
   });
 });
 
-describe('the window gate (issue 14 item 2)', () => {
+describe('the window gate', () => {
   /** A gate the test closes; it counts what it refused, as the window gate in app.ts would throw. */
   function gate() {
     const g = { open: true, refused: [] as string[], check: (what: string): void => {

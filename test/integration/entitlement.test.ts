@@ -1,4 +1,4 @@
-// Issue 14, items 1 and 5, against a real docker-registry (distribution 2.8) and real skopeo: a foreign-layer
+// Entitlement against a real docker-registry (distribution 2.8) and real skopeo: a foreign-layer
 // manifest naming another image's stored layer gets no byte of it, and single-flight across repositories
 // neither answers one repository with another's failure nor streams one repository's download to another.
 import { randomBytes } from 'node:crypto';
@@ -202,10 +202,10 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
     expect((await fetch(`${registry.url}/v2/legit/app/blobs/${layer}`, { method: 'HEAD' })).status).toBe(200);
   });
 
-  test('item 1: evil/app gets no byte of the installer layer, before or after its manifest, in a window or not', async () => {
+  test('evil/app gets no byte of the installer layer, before or after its manifest, in a window or not', async () => {
     const { url } = await boot('always');
     const blob = `${url}/v2/docker.io/evil/app/blobs/${layer}`;
-    // Before the manifest the layer is already placed through evil/app:v1 as the upstream has it (issue 10), and
+    // Before the manifest the layer is already placed through evil/app:v1 as the upstream has it, and
     // the upstream's evil/app holds no such blob: 404, no byte of the stored layer.
     const before = await fetch(blob);
     expect(before.status).toBe(404);
@@ -227,7 +227,7 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
     expect(proxy.seen).toEqual([]);
   });
 
-  test('item 1: skopeo copies the legitimate image that shares the layer (its upstream confirms it), then offline too', async () => {
+  test('skopeo copies the legitimate image that shares the layer (its upstream confirms it), then offline too', async () => {
     let { hostPort } = await boot('always');
     for (const label of ['window', 'closed']) {
       const dir = join(work, 'skopeo', `legit-${label}`);
@@ -241,7 +241,7 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
     expect(proxy.count(`HEAD /v2/legit/app/blobs/${layer}`)).toBe(1);
   });
 
-  test("item 5: while kubelet's layer downloads, etcd (whose upstream lacks it) is sent none of it", async () => {
+  test("while kubelet's layer downloads, etcd (whose upstream lacks it) is sent none of it", async () => {
     const { url } = await boot('always');
     expect((await fetch(`${url}/v2/ghcr.io/siderolabs/kubelet/manifests/v1.31.2`)).status).toBe(200);
     const line = `GET /v2/siderolabs/kubelet/blobs/${k2}`;
@@ -261,7 +261,7 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
     expect(sha256(got.body)).toBe(k2);
   });
 
-  test("item 5: etcd's failed attempt (the registry's 404) is not the answer skopeo gets for kubelet", async () => {
+  test("etcd's failed attempt (the registry's 404) is not the answer skopeo gets for kubelet", async () => {
     const { app, hostPort, url } = await boot('always');
     const line = `GET /v2/etcd-development/etcd/blobs/${k1}`;
     let release: () => void = () => undefined;

@@ -1,4 +1,4 @@
-// Issue 10 item 4: Talos Image Factory installers. A fake factory on loopback answers a tag with a 307 to a real
+// Talos Image Factory installers. A fake factory on loopback answers a tag with a 307 to a real
 // docker-registry by digest and every blob with a 307, as factory.talos.dev does; real skopeo pulls through sluice.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';

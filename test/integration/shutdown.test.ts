@@ -1,4 +1,4 @@
-// Issue 14 item 8: SIGTERM with a blob download in progress. The grace deadline bounds the whole shutdown; a
+// SIGTERM with a blob download in progress. The grace deadline bounds the whole shutdown; a
 // detached ingest finishes inside it or is cancelled cleanly (temp file gone, nothing committed), and the temp
 // folder goes only after every ingest has ended. A real `sluice serve` process and a slow fake upstream.
 import { once } from 'node:events';
@@ -53,7 +53,7 @@ async function slowUpstream(layer: { digest: string; sizeBytes: number; bytes?: 
   };
 }
 
-describe('SIGTERM with a blob download in progress (issue 14 item 8)', () => {
+describe('SIGTERM with a blob download in progress', () => {
   const cleanups: Array<() => Promise<void>> = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();

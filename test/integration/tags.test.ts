@@ -33,7 +33,7 @@ async function pushTags(upstream: string, name: string, tags: string[]): Promise
   }
 }
 
-describe.skipIf(!ok)('tags/list from a real docker-registry (issue 14 item 3)', () => {
+describe.skipIf(!ok)('tags/list from a real docker-registry', () => {
   let registry: RunningRegistry;
   let sluice: SluiceProcess;
   let storage: string;

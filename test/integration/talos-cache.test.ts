@@ -1,4 +1,4 @@
-// Issue 10's bar for Talos image caches: both layouts of `talosctl images cache-create` (built from cache.go's facts)
+// Talos image caches: both layouts of `talosctl images cache-create` (built from cache.go's facts)
 // go into real sluice processes with the real `sluice import --allow`; real skopeo and real containerd then pull the
 // chosen platform of every image through sluice with its original digests, signature tags and a digest-only image included.
 import { createHash } from 'node:crypto';

@@ -1,4 +1,4 @@
-// Talos as it is today (issue 10, items 1 and 2), end to end with a real docker-registry upstream holding images
+// Talos as it is today, end to end with a real docker-registry upstream holding images
 // under Talos names: real containerd pulls `installer@sha256:…` (digest only) of a tag-ruled image through a real
 // `sluice serve` on a cold store inside a window, and gets the fast closed-window 404 outside one; and the real CLI
 // imports a `talosctl images talos-bundle` list as printed (tag lines, `repo:tag@sha256:` lines), then syncs it all.
