@@ -98,8 +98,12 @@ describe('SIGTERM with a blob download in progress', () => {
     await expect(stat(join(storage, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7)))).rejects.toThrow(/ENOENT/);
   }, 60_000);
 
-  test('a download that completes inside the grace period is committed, verified, before the temp folder goes', async () => {
-    const bytes = Buffer.alloc(8 * MiB, 3);
+  /**
+   * An 8 MiB layer of `fill` bytes held after its first 2 MiB while a client pulls it; SIGTERM; resolves once
+   * sluice says it is shutting down, with the held download still running.
+   */
+  async function terminateDuringDownload(fill: number) {
+    const bytes = Buffer.alloc(8 * MiB, fill);
     const digest = sha256(bytes);
     const up = await slowUpstream({ digest, sizeBytes: bytes.length, bytes }, 2 * MiB);
     cleanups.push(up.stop);
@@ -107,8 +111,13 @@ describe('SIGTERM with a blob download in progress', () => {
     await pull(sluice, digest);
     await up.heldNow;
     const exited = sluice.stop('SIGTERM');
-    // The rest arrives only once sluice is shutting down (its log says so).
     while (!sluice.stdout().includes('shutting down')) await once(sluice.proc.stdout ?? sluice.proc, 'data');
+    return { bytes, digest, up, sluice, storage, exited };
+  }
+
+  test('a download that completes inside the grace period is committed, verified, before the temp folder goes', async () => {
+    const { bytes, digest, up, sluice, storage, exited } = await terminateDuringDownload(3);
+    // The rest arrives only once sluice is shutting down (its log says so).
     up.release();
     expect(await exited).toBe(0);
     expect(sluice.stderr()).not.toMatch(/ENOENT/);
@@ -117,15 +126,7 @@ describe('SIGTERM with a blob download in progress', () => {
   }, 60_000);
 
   test('a second SIGTERM during the graceful stop does not kill the drain: the download still commits, exit 0', async () => {
-    const bytes = Buffer.alloc(8 * MiB, 5);
-    const digest = sha256(bytes);
-    const up = await slowUpstream({ digest, sizeBytes: bytes.length, bytes }, 2 * MiB);
-    cleanups.push(up.stop);
-    const { sluice, storage } = await start(up.url);
-    await pull(sluice, digest);
-    await up.heldNow;
-    const exited = sluice.stop('SIGTERM');
-    while (!sluice.stdout().includes('shutting down')) await once(sluice.proc.stdout ?? sluice.proc, 'data');
+    const { bytes, digest, up, sluice, storage, exited } = await terminateDuringDownload(5);
     sluice.proc.kill('SIGTERM'); // a supervisor repeating itself while the download is still held
     up.release();
     expect(await exited).toBe(0);
