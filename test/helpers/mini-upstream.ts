@@ -1,6 +1,6 @@
 // The one scriptable in-process upstream registry of the component tests: images and indexes by tag and digest,
 // paged tags/list, referrers, blobs (optionally per repository), Bearer challenges, redirects, holds, corruption,
-// cut connections, and a log of every request with events to await.
+// cut connections, endless bodies, and a log of every request with events to await.
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { closeServer, json, listenLoopback, write } from './http-server.js';
@@ -76,6 +76,10 @@ export class MiniUpstream extends EventEmitter {
    * names the realm this returns for the repository (service "mini", scope repository:<name>:pull).
    */
   bearerRealm: ((name: string) => string) | undefined;
+  /** Blob digests answered with no Content-Length and a body that never ends (until the client goes). */
+  readonly endless = new Set<string>();
+  /** Bytes sent of endless bodies so far. */
+  endlessBytesSent = 0;
   private readonly server: Server = createServer((req, res) => void this.handle(req, res));
 
   constructor() {
@@ -261,6 +265,7 @@ export class MiniUpstream extends EventEmitter {
   private async blob(name: string, digest: string, line: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const elsewhere = req.method === 'GET' ? this.redirectBlob?.(digest) : undefined;
     if (elsewhere) return void res.writeHead(307, { location: elsewhere, 'content-length': 0 }).end();
+    if (this.endless.has(digest) && req.method !== 'HEAD') return this.sendEndless(res);
     const blob = this.scopeBlobs && !this.links.get(name)?.has(digest) ? undefined : this.blobs.get(digest);
     if (!blob) return json(res, 404, unknown('BLOB_UNKNOWN'));
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': blob.length, 'docker-content-digest': digest });
@@ -275,5 +280,11 @@ export class MiniUpstream extends EventEmitter {
     await (this.holds.get(line) ?? this.holds.get(digest));
     if (this.midwayDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.midwayDelayMs));
     res.end(body.subarray(half));
+  }
+
+  private async sendEndless(res: ServerResponse): Promise<void> {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const piece = Buffer.alloc(64 * 1024, 0x5a);
+    while (await write(res, piece)) this.endlessBytesSent += piece.length;
   }
 }
