@@ -63,8 +63,8 @@ export class MiniUpstream extends EventEmitter {
   midwayDelayMs = 0;
   /** Blob bodies whose connection is cut after the first half. */
   readonly cut = new Set<string>();
-  /** Every request as it came: method, path (query included) and its Authorization header. */
-  readonly requests: Array<{ method: string; path: string; authorization?: string }> = [];
+  /** Every request as it came: method, path (query included), its Authorization and Host headers. */
+  readonly requests: Array<{ method: string; path: string; authorization?: string; host?: string }> = [];
   /** Exact paths (query excluded) answered by a handler of their own: token endpoints, blob storage, anything odd. */
   readonly routes = new Map<string, (req: IncomingMessage, res: ServerResponse) => void>();
   /** tags/list pages hold at most this many tags (a client's smaller `n` wins). */
@@ -213,7 +213,8 @@ export class MiniUpstream extends EventEmitter {
     const path = url.pathname;
     const line = `${req.method ?? ''} ${path}`;
     this.hits.set(path, this.count(path) + 1);
-    this.requests.push({ method: req.method ?? '', path: req.url ?? '', ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) });
+    const { authorization, host } = req.headers;
+    this.requests.push({ method: req.method ?? '', path: req.url ?? '', ...(authorization ? { authorization } : {}), ...(host ? { host } : {}) });
     this.emit('request', line);
     await this.holdBefore.get(line);
     const route = this.routes.get(path);
