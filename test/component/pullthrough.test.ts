@@ -14,11 +14,7 @@ import { validateConfig } from '../../src/config/config.js';
 import { sluiceConfigDoc, type SluiceConfigOptions } from '../helpers/sluice.js';
 import { json, write } from '../helpers/http-server.js';
 import { spoolDir } from '../helpers/fs-store.js';
-
-const MiB = 1024 * 1024;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
-const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+import { MediaType, MiB, sha256 } from '../kit/oci.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The fake upstream
@@ -105,7 +101,7 @@ class FakeUpstream extends EventEmitter {
     return digest;
   }
 
-  addManifest(name: string, doc: object, tag?: string, mediaType = OCI_MANIFEST): { digest: string; body: Buffer } {
+  addManifest(name: string, doc: object, tag?: string, mediaType: string = MediaType.ociManifest): { digest: string; body: Buffer } {
     const body = Buffer.from(JSON.stringify(doc));
     const digest = sha256(body);
     this.manifests.set(`${name}:${digest}`, { body, mediaType });
@@ -198,7 +194,6 @@ class FakeUpstream extends EventEmitter {
     this.emit('sent', digest);
   }
 }
-
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
@@ -362,8 +357,8 @@ describe('pull-through against a fake upstream', () => {
     mid = randomBytes(8 * MiB + 12345);
     midDigest = up.addBlob(mid);
     storageServer.blobs.set(midDigest, mid);
-    const layers = [bigDigest, midDigest].map((digest) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: (up.blobs.get(digest) ?? big).length }));
-    up.addManifest('library/big', { schemaVersion: 2, mediaType: OCI_MANIFEST, config: layers[1], layers }, 'latest');
+    const layers = [bigDigest, midDigest].map((digest) => ({ mediaType: MediaType.ociLayerTar, digest, size: (up.blobs.get(digest) ?? big).length }));
+    up.addManifest('library/big', { schemaVersion: 2, mediaType: MediaType.ociManifest, config: layers[1], layers }, 'latest');
   });
 
   beforeEach(() => {
@@ -528,9 +523,9 @@ describe('pull-through against a fake upstream', () => {
       const c = up.addBlob(config);
       manifestDigest = up.addManifest('library/app', {
         schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: c, size: config.length },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l, size: layer.length }],
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: MediaType.ociConfig, digest: c, size: config.length },
+        layers: [{ mediaType: MediaType.ociLayerTar, digest: l, size: layer.length }],
       }, '1.0').digest;
     });
 
@@ -664,7 +659,7 @@ describe('pull-through against a fake upstream', () => {
     up.bearerToken = 'tok-123';
     up.redirectBlobsTo = storageServer.url; // http://localhost:P: another origin than http://127.0.0.1:P
     const name = 'private/app';
-    up.addManifest(name, { schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: midDigest, size: mid.length }, layers: [] }, 'v1');
+    up.addManifest(name, { schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: midDigest, size: mid.length }, layers: [] }, 'v1');
     const m = await getJson(`${r.url}/v2/${name}/manifests/v1?ns=ghcr.io`);
     expect(m.status).toBe(200);
     const got = await get(`${r.url}/v2/${name}/blobs/${midDigest}?ns=ghcr.io`);
@@ -686,22 +681,22 @@ describe('pull-through against a fake upstream', () => {
       const l = up.addBlob(lay);
       const man = up.addManifest('library/multi', {
         schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: c, size: cfg.length },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l, size: lay.length }],
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: MediaType.ociConfig, digest: c, size: cfg.length },
+        layers: [{ mediaType: MediaType.ociLayerTar, digest: l, size: lay.length }],
       });
       return { arch, manifest: man, config: c, layer: l, size: man.body.length };
     });
     const index = up.addManifest('library/multi', {
       schemaVersion: 2,
-      mediaType: OCI_INDEX,
-      manifests: platforms.map((p) => ({ mediaType: OCI_MANIFEST, digest: p.manifest.digest, size: p.size, platform: { architecture: p.arch, os: 'linux' } })),
-    }, '1.0', OCI_INDEX);
+      mediaType: MediaType.ociIndex,
+      manifests: platforms.map((p) => ({ mediaType: MediaType.ociManifest, digest: p.manifest.digest, size: p.size, platform: { architecture: p.arch, os: 'linux' } })),
+    }, '1.0', MediaType.ociIndex);
     const base = `${r.url}/v2/library/multi`;
     const head = await get(`${base}/manifests/1.0?ns=docker.io`, { method: 'HEAD' });
     expect(head.headers['docker-content-digest']).toBe(index.digest);
     const idx = await getJson(`${base}/manifests/1.0?ns=docker.io`);
-    expect(idx.headers['content-type']).toBe(OCI_INDEX);
+    expect(idx.headers['content-type']).toBe(MediaType.ociIndex);
     expect(idx.body.equals(index.body)).toBe(true);
     const amd64 = platforms[0]!;
     const arm64 = platforms[1]!;
