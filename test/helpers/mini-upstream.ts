@@ -39,8 +39,8 @@ const unknown = (code: string): object => ({ errors: [{ code, message: 'unknown'
 
 /**
  * Scripting keys: holds, corruption and cuts take a blob digest (every repository) or a request line
- * `METHOD /v2/<name>/blobs/<digest>` (that one only). Events: 'request' (line) as a request arrives, 'half'
- * (line) once the first half of a held-capable body is written.
+ * `METHOD /v2/<name>/blobs/<digest>` (that one only). Events: 'request' (line) as a request arrives, before it
+ * is answered; 'half' (line) once the first half of a blob body is written.
  */
 export class MiniUpstream extends EventEmitter {
   url = '';
@@ -51,7 +51,7 @@ export class MiniUpstream extends EventEmitter {
   scopeBlobs = false;
   /** Repository name → the blob digests pushed to it. */
   readonly links = new Map<string, Set<string>>();
-  /** `GET path` → how many times it was asked. */
+  /** Path (query excluded) → how many times it was asked, any method. */
   readonly hits = new Map<string, number>();
   /** Blob bodies: the first half is sent, the rest once the promise resolves. */
   readonly holds = new Map<string, Promise<void>>();
