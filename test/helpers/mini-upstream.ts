@@ -1,46 +1,25 @@
 // The one scriptable in-process upstream registry of the component tests: images and indexes by tag and digest,
-// paged tags/list, referrers, blobs (optionally per repository), Bearer challenges, redirects, holds, corruption,
-// cut connections, endless bodies, and a log of every request with events to await.
+// paged tags/list, referrers, blobs (optionally per repository, or under /storage/<hex> as a redirect target),
+// Bearer challenges, redirects, whole-registry failures, holds, scripted blob bodies (chunks, corruption, short,
+// cut, stalled, endless), and a log of every request with events to await.
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { closeServer, json, listenLoopback, write } from './http-server.js';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { closeServer, json, write } from './http-server.js';
+import { scriptedBytes, sendScripted, type BlobBehaviour } from './mini-blob.js';
+import { miniImage, type MiniImage } from './mini-image.js';
 import { MediaType, sha256 } from '../kit/oci.js';
 
-export interface MiniImage {
-  name: string;
-  tag: string;
-  digest: string;
-  manifest: Buffer;
-  config: { digest: string; body: Buffer };
-  layers: Array<{ digest: string; body: Buffer }>;
-  /** Every blob of the image, the manifest first. */
-  digests: string[];
-  sizeBytes: number;
-}
-
-/** An image of `layers` for `name:tag`, not served by anyone yet (for a layout to import, or `MiniUpstream.push`). */
-export function miniImage(name: string, tag: string, layers: Buffer[], layerMediaType: string = MediaType.ociLayer): MiniImage {
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', tag, name }));
-  const cfg = { digest: sha256(config), body: config };
-  const ls = layers.map((body) => ({ digest: sha256(body), body }));
-  const manifest = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: MediaType.ociManifest,
-    config: { mediaType: MediaType.ociConfig, digest: cfg.digest, size: config.length },
-    layers: ls.map((l) => ({ mediaType: layerMediaType, digest: l.digest, size: l.body.length })),
-  }));
-  const digest = sha256(manifest);
-  const digests = [digest, cfg.digest, ...ls.map((l) => l.digest)];
-  const sizeBytes = manifest.length + config.length + ls.reduce((n, l) => n + l.body.length, 0);
-  return { name, tag, digest, manifest, config: cfg, layers: ls, digests, sizeBytes };
-}
+export { miniImage, type MiniImage } from './mini-image.js';
 
 const unknown = (code: string): object => ({ errors: [{ code, message: 'unknown' }] });
 
 /**
  * Scripting keys: holds, corruption and cuts take a blob digest (every repository) or a request line
- * `METHOD /v2/<name>/blobs/<digest>` (that one only). Events: 'request' (line) as a request arrives, before it
- * is answered; 'half' (line) once the first half of a blob body is written.
+ * `METHOD /v2/<name>/blobs/<digest>` (that one only); so does `behaviour`. Events: 'request' (line) as a request
+ * arrives, before it is answered; 'half' (line) once the first half of a blob body is written; 'sent', 'cut' or
+ * 'stalled' (digest) once a blob body ended so.
  */
 export class MiniUpstream extends EventEmitter {
   url = '';
@@ -63,6 +42,10 @@ export class MiniUpstream extends EventEmitter {
   midwayDelayMs = 0;
   /** Blob bodies whose connection is cut after the first half. */
   readonly cut = new Set<string>();
+  /** Blob bodies sent as scripted: chunk size, a hand before each chunk, short, corrupt, cut or stalled. */
+  readonly behaviour = new Map<string, BlobBehaviour>();
+  /** When set, every registry request (not `routes`, not /storage/) is answered with this. */
+  failAll: { status: number; headers?: Record<string, string>; body?: string } | undefined;
   /** Every request as it came: method, path (query included), its Authorization and Host headers. */
   readonly requests: Array<{ method: string; path: string; authorization?: string; host?: string }> = [];
   /** Exact paths (query excluded) answered by a handler of their own: token endpoints, blob storage, anything odd. */
@@ -87,8 +70,11 @@ export class MiniUpstream extends EventEmitter {
     this.setMaxListeners(0);
   }
 
-  async start(): Promise<this> {
-    this.url = await listenLoopback(this.server);
+  /** Listens on a free port of `hostName` (a loopback name: 'localhost' is another origin than 127.0.0.1). */
+  async start(hostName: '127.0.0.1' | 'localhost' = '127.0.0.1'): Promise<this> {
+    this.server.listen(0, hostName);
+    await once(this.server, 'listening');
+    this.url = `http://${hostName}:${(this.server.address() as AddressInfo).port}`;
     return this;
   }
 
@@ -96,12 +82,15 @@ export class MiniUpstream extends EventEmitter {
     return closeServer(this.server);
   }
 
-  /** Forgets the request log and every hold, corruption and cut. */
+  /** Forgets the request log and every script: holds, corruption, cuts, behaviours, failures, auth, redirects. */
   reset(): void {
     this.requests.length = 0;
     this.hits.clear();
-    for (const m of [this.holds, this.holdBefore]) m.clear();
+    for (const m of [this.holds, this.holdBefore, this.behaviour]) m.clear();
     for (const s of [this.corrupt, this.cut]) s.clear();
+    this.failAll = undefined;
+    this.bearerRealm = undefined;
+    this.redirectBlob = undefined;
   }
 
   /** An image of `layers` (shared layers: pass the same Buffer to two images). */
@@ -116,6 +105,23 @@ export class MiniUpstream extends EventEmitter {
     return image;
   }
 
+  /** A blob served through every repository (unless `scopeBlobs`); returns its digest. */
+  addBlob(body: Buffer): string {
+    const digest = sha256(body);
+    this.blobs.set(digest, body);
+    return digest;
+  }
+
+  /** A manifest document under `name` by digest, and under `tag` if given. */
+  addManifest(name: string, doc: object, tag?: string): { digest: string; body: Buffer } {
+    const body = Buffer.from(JSON.stringify(doc));
+    const digest = sha256(body);
+    this.manifests.set(`${name}:${digest}`, body);
+    if (tag !== undefined) this.manifests.set(`${name}:${tag}`, body);
+    return { digest, body };
+  }
+
+  /** A blob pushed to repository `name`; returns its digest. */
   putBlob(name: string, body: Buffer): string {
     const digest = sha256(body);
     this.blobs.set(digest, body);
@@ -219,6 +225,14 @@ export class MiniUpstream extends EventEmitter {
     await this.holdBefore.get(line);
     const route = this.routes.get(path);
     if (route) return route(req, res);
+    const stored = /^\/storage\/([0-9a-f]{64})$/.exec(path);
+    const storedBlob = stored ? this.blobs.get(`sha256:${stored[1]}`) : undefined;
+    if (stored) return storedBlob ? this.sendBlob(storedBlob, `sha256:${stored[1]}`, line, req, res) : json(res, 404, unknown('BLOB_UNKNOWN'));
+    if (this.failAll) {
+      const { status, headers, body } = this.failAll;
+      res.writeHead(status, { 'content-type': 'application/json', ...headers });
+      return void res.end(body ?? JSON.stringify({ errors: [{ code: 'UNKNOWN', message: 'fake upstream failure' }] }));
+    }
     const m = /^\/v2\/(.+)\/(manifests|blobs|referrers|tags)\/([^/]+)$/.exec(path);
     if (!m) return json(res, path === '/v2/' ? 200 : 404, path === '/v2/' ? {} : unknown('NAME_UNKNOWN'));
     const [, name = '', kind, ref = ''] = m;
@@ -269,18 +283,23 @@ export class MiniUpstream extends EventEmitter {
     if (this.endless.has(digest) && req.method !== 'HEAD') return this.sendEndless(res);
     const blob = this.scopeBlobs && !this.links.get(name)?.has(digest) ? undefined : this.blobs.get(digest);
     if (!blob) return json(res, 404, unknown('BLOB_UNKNOWN'));
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': blob.length, 'docker-content-digest': digest });
-    if (req.method === 'HEAD') return void res.end();
+    await this.sendBlob(blob, digest, line, req, res);
+  }
+
+  private async sendBlob(blob: Buffer, digest: string, line: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const scripted = (keys: Set<string> | Map<string, unknown>): boolean => keys.has(digest) || keys.has(line);
-    const body = Buffer.from(blob);
-    if (scripted(this.corrupt)) body[body.length >> 1] = (body[body.length >> 1] ?? 0) ^ 0xff;
-    const half = body.length >> 1;
-    if (!(await write(res, body.subarray(0, half)))) return;
-    this.emit('half', line);
-    if (scripted(this.cut)) return void res.destroy();
-    await (this.holds.get(line) ?? this.holds.get(digest));
-    if (this.midwayDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.midwayDelayMs));
-    res.end(body.subarray(half));
+    const b: BlobBehaviour = { ...this.behaviour.get(digest), ...this.behaviour.get(line) };
+    if (scripted(this.corrupt)) b.corrupt = true;
+    if (scripted(this.cut)) b.cutAtPercent ??= 50;
+    const bytes = scriptedBytes(blob, b);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'docker-content-digest': digest });
+    if (req.method === 'HEAD') return void res.end();
+    const outcome = await sendScripted(res, bytes, b, async () => {
+      this.emit('half', line);
+      await (this.holds.get(line) ?? this.holds.get(digest));
+      if (this.midwayDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.midwayDelayMs));
+    });
+    if (outcome !== 'gone') this.emit(outcome, digest);
   }
 
   private async sendEndless(res: ServerResponse): Promise<void> {
