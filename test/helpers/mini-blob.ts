@@ -24,10 +24,13 @@ export type SendOutcome = 'sent' | 'cut' | 'stalled' | 'gone';
 
 /** The bytes `b` says to send of `real`: the first `shortBytes`, one byte flipped if `corrupt`. */
 export function scriptedBytes(real: Buffer, b: BlobBehaviour): Buffer {
-  const bytes = Buffer.from(b.shortBytes !== undefined ? real.subarray(0, b.shortBytes) : real);
-  const mid = bytes.length >> 1;
-  if (b.corrupt && bytes.length > 0) bytes[mid] = (bytes[mid] ?? 0) ^ 0xff;
-  return bytes;
+  const bytes = b.shortBytes !== undefined ? real.subarray(0, b.shortBytes) : real;
+  if (!b.corrupt || bytes.length === 0) return bytes;
+  // A copy: the stored blob stays intact for the next request.
+  const flipped = Buffer.from(bytes);
+  const mid = flipped.length >> 1;
+  flipped[mid] = (flipped[mid] ?? 0) ^ 0xff;
+  return flipped;
 }
 
 /** Writes `bytes` as `b` scripts it; `atHalf` is awaited once the first half is out (before any cut there). */
