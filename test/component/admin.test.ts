@@ -14,6 +14,7 @@ import type { SyncReport } from '../../src/jobs/sync.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { MiniUpstream } from '../helpers/mini-upstream.js';
 import { startSluice, type InProcessSluice, type StartSluiceOptions } from '../helpers/sluice.js';
+import { MediaType } from '../kit/oci.js';
 
 interface Reply<T> {
   status: number;
@@ -44,10 +45,10 @@ interface SyncLine {
 }
 
 const OCI_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
+  MediaType.ociIndex,
+  MediaType.ociManifest,
+  MediaType.dockerManifest,
+  MediaType.dockerList,
 ].join(', ');
 
 let layout: LayoutDescription;

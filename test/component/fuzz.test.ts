@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importPath } from '../../src/jobs/importer.js';
-import { sha256 } from '../kit/oci.js';
+import { MediaType, sha256 } from '../kit/oci.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { MiniUpstream } from '../helpers/mini-upstream.js';
@@ -171,7 +171,7 @@ const rangeHeader = header('Range', fc.oneof(
   printable,
 ));
 const acceptHeader = header('Accept', fc.oneof(
-  fc.constantFrom('application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.v2+json', '*/*', 'text/html', ''),
+  fc.constantFrom(MediaType.ociIndex, MediaType.dockerManifest, '*/*', 'text/html', ''),
   printable,
 ));
 const authHeader = (valid: () => string): fc.Arbitrary<string | undefined> => header('Authorization', fc.oneof(
@@ -230,7 +230,6 @@ const adminRequest: fc.Arbitrary<Request> = fc.oneof(
 ).map((r) => ({ ...r, headers: [...r.headers] }));
 
 // ---------------------------------------------------------------------------------------------------------------
-
 
 const storeView = async (): Promise<string[]> =>
   [...(await snapshot(sluice.storage, (r) => r === 'tmp' || r.startsWith('denied.json'))).files.entries()].map(([k, v]) => `${k} ${v}`).sort();

@@ -14,13 +14,10 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
 import { closeServer, listenLoopback, json, write } from '../helpers/http-server.js';
+import { KiB, MediaType, MiB, sha256 } from '../kit/oci.js';
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
 const BIG_BYTES = 64 * MiB;
 const NAME = 'library/big';
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 // ---------------------------------------------------------------------------------------------------------------
 // The fault-injecting upstream: a plain node:http server on 127.0.0.1 serving one repository.
@@ -75,9 +72,9 @@ class FaultUpstream {
     const configDigest = sha256(config);
     const manifest = Buffer.from(JSON.stringify({
       schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: blob.length }],
+      mediaType: MediaType.ociManifest,
+      config: { mediaType: MediaType.ociConfig, digest: configDigest, size: config.length },
+      layers: [{ mediaType: MediaType.ociLayerTar, digest, size: blob.length }],
     }));
     const manifestDigest = sha256(manifest);
     this.blobs.set(digest, blob);
@@ -102,7 +99,7 @@ class FaultUpstream {
     const m = new RegExp(`^/v2/${NAME}/(manifests|blobs)/([^/]+)$`).exec(path);
     if (m?.[1] === 'manifests' && this.manifests.has(m[2] ?? '')) {
       const body = this.manifests.get(m[2] ?? '') as Buffer;
-      res.writeHead(200, { 'content-type': OCI_MANIFEST, 'content-length': body.length, 'docker-content-digest': sha256(body) });
+      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'content-length': body.length, 'docker-content-digest': sha256(body) });
       res.end(req.method === 'HEAD' ? undefined : body);
       return;
     }
@@ -152,7 +149,6 @@ class FaultUpstream {
     }
   }
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // The client: hashes what it receives, never buffers a 64 MiB body.
