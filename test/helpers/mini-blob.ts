@@ -9,10 +9,16 @@ export interface BlobBehaviour {
   chunkBytes?: number;
   /** Awaited before chunk `i` of `n` is written: the test's hand on the tap. */
   beforeChunk?: (i: number, n: number) => Promise<void>;
-  /** Flip one byte in the middle: the right length, the wrong digest. */
-  corrupt?: boolean;
+  /** Flip one byte in the middle (or the last one): the right length, the wrong digest. */
+  corrupt?: boolean | 'last';
   /** Destroy the connection once this share of the body is out. */
   cutAtPercent?: number;
+  /** The cut is a TCP reset (RST) rather than a close. */
+  reset?: boolean;
+  /** With `shortBytes`: Content-Length still says the whole size, and the short body ends with a clean close. */
+  lyingLength?: boolean;
+  /** No Content-Length (a chunked body): the size is known only at the end. */
+  noLength?: boolean;
   /** Send this share of the body, then nothing, holding the connection open. */
   stallAtPercent?: number;
   /** A complete, well-formed answer of only this many bytes (Content-Length says so too). */
@@ -28,8 +34,8 @@ export function scriptedBytes(real: Buffer, b: BlobBehaviour): Buffer {
   if (!b.corrupt || bytes.length === 0) return bytes;
   // A copy: the stored blob stays intact for the next request.
   const flipped = Buffer.from(bytes);
-  const mid = flipped.length >> 1;
-  flipped[mid] = (flipped[mid] ?? 0) ^ 0xff;
+  const at = b.corrupt === 'last' ? flipped.length - 1 : flipped.length >> 1;
+  flipped[at] = (flipped[at] ?? 0) ^ 0xff;
   return flipped;
 }
 
@@ -51,12 +57,14 @@ export async function sendScripted(res: ServerResponse, bytes: Buffer, b: BlobBe
       sent = stop;
       if (sent === half) await atHalf();
       if (sent === cutAt) {
-        res.destroy();
+        if (b.reset) res.socket?.resetAndDestroy();
+        else res.destroy();
         return 'cut';
       }
       if (sent === stallAt) return 'stalled';
     }
   }
-  res.end();
+  if (b.lyingLength) res.socket?.end();
+  else res.end();
   return 'sent';
 }

@@ -292,7 +292,8 @@ export class MiniUpstream extends EventEmitter {
     if (scripted(this.corrupt)) b.corrupt = true;
     if (scripted(this.cut)) b.cutAtPercent ??= 50;
     const bytes = scriptedBytes(blob, b);
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'docker-content-digest': digest });
+    const length = b.noLength ? {} : { 'content-length': b.lyingLength ? blob.length : bytes.length };
+    res.writeHead(200, { 'content-type': 'application/octet-stream', ...length, 'docker-content-digest': digest });
     if (req.method === 'HEAD') return void res.end();
     const outcome = await sendScripted(res, bytes, b, async () => {
       this.emit('half', line);
