@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { closeServer, json, write } from './http-server.js';
 import { scriptedBytes, sendScripted, type BlobBehaviour } from './mini-blob.js';
 import { miniImage, type MiniImage } from './mini-image.js';
+import { referrersIndex, tagPage } from './mini-lists.js';
 import { MediaType, sha256 } from '../kit/oci.js';
 
 export { miniImage, type MiniImage } from './mini-image.js';
@@ -250,22 +251,14 @@ export class MiniUpstream extends EventEmitter {
   private tagsList(name: string, url: URL, res: ServerResponse): void {
     const all = this.tags(name);
     if (all.length === 0) return json(res, 404, unknown('NAME_UNKNOWN'));
-    const last = url.searchParams.get('last');
-    const n = Math.min(Number(url.searchParams.get('n') ?? this.tagPageSize) || this.tagPageSize, this.tagPageSize);
-    const after = last === null ? all : all.filter((t) => t > last);
-    const page = after.slice(0, n);
-    if (page.length < after.length) res.setHeader('link', `</v2/${name}/tags/list?n=${n}&last=${encodeURIComponent(page.at(-1) ?? '')}>; rel="next"`);
-    json(res, 200, { name, tags: page });
+    const { tags, link } = tagPage(name, all, url.searchParams, this.tagPageSize);
+    if (link) res.setHeader('link', link);
+    json(res, 200, { name, tags });
   }
 
-  /** The OCI referrers API: an index of the repository's manifests whose subject is `digest`. */
   private referrers(name: string, digest: string, res: ServerResponse): void {
-    const manifests = [...this.manifests.entries()]
-      .filter(([k]) => k.startsWith(`${name}:sha256:`))
-      .map(([, body]) => ({ body, doc: JSON.parse(body.toString('utf8')) as { mediaType?: string; artifactType?: string; subject?: { digest?: string } } }))
-      .filter(({ doc }) => doc.subject?.digest === digest)
-      .map(({ body, doc }) => ({ mediaType: doc.mediaType ?? MediaType.ociManifest, digest: sha256(body), size: body.length, ...(doc.artifactType ? { artifactType: doc.artifactType } : {}) }));
-    const body = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests });
+    const bodies = [...this.manifests.entries()].filter(([k]) => k.startsWith(`${name}:sha256:`)).map(([, body]) => body);
+    const body = referrersIndex(bodies, digest);
     res.writeHead(200, { 'content-type': MediaType.ociIndex, 'content-length': Buffer.byteLength(body) }).end(body);
   }
 
