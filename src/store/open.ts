@@ -1,7 +1,8 @@
 // The one storage factory: blobs, metadata, state documents and leases from config, for the server and every
 // CLI command alike — the fs layout by default, blobs on S3 and/or metadata in PostgreSQL when configured.
 import { mkdir } from 'node:fs/promises';
-import type { Config, PostgresConfig, S3StorageConfig } from '../config/config.js';
+import type { BlobCacheConfig, Config, PostgresConfig, S3StorageConfig } from '../config/config.js';
+import { CachedBlobBackend } from './cache/blobs.js';
 import { FsBlobBackend } from './fs/blobs.js';
 import { FsLayout } from './fs/layout.js';
 import { FsMetadataStore } from './fs/metadata.js';
@@ -9,11 +10,11 @@ import { fsStateDocuments } from './fs/state.js';
 import { LocalSpoolArea } from './local/spool.js';
 import { MemoryBlobBackend, MemoryBlobs } from './memory/blobs.js';
 import { MemoryMetadata, MemoryMetadataStore } from './memory/metadata.js';
-import { LOCAL_LEASES, type BlobBackend, type MetadataStore, type StateDocuments } from './ports.js';
+import { LOCAL_LEASES, type BlobBackend, type BlobNotices, type MetadataStore, type StateDocuments } from './ports.js';
 import { Store, type StoreLimits } from './store.js';
 
 /** The part of the config the store is built from (a whole Config will do). */
-export type StoreConfig = Pick<Config, 'storage'> & Partial<Pick<Config, 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3' | 'postgres'>>;
+export type StoreConfig = Pick<Config, 'storage'> & Partial<Pick<Config, 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3' | 'storageCache' | 'postgres'>>;
 
 export interface OpenStoreOptions {
   /** A server follows the other replicas' changes (LISTEN); a CLI command does not. Default true. */
@@ -29,12 +30,15 @@ export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): 
   const spools = await LocalSpoolArea.open(paths.spoolsDir);
   let store: Store | undefined;
   const onGone = (digest: string): void => store?.forget(digest);
+  let meta: MetadataStore | undefined;
   try {
-    const blobs = cfg.s3 ? await openS3(cfg.s3, spools) : await FsBlobBackend.open(paths, spools, { onGone });
-    const meta = cfg.postgres ? await openPostgres(cfg.postgres, opts.follow) : await openFsMetadata(paths, spools);
+    meta = cfg.postgres ? await openPostgres(cfg.postgres, opts.follow) : await openFsMetadata(paths, spools);
+    let blobs = cfg.s3 ? await openS3(cfg.s3, spools) : await FsBlobBackend.open(paths, spools, { onGone });
+    if (cfg.s3 && cfg.storageCache) blobs = await openCache(blobs, cfg.storageCache, meta.blobNotices, onGone);
     const leases = meta.leases ?? LOCAL_LEASES;
     store = new Store({ root: cfg.storage, blobs, meta, leases }, { maxBytes: cfg.storageMaxBytes, maxBlobBytes: cfg.storageMaxBlobBytes });
   } catch (e) {
+    await meta?.close?.();
     await spools.close();
     throw e;
   }
@@ -84,6 +88,17 @@ async function openFsMetadata(paths: FsLayout, spools: LocalSpoolArea): Promise<
 async function openS3(c: S3StorageConfig, spools: LocalSpoolArea): Promise<BlobBackend> {
   const [{ S3BlobBackend }, { s3Client }] = await Promise.all([import('./s3/blobs.js'), import('./s3/client.js')]);
   return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix }, spools);
+}
+
+/** The local blob cache in front of the object store; other replicas' removals reach it as notices. */
+async function openCache(inner: BlobBackend, c: BlobCacheConfig, notices: BlobNotices | undefined, onGone: (digest: string) => void): Promise<BlobBackend> {
+  const cache = await CachedBlobBackend.open(inner, { path: c.path, maxBytes: c.maxBytes, ...(notices ? { announceGone: notices.announceGone } : {}) });
+  notices?.onGone((digest) => {
+    if (digest === '') return cache.suspectAll();
+    cache.forget(digest);
+    onGone(digest);
+  });
+  return cache;
 }
 
 async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Promise<MetadataStore> {

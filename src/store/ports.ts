@@ -160,8 +160,17 @@ export interface MetadataStore {
   readonly state: StateDocuments;
   /** One download per digest across every process sharing this store, when the store can tell (a database). */
   readonly leases?: FlightLeases;
+  /** Blob removals told to every replica (a database), so each drops its local cached copy. */
+  readonly blobNotices?: BlobNotices;
   /** Releases connections; fs has none. */
   close?(): Promise<void>;
+}
+
+/** Who removed a blob tells the others; each replica's local blob cache (store/cache/) listens. */
+export interface BlobNotices {
+  announceGone(digest: string): Promise<void>;
+  /** `digest` is '' when notices may have been missed (the connection dropped): the listener rechecks what it holds. */
+  onGone(handler: (digest: string) => void): () => void;
 }
 
 // ─── FlightLeases: the cross-process half of single flight (the in-process half is mirror/flight.ts) ─────────

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { LRUCache } from 'lru-cache';
 import type { PostgresConfig } from '../../config/config.js';
 import type { Descriptor } from '../../oci/manifest.js';
-import type { FlightLeases, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
+import type { BlobNotices, FlightLeases, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
 import { referrerDescriptor, subjectOf } from '../referrers.js';
 import { PgLeases } from './leases.js';
 import { migrate } from './migrations.js';
@@ -52,6 +52,13 @@ export class PgMetadataStore implements MetadataStore {
     return this.notes.replica;
   }
   private readonly offMeta: () => void;
+  /** gc or verify --repair removed a blob: every replica drops its cached copy (store/cache/) at once. */
+  readonly blobNotices: BlobNotices = {
+    announceGone: async (digest) => {
+      await this.pool.query('SELECT pg_notify($1, $2)', [CHANNELS.blobs, digest]);
+    },
+    onGone: (handler) => this.notes.on(CHANNELS.blobs, handler),
+  };
 
   private constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, leasePool: pg.Pool, location: string) {
     this.state = pgStateDocuments(pool, notes, location);

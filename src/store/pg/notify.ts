@@ -5,7 +5,7 @@ import pg from 'pg';
 
 type Handler = (payload: string) => void;
 
-export const CHANNELS = { allowlist: 'sluice_allowlist', applied: 'sluice_applied', window: 'sluice_window', meta: 'sluice_meta' } as const;
+export const CHANNELS = { allowlist: 'sluice_allowlist', applied: 'sluice_applied', window: 'sluice_window', meta: 'sluice_meta', blobs: 'sluice_blobs' } as const;
 
 /** The application_name of a replica's LISTEN session: PostgreSQL's own list of the replicas alive now. */
 export const LISTENER_PREFIX = 'sluice-listen-';
