@@ -4,6 +4,7 @@
 import { walkGraph, type GraphSource } from '../oci/graph.js';
 import { isDigest } from '../oci/reference.js';
 import { signatureSubject } from '../policy/allowlist.js';
+import type { GcLedger } from '../store/ports.js';
 import type { Store } from '../store/store.js';
 import { NO_GC_METRICS, type GcMetrics } from '../metrics/ports.js';
 
@@ -34,7 +35,7 @@ export interface GcReport {
   /** Blobs removed (or, in a dry run, that would be). */
   swept: Array<{ digest: string; sizeBytes: number }>;
   sweptBytes: number;
-  /** Unmarked blobs spared because they were committed or asked for within gcGrace. */
+  /** Unmarked blobs spared: committed or asked for within gcGrace, or (shared database) found unreferenced less than gcGrace ago. */
   spared: number;
   /** `host/name:tag` of tags removed because what they point at went. */
   tagsRemoved: string[];
@@ -43,7 +44,17 @@ export interface GcReport {
 /** How often the mark is redone when the allowlist changes under it before gc gives up for this run. */
 const MAX_MARKS = 3;
 
+/**
+ * With a shared database, one replica sweeps at a time, and a blob goes only once it has been unreferenced for
+ * longer than the grace by the database's clock (its first run marks it), so no replica's clock can cut it short.
+ */
 export async function collectGarbage(store: Store, rules: RetentionRules, opts: GcOptions): Promise<GcReport> {
+  const ledger = store.meta.gcLedger;
+  if (!ledger) return collect(store, rules, opts, undefined);
+  return ledger.exclusive(() => collect(store, rules, opts, ledger));
+}
+
+async function collect(store: Store, rules: RetentionRules, opts: GcOptions, ledger: GcLedger | undefined): Promise<GcReport> {
   const now = opts.now ?? Date.now;
   const startedMs = now();
   const since = startedMs - opts.graceMs;
@@ -56,6 +67,11 @@ export async function collectGarbage(store: Store, rules: RetentionRules, opts: 
     ({ candidates, spared } = await unmarked(store, marked, since));
     if (rules.version === version) break;
     if (attempt === MAX_MARKS) throw new Error('the allowlist kept changing during garbage collection; nothing was removed, run it again');
+  }
+  if (ledger) {
+    const ripe = await ledger.ripe(candidates.map((c) => c.digest), opts.graceMs, !(opts.dryRun ?? false));
+    spared += candidates.filter((c) => !ripe.has(c.digest)).length;
+    candidates = candidates.filter((c) => ripe.has(c.digest));
   }
   const report: GcReport = {
     startedAt: new Date(startedMs).toISOString(), finishedAt: '', dryRun: opts.dryRun ?? false,

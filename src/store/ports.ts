@@ -160,10 +160,26 @@ export interface MetadataStore {
   readonly state: StateDocuments;
   /** One download per digest across every process sharing this store, when the store can tell (a database). */
   readonly leases?: FlightLeases;
+  /** gc's cluster-wide lock and its marks on the shared clock (a database); absent: one process runs gc. */
+  readonly gcLedger?: GcLedger;
   /** Blob removals told to every replica (a database), so each drops its local cached copy. */
   readonly blobNotices?: BlobNotices;
   /** Releases connections; fs has none. */
   close?(): Promise<void>;
+}
+
+/**
+ * What gc shares across replicas: one sweep at a time, and when each blob was first found unreferenced by the
+ * database's clock, so it goes only once that is longer ago than the grace — whichever replica's clock runs fast.
+ */
+export interface GcLedger {
+  /** Runs `sweep` holding the cluster-wide gc lock; rejects at once (naming why) when another process holds it. */
+  exclusive<T>(sweep: () => Promise<T>): Promise<T>;
+  /**
+   * Records `unreferenced` as marked now unless marked already, forgets every other mark (referenced again, used,
+   * or gone), and returns those marked at least `graceMs` ago. `record: false` (a dry run) only reads.
+   */
+  ripe(unreferenced: string[], graceMs: number, record: boolean): Promise<Set<string>>;
 }
 
 /** Who removed a blob tells the others; each replica's local blob cache (store/cache/) listens. */

@@ -7,8 +7,9 @@ import pg from 'pg';
 import { LRUCache } from 'lru-cache';
 import type { PostgresConfig } from '../../config/config.js';
 import type { Descriptor } from '../../oci/manifest.js';
-import type { BlobNotices, FlightLeases, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
+import type { BlobNotices, FlightLeases, GcLedger, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
 import { referrerDescriptor, subjectOf } from '../referrers.js';
+import { PgGcLedger } from './gc-ledger.js';
 import { PgLeases } from './leases.js';
 import { migrate } from './migrations.js';
 
@@ -46,6 +47,7 @@ export class PgMetadataStore implements MetadataStore {
   private changes = 0;
   readonly state: StateDocuments;
   readonly leases: FlightLeases;
+  readonly gcLedger: GcLedger;
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
   /** Tells our own notifications from the others'. */
   private get replica(): string {
@@ -63,6 +65,7 @@ export class PgMetadataStore implements MetadataStore {
   private constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, leasePool: pg.Pool, location: string) {
     this.state = pgStateDocuments(pool, notes, location);
     this.leases = new PgLeases(leasePool);
+    this.gcLedger = new PgGcLedger(pool);
     this.offMeta = notes.on(CHANNELS.meta, (from) => {
       if (from !== this.replica) this.invalidate();
     });

@@ -43,6 +43,11 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: str
       host text NOT NULL, name text NOT NULL, tag text NOT NULL, digest text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (host, name, tag, digest));`,
   },
+  {
+    version: 4,
+    name: 'gc marks (a blob goes once unreferenced for longer than the grace, by the database clock)',
+    sql: 'CREATE TABLE gc_marks (digest text PRIMARY KEY, marked_at timestamptz NOT NULL DEFAULT now());',
+  },
 ];
 
 /** Applies every migration not yet applied; returns the versions applied now. */
