@@ -4,7 +4,6 @@
 import { walkGraph, type GraphSource } from '../oci/graph.js';
 import { isDigest } from '../oci/reference.js';
 import { signatureSubject } from '../policy/allowlist.js';
-import type { GcLedger } from '../store/ports.js';
 import type { Store } from '../store/store.js';
 import { NO_GC_METRICS, type GcMetrics } from '../metrics/ports.js';
 
@@ -24,6 +23,10 @@ export interface GcOptions {
   /** Nothing committed or asked for within this long before the run is swept (config `gcGrace`). */
   graceMs: number;
   now?: () => number;
+  /** How long a run waits for commits under way (imports, syncs, pulls tagging) before giving up; default 10 min. */
+  commitWaitMs?: number;
+  /** Called once when the run has to wait for commits under way. */
+  onWaitingForCommits?: () => void;
 }
 
 export interface GcReport {
@@ -44,17 +47,19 @@ export interface GcReport {
 /** How often the mark is redone when the allowlist changes under it before gc gives up for this run. */
 const MAX_MARKS = 3;
 
+const COMMIT_WAIT_MS = 10 * 60 * 1000;
+
 /**
- * With a shared database, one replica sweeps at a time, and a blob goes only once it has been unreferenced for
- * longer than the grace by the database's clock (its first run marks it), so no replica's clock can cut it short.
+ * A real run marks and sweeps holding the store's commit gate alone (store/commit-gate.ts): what an import, a sync
+ * or a pull in any process or replica is committing is either fully in the mark or not begun until the sweep ends.
+ * A dry run changes nothing and takes no gate.
  */
 export async function collectGarbage(store: Store, rules: RetentionRules, opts: GcOptions): Promise<GcReport> {
-  const ledger = store.meta.gcLedger;
-  if (!ledger) return collect(store, rules, opts, undefined);
-  return ledger.exclusive(() => collect(store, rules, opts, ledger));
+  if (opts.dryRun) return markAndSweep(store, rules, opts);
+  return store.commits.exclusive(opts.commitWaitMs ?? COMMIT_WAIT_MS, () => markAndSweep(store, rules, opts), opts.onWaitingForCommits);
 }
 
-async function collect(store: Store, rules: RetentionRules, opts: GcOptions, ledger: GcLedger | undefined): Promise<GcReport> {
+async function markAndSweep(store: Store, rules: RetentionRules, opts: GcOptions): Promise<GcReport> {
   const now = opts.now ?? Date.now;
   const startedMs = now();
   const since = startedMs - opts.graceMs;
@@ -68,6 +73,8 @@ async function collect(store: Store, rules: RetentionRules, opts: GcOptions, led
     if (rules.version === version) break;
     if (attempt === MAX_MARKS) throw new Error('the allowlist kept changing during garbage collection; nothing was removed, run it again');
   }
+  // With a shared database a blob goes only once unreferenced for longer than the grace by the database's clock.
+  const ledger = store.meta.gcLedger;
   if (ledger) {
     const ripe = await ledger.ripe(candidates.map((c) => c.digest), opts.graceMs, !(opts.dryRun ?? false));
     spared += candidates.filter((c) => !ripe.has(c.digest)).length;
@@ -160,7 +167,8 @@ async function sweep(store: Store, candidates: Array<{ digest: string; sizeBytes
 }
 
 async function unlinkAll(store: Store, going: Set<string>, report: GcReport): Promise<void> {
-  for (const { host, name } of await store.repositories()) {
+  // Blob links alone make a repository too (a blob fetched by digest, or confirmed by its upstream).
+  for (const { host, name } of await store.repositories({ blobLinks: true })) {
     for (const tag of await store.listTags(host, name)) {
       const d = await store.getTag(host, name, tag);
       if (d && going.has(d) && (await store.meta.deleteTag(host, name, tag))) report.tagsRemoved.push(`${host}/${name}:${tag}`);

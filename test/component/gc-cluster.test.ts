@@ -1,5 +1,5 @@
-// gc across replicas on the real object store (Ceph RGW) and PostgreSQL: one sweep at a time cluster-wide, and a
-// blob goes only once it has been unreferenced for longer than gcGrace by the database's clock, not a replica's.
+// gc across replicas on the real object store (Ceph RGW) and PostgreSQL: a blob goes only once it has been
+// unreferenced for longer than gcGrace by the database's clock, not by the clock of the replica that runs gc.
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -33,7 +33,7 @@ describe.skipIf(!ok)('gc across replicas (RGW + PostgreSQL)', () => {
     dir = await mkdtemp(join(tmpdir(), 'sluice-gc-cluster-'));
     bucket = await freshBucket();
     db = await freshDatabase();
-    const cfg = (name: string): Parameters<typeof openStore>[0] => ({ storage: join(dir, name), s3: s3Config(bucket.bucket), postgres: { url: db.url, poolSize: 2 } });
+    const cfg = (name: string): Parameters<typeof openStore>[0] => ({ storage: join(dir, name), s3: s3Config(bucket.bucket), postgres: { url: db.url, poolSize: 2, connectTimeoutMs: 5000, queryTimeoutMs: 10_000, freshnessMs: 10_000 } });
     a = await openStore(cfg('a'));
     b = await openStore(cfg('b'));
   });
@@ -64,17 +64,5 @@ describe.skipIf(!ok)('gc across replicas (RGW + PostgreSQL)', () => {
     const second = await collectGarbage(b, rules, { keep: 2, graceMs: HOUR, now: () => Date.now() + 2 * HOUR });
     expect(second.swept.map((s) => s.digest)).toEqual([digest]);
     expect(await a.blobs.stat(digest)).toBeUndefined();
-  });
-
-  test('one sweep at a time across replicas: gc on a second replica while one runs is refused and removes nothing', async () => {
-    const digest = await put(a, Buffer.from('another unreferenced layer'));
-    const rules = await Allowlist.open(a.meta.state.allowlist);
-    const ledger = a.meta.gcLedger;
-    expect(ledger).toBeDefined();
-    await ledger?.exclusive(async () => {
-      await expect(collectGarbage(b, rules, { keep: 2, graceMs: 0 })).rejects.toThrow('garbage collection is running on another replica');
-      expect(await b.blobs.stat(digest)).toBeDefined();
-    });
-    expect((await collectGarbage(b, rules, { keep: 2, graceMs: 0 })).swept.map((s) => s.digest)).toEqual([digest]);
   });
 });

@@ -250,7 +250,7 @@ describe.skipIf(!okPg)('the local blob cache across replicas (RGW + PostgreSQL)'
       storage: join(dir, name),
       s3: { ...s3Config(bucket.bucket), endpoint: proxy.url },
       storageCache: { path: join(dir, name, 'cache'), maxBytes: 64 * MiB },
-      postgres: { url: db.url, poolSize: 2 },
+      postgres: { url: db.url, poolSize: 2, connectTimeoutMs: 5000, queryTimeoutMs: 10_000, freshnessMs: 10_000 },
     });
     const a = await openStore(cfg('a'));
     const b = await openStore(cfg('b'));

@@ -45,6 +45,11 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: str
   },
   {
     version: 4,
+    name: 'manual window revision (replicas acknowledge each change)',
+    sql: 'ALTER TABLE manual_window ADD COLUMN revision bigint NOT NULL DEFAULT 0;',
+  },
+  {
+    version: 5,
     name: 'gc marks (a blob goes once unreferenced for longer than the grace, by the database clock)',
     sql: 'CREATE TABLE gc_marks (digest text PRIMARY KEY, marked_at timestamptz NOT NULL DEFAULT now());',
   },
