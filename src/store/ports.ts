@@ -58,7 +58,11 @@ export interface BlobBackend {
   read(digest: string, range: ByteRange): Promise<Readable | undefined>;
   /** A whole (small) blob in one read, or undefined: manifests and configs. */
   readAll(digest: string): Promise<Buffer | undefined>;
-  /** Optional fast path for the HTTP layer: a descriptor the pooled sender reads and closes; an object store has none. */
+  /**
+   * Optional fast path for the HTTP layer: a descriptor the pooled sender reads and closes; an object store has none.
+   * Undefined: no descriptor here — gone, or not held as a file (a blob cache that cannot keep it): the caller
+   * then streams with `read`, which tells the two apart.
+   */
   openFd?(digest: string): Promise<number | undefined>;
   /** A new spool; refused (INSUFFICIENT_STORAGE) up front when `expectBytes` cannot fit. */
   createSpool(expectBytes?: number): Promise<Spool>;

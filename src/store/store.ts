@@ -60,7 +60,8 @@ export class Store {
 
   /**
    * The HTTP layer's fast path when the backend has one: an open descriptor on a committed blob, or undefined when
-   * it has gone. The backend's own function, so a cache hit costs no extra call.
+   * there is none here (gone, or a cached backend cannot keep it: stream it with openBlob, which tells which).
+   * The backend's own function, so a cache hit costs no extra call.
    */
   readonly openFd: ((digest: string) => Promise<number | undefined>) | undefined;
 
