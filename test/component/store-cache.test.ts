@@ -123,6 +123,15 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     expect(JSON.stringify(proxy.counts)).toBe(afterFill);
   });
 
+  test('the replica that committed a blob keeps a copy from its verified spool: its GETs make no object-store GET', async () => {
+    const cache = await openCache(16 * MiB);
+    const gets = proxy.gets();
+    const digest = await put(cache, body(3 * MiB, 7));
+    expect(sha(readFd((await cache.openFd(digest)) as number))).toBe(digest);
+    expect(proxy.gets()).toBe(gets);
+    expect(cache.counts.fills).toBe(1);
+  });
+
   test('many clients asking for one cold blob cause one download', async () => {
     const digest = await put(s3, body(5 * MiB, 2));
     const cache = await openCache(16 * MiB);

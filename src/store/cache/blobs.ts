@@ -4,6 +4,7 @@ import { close, createReadStream, readFile } from 'node:fs';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { BlobBackend, BlobStat, BlobUsage, ByteRange, Spool, VerifiedSpool } from '../ports.js';
+import { LocalSpool } from '../local/spool.js';
 import { CacheFiles } from './files.js';
 
 const STREAM_CHUNK = 1024 * 1024;
@@ -13,6 +14,12 @@ export interface BlobCacheOptions {
   maxBytes: number;
   /** Tells the other replicas a blob went (gc, verify --repair), so they drop their copies; none on one replica. */
   announceGone?: (digest: string) => Promise<void>;
+}
+
+/** A local file said to hold a blob's bytes (a committed spool): copied in, and verified like a download. */
+interface LocalCopy {
+  path: string;
+  sizeBytes: number;
 }
 
 interface Entry {
@@ -130,25 +137,28 @@ export class CachedBlobBackend implements BlobBackend {
     return undefined;
   }
 
-  private filled(digest: string): Promise<Entry | undefined> {
+  private filled(digest: string, from?: LocalCopy): Promise<Entry | undefined> {
     let flight = this.flights.get(digest);
     if (!flight) {
-      flight = this.fill(digest).finally(() => this.flights.delete(digest));
+      flight = this.fill(digest, from).finally(() => this.flights.delete(digest));
       this.flights.set(digest, flight);
     }
     return flight;
   }
 
-  /** Reserves the size (evicting the least recently used), then downloads, verifies and renames into place. */
-  private async fill(digest: string): Promise<Entry | undefined> {
-    const s = await this.inner.stat(digest);
+  /**
+   * Reserves the size (evicting the least recently used), then downloads (or copies a local file of the same
+   * bytes), verifies and renames into place.
+   */
+  private async fill(digest: string, from?: LocalCopy): Promise<Entry | undefined> {
+    const s = from ?? (await this.inner.stat(digest));
     if (!s || s.sizeBytes > this.opts.maxBytes) return undefined;
     const e: Entry = { sizeBytes: s.sizeBytes, ready: false, abort: new AbortController(), suspect: false };
     this.entries.set(digest, e);
     if (this.entries.peek(digest) !== e) return undefined;
     try {
       await Promise.all(this.removing);
-      const body = await this.inner.read(digest, { start: 0, end: s.sizeBytes - 1 });
+      const body = from ? createReadStream(from.path, { highWaterMark: STREAM_CHUNK }) : await this.inner.read(digest, { start: 0, end: s.sizeBytes - 1 });
       if (!body) throw new Error(`${digest} left the object store`);
       await this.files.fill(digest, s.sizeBytes, body, e.abort?.signal ?? new AbortController().signal);
     } catch {
@@ -196,8 +206,15 @@ export class CachedBlobBackend implements BlobBackend {
     return this.inner.createSpool(expectBytes);
   }
 
-  commit(verified: VerifiedSpool): Promise<void> {
-    return this.inner.commit(verified);
+  /**
+   * The replica that downloaded a blob keeps a copy at once, from its verified spool (hashed again on the way in),
+   * so its next GET makes no object-store request. In the background: the commit does not wait for the copy.
+   */
+  async commit(verified: VerifiedSpool): Promise<void> {
+    await this.inner.commit(verified);
+    const path = verified.spool instanceof LocalSpool ? verified.spool.path : undefined;
+    if (path === undefined || this.entries.has(verified.digest) || this.flights.has(verified.digest)) return;
+    void this.filled(verified.digest, { path, sizeBytes: verified.sizeBytes });
   }
 
   async delete(digest: string): Promise<boolean> {
