@@ -36,8 +36,8 @@ export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): 
   let meta: MetadataStore | undefined;
   try {
     meta = cfg.postgres ? await openPostgres(cfg.postgres, opts.follow) : await openFsMetadata(paths, spools);
-    let blobs = cfg.s3 ? await openS3(cfg.s3, spools) : await FsBlobBackend.open(paths, spools, { onGone });
-    if (cfg.s3 && cfg.storageCache) blobs = await openCache(blobs, cfg.storageCache, meta.blobNotices, onGone);
+    const blobs = cfg.s3 ? await openCache(await openS3(cfg.s3, spools), cfg.storageCache, opts.follow) : await FsBlobBackend.open(paths, spools, { onGone });
+    followRemovals(meta.blobNotices, blobs, onGone);
     const leases = meta.leases ?? LOCAL_LEASES;
     const commitLocks = meta.commitLocks ?? new FsCommitLocks(paths.commitsDir);
     store = new Store({ root: cfg.storage, blobs, meta, leases, commitLocks }, { maxBytes: cfg.storageMaxBytes, maxBlobBytes: cfg.storageMaxBlobBytes });
@@ -95,15 +95,23 @@ async function openS3(c: S3StorageConfig, spools: LocalSpoolArea): Promise<BlobB
   return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix, endpoint: c.endpoint ?? `AWS S3 ${c.region}` }, spools);
 }
 
-/** The local blob cache in front of the object store; other replicas' removals reach it as notices. */
-async function openCache(inner: BlobBackend, c: BlobCacheConfig, notices: BlobNotices | undefined, onGone: (digest: string) => void): Promise<BlobBackend> {
-  const cache = await CachedBlobBackend.open(inner, { path: c.path, maxBytes: c.maxBytes, ...(notices ? { announceGone: notices.announceGone } : {}) });
+/**
+ * A server's local blob cache in front of the object store. A CLI command opens none: it would read the
+ * replica's copies instead of the bucket (verify) and share a folder one server owns.
+ */
+async function openCache(inner: BlobBackend, c: BlobCacheConfig | undefined, follow: boolean | undefined): Promise<BlobBackend> {
+  if (!c || follow === false) return inner;
+  return CachedBlobBackend.open(inner, { path: c.path, maxBytes: c.maxBytes });
+}
+
+/** Another replica removed a blob (gc, verify --repair): forget it, and drop the local copy. '' = notices were missed. */
+function followRemovals(notices: BlobNotices | undefined, blobs: BlobBackend, forget: (digest: string) => void): void {
+  const cache = blobs instanceof CachedBlobBackend ? blobs : undefined;
   notices?.onGone((digest) => {
-    if (digest === '') return cache.suspectAll();
-    cache.forget(digest);
-    onGone(digest);
+    if (digest === '') return cache?.suspectAll();
+    cache?.forget(digest);
+    forget(digest);
   });
-  return cache;
 }
 
 async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Promise<MetadataStore> {

@@ -170,6 +170,8 @@ export class Store {
   async quarantine(digest: string): Promise<string> {
     const dest = await this.blobs.quarantine(digest);
     this.forget(digest);
+    // The other replicas forget it too, and drop their cached copies (store/cache/).
+    await this.meta.blobNotices?.announceGone(digest);
     return dest;
   }
 
@@ -182,6 +184,7 @@ export class Store {
     await this.meta.deleteManifestType(digest);
     this.forget(digest);
     this.touched.delete(digest);
+    await this.meta.blobNotices?.announceGone(digest);
     return gone;
   }
 

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, readSync } from 'node:fs';
-import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
@@ -130,6 +130,21 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     expect(sha(readFd((await cache.openFd(digest)) as number))).toBe(digest);
     expect(proxy.gets()).toBe(gets);
     expect(cache.counts.fills).toBe(1);
+  });
+
+  test('a CLI command opens no cache: it reads the bucket itself and leaves the server\'s fills alone', async () => {
+    const fill = join(cacheDir(), 'filling', 'a-fill-of-the-running-server');
+    await mkdir(join(cacheDir(), 'filling'), { recursive: true });
+    await writeFile(fill, 'partial');
+    const cfg = { storage: join(dir, 'cli'), s3: { ...s3Config(bucket.bucket), endpoint: proxy.url }, storageCache: { path: cacheDir(), maxBytes: 16 * MiB } };
+    const cli = await openStore(cfg, { follow: false });
+    try {
+      expect(cli.openFd).toBeUndefined();
+      expect(cli.blobs).not.toBeInstanceOf(CachedBlobBackend);
+      expect(existsSync(fill)).toBe(true);
+    } finally {
+      await cli.close();
+    }
   });
 
   test('many clients asking for one cold blob cause one download', async () => {

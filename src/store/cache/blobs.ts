@@ -12,8 +12,6 @@ const STREAM_CHUNK = 1024 * 1024;
 export interface BlobCacheOptions {
   path: string;
   maxBytes: number;
-  /** Tells the other replicas a blob went (gc, verify --repair), so they drop their copies; none on one replica. */
-  announceGone?: (digest: string) => Promise<void>;
 }
 
 /** A local file said to hold a blob's bytes (a committed spool): copied in, and verified like a download. */
@@ -217,18 +215,15 @@ export class CachedBlobBackend implements BlobBackend {
     void this.filled(verified.digest, { path, sizeBytes: verified.sizeBytes });
   }
 
-  async delete(digest: string): Promise<boolean> {
+  /** The other replicas are told by the store (Store.deleteBlob: BlobNotices), and drop their copies. */
+  delete(digest: string): Promise<boolean> {
     this.forget(digest);
-    const gone = await this.inner.delete(digest);
-    await this.opts.announceGone?.(digest);
-    return gone;
+    return this.inner.delete(digest);
   }
 
-  async quarantine(digest: string): Promise<string> {
+  quarantine(digest: string): Promise<string> {
     this.forget(digest);
-    const dest = await this.inner.quarantine(digest);
-    await this.opts.announceGone?.(digest);
-    return dest;
+    return this.inner.quarantine(digest);
   }
 
   list(): AsyncIterable<string> {
