@@ -16,6 +16,7 @@ import { S3BlobBackend } from '../../src/store/s3/blobs.js';
 import { s3Client } from '../../src/store/s3/client.js';
 import type { BlobBackend } from '../../src/store/ports.js';
 import { blobBackendConformance } from '../helpers/conformance/blob-backend.js';
+import { s3UnderTest } from '../helpers/s3-under-test.js';
 import { countingProxy, type CountingProxy } from '../helpers/counting-proxy.js';
 import { freshBucket, freshDatabase, requireServices, s3Config } from '../helpers/services.js';
 import { MiB, sha256 } from '../kit/oci.js';
@@ -55,23 +56,8 @@ async function bytesOnDisk(dir: string): Promise<number> {
 }
 
 if (ok) {
-  blobBackendConformance('s3 behind the local blob cache', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'sluice-conformance-cache-'));
-    const bucket = await freshBucket();
-    const open = async (): Promise<CachedBlobBackend> => CachedBlobBackend.open(
-      await S3BlobBackend.open(bucket.client, { bucket: bucket.bucket, prefix: 'store/' }, await LocalSpoolArea.open(join(dir, 'spools'))),
-      { path: join(dir, 'cache'), maxBytes: 64 * MiB },
-    );
-    const backend = await open();
-    return {
-      backend,
-      reopen: open,
-      dispose: async () => {
-        await bucket.remove();
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  });
+  blobBackendConformance('s3 behind the local blob cache', () =>
+    s3UnderTest(async (s3, dir) => CachedBlobBackend.open(s3, { path: join(dir, 'cache'), maxBytes: 64 * MiB })));
 }
 
 describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy', () => {

@@ -10,6 +10,7 @@ import { Ingest } from '../../src/store/ingest.js';
 import { LocalSpoolArea } from '../../src/store/local/spool.js';
 import { S3BlobBackend } from '../../src/store/s3/blobs.js';
 import { blobBackendConformance } from '../helpers/conformance/blob-backend.js';
+import { s3UnderTest } from '../helpers/s3-under-test.js';
 import { freshBucket, requireServices } from '../helpers/services.js';
 import { MiB, sha256 } from '../kit/oci.js';
 
@@ -22,20 +23,7 @@ async function drain(s: Readable | undefined): Promise<Buffer> {
 }
 
 if (ok) {
-  blobBackendConformance('s3', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'sluice-conformance-s3-'));
-    const bucket = await freshBucket();
-    const open = async (): Promise<S3BlobBackend> => S3BlobBackend.open(bucket.client, { bucket: bucket.bucket, prefix: 'store/' }, await LocalSpoolArea.open(dir));
-    const backend = await open();
-    return {
-      backend,
-      reopen: open,
-      dispose: async () => {
-        await bucket.remove();
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  });
+  blobBackendConformance('s3', () => s3UnderTest());
 }
 
 describe.skipIf(!ok)('S3BlobBackend on the real RGW: multipart', () => {
