@@ -23,6 +23,7 @@ export const CONFIG_KEYS = {
       tls: leaves('ca'),
       ...leaves('requestTimeout', 'connectTimeout', 'maxAttempts'),
     },
+    cache: leaves('path', 'maxBytes'),
   },
   database: { postgres: leaves('url', 'host', 'port', 'user', 'passwordFile', 'database', 'poolSize', 'connectTimeout', 'queryTimeout', 'freshness') },
   defaultUpstream: null,

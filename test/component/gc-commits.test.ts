@@ -13,8 +13,8 @@ import { openStore } from '../../src/store/open.js';
 import { buildLayoutOf, blobPath, type TestImage } from '../helpers/images.js';
 import { freePort } from '../helpers/registry.js';
 import { runSluice, SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
+import { KiB, MediaType } from '../kit/oci.js';
 
-const KiB = 1024;
 /** Every tag is kept; nothing else is: an image whose tag is not set yet is all garbage. */
 const KEEP_TAGS: RetentionRules = {
   version: 0,
@@ -168,7 +168,7 @@ describe('gc in a loop while syncs and pulls commit', () => {
         p.catch((e: unknown) => void problems.push(`${what}: ${String(e)}`));
       const pull = async (img: (typeof images)[number]): Promise<void> => {
         const signal = AbortSignal.timeout(20_000);
-        const m = await fetch(`${s.url}/v2/ghcr.io/${img.name}/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' }, signal });
+        const m = await fetch(`${s.url}/v2/ghcr.io/${img.name}/manifests/v1`, { headers: { accept: MediaType.ociManifest }, signal });
         if (m.status !== 200) return void problems.push(`pull ${img.name}: manifest ${m.status}`);
         await m.arrayBuffer();
         for (const d of img.digests.slice(1)) {

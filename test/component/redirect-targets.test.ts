@@ -3,26 +3,12 @@
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RegistryError } from '../../src/oci/errors.js';
-import { Upstream, type UpstreamOptions } from '../../src/upstream/client.js';
-import { MiniUpstream } from '../helpers/mini-upstream.js';
+import { upstreamFixtures } from '../helpers/upstream-fixtures.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { seededBytes } from '../kit/oci.js';
 
-const started: MiniUpstream[] = [];
-const clients: Upstream[] = [];
+const { mini, client } = upstreamFixtures();
 const sluices: InProcessSluice[] = [];
-
-async function mini(): Promise<MiniUpstream> {
-  const m = await new MiniUpstream().start();
-  started.push(m);
-  return m;
-}
-
-function client(reg: MiniUpstream, opts: Partial<UpstreamOptions> = {}): Upstream {
-  const u = new Upstream({ host: 'reg.test', url: reg.url, connectTimeoutMs: 2000, idleTimeoutMs: 5000, ...opts });
-  clients.push(u);
-  return u;
-}
 
 async function read(p: Promise<{ body: AsyncIterable<Uint8Array> }>): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -32,8 +18,6 @@ async function read(p: Promise<{ body: AsyncIterable<Uint8Array> }>): Promise<Bu
 
 afterEach(async () => {
   await Promise.all(sluices.splice(0).map((s) => s.close()));
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-  await Promise.all(started.splice(0).map((m) => m.stop()));
 });
 
 describe('redirect targets on internal addresses', () => {

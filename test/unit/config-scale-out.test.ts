@@ -1,20 +1,12 @@
 // The scale-out config keys: storage.s3 (+ storage.path) and database.postgres, their defaults, paths resolved
 // against the config file's folder, and every problem reported with its key path.
 import { describe, expect, it } from 'vitest';
-import { ConfigError, validateConfig } from '../../src/config/config.js';
+import { validateConfig } from '../../src/config/config.js';
+import { CONFIG_FILE as FILE, configProblems } from '../helpers/config-problems.js';
 
-const FILE = '/etc/sluice/sluice.yaml';
 const BASE = { upstreams: { 'docker.io': { url: 'https://registry-1.docker.io' } } };
 
-function problems(doc: Record<string, unknown>): string[] {
-  try {
-    validateConfig({ ...BASE, ...doc }, FILE);
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+const problems = (doc: Record<string, unknown>): string[] => configProblems({ ...BASE, ...doc });
 
 describe('config: storage.s3 and database.postgres', () => {
   it('a folder stays the whole store; no database means metadata beside it', () => {
@@ -80,5 +72,16 @@ describe('config: storage.s3 and database.postgres', () => {
     expect(problems({ storage: { s3: {} } })).toContain('storage.s3.bucket: is required');
     expect(problems({ database: { mysql: {} } })).toContain('database: must be a mapping with postgres');
     expect(problems({ database: { postgres: {} } })).toContain('database.postgres: give url, or host (with port, user, passwordFile, database)');
+  });
+
+  it('storage.cache: path (resolved) and maxBytes, beside s3 only, every problem named', () => {
+    const c = validateConfig({ ...BASE, storage: { s3: { bucket: 'mirror' }, cache: { path: 'cache', maxBytes: '2GiB' } } }, FILE);
+    expect(c.storageCache).toEqual({ path: '/etc/sluice/cache', maxBytes: 2 * 1024 ** 3 });
+    expect(validateConfig({ ...BASE, storage: { s3: { bucket: 'mirror' } } }, FILE).storageCache).toBeUndefined();
+    expect(problems({ storage: { path: './data', cache: { path: 'c', maxBytes: '1GiB' } } })).toEqual(['storage.cache: only with storage.s3 (blobs on the filesystem are local already)']);
+    expect(problems({ storage: { s3: { bucket: 'mirror' }, cache: { size: 1 } } })).toEqual(expect.arrayContaining([
+      'storage.cache.size: unknown key', 'storage.cache.path: is required', 'storage.cache.maxBytes: is required (e.g. 50GiB)',
+    ]));
+    expect(problems({ storage: { s3: { bucket: 'mirror' }, cache: '/var/cache' } })).toEqual(['storage.cache: must be a mapping with path and maxBytes']);
   });
 });
