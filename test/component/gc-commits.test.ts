@@ -2,14 +2,14 @@
 // says "imported" holds every blob of its image, verified, however gc runs beside it (in process, as `sluice gc`).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectGarbage, type GcReport, type RetentionRules } from '../../src/jobs/gc.js';
 import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
-import { openStore } from '../../src/store/open.js';
+import { openMemoryStore, openStore } from '../../src/store/open.js';
 import { buildLayoutOf, blobPath, type TestImage } from '../helpers/images.js';
 import { freePort } from '../helpers/registry.js';
 import { runSluice, SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
@@ -80,6 +80,41 @@ describe('gc and an import committing in the same process', () => {
       expect(await store.getTag('ghcr.io', 'race/img', 'v1')).toBe(image.digest);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('gc between an import\'s checks and its commit', () => {
+  it('an import that takes a manifest from the store (the source leaves it out) does not tag it once gc removed it', async () => {
+    const store = openMemoryStore();
+    const partialDir = join(dir, 'partial-layout');
+    try {
+      // A first import stores and links the image; the tag then goes, so the whole image is garbage.
+      expect((await importPath(store, layoutDir)).failed).toEqual([]);
+      await store.meta.deleteTag('ghcr.io', 'race/img', 'v1');
+      // A second source leaves the manifest out (as a `--since` bundle would): it is taken from the store.
+      await cp(layoutDir, partialDir, { recursive: true });
+      await rm(blobPath(partialDir, image.digest));
+      const commit = store.commits.commit.bind(store.commits);
+      let swept: string[] = [];
+      store.commits.commit = async <T>(fn: () => Promise<T>): Promise<T> => {
+        // A whole gc runs after the import checked what the store holds, before it enters the commit gate.
+        swept = (await collectGarbage(store, KEEP_TAGS, { keep: 2, graceMs: 0, now: () => Date.now() + 60_000 })).swept.map((b) => b.digest);
+        return commit(fn);
+      };
+      const result = await importPath(store, partialDir);
+      expect(swept).toContain(image.digest);
+      if (result.failed.length === 0) {
+        // Said "imported": the tag's manifest and every blob of the image must be there.
+        expect(await store.getTag('ghcr.io', 'race/img', 'v1')).toBe(image.digest);
+        expect(await store.getManifest(image.digest)).toBeDefined();
+        expect(await incomplete(store)).toEqual([]);
+      } else {
+        expect(await store.getTag('ghcr.io', 'race/img', 'v1')).toBeUndefined();
+      }
+    } finally {
+      await store.close();
+      await rm(partialDir, { recursive: true, force: true });
     }
   });
 });
