@@ -8,10 +8,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectGarbage, type GcReport, type RetentionRules } from '../../src/jobs/gc.js';
 import { importPath } from '../../src/jobs/importer.js';
+import { loadSiteKey } from '../../src/jobs/site-key.js';
+import { SiteSigner } from '../../src/jobs/site-signer.js';
 import { Store } from '../../src/store/store.js';
 import { openMemoryStore, openStore } from '../../src/store/open.js';
 import { buildLayoutOf, blobPath, type TestImage } from '../helpers/images.js';
 import { freePort } from '../helpers/registry.js';
+import { newKey } from '../helpers/cosign.js';
 import { runSluice, SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
 
 const KiB = 1024;
@@ -115,6 +118,46 @@ describe('gc between an import\'s checks and its commit', () => {
     } finally {
       await store.close();
       await rm(partialDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gc and a site signature being written', () => {
+  it('a gc started while a signature is written waits for it: every signature tagged or linked holds all its blobs', async () => {
+    const store = openMemoryStore();
+    try {
+      expect((await importPath(store, layoutDir)).failed).toEqual([]);
+      const keyFile = join(dir, 'site.key');
+      await writeFile(keyFile, newKey().privatePem, { mode: 0o600 });
+      const signer = new SiteSigner(store, await loadSiteKey(keyFile), 'allowlist', []);
+      const putManifest = store.putManifest.bind(store);
+      let gc: Promise<GcReport | Error> | undefined;
+      // Once the first signature's blobs are stored and before its manifest is, a gc starts: its blobs are garbage yet.
+      store.putManifest = async (...args: Parameters<Store['putManifest']>) => {
+        if (!gc) {
+          let waiting!: () => void;
+          const waits = new Promise<void>((resolve) => (waiting = resolve));
+          gc = collectGarbage(store, KEEP_TAGS, { keep: 2, graceMs: 0, now: () => Date.now() + 60_000, onWaitingForCommits: waiting }).catch((e: Error) => e);
+          await Promise.race([gc, waits]);
+        }
+        return putManifest(...args);
+      };
+      const signing = await signer.signImage('ghcr.io', 'race/img', image.digest);
+      expect(signing.manifests.map((m) => m.state)).toEqual(['signed']);
+      expect(await gc).not.toBeInstanceOf(Error);
+      const lacking: string[] = [];
+      for (const d of await store.linkedManifests('ghcr.io', 'race/img')) {
+        const m = await store.getManifest(d);
+        if (!m) {
+          lacking.push(`manifest ${d}`);
+          continue;
+        }
+        const doc = JSON.parse(m.body.toString()) as { config?: { digest: string }; layers?: Array<{ digest: string }> };
+        for (const b of [...(doc.config ? [doc.config] : []), ...(doc.layers ?? [])]) if (!(await store.blobs.stat(b.digest))) lacking.push(`${b.digest} of ${d}`);
+      }
+      expect(lacking).toEqual([]);
+    } finally {
+      await store.close();
     }
   });
 });
