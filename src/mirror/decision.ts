@@ -11,7 +11,8 @@ import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Policy } from './mirror.js';
 import type { Store } from '../store/store.js';
 import type { ClosedKind } from './access.js';
-import { UpstreamReach, type TargetKind, type UpstreamView } from './upstream-reach.js';
+import type { UpstreamAccess } from './upstream-access.js';
+import { UpstreamReach, type TargetKind } from './upstream-reach.js';
 
 const MAX_REACHABLE = 50_000;
 const MAX_DEPTH = 4;
@@ -28,30 +29,29 @@ interface Reach {
 export class AllowlistPolicy implements Policy {
   // Bounded: keys come from request paths, though only names some rule could allow get this far.
   private readonly reach = new LRUCache<string, Reach>({ max: 2_000 });
-  private upstream: { reach: UpstreamReach; view: UpstreamView } | undefined;
+  /** Digests decided from the upstream's tags in a window. */
+  private readonly upstreamReach: UpstreamReach;
 
   constructor(
     private readonly allowlist: Allowlist,
     private readonly store: Store,
+    private readonly access: UpstreamAccess,
     private readonly denied?: DeniedLog,
-  ) {}
-
-  /** Lets digests be decided from the upstream's tags in a window (the mirror lends its tag cache). */
-  useUpstream(view: UpstreamView, tagTtlMs: number): void {
-    this.upstream = { reach: new UpstreamReach(view, this.store, tagTtlMs), view };
+  ) {
+    this.upstreamReach = new UpstreamReach(access, store, access.tagTtlMs);
   }
 
   async checkTag(host: string, name: string, tag: string, client?: string): Promise<void> {
     const verdict = await this.tagVerdict(host, name, tag);
     if (verdict === 'yes') return;
-    if (verdict === 'unknown') throw this.closed('MANIFEST_UNKNOWN', host, name, { name, tag });
+    if (verdict === 'unknown') throw this.closed('MANIFEST_UNKNOWN', { name, tag });
     throw this.deny(host, name, `:${tag}`, client);
   }
 
   async checkDigest(host: string, name: string, digest: string, client?: string, miss: ClosedKind = 'MANIFEST_UNKNOWN'): Promise<void> {
     const verdict = await this.digestVerdict(host, name, digest, miss === 'BLOB_UNKNOWN' ? 'blob' : 'manifest');
     if (verdict === 'yes') return;
-    if (verdict === 'unknown') throw this.closed(miss, host, name, { name, digest });
+    if (verdict === 'unknown') throw this.closed(miss, { name, digest });
     throw this.deny(host, name, `@${digest}`, client);
   }
 
@@ -93,9 +93,9 @@ export class AllowlistPolicy implements Policy {
   /** The store could not place the digest: in a window ask the upstream's tags; outside, only a full store says no. */
   private async fromRuleTags(host: string, name: string, digest: string, kind: TargetKind): Promise<Verdict> {
     const rules = this.allowlist.namedTags(host, name);
-    if (!this.upstream || (rules.exact.size === 0 && rules.patterns.length === 0)) return 'no';
-    if (this.upstream.reach.open) {
-      return (await this.upstream.reach.reachable(host, name, digest, kind, rules, this.allowlist.version)) ? 'yes' : 'no';
+    if (rules.exact.size === 0 && rules.patterns.length === 0) return 'no';
+    if (this.access.isOpen()) {
+      return (await this.upstreamReach.reachable(host, name, digest, kind, rules, this.allowlist.version)) ? 'yes' : 'no';
     }
     if (rules.patterns.length > 0) return 'unknown';
     for (const tag of rules.exact) if (!(await this.store.getTag(host, name, tag))) return 'unknown';
@@ -142,9 +142,8 @@ export class AllowlistPolicy implements Policy {
     return new Set(graph.nodes.map((n) => n.digest));
   }
 
-  private closed(kind: ClosedKind, host: string, name: string, detail: Record<string, string>): RegistryError {
-    const view = this.upstream?.view;
-    return view ? view.closed(kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', detail) : new RegistryError(kind, 'not cached', { host, ...detail });
+  private closed(kind: ClosedKind, detail: Record<string, string>): RegistryError {
+    return this.access.closed(kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', detail);
   }
 
   private deny(host: string, name: string, reference: string, client?: string): RegistryError {

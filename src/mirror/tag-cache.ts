@@ -5,14 +5,11 @@ import { RegistryError } from '../oci/errors.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { isDigest } from '../oci/reference.js';
 import type { Store, StoredManifest } from '../store/store.js';
-import type { Upstream } from '../upstream/client.js';
-import type { WindowState } from '../window/state.js';
-import { closedError } from './access.js';
+import type { UpstreamGate } from './access.js';
 
 export interface TagCacheDeps {
   store: Store;
-  window: WindowState;
-  upstream: (host: string) => Upstream;
+  gate: UpstreamGate;
   fetchManifest: (host: string, name: string, reference: string) => Promise<StoredManifest>;
   ttlMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
@@ -45,10 +42,10 @@ export class TagCache {
 
   async resolve(host: string, name: string, tag: string, note?: FetchNote): Promise<string> {
     const { store, log } = this.d;
-    if (!this.d.window.isOpen()) {
+    if (!this.d.gate.isOpen()) {
       const known = await store.getTag(host, name, tag);
       if (known) return known;
-      throw closedError(this.d.window, 'MANIFEST_UNKNOWN', 'manifest', { name, tag });
+      throw this.d.gate.closed('MANIFEST_UNKNOWN', 'manifest', { name, tag });
     }
     try {
       const status: LRUCache.Status<string, Check> | undefined = note ? {} : undefined;
@@ -75,7 +72,7 @@ export class TagCache {
     const { store, fetchManifest } = this.d;
     const fetch = async (): Promise<Check> => ({ digest: (await fetchManifest(host, name, tag)).digest, fetched: true });
     if (!(await store.getTag(host, name, tag))) return fetch();
-    const head = await this.d.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
+    const head = await this.d.gate.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
     const known = head.digest && isDigest(head.digest) ? await store.getManifest(head.digest) : undefined;
     if (!known) return fetch();
     await store.linkManifest(host, name, known);

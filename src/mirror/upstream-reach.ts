@@ -8,7 +8,6 @@ import { isIndexType, MANIFEST_MEDIA_TYPES, type Descriptor } from '../oci/manif
 import { isDigest } from '../oci/reference.js';
 import type { TagRules } from '../policy/allowlist.js';
 import type { Store, StoredManifest } from '../store/store.js';
-import type { ClosedKind } from './access.js';
 
 /** At most this many tags of one repository are resolved upstream for one decision (exact rules first). */
 export const MAX_RESOLVED_TAGS = 100;
@@ -17,11 +16,9 @@ const RESOLVE_CONCURRENCY = 8;
 const MAX_DEPTH = 4;
 const MAX_NODES = 50_000;
 
-/** What the mirror lends the decision: its tag cache, a bounded tags/list, and manifest fetches. */
+/** What the decision asks of upstream access (upstream-access.ts): tag resolution, a bounded tags/list, manifest pulls. */
 export interface UpstreamView {
   isOpen(): boolean;
-  /** The closed-window miss every other miss outside a window gets. */
-  closed(kind: ClosedKind, what: string, detail: Record<string, string>): RegistryError;
   /** host/name:tag as the upstream has it now: coalesced, at most once per tagTtl; manifest and tag are stored. */
   resolveTag(host: string, name: string, tag: string): Promise<string>;
   /** The upstream's tags of host/name (every page, bounded). */
@@ -66,10 +63,6 @@ export class UpstreamReach {
       },
     });
     this.answers = new LRUCache<string, Answer>({ max: 20_000, ttl });
-  }
-
-  get open(): boolean {
-    return this.view.isOpen();
   }
 
   /**

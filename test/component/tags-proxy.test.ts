@@ -3,7 +3,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_UPSTREAM_TAG_PAGES } from '../../src/http/tags-proxy.js';
+import { MAX_UPSTREAM_TAG_PAGES } from '../../src/mirror/upstream-tags.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 
 interface Seen {

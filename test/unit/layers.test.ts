@@ -55,6 +55,24 @@ export function upwardEdges(files: Array<{ file: string; source: string }>): str
   return bad;
 }
 
+/** Edges forbidden although they point down: the registry routes reach content only through the mirror. */
+export const FORBIDDEN: ReadonlyArray<{ from: string; to: string; why: string }> = [
+  { from: 'http', to: 'store', why: 'routes get content from the mirror, never from the store' },
+];
+
+export function forbiddenEdges(files: Array<{ file: string; source: string }>): string[] {
+  const bad: string[] = [];
+  for (const { file, source } of files) {
+    const from = layerOf(file);
+    for (const spec of importsOf(source)) {
+      const target = resolve(dirname(file), spec.replace(/\.js$/, '.ts'));
+      const rule = FORBIDDEN.find((f) => f.from === from && f.to === layerOf(target));
+      if (rule) bad.push(`${relative(SRC, file)} → ${relative(SRC, target)} (${rule.why})`);
+    }
+  }
+  return bad;
+}
+
 describe('import direction in src/', () => {
   const files = modules(SRC).map((file) => ({ file, source: readFileSync(file, 'utf8') }));
 
@@ -74,5 +92,17 @@ describe('import direction in src/', () => {
     ]);
     expect(upwardEdges([{ file: join(SRC, 'http', 'routes.ts'), source: "export type { X } from '../oci/errors.js';" }])).toEqual([]);
     expect(upwardEdges([{ file, source: "const m = await import('../mirror/mirror.js');" }])).toHaveLength(1);
+  });
+
+  it('has no forbidden edge: http/ imports nothing from store/', () => {
+    expect(forbiddenEdges(files)).toEqual([]);
+  });
+
+  it('catches a forbidden edge (the rule itself can fail)', () => {
+    const file = join(SRC, 'http', 'routes.ts');
+    expect(forbiddenEdges([{ file, source: "import type { Store } from '../store/store.js';\n" }])).toEqual([
+      'http/routes.ts → store/store.ts (routes get content from the mirror, never from the store)',
+    ]);
+    expect(forbiddenEdges([{ file, source: "import type { Mirror } from '../mirror/mirror.js';\n" }])).toEqual([]);
   });
 });
