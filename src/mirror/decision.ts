@@ -6,8 +6,7 @@ import { signatureSubject } from '../policy/allowlist.js';
 import type { DeniedLog } from '../policy/denied.js';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
-import { isDigest } from '../oci/reference.js';
-import { walkGraph, type GraphSource } from '../oci/graph.js';
+import { reachableFrom, repositoryGraph } from '../oci/repository-graph.js';
 import type { Policy } from './mirror.js';
 import type { Store } from '../store/store.js';
 import type { ClosedKind } from './access.js';
@@ -125,21 +124,8 @@ export class AllowlistPolicy implements Policy {
   }
 
   /** Digests reachable from `roots` through the stored manifests, referrers and signature tags of this repository. */
-  private async walk(host: string, name: string, roots: string[]): Promise<Set<string>> {
-    const source: GraphSource = {
-      manifest: (digest) => this.store.getManifest(digest),
-      referrers: (digest) => this.store.referrers(host, name, digest),
-      tag: (tag) => this.store.getTag(host, name, tag),
-    };
-    // Only sha256 children can be stored or asked for; anything else an upstream wrote is skipped, not fatal.
-    const graph = await walkGraph(source, roots, {
-      children: 'all',
-      follow: (child) => isDigest(child.digest),
-      signatures: 'all',
-      maxDepth: MAX_DEPTH,
-      maxNodes: MAX_REACHABLE,
-    });
-    return new Set(graph.nodes.map((n) => n.digest));
+  private walk(host: string, name: string, roots: string[]): Promise<Set<string>> {
+    return reachableFrom(repositoryGraph(this.store, host, name), roots, { maxDepth: MAX_DEPTH, maxNodes: MAX_REACHABLE });
   }
 
   private closed(kind: ClosedKind, detail: Record<string, string>): RegistryError {

@@ -4,6 +4,7 @@
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
+import { repositoryGraph } from '../oci/repository-graph.js';
 import { isIndexType, MANIFEST_MEDIA_TYPES, type Descriptor } from '../oci/manifest.js';
 import { isDigest } from '../oci/reference.js';
 import type { TagRules } from '../policy/allowlist.js';
@@ -123,11 +124,8 @@ export class UpstreamReach {
 
   /** Walks from `root` (store first, upstream for an absent manifest) until `target` is met. */
   private async walkFinds(host: string, name: string, root: string, target: Target, failures: unknown[]): Promise<boolean> {
-    const source: GraphSource = {
-      manifest: (d) => this.manifest(host, name, d, failures),
-      referrers: (d) => this.store.referrers(host, name, d),
-      tag: (t) => this.store.getTag(host, name, t),
-    };
+    // The repository's graph as the store has it, with absent manifests fetched upstream.
+    const source: GraphSource = { ...repositoryGraph(this.store, host, name), manifest: (d) => this.manifest(host, name, d, failures) };
     const meet = (d: string): void => {
       if (d === target.digest) throw new Found();
     };
