@@ -66,7 +66,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const { store, allowlist, denied, window, windowWritten, stopFollowing } = await openState(config, opts.now);
   const metrics = observedMetrics(config, { store, allowlist, denied, window }, opts.now);
   const life = { stopping: false };
-  const upstreams = upstreamPool(config, windowGate(window, life), metrics);
+  // Redirects to sluice's own listeners are refused: where they are bound is read when a redirect comes.
+  const servers: FastifyInstance[] = [];
+  const upstreams = upstreamPool(config, windowGate(window, life), metrics, () => listenerAddresses(config, servers));
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
   if (config.requestLog) logRequests(registry, opts.requestLog ?? ((entry) => registry.log.info(entry, 'request')));
@@ -86,6 +88,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc });
   const metricsListener = config.metrics ? newFastify(opts.logger ?? false, undefined, 'admin') : undefined;
   if (metricsListener) await registerMetricsListener(metricsListener, metrics);
+  servers.push(registry, admin, ...(metricsListener ? [metricsListener] : []));
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
   const stopGcSchedule = config.gc.everyMs ? gc.schedule(config.gc.everyMs, log) : () => undefined;
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
@@ -98,6 +101,16 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     stopAborts();
   };
   return { ...app, close: (deadlineMs = Date.now()) => closeApp(app, life, stopWatching, windowWritten, deadlineMs) };
+}
+
+/** The configured listen addresses and, once listening, the bound ones (a port 0 becomes a real port). */
+function listenerAddresses(config: Config, servers: FastifyInstance[]): Array<{ host: string; port: number }> {
+  const configured = [config.listen, config.admin.listen, ...(config.metrics ? [config.metrics.listen] : [])];
+  const bound = servers.flatMap((s) => {
+    const a = s.server.address();
+    return a && typeof a === 'object' ? [{ host: a.address, port: a.port }] : [];
+  });
+  return [...configured, ...bound];
 }
 
 /** The metrics registry, its gauges reading the state opened for this app. */

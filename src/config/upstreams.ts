@@ -1,4 +1,4 @@
-// The `upstreams` section of the configuration: registry host → url, mirror, auth, tls and redirect hosts.
+// The `upstreams` section of the configuration: registry host → url, mirror, auth, tls, redirect hosts, token realms.
 import { canonicalHost, isValidHost } from '../oci/reference.js';
 import { bool, isObject, str } from './values.js';
 
@@ -9,8 +9,10 @@ export interface UpstreamConfig {
   mirror: boolean;
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify: boolean };
-  /** Hosts redirects may lead to (exact `host`, `host:port` or `*.domain`); absent: any host. */
+  /** Hosts redirects may lead to (exact `host`, `host:port` or `*.domain`); absent: any public host. */
   redirectHosts?: string[];
+  /** Token realm origins (scheme://host[:port]) allowed besides the upstream's own. */
+  tokenRealms?: string[];
 }
 
 /** The upstreams key that stands for every registry host (only as `mirror: true`). */
@@ -38,7 +40,7 @@ export function parseUpstreams(v: unknown, p: string[], path: (s: string) => str
 }
 
 function parseUpstream(host: string, spec: Record<string, unknown>, at: string, p: string[], path: (s: string) => string): UpstreamConfig {
-  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'mirror', 'redirectHosts'].includes(k)) p.push(`${at}.${k}: unknown key`);
+  for (const k of Object.keys(spec)) if (!['url', 'auth', 'tls', 'mirror', 'redirectHosts', 'tokenRealms'].includes(k)) p.push(`${at}.${k}: unknown key`);
   const url = str(spec.url, `${at}.url`, p);
   if (url && !/^https?:\/\/[^/]+/.test(url)) p.push(`${at}.url: must be an http:// or https:// URL`);
   const mirror = bool(spec.mirror ?? false, `${at}.mirror`, p);
@@ -56,6 +58,7 @@ function parseUpstream(host: string, spec: Record<string, unknown>, at: string, 
     }
   }
   if (spec.redirectHosts !== undefined) u.redirectHosts = parseRedirectHosts(spec.redirectHosts, `${at}.redirectHosts`, p);
+  if (spec.tokenRealms !== undefined) u.tokenRealms = parseTokenRealms(spec.tokenRealms, `${at}.tokenRealms`, p);
   return u;
 }
 
@@ -82,5 +85,26 @@ function parseRedirectHosts(v: unknown, at: string, p: string[]): string[] {
       return [];
     }
     return [host];
+  });
+}
+
+/** A list of origins (`https://auth.example`, `https://auth.example:8443`) the upstream's credentials may go to. */
+function parseTokenRealms(v: unknown, at: string, p: string[]): string[] {
+  if (!Array.isArray(v)) {
+    p.push(`${at}: must be a list of origins (e.g. [https://auth.example])`);
+    return [];
+  }
+  return v.flatMap((r, i) => {
+    let url: URL | undefined;
+    try {
+      url = typeof r === 'string' ? new URL(r) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || (url.pathname !== '/' && url.pathname !== '') || url.search || url.username) {
+      p.push(`${at}[${i}]: ${JSON.stringify(r)} is not an origin (scheme://host[:port], nothing after)`);
+      return [];
+    }
+    return [url.origin];
   });
 }

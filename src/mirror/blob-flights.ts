@@ -1,5 +1,5 @@
-// The one download per digest: a map entry set synchronously so concurrent callers share it, joined by other
-// repositories only when they are entitled to the blob, and cancelled at shutdown past the drain deadline.
+// The one download per digest: a map entry set synchronously so concurrent callers share it, waited on by other
+// repositories (served the verified blob) only when they are entitled to it, and cancelled at shutdown past the drain deadline.
 import { RegistryError } from '../oci/errors.js';
 import type { FlightLease, Store } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
@@ -38,8 +38,9 @@ export class BlobFlights {
 
   /**
    * The one flight for a digest (undefined: it committed meanwhile). A flight from another repository's upstream
-   * is joined only by a repository entitled to the blob itself, and its failure is not this repository's answer:
-   * it then starts (or joins) another attempt.
+   * is waited on only by a repository entitled to the blob itself, and never streamed to it: bytes its own
+   * upstream did not send may turn out corrupt, and would cut its response. It is served the blob once verified;
+   * when that download fails, it starts (or joins) another attempt.
    */
   async flightFor(host: string, name: string, digest: string): Promise<{ flight: Flight | undefined; own: boolean }> {
     for (let attempt = 1; attempt <= MAX_JOINS; attempt++) {
@@ -50,11 +51,9 @@ export class BlobFlights {
         return { flight: await entry.pending, own: true };
       }
       await this.d.entitlement.blob(host, name, digest);
-      const flight = await entry.pending.catch(() => null);
-      if (flight !== null) {
-        this.d.metrics.joined('blob');
-        return { flight, own: false };
-      }
+      this.d.metrics.joined('blob');
+      const committed = await entry.pending.then((f) => f?.done).then(() => true, () => false);
+      if (committed) return { flight: undefined, own: false };
     }
     return { flight: await this.start(host, name, digest), own: true };
   }

@@ -1,6 +1,6 @@
 // In a window, whether a digest is reachable from the tags a repository's rules name *as the upstream has them
 // now*: the tags are resolved upstream (bounded, coalesced, cached for tagTtl), then walked with the one graph
-// walker, manifests read from the store or fetched (and stored) when absent. Asked only when the store cannot tell.
+// walker, manifests read from the store or fetched (and stored, bounded) when absent; a "no" holds for tagTtl.
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
@@ -12,6 +12,11 @@ import type { Store, StoredManifest } from '../store/store.js';
 
 /** At most this many tags of one repository are resolved upstream for one decision (exact rules first). */
 export const MAX_RESOLVED_TAGS = 100;
+/**
+ * At most this many manifests are fetched upstream for one decision: an index of 10,000 entries must not cost
+ * 10,000 GETs for one request of a random digest. What lies beyond is not reached (the answer is "no").
+ */
+export const MAX_FETCHED_MANIFESTS = 100;
 /** Tags resolved upstream at once. */
 const RESOLVE_CONCURRENCY = 8;
 const MAX_DEPTH = 4;
@@ -44,9 +49,24 @@ interface Answer {
   yes: boolean;
 }
 
+/** Every digest one finished walk of a repository's rule tags met, for the allowlist version it was made under. */
+interface Walked {
+  version: number;
+  reached: Set<string>;
+}
+
+/** One decision's walk: what it met, and how many manifests it may still fetch. */
+interface Budget {
+  reached: Set<string>;
+  fetchesLeft: number;
+  failures: unknown[];
+}
+
 export class UpstreamReach {
   private readonly listings: LRUCache<string, string[]>;
   private readonly answers: LRUCache<string, Answer>;
+  /** Per repository and kind: a walk that found nothing answers every other digest too, until tagTtl passes. */
+  private readonly walked: LRUCache<string, Walked>;
   private readonly pending = new Map<string, Promise<boolean>>();
 
   constructor(
@@ -64,6 +84,7 @@ export class UpstreamReach {
       },
     });
     this.answers = new LRUCache<string, Answer>({ max: 20_000, ttl });
+    this.walked = new LRUCache<string, Walked>({ max: 2_000, maxSize: 1_000_000, sizeCalculation: (w) => w.reached.size + 1, ttl });
   }
 
   /**
@@ -77,9 +98,12 @@ export class UpstreamReach {
     const key = `${host}/${name}@${digest}\u0000${kind}`;
     const known = this.answers.get(key);
     if (known && known.version === version) return Promise.resolve(known.yes);
+    // A walk of this repository's rule tags that found nothing already met everything it could: no upstream request.
+    const walk = this.walked.get(`${host}/${name}\u0000${kind}`);
+    if (walk && walk.version === version) return Promise.resolve(walk.reached.has(digest));
     const running = this.pending.get(key);
     if (running) return running;
-    const p = this.decide(host, name, { digest, kind }, rules)
+    const p = this.decide(host, name, { digest, kind }, rules, version)
       .then((yes) => {
         this.answers.set(key, { version, yes });
         return yes;
@@ -89,8 +113,9 @@ export class UpstreamReach {
     return p;
   }
 
-  private async decide(host: string, name: string, target: Target, rules: TagRules): Promise<boolean> {
-    const failures: unknown[] = [];
+  private async decide(host: string, name: string, target: Target, rules: TagRules, version: number): Promise<boolean> {
+    const budget: Budget = { reached: new Set(), fetchesLeft: MAX_FETCHED_MANIFESTS, failures: [] };
+    const { failures } = budget;
     const tags = await this.tagsToResolve(host, name, rules, failures);
     for (let i = 0; i < tags.length; i += RESOLVE_CONCURRENCY) {
       const batch = tags.slice(i, i + RESOLVE_CONCURRENCY);
@@ -100,10 +125,11 @@ export class UpstreamReach {
           if (!isNotFound(r.reason)) failures.push(r.reason);
           continue;
         }
-        if (r.value === target.digest || (await this.walkFinds(host, name, r.value, target, failures))) return true;
+        if (r.value === target.digest || (await this.walkFinds(host, name, r.value, target, budget))) return true;
       }
     }
     if (failures.length > 0) throw failures[0];
+    this.walked.set(`${host}/${name}\u0000${target.kind}`, { version, reached: budget.reached });
     return false;
   }
 
@@ -122,13 +148,15 @@ export class UpstreamReach {
     return out.slice(0, MAX_RESOLVED_TAGS);
   }
 
-  /** Walks from `root` (store first, upstream for an absent manifest) until `target` is met. */
-  private async walkFinds(host: string, name: string, root: string, target: Target, failures: unknown[]): Promise<boolean> {
+  /** Walks from `root` (store first, upstream for an absent manifest, within the budget) until `target` is met. */
+  private async walkFinds(host: string, name: string, root: string, target: Target, budget: Budget): Promise<boolean> {
     // The repository's graph as the store has it, with absent manifests fetched upstream.
-    const source: GraphSource = { ...repositoryGraph(this.store, host, name), manifest: (d) => this.manifest(host, name, d, failures) };
+    const source: GraphSource = { ...repositoryGraph(this.store, host, name), manifest: (d) => this.manifest(host, name, d, budget) };
     const meet = (d: string): void => {
+      budget.reached.add(d);
       if (d === target.digest) throw new Found();
     };
+    meet(root);
     try {
       await walkGraph(source, [root], {
         children: 'all',
@@ -150,13 +178,14 @@ export class UpstreamReach {
     return false;
   }
 
-  private async manifest(host: string, name: string, digest: string, failures: unknown[]): Promise<StoredManifest | undefined> {
+  private async manifest(host: string, name: string, digest: string, budget: Budget): Promise<StoredManifest | undefined> {
     const stored = await this.store.getManifest(digest);
-    if (stored || !this.view.isOpen()) return stored;
+    if (stored || !this.view.isOpen() || budget.fetchesLeft <= 0) return stored;
+    budget.fetchesLeft--;
     try {
       return await this.view.pullManifest(host, name, digest);
     } catch (e) {
-      if (!isNotFound(e)) failures.push(e);
+      if (!isNotFound(e)) budget.failures.push(e);
       return undefined;
     }
   }

@@ -1,5 +1,6 @@
 // Authentication against one upstream registry: WWW-Authenticate challenge parsing, the rule that a token
-// realm must belong to the upstream, and the per-scope token cache with coalesced token requests.
+// realm's origin is the upstream's own or a configured one, per-scope challenges and tokens, coalesced token requests.
+import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 
 export type Challenge = { scheme: 'bearer'; realm: URL; service?: string } | { scheme: 'basic' } | { scheme: 'none' };
@@ -21,10 +22,18 @@ export interface Authorization {
  */
 export type TokenRequest = (url: URL, authorization: string | undefined, what: string) => Promise<unknown>;
 
+/** How many repositories' challenges are remembered (each is re-learnt with one unauthenticated request). */
+const MAX_SCOPES = 10_000;
+
 export class UpstreamAuth {
-  /** What the upstream last asked for; undefined until it has been asked (or probed). */
-  private current: Challenge | undefined;
-  private readonly tokens = new Map<string, { token: string; expiresAtMs: number }>();
+  /**
+   * What the upstream asked for, per repository: a registry may answer each scope with its own realm. The host's
+   * last answer (or the /v2/ probe's) stands in for a repository not yet asked. A challenge whose token request
+   * failed is forgotten, so the next request asks the upstream again rather than repeating the failure.
+   */
+  private readonly scoped = new LRUCache<string, Challenge>({ max: MAX_SCOPES });
+  private hint: Challenge | undefined;
+  private readonly tokens = new LRUCache<string, { token: string; expiresAtMs: number }>({ max: MAX_SCOPES });
   private readonly pendingTokens = new Map<string, Promise<string>>();
 
   constructor(
@@ -32,22 +41,26 @@ export class UpstreamAuth {
     private readonly base: URL,
     private readonly creds: Credentials | undefined,
     private readonly requestToken: TokenRequest,
+    /** Token realm origins allowed besides the upstream's own (`upstreams.<host>.tokenRealms`). */
+    private readonly realms: readonly string[] = [],
   ) {}
 
-  get challenge(): Challenge | undefined {
-    return this.current;
+  /** The challenge a request for `name` is sent with: its own, else the host's last one; undefined: not asked yet. */
+  challengeFor(name: string): Challenge | undefined {
+    return this.scoped.get(name) ?? this.hint;
   }
 
-  /** Records the upstream's answer to an unauthenticated request (401 challenge values, or none); true if it changed. */
-  learn(wwwAuthenticate: string[] | null): boolean {
-    const next: Challenge = wwwAuthenticate === null ? { scheme: 'none' } : parseChallenge(wwwAuthenticate, this.base, this.host);
-    const changed = JSON.stringify(next) !== JSON.stringify(this.current);
-    this.current = next;
-    return changed;
+  /** Records the upstream's answer to an unauthenticated request for `name` (401 challenge values, or none); true if it changed. */
+  learn(name: string | undefined, wwwAuthenticate: string[] | null): boolean {
+    const next: Challenge = wwwAuthenticate === null ? { scheme: 'none' } : parseChallenge(wwwAuthenticate, this.base, this.host, this.realms);
+    const before = name === undefined ? this.hint : this.challengeFor(name);
+    if (name !== undefined) this.scoped.set(name, next);
+    this.hint = next;
+    return JSON.stringify(next) !== JSON.stringify(before);
   }
 
   async authorize(name: string, refresh: boolean): Promise<Authorization> {
-    const c = this.current;
+    const c = this.challengeFor(name);
     if (!c || c.scheme === 'none') return { value: undefined, fresh: false };
     if (c.scheme === 'basic') {
       // Basic credentials never change, so a refusal of them is final: mark them fresh.
@@ -63,7 +76,23 @@ export class UpstreamAuth {
       pending = this.fetchToken(c, scope, key).finally(() => this.pendingTokens.delete(key));
       this.pendingTokens.set(key, pending);
     }
-    return { value: `Bearer ${await pending}`, fresh: true };
+    try {
+      return { value: `Bearer ${await pending}`, fresh: true };
+    } catch (e) {
+      this.forget(name, c);
+      throw e;
+    }
+  }
+
+  /** Whether `name` was sent with the host's stand-in challenge rather than one the upstream gave for it. */
+  isGuess(name: string): boolean {
+    return !this.scoped.has(name);
+  }
+
+  /** A challenge whose token request failed is not kept: the next request asks the upstream what it wants now. */
+  private forget(name: string, c: Challenge): void {
+    if (this.scoped.get(name) === c) this.scoped.delete(name);
+    if (this.hint === c) this.hint = undefined;
   }
 
   private async fetchToken(c: { realm: URL; service?: string }, scope: string, key: string): Promise<string> {
@@ -84,43 +113,58 @@ export class UpstreamAuth {
 }
 
 /** The challenge a 401 carries: Bearer (with a realm that belongs to the upstream) preferred over Basic. */
-export function parseChallenge(wwwAuthenticate: string[], base: URL, host: string): Challenge {
+export function parseChallenge(wwwAuthenticate: string[], base: URL, host: string, realms: readonly string[] = []): Challenge {
   const challenges = parseWwwAuthenticate(wwwAuthenticate);
   const bearer = challenges.find((c) => c.scheme === 'bearer');
   if (bearer) {
     const realm = bearer.params.realm;
     if (!realm) throw failed(host, `its Bearer challenge has no realm`);
-    return { scheme: 'bearer', realm: checkRealm(realm, base, host), ...(bearer.params.service !== undefined ? { service: bearer.params.service } : {}) };
+    return { scheme: 'bearer', realm: checkRealm(realm, base, host, realms), ...(bearer.params.service !== undefined ? { service: bearer.params.service } : {}) };
   }
   if (challenges.some((c) => c.scheme === 'basic')) return { scheme: 'basic' };
   throw failed(host, `it answered 401 without a Bearer or Basic challenge`);
 }
 
+/** Docker Hub's token service, known without configuration for the upstream https://registry-1.docker.io. */
+const KNOWN_REALMS: Readonly<Record<string, string>> = { 'https://registry-1.docker.io': 'https://auth.docker.io' };
+
 /**
- * Credentials go to the token realm, so it must belong to the upstream: the same host name, or the
- * upstream's parent domain (its name minus the first label, when it has three or more labels) or a
- * subdomain of that. registry-1.docker.io → auth.docker.io and registry.gitlab.com → gitlab.com pass;
- * another domain or IP address does not, nor plain http when the upstream is https. Without the public
- * suffix list, foo.github.io would accept bar.github.io: configure such upstreams knowingly.
+ * Credentials go to the token realm, so its origin (scheme, host and port) must be the upstream's own, one of
+ * `realms` (upstreams.<host>.tokenRealms), or Docker Hub's https://auth.docker.io for https://registry-1.docker.io.
+ * Another port of the same host is another service, and gets nothing.
  */
-export function checkRealm(realm: string, base: URL, host: string): URL {
+export function checkRealm(realm: string, base: URL, host: string, realms: readonly string[] = []): URL {
   let url: URL;
   try {
     url = new URL(realm);
   } catch {
     throw failed(host, `its token realm ${JSON.stringify(realm)} is not a URL`);
   }
-  const upstreamHost = base.hostname.toLowerCase();
-  const realmHost = url.hostname.toLowerCase();
-  const labels = upstreamHost.split('.');
-  const isIp = /^[\d.]+$/.test(upstreamHost) || upstreamHost.includes(':');
-  const parent = !isIp && labels.length >= 3 ? labels.slice(1).join('.') : upstreamHost;
-  const hostOk = realmHost === upstreamHost || realmHost === parent || (!isIp && realmHost.endsWith(`.${parent}`));
-  const schemeOk = url.protocol === 'https:' || (url.protocol === 'http:' && base.protocol === 'http:');
-  if (!hostOk || !schemeOk) {
-    throw failed(host, `refusing its token realm ${url.origin}: a realm must be on ${upstreamHost} or ${parent}${schemeOk ? '' : ' over https'}`);
+  const allowed = [base.origin, ...realms.map(originOf), KNOWN_REALMS[base.origin]].filter((o): o is string => o !== undefined);
+  if (!allowed.includes(url.origin)) {
+    throw failed(host, `refusing its token realm ${url.origin}: a realm must be the upstream's own origin (${base.origin}) or listed in upstreams.${host}.tokenRealms`);
   }
   return url;
+}
+
+/** The host names of configured token realm origins. */
+export function realmHosts(realms: readonly string[] | undefined): string[] {
+  return (realms ?? []).flatMap((r) => {
+    try {
+      return [new URL(r).hostname];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** `https://auth.example` or `https://auth.example:8443/anything` → its origin; anything else never matches. */
+function originOf(s: string): string | undefined {
+  try {
+    return new URL(s).origin;
+  } catch {
+    return undefined;
+  }
 }
 
 export function basicAuthorization(creds: Credentials): string {

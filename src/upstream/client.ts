@@ -5,8 +5,8 @@ import { RegistryError, type ErrorKind } from '../oci/errors.js';
 import { isDescriptor, type Descriptor } from '../oci/manifest.js';
 import { checkDigestShape, checkName, checkRef, refSuffix } from './arguments.js';
 import { digestOf, mediaTypeOf, nextLastOf, withAuth } from './response-fields.js';
-import { UpstreamAuth, type Authorization } from './auth.js';
-import { isRecord, needsCredentials, refused, statusError, tokenRefused, type UpstreamIdentity } from './errors.js';
+import { realmHosts, UpstreamAuth, type Authorization } from './auth.js';
+import { isRecord, needsCredentials, refused, statusError, tokenRefused, upstreamFailed, type UpstreamIdentity } from './errors.js';
 import { header, headerAll, lengthOf, Transport, type Headers, type Response } from './transport.js';
 import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
 
@@ -35,8 +35,15 @@ export interface UpstreamOptions {
    * throws when none may. Requests in flight when it closes are aborted via abortInFlight(), blob downloads excepted.
    */
   gate?: (what: string) => void;
-  /** Where redirects may lead besides the upstream's own host (blob storage, a Factory's registry); undefined: anywhere. */
+  /**
+   * Where redirects may lead besides the upstream's own host (blob storage, a Factory's registry); undefined: any
+   * public host. Loopback, link-local and sluice's own listeners only when named here.
+   */
   redirectHosts?: readonly string[];
+  /** Where sluice itself listens now; redirects there are refused unless named exactly in redirectHosts. */
+  listeners?: () => ReadonlyArray<{ host: string; port: number }>;
+  /** Token realm origins allowed besides the upstream's own (e.g. https://auth.example). */
+  tokenRealms?: readonly string[];
   /** This host's request, byte and error counters (metrics/); none counted when absent. */
   metrics?: UpstreamMetrics;
 }
@@ -84,8 +91,8 @@ export class Upstream {
     this.label = this.mirror ? `${opts.host} (via mirror ${base.host})` : opts.host;
     this.identity = { host: this.label, dockerHub: opts.dockerHub, hasAuth: opts.auth !== undefined };
     const ns = this.mirror ? opts.host : undefined;
-    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, redirectHosts: opts.redirectHosts, metrics: this.metrics });
-    this.auth = new UpstreamAuth(opts.host, base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what));
+    this.http = new Transport({ host: this.label, base, ns, tls: opts.tls, connectTimeoutMs: opts.connectTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, gate: opts.gate, redirectHosts: opts.redirectHosts, listeners: opts.listeners, tokenRealmHosts: realmHosts(opts.tokenRealms), metrics: this.metrics });
+    this.auth = new UpstreamAuth(opts.host, base, opts.auth, (url, authorization, what) => this.requestToken(url, authorization, what), opts.tokenRealms);
   }
 
   /** Every HTTP request made, redirect hops and token requests included. */
@@ -197,10 +204,10 @@ export class Upstream {
   /** The Authorization value for a pull of `name` (undefined when anonymous), probing GET /v2/ once if needed. */
   async authorizationFor(name: string): Promise<string | undefined> {
     checkName(name);
-    if (!this.auth.challenge) {
+    if (!this.auth.challengeFor(name)) {
       const res = await this.http.send('GET', this.http.urlFor('/'), {}, this.http.abortable(), 'API version check');
       res.body.resume();
-      this.auth.learn(res.statusCode === 401 ? headerAll(res, 'www-authenticate') : null);
+      this.auth.learn(undefined, res.statusCode === 401 && !this.http.redirectTarget(res) ? headerAll(res, 'www-authenticate') : null);
     }
     return (await this.auth.authorize(name, false)).value;
   }
@@ -218,17 +225,25 @@ export class Upstream {
   /** Sends with what we know of the challenge, and on a 401 learns it, authenticates and retries once. */
   private async call(c: Call): Promise<Response> {
     const url = this.http.urlFor(c.path);
-    let auth: Authorization = this.auth.challenge ? await this.auth.authorize(c.name, false) : { value: undefined, fresh: false };
+    let auth = await this.knownAuthorization(c.name);
     const signal = c.keepOnClose ? c.signal : this.http.abortable(c.signal);
     let res = await this.http.send(c.method, url, withAuth(c.headers, auth.value), signal, c.what);
-    if (res.statusCode === 401) {
+    if (res.statusCode === 401 && !this.http.redirectTarget(res)) {
       res.body.resume();
-      const sameChallenge = !this.auth.learn(headerAll(res, 'www-authenticate'));
+      const sameChallenge = !this.auth.learn(c.name, headerAll(res, 'www-authenticate'));
       // A token just issued that is refused again will not get better by asking for another one.
       if (auth.value !== undefined && sameChallenge && auth.fresh) throw refused(this.identity, c.what, res.statusCode);
       auth = await this.auth.authorize(c.name, true);
-      if (auth.value === undefined) throw needsCredentials(this.host, c.what, this.auth.challenge?.scheme ?? 'basic');
+      if (auth.value === undefined) throw needsCredentials(this.host, c.what, this.auth.challengeFor(c.name)?.scheme ?? 'basic');
       res = await this.http.send(c.method, url, withAuth(c.headers, auth.value), signal, c.what);
+    }
+    const target = this.http.redirectTarget(res);
+    if (target && (res.statusCode === 401 || res.statusCode === 403)) {
+      // Blob storage a redirect led to (an expired signed URL, say): its challenge is not the upstream's to learn.
+      res.body.resume();
+      const e = upstreamFailed(this.label, `${c.what}: the redirect target ${target} refused it (HTTP ${res.statusCode})`);
+      this.metrics.error(e.code);
+      throw e;
     }
     if (res.statusCode === 403 && this.mirror) throw await this.mirrorRefused(res, c.what);
     if (res.statusCode === 401 || res.statusCode === 403) {
@@ -238,6 +253,21 @@ export class Upstream {
       throw e;
     }
     return res;
+  }
+
+  /**
+   * The Authorization a request starts with: none until the upstream has asked. When the host's stand-in
+   * challenge (learnt for another repository) yields no token, ask the upstream what this repository needs.
+   */
+  private async knownAuthorization(name: string): Promise<Authorization> {
+    if (!this.auth.challengeFor(name)) return { value: undefined, fresh: false };
+    const guess = this.auth.isGuess(name);
+    try {
+      return await this.auth.authorize(name, false);
+    } catch (e) {
+      if (guess) return { value: undefined, fresh: false };
+      throw e;
+    }
   }
 
   /** The mirror's allowlist refused: its own words are the useful ones (no credentials would help). */

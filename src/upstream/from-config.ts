@@ -5,13 +5,16 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { Upstream } from './client.js';
 import { UpstreamPool } from './pool.js';
 
+/** Where sluice listens now (registry, admin, metrics), for the redirect check: read when a redirect comes. */
+export type Listeners = () => ReadonlyArray<{ host: string; port: number }>;
+
 /** One client per configured host; an upstream `'*'` (a mirror) makes one per host asked for, on first use. */
-export function upstreamPool(config: Config, gate: (what: string) => void, metrics: Pick<Metrics, 'upstream'>): UpstreamPool {
+export function upstreamPool(config: Config, gate: (what: string) => void, metrics: Pick<Metrics, 'upstream'>, listeners?: Listeners): UpstreamPool {
   const named = new Map<string, ConstructorParameters<typeof Upstream>[0]>();
   let wildcard: ConstructorParameters<typeof Upstream>[0] | undefined;
   for (const u of config.upstreams.values()) {
     // Every host behind a '*' mirror shares its counters (labelled "*"), so the label set stays the configured one.
-    const opts = { ...upstreamOptions(u, config), gate, metrics: metrics.upstream(u.host) };
+    const opts = { ...upstreamOptions(u, config), gate, listeners, metrics: metrics.upstream(u.host) };
     if (u.host === WILDCARD) wildcard = opts;
     else named.set(u.host, opts);
   }
@@ -34,5 +37,6 @@ function upstreamOptions(u: UpstreamConfig, config: Config): ConstructorParamete
     connectTimeoutMs: config.upstreamTimeouts.connectMs,
     idleTimeoutMs: config.upstreamTimeouts.idleMs,
     redirectHosts: u.redirectHosts,
+    tokenRealms: u.tokenRealms,
   };
 }

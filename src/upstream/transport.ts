@@ -4,9 +4,9 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
-import { RegistryError } from '../oci/errors.js';
 import { transportError, upstreamFailed } from './errors.js';
 import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
+import { guardedLookup, hostNamed, redirectDenial, redirectRefusal } from './redirects.js';
 
 export type Headers = Record<string, string>;
 export type Response = Dispatcher.ResponseData;
@@ -21,10 +21,15 @@ export interface TransportOptions {
   idleTimeoutMs?: number;
   gate?: (what: string) => void;
   /**
-   * Hosts a redirect may lead to (`host`, `host:port` or `*.domain`); undefined: any. The upstream's own host is
-   * always allowed. A redirect elsewhere is refused before anything is dialled.
+   * Hosts a redirect may lead to (`host`, `host:port` or `*.domain`); undefined: any public one. The upstream's own
+   * host is always allowed; loopback, link-local and sluice's own listeners only when named here (a listener by its
+   * exact `host:port`). A redirect elsewhere is refused before anything is dialled.
    */
   redirectHosts?: readonly string[];
+  /** Where sluice itself listens now (registry, admin, metrics): never a redirect target unless named. */
+  listeners?: () => ReadonlyArray<{ host: string; port: number }>;
+  /** Host names of the configured token realms (tokenRealms): dialled even when they resolve to loopback. */
+  tokenRealmHosts?: readonly string[];
   metrics?: UpstreamMetrics;
 }
 
@@ -35,16 +40,6 @@ export interface TransportOptions {
 const headersWait = new AsyncLocalStorage<number>();
 export function withHeadersTimeout<T>(timeoutMs: number, run: () => Promise<T>): Promise<T> {
   return headersWait.run(timeoutMs, run);
-}
-
-/**
- * Why a redirect hop may not be followed, or undefined: only http(s), and never from https to plain http (a tag's
- * manifest cannot be checked against a digest, so it must not leave TLS).
- */
-export function redirectRefusal(from: URL, to: URL): string | undefined {
-  if (to.protocol !== 'https:' && to.protocol !== 'http:') return `redirect to ${to.protocol} refused`;
-  if (from.protocol === 'https:' && to.protocol === 'http:') return `redirect from https to plain http (${to.host}) refused`;
-  return undefined;
 }
 
 const MAX_REDIRECTS = 5;
@@ -58,6 +53,8 @@ export class Transport {
   private readonly foreign: Agent;
   /** Where each response really came from after redirects, for error messages about its body. */
   private readonly finalUrls = new WeakMap<Response, URL>();
+  /** Responses that came from a redirect target, not from the URL asked. */
+  private readonly redirectedResponses = new WeakSet<Response>();
   /** Aborted (and replaced) by abortInFlight(): every request but a blob download listens to it. */
   private closing = new AbortController();
   private readonly metrics: UpstreamMetrics;
@@ -72,8 +69,11 @@ export class Transport {
       ...timeouts,
       connect: { timeout: connectMs, ca, rejectUnauthorized: opts.tls?.insecureSkipVerify !== true },
     });
-    // Redirect targets (blob storage) and token realms on sibling hosts get default TLS verification.
-    this.foreign = new Agent({ ...timeouts, connect: { timeout: connectMs } });
+    // Redirect targets (blob storage) and configured token realms get default TLS verification, and a name that
+    // resolves to a loopback or link-local address is not dialled unless the operator named it.
+    const named = (hostname: string): boolean =>
+      hostname === opts.base.hostname || hostNamed(opts.redirectHosts ?? [], hostname) || hostNamed(opts.tokenRealmHosts ?? [], hostname);
+    this.foreign = new Agent({ ...timeouts, connect: { timeout: connectMs, lookup: guardedLookup(named, opts.host) } });
   }
 
   urlFor(path: string): URL {
@@ -109,6 +109,7 @@ export class Transport {
       const location = header(res, 'location');
       if (!REDIRECTS.includes(res.statusCode) || !location) {
         this.finalUrls.set(res, url);
+        if (hop > 0) this.redirectedResponses.add(res);
         return res;
       }
       res.body.resume();
@@ -116,7 +117,8 @@ export class Transport {
       const next = new URL(location, url);
       const refused = redirectRefusal(url, next);
       if (refused) throw upstreamFailed(this.opts.host, `${what}: ${refused}`);
-      this.checkRedirect(next, what);
+      const denied = redirectDenial(next, { host: this.opts.host, base: this.opts.base, redirectHosts: this.opts.redirectHosts, listeners: this.opts.listeners?.() ?? [] }, what);
+      if (denied) throw denied;
       if (next.origin !== url.origin) {
         // Credentials are for the registry alone (RFC 9110 §15.4 leaves this to the client; every registry client drops it).
         h = { ...h };
@@ -126,15 +128,9 @@ export class Transport {
     }
   }
 
-  /** A redirect off the upstream's own host must lead to one of `redirectHosts` when the operator pinned them. */
-  private checkRedirect(next: URL, what: string): void {
-    const allowed = this.opts.redirectHosts;
-    if (allowed === undefined || next.host === this.opts.base.host || redirectAllowed(allowed, next)) return;
-    throw new RegistryError(
-      'DENIED',
-      `upstream ${this.opts.host} redirected ${what} to ${next.host}, which is not in upstreams.${this.opts.host}.redirectHosts (${allowed.join(', ') || 'empty'}); nothing was fetched from it`,
-      { upstream: this.opts.host, redirectHost: next.host },
-    );
+  /** The host a response came from when a redirect led there; undefined when it is the one asked. */
+  redirectTarget(res: Response): string | undefined {
+    return this.redirectedResponses.has(res) ? this.finalUrl(res).host : undefined;
   }
 
   private async once(method: 'GET' | 'HEAD', url: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
@@ -207,11 +203,6 @@ export class Transport {
   private finalUrl(res: Response): URL {
     return this.finalUrls.get(res) ?? this.opts.base;
   }
-}
-
-/** `host` or `host:port` exactly, or `*.domain` for any host under it (not the domain itself). */
-export function redirectAllowed(patterns: readonly string[], url: URL): boolean {
-  return patterns.some((p) => (p.startsWith('*.') ? url.hostname.endsWith(p.slice(1)) : p.includes(':') ? url.host === p : url.hostname === p));
 }
 
 export function headerAll(res: Response, name: string): string[] {

@@ -398,7 +398,7 @@ describe('item 5: single-flight across repositories', () => {
     expect((await get(etcdBlob(url, digest))).status).not.toBe(200);
   });
 
-  it('an entitled repository joins the running download (one upstream GET) and gets the bytes live', async () => {
+  it('an entitled repository joins the running download (one upstream GET) and is served the verified blob', async () => {
     const { url, digest } = await setUp(true);
     const line = `GET /v2/siderolabs/kubelet/blobs/${digest}`;
     const { pending: kubelet, release } = await heldMidway(digest, () => get(kubeletBlob(url, digest)));
@@ -426,6 +426,29 @@ describe('item 5: single-flight across repositories', () => {
     const got = await etcd;
     expect(got.status, got.message).toBe(206);
     expect(got.body.equals(layer.subarray(10))).toBe(true);
+    expect(gcr.count(`GET /v2/etcd-development/etcd/blobs/${digest}`)).toBe(1);
+    await kubelet;
+  });
+
+  it('an entitled repository that joined a download which then fails verification gets a whole, verified blob of its own', async () => {
+    const { app, url, digest, layer } = await setUp(true);
+    ghcr.corrupt.add(`GET /v2/siderolabs/kubelet/blobs/${digest}`);
+    const { pending: kubelet, release } = await heldMidway(digest, () => fetch(kubeletBlob(url, digest)).then((r) => r.arrayBuffer()).catch((e: unknown) => e));
+    // Released only once etcd has joined kubelet's download (the single-flight join is counted).
+    const joined = deferred();
+    const ingest = app.metrics.ingest;
+    const count = ingest.joined.bind(ingest);
+    ingest.joined = (kind) => {
+      count(kind);
+      if (kind === 'blob') joined.resolve();
+    };
+    const etcd = get(etcdBlob(url, digest)).catch((e: unknown) => e);
+    await joined.promise;
+    release();
+    const got = await etcd;
+    expect(got).not.toBeInstanceOf(Error);
+    expect((got as Answer).status, (got as Answer).message).toBe(200);
+    expect((got as Answer).body.equals(layer)).toBe(true);
     expect(gcr.count(`GET /v2/etcd-development/etcd/blobs/${digest}`)).toBe(1);
     await kubelet;
   });

@@ -1,5 +1,5 @@
-// A small in-process upstream registry for component tests that need images, not misbehaviour: single-platform
-// OCI images by tag and digest, blobs by digest, a hold on chosen blobs, corrupted blobs, and request counts.
+// A small in-process upstream registry for component tests: single-platform OCI images and indexes by tag and
+// digest, blobs by digest, a hold on chosen blobs, corrupted blobs, Bearer challenges, redirects and request counts.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { closeServer, json, listenLoopback } from './http-server.js';
 import { MediaType, sha256 } from '../kit/oci.js';
@@ -26,6 +26,17 @@ export class MiniUpstream {
   readonly holds = new Map<string, Promise<void>>();
   /** Blob digests answered with one byte flipped. */
   readonly corrupt = new Set<string>();
+  /** Every request as it came: method, path (query included) and its Authorization header. */
+  readonly requests: Array<{ method: string; path: string; authorization?: string }> = [];
+  /** Exact paths (query excluded) answered by a handler of their own: token endpoints, blob storage, anything odd. */
+  readonly routes = new Map<string, (req: IncomingMessage, res: ServerResponse) => void>();
+  /** When set, a blob GET is answered with a 307 to the URL it returns (undefined: served here). */
+  redirectBlob: ((digest: string) => string | undefined) | undefined;
+  /**
+   * When set, registry requests need `Authorization: Bearer t:<name>`; without it they get a 401 whose challenge
+   * names the realm this returns for the repository (service "mini", scope repository:<name>:pull).
+   */
+  bearerRealm: ((name: string) => string) | undefined;
   private readonly server: Server = createServer((req, res) => void this.handle(req, res));
   private readonly waiters: Array<{ path: string; resolve: () => void }> = [];
 
@@ -58,6 +69,29 @@ export class MiniUpstream {
     return { name, tag, digest, manifest, config: cfg, layers: ls, digests, sizeBytes };
   }
 
+  /** An OCI index of `children` (image manifests) under `tag`; the children by digest only. */
+  addIndex(name: string, tag: string, children: Buffer[]): { digest: string; body: Buffer } {
+    for (const m of children) this.manifests.set(`${name}:${sha256(m)}`, m);
+    const body = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociIndex,
+      manifests: children.map((m) => ({ mediaType: MediaType.ociManifest, digest: sha256(m), size: m.length })),
+    }));
+    const digest = sha256(body);
+    this.manifests.set(`${name}:${tag}`, body);
+    this.manifests.set(`${name}:${digest}`, body);
+    return { digest, body };
+  }
+
+  /** Serves a token document at `path` for the scopes `grant` accepts (token `t:<name>`), 401 for the rest. */
+  serveTokens(path: string, grant: (scope: string) => boolean): void {
+    this.routes.set(path, (req, res) => {
+      const scope = new URL(req.url ?? '/', 'http://x').searchParams.get('scope') ?? '';
+      if (!grant(scope)) return json(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: `no token for ${scope}` }] });
+      json(res, 200, { token: `t:${/^repository:(.+):pull$/.exec(scope)?.[1] ?? ''}`, expires_in: 300 });
+    });
+  }
+
   /** Moves a tag to another image of the same repository. */
   retag(image: MiniImage, tag: string): void {
     this.manifests.set(`${image.name}:${tag}`, image.manifest);
@@ -76,17 +110,27 @@ export class MiniUpstream {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     this.hits.set(path, this.count(path) + 1);
+    this.requests.push({ method: req.method ?? '', path: req.url ?? '', ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) });
     for (const w of this.waiters.splice(0)) (w.path === path ? w.resolve() : this.waiters.push(w));
+    const route = this.routes.get(path);
+    if (route) return route(req, res);
     const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(path);
     if (!m) return json(res, path === '/v2/' ? 200 : 404, path === '/v2/' ? {} : { errors: [{ code: 'NAME_UNKNOWN', message: 'no' }] });
     const [, name = '', kind, ref = ''] = m;
+    if (this.bearerRealm && req.headers.authorization !== `Bearer t:${name}`) {
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="${this.bearerRealm(name)}",service="mini",scope="repository:${name}:pull"`, 'content-type': 'application/json' });
+      return void res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'token needed' }] }));
+    }
     if (kind === 'manifests') {
       const body = this.manifests.get(`${name}:${ref}`);
       if (!body) return json(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'unknown' }] });
-      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'content-length': body.length, 'docker-content-digest': sha256(body) });
+      const mediaType = (JSON.parse(body.toString('utf8')) as { mediaType?: string }).mediaType ?? MediaType.ociManifest;
+      res.writeHead(200, { 'content-type': mediaType, 'content-length': body.length, 'docker-content-digest': sha256(body) });
       res.end(req.method === 'HEAD' ? undefined : body);
       return;
     }
+    const elsewhere = req.method === 'GET' ? this.redirectBlob?.(ref) : undefined;
+    if (elsewhere) return void res.writeHead(307, { location: elsewhere, 'content-length': 0 }).end();
     const blob = this.blobs.get(ref);
     if (!blob) return json(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'unknown' }] });
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': blob.length });

@@ -47,7 +47,8 @@ describe.skipIf(!ok)('Image Factory installers through sluice (fake factory → 
   async function sluiceFor(f: FakeFactory, extra: { redirectHosts?: string[]; timeouts?: Record<string, string> } = {}): Promise<InProcessSluice> {
     const s = await startSluice({
       allowlist: [RULE],
-      upstreams: { 'factory.talos.dev': { url: f.url, ...(extra.redirectHosts ? { redirectHosts: extra.redirectHosts } : {}) } },
+      // The registry the Factory redirects to is on loopback, which a redirect may reach only when named.
+      upstreams: { 'factory.talos.dev': { url: f.url, redirectHosts: extra.redirectHosts ?? [registry.hostPort] } },
       extra: extra.timeouts ? { upstreamTimeouts: extra.timeouts } : {},
     });
     open.push(s);

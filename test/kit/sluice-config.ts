@@ -9,6 +9,7 @@ export interface UpstreamSpec {
   auth?: { username: string; passwordFile?: string; passwordEnv?: string };
   tls?: { ca?: string; insecureSkipVerify?: boolean };
   redirectHosts?: string[];
+  tokenRealms?: string[];
 }
 
 /**

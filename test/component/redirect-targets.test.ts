@@ -1,0 +1,100 @@
+// Where an upstream's redirects may lead by default: its own origin, and public addresses; never loopback,
+// link-local or sluice's own listeners unless upstreams.<host>.redirectHosts names them.
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { RegistryError } from '../../src/oci/errors.js';
+import { Upstream, type UpstreamOptions } from '../../src/upstream/client.js';
+import { MiniUpstream } from '../helpers/mini-upstream.js';
+import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
+import { seededBytes } from '../kit/oci.js';
+
+const started: MiniUpstream[] = [];
+const clients: Upstream[] = [];
+const sluices: InProcessSluice[] = [];
+
+async function mini(): Promise<MiniUpstream> {
+  const m = await new MiniUpstream().start();
+  started.push(m);
+  return m;
+}
+
+function client(reg: MiniUpstream, opts: Partial<UpstreamOptions> = {}): Upstream {
+  const u = new Upstream({ host: 'reg.test', url: reg.url, connectTimeoutMs: 2000, idleTimeoutMs: 5000, ...opts });
+  clients.push(u);
+  return u;
+}
+
+async function read(p: Promise<{ body: AsyncIterable<Uint8Array> }>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of (await p).body) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks);
+}
+
+afterEach(async () => {
+  await Promise.all(sluices.splice(0).map((s) => s.close()));
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(started.splice(0).map((m) => m.stop()));
+});
+
+describe('redirect targets on internal addresses', () => {
+  it('a redirect within the upstream’s own origin is followed, even on loopback', async () => {
+    const reg = await mini();
+    const image = reg.addImage('team/app', 'v1', [seededBytes(1000, 'own')]);
+    const layer = image.layers[0];
+    reg.redirectBlob = (d) => (d === layer?.digest ? `${reg.url}/storage/${d}` : undefined);
+    reg.routes.set(`/storage/${layer?.digest ?? ''}`, (_req, res) => void res.writeHead(200, { 'content-length': layer?.body.length ?? 0 }).end(layer?.body));
+    expect((await read(client(reg).getBlob('team/app', layer?.digest ?? ''))).equals(layer?.body ?? Buffer.alloc(0))).toBe(true);
+  });
+
+  it('a redirect to another loopback port is refused unless redirectHosts names it; nothing is dialled there', async () => {
+    const reg = await mini();
+    const other = await mini();
+    const image = reg.addImage('team/app', 'v1', [seededBytes(1000, 'loop')]);
+    const layer = image.layers[0];
+    other.blobs.set(layer?.digest ?? '', layer?.body ?? Buffer.alloc(0));
+    reg.redirectBlob = (d) => `${other.url}/v2/team/app/blobs/${d}`;
+    const e = await client(reg).getBlob('team/app', layer?.digest ?? '').then(() => undefined, (err: unknown) => err);
+    expect(e).toBeInstanceOf(RegistryError);
+    expect((e as RegistryError).kind).toBe('DENIED');
+    expect((e as RegistryError).message).toContain(`to ${new URL(other.url).host}, a loopback address`);
+    expect((e as RegistryError).message).toContain('upstreams.reg.test.redirectHosts');
+    expect(other.requests).toEqual([]);
+    const named = client(reg, { redirectHosts: [new URL(other.url).host] });
+    expect((await read(named.getBlob('team/app', layer?.digest ?? ''))).equals(layer?.body ?? Buffer.alloc(0))).toBe(true);
+  });
+
+  it('a redirect to a link-local address (cloud metadata) is refused before anything is dialled', async () => {
+    const reg = await mini();
+    reg.redirectBlob = () => 'http://169.254.169.254/latest/meta-data/';
+    const e = await client(reg).getBlob('team/app', `sha256:${'a'.repeat(64)}`).then(() => undefined, (err: unknown) => err);
+    expect((e as RegistryError).kind).toBe('DENIED');
+    expect((e as RegistryError).message).toContain('169.254.169.254, a link-local address');
+  });
+
+  it('a blob redirected to sluice’s own metrics listener is refused: no byte of /metrics reaches the node', async () => {
+    const reg = await mini();
+    const image = reg.addImage('team/app', 'v1', [seededBytes(1000, 'metrics')]);
+    const layer = image.layers[0]?.digest ?? '';
+    // Loopback blob hosts are named, as a site with its blob storage on this machine would; the listener is not.
+    const s = await startSluice({
+      windows: 'always',
+      allowlist: ['ghcr.io/team/app'],
+      upstreams: { 'ghcr.io': { url: reg.url, redirectHosts: ['127.0.0.1'] } },
+      extra: { metrics: { listen: '127.0.0.1:0' } },
+    });
+    sluices.push(s);
+    const listener = s.app.metricsListener;
+    if (!listener) throw new Error('no metrics listener');
+    let scraped = 0;
+    listener.addHook('onRequest', async () => void scraped++);
+    await listener.listen({ host: '127.0.0.1', port: 0 });
+    const port = (listener.server.address() as AddressInfo).port;
+    reg.redirectBlob = () => `http://127.0.0.1:${port}/metrics`;
+    const res = await fetch(`${s.url}/v2/team/app/blobs/${layer}?ns=ghcr.io`);
+    const body = await res.text();
+    expect(res.status).toBe(403);
+    expect(body).toContain(`127.0.0.1:${port}, a listener of this sluice`);
+    expect(body).not.toContain('# HELP');
+    expect(scraped).toBe(0);
+  });
+});
