@@ -44,13 +44,13 @@ export class UpstreamGate {
   }
 
   /** The closed-window miss, for a caller that has a better answer to try first (a last known tag). */
-  closed(kind: ClosedKind, what: string, detail: Record<string, string>): RegistryError {
-    return closedError(this.window, kind, what, detail);
+  closed(kind: ClosedKind, detail: Record<string, string>): RegistryError {
+    return closedError(this.window, kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', detail);
   }
 
   /** Throws the closed-window miss unless a window is open: the one place upstream access is refused. */
   requireOpen(kind: ClosedKind, detail: Record<string, string>): void {
-    if (!this.window.isOpen()) throw this.closed(kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', detail);
+    if (!this.window.isOpen()) throw this.closed(kind, detail);
   }
 
   /** The upstream configured for a host (NAME_UNKNOWN when none is). */

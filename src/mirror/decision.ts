@@ -43,14 +43,14 @@ export class AllowlistPolicy implements Policy {
   async checkTag(host: string, name: string, tag: string, client?: string): Promise<void> {
     const verdict = await this.tagVerdict(host, name, tag);
     if (verdict === 'yes') return;
-    if (verdict === 'unknown') throw this.closed('MANIFEST_UNKNOWN', { name, tag });
+    if (verdict === 'unknown') throw this.access.closed('MANIFEST_UNKNOWN', { name, tag });
     throw this.deny(host, name, `:${tag}`, client);
   }
 
   async checkDigest(host: string, name: string, digest: string, client?: string, miss: ClosedKind = 'MANIFEST_UNKNOWN'): Promise<void> {
     const verdict = await this.digestVerdict(host, name, digest, miss === 'BLOB_UNKNOWN' ? 'blob' : 'manifest');
     if (verdict === 'yes') return;
-    if (verdict === 'unknown') throw this.closed(miss, { name, digest });
+    if (verdict === 'unknown') throw this.access.closed(miss, { name, digest });
     throw this.deny(host, name, `@${digest}`, client);
   }
 
@@ -126,10 +126,6 @@ export class AllowlistPolicy implements Policy {
   /** Digests reachable from `roots` through the stored manifests, referrers and signature tags of this repository. */
   private walk(host: string, name: string, roots: string[]): Promise<Set<string>> {
     return reachableFrom(repositoryGraph(this.store, host, name), roots, { maxDepth: MAX_DEPTH, maxNodes: MAX_REACHABLE });
-  }
-
-  private closed(kind: ClosedKind, detail: Record<string, string>): RegistryError {
-    return this.access.closed(kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', detail);
   }
 
   private deny(host: string, name: string, reference: string, client?: string): RegistryError {

@@ -148,6 +148,7 @@ export class Mirror {
     return this.flights.drain(deadlineMs);
   }
 
+  /** Store (memoised stat, then this repository's entitlement) → window → upstream (a download is started only in a window). */
   private async locateBlob(host: string, name: string, digest: string): Promise<BlobSource> {
     const hit = await this.deps.store.stat(digest);
     if (hit) {

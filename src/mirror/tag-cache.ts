@@ -45,7 +45,7 @@ export class TagCache {
     if (!this.d.gate.isOpen()) {
       const known = await store.getTag(host, name, tag);
       if (known) return known;
-      throw this.d.gate.closed('MANIFEST_UNKNOWN', 'manifest', { name, tag });
+      throw this.d.gate.closed('MANIFEST_UNKNOWN', { name, tag });
     }
     try {
       const status: LRUCache.Status<string, Check> | undefined = note ? {} : undefined;
