@@ -13,6 +13,7 @@ import { statusCommand, syncCommand, windowCommand } from './window-commands.js'
 import { verifyStore } from '../jobs/verify.js';
 import { gcCommand } from './gc-command.js';
 import { exportCommand } from './export-command.js';
+import { versionCommand } from './version-command.js';
 
 /** Every command: its usage line (which is also the options it takes), what it does, and what runs it. */
 const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
@@ -57,6 +58,7 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
   },
   gc: { usage: '[--dry-run] [--json]', summary: 'remove blobs no allowlist rule keeps (see gc.keep, gcGrace); --dry-run lists them', run: gcCommand },
   verify: { usage: '[--repair] [--json]', summary: 're-hash every blob; --repair quarantines corrupt ones so they are refetched', run: verifyCommand },
+  version: { usage: '[--json]', summary: 'this release, its source revision, the Node.js runtime and the store format (also --version)', run: versionCommand },
 };
 
 export const DEFAULT_CONFIG = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'config', 'sluice.yaml');
@@ -65,7 +67,7 @@ export const DEFAULT_CONFIG = resolve(dirname(fileURLToPath(import.meta.url)), '
 const SHUTDOWN_GRACE_MS = Number(process.env.SLUICE_SHUTDOWN_GRACE_MS ?? 30_000);
 
 export async function runCli(argv: string[]): Promise<number> {
-  const inv = locate(COMMANDS, argv);
+  const inv = locate(COMMANDS, argv[0] === '--version' ? ['version', ...argv.slice(1)] : argv);
   if (!inv) {
     process.stderr.write(`${usageText(COMMANDS, [])}\n`);
     return 2;

@@ -7,9 +7,12 @@ import { fileURLToPath } from 'node:url';
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
 
-/** Lowest first. A module may import its own folder and any folder listed before it. */
+/**
+ * Lowest first. A module may import its own folder and any folder listed before it. `release` (the build tool behind
+ * `npm run release`) sits above `main`: it may read the runtime's modules, and no runtime module can import it.
+ */
 export const LAYERS = [
-  'metrics', 'oci', 'window', 'policy', 'config', 'store', 'upstream', 'mirror', 'jobs', 'http', 'admin', 'app', 'cli', 'main',
+  'metrics', 'oci', 'window', 'policy', 'config', 'store', 'upstream', 'mirror', 'jobs', 'http', 'admin', 'app', 'cli', 'main', 'release',
 ] as const;
 
 /** The layer of a module: its first folder under src/, or its own name for the two top-level files. */
