@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
 import { blobPath, buildLayout, corruptBlob, splitRef, writeTar, type LayoutDescription, type TestImage } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml, startSluice, type InProcessSluice } from '../helpers/sluice.js';
@@ -256,7 +257,9 @@ describe('blobs', () => {
 
   test('HEAD carries the same headers, no body, and never opens the file', async () => {
     const { img, digest, size } = layer();
-    const spies = [vi.spyOn(sluice.app.store, 'openBlob'), vi.spyOn(sluice.app.store, 'openFd'), vi.spyOn(sluice.app.store, 'readSmallBlob')];
+    // openFd is a bound property (present on a filesystem store), not a method: spied through its own type.
+    const fdStore = sluice.app.store as unknown as { openFd: (digest: string) => Promise<number | undefined> };
+    const spies = [vi.spyOn(sluice.app.store, 'openBlob'), vi.spyOn(fdStore, 'openFd'), vi.spyOn(sluice.app.store, 'readSmallBlob')];
     try {
       const h = await get(`${repoPath(img)}/blobs/${digest}`, { method: 'HEAD' });
       expect(h.status).toBe(200);
@@ -277,7 +280,8 @@ describe('blobs', () => {
     const bytes = await readFile(file);
     await rm(file);
     try {
-      for (const headers of [{}, { range: 'bytes=1-' }]) {
+      const variants: Array<Record<string, string>> = [{}, { range: 'bytes=1-' }];
+      for (const headers of variants) {
         const e = await expectOciError(await get(`${repoPath(img)}/blobs/${digest}`, { headers }), 404, 'BLOB_UNKNOWN');
         expect(e.detail).toHaveProperty('nextWindow');
       }
@@ -544,7 +548,7 @@ describe('sluice import (real CLI)', () => {
     const r = await sluiceCli(['import', tarPath]);
     expect(r.code, r.stderr).toBe(0);
     for (const img of layout.images) expect(r.stdout).toContain(`imported ${img.ref} ${img.digest}`);
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     for (const img of layout.images) {
       const { host, name, tag } = splitRef(img.ref);
       expect(await store.getTag(host, name, tag)).toBe(img.digest);
@@ -562,12 +566,12 @@ describe('sluice import (real CLI)', () => {
     const r = await sluiceCli(['import', single.dir, '--as', 'ghcr.io/mirror/pause:copied']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`imported ghcr.io/mirror/pause:copied ${pause.digest}`);
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     expect(await store.getTag('ghcr.io', 'mirror/pause', 'copied')).toBe(pause.digest);
     // Docker Hub short forms normalise.
     const short = await sluiceCli(['import', single.dir, '--as', 'pause:short']);
     expect(short.code, short.stderr).toBe(0);
-    expect(await (await Store.open(storage)).getTag('docker.io', 'library/pause', 'short')).toBe(pause.digest);
+    expect(await (await openStore({ storage })).getTag('docker.io', 'library/pause', 'short')).toBe(pause.digest);
     const many = await sluiceCli(['import', layout.dir, '--as', 'ghcr.io/x/y:z']);
     expect(many.code).toBe(2); // a usage error: --as cannot name several images
     expect(many.stderr).toMatch(/--as names one image/);
@@ -589,7 +593,7 @@ describe('sluice import (real CLI)', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(victim.digest);
     expect(r.stderr).toContain(victimImage.ref);
-    const store = await Store.open(join(freshCli, 'data'));
+    const store = await openStore({ storage: join(freshCli, 'data') });
     const { host, name, tag } = splitRef(victimImage.ref);
     expect(await store.getTag(host, name, tag)).toBeUndefined();
     expect(await store.linkedManifests(host, name)).toEqual([]);
