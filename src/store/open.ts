@@ -11,6 +11,7 @@ import { MemoryBlobBackend, MemoryBlobs } from './memory/blobs.js';
 import { MemoryMetadata, MemoryMetadataStore } from './memory/metadata.js';
 import { LOCAL_LEASES, type BlobBackend, type MetadataStore, type StateDocuments } from './ports.js';
 import { Store, type StoreLimits } from './store.js';
+import { MIGRATIONS } from './pg/migrations.js';
 
 /** The part of the config the store is built from (a whole Config will do). */
 export type StoreConfig = Pick<Config, 'storage'> & Partial<Pick<Config, 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3' | 'postgres'>>;
@@ -90,3 +91,6 @@ async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Pro
   const { PgMetadataStore } = await import('./pg/metadata.js');
   return PgMetadataStore.open(c, { listen: follow });
 }
+
+/** The PostgreSQL schema version this build migrates a database to (`sluice version`). */
+export const DATABASE_SCHEMA_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));
