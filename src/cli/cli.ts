@@ -51,9 +51,21 @@ const COMMANDS: Readonly<Record<string, CommandSpec & { run: Command }>> = {
     run: async (args, config) => (await import('./talos-command.js')).talosCommand(args, config),
     subcommands: {
       patch: {
-        usage: '[--form legacy|documents] [--endpoint URL] [--ca FILE] [--client-cert FILE --client-key FILE] [--username USER --password-file FILE]',
-        summary: "print the machine-config patch pointing every registry ('*') at this mirror",
+        usage: '[--form legacy|documents] [--endpoint URL] [--ca FILE] [--client-cert FILE --client-key FILE] [--username USER --password-file FILE] [--verify]',
+        summary: "print the machine-config patch pointing every registry ('*') at this mirror; --verify adds the ImageVerificationConfig requiring the site signature",
       },
+    },
+  },
+  sign: {
+    usage: '[RULE...] [--json]',
+    summary: 'sign the stored images of these allowlist rules (default: all) with the site key, as signing.policy decides',
+    run: async (args, config) => (await import('./sign-command.js')).signCommand(args, config),
+  },
+  signing: {
+    summary: 'the site signing key',
+    run: async (args, config) => (await import('./signing-command.js')).signingCommand(args, config),
+    subcommands: {
+      init: { usage: '[--key FILE]', summary: 'write a new ECDSA P-256 site key (mode 0600) and FILE.pub; prints the public key' },
     },
   },
   gc: { usage: '[--dry-run] [--json]', summary: 'remove blobs no allowlist rule keeps (see gc.keep, gcGrace); --dry-run lists them', run: gcCommand },
@@ -178,7 +190,9 @@ async function importCommand(args: ParsedArgs, config: () => Config): Promise<nu
       const tty = process.stderr.isTTY;
       const progress = tty ? (line: string): void => void process.stderr.write(`\r\x1b[K${line}`) : undefined;
       const result = await importPath(store, path, { as, progress }).finally(() => tty && process.stderr.write('\r\x1b[K'));
-      return await reportImport(cfg, path, result, args.flags.get('allow') === true);
+      const code = await reportImport(cfg, path, result, args.flags.get('allow') === true);
+      await (await import('./sign-command.js')).signImported(cfg, store, result.imported);
+      return code;
     } finally {
       await store.close();
     }

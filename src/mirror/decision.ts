@@ -11,6 +11,7 @@ import type { Policy } from './mirror.js';
 import type { Store } from '../store/store.js';
 import type { ClosedKind } from './access.js';
 import type { UpstreamAccess } from './upstream-access.js';
+import { unconfirmedError } from './window-gate.js';
 import { UpstreamReach, type TargetKind } from './upstream-reach.js';
 
 const MAX_REACHABLE = 50_000;
@@ -40,7 +41,14 @@ export class AllowlistPolicy implements Policy {
     this.upstreamReach = new UpstreamReach(access, store, access.tagTtlMs);
   }
 
+  /** A replica that cannot confirm the shared allowlist decides nothing from it (fail closed, 503 naming why). */
+  private confirmed(): void {
+    const reason = this.store.unconfirmed();
+    if (reason) throw unconfirmedError(reason, 'not served: this replica cannot confirm the allowlist in force');
+  }
+
   async checkTag(host: string, name: string, tag: string, client?: string): Promise<void> {
+    this.confirmed();
     const verdict = await this.tagVerdict(host, name, tag);
     if (verdict === 'yes') return;
     if (verdict === 'unknown') throw this.access.closed('MANIFEST_UNKNOWN', { name, tag });
@@ -48,6 +56,7 @@ export class AllowlistPolicy implements Policy {
   }
 
   async checkDigest(host: string, name: string, digest: string, client?: string, miss: ClosedKind = 'MANIFEST_UNKNOWN'): Promise<void> {
+    this.confirmed();
     const verdict = await this.digestVerdict(host, name, digest, miss === 'BLOB_UNKNOWN' ? 'blob' : 'manifest');
     if (verdict === 'yes') return;
     if (verdict === 'unknown') throw this.access.closed(miss, { name, digest });
@@ -55,11 +64,13 @@ export class AllowlistPolicy implements Policy {
   }
 
   async checkRepository(host: string, name: string, client?: string): Promise<void> {
+    this.confirmed();
     if (this.allowlist.matchesRepository(host, name)) return;
     throw this.deny(host, name, '/', client);
   }
 
   async filterTags(host: string, name: string, tags: string[]): Promise<string[]> {
+    this.confirmed();
     const out: string[] = [];
     // A listing is filtered by what the store can place: a page of signature tags must not cost a walk upstream each.
     for (const t of tags) if ((await this.tagVerdict(host, name, t, false)) === 'yes') out.push(t);
