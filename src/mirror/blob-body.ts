@@ -40,7 +40,7 @@ const SMALL_BLOB_BYTES = 64 * 1024;
 
 /**
  * The bytes of a stored blob, or undefined when it has gone since it was stat'ed (quarantined by verify --repair):
- * a small whole blob in one read, else a descriptor for the pooled sender when the backend has them, else its range stream.
+ * a small whole blob in one read, else a descriptor for the pooled sender when the backend has one for it, else its range stream.
  */
 export async function openStored(store: Store, digest: string, sizeBytes: number, range: ByteRange | undefined): Promise<BlobBytes | undefined> {
   if (range === undefined && sizeBytes <= SMALL_BLOB_BYTES) {
@@ -49,10 +49,9 @@ export async function openStored(store: Store, digest: string, sizeBytes: number
   }
   const whole = range ?? { start: 0, end: sizeBytes - 1 };
   const openFd = store.openFd;
-  if (openFd) {
-    const fd = await openFd(digest);
-    return fd === undefined ? undefined : { kind: 'fd', fd, range: whole };
-  }
+  const fd = openFd && (await openFd(digest));
+  if (fd !== undefined) return { kind: 'fd', fd, range: whole };
+  // No descriptor: gone, or not held as a file here (a blob cache that cannot keep it): its stream tells which.
   const stream = await store.openBlob(digest, whole);
   return stream && { kind: 'stream', stream, sizeBytes: whole.end - whole.start + 1 };
 }

@@ -4,7 +4,8 @@
 import type pg from 'pg';
 import { CommitWaitError, type CommitLocks, type HeldLock } from '../commit-gate.js';
 
-const GC_KEY = 0x5c1ce1;
+// Advisory lock keys of sluice: 0x5c1ce0 migrations, 0x5c1ce1 allowlist edits, these two; leases key by digest.
+const GC_KEY = 0x5c1ce3;
 const COMMITS_KEY = 0x5c1ce2;
 
 export class PgCommitLocks implements CommitLocks {
