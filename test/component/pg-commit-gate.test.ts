@@ -99,4 +99,39 @@ describe.skipIf(!ok)('the gc/commit gate on PostgreSQL', () => {
     endCommit.resolve();
     await commit; // its session is gone: ending the commit must not throw
   });
+
+  test('an allowlist edit and a commit go on while a gc holds the gate: the gate shares no lock with the allowlist', async () => {
+    const inGc = deferred();
+    const endGc = deferred();
+    const gc = gb.exclusive(10_000, async () => {
+      inGc.resolve();
+      await endGc.promise;
+    });
+    await inGc.promise;
+    try {
+      // The edit takes the allowlist's own lock (10 s lock_timeout): a gc running meanwhile must not hold it.
+      const edit = replicas.a.state.allowlist.locked(async () => {
+        await replicas.a.state.allowlist.read();
+        return 'edited';
+      });
+      await expect(edit).resolves.toBe('edited');
+    } finally {
+      endGc.resolve();
+      await gc;
+    }
+    // And an allowlist edit under way is no gc: a commit starting meanwhile does not wait for it.
+    const editing = deferred();
+    const endEdit = deferred();
+    const edit = replicas.a.state.allowlist.locked(async () => {
+      editing.resolve();
+      await endEdit.promise;
+    });
+    await editing.promise;
+    try {
+      expect(await replicas.b.commitLocks.gcPending()).toBe(false);
+    } finally {
+      endEdit.resolve();
+      await edit;
+    }
+  }, 30_000);
 });

@@ -254,7 +254,9 @@ describe('blobs', () => {
 
   test('HEAD carries the same headers, no body, and never opens the file', async () => {
     const { img, digest, size } = layer();
-    const spy = vi.spyOn(sluice.app.store, 'openBlob');
+    // openFd is a bound property (present on a filesystem store), not a method: spied through its own type.
+    const fdStore = sluice.app.store as unknown as { openFd: (digest: string) => Promise<number | undefined> };
+    const spies = [vi.spyOn(sluice.app.store, 'openBlob'), vi.spyOn(fdStore, 'openFd'), vi.spyOn(sluice.app.store, 'readSmallBlob')];
     try {
       const h = await get(`${repoPath(img)}/blobs/${digest}`, { method: 'HEAD' });
       expect(h.status).toBe(200);
@@ -262,10 +264,30 @@ describe('blobs', () => {
       expect(h.headers.get('content-length')).toBe(String(size));
       expect(h.headers.get('docker-content-digest')).toBe(digest);
       expect(h.headers.get('accept-ranges')).toBe('bytes');
-      expect(spy).not.toHaveBeenCalled();
+      for (const spy of spies) expect(spy).not.toHaveBeenCalled();
     } finally {
-      spy.mockRestore();
+      for (const spy of spies) spy.mockRestore();
     }
+  });
+
+  test('a blob gone from disk after its size was memoised is answered as any miss: 404 with the next window, not a 500', async () => {
+    const { img, digest, size } = layer();
+    expect((await get(`${repoPath(img)}/blobs/${digest}`, { method: 'HEAD' })).status).toBe(200); // size memoised
+    const file = blobFile(sluice.app.store, digest);
+    const bytes = await readFile(file);
+    await rm(file);
+    try {
+      const variants: Array<Record<string, string>> = [{}, { range: 'bytes=1-' }];
+      for (const headers of variants) {
+        const e = await expectOciError(await get(`${repoPath(img)}/blobs/${digest}`, { headers }), 404, 'BLOB_UNKNOWN');
+        expect(e.detail).toHaveProperty('nextWindow');
+      }
+    } finally {
+      await writeFile(file, bytes);
+    }
+    const again = await get(`${repoPath(img)}/blobs/${digest}`);
+    expect(again.status).toBe(200);
+    expect(Buffer.from(await again.arrayBuffer()).length).toBe(size);
   });
 
   test('single Range → 206 with Content-Range: bytes=N-M, bytes=N-, suffix, and containerd’s bytes=0-', async () => {

@@ -1,7 +1,7 @@
 // tags/list while a window is open: the upstream's whole list filtered by the allowlist and paged by sluice,
 // the client's Authorization never forwarded, and the store's list when closed or upstream down.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_UPSTREAM_TAG_PAGES } from '../../src/http/tags-proxy.js';
+import { MAX_UPSTREAM_TAG_PAGES } from '../../src/mirror/upstream-tags.js';
 import { MiniUpstream } from '../helpers/mini-upstream.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 
