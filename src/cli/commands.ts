@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from './admin-client.js';
 import { Allowlist, AllowlistFileError, InvalidRulesError, parseImageList, type AddResult, type AllowlistProblem, type RemoveResult, type RuleRecord } from '../policy/allowlist.js';
-import { flag, UsageError, type ParsedArgs } from './args.js';
+import { flag, UsageError, type Command, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
 import { LockTimeoutError } from '../store/fs/allowlist-document.js';
 import { stateDocuments } from '../store/documents.js';
@@ -11,7 +11,7 @@ import { Store } from '../store/store.js';
 import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from '../policy/denied.js';
 import { SyncClosedError } from '../jobs/sync.js';
 
-export type Command = (args: ParsedArgs, config: () => Config) => Promise<number>;
+export type { Command } from './args.js';
 type Invalid = Array<{ rule?: string; line?: number; text?: string; reason: string }>;
 
 export const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
