@@ -100,9 +100,16 @@ function examplesOf(specs: Array<[string[], CommandSpec]>, width: number): strin
   for (const [path, spec] of specs) {
     const own = spec.examples ?? [];
     const fromSubs = spec.subcommands ? leaves(spec.subcommands, path).flatMap(([, s]) => (s.examples ?? []).slice(0, 1)) : [];
-    for (const e of [...own, ...fromSubs]) lines.push(...wrap(e.comment, width - 4).map((l) => `  # ${l}`), `  sluice ${e.command}`);
+    for (const e of [...own, ...fromSubs]) lines.push(...wrap(e.comment, width - 4).map((l) => `  # ${l}`), ...commandLines(`sluice ${e.command}`, width));
   }
   return lines;
+}
+
+/** A command line in lines of at most `width`, continued with ` \\` and never broken inside quotes. */
+function commandLines(command: string, width: number): string[] {
+  const words = command.match(/(?:[^\s'"]+|'[^']*'|"[^"]*")+/g) ?? [command];
+  const lines = wrap(words.map((w) => w.replace(/ /g, '\u0000')).join(' '), width - 6).map((l) => l.replace(/\u0000/g, ' '));
+  return lines.map((l, i) => `${i === 0 ? '  ' : '      '}${l}${i < lines.length - 1 ? ' \\' : ''}`);
 }
 
 /** The short usage printed under a usage error: the command's usage line and where to read more. */
