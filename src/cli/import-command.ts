@@ -5,6 +5,7 @@ import { importPath, ImportUsageError, parseAsRef, type ImportResult } from '../
 import { signatureSubject } from '../policy/allowlist.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import { addRules, notifyStoreChanged, openStore } from './commands.js';
+import { ProgressReporter } from './progress.js';
 
 export async function importCommand(args: ParsedArgs, config: () => Config): Promise<number> {
   const [path, ...extra] = args.positionals;
@@ -16,9 +17,8 @@ export async function importCommand(args: ParsedArgs, config: () => Config): Pro
     const cfg = config();
     const store = await openStore(cfg);
     try {
-      const tty = process.stderr.isTTY;
-      const progress = tty ? (line: string): void => void process.stderr.write(`\r\x1b[K${line}`) : undefined;
-      const result = await importPath(store, path, { as, progress }).finally(() => tty && process.stderr.write('\r\x1b[K'));
+      const progress = new ProgressReporter('import');
+      const result = await importPath(store, path, { as, progress: progress.enabled ? progress.update : undefined }).finally(() => progress.done());
       return await reportImport(cfg, path, result, args.flags.get('allow') === true);
     } finally {
       await store.close();

@@ -4,15 +4,15 @@ import type { Config } from '../config/config.js';
 import { verifyStore } from '../jobs/verify.js';
 import { UsageError, type ParsedArgs } from './args.js';
 import { notifyStoreChanged, openStore } from './commands.js';
+import { ProgressReporter } from './progress.js';
 
 export async function verifyCommand(args: ParsedArgs, config: () => Config): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError('verify takes no arguments');
   const store = await openStore(config());
   const repair = args.flags.get('repair') === true;
   const json = args.flags.get('json') === true;
-  const tty = process.stderr.isTTY && !json;
-  const report = await verifyStore(store, { repair, onProgress: tty ? (n) => process.stderr.write(`\r\x1b[Kverified ${n} blobs`) : undefined });
-  if (tty) process.stderr.write('\r\x1b[K');
+  const progress = new ProgressReporter('verify', process.stderr, { quiet: json });
+  const report = await verifyStore(store, { repair, onProgress: progress.enabled ? progress.update : undefined }).finally(() => progress.done());
   await store.close();
   // A running server may hold a quarantined blob in memory: have it forget what it memoised.
   if (report.corrupt.some((c) => c.quarantinedTo)) await notifyStoreChanged(config());

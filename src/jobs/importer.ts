@@ -9,6 +9,7 @@ import { platformWanted } from './export-plan.js';
 import {
   checkDescriptor, hasBlob, ImportError, ImportUsageError, readBlobFile, readIndex, verifyBlob, withBlob, readAtMost, type Layout,
 } from './layout-files.js';
+import type { ProgressPort } from './progress.js';
 import { readReceipt, receiptPathFor } from './receipt.js';
 import { ociBlobFile } from './layout-image.js';
 import { importCacheTree, importWrappedCache, isFlatCache, wrappedCache, type CacheImportResult } from './talos-cache.js';
@@ -45,7 +46,7 @@ const fromCache = (r: CacheImportResult, kind: 'flat' | 'oci', warnings: string[
 
 export interface ImportOptions {
   as?: string;
-  progress?: (line: string) => void;
+  progress?: ProgressPort;
 }
 
 export const refText = (r: ImageRef): string => `${r.host}/${r.name}${r.tag !== undefined ? `:${r.tag}` : `@${r.digest ?? ''}`}`;
@@ -103,7 +104,7 @@ export function parseAsRef(text: string): ImageRef {
   }
 }
 
-async function importLayout(store: Store, layout: Layout, as: ImageRef | undefined, warnings: string[], progress?: (line: string) => void): Promise<ImportResult> {
+async function importLayout(store: Store, layout: Layout, as: ImageRef | undefined, warnings: string[], progress?: ProgressPort): Promise<ImportResult> {
   const index = await readIndex(layout);
   const entries = index.entries;
   if (as !== undefined && entries.length !== 1) {
@@ -120,15 +121,16 @@ async function importLayout(store: Store, layout: Layout, as: ImageRef | undefin
       const ref = as ?? entryRef(layout, root, named, i);
       const image = await collect(store, layout, root, platformsOf(root));
       await requireEntitled(store, ref, image);
-      let done = 0;
+      const blobs = { unit: 'blobs', done: 0, total: image.fromLayout.length, bytesDone: 0, bytesTotal: image.fromLayout.reduce((n, d) => n + d.size, 0), current: named };
       for (const d of image.fromLayout) {
         await verifyBlob(layout, d);
-        progress?.(`verifying ${named}: ${++done}/${image.fromLayout.length} blobs`);
+        blobs.done++;
+        blobs.bytesDone += d.size;
+        progress?.({ ...blobs });
       }
       await commitImage(store, layout, ref, image);
       const bytes = image.fromLayout.reduce((n, d) => n + d.size, 0);
       result.imported.push({ ref: refText(ref), digest: root.digest, blobs: image.fromLayout.length, bytes });
-      progress?.(`imported ${named} ${root.digest}`);
     } catch (e) {
       result.failed.push({ ref: named || (isDescriptor(entry) ? entry.digest : `entry ${i + 1}`), reason: (e as Error).message });
     }

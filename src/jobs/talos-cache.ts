@@ -10,6 +10,7 @@ import { blobFile, BLOB_DIR, digestFileName, digestOfFileName, MANIFESTS_DIR, re
 import { isDescriptor, manifestMediaType, MANIFEST_MEDIA_TYPES, MediaType, parseManifest } from '../oci/manifest.js';
 import { isValidHost, isValidName, isValidTag } from '../oci/reference.js';
 import { MAX_MANIFEST_BYTES, type Descriptor, type Store } from '../store/store.js';
+import type { ProgressPort } from './progress.js';
 
 export interface CacheRepository {
   host: string;
@@ -69,7 +70,7 @@ async function scanRepos(root: string, path: string, host: string, segments: str
 }
 
 /** Imports every image of the tree at `root`; `name` turns a tree path into what the operator should read. */
-export async function importCacheTree(store: Store, root: string, name: (file: string) => string, progress?: (line: string) => void): Promise<CacheImportResult> {
+export async function importCacheTree(store: Store, root: string, name: (file: string) => string, progress?: ProgressPort): Promise<CacheImportResult> {
   const repos = await scanCache(root);
   if (repos.length === 0) throw new ImportError(`${name('manifests/')} holds no repository (no …/reference/ or …/digest/ folder): not a Talos image cache`);
   const blobs = new Set((await entries(join(root, BLOB_DIR))).flatMap((e) => digestsOf(e)));
@@ -92,7 +93,7 @@ class RepositoryImport {
     private readonly repo: CacheRepository,
     private readonly tree: { root: string; name: (file: string) => string; blobs: Set<string> },
     private readonly result: CacheImportResult,
-    private readonly progress?: (line: string) => void,
+    private readonly progress?: ProgressPort,
   ) {
     this.base = `${repo.host}/${repo.name}`;
     this.layout = { dir: tree.root, name: tree.name, blobFile: (d) => this.fileOf(d) };
@@ -133,9 +134,11 @@ class RepositoryImport {
       if (!isValidName(this.repo.name) || !isValidHost(this.repo.host)) throw new ImportError(`${this.tree.name(this.repo.path)} is not a valid registry and repository name`);
       const image = await collect(this.layout, top);
       for (const d of image.blobs) this.reached.add(d.digest);
+      let bytesDone = 0;
+      const bytesTotal = image.blobs.reduce((n, d) => n + d.size, 0);
       for (const [i, d] of image.blobs.entries()) {
         await verifyBlob(this.layout, d);
-        this.progress?.(`verifying ${label}: ${i + 1}/${image.blobs.length} blobs`);
+        this.progress?.({ unit: 'blobs', done: i + 1, total: image.blobs.length, bytesDone: (bytesDone += d.size), bytesTotal, current: label });
       }
       await commitImage(this.store, this.layout, ref, image);
       const bytes = image.blobs.reduce((n, d) => n + d.size, 0);
@@ -190,7 +193,7 @@ export async function wrappedCache(layout: Layout, entries: unknown[]): Promise<
 }
 
 /** Verifies the wrapping image (manifest, config, the layer), unpacks the layer safely and imports the tree in it. */
-export async function importWrappedCache(store: Store, layout: Layout, image: Collected, progress?: (line: string) => void): Promise<CacheImportResult> {
+export async function importWrappedCache(store: Store, layout: Layout, image: Collected, progress?: ProgressPort): Promise<CacheImportResult> {
   for (const d of image.blobs) await verifyBlob(layout, d);
   const layer = parseManifest(image.manifests[0]?.body ?? Buffer.alloc(0))?.layers?.[0];
   const file = layer && (layout.blobFile ? layout.blobFile(layer) : ociBlobFile(layer));
@@ -198,7 +201,7 @@ export async function importWrappedCache(store: Store, layout: Layout, image: Co
   const where = `the Talos cache layer ${layout.name(file)}`;
   const dir = await store.scratchDir('talos-cache-');
   try {
-    progress?.(`unpacking ${where}`);
+    progress?.({ unit: 'blobs', done: 0, bytesDone: 0, current: `unpacking ${where}` });
     await unpackCacheLayer(join(layout.dir, file), where, dir).catch((e: unknown) => {
       const hint = '; a single-image layout without a name is imported with --as REF';
       throw e instanceof CacheTarError ? new ImportError(`${e.message}${e.message.includes('not part of') ? hint : ''}`) : e;
