@@ -2,7 +2,7 @@
 // what the store holds for it — resolved digest, platforms present vs. expected, missing blobs, signatures.
 // Reads the store through the one graph walker (oci/graph.ts); writes nothing.
 import { walkGraph, type GraphNode, type GraphSource } from '../oci/graph.js';
-import type { Descriptor } from '../oci/manifest.js';
+import { platformOf, platformWanted } from '../oci/platform.js';
 import { nameGlobToRegExp, signatureSubject, tagGlobToRegExp } from '../policy/matcher.js';
 import { parseRule, type RuleSpec } from '../policy/rules.js';
 import type { Store } from '../store/store.js';
@@ -183,7 +183,7 @@ export async function imageCoverage(
   };
   const walk = await walkGraph(source, [digest], {
     children: 'by-parent',
-    follow: (child) => wanted(child, platforms),
+    follow: (child) => platformWanted(child, platforms),
     signatures: 'roots-and-indexes',
     onNode: (node) => countNode(store, image, node),
   });
@@ -218,21 +218,6 @@ function countNode(store: ImageSource, image: ImageCoverage, node: GraphNode): v
       image.storedBytes += d.size;
     }
   }
-}
-
-/** `os/arch[/variant]` of an index entry, or undefined when it names none. */
-export function platformOf(d: Descriptor): string | undefined {
-  const p = d.platform;
-  if (!p?.os || !p.architecture) return undefined;
-  return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
-}
-
-/** The same filter sync applies: with platforms configured, an index entry is wanted if it is one of them. */
-function wanted(d: Descriptor, platforms: readonly string[]): boolean {
-  const full = platformOf(d);
-  if (platforms.length === 0 || full === undefined) return true;
-  const short = `${d.platform?.os ?? ''}/${d.platform?.architecture ?? ''}`;
-  return platforms.some((want) => want === full || want === short);
 }
 
 function platformCoverage(nodes: readonly GraphNode[], platforms: readonly string[]): PlatformCoverage {

@@ -1,7 +1,8 @@
 // What `sluice export` writes, decided before a byte is written: the images the rules select in the store, every
 // blob each needs (platforms, signature tags and referrers included), what is missing, and what `--since` leaves out.
 import { walkGraph, type GraphNode, type GraphSource } from '../oci/graph.js';
-import { MANIFEST_MEDIA_TYPES, type Descriptor } from '../oci/manifest.js';
+import type { Descriptor } from '../oci/manifest.js';
+import { platformWanted } from '../oci/platform.js';
 import { Matcher, parseRule, type RuleSpec } from '../policy/allowlist.js';
 import type { Store } from '../store/store.js';
 
@@ -161,12 +162,4 @@ function extraRoot(root: Root, node: GraphNode, signatureTags: Map<string, strin
   const tag = node.via === 'signature' ? signatureTags.get(node.digest) : undefined;
   const ref = tag ? `${root.host}/${root.name}:${tag}` : `${root.host}/${root.name}@${node.digest}`;
   return { ref, host: root.host, name: root.name, root: { mediaType: node.manifest.mediaType, digest: node.digest, size: node.manifest.body.length } };
-}
-
-/** Only an index's platform entries are filtered; manifests without a platform are always kept. */
-export function platformWanted(d: Descriptor, platforms: readonly string[]): boolean {
-  if (platforms.length === 0 || !d.platform || !MANIFEST_MEDIA_TYPES.includes(d.mediaType)) return true;
-  const p = d.platform;
-  const full = [p.os, p.architecture, p.variant].filter(Boolean).join('/');
-  return platforms.some((want) => want === full || want === `${p.os}/${p.architecture}`);
 }

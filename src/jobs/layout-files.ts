@@ -1,9 +1,10 @@
-// Reading the files of an OCI image layout for import: only regular files (never a symlink, FIFO or device),
-// never past a descriptor's size, and every problem named by the layout's own file name.
+// Reading the files of an OCI image layout for import: only regular files (never a symlink, FIFO or device, nor
+// a file under a symlinked folder), never past a descriptor's size, and every problem named by the layout's own name.
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { LayoutSource } from './layout-source.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from '../store/store.js';
 
 export class ImportError extends Error {}
@@ -12,32 +13,20 @@ export class ImportUsageError extends ImportError {}
 
 const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
 
-/** Where a layout sits (`dir`) and how to name one of its files to the operator (the tar, never a temp folder). */
-export interface Layout {
-  dir: string;
-  name(file: string): string;
-  /** Blobs a damaged archive held only in part (path → why): they count as bad, not as absent. */
-  damaged?: ReadonlyMap<string, string>;
-  /**
-   * Which file holds a blob, relative to `dir` (default `blobs/sha256/<hex>`, an OCI layout), or undefined when
-   * the layout is known not to have it (a Talos cache: `blob/sha256-<hex>`, chosen platforms only).
-   */
-  blobFile?(d: Descriptor): string | undefined;
-}
-
 export const blobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slice(7)}`;
-const fileOf = (layout: Layout, d: Descriptor): string | undefined => (layout.blobFile ? layout.blobFile(d) : blobFile(d));
+const fileOf = (layout: LayoutSource, d: Descriptor): string | undefined => (layout.blobFile ? layout.blobFile(d) : blobFile(d));
 
 /** Whether the layout holds a file for this blob (not whether it is sound). */
-export async function hasBlob(layout: Layout, d: Descriptor): Promise<boolean> {
+export async function hasBlob(layout: LayoutSource, d: Descriptor): Promise<boolean> {
   const file = fileOf(layout, d);
   if (file === undefined) return false;
   if (layout.damaged?.has(file)) return true;
+  await refuseLinkedFolders(layout.dir, file, layout.name);
   // lstat: a symlink or FIFO counts as present, so reading it is refused by name rather than it being taken as absent.
   return (await lstat(join(layout.dir, file)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : e))) !== undefined;
 }
 
-export async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
+export async function verifyBlob(layout: LayoutSource, d: Descriptor): Promise<void> {
   const hash = createHash('sha256');
   let size = 0;
   await withBlob(layout, d, async (fh) => {
@@ -55,7 +44,7 @@ export async function verifyBlob(layout: Layout, d: Descriptor): Promise<void> {
   if (got !== d.digest) throw new ImportError(`blob ${d.digest} is corrupt: its content hashes to ${got}`);
 }
 
-export async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffer> {
+export async function readBlobFile(layout: LayoutSource, d: Descriptor): Promise<Buffer> {
   return withBlob(layout, d, async (fh) => {
     const body = Buffer.alloc(d.size);
     const { bytesRead } = await fh.read(body, 0, d.size, 0);
@@ -65,17 +54,32 @@ export async function readBlobFile(layout: Layout, d: Descriptor): Promise<Buffe
 }
 
 /** Runs `use` on the blob's file once it is known to be a regular file of the descriptor's size. */
-export async function withBlob<T>(layout: Layout, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
+export async function withBlob<T>(layout: LayoutSource, d: Descriptor, use: (fh: FileHandle) => Promise<T>): Promise<T> {
   const file = fileOf(layout, d);
   if (file === undefined) throw new ImportError(`blob ${d.digest} (${d.mediaType}) is not in ${layout.name('')}`);
   const damage = layout.damaged?.get(file);
   if (damage) throw new ImportError(`blob ${d.digest} (${layout.name(file)}) ${damage}`);
+  await refuseLinkedFolders(layout.dir, file, layout.name);
   const { fh, size } = await openRegular(join(layout.dir, file), `blob ${d.digest} (${layout.name(file)})`);
   try {
     if (size !== d.size) throw new ImportError(`blob ${d.digest} is ${size} bytes, its descriptor says ${d.size}`);
     return await use(fh);
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Refuses a file whose folders (relative to `root`, `file` itself included when `self`) include a symbolic link:
+ * a linked `blobs/` or `manifests/` would lead the import out of the layout, onto the host's files.
+ */
+export async function refuseLinkedFolders(root: string, file: string, name: (file: string) => string, self = false): Promise<void> {
+  const parts = file.split('/').filter((p) => p !== '');
+  for (let i = 1; i <= (self ? parts.length : parts.length - 1); i++) {
+    const rel = parts.slice(0, i).join('/');
+    const info = await lstat(join(root, rel)).catch(() => undefined);
+    if (!info) return;
+    if (info.isSymbolicLink()) throw new ImportError(`${name(rel)} is a symbolic link; sluice follows no link out of an import (copy the folder itself in)`);
   }
 }
 
@@ -118,7 +122,7 @@ export interface LayoutIndex {
 }
 
 /** The entries of index.json (each still to be checked), or an ImportError naming the file and what is wrong. */
-export async function readIndex(layout: Layout): Promise<LayoutIndex> {
+export async function readIndex(layout: LayoutSource): Promise<LayoutIndex> {
   const file = layout.name('index.json');
   const { fh, size } = await openRegular(join(layout.dir, 'index.json'), file, `${file} is missing: not an OCI image layout`);
   let doc: unknown;

@@ -5,6 +5,7 @@ import { withHeadersTimeout } from '../upstream/transport.js';
 import { parseRule } from '../policy/allowlist.js';
 import { RegistryError } from '../oci/errors.js';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
+import { platformWanted } from '../oci/platform.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { windowClosedUntil } from '../mirror/access.js';
 import type { Descriptor, Store } from '../store/store.js';
@@ -248,12 +249,4 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
     signal.addEventListener('abort', onAbort, { once: true });
     p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
-}
-
-function platformWanted(d: Descriptor, platforms: string[] | undefined): boolean {
-  if (!platforms || platforms.length === 0 || !d.platform) return true;
-  const p = d.platform;
-  const full = [p.os, p.architecture, p.variant].filter(Boolean).join('/');
-  const short = `${p.os}/${p.architecture}`;
-  return platforms.some((want) => want === full || want === short);
 }

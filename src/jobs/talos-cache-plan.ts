@@ -4,7 +4,8 @@ import { walkGraph } from '../oci/graph.js';
 import { isIndexType, type Descriptor } from '../oci/manifest.js';
 import type { RuleSpec } from '../policy/allowlist.js';
 import type { Store } from '../store/store.js';
-import { platformWanted, selectRoots, type ExportPlan, type PlannedImage, type Root } from './export-plan.js';
+import { selectRoots, type ExportPlan, type PlannedImage, type Root } from './export-plan.js';
+import { platformWanted } from '../oci/platform.js';
 import { BLOB_DIR, blobFile, digestFile, digestFileName, referenceFile, repositoryDir } from './talos-cache-paths.js';
 
 const MAX_DEPTH = 4;

@@ -69,15 +69,19 @@ export class MiniUpstream {
     return { name, tag, digest, manifest, config: cfg, layers: ls, digests, sizeBytes };
   }
 
-  /** An OCI index of `children` (image manifests) under `tag`; the children by digest only. */
-  addIndex(name: string, tag: string, children: Buffer[]): { digest: string; body: Buffer } {
-    for (const m of children) this.manifests.set(`${name}:${sha256(m)}`, m);
+  /**
+   * An OCI index under `name:tag` of `entries`: images already added (each entry's `platform` as given, `{}`
+   * included) or bare manifest bodies (no platform); every child by digest too.
+   */
+  addIndex(name: string, tag: string, entries: Array<Buffer | { image: MiniImage; platform?: Record<string, string> }>): { digest: string; body: Buffer } {
+    const children = entries.map((e) => (Buffer.isBuffer(e) ? { manifest: e, platform: undefined } : { manifest: e.image.manifest, platform: e.platform }));
     const body = Buffer.from(JSON.stringify({
       schemaVersion: 2,
       mediaType: MediaType.ociIndex,
-      manifests: children.map((m) => ({ mediaType: MediaType.ociManifest, digest: sha256(m), size: m.length })),
+      manifests: children.map((c) => ({ mediaType: MediaType.ociManifest, digest: sha256(c.manifest), size: c.manifest.length, ...(c.platform ? { platform: c.platform } : {}) })),
     }));
     const digest = sha256(body);
+    for (const c of children) this.manifests.set(`${name}:${sha256(c.manifest)}`, c.manifest);
     this.manifests.set(`${name}:${tag}`, body);
     this.manifests.set(`${name}:${digest}`, body);
     return { digest, body };

@@ -1,0 +1,69 @@
+// What `sluice import` reads images from, whatever its form: a LayoutSource finds a manifest or blob by descriptor
+// (layout-files.ts opens and checks it). Adapters here: an OCI layout folder and an OCI layout (an export bundle
+// included) in a .tar/.tar.zst; talos-cache.ts adapts both Talos cache forms.
+import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { extractLayoutTar, TarLayoutError } from './import-tar.js';
+import { ImportError } from './layout-files.js';
+import { readReceipt, receiptPathFor } from './receipt.js';
+import { unpackRoom } from './unpack-bounds.js';
+import type { Descriptor, Store } from '../store/store.js';
+
+export interface LayoutSource {
+  /** The folder the source's files are in (an unpacked archive: a scratch folder, never named to the operator). */
+  dir: string;
+  /** How to name one of its files to the operator (inside the archive, never the scratch folder). */
+  name(file: string): string;
+  /** How messages call the whole source: "the bundle", "the Talos cache". */
+  noun: string;
+  /** Blobs a damaged archive held only in part (path → why): they count as bad, not as absent. */
+  damaged?: ReadonlyMap<string, string>;
+  /**
+   * Which file holds a blob, relative to `dir` (default `blobs/sha256/<hex>`, an OCI layout), or undefined when
+   * the source is known not to have it (a Talos cache: `blob/sha256-<hex>`, chosen platforms only).
+   */
+  blobFile?(d: Descriptor): string | undefined;
+  /** The source holds only some platforms of an index on purpose (a Talos cache): the others are listed, not errors. */
+  partial?: boolean;
+}
+
+/** An OCI image layout's blobs: `blobs/sha256/<hex>`, every one expected. */
+export const ociBlobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slice(7)}`;
+
+export const ociDirSource = (path: string): LayoutSource => ({ dir: path, name: (f) => join(path, f), noun: 'the bundle' });
+
+export interface OpenedArchive {
+  source: LayoutSource;
+  /** The archive was damaged or does not match its receipt: said once, whatever the images do. */
+  warnings: string[];
+  /** Removes the unpacked copy; always called. */
+  close(): Promise<void>;
+}
+
+/** Unpacks a .tar/.tar.zst of an OCI layout (bounded: unpack-bounds.ts) into a scratch folder of the store. */
+export async function openOciArchive(store: Store, path: string): Promise<OpenedArchive> {
+  const dir = await store.scratchDir('import-');
+  const close = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  try {
+    const tar = await extractLayoutTar(path, dir, await unpackRoom(store, dir)).catch((e: unknown) => Promise.reject(e instanceof TarLayoutError ? new ImportError(e.message) : e));
+    const warnings = [...(tar.brokenAfter ? [`${tar.brokenAfter}; only images whose blobs all arrived whole are imported`] : []), ...(await receiptWarnings(path, tar.sha256))];
+    const name = (f: string): string => `${tar.top ? `${tar.top}/` : ''}${f} in ${path}`;
+    return { source: { dir: join(dir, tar.top), name, noun: 'the bundle', damaged: tar.damaged }, warnings, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+/** A receipt beside the archive that does not match it means the bundle changed in transit (each blob is still verified). */
+async function receiptWarnings(path: string, sha256: string): Promise<string[]> {
+  const file = receiptPathFor(path);
+  if (!(await stat(file).catch(() => undefined))) return [];
+  try {
+    const r = await readReceipt(file);
+    if (r.checksum.of !== 'file' || r.checksum.value === sha256) return [];
+    return [`${path} hashes to ${sha256}, but its receipt ${file} says ${r.checksum.value}: the bundle changed after it was written; every blob is verified, and images with a bad or absent blob are refused`];
+  } catch (e) {
+    return [`${(e as Error).message}; the bundle is imported without it`];
+  }
+}
