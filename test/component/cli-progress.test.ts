@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
 import { run, which } from '../helpers/binaries.js';
+import { MiniUpstream } from '../helpers/mini-upstream.js';
 import { runSluice, SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
 import { formatBytes } from '../../src/cli/progress.js';
 import { MediaType, seededBytes, sha256 } from '../kit/oci.js';
@@ -72,6 +73,31 @@ describe.runIf(hasScript)('progress on a terminal, silence otherwise', () => {
     expect(r.code, r.stdout).toBe(0);
     expect(r.stdout).toContain(`\r${ESC}Kexport  5/5 blobs  ${formatBytes(totalBytes)} of ${formatBytes(totalBytes)}`);
     expect(r.stdout).toContain('exported ghcr.io/progress/app:1');
+  });
+
+  it('import: blobs and bytes of each image as they are verified', async () => {
+    expect((await runSluice(['export', join(dir, 'bundle'), 'ghcr.io/progress/app:1', '--config', config])).code).toBe(0);
+    const r = await onTerminal('import', join(dir, 'bundle'));
+    expect(r.code, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/\r\x1b\[Kimport {2}5\/5 blobs {2}\S+ \S+ of \S+ \S+ .*ghcr\.io\/progress\/app:1/);
+    expect(r.stdout).toContain('imported ghcr.io/progress/app:1');
+  });
+
+  it('sync (no server): references done of those planned, bytes fetched, the reference', async () => {
+    const up = await new MiniUpstream().start();
+    try {
+      up.addImage('progress/sync', 'v1', [seededBytes(100_000, 'sync-1'), seededBytes(100_000, 'sync-2')]);
+      const syncConfig = join(dir, 'sync.yaml');
+      await writeFile(syncConfig, sluiceConfigYaml(join(dir, 'sync-data'), {
+        windows: 'always', allowlist: ['ghcr.io/progress/sync:v1'], upstreams: { 'ghcr.io': { url: up.url } },
+      }));
+      const r = await run('script', ['-qec', [process.execPath, SLUICE_MAIN, 'sync', '--config', syncConfig].join(' '), '/dev/null'], { timeoutMs: 60_000 });
+      expect(r.code, r.stdout).toBe(0);
+      expect(r.stdout).toMatch(/\r\x1b\[Ksync {2}1\/1 references {2}195\.\d KiB/);
+      expect(r.stdout).toContain('fetched         ghcr.io/progress/sync:v1');
+    } finally {
+      await up.stop();
+    }
   });
 
   it('with --json, or with stderr not a terminal, nothing of it is written', async () => {
