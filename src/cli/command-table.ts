@@ -106,8 +106,8 @@ export const COMMANDS: CommandTable = {
     options: [
       {
         name: 'format', value: 'FORMAT', choices: ['table', 'json', 'commands'],
-        description: 'the form of what is written: table, json, or commands (one sluice allow add line per reference)',
-        default: 'table (json with --json)',
+        description: 'the form of what is written: table, json, or commands: one sluice allow add line per reference',
+        default: 'table; json with --json',
       },
       json,
       { name: 'clear', description: 'empty the denied log' },
@@ -165,9 +165,9 @@ export const COMMANDS: CommandTable = {
       patch: {
         summary: "print the machine-config patch pointing every registry ('*') at this mirror",
         options: [
-          { name: 'form', value: 'FORM', choices: ['legacy', 'documents'], description: 'documents (Talos 1.12+ RegistryMirrorConfig) or legacy (machine.registries)', default: 'documents' },
+          { name: 'form', value: 'FORM', choices: ['legacy', 'documents'], description: 'documents: Talos 1.12+ RegistryMirrorConfig documents; legacy: machine.registries', default: 'documents' },
           { name: 'endpoint', value: 'URL', description: 'the address nodes reach sluice at', default: 'the listen address, https when tls is set' },
-          { name: 'ca', value: 'FILE', description: 'the CA the nodes trust for the endpoint (https only)', default: 'the last certificate of tls.cert' },
+          { name: 'ca', value: 'FILE', description: 'the CA the nodes trust for the endpoint, https only', default: 'the last certificate of tls.cert' },
           { name: 'client-cert', value: 'FILE', description: "the nodes' client certificate, with --client-key (required when tls.clientCA is set)" },
           { name: 'client-key', value: 'FILE', description: "the nodes' client key, with --client-cert" },
           { name: 'username', value: 'USER', description: 'the basic-auth user of the nodes, with --password-file (required when auth.htpasswd is set)' },
