@@ -206,7 +206,7 @@ export const COMMANDS: CommandTable = {
     examples: [
       { command: 'completion bash > /etc/bash_completion.d/sluice', comment: 'complete commands and flags in bash' },
       { command: 'completion zsh > "${fpath[1]}/_sluice"', comment: 'in zsh (a folder of $fpath)' },
-      { command: 'completion fish > ~/.config/fish/completions/sluice.fish', comment: 'in fish' },
+      { command: 'completion fish > sluice.fish', comment: 'in fish (then move it to ~/.config/fish/completions/)' },
     ],
     run: async (args) => (await import('./completion.js')).completionCommand(COMMANDS, args),
   },

@@ -28,10 +28,16 @@ export function wrap(text: string, width: number): string[] {
 /** Two columns: the left padded to a common width (at most `maxLeft`; a longer one puts its text on the next line). */
 export function columns(rows: ReadonlyArray<readonly [string, string]>, width: number, indent = 2, maxLeft = 30): string[] {
   const left = Math.min(maxLeft, Math.max(0, ...rows.map(([l]) => l.length)));
-  const textAt = indent + left + 3;
+  const side = width - (indent + left + 3) >= 30;
+  // Too narrow for two columns: each text goes under its left part, indented.
+  const textAt = side ? indent + left + 3 : indent + 4;
   const out: string[] = [];
   for (const [l, r] of rows) {
-    const text = wrap(r, Math.max(20, width - textAt));
+    const text = wrap(r, width - textAt);
+    if (!side) {
+      out.push(`${' '.repeat(indent)}${l}`, ...text.map((t) => `${' '.repeat(textAt)}${t}`));
+      continue;
+    }
     if (l.length > left) out.push(`${' '.repeat(indent)}${l}`);
     else out.push(`${' '.repeat(indent)}${l.padEnd(left)}   ${text.shift() ?? ''}`.trimEnd());
     for (const t of text) out.push(`${' '.repeat(textAt)}${t}`);
@@ -79,10 +85,10 @@ export function helpText(table: CommandTable, path: readonly string[], width: nu
     if (lines.length > 0) out.push('', `${title}:`, ...lines);
   };
   if (!spec) {
-    out.push(...wrap(intro, width), '', 'usage: sluice COMMAND [flags]');
+    out.push(...wrap(intro, width), '', ...wrap('usage: sluice COMMAND [flags]', width));
     section('Commands', columns(leaves(table).map(([p, s]) => [synopsis(p, s), s.summary]), width));
   } else {
-    out.push(...wrap(`${sentence(spec.summary)}${spec.description ? ` ${spec.description}` : ''}`, width), '', `usage: sluice ${synopsis(path, spec)}`);
+    out.push(...wrap(`${sentence(spec.summary)}${spec.description ? ` ${spec.description}` : ''}`, width), '', ...wrap(`usage: sluice ${synopsis(path, spec)}`, width));
     if (spec.aliases?.length) out.push(`aliases: ${spec.aliases.join(', ')}`);
     if (spec.subcommands) section('Commands', columns(leaves(spec.subcommands).map(([p, s]) => [synopsis(p, s), s.summary]), width));
     section('Flags', columns(optionRows(spec.options ?? []), width));
@@ -91,7 +97,7 @@ export function helpText(table: CommandTable, path: readonly string[], width: nu
   const env = spec?.env ?? [];
   section('Environment', columns(env.map((e) => [e.name, `${e.description}${optionNotes(e)}`]), width));
   section('Examples', examplesOf(spec ? [[[...path], spec]] : [], width));
-  out.push('', spec?.subcommands || !spec ? `Run 'sluice ${[...path, 'COMMAND'].join(' ')} --help' for more about a command.` : "Run 'sluice --help' for every command.");
+  out.push('', ...wrap(spec?.subcommands || !spec ? `Run 'sluice ${[...path, 'COMMAND'].join(' ')} --help' for more about a command.` : "Run 'sluice --help' for every command.", width));
   return out.join('\n');
 }
 
