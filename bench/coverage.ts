@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { coverageReport } from '../src/jobs/coverage.js';
 import { Store } from '../src/store/store.js';
+import { openStore } from '../src/store/open.js';
 import { MediaType, type Descriptor } from '../test/kit/oci.js';
 
 const HOST = 'bench.local';
@@ -35,7 +36,7 @@ async function putImage(store: Store, repo: string, tag: string): Promise<void> 
 
 async function populate(storage: string, images: number): Promise<number> {
   const t0 = performance.now();
-  const store = await Store.open(storage);
+  const store = await openStore({ storage });
   let next = 0;
   await Promise.all(Array.from({ length: 16 }, async () => {
     for (let i = next++; i < images; i = next++) await putImage(store, `many/repo${Math.floor(i / TAGS_PER_REPO)}`, `v${i % TAGS_PER_REPO}`);
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
   let blobs = 0;
   let checked = 0;
   for (let round = 0; round < Number(values.rounds); round++) {
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     const list = await time(async () => {
       let n = 0;
       for await (const _ of store.allBlobs()) n++;
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
     });
     blobs = list.value;
     record(0, list);
-    const fresh = await Store.open(storage);
+    const fresh = await openStore({ storage });
     const cold = await time(() => coverageReport(fresh, rules));
     record(1, cold);
     const warm = await time(() => coverageReport(fresh, rules));

@@ -1,24 +1,12 @@
 // Turns raw runs into the one table: medians across rounds, ratios of sluice to docker-registry and to the
 // bare ceiling, and every target of issue 5 marked PASS or MISS; renders it as a Markdown table.
 import { sizeLabel } from './content.js';
+import type { Check, Row } from './rows.js';
 import { stormRows } from './storm-report.js';
 import type { StormRun } from './storm-report.js';
 import { median, type FanInRun, type MemoryRun, type RateKind, type RateRun, type StartupRun, type TargetKey, type ThroughputRun } from './cases.js';
 
-export interface Check {
-  target: string;
-  pass: boolean;
-}
-
-export interface Row {
-  case: string;
-  metric: string;
-  cells: Partial<Record<TargetKey, { value: number; text: string }>>;
-  vsRegistry?: number;
-  vsBare?: number;
-  checks: Check[];
-  note?: string;
-}
+export type { Check, Row } from './rows.js';
 
 export interface BenchResults {
   rate?: RateRun[];

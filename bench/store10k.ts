@@ -2,6 +2,7 @@
 // each a manifest, a config and 8 small layers — 10,000 blobs — written through sluice's own Store module.
 import { createHash, randomBytes } from 'node:crypto';
 import { Store } from '../src/store/store.js';
+import { openStore } from '../src/store/open.js';
 import { MediaType, type Descriptor } from '../test/kit/oci.js';
 import { BENCH_HOST } from './content.js';
 
@@ -52,7 +53,7 @@ async function putImage(store: Store, repo: string, tag: string): Promise<number
 /** Fills `storage` (a sluice storage folder) with 10,000 blobs; every write is the Store's own verified ingest. */
 export async function populateStore(storage: string): Promise<PopulatedStore> {
   const t0 = performance.now();
-  const store = await Store.open(storage);
+  const store = await openStore({ storage });
   const jobs: Array<{ repo: string; tag: string }> = [];
   for (let t = 0; t < TAGS_PER_REPO; t++) for (let r = 0; r < REPOS; r++) jobs.push({ repo: `many/repo${r}`, tag: `v${t}` });
   let blobs = 0;

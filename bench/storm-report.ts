@@ -3,7 +3,7 @@
 import type { ProxiedRequest } from './count-proxy.js';
 import type { StormClientResult } from './storm-client.js';
 import { median } from './cases.js';
-import type { Row } from './report.js';
+import type { Row } from './rows.js';
 
 /** 'registry' is distribution (docker-registry) in its proxy mode, in the table's docker-registry column. */
 export type StormTarget = 'sluice' | 'registry';

@@ -13,7 +13,8 @@ import { Mirror } from './mirror/mirror.js';
 import { AllowlistPolicy } from './mirror/decision.js';
 import { abortWhenWindowCloses, windowGate } from './mirror/window-gate.js';
 import { registerRegistryRoutes } from './http/routes.js';
-import { Store } from './store/store.js';
+import type { Store } from './store/store.js';
+import { openStore } from './store/open.js';
 import { followManual } from './window/manual-store.js';
 import { openWindowState } from './window/open-state.js';
 import { Syncer } from './jobs/sync.js';
@@ -131,7 +132,7 @@ async function openState(
   config: Config,
   now?: () => Date,
 ): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; stopFollowing: () => void }> {
-  const store = await Store.open(config.storage, { maxBytes: config.storageMaxBytes, s3: config.s3, postgres: config.postgres });
+  const store = await openStore(config);
   const documents = store.meta.state;
   const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
   const denied = await DeniedLog.open(documents.denied);

@@ -74,6 +74,9 @@ export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
   { name: 'help', description: 'print this help and do nothing else (also: sluice help COMMAND)' },
 ];
 
+/** Only before any command: `sluice --version` runs `sluice version`. */
+export const ROOT_OPTIONS: readonly OptionSpec[] = [{ name: 'version', description: 'print the version and exit, as sluice version does' }];
+
 interface Options {
   valued: Set<string>;
   booleans: Set<string>;

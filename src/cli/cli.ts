@@ -14,7 +14,7 @@ const visible = (names: Record<string, { hidden?: boolean; aliases?: readonly st
   Object.entries(names).filter(([, s]) => !s.hidden).flatMap(([n, s]) => [n, ...(s.aliases ?? [])]);
 
 export async function runCli(argv: string[]): Promise<number> {
-  const inv = locate(COMMANDS, argv);
+  const inv = locate(COMMANDS, argv[0] === '--version' ? ['version', ...argv.slice(1)] : argv);
   if (!inv) {
     process.stderr.write(`${helpText(COMMANDS, [], helpWidth(process.stderr), INTRO)}\n`);
     return 2;

@@ -7,6 +7,7 @@ import { gcCommand } from './gc-command.js';
 import { importCommand } from './import-command.js';
 import { serve } from './serve-command.js';
 import { verifyCommand } from './verify-command.js';
+import { versionCommand } from './version-command.js';
 import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 
 export const INTRO = 'sluice: a read-only, pull-through OCI registry mirror with an allowlist and sync windows, for air-gapped Talos Linux clusters.';
@@ -199,6 +200,15 @@ export const COMMANDS: CommandTable = {
       { command: 'verify --repair', comment: 'check, and take corrupt blobs out of service' },
     ],
     run: verifyCommand,
+  },
+  version: {
+    summary: 'this release, its source revision, the Node.js runtime and the store format (also: sluice --version)',
+    options: [json],
+    examples: [
+      { command: 'version', comment: 'what is installed here' },
+      { command: 'version --json', comment: 'the same as JSON, for inventory scripts (sluice --version --json too)' },
+    ],
+    run: versionCommand,
   },
   completion: {
     summary: 'print the shell completion script for bash, zsh or fish',

@@ -5,9 +5,8 @@ import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from '
 import { Allowlist, AllowlistFileError, InvalidRulesError, parseImageList, type AddResult, type AllowlistProblem, type RemoveResult, type RuleRecord } from '../policy/allowlist.js';
 import { flag, UsageError, type Command, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
-import { LockTimeoutError } from '../store/fs/allowlist-document.js';
-import { stateDocuments } from '../store/documents.js';
-import { Store } from '../store/store.js';
+import { openStateDocuments, openStore as openConfiguredStore } from '../store/open.js';
+import { DocumentBusyError, type Store } from '../store/store.js';
 import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from '../policy/denied.js';
 import { SyncClosedError } from '../jobs/sync.js';
 
@@ -40,7 +39,7 @@ export function guarded(name: string, run: Command): Command {
         err(`sluice ${name}: ${invalid.length} invalid; nothing was changed`);
         return 2;
       }
-      if (e instanceof AdminApiError || e instanceof AllowlistFileError || e instanceof LockTimeoutError || e instanceof SyncClosedError) {
+      if (e instanceof AdminApiError || e instanceof AllowlistFileError || e instanceof DocumentBusyError || e instanceof SyncClosedError) {
         err(`sluice ${name}: ${e.message}`);
         return 1;
       }
@@ -59,10 +58,21 @@ function invalidOf(e: unknown): Invalid | undefined {
 }
 
 /** The store as the config describes it, opened by a command that runs beside (or without) the server. */
-export const openStore = (cfg: Config): Promise<Store> =>
-  Store.open(cfg.storage, { maxBytes: cfg.storageMaxBytes, s3: cfg.s3, postgres: cfg.postgres, follow: false });
-export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await stateDocuments(cfg)).allowlist, cfg.allowlist);
-export const openDenied = async (cfg: Config): Promise<DeniedLog> => DeniedLog.open((await stateDocuments(cfg)).denied);
+export const openStore = (cfg: Config): Promise<Store> => openConfiguredStore(cfg, { follow: false });
+export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await openStateDocuments(cfg)).allowlist, cfg.allowlist);
+export const openDenied = async (cfg: Config): Promise<DeniedLog> => DeniedLog.open((await openStateDocuments(cfg)).denied);
+/** Bytes as the CLI prints them: `512 B`, `1.5 GiB`. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
 export const offlineNote = (why: string, what: string): void => err(`note: ${why}; ${what}`);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -105,7 +115,7 @@ export function addRules(cfg: Config, rules: string[], note: string | undefined)
     cfg,
     (c) => c.json<AddResult>('POST', '/api/v1/allowlist', { rules, ...(note === undefined ? {} : { note }) }),
     async (why) => {
-      offlineNote(why, `editing ${(await stateDocuments(cfg)).allowlist.location} directly`);
+      offlineNote(why, `editing ${(await openStateDocuments(cfg)).allowlist.location} directly`);
       return (await openAllowlist(cfg)).add(rules, { by: currentUser(), note });
     },
   );
@@ -116,7 +126,7 @@ function removeRules(cfg: Config, rules: string[]): Promise<RemoveResult> {
     cfg,
     (c) => c.json<RemoveResult>('DELETE', '/api/v1/allowlist', { rules }),
     async (why) => {
-      offlineNote(why, `editing ${(await stateDocuments(cfg)).allowlist.location} directly`);
+      offlineNote(why, `editing ${(await openStateDocuments(cfg)).allowlist.location} directly`);
       return (await openAllowlist(cfg)).remove(rules, { by: currentUser() });
     },
   );

@@ -1,6 +1,6 @@
 // `sluice completion bash|zsh|fish`: shell completion scripts generated from the command table, so a command or
 // option added to the table is completed with nothing else to edit. Commands, subcommands, options, fixed values.
-import { allOptions, GLOBAL_OPTIONS, UsageError, type CommandSpec, type CommandTable, type OptionSpec, type ParsedArgs } from './args.js';
+import { allOptions, GLOBAL_OPTIONS, ROOT_OPTIONS, UsageError, type CommandSpec, type CommandTable, type OptionSpec, type ParsedArgs } from './args.js';
 
 interface Node {
   /** `allow add`, or `` for the top level. */
@@ -12,7 +12,7 @@ interface Node {
 
 function nodes(table: CommandTable): Node[] {
   const shown = (t: CommandTable): Array<[string, CommandSpec]> => Object.entries(t).filter(([, s]) => !s.hidden);
-  const out: Node[] = [{ key: '', options: [...GLOBAL_OPTIONS], next: shown(table).map(([n, s]) => [n, s.summary]) }];
+  const out: Node[] = [{ key: '', options: [...ROOT_OPTIONS, ...GLOBAL_OPTIONS], next: shown(table).map(([n, s]) => [n, s.summary]) }];
   for (const [name, spec] of shown(table)) {
     const subs = shown(spec.subcommands ?? {});
     out.push({ key: name, options: [...GLOBAL_OPTIONS, ...(spec.options ?? [])], next: subs.flatMap(([n, s]) => [n, ...(s.aliases ?? [])].map((w): [string, string] => [w, s.summary])) });
@@ -116,6 +116,7 @@ export function fishCompletion(table: CommandTable): string {
     return `complete -c sluice -n ${sq(cond)} -l ${o.name}${o.name === 'help' ? ' -s h' : ''}${value} -d ${sq(o.description)}`;
   };
   for (const o of GLOBAL_OPTIONS) lines.push(flagLine('true', o));
+  for (const o of ROOT_OPTIONS) lines.push(flagLine('__fish_use_subcommand', o));
   for (const [name, spec] of top) {
     lines.push(`complete -c sluice -n ${sq('__fish_use_subcommand')} -a ${name} -d ${sq(spec.summary)}`);
     const subs = Object.entries(spec.subcommands ?? {}).filter(([, s]) => !s.hidden);

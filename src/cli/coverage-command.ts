@@ -6,7 +6,7 @@ import type { Config } from '../config/config.js';
 import { Store } from '../store/store.js';
 import type { ParsedArgs } from './args.js';
 import { isJson, liveOrOffline, openAllowlist, out, openStore } from './commands.js';
-import { formatBytes } from './window-commands.js';
+import { formatBytes } from './commands.js';
 
 export async function coverageCommand(args: ParsedArgs, cfg: Config): Promise<number> {
   const report = await liveOrOffline(

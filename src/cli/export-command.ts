@@ -2,7 +2,7 @@
 // parses and checks the options, runs the export on the store, shows progress on a terminal and prints the receipt.
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import { err, isJson, openAllowlist, out, type Command, openStore } from './commands.js';
-import { formatBytes } from './window-commands.js';
+import { formatBytes } from './commands.js';
 import { ProgressReporter } from './progress.js';
 import { BUNDLE_FORMATS, BundleExistsError } from '../jobs/bundle-sink.js';
 import { describeMissing, ExportError, exportBundle, sinceRefusal } from '../jobs/exporter.js';

@@ -2,11 +2,10 @@
 // this process on the store when no server answers. Prints what went (or would go) and how many bytes.
 import { Allowlist } from '../policy/allowlist.js';
 import { collectGarbage, type GcReport } from '../jobs/gc.js';
-import { Store } from '../store/store.js';
-import { stateDocuments } from '../store/documents.js';
+import { openStateDocuments } from '../store/open.js';
 import { UsageError } from './args.js';
 import { guarded, isJson, liveOrOffline, notifyStoreChanged, offlineNote, out, type Command, openStore } from './commands.js';
-import { formatBytes } from './window-commands.js';
+import { formatBytes } from './commands.js';
 import { ProgressReporter } from './progress.js';
 
 /** A gc of a very large store takes a while; the CLI waits for it rather than give up after a minute. */
@@ -24,7 +23,7 @@ export const gcCommand: Command = guarded('gc', async (args, config) => {
       offlineNote(why, 'collecting garbage in this process');
       const store = await openStore(cfg);
       try {
-        const allowlist = await Allowlist.open((await stateDocuments(cfg)).allowlist, cfg.allowlist);
+        const allowlist = await Allowlist.open((await openStateDocuments(cfg)).allowlist, cfg.allowlist);
         return await collectGarbage(store, allowlist, { dryRun, keep: cfg.gc.keep, graceMs: cfg.gcGraceMs, onProgress: progress.enabled ? progress.update : undefined });
       } finally {
         await store.close();

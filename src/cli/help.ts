@@ -1,6 +1,6 @@
 // The help text of the command table, in the shape skopeo, talosctl and crane share (usage, commands, flags with
 // type, default and sentence, global flags, examples), wrapped to a width. Pure: table and width in, text out.
-import { GLOBAL_OPTIONS, specAt, type CommandSpec, type CommandTable, type EnvSpec, type OptionSpec } from './args.js';
+import { GLOBAL_OPTIONS, ROOT_OPTIONS, specAt, type CommandSpec, type CommandTable, type EnvSpec, type OptionSpec } from './args.js';
 
 /** Help never runs wider than this, and is this wide when stdout is no terminal (a pipe, a file, the reference). */
 export const HELP_MAX_COLUMNS = 100;
@@ -87,6 +87,7 @@ export function helpText(table: CommandTable, path: readonly string[], width: nu
   if (!spec) {
     out.push(...wrap(intro, width), '', ...wrap('usage: sluice COMMAND [flags]', width));
     section('Commands', columns(leaves(table).map(([p, s]) => [synopsis(p, s), s.summary]), width));
+    section('Flags', columns(optionRows(ROOT_OPTIONS), width));
   } else {
     out.push(...wrap(`${sentence(spec.summary)}${spec.description ? ` ${spec.description}` : ''}`, width), '', ...wrap(`usage: sluice ${synopsis(path, spec)}`, width));
     if (spec.aliases?.length) out.push(`aliases: ${spec.aliases.join(', ')}`);

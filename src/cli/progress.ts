@@ -1,6 +1,7 @@
 // The progress line of long commands: done of total, bytes, rate and time left, redrawn in place on stderr when
 // stderr is a terminal (as skopeo and talosctl do) and silent otherwise, so pipes and logs get only the result.
 import type { JobProgress } from '../jobs/progress.js';
+import { formatBytes } from './commands.js';
 
 export interface ProgressStream {
   write(text: string): unknown;
@@ -10,16 +11,6 @@ export interface ProgressStream {
 
 const REDRAW_MS = 100;
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
 
 /** `m:ss` (or `h:mm:ss`) for a time left. */
 export function formatDuration(ms: number): string {

@@ -5,18 +5,17 @@ import { statusReport, windowReport, type StatusReport, type WindowReport } from
 import { syncClosedMessage, syncPlatforms } from '../admin/sync.js';
 import { windowRequest } from '../admin/window.js';
 import { flag, UsageError, type ParsedArgs } from './args.js';
-import { allowlistWarning, err, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command, openStore } from './commands.js';
+import { allowlistWarning, err, formatBytes, guarded, isJson, liveOrOffline, offlineNote, openAllowlist, openDenied, out, type Command, openStore } from './commands.js';
 import type { Config } from '../config/config.js';
 import { RegistryError } from '../oci/errors.js';
 import { coverageCommand } from './coverage-command.js';
-import { Store } from '../store/store.js';
-import { stateDocuments } from '../store/documents.js';
+import { openStateDocuments } from '../store/open.js';
 import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
 import { WindowState } from '../window/state.js';
 import { restoreManual } from '../window/manual-store.js';
 import { windowClosedUntil } from '../mirror/access.js';
 import type { JobProgress } from '../jobs/progress.js';
-import { formatBytes, ProgressReporter } from './progress.js';
+import { ProgressReporter } from './progress.js';
 
 export const windowCommand: Command = guarded('window', async (args, config) => {
   const [sub, ...rest] = args.positionals;
@@ -36,7 +35,7 @@ export const windowCommand: Command = guarded('window', async (args, config) => 
       const state = await offlineWindow(cfg);
       if (request) state.open(request.durationMs, request.note, currentUser());
       else state.close();
-      await (await stateDocuments(cfg)).window.write(state.manual());
+      await (await openStateDocuments(cfg)).window.write(state.manual());
       return windowReport(state);
     },
   );
@@ -58,7 +57,7 @@ function usage<T>(fn: () => T): T {
 /** The schedule from the config plus the manual window persisted beside the store (as the server keeps it). */
 async function offlineWindow(cfg: Config): Promise<WindowState> {
   const state = new WindowState(cfg.windows);
-  await restoreManual(state, (await stateDocuments(cfg)).window);
+  await restoreManual(state, (await openStateDocuments(cfg)).window);
   return state;
 }
 
@@ -114,7 +113,6 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
   return 0;
 });
 
-export { formatBytes } from './progress.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // sync [--dry-run] [--platform os/arch,...]

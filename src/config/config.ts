@@ -45,6 +45,8 @@ export interface Config {
   ingestTimeoutMs: number;
   /** `storage.maxBytes`: past it new ingests are refused (507); nothing is evicted. */
   storageMaxBytes?: number;
+  /** `storage.maxBlobBytes`: no one blob may be larger (507), its size declared or not. */
+  storageMaxBlobBytes: number;
   /** Blobs on an S3-compatible object store (`storage: { s3: {…} }`); `storage` is then the local folder (spools, token). */
   s3?: S3StorageConfig;
   /** Metadata in PostgreSQL (`database: { postgres: {…} }`); absent: beside the store, as always. */
@@ -96,7 +98,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   for (const k of Object.keys(doc)) if (!KNOWN_KEYS.has(k)) p.push(`${k}: unknown key`);
 
   const listen = address(doc.listen ?? '0.0.0.0:6000', 'listen', p);
-  const { storage, storageMaxBytes, s3 } = parseStorage(doc.storage ?? './data', p, path);
+  const { storage, storageMaxBytes, storageMaxBlobBytes, s3 } = parseStorage(doc.storage ?? './data', p, path);
   const postgres = parseDatabase(doc.database, p, path);
   const upstreams = parseUpstreams(doc.upstreams ?? {}, p, path);
   const defaultUpstream = canonicalHost(str(doc.defaultUpstream ?? 'docker.io', 'defaultUpstream', p));
@@ -110,7 +112,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   const admin = parseAdmin(doc.admin ?? {}, p, path, storage);
   const limits = parseLimits(doc, p);
   const ops = parseOperations(doc, p);
-  const config: Config = { file, listen, storage, storageMaxBytes, ...(s3 ? { s3 } : {}), ...(postgres ? { postgres } : {}), defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
+  const config: Config = { file, listen, storage, storageMaxBytes, storageMaxBlobBytes, ...(s3 ? { s3 } : {}), ...(postgres ? { postgres } : {}), defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
   if (p.length > 0) throw new ConfigError(p, file);
   return config;
 }
@@ -135,13 +137,18 @@ function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
   };
 }
 
-/** `storage: PATH`, or `storage: { path: PATH, maxBytes: SIZE }`. */
-/** `storage: ./data`, or `{ path, maxBytes, s3 }` (s3: blobs on an object store, path: spools and the token). */
-function parseStorage(v: unknown, p: string[], path: (s: string) => string): { storage: string; storageMaxBytes?: number; s3?: S3StorageConfig } {
-  if (!isObject(v)) return { storage: path(str(v, 'storage', p)) };
-  for (const k of Object.keys(v)) if (!['path', 'maxBytes', 's3'].includes(k)) p.push(`storage.${k}: unknown key`);
-  const out: { storage: string; storageMaxBytes?: number; s3?: S3StorageConfig } = { storage: path(str(v.path ?? './data', 'storage.path', p)) };
+/** The largest one blob may be unless `storage.maxBlobBytes` says otherwise: beyond any real image layer. */
+export const DEFAULT_MAX_BLOB_BYTES = 64 * 1024 ** 3;
+
+type StorageConfig = Pick<Config, 'storage' | 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3'>;
+
+/** `storage: ./data`, or `{ path, maxBytes, maxBlobBytes, s3 }` (s3: blobs on an object store, path: spools and the token). */
+function parseStorage(v: unknown, p: string[], path: (s: string) => string): StorageConfig {
+  if (!isObject(v)) return { storage: path(str(v, 'storage', p)), storageMaxBlobBytes: DEFAULT_MAX_BLOB_BYTES };
+  for (const k of Object.keys(v)) if (!['path', 'maxBytes', 'maxBlobBytes', 's3'].includes(k)) p.push(`storage.${k}: unknown key`);
+  const out: StorageConfig = { storage: path(str(v.path ?? './data', 'storage.path', p)), storageMaxBlobBytes: DEFAULT_MAX_BLOB_BYTES };
   if (v.maxBytes !== undefined) out.storageMaxBytes = size(v.maxBytes, 'storage.maxBytes', p);
+  if (v.maxBlobBytes !== undefined) out.storageMaxBlobBytes = size(v.maxBlobBytes, 'storage.maxBlobBytes', p) ?? DEFAULT_MAX_BLOB_BYTES;
   if (v.s3 !== undefined) {
     if (isObject(v.s3)) out.s3 = parseS3(v.s3, p, path);
     else p.push('storage.s3: must be a mapping with at least bucket');

@@ -57,8 +57,14 @@ export class Flight extends EventEmitter {
     next: () => new Promise<void>((resolve) => this.once('progress', resolve)),
   };
 
+  /** Whether clients may be sent the blob while it grows (its spool is a file); else they wait for the commit. */
+  get tailable(): boolean {
+    return this.writer.spool.openFd !== undefined;
+  }
+
   /** A descriptor on the blob's bytes: the spool while it grows, the committed blob once it is in place. */
   async openFd(): Promise<number> {
+    if (!this.writer.spool.openFd) throw new Error(`blob ${this.digest} cannot be read while it downloads (its spool is no file)`);
     const fd = await this.writer.spool.openFd();
     if (fd !== undefined) return fd;
     // Joined just as the ingest ended and the spool went without becoming the blob: the write failed. The

@@ -162,7 +162,8 @@ export class Mirror {
     const { flight, own } = await this.flights.flightFor(host, name, digest);
     if (!flight) return this.locateBlob(host, name, digest);
     if (flight.result) return { kind: 'file', sizeBytes: flight.result.sizeBytes };
-    return { kind: 'stream', sizeBytes: flight.sizeBytes, openFd: () => flight.openFd(), growth: flight.growth, done: flight.done, own };
+    // An unknown size makes the route wait for the verified blob: so does a spool that cannot be tailed.
+    return { kind: 'stream', sizeBytes: flight.tailable ? flight.sizeBytes : undefined, openFd: () => flight.openFd(), growth: flight.growth, done: flight.done, own };
   }
 
   private pullManifest(host: string, name: string, digest: string): Promise<StoredManifest> {

@@ -36,11 +36,21 @@ export interface DeniedDocument {
   entries: DeniedEntry[];
 }
 
+/**
+ * How many distinct references the denied log keeps, in memory and in its storage alike (a flood of refusals
+ * must not grow either): the least recently seen go first.
+ */
+export const DENIED_MAX_ENTRIES = 1000;
+
 /** Where the denied log persists; implemented by the store (store/fs: denied.json beside the store). */
 export interface DeniedStorage {
   /** The parsed document, undefined or null when absent; throws when unreadable. */
   read(): Promise<unknown>;
-  write(doc: DeniedDocument): Promise<void>;
+  /**
+   * Stores the log. Storage several replicas add to (a database) keeps only the `maxEntries` most recently seen
+   * references; a document written whole holds no more than `doc` does.
+   */
+  write(doc: DeniedDocument, maxEntries: number): Promise<void>;
   /** Moves an unreadable document out of the way (named with `stamp`); returns where it went. */
   setAside(stamp: string): Promise<string>;
 }
@@ -88,7 +98,7 @@ export class DeniedLog {
     private readonly storage: DeniedStorage,
     private readonly opts: DeniedLogOptions,
   ) {
-    this.maxEntries = Math.max(1, opts.maxEntries ?? 1000);
+    this.maxEntries = Math.max(1, opts.maxEntries ?? DENIED_MAX_ENTRIES);
     this.flushMs = Math.max(0, opts.flushMs ?? 1000);
   }
 
@@ -191,7 +201,7 @@ export class DeniedLog {
     if (!this.dirty) return;
     this.dirty = false;
     try {
-      await this.storage.write({ version: 1, entries: [...this.entries.values()] });
+      await this.storage.write({ version: 1, entries: [...this.entries.values()] }, this.maxEntries);
     } catch (err) {
       this.dirty = true;
       throw err;

@@ -16,6 +16,17 @@ export interface IngestExpectation {
   maxBytes?: number;
 }
 
+/**
+ * What one ingest may take, whatever its descriptor says (an upstream body may have no length, or lie):
+ * `storage.maxBlobBytes`, and the room left under `storage.maxBytes` when it began.
+ */
+export interface IngestBounds {
+  maxBlobBytes?: number;
+  maxBytes?: number;
+  /** Committed bytes when the ingest began (with maxBytes). */
+  usedBytes?: number;
+}
+
 /** A write in progress; bytes go to a spool and only a verified commit makes them visible. */
 export interface IngestWriter {
   write(chunk: Uint8Array): Promise<void>;
@@ -35,6 +46,7 @@ export class Ingest implements IngestWriter {
     private readonly commitSpool: (verified: VerifiedSpool) => Promise<void>,
     readonly spool: Spool,
     private readonly expect: IngestExpectation,
+    private readonly bounds: IngestBounds = {},
   ) {}
 
   get bytesWritten(): number {
@@ -48,6 +60,8 @@ export class Ingest implements IngestWriter {
         expectedBytes: limit,
       }));
     }
+    const past = pastBounds(this.bounds, this.written + chunk.length);
+    if (past) return Promise.reject(past);
     this.hash.update(chunk);
     this.written += chunk.length;
     return this.spool.write(chunk);
@@ -94,6 +108,24 @@ export function isNoSpace(e: unknown): boolean {
 
 export function storeFull(detail: Record<string, number> = {}): RegistryError {
   return new RegistryError('INSUFFICIENT_STORAGE', 'the mirror\'s store is full (no space left on device); nothing was committed', detail);
+}
+
+/** The bound `totalBytes` of one blob would cross, if any: checked up front for a declared size, per chunk as bytes arrive. */
+export function pastBounds(b: IngestBounds, totalBytes: number): RegistryError | undefined {
+  if (b.maxBlobBytes !== undefined && totalBytes > b.maxBlobBytes) return blobTooLarge(b.maxBlobBytes, totalBytes);
+  if (b.maxBytes !== undefined && (b.usedBytes ?? 0) + totalBytes > b.maxBytes) {
+    return storeAtLimit({ maxBytes: b.maxBytes, usedBytes: b.usedBytes ?? 0, neededBytes: totalBytes });
+  }
+  return undefined;
+}
+
+/** storage.maxBlobBytes: one blob past it is refused whatever room there is (507, like the other store limits). */
+export function blobTooLarge(maxBlobBytes: number, neededBytes: number): RegistryError {
+  return new RegistryError(
+    'INSUFFICIENT_STORAGE',
+    `the blob is larger than storage.maxBlobBytes (${maxBlobBytes} bytes); nothing was committed`,
+    { maxBlobBytes, neededBytes },
+  );
 }
 
 /** storage.maxBytes reached: an alarm the operator set, answered like a full disk (507), never by evicting. */

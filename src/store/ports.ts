@@ -37,9 +37,10 @@ export interface Spool {
   discard(): Promise<void>;
   /**
    * A descriptor on the bytes written so far, for readers that tail a download (after the commit: the blob
-   * itself), or undefined once the spool is gone without becoming a blob.
+   * itself), or undefined once the spool is gone without becoming a blob. A spool that is no file (memory) has
+   * none: its readers wait for the commit.
    */
-  openFd(): Promise<number | undefined>;
+  openFd?(): Promise<number | undefined>;
 }
 
 /** A sealed spool whose bytes were hashed and counted by the ingest (store/ingest.ts) and match these. */
@@ -91,6 +92,17 @@ export interface LinkableManifest {
   digest: string;
   mediaType: string;
   body: Buffer;
+}
+
+/**
+ * A state document stayed locked by another process or replica past the wait (fs: `allowlist.json.lock`,
+ * PostgreSQL: the allowlist's advisory lock). What callers above store/ test for, whichever backend.
+ */
+export class DocumentBusyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DocumentBusyError';
+  }
 }
 
 /** The documents policy and window state persist through; each declares its own interface. */

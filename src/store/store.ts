@@ -1,24 +1,19 @@
 // Content-addressed store: blobs (manifests too) by sha256 through a BlobBackend, manifest media types, and
 // tags, links and referrers per (host, repository) through a MetadataStore; the caches sit in front of them.
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import { hexOf, HEX_RE } from './digest.js';
-import type { PostgresConfig, S3StorageConfig } from '../config/config.js';
-import { FsBlobBackend } from './fs/blobs.js';
-import { FsMetadataStore } from './fs/metadata.js';
-import { FsSpoolArea } from './fs/spool.js';
-import { Ingest, storeAtLimit, type BlobInfo, type IngestExpectation, type IngestWriter } from './ingest.js';
-import { LOCAL_LEASES, type BlobBackend, type BlobUsage, type ByteRange, type FlightLeases, type MetadataStore, type VerifiedSpool } from './ports.js';
-import { MetadataDelegates } from './metadata-delegates.js';
+import { Ingest, pastBounds, storeAtLimit, type BlobInfo, type IngestBounds, type IngestExpectation, type IngestWriter } from './ingest.js';
+import type { BlobBackend, BlobUsage, ByteRange, FlightLeases, MetadataStore, RepositoryName, VerifiedSpool } from './ports.js';
+import type { Descriptor } from '../oci/manifest.js';
 
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
 export type { BlobBackend, BlobUsage, ByteRange, FlightLease, FlightLeases } from './ports.js';
+export { DocumentBusyError } from './ports.js';
 export { hexOf } from './digest.js';
-export { isNotFound } from './fs/dirs.js';
+export { isNotFound } from './local/dirs.js';
 
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
@@ -28,19 +23,30 @@ export interface StoredManifest {
   body: Buffer;
 }
 
-/** Where blobs and metadata live besides the local folder (config `storage.s3`, `database.postgres`). */
-export interface StoreOptions {
-  s3?: S3StorageConfig;
-  postgres?: PostgresConfig;
-  /** A server follows the other replicas' changes (LISTEN); a CLI command does not. Default true. */
-  follow?: boolean;
-  /** `storage.maxBytes`: an ingest that would take the committed bytes past it is refused (507). Never evicts. */
-  maxBytes?: number;
+/** What a Store is built from (store/open.ts builds them from config; tests may hand in the in-memory ones). */
+export interface StoreParts {
+  /** The local folder (spools, the fs layout), or undefined for a store with none (memory). */
+  root?: string;
+  blobs: BlobBackend;
+  meta: MetadataStore;
+  /** One download per digest across every process sharing the store (LOCAL_LEASES for a store of its own). */
+  leases: FlightLeases;
 }
 
-export class Store extends MetadataDelegates {
-  /** The folder of the metadata side (tags, links, manifest media types); blobs go through `blobs`. */
+/** The operator's bounds on what the store takes (`storage.maxBytes`, `storage.maxBlobBytes`). */
+export interface StoreLimits {
+  /** An ingest that would take the committed bytes past it is refused (507). Never evicts. */
+  maxBytes?: number;
+  /** No one blob may be larger (507). */
+  maxBlobBytes?: number;
+}
+
+export class Store {
+  /** The local folder (spools; on fs the whole layout), or '' for a store with none. */
   readonly root: string;
+  readonly blobs: BlobBackend;
+  /** Tags, links, referrers and the state documents. */
+  readonly meta: MetadataStore;
   private readonly sizes = new LRUCache<string, number>({ max: 200_000 });
   private readonly manifests = new LRUCache<string, StoredManifest>({
     maxSize: 64 * 1024 * 1024,
@@ -58,47 +64,23 @@ export class Store extends MetadataDelegates {
   /** One download per digest across every replica sharing the store (a no-op for a store of its own). */
   readonly leases: FlightLeases;
   readonly maxBytes: number | undefined;
+  readonly maxBlobBytes: number | undefined;
   /** When each blob was last asked for in this process (epoch ms), so gc spares what a client is using. */
   private readonly touched = new Map<string, number>();
 
-  private constructor(
-    root: string,
-    readonly blobs: BlobBackend,
-    meta: MetadataStore,
-    maxBytes: number | undefined,
-  ) {
-    super(meta);
-    this.root = root;
-    this.openFd = blobs.openFd?.bind(blobs);
-    this.leases = meta.leases ?? LOCAL_LEASES;
-    this.maxBytes = maxBytes;
+  constructor(parts: StoreParts, limits: StoreLimits = {}) {
+    this.root = parts.root ?? '';
+    this.blobs = parts.blobs;
+    this.meta = parts.meta;
+    this.openFd = parts.blobs.openFd?.bind(parts.blobs);
+    this.leases = parts.leases;
+    this.maxBytes = limits.maxBytes;
+    this.maxBlobBytes = limits.maxBlobBytes;
   }
 
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
   get generation(): number {
     return this.meta.generation;
-  }
-
-  /**
-   * Opens (creating) the store: on the folder `root` alone (the default), or with blobs on S3 and/or metadata in
-   * PostgreSQL (`root` then holds the spools). Spool leftovers of processes that are gone are removed.
-   */
-  static async open(root: string, backends: StoreOptions = {}): Promise<Store> {
-    const spools = await FsSpoolArea.open(root);
-    let store: Store | undefined;
-    const onGone = (digest: string): void => store?.forget(digest);
-    try {
-      const blobs = backends.s3
-        ? await openS3(backends.s3, spools)
-        : await FsBlobBackend.open(root, spools, { onGone });
-      const meta = backends.postgres ? await openPostgres(backends.postgres, backends.follow) : new FsMetadataStore(root, spools);
-      store = new Store(root, blobs, meta, backends.maxBytes);
-    } catch (e) {
-      await spools.close();
-      throw e;
-    }
-    if (!backends.postgres) await mkdir(join(root, 'repositories'), { recursive: true });
-    return store;
   }
 
   /** Removes this process's spool area (nothing in it is committed content) and closes the database, if any. */
@@ -205,16 +187,23 @@ export class Store extends MetadataDelegates {
     return this.blobs.scratchDir(prefix);
   }
 
+  /**
+   * Starts a verified write. Every ingest is bounded, its size declared or not: a declared size past
+   * storage.maxBlobBytes, storage.maxBytes or the free space is refused before the first byte; bytes arriving past
+   * them end the write (507) — the spool watches the free space as it grows.
+   */
   async beginIngest(expect: IngestExpectation): Promise<IngestWriter> {
     if (expect.digest !== undefined) hexOf(expect.digest);
+    const bounds: IngestBounds = { maxBlobBytes: this.maxBlobBytes };
     if (this.maxBytes !== undefined) {
       const { bytes } = await this.usage();
-      if (bytes + (expect.sizeBytes ?? 0) > this.maxBytes || bytes >= this.maxBytes) {
-        throw storeAtLimit({ maxBytes: this.maxBytes, usedBytes: bytes, ...(expect.sizeBytes !== undefined ? { neededBytes: expect.sizeBytes } : {}) });
-      }
+      if (bytes >= this.maxBytes) throw storeAtLimit({ maxBytes: this.maxBytes, usedBytes: bytes, ...(expect.sizeBytes !== undefined ? { neededBytes: expect.sizeBytes } : {}) });
+      Object.assign(bounds, { maxBytes: this.maxBytes, usedBytes: bytes });
     }
+    const refused = expect.sizeBytes !== undefined ? pastBounds(bounds, expect.sizeBytes) : undefined;
+    if (refused) throw refused;
     const spool = await this.blobs.createSpool(expect.sizeBytes);
-    return new Ingest((v) => this.commitBlob(v), spool, expect);
+    return new Ingest((v) => this.commitBlob(v), spool, expect, bounds);
   }
 
   /** Streams a source into the store; on any failure nothing is committed. */
@@ -276,19 +265,43 @@ export class Store extends MetadataDelegates {
     return (await this.getManifest(digest)) !== undefined;
   }
 
+  // The metadata side, delegated so callers keep one handle on the store.
+  setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
+    return this.meta.setTag(host, name, tag, digest);
+  }
+  getTag(host: string, name: string, tag: string): Promise<string | undefined> {
+    return this.meta.getTag(host, name, tag);
+  }
+  listTags(host: string, name: string): Promise<string[]> {
+    return this.meta.listTags(host, name);
+  }
+  tagHistory(host: string, name: string, tag: string): Promise<string[]> {
+    return this.meta.tagHistory(host, name, tag);
+  }
+  linkManifest(host: string, name: string, m: StoredManifest): Promise<void> {
+    return this.meta.linkManifest(host, name, m);
+  }
+  isManifestLinked(host: string, name: string, digest: string): Promise<boolean> {
+    return this.meta.isManifestLinked(host, name, digest);
+  }
+  linkedManifests(host: string, name: string): Promise<string[]> {
+    return this.meta.linkedManifests(host, name);
+  }
+  linkBlob(host: string, name: string, digest: string): Promise<void> {
+    return this.meta.linkBlob(host, name, digest);
+  }
+  isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
+    return this.meta.isBlobLinked(host, name, digest);
+  }
+  referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
+    return this.meta.referrers(host, name, subject);
+  }
+  repositories(): Promise<RepositoryName[]> {
+    return this.meta.repositories();
+  }
+
   /** Every committed blob digest (for verify). */
   allBlobs(): AsyncIterable<string> {
     return this.blobs.list();
   }
-}
-
-// Loaded only when configured: the AWS SDK and pg cost start-up time an fs store (the default) never needs.
-async function openS3(c: S3StorageConfig, spools: FsSpoolArea): Promise<BlobBackend> {
-  const [{ S3BlobBackend }, { s3Client }] = await Promise.all([import('./s3/blobs.js'), import('./s3/client.js')]);
-  return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix }, spools);
-}
-
-async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Promise<MetadataStore> {
-  const { PgMetadataStore } = await import('./pg/metadata.js');
-  return PgMetadataStore.open(c, { listen: follow });
 }

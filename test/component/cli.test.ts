@@ -13,6 +13,7 @@ import type { StatusReport } from '../../src/jobs/status.js';
 import type { RuleRecord } from '../../src/policy/allowlist.js';
 import type { DeniedEntry } from '../../src/policy/denied.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { nextOpen, parseWindows } from '../../src/window/schedule.js';
 import type { RunResult } from '../helpers/binaries.js';
 import { buildLayout } from '../helpers/images.js';
@@ -351,7 +352,7 @@ describe('--help and unknown options (no side effect, one mechanism for every su
     // State every command would change: a rule, a manual window, a corrupt blob that verify --repair would quarantine.
     expectRc(await cli('allow', 'add', 'docker.io/library/alpine:3.20'), 0);
     expectRc(await cli('window', 'open', '1h', '--note', 'prefetch'), 0);
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     corruptBlob = blobFile(store, (await store.putBlob(Buffer.from('a blob that verify would re-hash'))).digest);
     await store.close();
     await writeFile(corruptBlob, (await readFile(corruptBlob)).reverse());

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
 import { fsBlobs } from '../helpers/fs-store.js';
 import { SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
@@ -74,7 +75,7 @@ describe('memory while exporting 2 GiB', () => {
     await mkdir(scratch);
     config = join(dir, 'sluice.yaml');
     await writeFile(config, sluiceConfigYaml('./data'));
-    const store = await Store.open(join(dir, 'data'));
+    const store = await openStore({ storage: join(dir, 'data') });
     const layers = [];
     for (let i = 0; i < LAYERS; i++) layers.push(await sparseBlob(store, scratch, `layer-${i}`));
     await tagImage(store, 'library/big', layers);

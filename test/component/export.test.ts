@@ -13,6 +13,7 @@ import { exportRules } from '../../src/jobs/export-plan.js';
 import { importPath } from '../../src/jobs/importer.js';
 import { readReceipt } from '../../src/jobs/receipt.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { layoutBlobDigests, readBundleIndex, writeArtifact, writeIndex, writeSmallImage, type SmallImage } from '../helpers/bundles.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, corruptBlob, splitRef, type LayoutDescription } from '../helpers/images.js';
@@ -50,7 +51,7 @@ describe('sluice export / import of bundles', () => {
     return r.stdout;
   };
   const receipt = async (bundle: string): Promise<Receipt> => JSON.parse(await readFile(`${bundle}.receipt.json`, 'utf8')) as Receipt;
-  const storeOf = (config: string): Promise<Store> => Store.open(join(config, '..', 'data'));
+  const storeOf = (config: string): Promise<Store> => openStore({ storage: join(config, '..', 'data') });
 
   let source: string;
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GcReport } from '../../src/jobs/gc.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { runSluice, sluiceConfigYaml } from '../helpers/sluice.js';
 import { MediaType, seededBytes, sha256 } from '../kit/oci.js';
 
@@ -19,7 +20,7 @@ describe('sluice gc (no server running)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sluice-gc-cli-'));
     storage = join(dir, 'data');
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     const layer = seededBytes(10_000, 'gc-cli');
     const cfg = Buffer.from('{"os":"linux","architecture":"amd64"}');
     await store.putBlob(layer, { digest: sha256(layer) });
@@ -43,7 +44,7 @@ describe('sluice gc (no server running)', () => {
   });
 
   const present = async (): Promise<boolean[]> => {
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     try {
       return await Promise.all(digests.map(async (d) => (await store.stat(d)) !== undefined));
     } finally {

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CompressStream } from 'zstd-napi';
 import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, corruptBlob, type LayoutDescription } from '../helpers/images.js';
 import { SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
@@ -93,7 +94,7 @@ describe('import bounds', () => {
       { name: `blobs/sha256/${hex}`, zeros: 256 * MiB },
     ], 'zstd');
     const root = fresh();
-    const store = await Store.open(root, { maxBytes: 16 * MiB });
+    const store = await openStore({ storage: root, storageMaxBytes: 16 * MiB });
     try {
       await expect(importPath(store, tar)).rejects.toThrow(new RegExp(`entry "blobs/sha256/${hex}" unpacks to 268435456 bytes, more than the \\d+ bytes`));
       expect(await filesUnder(root)).toEqual([]);
@@ -110,7 +111,7 @@ describe('import bounds', () => {
       { name: `blobs/sha256/${hex}`, zeros: 64 * MiB },
     ], 'zstd');
     const root = fresh();
-    const store = await Store.open(root);
+    const store = await openStore({ storage: root });
     try {
       await expect(importPath(store, tar)).rejects.toThrow(new RegExp(`entry "blobs/sha256/${hex}" is 67108864 bytes, but its descriptor says 300`));
       expect(await filesUnder(root)).toEqual([]);
@@ -124,7 +125,7 @@ describe('import bounds', () => {
     const dir = join(work, 'cache-bomb');
     await wrapAsOciCache(layer, dir);
     const root = fresh();
-    const store = await Store.open(root, { maxBytes: 16 * MiB });
+    const store = await openStore({ storage: root, storageMaxBytes: 16 * MiB });
     try {
       await expect(importPath(store, dir)).rejects.toThrow(new RegExp(`entry "blob/sha256-${'ef'.repeat(32)}" unpacks to 268435456 bytes, more than the \\d+ bytes`));
       expect(await filesUnder(root)).toEqual([]);
@@ -137,7 +138,7 @@ describe('import bounds', () => {
     const dir = join(work, 'empty-cache');
     await mkdir(join(dir, 'manifests/ghcr.io/team/app/reference'), { recursive: true });
     await mkdir(join(dir, 'blob'), { recursive: true });
-    const store = await Store.open(fresh());
+    const store = await openStore({ storage: fresh() });
     try {
       await expect(importPath(store, dir)).rejects.toThrow(/holds no image/);
     } finally {
@@ -164,7 +165,7 @@ describe('import bounds', () => {
       { name: '/etc/evil', body: Buffer.from('x') },
       { name: 'junk/after.bin', zeros: 1024 * MiB },
     ], 'zstd');
-    const store = await Store.open(fresh());
+    const store = await openStore({ storage: fresh() });
     try {
       await expect(importPath(store, tar)).rejects.toThrow(/"\/etc\/evil" has an absolute path/);
       const open = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
@@ -180,7 +181,7 @@ describe('import bounds', () => {
     const img = pause();
     const entry = { mediaType: img.mediaType, digest: img.digest, size: img.size, annotations: { 'org.opencontainers.image.ref.name': img.ref } };
     await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: Array.from({ length: 50 }, () => entry) }));
-    const store = await Store.open(fresh());
+    const store = await openStore({ storage: fresh() });
     const lines: string[] = [];
     try {
       const result = await importPath(store, dir, { progress: (l) => lines.push(l) });
@@ -200,7 +201,7 @@ describe('import bounds', () => {
     await corruptBlob(dir, layer.digest);
     const entry = { mediaType: img.mediaType, digest: img.digest, size: img.size, annotations: { 'org.opencontainers.image.ref.name': img.ref } };
     await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: Array.from({ length: 50 }, () => entry) }));
-    const store = await Store.open(fresh());
+    const store = await openStore({ storage: fresh() });
     const lines: string[] = [];
     try {
       const result = await importPath(store, dir, { progress: (l) => lines.push(l) });
@@ -225,7 +226,7 @@ describe('import bounds', () => {
     });
 
     async function refusedWithoutTrace(path: string, named: RegExp, hidden: string): Promise<void> {
-      const store = await Store.open(fresh());
+      const store = await openStore({ storage: fresh() });
       try {
         const err = await importPath(store, path).then(() => undefined, (e: unknown) => e as Error);
         expect(err?.message).toMatch(named);
@@ -258,7 +259,7 @@ describe('import bounds', () => {
       await cp(layout.dir, dir, { recursive: true });
       await rename(join(dir, 'blobs'), outside);
       await symlink(outside, join(dir, 'blobs'));
-      const store = await Store.open(fresh());
+      const store = await openStore({ storage: fresh() });
       try {
         const result = await importPath(store, dir).catch((e: unknown) => ({ imported: [], failed: [{ ref: '', reason: (e as Error).message }] }));
         expect(result.imported).toEqual([]);

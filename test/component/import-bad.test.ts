@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import type { RunResult } from '../helpers/binaries.js';
 import { blobPath, buildLayout, splitRef, writeTar, type LayoutDescription } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml } from '../helpers/sluice.js';
@@ -50,7 +51,7 @@ describe('sluice import of bad layouts', () => {
     config = join(dir, 'sluice.yaml');
     await writeFile(config, sluiceConfigYaml('./data'));
     layout = await buildLayout(join(dir, 'layout'));
-    await (await Store.open(storage)).close();
+    await (await openStore({ storage })).close();
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -86,7 +87,7 @@ describe('sluice import of bad layouts', () => {
     await writeFile(join(fresh, 'sluice.yaml'), sluiceConfigYaml('./data'));
     const r = await runSluice(['import', tarPath, '--config', join(fresh, 'sluice.yaml')]);
     expect(r.code, r.stderr).toBe(0);
-    const store = await Store.open(join(fresh, 'data'));
+    const store = await openStore({ storage: join(fresh, 'data') });
     for (const img of layout.images) {
       const { host, name, tag } = splitRef(img.ref);
       expect(await store.getTag(host, name, tag), img.ref).toBe(img.digest);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { buildFlatCache } from '../helpers/talos-cache.js';
@@ -45,7 +46,7 @@ describe('Talos cache blobs from the store', () => {
   async function withStore<T>(use: (store: Store) => Promise<T>): Promise<T> {
     const root = join(work, `store-${++n}`);
     await mkdir(root);
-    const store = await Store.open(root);
+    const store = await openStore({ storage: root });
     try {
       return await use(store);
     } finally {

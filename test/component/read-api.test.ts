@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
 import { blobPath, buildLayout, corruptBlob, splitRef, writeTar, type LayoutDescription, type TestImage } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml, startSluice, type InProcessSluice } from '../helpers/sluice.js';
@@ -525,7 +526,7 @@ describe('sluice import (real CLI)', () => {
     const r = await sluiceCli(['import', tarPath]);
     expect(r.code, r.stderr).toBe(0);
     for (const img of layout.images) expect(r.stdout).toContain(`imported ${img.ref} ${img.digest}`);
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     for (const img of layout.images) {
       const { host, name, tag } = splitRef(img.ref);
       expect(await store.getTag(host, name, tag)).toBe(img.digest);
@@ -543,12 +544,12 @@ describe('sluice import (real CLI)', () => {
     const r = await sluiceCli(['import', single.dir, '--as', 'ghcr.io/mirror/pause:copied']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`imported ghcr.io/mirror/pause:copied ${pause.digest}`);
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     expect(await store.getTag('ghcr.io', 'mirror/pause', 'copied')).toBe(pause.digest);
     // Docker Hub short forms normalise.
     const short = await sluiceCli(['import', single.dir, '--as', 'pause:short']);
     expect(short.code, short.stderr).toBe(0);
-    expect(await (await Store.open(storage)).getTag('docker.io', 'library/pause', 'short')).toBe(pause.digest);
+    expect(await (await openStore({ storage })).getTag('docker.io', 'library/pause', 'short')).toBe(pause.digest);
     const many = await sluiceCli(['import', layout.dir, '--as', 'ghcr.io/x/y:z']);
     expect(many.code).toBe(2); // a usage error: --as cannot name several images
     expect(many.stderr).toMatch(/--as names one image/);
@@ -570,7 +571,7 @@ describe('sluice import (real CLI)', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(victim.digest);
     expect(r.stderr).toContain(victimImage.ref);
-    const store = await Store.open(join(freshCli, 'data'));
+    const store = await openStore({ storage: join(freshCli, 'data') });
     const { host, name, tag } = splitRef(victimImage.ref);
     expect(await store.getTag(host, name, tag)).toBeUndefined();
     expect(await store.linkedManifests(host, name)).toEqual([]);

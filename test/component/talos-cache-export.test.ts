@@ -12,7 +12,8 @@ import { exportBundle, IncompleteExportError, type ExportOptions } from '../../s
 import { exportRules } from '../../src/jobs/export-plan.js';
 import { importPath } from '../../src/jobs/importer.js';
 import { readReceipt } from '../../src/jobs/receipt.js';
-import { Store } from '../../src/store/store.js';
+import type { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { writeArtifact, writeIndex, writeSmallImage } from '../helpers/bundles.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, splitRef, type LayoutDescription } from '../helpers/images.js';
@@ -96,7 +97,7 @@ describe('sluice export of Talos image caches', () => {
     work = await tempDir('talos-cache-export');
     layout = await buildLayout(join(work, 'layout'));
     cache = await buildFlatCache(join(work, 'fixture'), layout, DIGEST_ONLY, PORT_COPY);
-    source = await Store.open(join(work, 'source'));
+    source = await openStore({ storage: join(work, 'source') });
     // Every platform (the layout), and what the fixture adds: its signature tags and the host:port copy.
     for (const path of [layout.dir, cache.dir]) expect((await importPath(source, path)).failed).toEqual([]);
   }, 60_000);
@@ -167,7 +168,7 @@ describe('sluice export of Talos image caches', () => {
     const extra = join(work, 'bare-sig');
     const bare = await writeArtifact(extra, `ghcr.io/siderolabs/kubelet:sha256-${hexOf(kubelet.digest)}`, { mediaType: kubelet.mediaType, digest: kubelet.digest, size: kubelet.size }, 'bare', false);
     await writeIndex(extra, [bare]);
-    const other = await Store.open(join(work, 'with-bare-sig'));
+    const other = await openStore({ storage: join(work, 'with-bare-sig') });
     try {
       for (const path of [layout.dir, cache.dir, extra]) expect((await importPath(other, path)).failed).toEqual([]);
       const out = fresh('sigs');
@@ -187,7 +188,7 @@ describe('sluice export of Talos image caches', () => {
     const art = await writeArtifact(extra, 'unused', { mediaType: pause.mediaType, digest: pause.digest, size: pause.size }, 'in-index', false);
     const index = await writeJsonBlob(extra, { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [art.top] }, MediaType.ociIndex);
     await writeLayoutIndex(extra, [{ ref: `registry.k8s.io/pause:sha256-${hexOf(pause.digest)}`, top: index }]);
-    const other = await Store.open(join(work, 'with-sig-index'));
+    const other = await openStore({ storage: join(work, 'with-sig-index') });
     try {
       for (const path of [layout.dir, extra]) expect((await importPath(other, path)).failed).toEqual([]);
       const out = fresh('sig-index');
@@ -268,7 +269,7 @@ describe('sluice export of Talos image caches', () => {
     for (const format of ['talos-cache-flat', 'talos-cache-oci'] as const) {
       const out = fresh(format);
       await exp(out, cacheRules(), { format });
-      const target = await Store.open(fresh('target'));
+      const target = await openStore({ storage: fresh('target') });
       try {
         const r = await importPath(target, out);
         expect(r.failed, format).toEqual([]);
@@ -314,13 +315,13 @@ describe('sluice export of Talos image caches', () => {
   test('--since with talos-cache-oci is refused: the imager takes the cache whole', async () => {
     const first = fresh('base');
     await exp(first, cacheRules());
-    const err = await exp(fresh('oci-since'), cacheRules(), { format: 'talos-cache-oci', since: await readReceipt(`${first}.receipt.json`) }).catch((e: unknown) => e as Error);
+    const err = await exp(fresh('oci-since'), cacheRules(), { format: 'talos-cache-oci', since: await readReceipt(`${first}.receipt.json`) }).then(() => new Error('resolved'), (e: unknown) => e as Error);
     expect(err.message).toContain('talos-cache-oci export cannot be incremental');
   });
 
   test('a blob that rotted in the store ends the export, naming it, and nothing appears at OUT (both forms)', async () => {
     const root = join(work, 'rotten');
-    const store = await Store.open(root);
+    const store = await openStore({ storage: root });
     try {
       expect((await importPath(store, layout.dir)).failed).toEqual([]);
       const pause = layout.images.find((i) => i.ref === 'registry.k8s.io/pause:3.10')!;
@@ -331,7 +332,7 @@ describe('sluice export of Talos image caches', () => {
       await writeFile(file, bytes);
       for (const format of ['talos-cache-flat', 'talos-cache-oci'] as const) {
         const out = fresh(`rotten-${format}`);
-        const err = await exportBundle(store, { out, format, rules: exportRules([pause.ref]), explicitRules: true, platforms: ['linux/amd64'] }).catch((e: unknown) => e as Error);
+        const err = await exportBundle(store, { out, format, rules: exportRules([pause.ref]), explicitRules: true, platforms: ['linux/amd64'] }).then(() => new Error('resolved'), (e: unknown) => e as Error);
         expect(err.message, format).toContain(`blob ${layer.digest} of ${pause.ref} is corrupt in the store`);
         expect(await stat(out).catch(() => undefined), format).toBeUndefined();
         expect((await readdir(work)).filter((f) => f.includes('.partial-')), format).toEqual([]);
@@ -361,7 +362,7 @@ describe('sluice export of Talos image caches', () => {
   }, 60_000);
 });
 
-async function streamBytes(stream: NodeJS.ReadableStream): Promise<Buffer> {
+async function streamBytes(stream: AsyncIterable<unknown>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(c as Buffer);
   return Buffer.concat(chunks);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { importPath, type ImportResult } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, sha256, type LayoutDescription } from '../helpers/images.js';
 import { buildFlatCache, tarTree, wrapAsOciCache, type TalosCache } from '../helpers/talos-cache.js';
@@ -34,7 +35,7 @@ describe('Talos image cache import', () => {
 
   async function importInto(path: string): Promise<{ store: Store; result: ImportResult; root: string }> {
     const root = join(work, `store-${Math.random().toString(36).slice(2)}`);
-    const store = await Store.open(root);
+    const store = await openStore({ storage: root });
     const result = await importPath(store, path);
     return { store, result, root };
   }
@@ -127,7 +128,7 @@ describe('Talos image cache import', () => {
     await tarTree(cache.dir, join(dir, 'layer.tar.gz'), { extra: [entry] });
     await wrapAsOciCache(join(dir, 'layer.tar.gz'), join(dir, 'oci'));
     const root = join(dir, 'store');
-    const store = await Store.open(root);
+    const store = await openStore({ storage: root });
     try {
       await expect(importPath(store, join(dir, 'oci'))).rejects.toThrow(message);
       expect(await store.repositories()).toEqual([]);

@@ -41,3 +41,15 @@ export function requireBinaries(names: readonly string[], suite = 'integration s
   );
   return false;
 }
+
+/**
+ * True when running as root (network namespaces, `ctr run`). Otherwise a banner and false, for `describe.skipIf`;
+ * under CI=true (where .ci/run runs as root) it throws instead.
+ */
+export function requireRoot(suite: string): boolean {
+  if (process.getuid?.() === 0) return true;
+  if (process.env.CI === 'true') throw new Error(`${suite} needs root (CI=true, so not skipping)`);
+  const bar = '!'.repeat(78);
+  console.warn(`\n${bar}\n!!! SKIPPING ${suite}: needs root (network namespaces, containerd + runc)\n${bar}\n`);
+  return false;
+}

@@ -95,8 +95,11 @@ export interface Containerd {
 
 const NAMESPACE = 'test';
 
-/** Starts a private containerd 1.6 (CRI and unneeded snapshotters off) with everything in a temp dir. */
-export async function startContainerd(): Promise<Containerd> {
+/**
+ * Starts a private containerd 1.6 (CRI and unneeded snapshotters off) with everything in a temp dir; with `netns`,
+ * it and every ctr call run inside that network namespace (`ip netns exec`), where ctr's pulls then happen.
+ */
+export async function startContainerd(opts: { netns?: string } = {}): Promise<Containerd> {
   // Short path: the unix socket path must stay under 108 bytes.
   const dir = await mkdtemp('/tmp/sluice-ctrd-');
   const socket = join(dir, 'c.sock');
@@ -117,13 +120,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 `;
   await writeFile(join(dir, 'config.toml'), config);
   const log = await open(join(dir, 'containerd.log'), 'a');
-  const child = spawn('containerd', ['--config', join(dir, 'config.toml')], { stdio: ['ignore', log.fd, log.fd] });
+  const inNs = (cmd: string, args: string[]): [string, string[]] => (opts.netns ? ['ip', ['netns', 'exec', opts.netns, cmd, ...args]] : [cmd, args]);
+  const child = spawn(...inNs('containerd', ['--config', join(dir, 'config.toml')]), { stdio: ['ignore', log.fd, log.fd] });
   await log.close();
   let exited = false;
   const exit = once(child, 'exit').then(() => void (exited = true));
   child.on('error', () => void (exited = true));
 
-  const ctr = (args: string[]): Promise<RunResult> => run('ctr', ['-a', socket, '-n', NAMESPACE, ...args], { timeoutMs: 180_000 });
+  const ctr = (args: string[]): Promise<RunResult> => run(...inNs('ctr', ['-a', socket, '-n', NAMESPACE, ...args]), { timeoutMs: 180_000 });
   const stop = async (): Promise<void> => {
     if (!exited) {
       child.kill('SIGTERM');

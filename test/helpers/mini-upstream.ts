@@ -1,7 +1,8 @@
 // A small in-process upstream registry for component tests: single-platform OCI images and indexes by tag and
-// digest, blobs by digest, a hold on chosen blobs, corrupted blobs, Bearer challenges, redirects and request counts.
+// digest, blobs by digest, a hold on chosen blobs, corrupted or endless blobs, Bearer challenges, redirects and
+// request counts.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { closeServer, json, listenLoopback } from './http-server.js';
+import { closeServer, json, listenLoopback, write } from './http-server.js';
 import { MediaType, sha256 } from '../kit/oci.js';
 
 export interface MiniImage {
@@ -37,6 +38,10 @@ export class MiniUpstream {
    * names the realm this returns for the repository (service "mini", scope repository:<name>:pull).
    */
   bearerRealm: ((name: string) => string) | undefined;
+  /** Blob digests answered with no Content-Length and a body that never ends (until the client goes). */
+  readonly endless = new Set<string>();
+  /** Bytes sent of endless bodies so far. */
+  endlessBytesSent = 0;
   private readonly server: Server = createServer((req, res) => void this.handle(req, res));
   private readonly waiters: Array<{ path: string; resolve: () => void }> = [];
 
@@ -135,6 +140,7 @@ export class MiniUpstream {
     }
     const elsewhere = req.method === 'GET' ? this.redirectBlob?.(ref) : undefined;
     if (elsewhere) return void res.writeHead(307, { location: elsewhere, 'content-length': 0 }).end();
+    if (this.endless.has(ref) && req.method !== 'HEAD') return this.sendEndless(res);
     const blob = this.blobs.get(ref);
     if (!blob) return json(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'unknown' }] });
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': blob.length });
@@ -145,5 +151,11 @@ export class MiniUpstream {
     res.write(body.subarray(0, half));
     await this.holds.get(ref);
     res.end(body.subarray(half));
+  }
+
+  private async sendEndless(res: ServerResponse): Promise<void> {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const piece = Buffer.alloc(64 * 1024, 0x5a);
+    while (await write(res, piece)) this.endlessBytesSent += piece.length;
   }
 }

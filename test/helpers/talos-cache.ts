@@ -143,7 +143,7 @@ async function listFiles(root: string, sub = ''): Promise<string[]> {
 }
 
 /** A tar of a tree (directories and files, names relative, sorted like filemap.Layer); `extra` appends raw entries. */
-export async function tarTree(dir: string | undefined, out: string, opts: { gzip?: boolean; extra?: Array<tar.Headers & { body?: string }> } = {}): Promise<void> {
+export async function tarTree(dir: string | undefined, out: string, opts: { gzip?: boolean; extra?: Array<Partial<tar.Header> & Pick<tar.Header, 'name'> & { body?: string }> } = {}): Promise<void> {
   const pack = tar.pack();
   const sink = createWriteStream(out);
   const done = opts.gzip === false ? pipeline(pack, sink) : pipeline(pack, createGzip(), sink);

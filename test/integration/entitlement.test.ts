@@ -12,6 +12,7 @@ import { buildApp, type App } from '../../src/app.js';
 import { validateConfig } from '../../src/config/config.js';
 import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { requireBinaries } from '../helpers/binaries.js';
 import { skopeoCopyAll, tempDir, verifyDirDigests } from '../helpers/clients.js';
 import type { LayoutDescription, TestImage } from '../helpers/images.js';
@@ -188,7 +189,7 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
     await pushByHand(registry.url, 'evil/app', 'v1', evilConfig, evilManifest);
     // The installer is imported, not allowed; its layer sits in sluice's store.
     await writeLayout(join(work, 'import'), [installer]);
-    const store = await Store.open(join(work, 'data'));
+    const store = await openStore({ storage: join(work, 'data') });
     expect((await importPath(store, join(work, 'import'))).failed).toEqual([]);
     await store.close();
   });

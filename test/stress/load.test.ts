@@ -12,6 +12,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, MediaType, type LayoutDescription } from '../helpers/images.js';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
@@ -140,7 +141,7 @@ beforeAll(async () => {
   work = await tempDir('stress');
   storage = join(work, 'data');
   layout = await buildLayout(join(work, 'layout'), { large: true });
-  const store = await Store.open(storage);
+  const store = await openStore({ storage });
   const result = await importPath(store, layout.dir);
   await store.close();
   expect(result.failed).toEqual([]);

@@ -1,5 +1,5 @@
-// Table tests of the allowlist rule grammar, the matcher and signature tags, plus persistence and
-// multi-process editing of the store file (two instances, then real child processes).
+// Table tests of the allowlist rule grammar, the matcher and signature tags, edits over the in-memory store, plus
+// persistence and multi-process editing of the store file (two instances, then real child processes).
 
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  Allowlist,
   AllowlistFileError,
   InvalidRulesError,
   Matcher,
@@ -15,8 +16,10 @@ import {
   parseRule,
   RuleError,
   signatureSubject,
+  type AllowlistStorage,
 } from '../../src/policy/allowlist.js';
 import { LockTimeoutError, openAllowlistFile } from '../../src/store/fs/allowlist-document.js';
+import { memoryStateDocuments, MemoryStateData } from '../../src/store/memory/state.js';
 
 const H1 = `sha256:${'a'.repeat(64)}`;
 const H2 = `sha256:${'b'.repeat(64)}`;
@@ -30,6 +33,8 @@ afterAll(async () => {
 });
 let seq = 0;
 const freshFile = (): string => join(dir, `case-${++seq}`, 'allowlist.json');
+/** Where the rules' logic needs no file: the in-memory store's allowlist document. */
+const inMemory = (): AllowlistStorage => memoryStateDocuments(new MemoryStateData()).allowlist;
 
 describe('parseRule: normalisation to canonical text', () => {
   it.each([
@@ -334,7 +339,7 @@ describe('Allowlist persistence', () => {
   });
 
   it('a duplicate canonical rule is a no-op that keeps the first metadata', async () => {
-    const a = await openAllowlistFile(freshFile());
+    const a = await Allowlist.open(inMemory());
     await a.add(['busybox:1.36'], { by: 'alice', note: 'first' });
     const res = await a.add(['docker.io/library/busybox:1.36', 'docker.io/busybox:1.36'], { by: 'bob', note: 'second' });
     expect(res).toEqual({ added: [], existing: ['docker.io/library/busybox:1.36', 'docker.io/library/busybox:1.36'] });
@@ -342,7 +347,7 @@ describe('Allowlist persistence', () => {
   });
 
   it('removes a tag@digest rule by its digest form', async () => {
-    const a = await openAllowlistFile(freshFile());
+    const a = await Allowlist.open(inMemory());
     await a.add([`ghcr.io/x/y:v1@${H1}`], { by: 't' });
     expect(a.isDigestPinned('ghcr.io', 'x/y', H1)).toBe(true);
     expect((await a.add([`ghcr.io/x/y@${H1}`], { by: 't' })).existing).toEqual([`ghcr.io/x/y@${H1}`]);
@@ -364,7 +369,7 @@ describe('Allowlist persistence', () => {
   });
 
   it('bumps version and notifies listeners on every change, not on no-ops', async () => {
-    const a = await openAllowlistFile(freshFile());
+    const a = await Allowlist.open(inMemory());
     const seen: number[] = [];
     const off = a.onChange((v) => seen.push(v));
     const v0 = a.version;
@@ -378,16 +383,16 @@ describe('Allowlist persistence', () => {
   });
 
   it('merges seed rules from config, keeping operator metadata for rules already present', async () => {
-    const file = freshFile();
-    const a = await openAllowlistFile(file);
+    const storage = inMemory();
+    const a = await Allowlist.open(storage);
     await a.add(['busybox:1.36'], { by: 'alice' });
-    const b = await openAllowlistFile(file, ['docker.io/busybox:1.36', 'registry.k8s.io/pause:3.10']);
+    const b = await Allowlist.open(storage, ['docker.io/busybox:1.36', 'registry.k8s.io/pause:3.10']);
     expect(b.list()).toMatchObject([
       { rule: 'docker.io/library/busybox:1.36', addedBy: 'alice' },
       { rule: 'registry.k8s.io/pause:3.10', addedBy: 'config' },
     ]);
-    expect((await openAllowlistFile(file)).list()).toHaveLength(2);
-    await expect(openAllowlistFile(file, ['Bad/Seed'])).rejects.toBeInstanceOf(InvalidRulesError);
+    expect((await Allowlist.open(storage)).list()).toHaveLength(2);
+    await expect(Allowlist.open(storage, ['Bad/Seed'])).rejects.toBeInstanceOf(InvalidRulesError);
   });
 
   const record = (rule: string): object => ({ rule, addedBy: 'a', addedAt: '2025-01-01T00:00:00Z' });

@@ -1,12 +1,13 @@
-// The denied log: aggregation per (host, name, reference), the LRU bound, flushing through lowdb and
-// reloading, recovery from an unreadable file, and the suggested `sluice allow add` lines.
+// The denied log: aggregation per (host, name, reference) and the LRU bound (over the in-memory store), flushing
+// through lowdb and reloading, recovery from an unreadable file, and the suggested `sluice allow add` lines.
 
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { deniedReference, suggestRule } from '../../src/policy/denied.js';
+import { DeniedLog, deniedReference, suggestRule, type DeniedStorage } from '../../src/policy/denied.js';
+import { memoryStateDocuments, MemoryStateData } from '../../src/store/memory/state.js';
 import { openDeniedFile } from '../../src/store/fs/denied-document.js';
 
 const H1 = `sha256:${'a'.repeat(64)}`;
@@ -21,6 +22,9 @@ afterAll(async () => {
 let seq = 0;
 const freshFile = (): string => join(dir, `denied-${++seq}.json`);
 
+/** The log's behaviour needs no file: the in-memory store's denied document (denied.json has its own tests below). */
+const inMemory = (): DeniedStorage => memoryStateDocuments(new MemoryStateData()).denied;
+
 /** A clock the test advances by hand, one second per reading unless set. */
 function manualClock(): { now: () => Date } {
   let t = Date.parse('2025-03-01T00:00:00.000Z');
@@ -29,7 +33,7 @@ function manualClock(): { now: () => Date } {
 
 describe('DeniedLog', () => {
   it('aggregates per (host, name, reference) with count, first/last seen and last client', async () => {
-    const log = await openDeniedFile(freshFile(), { ...manualClock() });
+    const log = await DeniedLog.open(inMemory(), { ...manualClock() });
     log.record({ host: 'ghcr.io', name: 'siderolabs/kubelet', reference: 'v1.35.0', client: '10.0.0.1' });
     log.record({ host: 'ghcr.io', name: 'siderolabs/kubelet', reference: 'v1.35.0', client: '10.0.0.2' });
     log.record({ host: 'ghcr.io', name: 'siderolabs/kubelet', reference: H1, client: '10.0.0.3' });
@@ -58,7 +62,7 @@ describe('DeniedLog', () => {
   });
 
   it('stays bounded, evicting the least recently seen', async () => {
-    const log = await openDeniedFile(freshFile(), { maxEntries: 3, ...manualClock() });
+    const log = await DeniedLog.open(inMemory(), { maxEntries: 3, ...manualClock() });
     for (const ref of ['a', 'b', 'c']) log.record({ host: 'quay.io', name: 'x/y', reference: ref });
     log.record({ host: 'quay.io', name: 'x/y', reference: 'a' }); // a is now the most recent
     log.record({ host: 'quay.io', name: 'x/y', reference: 'd' }); // evicts b
@@ -106,11 +110,11 @@ describe('DeniedLog', () => {
   });
 
   it('writes what is pending on close, and ignores records after it', async () => {
-    const file = freshFile();
-    const log = await openDeniedFile(file, { flushMs: 60_000 });
+    const storage = inMemory();
+    const log = await DeniedLog.open(storage, { flushMs: 60_000 });
     log.record({ host: 'gcr.io', name: 'x', reference: 'v1' });
     await log.close();
-    expect((await openDeniedFile(file)).list()).toHaveLength(1);
+    expect((await DeniedLog.open(storage)).list()).toHaveLength(1);
     log.record({ host: 'gcr.io', name: 'x', reference: 'v2' });
     expect(log.list()).toHaveLength(1);
   });

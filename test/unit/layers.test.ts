@@ -1,40 +1,25 @@
-// The one-way import rule of src/ (README, "Architecture"): a folder may import only from folders below it.
-// Parses every import of every module under src/ and fails on an edge that points up, names the edge.
+// The one-way import rule of src/ (README, "Architecture"): a folder may import only from folders below it, and
+// inside store/ the backends stay apart (only the factory picks one). Parses every import; names a bad edge.
 import { describe, expect, it } from 'vitest';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { importsOf, modules } from '../helpers/imports.js';
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
 
-/** Lowest first. A module may import its own folder and any folder listed before it. */
+/**
+ * Lowest first. A module may import its own folder and any folder listed before it. `release` (the build tool behind
+ * `npm run release`) sits above `main`: it may read the runtime's modules, and no runtime module can import it.
+ */
 export const LAYERS = [
-  'metrics', 'oci', 'window', 'policy', 'config', 'store', 'upstream', 'mirror', 'jobs', 'http', 'admin', 'app', 'cli', 'main',
+  'metrics', 'oci', 'window', 'policy', 'config', 'store', 'upstream', 'mirror', 'jobs', 'http', 'admin', 'app', 'cli', 'main', 'release',
 ] as const;
 
 /** The layer of a module: its first folder under src/, or its own name for the two top-level files. */
 function layerOf(file: string): string {
   const parts = relative(SRC, file).split(sep);
   return parts.length === 1 ? parts[0].replace(/\.ts$/, '') : parts[0];
-}
-
-function modules(dir: string): string[] {
-  return readdirSync(dir).flatMap((e) => {
-    const p = join(dir, e);
-    if (statSync(p).isDirectory()) return modules(p);
-    return p.endsWith('.ts') ? [p] : [];
-  });
-}
-
-/** Relative specifiers of static imports, `export … from` and dynamic `import('…')`. */
-export function importsOf(source: string): string[] {
-  const out: string[] = [];
-  const re = /(?:^|[\s;])(?:import|export)\s[^'"`]*?\bfrom\s*['"]([^'"]+)['"]|\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)|^import\s+['"]([^'"]+)['"]/gm;
-  for (const m of source.matchAll(re)) {
-    const spec = m[1] ?? m[2] ?? m[3];
-    if (spec.startsWith('.')) out.push(spec);
-  }
-  return out;
 }
 
 export function upwardEdges(files: Array<{ file: string; source: string }>): string[] {
@@ -50,6 +35,38 @@ export function upwardEdges(files: Array<{ file: string; source: string }>): str
       const target = resolve(dirname(file), spec.replace(/\.js$/, '.ts'));
       const to = layerOf(target);
       if (to !== from && rank(to) > rank(from)) bad.push(`${relative(SRC, file)} → ${relative(SRC, target)} (${from} may not import ${to})`);
+    }
+  }
+  return bad;
+}
+
+/** store/'s backend folders: none imports another; store/local (what fs and S3 share) imports none of them. */
+const STORE_BACKENDS = ['fs', 's3', 'pg', 'memory'];
+
+/** The folder of a module inside store/ ('' for store/'s own modules), or undefined outside store/. */
+function storePartOf(file: string): string | undefined {
+  const parts = relative(SRC, file).split(sep);
+  if (parts[0] !== 'store') return undefined;
+  return parts.length === 2 ? '' : parts[1];
+}
+
+/**
+ * Edges that cross between store backends: fs, s3, pg and memory import none of each other, store/local none of
+ * them, and of store/'s own modules only the factory (open.ts) imports a backend; nothing outside store/ does.
+ */
+export function storeBackendEdges(files: Array<{ file: string; source: string }>): string[] {
+  const bad: string[] = [];
+  for (const { file, source } of files) {
+    const from = storePartOf(file);
+    for (const spec of importsOf(source)) {
+      const target = resolve(dirname(file), spec.replace(/\.js$/, '.ts'));
+      const to = storePartOf(target);
+      if (to === undefined || to === from || !(STORE_BACKENDS.includes(to) || to === 'local')) continue;
+      const edge = `${relative(SRC, file)} → ${relative(SRC, target)}`;
+      if (from === undefined) bad.push(`${edge} (only store/ sees its backends)`);
+      else if (to === 'local') continue;
+      else if (from === '' && relative(SRC, file) !== join('store', 'open.ts')) bad.push(`${edge} (only store/open.ts picks a backend)`);
+      else if (from !== '') bad.push(`${edge} (store/${from} may not import store/${to})`);
     }
   }
   return bad;
@@ -74,5 +91,28 @@ describe('import direction in src/', () => {
     ]);
     expect(upwardEdges([{ file: join(SRC, 'http', 'routes.ts'), source: "export type { X } from '../oci/errors.js';" }])).toEqual([]);
     expect(upwardEdges([{ file, source: "const m = await import('../mirror/mirror.js');" }])).toHaveLength(1);
+  });
+});
+
+describe('store backends stay apart', () => {
+  const files = modules(SRC).map((file) => ({ file, source: readFileSync(file, 'utf8') }));
+
+  it('has no edge between backends, and only the factory picks one', () => {
+    expect(storeBackendEdges(files)).toEqual([]);
+  });
+
+  it('catches store/s3 importing store/fs, and a module outside the factory picking a backend', () => {
+    const s3 = join(SRC, 'store', 's3', 'blobs.ts');
+    expect(storeBackendEdges([{ file: s3, source: "import { LocalSpool } from '../fs/spool.js';\n" }])).toEqual([
+      'store/s3/blobs.ts → store/fs/spool.ts (store/s3 may not import store/fs)',
+    ]);
+    expect(storeBackendEdges([{ file: s3, source: "import { LocalSpool } from '../local/spool.js';\n" }])).toEqual([]);
+    expect(storeBackendEdges([{ file: join(SRC, 'store', 'local', 'spool.ts'), source: "import type { X } from '../pg/state.js';\n" }])).toHaveLength(1);
+    expect(storeBackendEdges([{ file: join(SRC, 'store', 'store.ts'), source: "const m = await import('./pg/metadata.js');\n" }])).toEqual([
+      'store/store.ts → store/pg/metadata.ts (only store/open.ts picks a backend)',
+    ]);
+    expect(storeBackendEdges([{ file: join(SRC, 'cli', 'commands.ts'), source: "import { LockTimeoutError } from '../store/fs/filelock.js';\n" }])).toEqual([
+      'cli/commands.ts → store/fs/filelock.ts (only store/ sees its backends)',
+    ]);
   });
 });

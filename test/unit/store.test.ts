@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { RegistryError } from '../../src/oci/errors.js';
 import { MAX_MANIFEST_BYTES, Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { blobFile, spoolDir, spoolFile } from '../helpers/fs-store.js';
 
 const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -19,7 +20,7 @@ let store: Store;
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sluice-store-'));
-  store = await Store.open(join(dir, 'data'));
+  store = await openStore({ storage: join(dir, 'data') });
 });
 
 afterEach(async () => {
@@ -137,7 +138,7 @@ describe('open', () => {
     await mkdir(dead, { recursive: true });
     await writeFile(join(dead, 'partial'), 'x');
     await writeFile(join(store.root, 'tmp', 'stray'), 'y');
-    const reopened = await Store.open(store.root);
+    const reopened = await openStore({ storage: store.root });
     expect(existsSync(dead)).toBe(false);
     expect(existsSync(join(store.root, 'tmp', 'stray'))).toBe(false);
     // This process is alive: its in-flight ingest is untouched by another open of the same store.
@@ -153,7 +154,7 @@ describe('manifests', () => {
     const body = Buffer.from(`{ "schemaVersion": 2,\n  "mediaType": "${OCI_MANIFEST}", "layers": [] }`);
     const m = await store.putManifest(body, OCI_MANIFEST);
     expect(m.digest).toBe(sha(body));
-    const again = await Store.open(store.root);
+    const again = await openStore({ storage: store.root });
     const got = await again.getManifest(m.digest);
     expect(got?.body.equals(body)).toBe(true);
     expect(got?.mediaType).toBe(OCI_MANIFEST);
@@ -203,7 +204,7 @@ describe('tags, links and referrers', () => {
     expect(await store.listTags('docker.io', 'siderolabs/kubelet')).toEqual(['v9']);
     expect(await store.listTags('ghcr.io', 'siderolabs')).toEqual([]);
     expect(await store.listTags('ghcr.io', 'nothing/here')).toEqual([]);
-    const again = await Store.open(store.root);
+    const again = await openStore({ storage: store.root });
     expect(await again.getTag('ghcr.io', 'siderolabs/kubelet', 'v1')).toBe(D1);
     expect(await again.getTag('ghcr.io', 'siderolabs/kubelet', 'v3')).toBeUndefined();
     expect(await again.getTag('quay.io', 'x', 'v1')).toBeUndefined();

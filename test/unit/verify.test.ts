@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { verifyStore } from '../../src/jobs/verify.js';
 import { blobFile } from '../helpers/fs-store.js';
 
@@ -16,7 +17,7 @@ describe('verifyStore', () => {
   let store: Store;
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sluice-verify-'));
-    store = await Store.open(dir);
+    store = await openStore({ storage: dir });
   });
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true });

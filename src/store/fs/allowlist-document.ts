@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import { JSONFile } from 'lowdb/node';
 import { Allowlist, type AllowlistDocument, type AllowlistOptions, type AllowlistStorage, type DocumentWatch, type DocumentWatchOptions } from '../../policy/allowlist.js';
 import { FileWatch } from './file-watch.js';
+import { FsLayout } from './layout.js';
 import { LockTimeoutError, withFileLock, type FileLockOptions } from './filelock.js';
 
 export { LockTimeoutError, withFileLock, type FileLockOptions } from './filelock.js';
@@ -22,7 +23,7 @@ export class AllowlistFile implements AllowlistStorage {
 
   async locked<T>(fn: () => Promise<T>): Promise<T> {
     await mkdir(dirname(this.location), { recursive: true });
-    return withFileLock(`${this.location}.lock`, fn, this.lock);
+    return withFileLock(FsLayout.lockOf(this.location), fn, this.lock);
   }
 
   async read(): Promise<unknown> {

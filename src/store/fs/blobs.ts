@@ -1,14 +1,14 @@
-// The BlobBackend on a folder, in the layout every sluice store has had: `blobs/sha256/<ab>/<hex>`, spools under
-// `tmp/<pid>-<random>/`, quarantined bytes under `quarantine/`. A commit is fsync + rename, so it is atomic.
+// The BlobBackend on a folder, in the layout every sluice store has had (layout.ts): blobs by digest, spools in
+// this process's spool folder, quarantined bytes aside. A commit is fsync + rename, so it is atomic.
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { dirname, join } from 'node:path';
-import { hexOf, HEX_RE } from '../digest.js';
-import { storeFull } from '../ingest.js';
+import { dirname } from 'node:path';
+import { HEX_RE } from '../digest.js';
+import type { FsLayout } from './layout.js';
 import type { BlobBackend, BlobStat, BlobUsage, ByteRange, VerifiedSpool } from '../ports.js';
-import { BlobUsageCount } from './usage.js';
-import { FsSpool, FsSpoolArea, isNotFound, listDir, openFd } from './spool.js';
+import { BlobUsageCount } from '../local/usage.js';
+import { LocalSpool, LocalSpoolArea, isNotFound, listDir, openFd } from '../local/spool.js';
 
 /** Read size for streaming blobs: large chunks mean fewer syscalls and fewer trips through the event loop. */
 const STREAM_CHUNK = 1024 * 1024;
@@ -25,18 +25,17 @@ export class FsBlobBackend implements BlobBackend {
   private readonly commits = new Map<string, Promise<void>>();
   private readonly onGone: (digest: string) => void;
 
-  constructor(readonly root: string, readonly spools: FsSpoolArea, opts: FsBlobOptions = {}) {
+  constructor(readonly paths: FsLayout, readonly spools: LocalSpoolArea, opts: FsBlobOptions = {}) {
     this.onGone = opts.onGone ?? (() => undefined);
   }
 
-  static async open(root: string, spools: FsSpoolArea, opts: FsBlobOptions = {}): Promise<FsBlobBackend> {
-    await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
-    return new FsBlobBackend(root, spools, opts);
+  static async open(paths: FsLayout, spools: LocalSpoolArea, opts: FsBlobOptions = {}): Promise<FsBlobBackend> {
+    await mkdir(paths.blobsDir, { recursive: true });
+    return new FsBlobBackend(paths, spools, opts);
   }
 
   blobPath(digest: string): string {
-    const hex = hexOf(digest);
-    return join(this.root, 'blobs', 'sha256', hex.slice(0, 2), hex);
+    return this.paths.blob(digest);
   }
 
   async stat(digest: string): Promise<BlobStat | undefined> {
@@ -83,18 +82,13 @@ export class FsBlobBackend implements BlobBackend {
     }
   };
 
-  async createSpool(expectBytes?: number): Promise<FsSpool> {
-    // A blob that cannot fit is refused before its first byte, while the client can still get an error status.
-    if (expectBytes !== undefined) {
-      const freeBytes = await this.spools.freeBytes();
-      if (expectBytes > freeBytes) throw storeFull({ neededBytes: expectBytes, freeBytes });
-    }
-    return this.spools.createSpool();
+  createSpool(expectBytes?: number): Promise<LocalSpool> {
+    return this.spools.createSpool(expectBytes);
   }
 
   commit(verified: VerifiedSpool): Promise<void> {
     const { spool, digest } = verified;
-    if (!(spool instanceof FsSpool)) throw new Error('FsBlobBackend commits only its own spools');
+    if (!(spool instanceof LocalSpool)) throw new Error('FsBlobBackend commits only its own spools');
     const dest = this.blobPath(digest);
     const before = this.commits.get(digest) ?? Promise.resolve();
     const run = before.then(() => this.place(spool, dest, verified));
@@ -106,7 +100,7 @@ export class FsBlobBackend implements BlobBackend {
     return run;
   }
 
-  private async place(spool: FsSpool, dest: string, verified: VerifiedSpool): Promise<void> {
+  private async place(spool: LocalSpool, dest: string, verified: VerifiedSpool): Promise<void> {
     const existed = await exists(dest);
     await spool.moveTo(dest);
     if (!existed) this.counts.change(verified.digest, 1, verified.sizeBytes);
@@ -127,7 +121,7 @@ export class FsBlobBackend implements BlobBackend {
   }
 
   async quarantine(digest: string): Promise<string> {
-    const dest = join(this.root, 'quarantine', `${hexOf(digest)}.${Date.now()}`);
+    const dest = this.paths.quarantine(digest, Date.now());
     const size = (await this.stat(digest))?.sizeBytes ?? 0;
     await mkdir(dirname(dest), { recursive: true });
     await rename(this.blobPath(digest), dest);
@@ -136,11 +130,11 @@ export class FsBlobBackend implements BlobBackend {
   }
 
   async *list(): AsyncGenerator<string> {
-    for (const prefix of await listDir(join(this.root, 'blobs', 'sha256'))) yield* await this.listPrefix(prefix);
+    for (const prefix of await listDir(this.paths.blobsDir)) yield* await this.listPrefix(prefix);
   }
 
   private async listPrefix(prefix: string): Promise<string[]> {
-    const hexes = await listDir(join(this.root, 'blobs', 'sha256', prefix));
+    const hexes = await listDir(this.paths.blobPrefixDir(prefix));
     return hexes.filter((hex) => HEX_RE.test(hex)).map((hex) => `sha256:${hex}`);
   }
 

@@ -21,8 +21,9 @@ export class DeniedFile implements DeniedStorage {
     return this.db.adapter.read();
   }
 
-  async write(doc: DeniedDocument): Promise<void> {
-    this.db.data = doc;
+  /** The whole document, least recently seen first: at most the newest `maxEntries`. */
+  async write(doc: DeniedDocument, maxEntries: number): Promise<void> {
+    this.db.data = { ...doc, entries: doc.entries.slice(-maxEntries) };
     await this.db.write();
   }
 

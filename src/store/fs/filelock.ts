@@ -3,6 +3,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { DocumentBusyError } from '../ports.js';
 
 export interface FileLockOptions {
   /** Give up acquiring after this long (default 10 s). */
@@ -11,7 +12,8 @@ export interface FileLockOptions {
   staleLockMs?: number;
 }
 
-export class LockTimeoutError extends Error {
+/** The fs form of the port's "document busy". */
+export class LockTimeoutError extends DocumentBusyError {
   constructor(
     readonly lockPath: string,
     holder: string,

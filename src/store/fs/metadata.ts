@@ -1,10 +1,5 @@
-// MetadataStore on the fs layout every release wrote, under `repositories/<host>/<name…>/`:
-//   _tags/<tag>               the digest as text
-//   _manifests/<hex>          the manifest's media type
-//   _blobs/<hex>              empty: the blob arrived through this repository
-//   _referrers/<subject-hex>/<hex>  the referrer's descriptor as JSON
-//   _history/<tag>            the digests the tag pointed at, one "<digest> <ISO time>" line each, oldest first
-//                             (added for gc's `keep`; stores written before it simply have none)
+// MetadataStore on the fs layout every release wrote (paths: layout.ts): per repository its tags, manifest and
+// blob links, referrers and tag history (`_history`, added for gc's `keep`; older stores simply have none).
 // Every write is temp file (in the store's own temp folder) → rename, so a reader never sees half of one.
 import { readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,11 +7,12 @@ import { LRUCache } from 'lru-cache';
 import type { Descriptor } from '../../oci/manifest.js';
 import { HEX_RE, hexOf } from '../digest.js';
 import type { LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
-import { isNotDir, isNotFound, listDir } from './dirs.js';
+import { isNotDir, isNotFound, listDir } from '../local/dirs.js';
 import { fsStateDocuments } from './state.js';
+import { FsLayout, REPOSITORY_PARTS } from './layout.js';
 import { referrerDescriptor, subjectOf } from '../referrers.js';
 
-/** Where atomic writes are staged: the store's spool area (fs/spool.ts). */
+/** Where atomic writes are staged: the store's spool area (local/spool.ts). */
 export interface TempArea {
   writeAtomic(dest: string, content: string): Promise<void>;
 }
@@ -27,19 +23,14 @@ export class FsMetadataStore implements MetadataStore {
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
 
   constructor(
-    private readonly root: string,
+    private readonly paths: FsLayout,
     private readonly temp: TempArea,
   ) {
-    this.state = fsStateDocuments(root);
+    this.state = fsStateDocuments(paths);
   }
 
   get generation(): number {
     return this.changes;
-  }
-
-  private repoDir(host: string, name: string): string {
-    // host and name were validated by the reference grammar, so they hold no '..' or '/'-escapes.
-    return join(this.root, 'repositories', host, ...name.split('/'));
   }
 
   invalidate(): void {
@@ -50,14 +41,14 @@ export class FsMetadataStore implements MetadataStore {
   async setTag(host: string, name: string, tag: string, digest: string): Promise<void> {
     const before = await this.getTag(host, name, tag);
     if (before !== digest) await this.recordMove(host, name, tag, before, digest);
-    await this.temp.writeAtomic(join(this.repoDir(host, name), '_tags', tag), digest);
+    await this.temp.writeAtomic(this.paths.part(host, name, '_tags', tag), digest);
     this.tags.set(`${host}/${name}:${tag}`, digest);
     this.changes++;
   }
 
   /** Appends the new digest to the tag's history (with the old one first when the history starts now). */
   private async recordMove(host: string, name: string, tag: string, before: string | undefined, digest: string): Promise<void> {
-    const file = join(this.repoDir(host, name), '_history', tag);
+    const file = this.paths.part(host, name, '_history', tag);
     let lines = (await readText(file) ?? '').split('\n').filter((l) => l.trim() !== '');
     if (lines.length === 0 && before) lines.push(`${before} -`);
     lines.push(`${digest} ${new Date().toISOString()}`);
@@ -68,7 +59,7 @@ export class FsMetadataStore implements MetadataStore {
   async tagHistory(host: string, name: string, tag: string): Promise<string[]> {
     const current = await this.getTag(host, name, tag);
     if (!current) return [];
-    const text = await readText(join(this.repoDir(host, name), '_history', tag));
+    const text = await readText(this.paths.part(host, name, '_history', tag));
     const out = [current];
     const past = (text ?? '').split('\n').map((l) => l.split(' ')[0] ?? '').filter((d) => d.startsWith('sha256:') && HEX_RE.test(d.slice(7)));
     for (const d of past.reverse()) if (!out.includes(d)) out.push(d);
@@ -76,9 +67,8 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   async deleteTag(host: string, name: string, tag: string): Promise<boolean> {
-    const dir = this.repoDir(host, name);
-    const existed = await removeFile(join(dir, '_tags', tag));
-    await removeFile(join(dir, '_history', tag));
+    const existed = await removeFile(this.paths.part(host, name, '_tags', tag));
+    await removeFile(this.paths.part(host, name, '_history', tag));
     this.tags.delete(`${host}/${name}:${tag}`);
     this.changes++;
     return existed;
@@ -89,7 +79,7 @@ export class FsMetadataStore implements MetadataStore {
     const cached = this.tags.get(key);
     if (cached) return cached;
     try {
-      const digest = (await readFile(join(this.repoDir(host, name), '_tags', tag), 'utf8')).trim();
+      const digest = (await readFile(this.paths.part(host, name, '_tags', tag), 'utf8')).trim();
       if (!HEX_RE.test(digest.slice(7))) return undefined;
       this.tags.set(key, digest);
       return digest;
@@ -100,55 +90,51 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   async listTags(host: string, name: string): Promise<string[]> {
-    return (await listDir(join(this.repoDir(host, name), '_tags'))).filter((t) => !t.startsWith('.')).sort();
+    return (await listDir(this.paths.part(host, name, '_tags'))).filter((t) => !t.startsWith('.')).sort();
   }
 
   async linkManifest(host: string, name: string, m: LinkableManifest): Promise<void> {
-    const hex = hexOf(m.digest);
-    const dir = this.repoDir(host, name);
-    await this.temp.writeAtomic(join(dir, '_manifests', hex), m.mediaType);
+    await this.temp.writeAtomic(this.paths.part(host, name, '_manifests', hexOf(m.digest)), m.mediaType);
     const subject = subjectOf(m.body);
     if (subject) {
-      await this.temp.writeAtomic(join(dir, '_referrers', hexOf(subject), hex), JSON.stringify(referrerDescriptor(m)));
+      await this.temp.writeAtomic(this.paths.referrers(host, name, subject, m.digest), JSON.stringify(referrerDescriptor(m)));
     }
     this.changes++;
   }
 
   async linkBlob(host: string, name: string, digest: string): Promise<void> {
-    await this.temp.writeAtomic(join(this.repoDir(host, name), '_blobs', hexOf(digest)), '');
+    await this.temp.writeAtomic(this.paths.part(host, name, '_blobs', hexOf(digest)), '');
   }
 
   async linkedBlobs(host: string, name: string): Promise<string[]> {
-    return (await listDir(join(this.repoDir(host, name), '_blobs'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
+    return (await listDir(this.paths.part(host, name, '_blobs'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
   }
 
   async unlinkManifest(host: string, name: string, m: LinkableManifest): Promise<void> {
-    const hex = hexOf(m.digest);
-    const dir = this.repoDir(host, name);
     const subject = subjectOf(m.body);
-    if (subject) await removeFile(join(dir, '_referrers', hexOf(subject), hex));
-    await removeFile(join(dir, '_manifests', hex));
+    if (subject) await removeFile(this.paths.referrers(host, name, subject, m.digest));
+    await removeFile(this.paths.part(host, name, '_manifests', hexOf(m.digest)));
     this.changes++;
   }
 
   async unlinkBlob(host: string, name: string, digest: string): Promise<void> {
-    await removeFile(join(this.repoDir(host, name), '_blobs', hexOf(digest)));
+    await removeFile(this.paths.part(host, name, '_blobs', hexOf(digest)));
   }
 
   isBlobLinked(host: string, name: string, digest: string): Promise<boolean> {
-    return exists(join(this.repoDir(host, name), '_blobs', hexOf(digest)));
+    return exists(this.paths.part(host, name, '_blobs', hexOf(digest)));
   }
 
   isManifestLinked(host: string, name: string, digest: string): Promise<boolean> {
-    return exists(join(this.repoDir(host, name), '_manifests', hexOf(digest)));
+    return exists(this.paths.part(host, name, '_manifests', hexOf(digest)));
   }
 
   async linkedManifests(host: string, name: string): Promise<string[]> {
-    return (await listDir(join(this.repoDir(host, name), '_manifests'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
+    return (await listDir(this.paths.part(host, name, '_manifests'))).filter((f) => HEX_RE.test(f)).map((h) => `sha256:${h}`);
   }
 
   async referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
-    const dir = join(this.repoDir(host, name), '_referrers', hexOf(subject));
+    const dir = this.paths.referrers(host, name, subject);
     const out: Descriptor[] = [];
     for (const f of await listDir(dir)) {
       if (!HEX_RE.test(f)) continue;
@@ -157,23 +143,17 @@ export class FsMetadataStore implements MetadataStore {
     return out.sort((a, b) => a.digest.localeCompare(b.digest));
   }
 
-  /** `manifests/sha256/<ab>/<hex>.json`: `{"mediaType","sizeBytes"}`, as every release wrote it. */
-  private typePath(digest: string): string {
-    const hex = hexOf(digest);
-    return join(this.root, 'manifests', 'sha256', hex.slice(0, 2), `${hex}.json`);
-  }
-
   putManifestType(digest: string, t: ManifestType): Promise<void> {
-    return this.temp.writeAtomic(this.typePath(digest), JSON.stringify({ mediaType: t.mediaType, sizeBytes: t.sizeBytes }));
+    return this.temp.writeAtomic(this.paths.manifestType(digest), JSON.stringify({ mediaType: t.mediaType, sizeBytes: t.sizeBytes }));
   }
 
   async deleteManifestType(digest: string): Promise<void> {
-    await removeFile(this.typePath(digest));
+    await removeFile(this.paths.manifestType(digest));
   }
 
   async manifestType(digest: string): Promise<ManifestType | undefined> {
     try {
-      return JSON.parse(await readFile(this.typePath(digest), 'utf8')) as ManifestType;
+      return JSON.parse(await readFile(this.paths.manifestType(digest), 'utf8')) as ManifestType;
     } catch (e) {
       if (isNotFound(e) || isNotDir(e)) return undefined;
       throw e;
@@ -182,7 +162,7 @@ export class FsMetadataStore implements MetadataStore {
 
   async repositories(): Promise<RepositoryName[]> {
     const out: RepositoryName[] = [];
-    const root = join(this.root, 'repositories');
+    const root = this.paths.repositoriesDir;
     for (const host of await listDir(root)) await walkRepos(join(root, host), host, [], out);
     return out;
   }
@@ -223,7 +203,7 @@ async function exists(path: string): Promise<boolean> {
 
 async function walkRepos(dir: string, host: string, parts: string[], out: RepositoryName[]): Promise<void> {
   for (const entry of await listDir(dir)) {
-    if (entry === '_tags' || entry === '_manifests') {
+    if (entry === REPOSITORY_PARTS[0] || entry === REPOSITORY_PARTS[1]) {
       if (!out.some((r) => r.host === host && r.name === parts.join('/'))) out.push({ host, name: parts.join('/') });
       continue;
     }

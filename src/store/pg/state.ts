@@ -6,7 +6,7 @@ import type { AllowlistChange, AllowlistDocument, AllowlistStorage, DocumentWatc
 import type { DeniedDocument, DeniedEntry, DeniedStorage } from '../../policy/denied.js';
 import type { ManualWindow } from '../../window/state.js';
 import type { ManualWindowStorage } from '../../window/manual-store.js';
-import type { StateDocuments } from '../ports.js';
+import { DocumentBusyError, type StateDocuments } from '../ports.js';
 import { CHANNELS, LISTENER_PREFIX, type Notifications } from './notify.js';
 
 const ALLOWLIST_LOCK = 0x5c1ce1;
@@ -19,7 +19,7 @@ export function pgStateDocuments(pool: pg.Pool, notes: Notifications, location: 
   };
 }
 
-class LockTimeout extends Error {}
+class LockTimeout extends DocumentBusyError {}
 
 /** How long an edit waits for every live replica to acknowledge it before answering anyway. */
 const APPLY_WAIT_MS = 2000;
@@ -209,7 +209,7 @@ function serialWatch(notes: Notifications, channel: string, onChange: () => Prom
 /**
  * The denied log of every replica in one table. Each replica writes its whole in-memory log; what it adds to a
  * row is what it counted since its last write (so replicas' counts add up, none overwrites another's), and an
- * empty document (a clear) empties the table.
+ * empty document (a clear) empties the table. The table keeps the log's bound (the least recently seen go).
  */
 export class PgDenied implements DeniedStorage {
   /** Counts as of this replica's last read or write, per reference. */
@@ -229,7 +229,7 @@ export class PgDenied implements DeniedStorage {
     return { version: 1, entries };
   }
 
-  async write(doc: DeniedDocument): Promise<void> {
+  async write(doc: DeniedDocument, maxEntries: number): Promise<void> {
     if (doc.entries.length === 0) {
       await this.pool.query('DELETE FROM denied');
       this.written.clear();
@@ -247,6 +247,9 @@ export class PgDenied implements DeniedStorage {
       first_seen: e.firstSeen, last_seen: e.lastSeen, client: e.client ?? null,
     })))]);
     for (const e of fresh) this.written.set(keyOf(e), e.count);
+    // Every replica adds its own references: the table, not each replica's log, must stay within the bound.
+    await this.pool.query(`DELETE FROM denied WHERE (host, name, reference) IN
+      (SELECT host, name, reference FROM denied ORDER BY last_seen DESC, host, name, reference OFFSET $1)`, [maxEntries]);
   }
 
   /**

@@ -1,6 +1,6 @@
 // The BlobBackend on an S3-compatible object store (Ceph RGW, MinIO, AWS S3): blobs at
 // `<prefix>blobs/sha256/<ab>/<hex>`, quarantined bytes at `<prefix>quarantine/<hex>.<ms>`. Bytes arrive in a local
-// spool (fs/spool.ts) and are uploaded only once verified, straight to their final key: an S3 PUT or a completed
+// spool (local/spool.ts) and are uploaded only once verified, straight to their final key: an S3 PUT or a completed
 // multipart upload becomes visible all at once, so no reader ever sees part of an object.
 import { createReadStream } from 'node:fs';
 import { unlink } from 'node:fs/promises';
@@ -10,10 +10,9 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { hexOf, HEX_RE } from '../digest.js';
-import { storeFull } from '../ingest.js';
 import type { BlobBackend, BlobStat, BlobUsage, ByteRange, VerifiedSpool } from '../ports.js';
-import { FsSpool, type FsSpoolArea } from '../fs/spool.js';
-import { BlobUsageCount } from '../fs/usage.js';
+import { LocalSpool, type LocalSpoolArea } from '../local/spool.js';
+import { BlobUsageCount } from '../local/usage.js';
 
 /** Uploads above this go in parts of this size, several at once (lib-storage). */
 const PART_BYTES = 16 * 1024 * 1024;
@@ -43,11 +42,11 @@ export class S3BlobBackend implements BlobBackend {
   private constructor(
     private readonly s3: S3Client,
     private readonly where: S3Location,
-    readonly spools: FsSpoolArea,
+    readonly spools: LocalSpoolArea,
   ) {}
 
   /** Checks the bucket answers (and exists) before anything listens. */
-  static async open(s3: S3Client, where: S3Location, spools: FsSpoolArea): Promise<S3BlobBackend> {
+  static async open(s3: S3Client, where: S3Location, spools: LocalSpoolArea): Promise<S3BlobBackend> {
     try {
       await s3.send(new HeadBucketCommand({ Bucket: where.bucket }));
     } catch (e) {
@@ -96,18 +95,14 @@ export class S3BlobBackend implements BlobBackend {
     }
   }
 
-  async createSpool(expectBytes?: number): Promise<FsSpool> {
-    if (expectBytes !== undefined) {
-      const freeBytes = await this.spools.freeBytes();
-      if (expectBytes > freeBytes) throw storeFull({ neededBytes: expectBytes, freeBytes });
-    }
-    return this.spools.createSpool();
+  createSpool(expectBytes?: number): Promise<LocalSpool> {
+    return this.spools.createSpool(expectBytes);
   }
 
   commit(verified: VerifiedSpool): Promise<void> {
-    if (!(verified.spool instanceof FsSpool)) throw new Error('S3BlobBackend commits only its own spools');
+    if (!(verified.spool instanceof LocalSpool)) throw new Error('S3BlobBackend commits only its own spools');
     const { digest } = verified;
-    const run = (this.commits.get(digest) ?? Promise.resolve()).then(() => this.upload(verified.spool as FsSpool, verified));
+    const run = (this.commits.get(digest) ?? Promise.resolve()).then(() => this.upload(verified.spool as LocalSpool, verified));
     this.commits.set(digest, run);
     const forget = (): void => {
       if (this.commits.get(digest) === run) this.commits.delete(digest);
@@ -117,7 +112,7 @@ export class S3BlobBackend implements BlobBackend {
   }
 
   /** Verified bytes go straight to the final key; one already there (same digest, same bytes) is kept. */
-  private async upload(spool: FsSpool, verified: VerifiedSpool): Promise<void> {
+  private async upload(spool: LocalSpool, verified: VerifiedSpool): Promise<void> {
     if (!(await this.stat(verified.digest))) {
       const upload = new Upload({
         client: this.s3,
@@ -174,7 +169,7 @@ export class S3BlobBackend implements BlobBackend {
   }
 
   /**
-   * The count goes prefix by prefix (fs/usage.ts); S3 lists in key order, so one listing of every blob serves all
+   * The count goes prefix by prefix (local/usage.ts); S3 lists in key order, so one listing of every blob serves all
    * 256 prefixes in turn (a page holds 1000 keys) instead of a request per prefix.
    */
   private async listPrefix(prefix: string): Promise<string[]> {

@@ -1,4 +1,5 @@
-// Small fs helpers shared by the fs store's modules: a missing folder lists as empty.
+// Reading local folders, for the spool area and the fs store: a missing folder lists as empty, and the
+// errno checks that say a path is not there.
 import { readdir } from 'node:fs/promises';
 
 export async function listDir(dir: string): Promise<string[]> {

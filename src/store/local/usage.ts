@@ -1,5 +1,5 @@
-// How many blobs a filesystem store holds and their bytes: one scan when first asked, then kept current by the
-// commits and deletes of this process; a scan racing them stays exact by going one prefix folder at a time.
+// How many blobs a store holds and their bytes (fs and S3 alike): one scan when first asked, then kept current by
+// the commits and deletes of this process; a scan racing them stays exact by going one digest prefix at a time.
 import { hexOf } from '../digest.js';
 import type { BlobStat, BlobUsage } from '../ports.js';
 

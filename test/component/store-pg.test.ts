@@ -1,0 +1,100 @@
+// The PostgreSQL backend (the real one from test/services) passes the MetadataStore and FlightLeases conformance
+// suites: a fresh database per test, `another` a second replica's store on it. And what only it can do: a lease
+// holder whose session dies (a replica killed) frees the lease at once.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { openStore } from '../../src/store/open.js';
+import { PgMetadataStore } from '../../src/store/pg/metadata.js';
+import type { Store } from '../../src/store/store.js';
+import { flightLeasesConformance } from '../helpers/conformance/flight-leases.js';
+import { metadataStoreConformance } from '../helpers/conformance/metadata-store.js';
+import { freshDatabase, requireServices } from '../helpers/services.js';
+
+const ok = requireServices(['postgres'], 'test/component/store-pg.test.ts');
+const D = `sha256:${'ab'.repeat(32)}`;
+
+if (ok) {
+  metadataStoreConformance('postgres', async () => {
+    const db = await freshDatabase();
+    const dirs: string[] = [];
+    const stores: Store[] = [];
+    const openOne = async (): Promise<Store> => {
+      const dir = await mkdtemp(join(tmpdir(), 'sluice-meta-pg-'));
+      dirs.push(dir);
+      const s = await openStore({ storage: dir, postgres: { url: db.url, poolSize: 4 } });
+      stores.push(s);
+      return s;
+    };
+    const first = await openOne();
+    return {
+      meta: first.meta,
+      another: async () => (await openOne()).meta,
+      close: async () => {
+        for (const s of stores) await s.close();
+        for (const d of dirs) await rm(d, { recursive: true, force: true });
+        await db.drop();
+      },
+    };
+  });
+
+  flightLeasesConformance('postgres', async () => {
+    const db = await freshDatabase();
+    const [a, b] = await Promise.all([PgMetadataStore.open({ url: db.url, poolSize: 2 }), PgMetadataStore.open({ url: db.url, poolSize: 2 })]);
+    const probe = new pg.Client({ connectionString: db.url });
+    await probe.connect();
+    return {
+      a: a.leases,
+      b: b.leases,
+      settled: async () => void (await probe.query('SELECT 1')),
+      close: async () => {
+        await probe.end();
+        await a.close();
+        await b.close();
+        await db.drop();
+      },
+    };
+  });
+}
+
+describe.skipIf(!ok)('FlightLeases on PostgreSQL: a replica killed', () => {
+  let db: Awaited<ReturnType<typeof freshDatabase>>;
+  let a: PgMetadataStore;
+  let b: PgMetadataStore;
+  let probe: pg.Client;
+  beforeAll(async () => {
+    db = await freshDatabase();
+    [a, b] = await Promise.all([PgMetadataStore.open({ url: db.url, poolSize: 2 }), PgMetadataStore.open({ url: db.url, poolSize: 2 })]);
+    probe = new pg.Client({ connectionString: db.url });
+    await probe.connect();
+  });
+  afterAll(async () => {
+    await probe?.end();
+    await a?.close();
+    await b?.close();
+    await db?.drop();
+  });
+
+  /** Resolves to 'pending' if `p` has not settled by the time a round trip to the database has. */
+  async function state(p: Promise<unknown>): Promise<string> {
+    const settled = p.then(() => 'resolved', () => 'rejected');
+    await probe.query('SELECT 1');
+    return Promise.race([settled, Promise.resolve('pending')]);
+  }
+
+  test('a holder whose session dies (a replica killed) frees the lease at once', async () => {
+    const held = await a.leases.acquire(D, 10_000);
+    const waiting = b.leases.acquire(D, 10_000);
+    expect(await state(waiting)).toBe('pending');
+    // What kill -9 does to a replica's sessions: PostgreSQL ends the holder's backend.
+    const { rows } = await probe.query<{ pid: number }>(
+      "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()");
+    expect(rows).toHaveLength(1);
+    await probe.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
+    const next = await waiting;
+    await next.release();
+    await held.release(); // its session is gone: releasing must not throw
+  });
+});

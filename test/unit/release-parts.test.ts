@@ -1,0 +1,41 @@
+// The pure parts of the release tool: the order and modes of archive entries (what makes two runs identical and
+// an unpack create folders before their files) and the configs derived from config/sluice.yaml.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { normalMode, withParents, type Entry } from '../../src/release/tar.js';
+import { configWithStore } from '../../src/release/texts.js';
+import { REPO_ROOT } from '../helpers/sluice.js';
+
+const file = (path: string): Entry => ({ kind: 'file', path, mode: 0o644, source: Buffer.from(path) });
+
+describe('release archive entries', () => {
+  it('adds every missing parent folder and sorts by path segment, whatever order they were listed in', () => {
+    const paths = withParents([file('a-b/x'), file('a/b/c'), file('a.b'), file('a/b-c'), file('b')]).map((e) => `${e.kind === 'dir' ? 'd' : 'f'} ${e.path}`);
+    expect(paths).toEqual(['d a', 'd a/b', 'f a/b/c', 'f a/b-c', 'd a-b', 'f a-b/x', 'f a.b', 'f b']);
+    expect(withParents([file('b'), file('a/b/c'), file('a.b'), file('a-b/x'), file('a/b-c')])).toEqual(withParents([file('a-b/x'), file('a/b/c'), file('a.b'), file('a/b-c'), file('b')]));
+  });
+
+  it('refuses a path listed twice', () => {
+    expect(() => withParents([file('a/b'), file('a/b')])).toThrow('archive lists a/b twice');
+  });
+
+  it('keeps only whether a file is executable: a checkout umask never reaches the archive', () => {
+    expect([0o600, 0o664, 0o700, 0o775, 0o744].map(normalMode)).toEqual([0o644, 0o644, 0o755, 0o755, 0o755]);
+  });
+});
+
+describe('configs derived from config/sluice.yaml', () => {
+  const defaultYaml = readFileSync(join(REPO_ROOT, 'config', 'sluice.yaml'), 'utf8');
+
+  it('moves the store and the admin token, and changes nothing else', () => {
+    const moved = parseYaml(configWithStore(defaultYaml, '/var/lib/sluice')) as Record<string, unknown>;
+    const original = parseYaml(defaultYaml) as Record<string, unknown>;
+    expect(moved).toEqual({ ...original, storage: '/var/lib/sluice', admin: { ...(original.admin as object), tokenFile: '/var/lib/sluice/admin.token' } });
+  });
+
+  it('refuses a default config without the lines it rewrites, rather than ship a store inside /opt', () => {
+    expect(() => configWithStore(defaultYaml.replace('storage: ./data', 'storage: ./store'), '/data')).toThrow(/storage: \.\/data/);
+  });
+});
