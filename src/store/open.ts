@@ -9,6 +9,7 @@ import { fsStateDocuments } from './fs/state.js';
 import { LocalSpoolArea } from './local/spool.js';
 import { MemoryBlobBackend, MemoryBlobs } from './memory/blobs.js';
 import { MemoryMetadata, MemoryMetadataStore } from './memory/metadata.js';
+import { MIGRATIONS } from './pg/migrations.js';
 import { LOCAL_LEASES, type BlobBackend, type MetadataStore, type StateDocuments } from './ports.js';
 import { Store, type StoreLimits } from './store.js';
 
@@ -90,3 +91,6 @@ async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Pro
   const { PgMetadataStore } = await import('./pg/metadata.js');
   return PgMetadataStore.open(c, { listen: follow });
 }
+
+/** The newest PostgreSQL schema this build migrates to (for `sluice version`; only the factory sees the backends). */
+export const POSTGRES_SCHEMA_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));

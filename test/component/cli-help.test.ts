@@ -139,7 +139,7 @@ describe('sluice completion bash|zsh|fish', () => {
 
   it('bash completes commands, subcommands, options and fixed values from the table', async () => {
     expect(await bash('sluice', 'sta')).toEqual(['status']);
-    expect(await bash('sluice', '--config', 'x.yaml', 'ver')).toEqual(['verify']);
+    expect(await bash('sluice', '--config', 'x.yaml', 'veri')).toEqual(['verify']);
     expect((await bash('sluice', 'allow', 'r')).sort()).toEqual(['remove', 'rm']);
     expect(await bash('sluice', 'export', 'out.tar', '--fo')).toEqual(['--format']);
     expect((await bash('sluice', 'export', 'out', '--format', 'talos')).sort()).toEqual(['talos-cache-flat', 'talos-cache-oci']);

@@ -5,11 +5,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Store } from '../../src/store/store.js';
+import { openStore } from '../../src/store/open.js';
 import { run, which } from '../helpers/binaries.js';
 import { MiniUpstream } from '../helpers/mini-upstream.js';
 import { runSluice, SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
-import { formatBytes } from '../../src/cli/progress.js';
+import { formatBytes } from '../../src/cli/commands.js';
 import { MediaType, seededBytes, sha256 } from '../kit/oci.js';
 
 const hasScript = which('script') !== undefined;
@@ -28,7 +28,7 @@ describe.runIf(hasScript)('progress on a terminal, silence otherwise', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sluice-progress-'));
     const storage = join(dir, 'data');
-    const store = await Store.open(storage);
+    const store = await openStore({ storage });
     // An image of three layers: five blobs with its config and manifest.
     const layers = [0, 1, 2].map((i) => seededBytes(50_000, `progress-${i}`));
     const cfg = Buffer.from('{"os":"linux","architecture":"amd64"}');
