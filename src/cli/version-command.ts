@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError, type ParsedArgs } from './args.js';
 import { STORE_FORMAT_VERSION } from '../store/format.js';
-import { POSTGRES_SCHEMA_VERSION } from '../store/open.js';
+import { DATABASE_SCHEMA_VERSION } from '../store/open.js';
 
 /** dist/build-info.json beside dist/src/ (this module is dist/src/cli/version-command.js). */
 const BUILD_INFO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build-info.json');
@@ -32,7 +32,7 @@ export function versionReport(buildInfoFile = BUILD_INFO): VersionReport {
     node: process.version,
     platform: `${process.platform}/${process.arch}`,
     storeFormat: STORE_FORMAT_VERSION,
-    postgresSchema: POSTGRES_SCHEMA_VERSION,
+    postgresSchema: DATABASE_SCHEMA_VERSION,
   };
 }
 

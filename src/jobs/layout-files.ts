@@ -4,8 +4,25 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { LayoutSource } from './layout-source.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from '../store/store.js';
+
+export interface LayoutSource {
+  /** The folder the source's files are in (an unpacked archive: a scratch folder, never named to the operator). */
+  dir: string;
+  /** How to name one of its files to the operator (inside the archive, never the scratch folder). */
+  name(file: string): string;
+  /** How messages call the whole source: "the bundle", "the Talos cache". */
+  noun: string;
+  /** Blobs a damaged archive held only in part (path → why): they count as bad, not as absent. */
+  damaged?: ReadonlyMap<string, string>;
+  /**
+   * Which file holds a blob, relative to `dir` (default `blobs/sha256/<hex>`, an OCI layout), or undefined when
+   * the source is known not to have it (a Talos cache: `blob/sha256-<hex>`, chosen platforms only).
+   */
+  blobFile?(d: Descriptor): string | undefined;
+  /** The source holds only some platforms of an index on purpose (a Talos cache): the others are listed, not errors. */
+  partial?: boolean;
+}
 
 export class ImportError extends Error {}
 /** A problem with what the operator asked for (`--as`), not with the layout: a usage error. */

@@ -4,28 +4,13 @@
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayoutTar, TarLayoutError } from './import-tar.js';
-import { ImportError } from './layout-files.js';
+import { ImportError, type LayoutSource } from './layout-files.js';
+
+export type { LayoutSource } from './layout-files.js';
 import { readReceipt, receiptPathFor } from './receipt.js';
 import { unpackRoom } from './unpack-bounds.js';
 import type { Descriptor, Store } from '../store/store.js';
 
-export interface LayoutSource {
-  /** The folder the source's files are in (an unpacked archive: a scratch folder, never named to the operator). */
-  dir: string;
-  /** How to name one of its files to the operator (inside the archive, never the scratch folder). */
-  name(file: string): string;
-  /** How messages call the whole source: "the bundle", "the Talos cache". */
-  noun: string;
-  /** Blobs a damaged archive held only in part (path → why): they count as bad, not as absent. */
-  damaged?: ReadonlyMap<string, string>;
-  /**
-   * Which file holds a blob, relative to `dir` (default `blobs/sha256/<hex>`, an OCI layout), or undefined when
-   * the source is known not to have it (a Talos cache: `blob/sha256-<hex>`, chosen platforms only).
-   */
-  blobFile?(d: Descriptor): string | undefined;
-  /** The source holds only some platforms of an index on purpose (a Talos cache): the others are listed, not errors. */
-  partial?: boolean;
-}
 
 /** An OCI image layout's blobs: `blobs/sha256/<hex>`, every one expected. */
 export const ociBlobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slice(7)}`;

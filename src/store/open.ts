@@ -9,9 +9,9 @@ import { fsStateDocuments } from './fs/state.js';
 import { LocalSpoolArea } from './local/spool.js';
 import { MemoryBlobBackend, MemoryBlobs } from './memory/blobs.js';
 import { MemoryMetadata, MemoryMetadataStore } from './memory/metadata.js';
-import { MIGRATIONS } from './pg/migrations.js';
 import { LOCAL_LEASES, type BlobBackend, type MetadataStore, type StateDocuments } from './ports.js';
 import { Store, type StoreLimits } from './store.js';
+import { MIGRATIONS } from './pg/migrations.js';
 
 /** The part of the config the store is built from (a whole Config will do). */
 export type StoreConfig = Pick<Config, 'storage'> & Partial<Pick<Config, 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3' | 'postgres'>>;
@@ -92,5 +92,5 @@ async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Pro
   return PgMetadataStore.open(c, { listen: follow });
 }
 
-/** The newest PostgreSQL schema this build migrates to (for `sluice version`; only the factory sees the backends). */
-export const POSTGRES_SCHEMA_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));
+/** The PostgreSQL schema version this build migrates a database to (`sluice version`). */
+export const DATABASE_SCHEMA_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));
