@@ -18,12 +18,14 @@ import { openStore } from './store/open.js';
 import { followManual } from './window/manual-store.js';
 import { openWindowState } from './window/open-state.js';
 import { Syncer } from './jobs/sync.js';
+import { SiteSigner } from './jobs/site-signer.js';
+import { SiteKeyError } from './jobs/site-key.js';
 import { GarbageCollector } from './jobs/gc.js';
 import { registerAdminRoutes } from './admin/admin.js';
 import type { UpstreamPool } from './upstream/pool.js';
 import { upstreamPool } from './upstream/from-config.js';
 import { syncWhenWindowOpens } from './jobs/auto-sync.js';
-import { WILDCARD } from './config/config.js';
+import { ConfigError, WILDCARD, type SigningConfig } from './config/config.js';
 import { WindowState } from './window/state.js';
 import { Metrics } from './metrics/metrics.js';
 import { registerMetricsListener } from './admin/metrics.js';
@@ -47,6 +49,8 @@ export interface App {
   /** The node credentials in force (swapped on SIGHUP). */
   htpasswd?: { current: Htpasswd };
   store: Store;
+  /** With `signing:` configured: signs admitted images with the site key. */
+  signer?: SiteSigner;
   allowlist: Allowlist;
   denied: DeniedLog;
   mirror: Mirror;
@@ -63,12 +67,13 @@ export interface App {
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
-  const { store, allowlist, denied, window, windowWritten, stopFollowing } = await openState(config, opts.now);
-  const metrics = observedMetrics(config, { store, allowlist, denied, window }, opts.now);
+  const { store, allowlist, denied, window, windowWritten, windowRecorded, stopFollowing } = await openState(config, opts.now);
+  const signer = config.signing ? await openSigner(store, config.signing, config.file) : undefined;
+  const metrics = observedMetrics(config, { store, allowlist, denied, window, signer }, opts.now);
   const life = { stopping: false };
   // Redirects to sluice's own listeners are refused: where they are bound is read when a redirect comes.
   const servers: FastifyInstance[] = [];
-  const upstreams = upstreamPool(config, windowGate(window, life), metrics, () => listenerAddresses(config, servers));
+  const upstreams = upstreamPool(config, windowGate(window, life, store), metrics, () => listenerAddresses(config, servers));
   const stopAborts = abortWhenWindowCloses(window, upstreams);
   const registry = newFastify(opts.logger ?? false, config.tls);
   if (config.requestLog) logRequests(registry, opts.requestLog ?? ((entry) => registry.log.info(entry, 'request')));
@@ -82,16 +87,17 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   policy.useUpstream(mirror.upstreamView(), config.tagTtlMs);
   registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config), metrics: metrics.requests });
   const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, config.upstreamTimeouts.syncMs, metrics.sync);
+  if (signer) syncer.useSigner((host, name, digest) => signer.signImage(host, name, digest));
   const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);
   const admin = newFastify(opts.logger ?? false, config.admin.tls, 'admin');
-  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc });
+  await registerAdminRoutes(admin, { config, allowlist, denied, window, syncer, store, metrics, gc, signer, windowRecorded });
   const metricsListener = config.metrics ? newFastify(opts.logger ?? false, undefined, 'admin') : undefined;
   if (metricsListener) await registerMetricsListener(metricsListener, metrics);
   servers.push(registry, admin, ...(metricsListener ? [metricsListener] : []));
   const stopAutoSync = config.syncOnOpen ? syncWhenWindowOpens(window, syncer, log) : () => undefined;
   const stopGcSchedule = config.gc.everyMs ? gc.schedule(config.gc.everyMs, log) : () => undefined;
   if (denied.recoveredFrom) log('denied log was unreadable and has been set aside', { file: denied.recoveredFrom });
-  const app = { config, registry, admin, syncer, gc, htpasswd, store, allowlist, denied, mirror, window, upstreams, metrics, metricsListener };
+  const app = { config, registry, admin, syncer, gc, signer, htpasswd, store, allowlist, denied, mirror, window, upstreams, metrics, metricsListener };
   const stopWatching = (): void => {
     stopFollowing();
     stopAutoSync();
@@ -112,8 +118,18 @@ function listenerAddresses(config: Config, servers: FastifyInstance[]): Array<{ 
   return [...configured, ...bound];
 }
 
+/** The site key must be readable before anything listens: a missing or wrong key is a config error (exit 2). */
+async function openSigner(store: Store, signing: SigningConfig, file: string): Promise<SiteSigner> {
+  try {
+    return await SiteSigner.open(store, signing);
+  } catch (e) {
+    if (e instanceof SiteKeyError) throw new ConfigError([e.message], file);
+    throw e;
+  }
+}
+
 /** The metrics registry, its gauges reading the state opened for this app. */
-function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'denied' | 'window'>, now?: () => Date): Metrics {
+function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'denied' | 'window' | 'signer'>, now?: () => Date): Metrics {
   const metrics = new Metrics();
   metrics.observe({
     window: () => s.window.status(),
@@ -121,8 +137,9 @@ function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'd
     maxBytes: config.storageMaxBytes,
     deniedEntries: () => s.denied.size,
     allowlistRules: () => s.allowlist.list().length,
+    ...(config.postgres ? { sharedStateConfirmed: () => s.store.unconfirmed() === undefined } : {}),
     now: now ? () => now().getTime() : undefined,
-    readiness: cachedReadiness(() => coverageReport(s.store, ruleTexts(s.allowlist), { platforms: config.platforms })),
+    readiness: cachedReadiness(() => coverageReport(s.store, ruleTexts(s.allowlist), { platforms: config.platforms, signer: s.signer })),
   });
   return metrics;
 }
@@ -131,15 +148,15 @@ function observedMetrics(config: Config, s: Pick<App, 'store' | 'allowlist' | 'd
 async function openState(
   config: Config,
   now?: () => Date,
-): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; stopFollowing: () => void }> {
+): Promise<Pick<App, 'store' | 'allowlist' | 'denied' | 'window'> & { windowWritten: () => Promise<void>; windowRecorded: () => Promise<void>; stopFollowing: () => void }> {
   const store = await openStore(config);
   const documents = store.meta.state;
-  const allowlist = await Allowlist.open(documents.allowlist, config.allowlist);
+  const allowlist = await Allowlist.open(documents.allowlist, config.allowlist, { configFile: config.file });
   const denied = await DeniedLog.open(documents.denied);
-  const { window, written } = await openWindowState(config.windows, documents.window, now);
+  const { window, written, recorded } = await openWindowState(config.windows, documents.window, now);
   // Another replica's (or the CLI's) manual window applies here at once, on a store that can tell.
   const stopFollowing = followManual(window, documents.window);
-  return { store, allowlist, denied, window, windowWritten: written, stopFollowing };
+  return { store, allowlist, denied, window, windowWritten: written, windowRecorded: recorded, stopFollowing };
 }
 
 /** See App.close. */

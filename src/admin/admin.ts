@@ -20,6 +20,7 @@ import { storeRoutes } from './store.js';
 import { metricsRoutes, type MetricsSource } from './metrics.js';
 import { gcRoutes } from './gc.js';
 import type { GarbageCollector } from '../jobs/gc.js';
+import type { SiteSigner } from '../jobs/site-signer.js';
 import { isPagePath, statusPageRoutes } from './page.js';
 
 export interface AdminDeps {
@@ -31,6 +32,9 @@ export interface AdminDeps {
   store: Store;
   metrics: MetricsSource;
   gc: GarbageCollector;
+  signer?: SiteSigner;
+  /** Settles once the latest manual-window change is recorded (shared by every replica); rejects naming why not. */
+  windowRecorded?: () => Promise<void>;
 }
 
 export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
@@ -48,7 +52,7 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps)
   });
   await app.register(allowlistRoutes, { allowlist: deps.allowlist });
   await app.register(deniedRoutes, { denied: deps.denied });
-  await app.register(windowRoutes, { window: deps.window });
+  await app.register(windowRoutes, { window: deps.window, recorded: deps.windowRecorded ?? (async () => undefined) });
   await app.register(syncRoutes, { syncer: deps.syncer, window: deps.window });
   await app.register(statusRoutes, deps);
   await app.register(storeRoutes, { store: deps.store });

@@ -1,6 +1,6 @@
 // /api/v1/allowlist: list, add, remove and import rules. Every batch is all or nothing.
 import type { FastifyPluginAsync } from 'fastify';
-import { AllowlistFileError, InvalidRulesError, parseImageList, type Allowlist } from '../policy/allowlist.js';
+import { AllowlistFileError, ConfigRuleError, InvalidRulesError, parseImageList, type Allowlist } from '../policy/allowlist.js';
 import { RegistryError } from '../oci/errors.js';
 import { SCHEMAS } from './schemas.js';
 import { API_PREFIX, badRequest, who } from './request.js';
@@ -31,6 +31,7 @@ async function withRules<T>(allowlist: Allowlist, fn: () => Promise<T>): Promise
   } catch (e) {
     if (e instanceof InvalidRulesError) throw invalidRules(e);
     if (e instanceof AllowlistFileError) throw brokenFile(e, allowlist);
+    if (e instanceof ConfigRuleError) throw new RegistryError('RULE_FROM_CONFIG', e.message, { rules: e.rules, configFile: e.configFile });
     throw e;
   }
 }
@@ -39,7 +40,7 @@ export const allowlistRoutes: FastifyPluginAsync<{ allowlist: Allowlist }> = asy
   // A broken file is no reason to hide the rules in force: they are listed, with what is wrong with the file.
   app.get(`${API_PREFIX}/allowlist`, { schema: SCHEMAS.getNone }, async () => {
     const problem = await allowlist.refresh();
-    return { rules: allowlist.list(), allowlistError: problem ?? null };
+    return { rules: allowlist.listing(), allowlistError: problem ?? null };
   });
   app.post<{ Body: RulesBody }>(`${API_PREFIX}/allowlist`, { schema: SCHEMAS.addRules }, async (req) => {
     const { rules, note } = req.body;

@@ -173,7 +173,7 @@ async function model(deps: PageDeps, session: Session, flash: string | undefined
   await deps.allowlist.refresh();
   const [status, coverage] = await Promise.all([
     statusReport(deps),
-    coverageReport(deps.store, ruleTexts(deps.allowlist), { platforms: deps.config.platforms }),
+    coverageReport(deps.store, ruleTexts(deps.allowlist), { platforms: deps.config.platforms, signer: deps.signer }),
   ]);
   const denied: DeniedRow[] = deniedEntries(deps.denied).map((entry) => ({
     entry, reference: deniedReference(entry), rule: ruleFor(entry), allowedNow: allowedNow(deps.allowlist, entry),

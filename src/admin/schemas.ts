@@ -20,6 +20,8 @@ const obj = (properties: Record<string, unknown>, required: string[] = []): Reco
 const NO_BODY = { type: ['object', 'null'], properties: {}, additionalProperties: false };
 const NO_QUERY = obj({});
 const STRING = { type: 'string' };
+/** Every duration field is named `duration`, so describe() can say what one looks like. */
+const DURATION = STRING;
 const RULES = { type: 'array', items: STRING, minItems: 1 };
 
 export const SCHEMAS = {
@@ -38,8 +40,8 @@ export const SCHEMAS = {
   },
   denied: { querystring: obj({ format: { type: 'string', enum: ['json', 'commands'] } }) },
   openWindow: {
-    // A number is seconds; the text form ("2h") is checked by windowRequest.
-    body: obj({ duration: { type: ['string', 'number'] }, note: STRING }, ['duration', 'note']),
+    // Text with a unit, as on the CLI ("2h"; checked by windowRequest): a bare number has no unit to trust.
+    body: obj({ duration: DURATION, note: STRING }, ['duration', 'note']),
     querystring: NO_QUERY,
   },
   gc: {
@@ -63,6 +65,7 @@ function describe(e: AjvError, where: string): string {
   if (e.keyword === 'additionalProperties') return `${at} has an unknown field ${JSON.stringify(e.params.additionalProperty)}`;
   if (e.keyword === 'required') return `${at} is missing the required field ${JSON.stringify(e.params.missingProperty)}`;
   if (e.keyword === 'minItems') return `${at} must list at least ${String(e.params.limit)} item(s)`;
+  if (e.keyword === 'type' && at.endsWith('.duration')) return `${at} must be a string with a unit, e.g. "45s", "90m", "2h" (a bare number is refused)`;
   if (e.keyword === 'enum' && Array.isArray(e.params.allowedValues)) return `${at} must be one of ${e.params.allowedValues.join(', ')}`;
   return `${at} ${e.message ?? 'is not valid'}`;
 }

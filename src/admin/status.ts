@@ -11,12 +11,13 @@ export type StatusRouteDeps = StatusParts & { allowlist: Allowlist };
 
 export const statusRoutes: FastifyPluginAsync<StatusRouteDeps> = async (app, parts) => {
   app.get(`${API_PREFIX}/status`, { schema: SCHEMAS.getNone }, async () => {
-    await parts.allowlist.refresh(); // the count and any file problem as of now, not as of the last watch event
+    // The count and any file problem as of now; a database that fails leaves the rules in force (and status says why).
+    await parts.allowlist.refresh().catch(() => undefined);
     return statusReport(parts);
   });
   app.get(`${API_PREFIX}/coverage`, { schema: SCHEMAS.getNone }, async () => {
     await parts.allowlist.refresh();
-    return coverageReport(parts.store, ruleTexts(parts.allowlist), { platforms: parts.config.platforms });
+    return coverageReport(parts.store, ruleTexts(parts.allowlist), { platforms: parts.config.platforms, signer: parts.signer });
   });
 };
 

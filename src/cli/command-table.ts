@@ -82,14 +82,14 @@ export const COMMANDS: CommandTable = {
         ],
       },
       rm: {
-        summary: 'remove rules',
+        summary: 'remove rules; rules the config seeds are refused (remove them from the config file and restart)',
         args: 'RULE...',
         aliases: ['remove'],
         options: [json],
         examples: [{ command: 'allow rm registry.k8s.io/pause:3.10', comment: 'stop allowing a tag (what is stored stays until gc)' }],
       },
       ls: {
-        summary: 'list the rules, who added them, when and why',
+        summary: 'list the rules, where they come from (config or store), who added them, when and why',
         aliases: ['list'],
         options: [json],
         examples: [{ command: 'allow ls --json', comment: 'the rules as JSON' }],
@@ -173,11 +173,35 @@ export const COMMANDS: CommandTable = {
           { name: 'client-key', value: 'FILE', description: "the nodes' client key, with --client-cert" },
           { name: 'username', value: 'USER', description: 'the basic-auth user of the nodes, with --password-file (required when auth.htpasswd is set)' },
           { name: 'password-file', value: 'FILE', description: 'a file holding that user\'s password, checked against auth.htpasswd' },
+          { name: 'verify', description: 'also add the ImageVerificationConfig that makes nodes require the site signature (documents form; needs signing in the config)' },
         ],
         examples: [
           { command: 'talos patch --endpoint https://sluice.lan:6000 > sluice-patch.yaml', comment: 'the patch for nodes that reach sluice at sluice.lan' },
           { command: 'talos patch --form legacy --endpoint http://10.5.0.1:6000', comment: 'the machine.registries form, for Talos before 1.12' },
+          { command: 'talos patch --endpoint https://sluice.lan:6000 --verify', comment: 'the same, and nodes accept only images signed with the site key' },
         ],
+      },
+    },
+  },
+  sign: {
+    summary: 'sign the stored images of these allowlist rules (default: all) with the site key, as signing.policy decides',
+    args: '[RULE...]',
+    description: 'Exit 1 if an image is left unsigned or a rule has nothing stored.',
+    options: [json],
+    examples: [
+      { command: 'sign', comment: 'sign everything the allowlist admits' },
+      { command: 'sign registry.k8s.io/pause:3.10', comment: 'sign the images of one rule' },
+    ],
+    run: async (args, config) => (await import('./sign-command.js')).signCommand(args, config),
+  },
+  signing: {
+    summary: 'the site signing key',
+    run: async (args, config) => (await import('./signing-command.js')).signingCommand(args, config),
+    subcommands: {
+      init: {
+        summary: 'write a new ECDSA P-256 site key (mode 0600, never over an existing file) and FILE.pub; print the public key',
+        options: [{ name: 'key', value: 'FILE', description: 'where to write the private key; the public key goes to FILE.pub', default: 'signing.key in the config' }],
+        examples: [{ command: 'signing init --key /etc/sluice/site.key', comment: 'make the site key, then set signing.key to it in the config' }],
       },
     },
   },

@@ -2,7 +2,7 @@
 // running server's admin API so changes apply live, and falls back to the store files when no server answers.
 import { readFile } from 'node:fs/promises';
 import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from './admin-client.js';
-import { Allowlist, AllowlistFileError, InvalidRulesError, parseImageList, type AddResult, type AllowlistProblem, type RemoveResult, type RuleRecord } from '../policy/allowlist.js';
+import { Allowlist, AllowlistFileError, ConfigRuleError, InvalidRulesError, parseImageList, type AddResult, type AllowlistProblem, type ListedRule, type RemoveResult } from '../policy/allowlist.js';
 import { flag, UsageError, type Command, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
 import { openStateDocuments, openStore as openConfiguredStore } from '../store/open.js';
@@ -39,7 +39,7 @@ export function guarded(name: string, run: Command): Command {
         err(`sluice ${name}: ${invalid.length} invalid; nothing was changed`);
         return 2;
       }
-      if (e instanceof AdminApiError || e instanceof AllowlistFileError || e instanceof DocumentBusyError || e instanceof SyncClosedError) {
+      if (e instanceof AdminApiError || e instanceof AllowlistFileError || e instanceof DocumentBusyError || e instanceof SyncClosedError || e instanceof ConfigRuleError) {
         err(`sluice ${name}: ${e.message}`);
         return 1;
       }
@@ -59,7 +59,7 @@ function invalidOf(e: unknown): Invalid | undefined {
 
 /** The store as the config describes it, opened by a command that runs beside (or without) the server. */
 export const openStore = (cfg: Config): Promise<Store> => openConfiguredStore(cfg, { follow: false });
-export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await openStateDocuments(cfg)).allowlist, cfg.allowlist);
+export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await openStateDocuments(cfg)).allowlist, cfg.allowlist, { configFile: cfg.file });
 export const openDenied = async (cfg: Config): Promise<DeniedLog> => DeniedLog.open((await openStateDocuments(cfg)).denied);
 /** Bytes as the CLI prints them: `512 B`, `1.5 GiB`. */
 export function formatBytes(n: number): string {
@@ -133,7 +133,7 @@ function removeRules(cfg: Config, rules: string[]): Promise<RemoveResult> {
 }
 
 interface Listing {
-  rules: RuleRecord[];
+  rules: ListedRule[];
   /** The server found allowlist.json broken: `rules` are the last good ones, still in force. */
   allowlistError?: AllowlistProblem | null;
 }
@@ -142,7 +142,7 @@ function listRules(cfg: Config): Promise<Listing> {
   return liveOrOffline(
     cfg,
     (c) => c.json<Listing>('GET', '/api/v1/allowlist'),
-    async () => ({ rules: (await openAllowlist(cfg)).list() }),
+    async () => ({ rules: (await openAllowlist(cfg)).listing() }),
   );
 }
 
@@ -203,7 +203,7 @@ function printRules({ rules, allowlistError }: Listing, args: ParsedArgs): numbe
   if (allowlistError) err(allowlistWarning(allowlistError));
   if (isJson(args)) out(JSON.stringify(rules, null, 2));
   else if (rules.length === 0) err('the allowlist is empty: every request is refused');
-  else table(['RULE', 'ADDED BY', 'ADDED AT', 'NOTE'], rules.map((r) => [r.rule, r.addedBy, r.addedAt, r.note ?? '']));
+  else table(['RULE', 'FROM', 'ADDED BY', 'ADDED AT', 'NOTE'], rules.map((r) => [r.rule, r.fromConfig ? 'config' : 'store', r.addedBy, r.addedAt, r.note ?? '']));
   return 0;
 }
 

@@ -3,6 +3,7 @@
 import { coverageReport, type CoverageReport, type ImageCoverage, type RuleCoverage } from '../jobs/coverage.js';
 import { ruleTexts } from '../admin/status.js';
 import type { Config } from '../config/config.js';
+import { SiteSigner } from '../jobs/site-signer.js';
 import { Store } from '../store/store.js';
 import type { ParsedArgs } from './args.js';
 import { isJson, liveOrOffline, openAllowlist, out, openStore } from './commands.js';
@@ -15,7 +16,8 @@ export async function coverageCommand(args: ParsedArgs, cfg: Config): Promise<nu
     async () => {
       const [store, allowlist] = await Promise.all([openStore(cfg), openAllowlist(cfg)]);
       try {
-        return await coverageReport(store, ruleTexts(allowlist), { platforms: cfg.platforms });
+        const signer = cfg.signing ? await SiteSigner.open(store, cfg.signing) : undefined;
+        return await coverageReport(store, ruleTexts(allowlist), { platforms: cfg.platforms, signer });
       } finally {
         allowlist.close();
         await store.close();
@@ -61,5 +63,8 @@ function imageLines(i: ImageCoverage, label: string | undefined): string[] {
   if (i.missingManifests.length) lines.push(`${pad}  missing manifests: ${i.missingManifests.join(', ')}`);
   if (i.missingBlobs.length) lines.push(`${pad}  missing blobs: ${i.missingBlobs.join(', ')}`);
   if (i.digest) lines.push(`${pad}  signatures: ${i.signatures.tags.length} tag(s), ${i.signatures.referrers.length} referrer(s)`);
+  for (const s of i.siteSignatures ?? []) {
+    lines.push(s.signed ? `${pad}  site-signed ${short(s.digest)}… (${s.policy}: ${s.verified})` : `${pad}  NOT SITE-SIGNED ${short(s.digest)}…: ${s.reason ?? ''}`);
+  }
   return lines;
 }

@@ -19,7 +19,9 @@ export async function importCommand(args: ParsedArgs, config: () => Config): Pro
     try {
       const progress = new ProgressReporter('import');
       const result = await importPath(store, path, { as, progress: progress.enabled ? progress.update : undefined }).finally(() => progress.done());
-      return await reportImport(cfg, path, result, args.flags.get('allow') === true);
+      const code = await reportImport(cfg, path, result, args.flags.get('allow') === true);
+      await (await import('./sign-command.js')).signImported(cfg, store, result.imported);
+      return code;
     } finally {
       await store.close();
     }

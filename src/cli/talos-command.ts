@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
 import { Htpasswd } from '../http/listener.js';
+import { loadSiteKey, SiteKeyError } from '../jobs/site-key.js';
 import { lastCertificate, PatchInputError, renderPatch, type PatchForm, type PatchInput } from './talos-patch.js';
 
 export async function talosCommand(args: ParsedArgs, config: () => Config): Promise<number> {
@@ -41,12 +42,23 @@ async function patchInput(args: ParsedArgs, cfg: Config): Promise<PatchInput> {
   if (cfg.auth && username === undefined) {
     throw new UsageError(`basic auth is on (auth.htpasswd ${cfg.auth.htpasswd}): give --username USER and --password-file FILE for the nodes`);
   }
+  if (args.flags.get('verify') === true) input.verifyPublicKeyPem = await sitePublicKey(cfg);
   if (username !== undefined && passwordFile !== undefined) {
     const password = readText(passwordFile, '--password-file').replace(/\r?\n$/, '');
     if (cfg.auth) await checkCredentials(cfg.auth.htpasswd, username, password);
     input.auth = { username, password };
   }
   return input;
+}
+
+/** The site key's public half, for the nodes' ImageVerificationConfig. */
+async function sitePublicKey(cfg: Config): Promise<string> {
+  if (!cfg.signing) throw new UsageError(`--verify needs signing configured in ${cfg.file} (signing: { key: ./site.key }; sluice signing init writes it)`);
+  try {
+    return (await loadSiteKey(cfg.signing.key)).publicKeyPem;
+  } catch (e) {
+    throw e instanceof SiteKeyError ? new UsageError(e.message) : e;
+  }
 }
 
 /** `--endpoint`, else the listen address with the scheme TLS implies; a wildcard address is no address for a node. */

@@ -13,6 +13,8 @@ export interface PatchInput {
   clientIdentity?: { certPem: string; keyPem: string };
   /** Basic-auth credentials (sluice with auth.htpasswd). */
   auth?: { username: string; password: string };
+  /** The site public key (PEM): adds an ImageVerificationConfig whose one rule requires its signature on every image. */
+  verifyPublicKeyPem?: string;
 }
 
 export class PatchInputError extends Error {}
@@ -41,6 +43,7 @@ const b64 = (pem: string): string => Buffer.from(pem, 'utf8').toString('base64')
 /** `machine.registries` (v1alpha1): PEM files as base64, one config entry keyed by the endpoint's host:port. */
 export function legacyPatch(input: PatchInput): Record<string, unknown> {
   check(input);
+  if (input.verifyPublicKeyPem) throw new PatchInputError('ImageVerificationConfig is a config document (Talos 1.13+): use --form documents with --verify');
   const config: Record<string, unknown> = {};
   const tls: Record<string, unknown> = {};
   if (input.caPem) tls.ca = b64(input.caPem);
@@ -66,7 +69,17 @@ export function documentsPatch(input: PatchInput): Array<Record<string, unknown>
     docs.push(tls);
   }
   if (input.auth) docs.push({ apiVersion: 'v1alpha1', kind: 'RegistryAuthConfig', name, username: input.auth.username, password: input.auth.password });
+  if (input.verifyPublicKeyPem) docs.push(imageVerificationConfig(input.verifyPublicKeyPem));
   return docs;
+}
+
+/**
+ * Talos's ImageVerificationConfig (reference/configuration/security/imageverificationconfig): `rules[]` of
+ * `image` (a glob over registry and repository; `*` matches every image) and `publicKey.certificate` (PEM). Every
+ * image the nodes pull through sluice is admitted, so every one carries the site signature.
+ */
+export function imageVerificationConfig(publicKeyPem: string): Record<string, unknown> {
+  return { apiVersion: 'v1alpha1', kind: 'ImageVerificationConfig', rules: [{ image: '*', publicKey: { certificate: publicKeyPem.trim() } }] };
 }
 
 /** The patch as YAML, ready for `talosctl patch mc --patch @file` (documents separated by `---`). */

@@ -98,11 +98,14 @@ export const statusCommand: Command = guarded('status', async (args, config) => 
   }
   const s = report.store;
   const last = report.sync.last as SyncReport | null;
+  const shared = report.sharedState;
   out([
+    ...(shared && !shared.confirmed ? [`warning:    upstream access is closed and nothing is served on this replica: ${shared.reason ?? ''}`] : []),
     describeWindow(report.window),
     `schedule:   ${typeof report.window.schedule === 'string' ? report.window.schedule : report.window.schedule.map((w) => `${w.days.join(',')} ${w.start}-${w.end} ${w.timezone}`).join('; ')}`,
     `allowlist:  ${report.allowlist.rules} rule(s); denied log: ${report.denied.entries} reference(s)`,
     ...(report.allowlistError ? [allowlistWarning(report.allowlistError)] : []),
+    ...(report.storeError ? [`warning:    the store cannot be counted: ${report.storeError}`] : []),
     `store:      ${s.repositories} repositories, ${s.tags} tags, ${s.blobs} blobs (${formatBytes(s.sizeBytes)}${s.maxBytes ? ` of ${formatBytes(s.maxBytes)} storage.maxBytes` : ''})`,
     ...(s.full ? ['warning: the store has reached storage.maxBytes: new downloads are refused (507) until `sluice gc` frees space or the limit is raised'] : []),
     `upstreams:  ${report.upstreams.map((u) => u.host).join(', ')} (default ${report.defaultUpstream})`,
@@ -165,6 +168,8 @@ function printSyncReport(r: SyncReport, args: ParsedArgs): void {
   for (const c of r.cached) out(`already cached  ${c}`);
   for (const f of r.failed) out(`failed          ${f.reference}: ${f.reason}`);
   for (const m of r.moved ?? []) out(`moved pin       ${m.rule}: upstream ${m.tag} is now ${m.upstream} (the pin still serves)`);
+  for (const u of r.signing?.unsigned ?? []) out(`not site-signed ${u.reference} ${u.digest}: ${u.reason}`);
+  if (r.signing) out(`site signatures: ${r.signing.signed} made, ${r.signing.kept} kept, ${r.signing.unsigned.length} manifest(s) left unsigned`);
   if (r.dryRun) out(`dry run: ${r.planned.length} reference(s) would be synced`);
   else out(`sync finished: ${r.fetched.length} fetched (${formatBytes(r.bytesFetched)}), ${r.cached.length} already cached, ${r.failed.length} failed`);
 }

@@ -9,10 +9,12 @@ import { canonicalHost } from '../oci/reference.js';
 import { parseDatabase, parseS3, type PostgresConfig, type S3StorageConfig } from './scale-out.js';
 
 import { parseUpstreams, WILDCARD, type UpstreamConfig } from './upstreams.js';
+import { parseSigning, type SigningConfig } from './signing.js';
 import { address, bool, duration, isObject, size, str } from './values.js';
 
 export type { PostgresConfig, S3StorageConfig } from './scale-out.js';
 export type { UpstreamConfig } from './upstreams.js';
+export type { SigningConfig, SigningPolicy, SigningRule } from './signing.js';
 export { WILDCARD } from './upstreams.js';
 export { size } from './values.js';
 
@@ -59,6 +61,8 @@ export interface Config {
   gcGraceMs: number;
   /** `os/arch[/variant]` an index is expected to hold (sync's default filter, the readiness report's yardstick); empty: all. */
   platforms: string[];
+  /** Site signatures (`signing:`): the key, when to sign, and the rules upstream signatures are verified against. */
+  signing?: SigningConfig;
 }
 
 export class ConfigError extends Error {
@@ -70,7 +74,7 @@ export class ConfigError extends Error {
 
 const KNOWN_KEYS = new Set([
   'listen', 'storage', 'defaultUpstream', 'upstreams', 'windows', 'allowlist', 'tls', 'auth', 'admin',
-  'tagTtl', 'syncOnOpen', 'requestLog', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace', 'database',
+  'tagTtl', 'syncOnOpen', 'requestLog', 'upstreamTimeouts', 'ingestTimeout', 'platforms', 'metrics', 'gc', 'gcGrace', 'database', 'signing',
 ]);
 
 export function loadConfig(file: string): Config {
@@ -112,7 +116,8 @@ export function validateConfig(doc: unknown, file: string): Config {
   const admin = parseAdmin(doc.admin ?? {}, p, path, storage);
   const limits = parseLimits(doc, p);
   const ops = parseOperations(doc, p);
-  const config: Config = { file, listen, storage, storageMaxBytes, storageMaxBlobBytes, ...(s3 ? { s3 } : {}), ...(postgres ? { postgres } : {}), defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
+  const signing = parseSigning(doc.signing, p, path);
+  const config: Config = { ...(signing ? { signing } : {}), file, listen, storage, storageMaxBytes, storageMaxBlobBytes, ...(s3 ? { s3 } : {}), ...(postgres ? { postgres } : {}), defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
   if (p.length > 0) throw new ConfigError(p, file);
   return config;
 }

@@ -14,6 +14,12 @@ export interface S3StorageConfig {
   secretKeyEnv?: string;
   forcePathStyle: boolean;
   tls?: { ca?: string };
+  /** A request that sends or receives no byte for this long is abandoned (each attempt); default 10 s. */
+  requestTimeoutMs?: number;
+  /** Default 5 s. */
+  connectTimeoutMs?: number;
+  /** Attempts per request (the SDK retries; default 3): answered within about attempts × requestTimeoutMs. */
+  maxAttempts?: number;
 }
 
 export interface PostgresConfig {
@@ -25,7 +31,18 @@ export interface PostgresConfig {
   database?: string;
   /** Connections per replica for metadata queries (leases use their own). */
   poolSize: number;
+  /** Connecting, and waiting for a free pooled connection. */
+  connectTimeoutMs: number;
+  /** One query (client side, so a half-open connection is found too; also statement_timeout on the server). */
+  queryTimeoutMs: number;
+  /** A replica that has not confirmed its change feed (a heartbeat through LISTEN) for this long fails closed. */
+  freshnessMs: number;
 }
+
+import { duration } from './values.js';
+
+/** The defaults of database.postgres's bounds (connectTimeout 5s, queryTimeout 10s, freshness 10s). */
+export const POSTGRES_BOUNDS = { connectTimeoutMs: 5_000, queryTimeoutMs: 10_000, freshnessMs: 10_000 } as const;
 
 type Problems = string[];
 type PathOf = (v: string) => string;
@@ -46,7 +63,8 @@ function optStr(v: unknown, at: string, p: Problems): string | undefined {
 /** `storage`: a folder (string), or `{ s3: {…}, path?: folder }`. */
 export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): S3StorageConfig {
   const at = 'storage.s3';
-  unknownKeys(s, at, ['endpoint', 'bucket', 'region', 'prefix', 'accessKeyFile', 'secretKeyFile', 'accessKeyEnv', 'secretKeyEnv', 'forcePathStyle', 'tls'], p);
+  unknownKeys(s, at, ['endpoint', 'bucket', 'region', 'prefix', 'accessKeyFile', 'secretKeyFile', 'accessKeyEnv', 'secretKeyEnv', 'forcePathStyle', 'tls',
+    'requestTimeout', 'connectTimeout', 'maxAttempts'], p);
   const bucket = optStr(s.bucket, `${at}.bucket`, p) ?? '';
   if (s.bucket === undefined) p.push(`${at}.bucket: is required`);
   else if (bucket && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) p.push(`${at}.bucket: not a valid bucket name (3-63 of a-z 0-9 . -)`);
@@ -59,7 +77,14 @@ export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): 
     region: optStr(s.region, `${at}.region`, p) ?? 'us-east-1',
     prefix: prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`,
     forcePathStyle: s.forcePathStyle === undefined ? endpoint !== undefined : s.forcePathStyle === true,
+    requestTimeoutMs: positive(s.requestTimeout ?? '10s', `${at}.requestTimeout`, p),
+    connectTimeoutMs: positive(s.connectTimeout ?? '5s', `${at}.connectTimeout`, p),
+    maxAttempts: 3,
   };
+  if (s.maxAttempts !== undefined) {
+    if (typeof s.maxAttempts !== 'number' || !Number.isInteger(s.maxAttempts) || s.maxAttempts < 1 || s.maxAttempts > 10) p.push(`${at}.maxAttempts: must be an integer from 1 to 10`);
+    else c.maxAttempts = s.maxAttempts;
+  }
   if (s.forcePathStyle !== undefined && typeof s.forcePathStyle !== 'boolean') p.push(`${at}.forcePathStyle: must be true or false`);
   if (endpoint) c.endpoint = endpoint.replace(/\/$/, '');
   for (const k of ['accessKeyFile', 'secretKeyFile'] as const) {
@@ -94,8 +119,13 @@ export function parseDatabase(v: unknown, p: Problems, path: PathOf): PostgresCo
   unknownKeys(v, 'database', ['postgres'], p);
   const at = 'database.postgres';
   const g = v.postgres;
-  unknownKeys(g, at, ['url', 'host', 'port', 'user', 'passwordFile', 'database', 'poolSize'], p);
-  const c: PostgresConfig = { poolSize: 10 };
+  unknownKeys(g, at, ['url', 'host', 'port', 'user', 'passwordFile', 'database', 'poolSize', 'connectTimeout', 'queryTimeout', 'freshness'], p);
+  const c: PostgresConfig = {
+    poolSize: 10,
+    connectTimeoutMs: g.connectTimeout === undefined ? POSTGRES_BOUNDS.connectTimeoutMs : positive(g.connectTimeout, `${at}.connectTimeout`, p),
+    queryTimeoutMs: g.queryTimeout === undefined ? POSTGRES_BOUNDS.queryTimeoutMs : positive(g.queryTimeout, `${at}.queryTimeout`, p),
+    freshnessMs: g.freshness === undefined ? POSTGRES_BOUNDS.freshnessMs : positive(g.freshness, `${at}.freshness`, p),
+  };
   const url = optStr(g.url, `${at}.url`, p);
   if (url) {
     if (!/^postgres(ql)?:\/\//.test(url)) p.push(`${at}.url: must be a postgres:// URL`);
@@ -119,4 +149,11 @@ export function parseDatabase(v: unknown, p: Problems, path: PathOf): PostgresCo
     else c.poolSize = g.poolSize;
   }
   return c;
+}
+
+/** A bound: a duration ("5s", "1500ms", or seconds as a number) greater than zero. */
+function positive(v: unknown, at: string, p: Problems): number {
+  const ms = duration(v, at, p);
+  if (ms <= 0 && !p.some((x) => x.startsWith(`${at}:`))) p.push(`${at}: must be longer than 0`);
+  return ms;
 }

@@ -6,6 +6,7 @@ import { platformOf, platformWanted } from '../oci/platform.js';
 import { nameGlobToRegExp, signatureSubject, tagGlobToRegExp } from '../policy/matcher.js';
 import { parseRule, type RuleSpec } from '../policy/rules.js';
 import type { Store } from '../store/store.js';
+import type { SiteSignatureState, SiteSigner } from './site-signer.js';
 
 /** What the report reads; the Store provides all of it. */
 export type CoverageStore = Pick<Store, 'getTag' | 'getManifest' | 'allBlobs' | 'referrers' | 'listTags' | 'repositories'>;
@@ -48,6 +49,8 @@ export interface ImageCoverage {
   /** Stored manifests and blobs of the image, and their bytes. */
   storedBlobs: number;
   storedBytes: number;
+  /** With signing on: the site signature of the image and of each stored manifest of its index (all needed). */
+  siteSignatures?: SiteSignatureState[];
 }
 
 export interface RuleCoverage {
@@ -72,6 +75,8 @@ export interface CoverageOptions {
   /** `os/arch[/variant]` every index should hold; empty or absent: all of the index. */
   platforms?: readonly string[];
   now?: () => Date;
+  /** With signing on: an admitted image without a site signature is incomplete. */
+  signer?: Pick<SiteSigner, 'status'>;
 }
 
 /** Lookups in flight at once: the store answers from files, so a cold run waits on the disk, not the CPU. */
@@ -83,7 +88,7 @@ export async function coverageReport(store: CoverageStore, rules: readonly strin
   // cheaper than a stat per layer, and is the truth now rather than a memo of earlier stats.
   const present = new Set<string>();
   for await (const digest of store.allBlobs()) present.add(digest);
-  const run = new ReportRun(store, present, platforms);
+  const run = new ReportRun(store, present, platforms, opts.signer);
   const out = await mapLimit(rules, (text) => run.rule(parseRule(text)));
   const summary = { rules: out.length, complete: 0, incomplete: 0, missing: 0, empty: 0 };
   for (const r of out) summary[r.state]++;
@@ -104,6 +109,7 @@ class ReportRun {
     private readonly store: CoverageStore,
     private readonly present: ReadonlySet<string>,
     private readonly platforms: readonly string[],
+    private readonly signer?: Pick<SiteSigner, 'status'>,
   ) {}
 
   tags(host: string, name: string): Promise<Set<string>> {
@@ -141,7 +147,12 @@ class ReportRun {
       referrers: (h, n, d) => s.referrers(h, n, d),
       hasBlob: (d) => this.present.has(d),
     };
-    return imageCoverage(source, host, name, reference, this.platforms);
+    const image = await imageCoverage(source, host, name, reference, this.platforms);
+    if (this.signer && image.digest && image.state !== 'missing') {
+      image.siteSignatures = await this.signer.status(host, name, image.digest);
+      if (image.siteSignatures.some((s) => !s.signed)) image.state = 'incomplete';
+    }
+    return image;
   }
 }
 

@@ -132,7 +132,8 @@ async function walkImage(store: Store, root: Root, platforms: string[]): Promise
     order: 'depth',
     children: 'by-media-type',
     follow: (child) => platformWanted(child, platforms),
-    signatures: 'roots-and-indexes',
+    // Every manifest's: site signatures are made per platform manifest too, and a bundle must carry them.
+    signatures: 'all',
     maxDepth: MAX_DEPTH,
     onNode: async (node) => {
       await record(store, node, out);

@@ -26,6 +26,10 @@ export interface GcOptions {
   now?: () => number;
   /** Repositories marked, then blobs looked at, then blobs swept. */
   onProgress?: ProgressPort;
+  /** How long a run waits for commits under way (imports, syncs, pulls tagging) before giving up; default 10 min. */
+  commitWaitMs?: number;
+  /** Called once when the run has to wait for commits under way. */
+  onWaitingForCommits?: () => void;
 }
 
 export interface GcReport {
@@ -46,7 +50,19 @@ export interface GcReport {
 /** How often the mark is redone when the allowlist changes under it before gc gives up for this run. */
 const MAX_MARKS = 3;
 
+const COMMIT_WAIT_MS = 10 * 60 * 1000;
+
+/**
+ * A real run marks and sweeps holding the store's commit gate alone (store/commit-gate.ts): what an import, a sync
+ * or a pull in any process or replica is committing is either fully in the mark or not begun until the sweep ends.
+ * A dry run changes nothing and takes no gate.
+ */
 export async function collectGarbage(store: Store, rules: RetentionRules, opts: GcOptions): Promise<GcReport> {
+  if (opts.dryRun) return markAndSweep(store, rules, opts);
+  return store.commits.exclusive(opts.commitWaitMs ?? COMMIT_WAIT_MS, () => markAndSweep(store, rules, opts), opts.onWaitingForCommits);
+}
+
+async function markAndSweep(store: Store, rules: RetentionRules, opts: GcOptions): Promise<GcReport> {
   const now = opts.now ?? Date.now;
   const startedMs = now();
   const since = startedMs - opts.graceMs;
@@ -156,7 +172,8 @@ async function sweep(store: Store, candidates: Array<{ digest: string; sizeBytes
 }
 
 async function unlinkAll(store: Store, going: Set<string>, report: GcReport): Promise<void> {
-  for (const { host, name } of await store.repositories()) {
+  // Blob links alone make a repository too (a blob fetched by digest, or confirmed by its upstream).
+  for (const { host, name } of await store.repositories({ blobLinks: true })) {
     for (const tag of await store.listTags(host, name)) {
       const d = await store.getTag(host, name, tag);
       if (d && going.has(d) && (await store.meta.deleteTag(host, name, tag))) report.tagsRemoved.push(`${host}/${name}:${tag}`);

@@ -173,18 +173,36 @@ export async function verifyOnce(run: ImportRun, source: LayoutSource, image: Co
 }
 
 /**
- * The commit step, the only one that writes: the image's blobs (those not stored yet), its links to this
- * repository, its manifests children first, and last its tag. Everything it commits was verified before.
+ * The commit step, the only one that writes (everything it commits was verified before). The long copy runs first, outside the store's commit gate (fresh blobs are spared by
+ * gcGrace); then, holding it (no gc sweeps meanwhile, store/commit-gate.ts), everything is looked at again on the
+ * backend itself — a gc may have ended just before — what went is copied again from the source, and only then is
+ * it linked and tagged.
  */
 export async function commitImage(store: Store, source: LayoutSource, ref: ImageRef, image: Collected): Promise<void> {
   const manifestDigests = new Set(image.manifests.map((m) => m.d.digest));
-  for (const d of [...image.fromLayout, ...image.fromStore]) {
-    if (manifestDigests.has(d.digest)) continue;
-    if (!(await store.stat(d.digest))) {
-      await withBlob(source, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
+  const blobs = image.fromLayout.filter((d) => !manifestDigests.has(d.digest));
+  await copyMissing(store, source, blobs, (d) => store.stat(d));
+  await store.commits.commit(async () => {
+    await copyMissing(store, source, blobs, (d) => store.blobs.stat(d));
+    const gone: string[] = [];
+    for (const d of image.fromStore) if (!manifestDigests.has(d.digest) && !(await store.blobs.stat(d.digest))) gone.push(d.digest);
+    if (gone.length > 0) {
+      throw new ImportError(`${gone.length} blob(s) of this image that ${source.noun} leaves out were removed from the store (garbage collection) during the import, so nothing of it was imported; import a full copy of it: ${gone.join(', ')}`);
     }
+    await linkAndTag(store, ref, image, manifestDigests);
+  });
+}
+
+async function copyMissing(store: Store, source: LayoutSource, blobs: Descriptor[], stored: (digest: string) => Promise<unknown>): Promise<void> {
+  for (const d of blobs) {
+    if (!(await stored(d.digest))) await withBlob(source, d, (fh) => store.ingest(readAtMost(fh, d.size), { digest: d.digest, sizeBytes: d.size }));
+  }
+}
+
+async function linkAndTag(store: Store, ref: ImageRef, image: Collected, manifestDigests: Set<string>): Promise<void> {
+  for (const d of [...image.fromLayout, ...image.fromStore]) {
     // The verified manifests name these bytes for this image: they may be served through its repository.
-    await store.linkBlob(ref.host, ref.name, d.digest);
+    if (!manifestDigests.has(d.digest)) await store.linkBlob(ref.host, ref.name, d.digest);
   }
   for (const m of image.manifests) {
     const stored = m.inLayout ? await store.putManifest(m.body, m.mediaType, m.d.digest) : { digest: m.d.digest, mediaType: m.mediaType, body: m.body };

@@ -4,6 +4,7 @@ import type { AllowlistProblem } from '../policy/allowlist.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../store/store.js';
 import type { MovedPin, Syncer } from './sync.js';
+import type { SiteSigner } from './site-signer.js';
 import type { Schedule } from '../window/schedule.js';
 import type { ManualWindow, WindowState } from '../window/state.js';
 
@@ -29,6 +30,13 @@ export interface StatusReport {
   sync: { running: boolean; last: unknown };
   /** From the last sync: pinned tags (`name:tag@sha256:…`) the upstream has moved; the pins still serve. */
   movedPins: MovedPin[];
+  /**
+   * Several replicas: whether this one can vouch for the shared state now. Unconfirmed, it serves nothing and
+   * sends nothing upstream (503 naming the reason), whatever the window says.
+   */
+  sharedState: { replica: string | null; confirmed: boolean; reason: string | null };
+  /** The store's counts could not be read (the database or object store failing): why; the counts are then 0. */
+  storeError?: string;
 }
 
 export interface StatusParts {
@@ -38,6 +46,8 @@ export interface StatusParts {
   allowlist: { list(): unknown[]; problem?: AllowlistProblem };
   denied: { list(): unknown[] };
   syncer?: Pick<Syncer, 'busy' | 'last'>;
+  /** With `signing:` configured: the readiness report checks each admitted image's site signature. */
+  signer?: Pick<SiteSigner, 'status'>;
 }
 
 export function windowReport(window: WindowState): WindowReport {
@@ -68,12 +78,20 @@ export async function storeCounts(store: Store): Promise<StatusReport['store']> 
 }
 
 export async function statusReport(parts: StatusParts): Promise<StatusReport> {
+  const reason = parts.store.unconfirmed() ?? null;
+  let storeError: string | undefined;
+  const counts = await storeCounts(parts.store).catch((e: unknown) => {
+    storeError = e instanceof Error ? e.message : String(e);
+    return { repositories: 0, tags: 0, blobs: 0, sizeBytes: 0, maxBytes: parts.store.maxBytes ?? null, full: false };
+  });
   return {
     window: windowReport(parts.window),
+    sharedState: { replica: parts.store.replica ?? null, confirmed: reason === null, reason },
+    ...(storeError ? { storeError } : {}),
     allowlist: { rules: parts.allowlist.list().length },
     allowlistError: parts.allowlist.problem ?? null,
     denied: { entries: parts.denied.list().length },
-    store: await storeCounts(parts.store),
+    store: counts,
     upstreams: [...parts.config.upstreams.values()].map((u) => ({ host: u.host, url: u.url })),
     defaultUpstream: parts.config.defaultUpstream,
     sync: { running: parts.syncer?.busy ?? false, last: parts.syncer?.last ?? null },

@@ -8,9 +8,10 @@ import { walkGraph, type GraphSource } from '../oci/graph.js';
 import { platformWanted } from '../oci/platform.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { windowClosedUntil } from '../mirror/access.js';
-import type { Descriptor, Store } from '../store/store.js';
+import type { Descriptor, Store, StoredManifest } from '../store/store.js';
 import type { WindowState } from '../window/state.js';
 import { NO_SYNC_METRICS, type SyncMetrics } from '../metrics/ports.js';
+import type { ImageSigning } from './site-signer.js';
 
 export interface SyncOptions {
   dryRun?: boolean;
@@ -44,6 +45,8 @@ export interface SyncReport {
   bytesFetched: number;
   /** Pinned tags the upstream has moved away from their pin (checked with one HEAD each). */
   moved: MovedPin[];
+  /** With signing on: the site signatures made, kept, and the manifests left unsigned (and why). */
+  signing?: { signed: number; kept: number; unsigned: Array<{ reference: string; digest: string; reason: string }> };
 }
 
 const RECENT_RUNS = 10;
@@ -63,6 +66,8 @@ interface Target {
 
 export class Syncer {
   private running: Promise<SyncReport> | undefined;
+  /** Set by useSigner when signing is configured. */
+  private sign: ((host: string, name: string, digest: string) => Promise<ImageSigning>) | undefined;
   last: SyncReport | undefined;
   /** The most recent runs, newest first (at most RECENT_RUNS), for the status page. */
   readonly recent: SyncReport[] = [];
@@ -78,6 +83,11 @@ export class Syncer {
     private readonly headersWaitMs?: number,
     private readonly metrics: SyncMetrics = NO_SYNC_METRICS,
   ) {}
+
+  /** Signs each image once it is synced (signing configured); its outcome goes in the report. */
+  useSigner(sign: (host: string, name: string, digest: string) => Promise<ImageSigning>): void {
+    this.sign = sign;
+  }
 
   get busy(): boolean {
     return this.running !== undefined;
@@ -110,6 +120,7 @@ export class Syncer {
 
   private async runOnce(opts: SyncOptions): Promise<SyncReport> {
     const report: SyncReport = { startedAt: new Date().toISOString(), finishedAt: '', dryRun: opts.dryRun ?? false, fetched: [], cached: [], failed: [], planned: [], bytesFetched: 0, moved: [] };
+    if (this.sign && !opts.dryRun) report.signing = { signed: 0, kept: 0, unsigned: [] };
     const targets = this.targets();
     opts.onEvent?.({ type: 'plan', references: targets.map((t) => t.text) });
     // Closing the window stops the sync at once: the step awaited now is abandoned, no later step starts.
@@ -140,16 +151,31 @@ export class Syncer {
     }
     const counts = { blobs: 0, bytes: 0, fetchedBytes: 0 };
     try {
-      await this.syncImage(t, opts, counts, (run) => this.step(signal, run));
+      const root = await this.syncImage(t, opts, counts, (run) => this.step(signal, run));
       const status = counts.fetchedBytes > 0 ? 'fetched' : 'cached';
       (status === 'fetched' ? report.fetched : report.cached).push(t.text);
       report.bytesFetched += counts.fetchedBytes;
       opts.onEvent?.({ type: 'reference', reference: t.text, status, blobs: counts.blobs, bytes: counts.bytes });
       await this.checkPin(t, opts, report, signal);
+      await this.signSynced(t, root, report);
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);
       report.failed.push({ reference: t.text, reason });
       opts.onEvent?.({ type: 'reference', reference: t.text, status: 'failed', reason, blobs: counts.blobs, bytes: counts.bytes });
+    }
+  }
+
+  /** The image just synced is signed as the signing policy decides; a signing failure fails no sync. */
+  private async signSynced(t: Target, root: string, report: SyncReport): Promise<void> {
+    if (!this.sign || !report.signing) return;
+    const s = report.signing;
+    try {
+      for (const m of (await this.sign(t.host, t.name, root)).manifests) {
+        if (m.state === 'unsigned') s.unsigned.push({ reference: t.text, digest: m.digest, reason: m.reason });
+        else s[m.state]++;
+      }
+    } catch (e) {
+      s.unsigned.push({ reference: t.text, digest: root, reason: `signing failed: ${e instanceof Error ? e.message : String(e)}` });
     }
   }
 
@@ -191,9 +217,8 @@ export class Syncer {
    * The image as a client pulls it: every wanted platform of an index, each manifest's config and layers,
    * and the signature tags and referrers of the root and of every index, each manifest linked to the repository.
    */
-  private async syncImage(t: Target, opts: SyncOptions, counts: Counts, step: Step): Promise<void> {
-    const root = await step(() => this.mirror.ensureManifest(t.host, t.name, t.reference));
-    if (!t.reference.startsWith('sha256:')) await this.store.setTag(t.host, t.name, t.reference, root.digest);
+  private async syncImage(t: Target, opts: SyncOptions, counts: Counts, step: Step): Promise<string> {
+    const root = await this.tagRoot(t, step);
     const source: GraphSource = {
       manifest: async (digest) => {
         const m = await step(() => this.mirror.ensureManifest(t.host, t.name, digest));
@@ -212,6 +237,26 @@ export class Syncer {
         if (node.kind === 'manifest') for (const blob of node.children) await this.syncBlob(t, blob, opts, counts, step);
       },
     });
+    return root.digest;
+  }
+
+  /**
+   * The root manifest, with the tag set on it as one commit (store/commit-gate.ts): any gc from then on keeps the
+   * image. The manifest is looked at again on the backend inside it: a gc that ended just before may have removed it.
+   */
+  private async tagRoot(t: Target, step: Step): Promise<StoredManifest> {
+    for (let attempt = 1; ; attempt++) {
+      const root = await step(() => this.mirror.ensureManifest(t.host, t.name, t.reference));
+      if (t.reference.startsWith('sha256:')) return root;
+      const tagged = await this.store.commits.commit(async () => {
+        if (!(await this.store.blobs.stat(root.digest))) return false;
+        await this.store.setTag(t.host, t.name, t.reference, root.digest);
+        return true;
+      });
+      if (tagged) return root;
+      this.store.forget(root.digest);
+      if (attempt === 3) throw new RegistryError('MANIFEST_UNKNOWN', `${t.text}: its manifest ${root.digest} kept being removed by garbage collection while syncing`);
+    }
   }
 
   private async syncBlob(t: Target, blob: Descriptor, opts: SyncOptions, counts: Counts, step: Step): Promise<void> {

@@ -76,6 +76,11 @@ export class Metrics {
       src.maxBytes !== undefined && (await src.usage()).bytes >= src.maxBytes ? 1 : 0);
     gauge(r, 'sluice_denied_references', 'Distinct references in the denied log (bounded by the log size).', () => src.deniedEntries());
     gauge(r, 'sluice_allowlist_rules', 'Rules on the allowlist.', () => src.allowlistRules());
+    const confirmed = src.sharedStateConfirmed;
+    if (confirmed) {
+      gauge(r, 'sluice_shared_state_confirmed', 'Several replicas: whether this one can vouch for the shared state now (1); 0: it serves nothing and sends nothing upstream (503).',
+        () => (confirmed() ? 1 : 0));
+    }
     if (src.readiness) this.attachReadiness(src.readiness);
   }
 
@@ -89,7 +94,9 @@ export class Metrics {
       labelNames: ['state'],
       registers: [this.registry],
       collect: async () => {
-        const s = await source();
+        // A store that cannot answer (its database down) keeps the last counts; the scrape still succeeds.
+        const s = await source().catch(() => undefined);
+        if (!s) return;
         g.set({ state: 'complete' }, s.complete);
         g.set({ state: 'incomplete' }, s.incomplete);
         g.set({ state: 'missing' }, s.missing);
@@ -104,7 +111,18 @@ export class Metrics {
 }
 
 function gauge(r: Registry, name: string, help: string, value: () => number | Promise<number>): void {
-  const g: Gauge = new Gauge({ name, help, registers: [r], collect: async () => g.set(await value()) });
+  // A source that fails (the database or object store down) keeps the gauge's last value: one failing gauge must
+  // not fail the scrape, or the alert on sluice_shared_state_confirmed would never fire.
+  const g: Gauge = new Gauge({
+    name, help, registers: [r],
+    collect: async () => {
+      try {
+        g.set(await value());
+      } catch {
+        return;
+      }
+    },
+  });
 }
 
 /** A child per (kind, outcome), so counting a request is two property reads and an add. */

@@ -54,6 +54,8 @@ export interface GaugeSources {
   maxBytes?: number;
   deniedEntries(): number;
   allowlistRules(): number;
+  /** Several replicas: whether this one can vouch for the shared state (false: it fails closed). */
+  sharedStateConfirmed?: () => boolean;
   readiness?: ReadinessSource;
   /** The clock the window state runs on (a test's fake one); default the real one. */
   now?: () => number;

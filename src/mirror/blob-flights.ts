@@ -1,7 +1,7 @@
 // The one download per digest: a map entry set synchronously so concurrent callers share it, waited on by other
 // repositories (served the verified blob) only when they are entitled to it, and cancelled at shutdown past the drain deadline.
 import { RegistryError } from '../oci/errors.js';
-import type { FlightLease, Store } from '../store/store.js';
+import type { FlightLease, IngestWriter, Store } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
 import type { WindowState } from '../window/state.js';
 import { closedError } from './access.js';
@@ -141,11 +141,10 @@ export class BlobFlights {
   private async download(upstream: Upstream, host: string, name: string, digest: string, signal: AbortSignal): Promise<Flight> {
     const { store, log } = this.d;
     const got = await upstream.getBlob(name, digest, signal);
-    // Linked before commit: the blob belongs to the repository it was fetched through from its first byte on.
     // If the store refuses (disk full), the upstream body must be released: nobody else will read it.
     const { metrics } = this.d;
-    const writer = await store.linkBlob(host, name, digest)
-      .then(() => store.beginIngest({ digest, sizeBytes: got.sizeBytes }))
+    const writer = await store.beginIngest({ digest, sizeBytes: got.sizeBytes })
+      .then((w) => linkedOnCommit(w, () => store.linkBlob(host, name, digest)))
       .catch((e: unknown) => {
         got.body.destroy();
         metrics.refused(ingestFailure(e, signal, this.cancelling));
@@ -161,6 +160,26 @@ export class BlobFlights {
       .catch((e: unknown) => log('blob ingest failed; nothing committed', { host, name, digest, error: String(e) }));
     return flight;
   }
+}
+
+/**
+ * The blob is linked to the repository it came through once its bytes are verified and committed, and before
+ * the flight reports done: a download that fails verification leaves no link behind.
+ */
+function linkedOnCommit(writer: IngestWriter, link: () => Promise<void>): IngestWriter {
+  return {
+    write: (chunk) => writer.write(chunk),
+    commit: async () => {
+      const info = await writer.commit();
+      await link();
+      return info;
+    },
+    abort: () => writer.abort(),
+    get bytesWritten() {
+      return writer.bytesWritten;
+    },
+    spool: writer.spool,
+  };
 }
 
 /** Why an ingest committed nothing, in the bounded set the metrics label with. */

@@ -11,6 +11,7 @@ import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Policy } from './mirror.js';
 import type { Store } from '../store/store.js';
 import type { ClosedKind } from './access.js';
+import { unconfirmedError } from './window-gate.js';
 import { UpstreamReach, type TargetKind, type UpstreamView } from './upstream-reach.js';
 
 const MAX_REACHABLE = 50_000;
@@ -41,7 +42,14 @@ export class AllowlistPolicy implements Policy {
     this.upstream = { reach: new UpstreamReach(view, this.store, tagTtlMs), view };
   }
 
+  /** A replica that cannot confirm the shared allowlist decides nothing from it (fail closed, 503 naming why). */
+  private confirmed(): void {
+    const reason = this.store.unconfirmed();
+    if (reason) throw unconfirmedError(reason, 'not served: this replica cannot confirm the allowlist in force');
+  }
+
   async checkTag(host: string, name: string, tag: string, client?: string): Promise<void> {
+    this.confirmed();
     const verdict = await this.tagVerdict(host, name, tag);
     if (verdict === 'yes') return;
     if (verdict === 'unknown') throw this.closed('MANIFEST_UNKNOWN', host, name, { name, tag });
@@ -49,6 +57,7 @@ export class AllowlistPolicy implements Policy {
   }
 
   async checkDigest(host: string, name: string, digest: string, client?: string, miss: ClosedKind = 'MANIFEST_UNKNOWN'): Promise<void> {
+    this.confirmed();
     const verdict = await this.digestVerdict(host, name, digest, miss === 'BLOB_UNKNOWN' ? 'blob' : 'manifest');
     if (verdict === 'yes') return;
     if (verdict === 'unknown') throw this.closed(miss, host, name, { name, digest });
@@ -56,11 +65,13 @@ export class AllowlistPolicy implements Policy {
   }
 
   async checkRepository(host: string, name: string, client?: string): Promise<void> {
+    this.confirmed();
     if (this.allowlist.matchesRepository(host, name)) return;
     throw this.deny(host, name, '/', client);
   }
 
   async filterTags(host: string, name: string, tags: string[]): Promise<string[]> {
+    this.confirmed();
     const out: string[] = [];
     // A listing is filtered by what the store can place: a page of signature tags must not cost a walk upstream each.
     for (const t of tags) if ((await this.tagVerdict(host, name, t, false)) === 'yes') out.push(t);

@@ -15,8 +15,10 @@ export interface EntitlementDeps {
 }
 
 export class Entitlement {
-  // Links are only ever added, so a positive answer can be remembered; a negative one cannot.
+  // Links are only removed (by gc) with their blob, so a positive answer is remembered until a blob goes (the
+  // blob may come back through another repository: this one's link did not); a negative one is never remembered.
   private readonly known = new LRUCache<string, true>({ max: 200_000 });
+  private removalsSeen = 0;
   private readonly confirmations = new Map<string, Promise<void>>();
 
   constructor(private readonly d: EntitlementDeps) {}
@@ -44,8 +46,12 @@ export class Entitlement {
 
   private async linked(host: string, name: string, digest: string): Promise<boolean> {
     const key = `${host}/${name}@${digest}`;
-    if (this.known.has(key)) return true;
     const { store } = this.d;
+    if (store.removals !== this.removalsSeen) {
+      this.known.clear();
+      this.removalsSeen = store.removals;
+    }
+    if (this.known.has(key)) return true;
     const yes = (await store.isBlobLinked(host, name, digest)) || (await store.isManifestLinked(host, name, digest));
     if (yes) this.known.set(key, true);
     return yes;

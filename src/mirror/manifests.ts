@@ -43,9 +43,13 @@ export class ManifestFetcher {
     // A digest reference is its own proof; a tag answer must at least match what the upstream claims.
     const expect = byDigest ? reference : got.digest;
     const { store } = this.d;
-    const m = await store.putManifest(got.body, mediaType, expect);
-    await store.linkManifest(host, name, m);
-    if (!byDigest) await store.setTag(host, name, reference, m.digest);
+    // One commit (store/commit-gate.ts): no gc sweeps between the manifest landing and its link and tag.
+    const m = await store.commits.commit(async () => {
+      const stored = await store.putManifest(got.body, mediaType, expect);
+      await store.linkManifest(host, name, stored);
+      if (!byDigest) await store.setTag(host, name, reference, stored.digest);
+      return stored;
+    });
     this.d.log('fetched manifest from upstream', { host, name, reference, digest: m.digest, index: isIndexType(mediaType) });
     return m;
   }

@@ -8,6 +8,7 @@ import type { Store, StoredManifest } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
 import type { WindowState } from '../window/state.js';
 import { closedError } from './access.js';
+import { siteOwnedTag } from './site-tags.js';
 
 export interface TagCacheDeps {
   store: Store;
@@ -50,6 +51,8 @@ export class TagCache {
       if (known) return known;
       throw closedError(this.d.window, 'MANIFEST_UNKNOWN', 'manifest', { name, tag });
     }
+    const owned = await siteOwnedTag(store, host, name, tag);
+    if (owned) return owned;
     try {
       const status: LRUCache.Status<string, Check> | undefined = note ? {} : undefined;
       const check = await this.checks.fetch(`${host}\u0000${name}\u0000${tag}`, { status });
@@ -78,8 +81,17 @@ export class TagCache {
     const head = await this.d.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
     const known = head.digest && isDigest(head.digest) ? await store.getManifest(head.digest) : undefined;
     if (!known) return fetch();
-    await store.linkManifest(host, name, known);
-    if ((await store.getTag(host, name, tag)) !== known.digest) await store.setTag(host, name, tag, known.digest);
+    // One commit (store/commit-gate.ts), the manifest looked at again on the backend: a gc may just have removed it.
+    const linked = await store.commits.commit(async () => {
+      if (!(await store.blobs.stat(known.digest))) return false;
+      await store.linkManifest(host, name, known);
+      if ((await store.getTag(host, name, tag)) !== known.digest) await store.setTag(host, name, tag, known.digest);
+      return true;
+    });
+    if (!linked) {
+      store.forget(known.digest);
+      return fetch();
+    }
     return { digest: known.digest, fetched: false };
   }
 }

@@ -21,10 +21,12 @@ export type ErrorKind =
   | 'TOOMANYREQUESTS'
   | 'UPSTREAM_FAILED'
   | 'INSUFFICIENT_STORAGE'
+  | 'UNAVAILABLE'
   | 'BAD_REQUEST'
   // Admin API (issue 14, items 7 and 11).
   | 'ADMIN_INVALID_REQUEST'
-  | 'ALLOWLIST_FILE_INVALID';
+  | 'ALLOWLIST_FILE_INVALID'
+  | 'RULE_FROM_CONFIG';
 
 interface Row {
   status: number;
@@ -55,10 +57,15 @@ const TABLE: Record<ErrorKind, Row> = {
   UPSTREAM_FAILED: { status: 502, code: 'UPSTREAM_FAILED' },
   // The store's disk is full (RFC 4918 §11.5): the mirror cannot take the blob, the upstream is not at fault.
   INSUFFICIENT_STORAGE: { status: 507, code: 'INSUFFICIENT_STORAGE' },
+  // A shared engine (PostgreSQL, the object store) is unreachable, hangs, or this replica cannot confirm it is
+  // current: containerd moves to its next endpoint, which is right (the message names the engine).
+  UNAVAILABLE: { status: 503, code: 'UNAVAILABLE' },
   // Admin API: a body or querystring that does not fit the route's schema (wrong type, unknown or missing field).
   ADMIN_INVALID_REQUEST: { status: 400, code: 'ADMIN_INVALID_REQUEST' },
   // Admin API: allowlist.json was broken by hand; edits wait until it is fixed (the last good rules stay in force).
   ALLOWLIST_FILE_INVALID: { status: 409, code: 'ALLOWLIST_FILE_INVALID' },
+  // Admin API: a rule the config's `allowlist:` seeds cannot be removed here (it would be back at the next start).
+  RULE_FROM_CONFIG: { status: 409, code: 'RULE_FROM_CONFIG' },
 };
 
 export class RegistryError extends Error {

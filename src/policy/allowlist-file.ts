@@ -19,6 +19,21 @@ export class InvalidRulesError extends Error {
   }
 }
 
+/**
+ * Rules the config's `allowlist:` seeds come back at every start, so removing one here would be a lie: the batch
+ * is refused, nothing of it removed, and the operator told to edit the config instead.
+ */
+export class ConfigRuleError extends Error {
+  constructor(
+    readonly rules: string[],
+    readonly configFile: string,
+  ) {
+    const where = configFile === '' ? "the config's allowlist:" : `allowlist: in ${configFile}`;
+    super(`${rules.join(', ')} ${rules.length === 1 ? 'comes' : 'come'} from ${where} and would be back at the next start; remove ${rules.length === 1 ? 'it' : 'them'} there and restart sluice (nothing was removed)`);
+    this.name = 'ConfigRuleError';
+  }
+}
+
 /** The store file cannot be used as it is; sluice must not start with an empty or partial list. */
 export class AllowlistFileError extends Error {
   constructor(

@@ -3,21 +3,26 @@
 // that re-read the document under its cross-process lock, and (in the server) hand edits applied as soon as
 // they land, a broken document keeping the last good rules.
 
-import { AllowlistFileError, parseAll, validate, type Entry, type RuleRecord } from './allowlist-file.js';
+import { AllowlistFileError, ConfigRuleError, parseAll, validate, type Entry, type RuleRecord } from './allowlist-file.js';
 import { Matcher, type TagRules } from './matcher.js';
 import type { AllowlistChange, AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
 import { addRules, removeRules, seedRules, type AddResult, type Edit, type RemoveResult } from './allowlist-edits.js';
 
 export { RuleError, parseRule, parseImageList, canonicalHost, type RuleSpec, type ImageListError } from './rules.js';
 export { signatureSubject, Matcher, type TagRules } from './matcher.js';
-export { AllowlistFileError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
+export { AllowlistFileError, ConfigRuleError, InvalidRulesError, type RuleRecord } from './allowlist-file.js';
 export type { AllowlistChange, AllowlistDocument, AllowlistProblem, AllowlistStorage, DocumentWatch, DocumentWatchOptions, WatchLog } from './allowlist-storage.js';
 export type { AddResult, RemoveResult } from './allowlist-edits.js';
 
 export interface AllowlistOptions {
   /** Clock for addedAt (tests). */
   now?: () => Date;
+  /** The config file the seed comes from, named when a seeded rule is asked to go. */
+  configFile?: string;
 }
+
+/** A listed rule; `fromConfig` when the config's `allowlist:` seeds it (it comes back at every start). */
+export type ListedRule = RuleRecord & { fromConfig?: true };
 
 export class Allowlist {
   private entries: Entry[] = [];
@@ -30,6 +35,8 @@ export class Allowlist {
   private log: WatchLog = () => undefined;
   /** Set once open() has created or read the file: from then on a missing file is a problem, not a fresh start. */
   private opened = false;
+  /** Canonical keys of the config's seed rules. */
+  private seedKeys = new Set<string>();
 
   private constructor(
     private readonly storage: AllowlistStorage,
@@ -48,6 +55,7 @@ export class Allowlist {
   static async open(storage: AllowlistStorage, seed: string[] = [], opts: AllowlistOptions = {}): Promise<Allowlist> {
     const seedSpecs = parseAll(seed);
     const list = new Allowlist(storage, opts);
+    list.seedKeys = new Set(seedSpecs.map((spec) => spec.key));
     await list.edit({ by: 'config' }, seedRules(seedSpecs, () => list.now()));
     list.opened = true;
     return list;
@@ -67,15 +75,26 @@ export class Allowlist {
     return this.entries.map((e) => ({ ...e.record }));
   }
 
+  /** Like list(), marking the rules the config seeds. */
+  listing(): ListedRule[] {
+    return this.entries.map((e) => (this.seedKeys.has(e.spec.key) ? { ...e.record, fromConfig: true } : { ...e.record }));
+  }
+
   /** Adds every rule or none: any invalid rule throws InvalidRulesError listing all of them. */
   async add(rules: string[], meta: { note?: string; by: string }): Promise<AddResult> {
     const specs = parseAll(rules);
     return this.edit({ by: meta.by }, addRules(specs, meta, () => this.now()));
   }
 
-  /** Removes by canonical identity (`name:tag@digest` and `name@digest` are the same rule). */
+  /**
+   * Removes by canonical identity (`name:tag@digest` and `name@digest` are the same rule). A batch naming a rule
+   * the config seeds throws ConfigRuleError and removes nothing: that rule would be back at the next start.
+   */
   async remove(rules: string[], meta: AllowlistChange = {}): Promise<RemoveResult> {
-    return this.edit(meta, removeRules(parseAll(rules)));
+    const specs = parseAll(rules);
+    const seeded = specs.filter((spec) => this.seedKeys.has(spec.key)).map((spec) => spec.text);
+    if (seeded.length > 0) throw new ConfigRuleError(seeded, this.opts.configFile ?? '');
+    return this.edit(meta, removeRules(specs));
   }
 
   /** Re-reads the file (edits made by another process); a broken file throws and keeps the current list. */

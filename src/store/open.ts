@@ -3,11 +3,13 @@
 import { mkdir } from 'node:fs/promises';
 import type { Config, PostgresConfig, S3StorageConfig } from '../config/config.js';
 import { FsBlobBackend } from './fs/blobs.js';
+import { FsCommitLocks } from './fs/commit-marks.js';
 import { FsLayout } from './fs/layout.js';
 import { FsMetadataStore } from './fs/metadata.js';
 import { fsStateDocuments } from './fs/state.js';
 import { LocalSpoolArea } from './local/spool.js';
 import { MemoryBlobBackend, MemoryBlobs } from './memory/blobs.js';
+import { MemoryCommitLocks } from './memory/commit-locks.js';
 import { MemoryMetadata, MemoryMetadataStore } from './memory/metadata.js';
 import { LOCAL_LEASES, type BlobBackend, type MetadataStore, type StateDocuments } from './ports.js';
 import { Store, type StoreLimits } from './store.js';
@@ -34,7 +36,8 @@ export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): 
     const blobs = cfg.s3 ? await openS3(cfg.s3, spools) : await FsBlobBackend.open(paths, spools, { onGone });
     const meta = cfg.postgres ? await openPostgres(cfg.postgres, opts.follow) : await openFsMetadata(paths, spools);
     const leases = meta.leases ?? LOCAL_LEASES;
-    store = new Store({ root: cfg.storage, blobs, meta, leases }, { maxBytes: cfg.storageMaxBytes, maxBlobBytes: cfg.storageMaxBlobBytes });
+    const commitLocks = meta.commitLocks ?? new FsCommitLocks(paths.commitsDir);
+    store = new Store({ root: cfg.storage, blobs, meta, leases, commitLocks }, { maxBytes: cfg.storageMaxBytes, maxBlobBytes: cfg.storageMaxBlobBytes });
   } catch (e) {
     await spools.close();
     throw e;
@@ -46,16 +49,17 @@ export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): 
 export interface MemoryStoreData {
   blobs: MemoryBlobs;
   meta: MemoryMetadata;
+  commitLocks: MemoryCommitLocks;
 }
 
 export function memoryStoreData(): MemoryStoreData {
-  return { blobs: new MemoryBlobs(), meta: new MemoryMetadata() };
+  return { blobs: new MemoryBlobs(), meta: new MemoryMetadata(), commitLocks: new MemoryCommitLocks() };
 }
 
 /** A store wholly in memory (blobs, metadata, state documents, leases): for tests above the store; never configured. */
 export function openMemoryStore(limits: StoreLimits = {}, data: MemoryStoreData = memoryStoreData()): Store {
   const meta = new MemoryMetadataStore(data.meta);
-  return new Store({ blobs: new MemoryBlobBackend(data.blobs), meta, leases: meta.leases }, limits);
+  return new Store({ blobs: new MemoryBlobBackend(data.blobs), meta, leases: meta.leases, commitLocks: data.commitLocks }, limits);
 }
 
 const opened = new Map<string, Promise<StateDocuments>>();
@@ -84,7 +88,7 @@ async function openFsMetadata(paths: FsLayout, spools: LocalSpoolArea): Promise<
 // Loaded only when configured: the AWS SDK and pg cost start-up time an fs store (the default) never needs.
 async function openS3(c: S3StorageConfig, spools: LocalSpoolArea): Promise<BlobBackend> {
   const [{ S3BlobBackend }, { s3Client }] = await Promise.all([import('./s3/blobs.js'), import('./s3/client.js')]);
-  return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix }, spools);
+  return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix, endpoint: c.endpoint ?? `AWS S3 ${c.region}` }, spools);
 }
 
 async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Promise<MetadataStore> {

@@ -5,6 +5,7 @@ import type { AllowlistStorage } from '../policy/allowlist.js';
 import type { DeniedStorage } from '../policy/denied.js';
 import type { ManualWindowStorage } from '../window/manual-store.js';
 import type { Readable } from 'node:stream';
+import type { CommitLocks } from './commit-gate.js';
 
 // ─── BlobBackend: committed bytes by digest (and the spool they arrive through) ────────────────────────────
 
@@ -121,6 +122,13 @@ export interface ManifestType {
 export interface MetadataStore {
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
   readonly generation: number;
+  /** Shared metadata (several replicas): this replica's name there. */
+  readonly replica?: string;
+  /**
+   * Shared metadata: why this replica cannot vouch for the shared state now (its change feed silent or broken past
+   * the bound, a change not applied); undefined when it can. Content and upstream access fail closed meanwhile.
+   */
+  unconfirmed?(): string | undefined;
   setTag(host: string, name: string, tag: string, digest: string): Promise<void>;
   getTag(host: string, name: string, tag: string): Promise<string | undefined>;
   /** Sorted. */
@@ -148,8 +156,8 @@ export interface MetadataStore {
   unlinkBlob(host: string, name: string, digest: string): Promise<void>;
   /** Descriptors of the manifests whose subject is `subject`, by digest. */
   referrers(host: string, name: string, subject: string): Promise<Descriptor[]>;
-  /** Every repository with a tag or a linked manifest. */
-  repositories(): Promise<RepositoryName[]>;
+  /** Every repository with a tag or a linked manifest; with `blobLinks`, those with only linked blobs too (gc). */
+  repositories(opts?: { blobLinks?: boolean }): Promise<RepositoryName[]>;
   /** Records a committed manifest's media type, store-wide by digest. */
   putManifestType(digest: string, t: ManifestType): Promise<void>;
   manifestType(digest: string): Promise<ManifestType | undefined>;
@@ -160,6 +168,8 @@ export interface MetadataStore {
   readonly state: StateDocuments;
   /** One download per digest across every process sharing this store, when the store can tell (a database). */
   readonly leases?: FlightLeases;
+  /** The gc/commit gate across replicas (a database); without it, the store folder's own (store/fs/commit-marks.ts). */
+  readonly commitLocks?: CommitLocks;
   /** Releases connections; fs has none. */
   close?(): Promise<void>;
 }

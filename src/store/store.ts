@@ -7,6 +7,7 @@ import { hexOf, HEX_RE } from './digest.js';
 import { Ingest, pastBounds, storeAtLimit, type BlobInfo, type IngestBounds, type IngestExpectation, type IngestWriter } from './ingest.js';
 import type { BlobBackend, BlobUsage, ByteRange, FlightLeases, MetadataStore, RepositoryName, VerifiedSpool } from './ports.js';
 import type { Descriptor } from '../oci/manifest.js';
+import { CommitGate, type CommitLocks } from './commit-gate.js';
 
 export type { Descriptor } from '../oci/manifest.js';
 export type { BlobInfo, IngestExpectation, IngestWriter } from './ingest.js';
@@ -31,6 +32,8 @@ export interface StoreParts {
   meta: MetadataStore;
   /** One download per digest across every process sharing the store (LOCAL_LEASES for a store of its own). */
   leases: FlightLeases;
+  /** The gc/commit gate across every process sharing the store (commit-gate.ts). */
+  commitLocks: CommitLocks;
 }
 
 /** The operator's bounds on what the store takes (`storage.maxBytes`, `storage.maxBlobBytes`). */
@@ -63,8 +66,15 @@ export class Store {
 
   /** One download per digest across every replica sharing the store (a no-op for a store of its own). */
   readonly leases: FlightLeases;
+  /** Held by a commit (import, sync, a pull that tags) shared and by gc alone, across processes and replicas. */
+  readonly commits: CommitGate;
   readonly maxBytes: number | undefined;
   readonly maxBlobBytes: number | undefined;
+  /**
+   * Bumped whenever a blob is found gone or removed here (gc, verify --repair), and when another process says the
+   * store changed: what was derived from a blob being there (a repository's entitlement to it) is then stale.
+   */
+  removals = 0;
   /** When each blob was last asked for in this process (epoch ms), so gc spares what a client is using. */
   private readonly touched = new Map<string, number>();
 
@@ -74,6 +84,7 @@ export class Store {
     this.meta = parts.meta;
     this.openFd = parts.blobs.openFd?.bind(parts.blobs);
     this.leases = parts.leases;
+    this.commits = new CommitGate(parts.commitLocks);
     this.maxBytes = limits.maxBytes;
     this.maxBlobBytes = limits.maxBlobBytes;
   }
@@ -81,6 +92,15 @@ export class Store {
   /** Bumped whenever a tag or a manifest link changes, so derived sets (reachability) know to recompute. */
   get generation(): number {
     return this.meta.generation;
+  }
+
+  /** See MetadataStore.unconfirmed: undefined on a store of one process, or a replica that is current. */
+  unconfirmed(): string | undefined {
+    return this.meta.unconfirmed?.();
+  }
+
+  get replica(): string | undefined {
+    return this.meta.replica;
   }
 
   /** Removes this process's spool area (nothing in it is committed content) and closes the database, if any. */
@@ -127,6 +147,7 @@ export class Store {
   /** Drops memoised tags and bumps the generation: another process (import, offline sync) changed the store. */
   invalidate(): void {
     this.meta.invalidate();
+    this.removals++;
     this.sizes.clear();
     this.smallBlobs.clear();
     this.blobs.refresh();
@@ -134,6 +155,7 @@ export class Store {
 
   /** Forgets what is memoised about a digest (after another process changed the store). */
   forget(digest: string): void {
+    this.removals++;
     this.sizes.delete(digest);
     this.manifests.delete(digest);
     this.smallBlobs.delete(digest);
@@ -296,8 +318,9 @@ export class Store {
   referrers(host: string, name: string, subject: string): Promise<Descriptor[]> {
     return this.meta.referrers(host, name, subject);
   }
-  repositories(): Promise<RepositoryName[]> {
-    return this.meta.repositories();
+  /** `blobLinks`: also repositories holding only blob links (gc unlinks what it sweeps from them). */
+  repositories(opts?: { blobLinks?: boolean }): Promise<RepositoryName[]> {
+    return this.meta.repositories(opts);
   }
 
   /** Every committed blob digest (for verify). */

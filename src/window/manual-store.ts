@@ -25,16 +25,19 @@ export async function restoreManual(state: WindowState, storage: ManualWindowSto
 
 /**
  * Writes every change of the manual window, one after another; a failure goes to `onError`, never fatal.
- * `idle()` resolves once every change so far is written (a closing app waits for it).
+ * `idle()` resolves once every change so far is written (a closing app waits for it); `recorded()` rejects with
+ * the failure of the latest change (what an operator who made it must be told).
  */
 export function recordManual(
   state: WindowState,
   storage: ManualWindowStorage,
   onError: (e: unknown) => void,
-): { off: () => void; idle: () => Promise<void> } {
+): { off: () => void; idle: () => Promise<void>; recorded: () => Promise<void> } {
   let last = Promise.resolve();
+  let latest = Promise.resolve();
   const off = state.onChange((m) => {
-    last = last.then(() => storage.write(m)).catch(onError);
+    latest = last.then(() => storage.write(m));
+    last = latest.catch(onError);
   });
-  return { off, idle: () => last };
+  return { off, idle: () => last, recorded: () => latest };
 }

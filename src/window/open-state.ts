@@ -8,11 +8,11 @@ export async function openWindowState(
   schedule: Schedule,
   storage: ManualWindowStorage,
   now?: () => Date,
-): Promise<{ window: WindowState; written: () => Promise<void> }> {
+): Promise<{ window: WindowState; written: () => Promise<void>; recorded: () => Promise<void> }> {
   const window = new WindowState(schedule, now);
   await restoreManual(window, storage);
   const recorder = recordManual(window, storage, (e) => {
     process.stderr.write(`sluice: cannot record the manual window in ${storage.location}: ${String(e)}\n`);
   });
-  return { window, written: recorder.idle };
+  return { window, written: recorder.idle, recorded: recorder.recorded };
 }

@@ -244,6 +244,31 @@ describe('sluice CLI with a running server (admin API)', () => {
   });
 });
 
+describe('rules seeded by the config', () => {
+  it('`allow rm` of a config rule is refused naming the config file, removes nothing of the batch, and `allow ls` marks it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sluice-cli-seeded-'));
+    try {
+      const config = join(dir, 'sluice.yaml');
+      const port = await freePort(); // nothing listens: the CLI edits the files
+      await writeFile(config, sluiceConfigYaml('./data', { allowlist: ['quay.io/seeded/img:v1'], extra: { admin: { listen: `127.0.0.1:${port}` } } }));
+      const cli = (...args: string[]): Promise<RunResult> => runSluice([...args, '--config', config]);
+      expectRc(await cli('allow', 'add', 'quay.io/hand/img:v1'), 0);
+      const rm1 = await cli('allow', 'rm', 'quay.io/seeded/img:v1', 'quay.io/hand/img:v1');
+      expectRc(rm1, 1);
+      expect(rm1.stdout).not.toContain('removed');
+      expect(rm1.stderr).toContain('quay.io/seeded/img:v1');
+      expect(rm1.stderr).toContain(config);
+      const ls = await cli('allow', 'ls', '--json');
+      const listed = JSON.parse(ls.stdout) as Array<RuleRecord & { fromConfig?: boolean }>;
+      expect(listed.map((r) => [r.rule, r.fromConfig ?? false])).toEqual([['quay.io/seeded/img:v1', true], ['quay.io/hand/img:v1', false]]);
+      const table = await cli('allow', 'ls');
+      expect(table.stdout).toMatch(/quay\.io\/seeded\/img:v1 .*config/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('sluice CLI without a server (store files, under the lock)', () => {
   let dir: string;
   let config: string;

@@ -29,9 +29,10 @@ describe('garbage collection', () => {
     s = await startSluice({
       windows: 'always',
       upstreams: { 'ghcr.io': { url: up.url } },
-      allowlist: ['ghcr.io/team/a:1', 'ghcr.io/team/b:1'],
       extra: { gcGrace: 0, tagTtl: 0, gc: { keep: 2 } },
     });
+    // Added, not seeded by the config: a config rule cannot be removed (it would be back at the next start).
+    await s.app.allowlist.add(['ghcr.io/team/a:1', 'ghcr.io/team/b:1'], { by: 'test' });
     token = (await readFile(s.app.config.admin.tokenFile, 'utf8')).trim();
     const r = await s.app.syncer.run();
     expect(r.failed).toEqual([]);

@@ -156,8 +156,9 @@ describe('import bounds', () => {
     expect(base.code, base.stderr).toBe(1);
     expect(big.code, big.stderr).toBe(1);
     expect(big.stderr).toContain('no index.json');
-    // 2 GiB pass through; what is left is garbage the collector has not reclaimed yet (more on a loaded machine).
-    expect(big.peakBytes - base.peakBytes, `peak ${big.peakBytes} vs ${base.peakBytes}`).toBeLessThan(128 * MiB);
+    // 2 GiB pass through (the old code peaked at 2.2 GB); what is left is garbage the collector has not reclaimed
+    // yet: more on a loaded machine, and on Node 24, whose V8 keeps a larger young generation than Node 20's.
+    expect(big.peakBytes - base.peakBytes, `peak ${big.peakBytes} vs ${base.peakBytes}`).toBeLessThan(192 * MiB);
   }, 120_000);
 
   test('a refused archive stops at once: nothing of it is still open or read once import returns', async () => {

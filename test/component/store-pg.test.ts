@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { POSTGRES_BOUNDS } from '../../src/config/scale-out.js';
 import { openStore } from '../../src/store/open.js';
 import { PgMetadataStore } from '../../src/store/pg/metadata.js';
 import type { Store } from '../../src/store/store.js';
@@ -24,7 +25,7 @@ if (ok) {
     const openOne = async (): Promise<Store> => {
       const dir = await mkdtemp(join(tmpdir(), 'sluice-meta-pg-'));
       dirs.push(dir);
-      const s = await openStore({ storage: dir, postgres: { url: db.url, poolSize: 4 } });
+      const s = await openStore({ storage: dir, postgres: { url: db.url, poolSize: 4, ...POSTGRES_BOUNDS } });
       stores.push(s);
       return s;
     };
@@ -42,7 +43,7 @@ if (ok) {
 
   flightLeasesConformance('postgres', async () => {
     const db = await freshDatabase();
-    const [a, b] = await Promise.all([PgMetadataStore.open({ url: db.url, poolSize: 2 }), PgMetadataStore.open({ url: db.url, poolSize: 2 })]);
+    const [a, b] = await Promise.all([PgMetadataStore.open({ url: db.url, poolSize: 2, ...POSTGRES_BOUNDS }), PgMetadataStore.open({ url: db.url, poolSize: 2, ...POSTGRES_BOUNDS })]);
     const probe = new pg.Client({ connectionString: db.url });
     await probe.connect();
     return {
@@ -66,7 +67,7 @@ describe.skipIf(!ok)('FlightLeases on PostgreSQL: a replica killed', () => {
   let probe: pg.Client;
   beforeAll(async () => {
     db = await freshDatabase();
-    [a, b] = await Promise.all([PgMetadataStore.open({ url: db.url, poolSize: 2 }), PgMetadataStore.open({ url: db.url, poolSize: 2 })]);
+    [a, b] = await Promise.all([PgMetadataStore.open({ url: db.url, poolSize: 2, ...POSTGRES_BOUNDS }), PgMetadataStore.open({ url: db.url, poolSize: 2, ...POSTGRES_BOUNDS })]);
     probe = new pg.Client({ connectionString: db.url });
     await probe.connect();
   });
@@ -90,7 +91,8 @@ describe.skipIf(!ok)('FlightLeases on PostgreSQL: a replica killed', () => {
     expect(await state(waiting)).toBe('pending');
     // What kill -9 does to a replica's sessions: PostgreSQL ends the holder's backend.
     const { rows } = await probe.query<{ pid: number }>(
-      "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()");
+      `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`); // the server is shared
     expect(rows).toHaveLength(1);
     await probe.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
     const next = await waiting;

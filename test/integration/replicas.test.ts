@@ -105,7 +105,8 @@ describe.skipIf(!ok)('two replicas on one RGW bucket and one PostgreSQL database
     const adminPort = await freePort();
     const yaml = sluiceConfigYaml('unused', {
       windows,
-      allowlist: ['docker.io/library/busybox', 'docker.io/siderolabs/kubelet'],
+      // busybox is added through the admin API (addBusybox): a rule the config seeds cannot be removed there.
+      allowlist: ['docker.io/siderolabs/kubelet'],
       upstreams: { 'docker.io': { url: upstream.url } },
       extra: {
         storage: { s3: s3Config(bucket.bucket, 'mirror/'), path: './local' },
@@ -115,6 +116,16 @@ describe.skipIf(!ok)('two replicas on one RGW bucket and one PostgreSQL database
     });
     const p = await startSluiceProcess(yaml, { dir });
     return Object.assign(p, { admin: `http://127.0.0.1:${adminPort}` });
+  }
+
+  async function addBusybox(admin: string): Promise<void> {
+    const token = (await readFile(join(work, 'admin.token'), 'utf8')).trim();
+    const res = await fetch(`${admin}/api/v1/allowlist`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ rules: ['docker.io/library/busybox'], note: 'replicas test' }),
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
   }
 
   beforeAll(async () => {
@@ -144,6 +155,7 @@ describe.skipIf(!ok)('two replicas on one RGW bucket and one PostgreSQL database
 
   test('containerd pulls through A, then through B with 0 upstream requests', async () => {
     replicas.a = await startReplica('a', 'always');
+    await addBusybox(replicas.a.admin);
     // B's window is closed: whatever it answers comes from the shared store alone (in a window it would also
     // re-check the tag upstream once per tagTtl, as any sluice does).
     replicas.b = await startReplica('b', 'never');

@@ -34,8 +34,32 @@ describe('config: storage.s3 and database.postgres', () => {
     expect(c.s3).toEqual({
       endpoint: 'http://rgw.lan:7480', bucket: 'mirror', region: 'us-east-1', prefix: 'site-a/', forcePathStyle: true,
       accessKeyFile: '/etc/sluice/keys/access', secretKeyFile: '/run/s/secret', tls: { ca: '/etc/sluice/ca.pem' },
+      requestTimeoutMs: 10_000, connectTimeoutMs: 5_000, maxAttempts: 3,
     });
-    expect(c.postgres).toEqual({ host: 'db.lan', port: 5432, user: 'sluice', passwordFile: '/etc/sluice/pg.pass', database: 'sluice', poolSize: 10 });
+    expect(c.postgres).toEqual({
+      host: 'db.lan', port: 5432, user: 'sluice', passwordFile: '/etc/sluice/pg.pass', database: 'sluice', poolSize: 10,
+      connectTimeoutMs: 5_000, queryTimeoutMs: 10_000, freshnessMs: 10_000,
+    });
+  });
+
+  it('bounds every wait on the shared engines: timeouts and freshness are durations, attempts a small integer', () => {
+    const c = validateConfig({
+      ...BASE,
+      storage: { s3: { endpoint: 'http://rgw.lan:7480', bucket: 'mirror', requestTimeout: '2s', connectTimeout: 500, maxAttempts: 1 } },
+      database: { postgres: { url: 'postgres://db/x', connectTimeout: '1s', queryTimeout: '1500ms', freshness: '3s' } },
+    }, FILE);
+    expect(c.s3).toMatchObject({ requestTimeoutMs: 2_000, connectTimeoutMs: 500_000, maxAttempts: 1 });
+    expect(c.postgres).toMatchObject({ connectTimeoutMs: 1_000, queryTimeoutMs: 1_500, freshnessMs: 3_000 });
+    const p = problems({
+      storage: { s3: { bucket: 'mirror', requestTimeout: '0s', maxAttempts: 0 } },
+      database: { postgres: { url: 'postgres://db/x', queryTimeout: 'soon', freshness: '0s' } },
+    });
+    expect(p).toEqual(expect.arrayContaining([
+      'storage.s3.requestTimeout: must be longer than 0',
+      'storage.s3.maxAttempts: must be an integer from 1 to 10',
+      expect.stringMatching(/^database\.postgres\.queryTimeout: /),
+      'database.postgres.freshness: must be longer than 0',
+    ]));
   });
 
   it('reports every problem with its key path', () => {

@@ -101,9 +101,8 @@ export class FsBlobBackend implements BlobBackend {
   }
 
   private async place(spool: LocalSpool, dest: string, verified: VerifiedSpool): Promise<void> {
-    const existed = await exists(dest);
-    await spool.moveTo(dest);
-    if (!existed) this.counts.change(verified.digest, 1, verified.sizeBytes);
+    if (await exists(dest)) await spool.moveTo(dest);
+    else await this.counts.adding(verified.digest, verified.sizeBytes, () => spool.moveTo(dest));
   }
 
   async delete(digest: string): Promise<boolean> {

@@ -41,6 +41,11 @@ export class FsLayout {
     return join(this.root, 'manifests', 'sha256', hex.slice(0, 2), `${hex}.json`);
   }
 
+  /** `commits/`: a mark file per committing process and gc's lock file (store/commit-gate.ts). */
+  get commitsDir(): string {
+    return join(this.root, 'commits');
+  }
+
   /** `repositories/` */
   get repositoriesDir(): string {
     return join(this.root, 'repositories');

@@ -160,10 +160,11 @@ export class FsMetadataStore implements MetadataStore {
     }
   }
 
-  async repositories(): Promise<RepositoryName[]> {
+  async repositories(opts: { blobLinks?: boolean } = {}): Promise<RepositoryName[]> {
     const out: RepositoryName[] = [];
     const root = this.paths.repositoriesDir;
-    for (const host of await listDir(root)) await walkRepos(join(root, host), host, [], out);
+    const marks = opts.blobLinks ? ['_tags', '_manifests', '_blobs'] : ['_tags', '_manifests'];
+    for (const host of await listDir(root)) await walkRepos(join(root, host), host, [], out, marks);
     return out;
   }
 
@@ -201,13 +202,14 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function walkRepos(dir: string, host: string, parts: string[], out: RepositoryName[]): Promise<void> {
+/** `marks`: the folders that make a folder a repository (`_tags`, `_manifests`, and for gc `_blobs`). */
+async function walkRepos(dir: string, host: string, parts: string[], out: RepositoryName[], marks: string[]): Promise<void> {
   for (const entry of await listDir(dir)) {
-    if (entry === REPOSITORY_PARTS[0] || entry === REPOSITORY_PARTS[1]) {
+    if (marks.includes(entry)) {
       if (!out.some((r) => r.host === host && r.name === parts.join('/'))) out.push({ host, name: parts.join('/') });
       continue;
     }
     if (entry.startsWith('_')) continue;
-    await walkRepos(join(dir, entry), host, [...parts, entry], out);
+    await walkRepos(join(dir, entry), host, [...parts, entry], out, marks);
   }
 }

@@ -17,6 +17,8 @@ export class BlobUsageCount {
   private counting: Promise<BlobUsage> | undefined;
   private scan: Scan | undefined;
   private stale = false;
+  /** New blobs being placed: a scan leaves them to `adding`'s own count, whenever their placing ends. */
+  private readonly placing = new Set<string>();
 
   constructor(
     private readonly statOf: (digest: string) => Promise<BlobStat | undefined>,
@@ -33,6 +35,20 @@ export class BlobUsageCount {
   reset(): void {
     if (this.counting) this.stale = true;
     this.totals = undefined;
+  }
+
+  /**
+   * Places a blob that was not there (`place` renames or uploads it) and counts it once: a scan that lists it while
+   * it is placed (before `place` resolves) skips it, and the count arrives when placing ends.
+   */
+  async adding(digest: string, bytes: number, place: () => Promise<void>): Promise<void> {
+    this.placing.add(digest);
+    try {
+      await place();
+    } finally {
+      this.placing.delete(digest);
+    }
+    this.change(digest, 1, bytes);
   }
 
   /** A blob came (+1, +size) or went (−1, −size) in this process. */
@@ -55,11 +71,8 @@ export class BlobUsageCount {
   private async countAll(): Promise<BlobUsage> {
     const scan: Scan = (this.scan = { prefix: '', touched: new Set(), totals: { blobs: 0, bytes: 0 } });
     try {
-      for (const prefix of PREFIXES) {
-        scan.prefix = prefix;
-        scan.touched = new Set();
-        await this.countPrefix(scan);
-      }
+      scan.prefix = PREFIXES[0] ?? '';
+      for (let i = 0; i < PREFIXES.length; i++) await this.countPrefix(scan, PREFIXES[i + 1] ?? 'g');
       if (!this.stale) this.totals = scan.totals;
       return scan.totals;
     } finally {
@@ -69,8 +82,11 @@ export class BlobUsageCount {
     }
   }
 
-  /** One folder; digests changed meanwhile are looked at again until none is left, so none counts twice. */
-  private async countPrefix(scan: Scan): Promise<void> {
+  /**
+   * One folder; digests changed meanwhile are looked at again until none is left, so none counts twice. Moving on to
+   * `next` happens in the same turn as the last look, so a change landing after it is counted as a delta.
+   */
+  private async countPrefix(scan: Scan, next: string): Promise<void> {
     const counted = new Map<string, number>();
     const add = async (digest: string): Promise<void> => {
       const s = await this.statOf(digest);
@@ -79,7 +95,7 @@ export class BlobUsageCount {
       scan.totals.blobs++;
       scan.totals.bytes += s.sizeBytes;
     };
-    for (const digest of await this.listPrefix(scan.prefix)) if (!scan.touched.has(digest)) await add(digest);
+    for (const digest of await this.listPrefix(scan.prefix)) if (!scan.touched.has(digest) && !this.placing.has(digest)) await add(digest);
     for (let digest = first(scan.touched); digest !== undefined; digest = first(scan.touched)) {
       scan.touched.delete(digest);
       const before = counted.get(digest);
@@ -90,6 +106,8 @@ export class BlobUsageCount {
       }
       await add(digest);
     }
+    scan.prefix = next;
+    scan.touched = new Set();
   }
 }
 

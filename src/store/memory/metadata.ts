@@ -118,10 +118,10 @@ export class MemoryMetadataStore implements MetadataStore {
     return out.sort((a, b) => a.digest.localeCompare(b.digest));
   }
 
-  /** Those with a tag or a linked manifest (links of blobs alone make no repository, as on fs). */
-  async repositories(): Promise<RepositoryName[]> {
+  /** Those with a tag or a linked manifest (links of blobs alone make no repository, as on fs, unless asked: gc). */
+  async repositories(opts: { blobLinks?: boolean } = {}): Promise<RepositoryName[]> {
     return [...this.data.repositories.values()]
-      .filter((r) => r.tags.size > 0 || r.manifests.size > 0)
+      .filter((r) => r.tags.size > 0 || r.manifests.size > 0 || (opts.blobLinks === true && r.blobs.size > 0))
       .map((r) => ({ host: r.host, name: r.name }));
   }
 

@@ -6,17 +6,21 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { LRUCache } from 'lru-cache';
 import type { PostgresConfig } from '../../config/config.js';
+import { POSTGRES_BOUNDS } from '../../config/scale-out.js';
 import type { Descriptor } from '../../oci/manifest.js';
 import type { FlightLeases, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
 import { referrerDescriptor, subjectOf } from '../referrers.js';
+import { databaseError, PgDb } from './db.js';
 import { PgLeases } from './leases.js';
+import { PgCommitLocks } from './commit-locks.js';
 import { migrate } from './migrations.js';
-
-/** How many past digests of a tag are kept (as store/fs keeps them). */
-const MAX_HISTORY = 100;
 import { CHANNELS, Notifications } from './notify.js';
 import { pgStateDocuments } from './state.js';
 
+/** How many past digests of a tag are kept (as store/fs keeps them). */
+const MAX_HISTORY = 100;
+
+/** Connecting is bounded; queries are bounded only where `pgQueryConfig` is added (not leases, migrations, LISTEN). */
 export function pgClientConfig(c: PostgresConfig): pg.ClientConfig {
   const password = c.passwordFile ? readFileSync(c.passwordFile, 'utf8').trim() : undefined;
   return {
@@ -27,35 +31,40 @@ export function pgClientConfig(c: PostgresConfig): pg.ClientConfig {
     ...(c.database ? { database: c.database } : {}),
     ...(password !== undefined ? { password } : {}),
     application_name: 'sluice',
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: c.connectTimeoutMs,
     keepAlive: true,
   };
 }
 
-/** Where the database is, for messages (never the password). */
-function describeDb(c: PostgresConfig): string {
+/**
+ * Every metadata query is bounded on both sides: the server cancels a statement past queryTimeout, and the client
+ * gives up on one whose answer does not come (a half-open link), which also retires that connection.
+ */
+function pgQueryConfig(c: PostgresConfig): pg.ClientConfig {
+  return { query_timeout: c.queryTimeoutMs, statement_timeout: c.queryTimeoutMs };
+}
+
+/** Where the database is, for messages: host:port/database (never the password). */
+export function describeDb(c: PostgresConfig): string {
   if (c.url) {
     const u = new URL(c.url);
-    u.password = '';
-    return `postgres ${u.host}${u.pathname}`;
+    return `${u.host}${u.pathname}`;
   }
-  return `postgres ${c.host ?? 'localhost'}:${c.port ?? 5432}/${c.database ?? ''}`;
+  return `${c.host ?? 'localhost'}:${c.port ?? 5432}/${c.database ?? ''}`;
 }
 
 export class PgMetadataStore implements MetadataStore {
   private changes = 0;
   readonly state: StateDocuments;
   readonly leases: FlightLeases;
+  readonly commitLocks: PgCommitLocks;
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
-  /** Tells our own notifications from the others'. */
-  private get replica(): string {
-    return this.notes.replica;
-  }
   private readonly offMeta: () => void;
 
-  private constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, leasePool: pg.Pool, location: string) {
-    this.state = pgStateDocuments(pool, notes, location);
-    this.leases = new PgLeases(leasePool);
+  private constructor(private readonly pool: PgDb, private readonly notes: Notifications, leases: PgLeases, commitPool: pg.Pool, location: string, ackWaitMs: number) {
+    this.state = pgStateDocuments(pool, notes, location, ackWaitMs);
+    this.leases = leases;
+    this.commitLocks = new PgCommitLocks(commitPool);
     this.offMeta = notes.on(CHANNELS.meta, (from) => {
       if (from !== this.replica) this.invalidate();
     });
@@ -65,32 +74,51 @@ export class PgMetadataStore implements MetadataStore {
    * Connects, migrates the schema, and (a server) listens for the other replicas' changes; fails with a message
    * naming the database. Idle connections never keep the process alive: a CLI command ends when it is done.
    */
-  static async open(c: PostgresConfig, opts: { listen?: boolean } = {}): Promise<PgMetadataStore> {
+  static async open(given: PostgresConfig, opts: { listen?: boolean } = {}): Promise<PgMetadataStore> {
+    const c = { ...POSTGRES_BOUNDS, ...given }; // a config built by hand (a tool, a test) may leave the bounds out
     const config = pgClientConfig(c);
     const where = describeDb(c);
-    const pool = new pg.Pool({ ...config, max: c.poolSize, allowExitOnIdle: true });
+    const pool = new pg.Pool({ ...config, ...pgQueryConfig(c), max: c.poolSize, allowExitOnIdle: true });
     // Leases hold a session each (a waiting or leading download): their own pool, so they never starve queries.
     const leasePool = new pg.Pool({ ...config, max: Math.max(4, c.poolSize * 2), allowExitOnIdle: true });
+    // The gc/commit gate's own: a mark, a wait for gc and gc's session never queue behind downloads' leases.
+    const commitPool = new pg.Pool({ ...config, max: 4, allowExitOnIdle: true });
     // A connection dropping (database restart, a lease session ended) must not crash the process: the query on it
     // rejects where it is awaited, and the pool replaces the client.
-    for (const p of [pool, leasePool]) {
+    for (const p of [pool, leasePool, commitPool]) {
       p.on('error', () => undefined);
       p.on('connect', (client) => client.on('error', () => undefined));
     }
     try {
-      const client = await pool.connect();
+      // Migrations may wait for another replica's, and may take long: their own session, not bounded per query.
+      const client = new pg.Client(config);
+      client.on('error', () => undefined);
+      await client.connect();
       try {
         await migrate(client);
       } finally {
-        client.release();
+        await client.end().catch(() => undefined);
       }
       const replica = randomBytes(6).toString('hex');
-      const notes = await Notifications.open(config, replica, opts.listen ?? true);
-      return new PgMetadataStore(pool, notes, leasePool, where);
+      const notes = await Notifications.open(config, replica, { freshnessMs: c.freshnessMs, where }, opts.listen ?? true);
+      // An edit waits one freshness bound for acknowledgements: a replica that has not acknowledged by then has
+      // stopped vouching for the shared state (its heartbeat is that old), so it serves nothing stale.
+      return new PgMetadataStore(new PgDb(pool, where), notes, new PgLeases(leasePool, where, c, () => notes.unconfirmed()), commitPool, `PostgreSQL at ${where}`, c.freshnessMs + 250);
     } catch (e) {
-      await Promise.all([pool.end(), leasePool.end()]).catch(() => undefined);
-      throw new Error(`${where}: ${e instanceof Error ? e.message : String(e)}`);
+      await Promise.all([pool.end(), leasePool.end(), commitPool.end()]).catch(() => undefined);
+      const named = databaseError(where, e);
+      throw named === e ? new Error(`PostgreSQL at ${where}: ${e instanceof Error ? e.message : String(e)}`) : named;
     }
+  }
+
+  /** This replica's name in the database (its LISTEN session, acknowledgements, messages). */
+  get replica(): string {
+    return this.notes.replica;
+  }
+
+  /** Why this replica cannot vouch for the shared state now; undefined when it can (notify.ts). */
+  unconfirmed(): string | undefined {
+    return this.notes.unconfirmed();
   }
 
   get generation(): number {
@@ -210,9 +238,10 @@ export class PgMetadataStore implements MetadataStore {
     return rows.map((r) => r.descriptor);
   }
 
-  async repositories(): Promise<RepositoryName[]> {
+  async repositories(opts: { blobLinks?: boolean } = {}): Promise<RepositoryName[]> {
+    const blobs = opts.blobLinks ? ' UNION SELECT host, name FROM blob_links' : '';
     const { rows } = await this.pool.query<RepositoryName>(
-      'SELECT host, name FROM tags UNION SELECT host, name FROM manifest_links ORDER BY host, name');
+      `SELECT host, name FROM tags UNION SELECT host, name FROM manifest_links${blobs} ORDER BY host, name`);
     return rows.map((r) => ({ host: r.host, name: r.name }));
   }
 
@@ -238,6 +267,7 @@ export class PgMetadataStore implements MetadataStore {
   async close(): Promise<void> {
     this.offMeta();
     await (this.leases as PgLeases).close();
+    await this.commitLocks.close();
     await this.notes.close();
     await this.pool.end();
   }

@@ -43,6 +43,11 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: str
       host text NOT NULL, name text NOT NULL, tag text NOT NULL, digest text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (host, name, tag, digest));`,
   },
+  {
+    version: 4,
+    name: 'manual window revision (replicas acknowledge each change)',
+    sql: 'ALTER TABLE manual_window ADD COLUMN revision bigint NOT NULL DEFAULT 0;',
+  },
 ];
 
 /** Applies every migration not yet applied; returns the versions applied now. */

@@ -1,28 +1,26 @@
 // The state documents in PostgreSQL: the allowlist (one row, edited under a transaction-scoped advisory lock,
 // every added and removed rule recorded in allowlist_history with who and when), the denied log (one row per
-// refused reference, merged across replicas) and the manual window. Changes NOTIFY every replica.
+// refused reference, merged across replicas) and the manual window (window.ts). Changes NOTIFY every replica.
 import type pg from 'pg';
 import type { AllowlistChange, AllowlistDocument, AllowlistStorage, DocumentWatch } from '../../policy/allowlist.js';
 import type { DeniedDocument, DeniedEntry, DeniedStorage } from '../../policy/denied.js';
-import type { ManualWindow } from '../../window/state.js';
-import type { ManualWindowStorage } from '../../window/manual-store.js';
 import { DocumentBusyError, type StateDocuments } from '../ports.js';
-import { CHANNELS, LISTENER_PREFIX, type Notifications } from './notify.js';
+import { Acks, acknowledge, liveReplicas, serialWatch } from './acks.js';
+import { databaseError, type PgDb } from './db.js';
+import { CHANNELS, type Notifications } from './notify.js';
+import { PgWindow } from './window.js';
 
 const ALLOWLIST_LOCK = 0x5c1ce1;
 
-export function pgStateDocuments(pool: pg.Pool, notes: Notifications, location: string): StateDocuments {
+export function pgStateDocuments(pool: PgDb, notes: Notifications, location: string, ackWaitMs: number): StateDocuments {
   return {
-    allowlist: new PgAllowlist(pool, notes, `${location} (table allowlist)`),
+    allowlist: new PgAllowlist(pool, notes, `${location} (table allowlist)`, ackWaitMs),
     denied: new PgDenied(pool),
-    window: new PgWindow(pool, notes, `${location} (table manual_window)`),
+    window: new PgWindow(pool, notes, `${location} (table manual_window)`, ackWaitMs),
   };
 }
 
 class LockTimeout extends DocumentBusyError {}
-
-/** How long an edit waits for every live replica to acknowledge it before answering anyway. */
-const APPLY_WAIT_MS = 2000;
 
 export class PgAllowlist implements AllowlistStorage {
   /** The transaction an edit runs in; edits in this process are serialised, so there is at most one. */
@@ -36,15 +34,11 @@ export class PgAllowlist implements AllowlistStorage {
   /** Set while an Allowlist enforces these rules here (the server); otherwise this replica has nothing to apply. */
   private watching = false;
 
-  constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, readonly location: string) {
+  constructor(private readonly pool: PgDb, private readonly notes: Notifications, readonly location: string, private readonly ackWaitMs: number) {
     // A process that enforces no rules (a tool holding the store) acknowledges at once, so no editor waits on it.
     notes.on(CHANNELS.allowlist, (revision) => {
-      if (!this.watching) void this.acknowledge(revision).catch(() => undefined);
+      if (!this.watching) void acknowledge(this.pool, this.notes, 'allowlist', revision).catch(() => undefined);
     });
-  }
-
-  private async acknowledge(revision: string): Promise<void> {
-    await this.pool.query('SELECT pg_notify($1, $2)', [CHANNELS.applied, `${this.notes.replica} ${revision}`]);
   }
 
   locked<T>(fn: () => Promise<T>): Promise<T> {
@@ -54,12 +48,14 @@ export class PgAllowlist implements AllowlistStorage {
   }
 
   /**
-   * Runs `fn` in a transaction holding the allowlist's lock. An edit returns once every replica alive (each one's
-   * LISTEN session, as PostgreSQL lists them) has applied it, so "the next request" anywhere sees it.
+   * Runs `fn` in a transaction holding the allowlist's lock. An edit succeeds once every replica alive (each one's
+   * LISTEN session, as PostgreSQL lists them) has applied it, so "the next request" anywhere sees it; otherwise it
+   * fails naming the replicas that did not (by then they refuse to serve: see Notifications.unconfirmed).
    */
   private async inTransaction<T>(fn: () => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     let acks: Acks | undefined;
+    let committed = false;
     try {
       await client.query('BEGIN');
       await client.query("SET LOCAL lock_timeout = '10s'");
@@ -70,35 +66,37 @@ export class PgAllowlist implements AllowlistStorage {
       this.wrote = undefined;
       const result = await fn();
       this.tx = undefined;
-      if (this.wrote !== undefined && this.notes.listening) acks = new Acks(this.notes, this.wrote);
+      if (this.wrote !== undefined && this.notes.listening) acks = new Acks(this.notes, 'allowlist');
+      const replicas = acks ? await liveReplicas((text, values) => client.query<{ name: string }>(text, values), this.notes.replica) : [];
       await client.query('COMMIT');
-      if (acks) await acks.fromAll(await this.liveReplicas(client), APPLY_WAIT_MS);
+      committed = true;
+      client.release();
+      if (acks) await acks.fromAll(this.wrote ?? 0, replicas, this.ackWaitMs, `the allowlist change (revision ${String(this.wrote)})`);
       return result;
     } catch (e) {
       this.tx = undefined;
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw e;
+      if (!committed) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        client.release(true);
+      }
+      throw databaseError(this.pool.where, e);
     } finally {
       acks?.close();
-      client.release();
     }
   }
 
-  private async liveReplicas(client: pg.PoolClient): Promise<string[]> {
-    const { rows } = await client.query<{ name: string }>(
-      'SELECT application_name AS name FROM pg_stat_activity WHERE application_name LIKE $1', [`${LISTENER_PREFIX}%`]);
-    return rows.map((r) => r.name.slice(LISTENER_PREFIX.length)).filter((id) => id !== this.notes.replica);
-  }
-
   async read(): Promise<unknown> {
-    const { rows } = await (this.tx ?? this.pool).query<{ document: unknown; revision: string }>('SELECT document, revision FROM allowlist WHERE id = 1');
+    const { rows } = this.tx
+      ? await this.tx.query<{ document: unknown; revision: string }>('SELECT document, revision FROM allowlist WHERE id = 1')
+      : await this.pool.query<{ document: unknown; revision: string }>('SELECT document, revision FROM allowlist WHERE id = 1');
     this.lastRead = Number(rows[0]?.revision ?? 0);
     return rows[0]?.document;
   }
 
   /** Only inside locked(): the history is the difference to what the transaction read. */
   async write(doc: AllowlistDocument, change: AllowlistChange = {}): Promise<void> {
-    const db = this.tx ?? this.pool;
+    const db = this.tx;
+    if (!db) throw new Error('the allowlist is written only inside locked()');
     const before = (await this.read()) as AllowlistDocument | undefined;
     const had = new Set((before?.rules ?? []).map((r) => r.rule));
     const has = new Set(doc.rules.map((r) => r.rule));
@@ -119,9 +117,9 @@ export class PgAllowlist implements AllowlistStorage {
   /** Every replica's edits arrive by NOTIFY at once; after applying one, this replica says so (the editor waits for it). */
   watch(onChange: () => Promise<void>): DocumentWatch {
     this.watching = true;
-    const w = serialWatch(this.notes, CHANNELS.allowlist, async () => {
+    const w = serialWatch(this.notes, CHANNELS.allowlist, 'allowlist', async () => {
       await onChange();
-      await this.acknowledge(String(this.lastRead));
+      await acknowledge(this.pool, this.notes, 'allowlist', String(this.lastRead));
     });
     return {
       settle: () => w.settle(),
@@ -137,75 +135,6 @@ export class PgAllowlist implements AllowlistStorage {
   }
 }
 
-/** Acknowledgements of an allowlist revision, collected from the moment of subscribing. */
-class Acks {
-  private readonly seen = new Set<string>();
-  private wake: (() => void) | undefined;
-  private readonly off: () => void;
-
-  constructor(notes: Notifications, revision: number) {
-    this.off = notes.on(CHANNELS.applied, (payload) => {
-      const [replica = '', rev = ''] = payload.split(' ');
-      if (Number(rev) >= revision) this.seen.add(replica);
-      this.wake?.();
-    });
-  }
-
-  /** Resolves when every replica in `replicas` has acknowledged, or after `timeoutMs` (one that is stuck is not waited for). */
-  async fromAll(replicas: string[], timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!replicas.every((r) => this.seen.has(r)) && Date.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-    }
-  }
-
-  close(): void {
-    this.off();
-  }
-}
-
-/** Runs `onChange` for each notification on `channel`, never two at once; notifications meanwhile fold into one more run. */
-function serialWatch(notes: Notifications, channel: string, onChange: () => Promise<void>): DocumentWatch {
-  let running = false;
-  let again = false;
-  let closed = false;
-  const run = (): void => {
-    if (closed) return;
-    if (running) {
-      again = true;
-      return;
-    }
-    running = true;
-    onChange().then(
-      () => undefined,
-      () => {
-        const t = setTimeout(run, 500);
-        t.unref();
-      },
-    ).finally(() => {
-      running = false;
-      if (again) {
-        again = false;
-        run();
-      }
-    });
-  };
-  const off = notes.on(channel, run);
-  return {
-    settle: async () => undefined,
-    close: () => {
-      closed = true;
-      off();
-    },
-  };
-}
-
 /**
  * The denied log of every replica in one table. Each replica writes its whole in-memory log; what it adds to a
  * row is what it counted since its last write (so replicas' counts add up, none overwrites another's), and an
@@ -215,7 +144,7 @@ export class PgDenied implements DeniedStorage {
   /** Counts as of this replica's last read or write, per reference. */
   private readonly written = new Map<string, number>();
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(private readonly pool: PgDb) {}
 
   async read(): Promise<unknown> {
     const { rows } = await this.pool.query<{ host: string; name: string; reference: string; count: string; first_seen: Date; last_seen: Date; client: string | null }>(
@@ -265,29 +194,3 @@ export class PgDenied implements DeniedStorage {
 const delta = (count: number, before: number | undefined): number => (before !== undefined && count >= before ? count - before : count);
 
 const keyOf = (e: { host: string; name: string; reference: string }): string => `${e.host}/${e.name}\u0000${e.reference}`;
-
-export class PgWindow implements ManualWindowStorage {
-  constructor(private readonly pool: pg.Pool, private readonly notes: Notifications, readonly location: string) {}
-
-  async read(): Promise<ManualWindow | null> {
-    const { rows } = await this.pool.query<{ manual: ManualWindow | null }>('SELECT manual FROM manual_window WHERE id = 1');
-    return rows[0]?.manual ?? null;
-  }
-
-  async write(manual: ManualWindow | null): Promise<void> {
-    const client = await this.pool.connect();
-    try {
-      await client.query(`INSERT INTO manual_window (id, manual) VALUES (1, $1)
-        ON CONFLICT (id) DO UPDATE SET manual = EXCLUDED.manual`, [JSON.stringify(manual)]);
-      await client.query('SELECT pg_notify($1, $2)', [CHANNELS.window, 'changed']);
-    } finally {
-      client.release();
-    }
-  }
-
-  /** Another replica (or the CLI) opened or closed the manual window. */
-  watch(onChange: (manual: ManualWindow | null) => void): () => void {
-    const w = serialWatch(this.notes, CHANNELS.window, async () => onChange(await this.read()));
-    return () => w.close();
-  }
-}

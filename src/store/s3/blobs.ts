@@ -9,6 +9,7 @@ import {
   CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { RegistryError } from '../../oci/errors.js';
 import { hexOf, HEX_RE } from '../digest.js';
 import type { BlobBackend, BlobStat, BlobUsage, ByteRange, VerifiedSpool } from '../ports.js';
 import { LocalSpool, type LocalSpoolArea } from '../local/spool.js';
@@ -27,6 +28,8 @@ export interface S3Location {
   bucket: string;
   /** "" or ending in "/". */
   prefix: string;
+  /** Names the object store in messages (its endpoint, or AWS S3 and the region). */
+  endpoint?: string;
 }
 
 export class S3BlobBackend implements BlobBackend {
@@ -68,7 +71,7 @@ export class S3BlobBackend implements BlobBackend {
       return { sizeBytes: head.ContentLength ?? 0, ...(head.LastModified ? { committedMs: head.LastModified.getTime() } : {}) };
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw this.unavailable(e);
     }
   }
 
@@ -81,7 +84,7 @@ export class S3BlobBackend implements BlobBackend {
       return got.Body;
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw this.unavailable(e);
     }
   }
 
@@ -91,8 +94,16 @@ export class S3BlobBackend implements BlobBackend {
       return Buffer.from((await got.Body?.transformToByteArray()) ?? []);
     } catch (e) {
       if (isNotFound(e)) return undefined;
-      throw e;
+      throw this.unavailable(e);
     }
+  }
+
+  /** 503 naming the object store: it is down, hangs past the client's bounds, or refuses (never "internal error"). */
+  private unavailable(e: unknown): RegistryError {
+    if (e instanceof RegistryError) return e;
+    const where = this.where.endpoint ?? 'the object store';
+    return new RegistryError('UNAVAILABLE', `the object store at ${where} (bucket ${this.where.bucket}) is unreachable or failing: ${describe(e)}`,
+      { objectStore: where, bucket: this.where.bucket });
   }
 
   createSpool(expectBytes?: number): Promise<LocalSpool> {
@@ -114,25 +125,26 @@ export class S3BlobBackend implements BlobBackend {
   /** Verified bytes go straight to the final key; one already there (same digest, same bytes) is kept. */
   private async upload(spool: LocalSpool, verified: VerifiedSpool): Promise<void> {
     if (!(await this.stat(verified.digest))) {
-      const upload = new Upload({
-        client: this.s3,
-        params: {
-          Bucket: this.where.bucket,
-          Key: this.key(verified.digest),
-          Body: verified.sizeBytes === 0 ? Buffer.alloc(0) : createReadStream(spool.path),
-          ContentLength: verified.sizeBytes,
-          ContentType: 'application/octet-stream',
-        },
-        partSize: PART_BYTES,
-        queueSize: PARTS_IN_FLIGHT,
-        leavePartsOnError: false,
+      await this.counts.adding(verified.digest, verified.sizeBytes, async () => {
+        const upload = new Upload({
+          client: this.s3,
+          params: {
+            Bucket: this.where.bucket,
+            Key: this.key(verified.digest),
+            Body: verified.sizeBytes === 0 ? Buffer.alloc(0) : createReadStream(spool.path),
+            ContentLength: verified.sizeBytes,
+            ContentType: 'application/octet-stream',
+          },
+          partSize: PART_BYTES,
+          queueSize: PARTS_IN_FLIGHT,
+          leavePartsOnError: false,
+        });
+        await upload.done();
+        const landed = await this.stat(verified.digest);
+        if (landed?.sizeBytes !== verified.sizeBytes) {
+          throw new Error(`S3 holds ${String(landed?.sizeBytes)} bytes for ${verified.digest} after uploading ${verified.sizeBytes}`);
+        }
       });
-      await upload.done();
-      const landed = await this.stat(verified.digest);
-      if (landed?.sizeBytes !== verified.sizeBytes) {
-        throw new Error(`S3 holds ${String(landed?.sizeBytes)} bytes for ${verified.digest} after uploading ${verified.sizeBytes}`);
-      }
-      this.counts.change(verified.digest, 1, verified.sizeBytes);
     }
     this.dropLater(spool.path);
   }

@@ -22,11 +22,16 @@ export function s3Client(c: S3StorageConfig): S3Client {
     // RGW 16 and older MinIO refuse the CRC32 trailers newer SDKs add to every upload by default.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    // Bounded answers when the object store hangs: each attempt gives up after requestTimeout without a byte.
+    maxAttempts: c.maxAttempts ?? 3,
     requestHandler: {
       httpAgent: new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
       httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS, ...(ca ? { ca } : {}) }),
-      connectionTimeout: 10_000,
-      requestTimeout: 60_000,
+      connectionTimeout: c.connectTimeoutMs ?? 5_000,
+      // Silence bounds every attempt: no byte sent or received for requestTimeout fails it (a hung object store,
+      // a half-open link), also in the middle of a body. A total bound would also cut big part uploads on a slow
+      // link; the SDK's own requestTimeout only logs a warning unless told to throw.
+      socketTimeout: c.requestTimeoutMs ?? 10_000,
     },
   });
 }
