@@ -1,5 +1,7 @@
-// Case 6: the same sluice on the scale-out store (blobs on S3 / Ceph RGW, metadata in PostgreSQL) beside the
+// Case 7: the same sluice on the scale-out store (blobs on S3 / Ceph RGW, metadata in PostgreSQL) beside the
 // filesystem store, same content, same run, alternating: manifest and small-blob request rate, blob throughput.
+// The s3+pg store is measured twice: a replica with no local cache (every blob GET goes to the object store: a cold
+// cache) and a second replica on the same bucket and database with `storage.cache`, warmed before it is measured.
 // Needs the services of test/services/up.sh (SLUICE_TEST_S3_* and SLUICE_TEST_PG_URL); skipped, and said, without.
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -17,7 +19,7 @@ import { fmtInt, fmtRatio, renderTable } from './report.js';
 import { startSluice, type Server } from './servers.js';
 
 export interface ScaleOutRun {
-  backend: 'fs' | 's3+pg';
+  backend: 'fs' | 's3+pg' | 's3+pg+cache';
   metric: string;
   round: number;
   /** req/s for the rate metrics, bytes/s for throughput. */
@@ -33,7 +35,7 @@ export function scaleOutServices(): { endpoint: string; access: string; secret: 
 }
 
 /** A copy of the filesystem bench config with blobs on a fresh bucket and metadata in a fresh database; the layout imported into it. */
-async function scaleOutConfig(fsConfigFile: string, dir: string, layoutDir: string): Promise<{ file: string; port: number }> {
+async function scaleOutConfig(fsConfigFile: string, dir: string, layoutDir: string): Promise<{ file: string; port: number; cached: { file: string; port: number } }> {
   const svc = scaleOutServices();
   if (!svc) throw new Error('no scale-out services');
   const id = randomBytes(4).toString('hex');
@@ -60,7 +62,17 @@ async function scaleOutConfig(fsConfigFile: string, dir: string, layoutDir: stri
     admin: { listen: `127.0.0.1:${await freePort()}` },
   }));
   await runOk(process.execPath, [SLUICE_MAIN, 'import', layoutDir, '--config', file]);
-  return { file, port };
+  // A second replica on the same bucket and database, with a local blob cache large enough for the whole image.
+  const cachedPort = await freePort();
+  const cachedFile = join(dir, 'sluice-cache.yaml');
+  await writeFile(cachedFile, toYaml({
+    ...doc,
+    listen: `127.0.0.1:${cachedPort}`,
+    storage: { s3, path: join(dir, 'local-cache'), cache: { path: join(dir, 'blob-cache'), maxBytes: '4GiB' } },
+    database: { postgres: { url: url.toString() } },
+    admin: { listen: `127.0.0.1:${await freePort()}` },
+  }));
+  return { file, port, cached: { file: cachedFile, port: cachedPort } };
 }
 
 export async function runScaleOutCase(s: Settings, o: { fsConfig: { file: string; port: number }; layoutDir: string; img: BenchImage; workDir: string }): Promise<ScaleOutRun[]> {
@@ -68,18 +80,27 @@ export async function runScaleOutCase(s: Settings, o: { fsConfig: { file: string
   const targets: Record<ScaleOutRun['backend'], Server> = {
     fs: await startSluice(o.fsConfig.file, o.fsConfig.port, { name: 'sluice-fs' }),
     's3+pg': await startSluice(s3cfg.file, s3cfg.port, { name: 'sluice-s3' }),
+    's3+pg+cache': await startSluice(s3cfg.cached.file, s3cfg.cached.port, { name: 'sluice-s3-cache' }),
   };
   const runs: ScaleOutRun[] = [];
   const order = Object.keys(targets) as Array<ScaleOutRun['backend']>;
   const scriptFile = join(o.workDir, 'wrk-done-6.lua');
   try {
+    // Warms the cached replica: one whole GET of each measured blob fills its cache.
+    for (const size of s.throughputSizes) {
+      const d = o.img.layers.get(sizeLabel(size));
+      if (!d) continue;
+      const res = await fetch(`${targets['s3+pg+cache'].url}/v2/${o.img.name}/blobs/${d.digest}`);
+      if (!res.ok) throw new Error(`warming the cache: GET ${d.digest} answered ${res.status}`);
+      await res.arrayBuffer();
+    }
     for (const k of order) for (const q of rateRequests(o.img)) await requestRate(`${targets[k].url}${q.path}`, { connections: s.rateConnections, durationS: s.rateWarmupS, headers: q.headers });
     for (let round = 0; round < s.rounds; round++) {
       for (const q of rateRequests(o.img)) {
         for (const k of rotate(order, round)) {
           const r = await requestRate(`${targets[k].url}${q.path}`, { connections: s.rateConnections, durationS: s.rateDurationS, headers: q.headers });
           runs.push({ backend: k, metric: `${q.kind} (req/s)`, round, value: r.rps, errors: r.non2xx + r.errors });
-          process.stderr.write(`  [6] ${q.kind.padEnd(18)} ${k.padEnd(6)} ${Math.round(r.rps).toString().padStart(6)} req/s\n`);
+          process.stderr.write(`  [7] ${q.kind.padEnd(18)} ${k.padEnd(11)} ${Math.round(r.rps).toString().padStart(6)} req/s\n`);
         }
       }
       for (const size of s.throughputSizes) {
@@ -89,7 +110,7 @@ export async function runScaleOutCase(s: Settings, o: { fsConfig: { file: string
           for (const k of rotate(order, round)) {
             const r = await blobThroughput(`${targets[k].url}/v2/${o.img.name}/blobs/${d.digest}`, { connections: clients, durationS: s.throughputDurationS, scriptFile });
             runs.push({ backend: k, metric: `blob ${sizeLabel(size)} ×${clients} (MB/s)`, round, value: r.bytesPerSec / 1e6, errors: r.errors });
-            process.stderr.write(`  [6] ${sizeLabel(size).padStart(6)} ×${String(clients).padEnd(2)} ${k.padEnd(6)} ${(r.bytesPerSec / 1e6).toFixed(0).padStart(6)} MB/s\n`);
+            process.stderr.write(`  [7] ${sizeLabel(size).padStart(6)} ×${String(clients).padEnd(2)} ${k.padEnd(11)} ${(r.bytesPerSec / 1e6).toFixed(0).padStart(6)} MB/s\n`);
           }
         }
       }
@@ -107,8 +128,12 @@ export function renderScaleOut(runs: ScaleOutRun[]): string {
   const body = metrics.map((m) => {
     const fs = med('fs', m);
     const s3 = med('s3+pg', m);
+    const warm = med('s3+pg+cache', m);
     const errors = runs.filter((r) => r.metric === m).reduce((n, r) => n + r.errors, 0);
-    return [`6 scale-out`, m, fmtInt(fs), fmtInt(s3), fmtRatio(s3 / fs), errors > 0 ? `${errors} errors` : ''];
+    return [`7 scale-out`, m, fmtInt(fs), fmtInt(s3), fmtRatio(s3 / fs), fmtInt(warm), fmtRatio(warm / fs), errors > 0 ? `${errors} errors` : ''];
   });
-  return renderTable(['case', 'metric', 'fs store', 's3+pg store', 's3+pg / fs', ''], body, [false, false, true, true, true, false]);
+  return renderTable(
+    ['case', 'metric', 'fs store', 's3+pg (no cache: cold)', 'cold / fs', 's3+pg, cache warm', 'warm / fs', ''],
+    body, [false, false, true, true, true, true, true, false],
+  );
 }

@@ -6,13 +6,13 @@ import { parse as parseYaml } from 'yaml';
 import { parseWindows, type Schedule } from '../window/schedule.js';
 import { parseRule } from '../policy/allowlist.js';
 import { canonicalHost } from '../oci/reference.js';
-import { parseDatabase, parseS3, type PostgresConfig, type S3StorageConfig } from './scale-out.js';
+import { parseCache, parseDatabase, parseS3, type BlobCacheConfig, type PostgresConfig, type S3StorageConfig } from './scale-out.js';
 
 import { parseUpstreams, WILDCARD, type UpstreamConfig } from './upstreams.js';
 import { parseSigning, type SigningConfig } from './signing.js';
 import { address, bool, duration, isObject, size, str } from './values.js';
 
-export type { PostgresConfig, S3StorageConfig } from './scale-out.js';
+export type { BlobCacheConfig, PostgresConfig, S3StorageConfig } from './scale-out.js';
 export type { UpstreamConfig } from './upstreams.js';
 export type { SigningConfig, SigningPolicy, SigningRule } from './signing.js';
 export { WILDCARD } from './upstreams.js';
@@ -51,6 +51,8 @@ export interface Config {
   storageMaxBlobBytes: number;
   /** Blobs on an S3-compatible object store (`storage: { s3: {…} }`); `storage` is then the local folder (spools, token). */
   s3?: S3StorageConfig;
+  /** A local cache of the object store's blobs on this replica (`storage: { s3, cache: { path, maxBytes } }`). */
+  storageCache?: BlobCacheConfig;
   /** Metadata in PostgreSQL (`database: { postgres: {…} }`); absent: beside the store, as always. */
   postgres?: PostgresConfig;
   /** A listener serving only /metrics, without the admin token (`metrics.listen`). */
@@ -102,7 +104,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   for (const k of Object.keys(doc)) if (!KNOWN_KEYS.has(k)) p.push(`${k}: unknown key`);
 
   const listen = address(doc.listen ?? '0.0.0.0:6000', 'listen', p);
-  const { storage, storageMaxBytes, storageMaxBlobBytes, s3 } = parseStorage(doc.storage ?? './data', p, path);
+  const { storage, storageMaxBytes, storageMaxBlobBytes, s3, storageCache } = parseStorage(doc.storage ?? './data', p, path);
   const postgres = parseDatabase(doc.database, p, path);
   const upstreams = parseUpstreams(doc.upstreams ?? {}, p, path);
   const defaultUpstream = canonicalHost(str(doc.defaultUpstream ?? 'docker.io', 'defaultUpstream', p));
@@ -117,7 +119,7 @@ export function validateConfig(doc: unknown, file: string): Config {
   const limits = parseLimits(doc, p);
   const ops = parseOperations(doc, p);
   const signing = parseSigning(doc.signing, p, path);
-  const config: Config = { ...(signing ? { signing } : {}), file, listen, storage, storageMaxBytes, storageMaxBlobBytes, ...(s3 ? { s3 } : {}), ...(postgres ? { postgres } : {}), defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
+  const config: Config = { ...(signing ? { signing } : {}), file, listen, storage, storageMaxBytes, storageMaxBlobBytes, ...(s3 ? { s3 } : {}), ...(storageCache ? { storageCache } : {}), ...(postgres ? { postgres } : {}), defaultUpstream, upstreams, windows: w.windows, allowlist, tls, auth, admin, ...limits, ...ops };
   if (p.length > 0) throw new ConfigError(p, file);
   return config;
 }
@@ -145,18 +147,22 @@ function parseLimits(doc: Record<string, unknown>, p: string[]): Limits {
 /** The largest one blob may be unless `storage.maxBlobBytes` says otherwise: beyond any real image layer. */
 export const DEFAULT_MAX_BLOB_BYTES = 64 * 1024 ** 3;
 
-type StorageConfig = Pick<Config, 'storage' | 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3'>;
+type StorageConfig = Pick<Config, 'storage' | 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3' | 'storageCache'>;
 
-/** `storage: ./data`, or `{ path, maxBytes, maxBlobBytes, s3 }` (s3: blobs on an object store, path: spools and the token). */
+/** `storage: ./data`, or `{ path, maxBytes, maxBlobBytes, s3, cache }` (s3: blobs on an object store, path: spools and the token). */
 function parseStorage(v: unknown, p: string[], path: (s: string) => string): StorageConfig {
   if (!isObject(v)) return { storage: path(str(v, 'storage', p)), storageMaxBlobBytes: DEFAULT_MAX_BLOB_BYTES };
-  for (const k of Object.keys(v)) if (!['path', 'maxBytes', 'maxBlobBytes', 's3'].includes(k)) p.push(`storage.${k}: unknown key`);
+  for (const k of Object.keys(v)) if (!['path', 'maxBytes', 'maxBlobBytes', 's3', 'cache'].includes(k)) p.push(`storage.${k}: unknown key`);
   const out: StorageConfig = { storage: path(str(v.path ?? './data', 'storage.path', p)), storageMaxBlobBytes: DEFAULT_MAX_BLOB_BYTES };
   if (v.maxBytes !== undefined) out.storageMaxBytes = size(v.maxBytes, 'storage.maxBytes', p);
   if (v.maxBlobBytes !== undefined) out.storageMaxBlobBytes = size(v.maxBlobBytes, 'storage.maxBlobBytes', p) ?? DEFAULT_MAX_BLOB_BYTES;
   if (v.s3 !== undefined) {
     if (isObject(v.s3)) out.s3 = parseS3(v.s3, p, path);
     else p.push('storage.s3: must be a mapping with at least bucket');
+  }
+  if (v.cache !== undefined) {
+    const cache = parseCache(v.cache, v.s3 !== undefined, p, path, (x, at) => size(x, at, p));
+    if (cache) out.storageCache = cache;
   }
   return out;
 }

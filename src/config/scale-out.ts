@@ -22,6 +22,12 @@ export interface S3StorageConfig {
   maxAttempts?: number;
 }
 
+/** `storage.cache`: a local copy of the blobs read from the object store, at most maxBytes, per replica. */
+export interface BlobCacheConfig {
+  path: string;
+  maxBytes: number;
+}
+
 export interface PostgresConfig {
   url?: string;
   host?: string;
@@ -107,6 +113,22 @@ export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): 
     }
   }
   return c;
+}
+
+/** `storage.cache: { path, maxBytes }`; only beside `storage.s3` (the filesystem store is local already). */
+export function parseCache(v: unknown, hasS3: boolean, p: Problems, path: PathOf, size: (v: unknown, at: string) => number | undefined): BlobCacheConfig | undefined {
+  const at = 'storage.cache';
+  if (!isObject(v)) {
+    p.push(`${at}: must be a mapping with path and maxBytes`);
+    return undefined;
+  }
+  unknownKeys(v, at, ['path', 'maxBytes'], p);
+  if (!hasS3) p.push(`${at}: only with storage.s3 (blobs on the filesystem are local already)`);
+  const dir = optStr(v.path, `${at}.path`, p);
+  if (v.path === undefined) p.push(`${at}.path: is required`);
+  if (v.maxBytes === undefined) p.push(`${at}.maxBytes: is required (e.g. 50GiB)`);
+  const maxBytes = v.maxBytes === undefined ? undefined : size(v.maxBytes, `${at}.maxBytes`);
+  return dir && maxBytes ? { path: path(dir), maxBytes } : undefined;
 }
 
 /** `database`: absent (metadata beside the store, as always), or `{ postgres: { url | host/port/user/passwordFile, database } }`. */

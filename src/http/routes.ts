@@ -187,7 +187,8 @@ async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: str
   const openFd = store.openFd;
   if (!openFd) return sendBlobStream(reply, plan, digest, range, store);
   const fd = await openFd(digest);
-  if (fd === undefined) return undefined;
+  // No descriptor: gone, or not held as a file here (a blob cache that cannot keep it): its stream tells which.
+  if (fd === undefined) return sendBlobStream(reply, plan, digest, range, store);
   return sendFd(reply, plan, fd, range);
 }
 

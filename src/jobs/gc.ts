@@ -41,7 +41,7 @@ export interface GcReport {
   /** Blobs removed (or, in a dry run, that would be). */
   swept: Array<{ digest: string; sizeBytes: number }>;
   sweptBytes: number;
-  /** Unmarked blobs spared because they were committed or asked for within gcGrace. */
+  /** Unmarked blobs spared: committed or asked for within gcGrace, or (shared database) found unreferenced less than gcGrace ago. */
   spared: number;
   /** `host/name:tag` of tags removed because what they point at went. */
   tagsRemoved: string[];
@@ -75,6 +75,13 @@ async function markAndSweep(store: Store, rules: RetentionRules, opts: GcOptions
     ({ candidates, spared } = await unmarked(store, marked, since, opts.onProgress));
     if (rules.version === version) break;
     if (attempt === MAX_MARKS) throw new Error('the allowlist kept changing during garbage collection; nothing was removed, run it again');
+  }
+  // With a shared database a blob goes only once unreferenced for longer than the grace by the database's clock.
+  const ledger = store.meta.gcLedger;
+  if (ledger) {
+    const ripe = await ledger.ripe(candidates.map((c) => c.digest), opts.graceMs, !(opts.dryRun ?? false));
+    spared += candidates.filter((c) => !ripe.has(c.digest)).length;
+    candidates = candidates.filter((c) => ripe.has(c.digest));
   }
   const report: GcReport = {
     startedAt: new Date(startedMs).toISOString(), finishedAt: '', dryRun: opts.dryRun ?? false,

@@ -1,7 +1,8 @@
 // The one storage factory: blobs, metadata, state documents and leases from config, for the server and every
 // CLI command alike — the fs layout by default, blobs on S3 and/or metadata in PostgreSQL when configured.
 import { mkdir } from 'node:fs/promises';
-import type { Config, PostgresConfig, S3StorageConfig } from '../config/config.js';
+import type { BlobCacheConfig, Config, PostgresConfig, S3StorageConfig } from '../config/config.js';
+import { CachedBlobBackend } from './cache/blobs.js';
 import { FsBlobBackend } from './fs/blobs.js';
 import { FsCommitLocks } from './fs/commit-marks.js';
 import { FsLayout } from './fs/layout.js';
@@ -11,12 +12,12 @@ import { LocalSpoolArea } from './local/spool.js';
 import { MemoryBlobBackend, MemoryBlobs } from './memory/blobs.js';
 import { MemoryCommitLocks } from './memory/commit-locks.js';
 import { MemoryMetadata, MemoryMetadataStore } from './memory/metadata.js';
-import { LOCAL_LEASES, type BlobBackend, type MetadataStore, type StateDocuments } from './ports.js';
+import { LOCAL_LEASES, type BlobBackend, type BlobNotices, type MetadataStore, type StateDocuments } from './ports.js';
 import { Store, type StoreLimits } from './store.js';
 import { MIGRATIONS } from './pg/migrations.js';
 
 /** The part of the config the store is built from (a whole Config will do). */
-export type StoreConfig = Pick<Config, 'storage'> & Partial<Pick<Config, 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3' | 'postgres'>>;
+export type StoreConfig = Pick<Config, 'storage'> & Partial<Pick<Config, 'storageMaxBytes' | 'storageMaxBlobBytes' | 's3' | 'storageCache' | 'postgres'>>;
 
 export interface OpenStoreOptions {
   /** A server follows the other replicas' changes (LISTEN); a CLI command does not. Default true. */
@@ -32,13 +33,16 @@ export async function openStore(cfg: StoreConfig, opts: OpenStoreOptions = {}): 
   const spools = await LocalSpoolArea.open(paths.spoolsDir);
   let store: Store | undefined;
   const onGone = (digest: string): void => store?.forget(digest);
+  let meta: MetadataStore | undefined;
   try {
-    const blobs = cfg.s3 ? await openS3(cfg.s3, spools) : await FsBlobBackend.open(paths, spools, { onGone });
-    const meta = cfg.postgres ? await openPostgres(cfg.postgres, opts.follow) : await openFsMetadata(paths, spools);
+    meta = cfg.postgres ? await openPostgres(cfg.postgres, opts.follow) : await openFsMetadata(paths, spools);
+    const blobs = cfg.s3 ? await openCache(await openS3(cfg.s3, spools), cfg.storageCache, opts.follow) : await FsBlobBackend.open(paths, spools, { onGone });
+    followRemovals(meta.blobNotices, blobs, onGone);
     const leases = meta.leases ?? LOCAL_LEASES;
     const commitLocks = meta.commitLocks ?? new FsCommitLocks(paths.commitsDir);
     store = new Store({ root: cfg.storage, blobs, meta, leases, commitLocks }, { maxBytes: cfg.storageMaxBytes, maxBlobBytes: cfg.storageMaxBlobBytes });
   } catch (e) {
+    await meta?.close?.();
     await spools.close();
     throw e;
   }
@@ -89,6 +93,25 @@ async function openFsMetadata(paths: FsLayout, spools: LocalSpoolArea): Promise<
 async function openS3(c: S3StorageConfig, spools: LocalSpoolArea): Promise<BlobBackend> {
   const [{ S3BlobBackend }, { s3Client }] = await Promise.all([import('./s3/blobs.js'), import('./s3/client.js')]);
   return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix, endpoint: c.endpoint ?? `AWS S3 ${c.region}` }, spools);
+}
+
+/**
+ * A server's local blob cache in front of the object store. A CLI command opens none: it would read the
+ * replica's copies instead of the bucket (verify) and share a folder one server owns.
+ */
+async function openCache(inner: BlobBackend, c: BlobCacheConfig | undefined, follow: boolean | undefined): Promise<BlobBackend> {
+  if (!c || follow === false) return inner;
+  return CachedBlobBackend.open(inner, { path: c.path, maxBytes: c.maxBytes });
+}
+
+/** Another replica removed a blob (gc, verify --repair): forget it, and drop the local copy. '' = notices were missed. */
+function followRemovals(notices: BlobNotices | undefined, blobs: BlobBackend, forget: (digest: string) => void): void {
+  const cache = blobs instanceof CachedBlobBackend ? blobs : undefined;
+  notices?.onGone((digest) => {
+    if (digest === '') return cache?.suspectAll();
+    cache?.forget(digest);
+    forget(digest);
+  });
 }
 
 async function openPostgres(c: PostgresConfig, follow: boolean | undefined): Promise<MetadataStore> {

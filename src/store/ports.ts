@@ -58,7 +58,11 @@ export interface BlobBackend {
   read(digest: string, range: ByteRange): Promise<Readable | undefined>;
   /** A whole (small) blob in one read, or undefined: manifests and configs. */
   readAll(digest: string): Promise<Buffer | undefined>;
-  /** Optional fast path for the HTTP layer: a descriptor the pooled sender reads and closes; an object store has none. */
+  /**
+   * Optional fast path for the HTTP layer: a descriptor the pooled sender reads and closes; an object store has none.
+   * Undefined: no descriptor here — gone, or not held as a file (a blob cache that cannot keep it): the caller
+   * then streams with `read`, which tells the two apart.
+   */
   openFd?(digest: string): Promise<number | undefined>;
   /** A new spool; refused (INSUFFICIENT_STORAGE) up front when `expectBytes` cannot fit. */
   createSpool(expectBytes?: number): Promise<Spool>;
@@ -170,8 +174,31 @@ export interface MetadataStore {
   readonly leases?: FlightLeases;
   /** The gc/commit gate across replicas (a database); without it, the store folder's own (store/fs/commit-marks.ts). */
   readonly commitLocks?: CommitLocks;
+  /** gc's marks on the shared clock (a database); absent: the grace is judged by this process's clock. */
+  readonly gcLedger?: GcLedger;
+  /** Blob removals told to every replica (a database), so each drops its local cached copy. */
+  readonly blobNotices?: BlobNotices;
   /** Releases connections; fs has none. */
   close?(): Promise<void>;
+}
+
+/**
+ * When each blob was first found unreferenced, by the database's clock, so gc removes it only once that is longer
+ * ago than the grace — whichever replica runs gc and however fast its clock runs.
+ */
+export interface GcLedger {
+  /**
+   * Records `unreferenced` as marked now unless marked already, forgets every other mark (referenced again, used,
+   * or gone), and returns those marked at least `graceMs` ago. `record: false` (a dry run) only reads.
+   */
+  ripe(unreferenced: string[], graceMs: number, record: boolean): Promise<Set<string>>;
+}
+
+/** Who removed a blob tells the others; each replica's local blob cache (store/cache/) listens. */
+export interface BlobNotices {
+  announceGone(digest: string): Promise<void>;
+  /** `digest` is '' when notices may have been missed (the connection dropped): the listener rechecks what it holds. */
+  onGone(handler: (digest: string) => void): () => void;
 }
 
 // ─── FlightLeases: the cross-process half of single flight (the in-process half is mirror/flight.ts) ─────────

@@ -60,7 +60,8 @@ export class Store {
 
   /**
    * The HTTP layer's fast path when the backend has one: an open descriptor on a committed blob, or undefined when
-   * it has gone. The backend's own function, so a cache hit costs no extra call.
+   * there is none here (gone, or a cached backend cannot keep it: stream it with openBlob, which tells which).
+   * The backend's own function, so a cache hit costs no extra call.
    */
   readonly openFd: ((digest: string) => Promise<number | undefined>) | undefined;
 
@@ -169,6 +170,8 @@ export class Store {
   async quarantine(digest: string): Promise<string> {
     const dest = await this.blobs.quarantine(digest);
     this.forget(digest);
+    // The other replicas forget it too, and drop their cached copies (store/cache/).
+    await this.meta.blobNotices?.announceGone(digest);
     return dest;
   }
 
@@ -181,6 +184,7 @@ export class Store {
     await this.meta.deleteManifestType(digest);
     this.forget(digest);
     this.touched.delete(digest);
+    await this.meta.blobNotices?.announceGone(digest);
     return gone;
   }
 

@@ -11,6 +11,7 @@ import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 
 const PAUSE = 'registry.k8s.io/pause:3.10';
+const EXTRA = 'registry.k8s.io/coredns/coredns:v1.11.1';
 const OTHER = 'ghcr.io/siderolabs/kubelet:v1.31.2';
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json';
 const WAIT_MS = 5_000;
@@ -147,12 +148,12 @@ describe('hand edits of allowlist.json while the server runs', () => {
   it("sluice's own writes are not taken for hand edits: one API change bumps the version once", async () => {
     const { s, admin, token, file } = await start();
     const list = s.app.allowlist;
+    // A rule added through the API (the config's rules cannot be removed through it).
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const added = await fetch(`${admin}/api/v1/allowlist`, { method: 'POST', headers, body: JSON.stringify({ rules: [EXTRA] }) });
+    expect(added.status).toBe(200);
     const v0 = list.version;
-    const res = await fetch(`${admin}/api/v1/allowlist`, {
-      method: 'DELETE',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ rules: [PAUSE] }),
-    });
+    const res = await fetch(`${admin}/api/v1/allowlist`, { method: 'DELETE', headers, body: JSON.stringify({ rules: [EXTRA] }) });
     expect(res.status).toBe(200);
     expect(list.version).toBe(v0 + 1);
     // A later hand edit is then the very next change: nothing re-applied sluice's write in between.

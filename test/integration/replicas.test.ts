@@ -109,7 +109,9 @@ describe.skipIf(!ok)('two replicas on one RGW bucket and one PostgreSQL database
       allowlist: ['docker.io/siderolabs/kubelet'],
       upstreams: { 'docker.io': { url: upstream.url } },
       extra: {
-        storage: { s3: s3Config(bucket.bucket, 'mirror/'), path: './local' },
+        // B keeps a local blob cache smaller than kubelet's 4 MiB layers: small blobs come from its disk, the
+        // layers it cannot keep are streamed from the bucket, and every test below holds for both.
+        storage: { s3: s3Config(bucket.bucket, 'mirror/'), path: './local', ...(id === 'b' ? { cache: { path: './blob-cache', maxBytes: '3MiB' } } : {}) },
         database: { postgres: { url: db.url } },
         admin: { listen: `127.0.0.1:${adminPort}`, tokenFile: join(work, 'admin.token') },
       },

@@ -81,4 +81,15 @@ describe('config: storage.s3 and database.postgres', () => {
     expect(problems({ database: { mysql: {} } })).toContain('database: must be a mapping with postgres');
     expect(problems({ database: { postgres: {} } })).toContain('database.postgres: give url, or host (with port, user, passwordFile, database)');
   });
+
+  it('storage.cache: path (resolved) and maxBytes, beside s3 only, every problem named', () => {
+    const c = validateConfig({ ...BASE, storage: { s3: { bucket: 'mirror' }, cache: { path: 'cache', maxBytes: '2GiB' } } }, FILE);
+    expect(c.storageCache).toEqual({ path: '/etc/sluice/cache', maxBytes: 2 * 1024 ** 3 });
+    expect(validateConfig({ ...BASE, storage: { s3: { bucket: 'mirror' } } }, FILE).storageCache).toBeUndefined();
+    expect(problems({ storage: { path: './data', cache: { path: 'c', maxBytes: '1GiB' } } })).toEqual(['storage.cache: only with storage.s3 (blobs on the filesystem are local already)']);
+    expect(problems({ storage: { s3: { bucket: 'mirror' }, cache: { size: 1 } } })).toEqual(expect.arrayContaining([
+      'storage.cache.size: unknown key', 'storage.cache.path: is required', 'storage.cache.maxBytes: is required (e.g. 50GiB)',
+    ]));
+    expect(problems({ storage: { s3: { bucket: 'mirror' }, cache: '/var/cache' } })).toEqual(['storage.cache: must be a mapping with path and maxBytes']);
+  });
 });

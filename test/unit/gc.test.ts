@@ -35,7 +35,8 @@ async function present(store: Store, digests: string[]): Promise<boolean[]> {
 describe('collectGarbage over the in-memory store', () => {
   test('a removed rule frees exactly its image\'s unshared blobs and its tag; a dry run removes nothing', async () => {
     const store = openMemoryStore();
-    const rules = await Allowlist.open(store.meta.state.allowlist, ['ghcr.io/team/a:1', 'ghcr.io/team/b:1']);
+    const rules = await Allowlist.open(store.meta.state.allowlist, []);
+    await rules.add(['ghcr.io/team/a:1', 'ghcr.io/team/b:1'], { by: 'test' });
     const a = await image(store, 'team/a', '1', ['shared layer', 'a only']);
     const b = await image(store, 'team/b', '1', ['shared layer', 'b only']);
     const shared = a[2] ?? '';

@@ -41,7 +41,7 @@ export function upwardEdges(files: Array<{ file: string; source: string }>): str
 }
 
 /** store/'s backend folders: none imports another; store/local (what fs and S3 share) imports none of them. */
-const STORE_BACKENDS = ['fs', 's3', 'pg', 'memory'];
+const STORE_BACKENDS = ['fs', 's3', 'pg', 'memory', 'cache'];
 
 /** The folder of a module inside store/ ('' for store/'s own modules), or undefined outside store/. */
 function storePartOf(file: string): string | undefined {

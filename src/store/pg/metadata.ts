@@ -8,9 +8,10 @@ import { LRUCache } from 'lru-cache';
 import type { PostgresConfig } from '../../config/config.js';
 import { POSTGRES_BOUNDS } from '../../config/scale-out.js';
 import type { Descriptor } from '../../oci/manifest.js';
-import type { FlightLeases, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
+import type { BlobNotices, FlightLeases, GcLedger, LinkableManifest, ManifestType, MetadataStore, RepositoryName, StateDocuments } from '../ports.js';
 import { referrerDescriptor, subjectOf } from '../referrers.js';
 import { databaseError, PgDb } from './db.js';
+import { PgGcLedger } from './gc-ledger.js';
 import { PgLeases } from './leases.js';
 import { PgCommitLocks } from './commit-locks.js';
 import { migrate } from './migrations.js';
@@ -58,13 +59,22 @@ export class PgMetadataStore implements MetadataStore {
   readonly state: StateDocuments;
   readonly leases: FlightLeases;
   readonly commitLocks: PgCommitLocks;
+  readonly gcLedger: GcLedger;
   private readonly tags = new LRUCache<string, string>({ max: 100_000 });
   private readonly offMeta: () => void;
+  /** gc or verify --repair removed a blob: every replica drops its cached copy (store/cache/) at once. */
+  readonly blobNotices: BlobNotices = {
+    announceGone: async (digest) => {
+      await this.pool.query('SELECT pg_notify($1, $2)', [CHANNELS.blobs, digest]);
+    },
+    onGone: (handler) => this.notes.on(CHANNELS.blobs, handler),
+  };
 
   private constructor(private readonly pool: PgDb, private readonly notes: Notifications, leases: PgLeases, commitPool: pg.Pool, location: string, ackWaitMs: number) {
     this.state = pgStateDocuments(pool, notes, location, ackWaitMs);
     this.leases = leases;
     this.commitLocks = new PgCommitLocks(commitPool);
+    this.gcLedger = new PgGcLedger(pool);
     this.offMeta = notes.on(CHANNELS.meta, (from) => {
       if (from !== this.replica) this.invalidate();
     });

@@ -48,6 +48,11 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: str
     name: 'manual window revision (replicas acknowledge each change)',
     sql: 'ALTER TABLE manual_window ADD COLUMN revision bigint NOT NULL DEFAULT 0;',
   },
+  {
+    version: 5,
+    name: 'gc marks (a blob goes once unreferenced for longer than the grace, by the database clock)',
+    sql: 'CREATE TABLE gc_marks (digest text PRIMARY KEY, marked_at timestamptz NOT NULL DEFAULT now());',
+  },
 ];
 
 /** Applies every migration not yet applied; returns the versions applied now. */

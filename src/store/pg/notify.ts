@@ -7,7 +7,7 @@ import { boundedQuery } from './db.js';
 type Handler = (payload: string) => void;
 
 export const CHANNELS = {
-  allowlist: 'sluice_allowlist', applied: 'sluice_applied', window: 'sluice_window', meta: 'sluice_meta', beat: 'sluice_beat',
+  allowlist: 'sluice_allowlist', applied: 'sluice_applied', window: 'sluice_window', meta: 'sluice_meta', beat: 'sluice_beat', blobs: 'sluice_blobs',
 } as const;
 
 /** The application_name of a replica's LISTEN session: PostgreSQL's own list of the replicas alive now. */
