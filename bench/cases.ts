@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ACCEPT_MANIFESTS } from '../test/kit/oci.js';
+import { ACCEPT_MANIFESTS, MiB } from '../test/kit/oci.js';
 import { sizeLabel, type BenchImage } from './content.js';
 import type { ProxiedRequest } from './count-proxy.js';
 import type { GetterResult } from './getter.js';
@@ -48,7 +48,6 @@ export interface Settings {
 }
 
 export function settings(quick: boolean): Settings {
-  const MiB = 1024 * 1024;
   return quick
     ? {
         quick,

@@ -2,7 +2,7 @@
 // (jobs/coverage.ts) takes on a big store. Generates N images of 10 blobs each (default 10,000 → 100,000 blobs)
 // through sluice's own Store, then times the report cold (a fresh Store: the offline CLI) and warm (the same
 // Store again: a server asked every minute), side by side with the baseline of merely listing every blob.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -11,13 +11,11 @@ import { parseArgs } from 'node:util';
 import { coverageReport } from '../src/jobs/coverage.js';
 import { Store } from '../src/store/store.js';
 import { openStore } from '../src/store/open.js';
-import { MediaType, type Descriptor } from '../test/kit/oci.js';
+import { MediaType, sha256, type Descriptor } from '../test/kit/oci.js';
 
 const HOST = 'bench.local';
 const LAYERS = 8;
 const TAGS_PER_REPO = 10;
-
-const digestOf = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function putImage(store: Store, repo: string, tag: string): Promise<void> {
   const layers: Descriptor[] = [];
@@ -27,7 +25,7 @@ async function putImage(store: Store, repo: string, tag: string): Promise<void> 
     layers.push({ mediaType: MediaType.ociLayerTar, digest: info.digest, size: info.sizeBytes });
   }
   const configBody = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', repo, tag }));
-  const config = await store.putBlob(configBody, { digest: digestOf(configBody), sizeBytes: configBody.length });
+  const config = await store.putBlob(configBody, { digest: sha256(configBody), sizeBytes: configBody.length });
   const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: config.digest, size: config.sizeBytes }, layers }));
   const m = await store.putManifest(body, MediaType.ociManifest);
   await store.linkManifest(HOST, repo, m);

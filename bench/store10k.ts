@@ -1,9 +1,9 @@
 // A populated store for the idle-memory and start-up cases: 1,000 tagged images (100 repositories × 10 tags),
 // each a manifest, a config and 8 small layers — 10,000 blobs — written through sluice's own Store module.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Store } from '../src/store/store.js';
 import { openStore } from '../src/store/open.js';
-import { MediaType, type Descriptor } from '../test/kit/oci.js';
+import { MediaType, sha256, type Descriptor } from '../test/kit/oci.js';
 import { BENCH_HOST } from './content.js';
 
 export interface PopulatedStore {
@@ -23,8 +23,6 @@ const LAYERS = 8;
 const LAYER_BYTES = 512;
 const CONCURRENCY = 16;
 
-const digestOf = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
 async function putImage(store: Store, repo: string, tag: string): Promise<number> {
   const layers: Descriptor[] = [];
   for (let i = 0; i < LAYERS; i++) {
@@ -33,7 +31,7 @@ async function putImage(store: Store, repo: string, tag: string): Promise<number
     layers.push({ mediaType: MediaType.ociLayerTar, digest: info.digest, size: info.sizeBytes });
   }
   const configBody = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } }));
-  const config = await store.putBlob(configBody, { digest: digestOf(configBody), sizeBytes: configBody.length });
+  const config = await store.putBlob(configBody, { digest: sha256(configBody), sizeBytes: configBody.length });
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,

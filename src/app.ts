@@ -11,6 +11,7 @@ import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
 import { Mirror } from './mirror/mirror.js';
 import { AllowlistPolicy } from './mirror/decision.js';
+import { UpstreamAccess } from './mirror/upstream-access.js';
 import { abortWhenWindowCloses, windowGate } from './mirror/window-gate.js';
 import { registerRegistryRoutes } from './http/routes.js';
 import type { Store } from './store/store.js';
@@ -82,10 +83,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const log = (msg: string, fields?: Record<string, unknown>): void => registry.log.info(fields ?? {}, msg);
   // Hand edits of allowlist.json are enforced as they land; a broken file keeps the last good rules.
   await allowlist.watch((level, msg, fields) => registry.log[level](fields, msg));
-  const policy = new AllowlistPolicy(allowlist, store, denied);
-  const mirror = new Mirror({ store, policy, upstreams, window, tagTtlMs: config.tagTtlMs, ingestTimeoutMs: config.ingestTimeoutMs, log, ingestMetrics: metrics.ingest });
-  policy.useUpstream(mirror.upstreamView(), config.tagTtlMs);
-  registerRegistryRoutes(registry, { mirror, store, window, upstreams, hosts: hostTable(config), metrics: metrics.requests });
+  // Upstream access first, then the two that use it: no object is handed back to what built it.
+  const access = new UpstreamAccess({ store, window, upstreams, tagTtlMs: config.tagTtlMs, log, ingestMetrics: metrics.ingest });
+  const policy = new AllowlistPolicy(allowlist, store, access, denied);
+  const mirror = new Mirror({ store, policy, access, ingestTimeoutMs: config.ingestTimeoutMs, log, ingestMetrics: metrics.ingest });
+  registerRegistryRoutes(registry, { mirror, hosts: hostTable(config), metrics: metrics.requests });
   const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, config.upstreamTimeouts.syncMs, metrics.sync);
   if (signer) syncer.useSigner((host, name, digest) => signer.signImage(host, name, digest));
   const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);

@@ -5,8 +5,9 @@ import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from '
 import { Allowlist, AllowlistFileError, ConfigRuleError, InvalidRulesError, parseImageList, type AddResult, type AllowlistProblem, type ListedRule, type RemoveResult } from '../policy/allowlist.js';
 import { flag, UsageError, type Command, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
-import { openStateDocuments, openStore as openConfiguredStore } from '../store/open.js';
+import { openStateDocuments, openStore as openConfiguredStore, withEditableStateDocuments } from '../store/open.js';
 import { DocumentBusyError, type Store } from '../store/store.js';
+import type { StateDocuments } from '../store/ports.js';
 import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from '../policy/denied.js';
 import { SyncClosedError } from '../jobs/sync.js';
 
@@ -60,6 +61,7 @@ function invalidOf(e: unknown): Invalid | undefined {
 /** The store as the config describes it, opened by a command that runs beside (or without) the server. */
 export const openStore = (cfg: Config): Promise<Store> => openConfiguredStore(cfg, { follow: false });
 export const openAllowlist = async (cfg: Config): Promise<Allowlist> => Allowlist.open((await openStateDocuments(cfg)).allowlist, cfg.allowlist, { configFile: cfg.file });
+const editableAllowlist = (cfg: Config, docs: StateDocuments): Promise<Allowlist> => Allowlist.open(docs.allowlist, cfg.allowlist, { configFile: cfg.file });
 export const openDenied = async (cfg: Config): Promise<DeniedLog> => DeniedLog.open((await openStateDocuments(cfg)).denied);
 /** Bytes as the CLI prints them: `512 B`, `1.5 GiB`. */
 export function formatBytes(n: number): string {
@@ -116,7 +118,7 @@ export function addRules(cfg: Config, rules: string[], note: string | undefined)
     (c) => c.json<AddResult>('POST', '/api/v1/allowlist', { rules, ...(note === undefined ? {} : { note }) }),
     async (why) => {
       offlineNote(why, `editing ${(await openStateDocuments(cfg)).allowlist.location} directly`);
-      return (await openAllowlist(cfg)).add(rules, { by: currentUser(), note });
+      return withEditableStateDocuments(cfg, async (docs) => (await editableAllowlist(cfg, docs)).add(rules, { by: currentUser(), note }));
     },
   );
 }
@@ -127,7 +129,7 @@ function removeRules(cfg: Config, rules: string[]): Promise<RemoveResult> {
     (c) => c.json<RemoveResult>('DELETE', '/api/v1/allowlist', { rules }),
     async (why) => {
       offlineNote(why, `editing ${(await openStateDocuments(cfg)).allowlist.location} directly`);
-      return (await openAllowlist(cfg)).remove(rules, { by: currentUser() });
+      return withEditableStateDocuments(cfg, async (docs) => (await editableAllowlist(cfg, docs)).remove(rules, { by: currentUser() }));
     },
   );
 }

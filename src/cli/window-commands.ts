@@ -9,7 +9,7 @@ import { allowlistWarning, err, formatBytes, guarded, isJson, liveOrOffline, off
 import type { Config } from '../config/config.js';
 import { RegistryError } from '../oci/errors.js';
 import { coverageCommand } from './coverage-command.js';
-import { openStateDocuments } from '../store/open.js';
+import { openStateDocuments, withEditableStateDocuments } from '../store/open.js';
 import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.js';
 import { WindowState } from '../window/state.js';
 import { restoreManual } from '../window/manual-store.js';
@@ -35,7 +35,7 @@ export const windowCommand: Command = guarded('window', async (args, config) => 
       const state = await offlineWindow(cfg);
       if (request) state.open(request.durationMs, request.note, currentUser());
       else state.close();
-      await (await openStateDocuments(cfg)).window.write(state.manual());
+      await withEditableStateDocuments(cfg, (docs) => docs.window.write(state.manual()));
       return windowReport(state);
     },
   );

@@ -3,8 +3,8 @@
 // pool, so serving a blob allocates nothing and leaves nothing for the garbage collector.
 import { close, read } from 'node:fs';
 import type { ServerResponse } from 'node:http';
-import type { GrowingFile } from '../store/ingest.js';
-export type { GrowingFile } from '../store/ingest.js';
+import type { GrowingFile } from '../mirror/mirror.js';
+export type { GrowingFile } from '../mirror/mirror.js';
 
 /**
  * Two size classes keep memory bounded whatever the number of clients: 1 MiB buffers (fewest syscalls) while

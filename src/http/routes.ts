@@ -1,24 +1,21 @@
 // The registry HTTP surface: HEAD registered before GET on /v2/*, our own path parser, OCI errors
 // for everything else (writes → 405 UNSUPPORTED, unknown paths → 404). Streams blobs and manifests.
 import type { OutgoingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 import { parseRegistryUrl, type HostTable, type ParsedRequest } from '../oci/reference.js';
 import { planContent, type ContentPlan } from './content.js';
 import { clientOf } from './client-identity.js';
-import type { FetchNote, Mirror } from '../mirror/mirror.js';
+import type { BlobBytes, FetchNote, Mirror } from '../mirror/mirror.js';
 import { isClosedWindowMiss } from '../mirror/access.js';
 import { NO_REQUEST_METRICS, type Outcome, type RequestMetrics, type RouteKind } from '../metrics/ports.js';
 import { MediaType } from '../oci/manifest.js';
 import { sendFileRange, type GrowingFile } from './blob-sender.js';
-import { allowedTags, type TagSources } from './tags-proxy.js';
-import type { Store } from '../store/store.js';
 
-/** What the registry listener needs, handed over at composition (app.ts). */
-export interface RegistryRoutesOptions extends TagSources {
+/** What the registry listener needs, handed over at composition (app.ts): the mirror is its one door to content. */
+export interface RegistryRoutesOptions {
   mirror: Mirror;
-  /** Stored blob bytes: read once the mirror has said a blob may be sent and is on disk. */
-  store: Store;
   hosts: HostTable;
   /** Requests by kind and outcome, and body bytes sent; none counted when absent. */
   metrics?: RequestMetrics;
@@ -86,9 +83,9 @@ function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedReques
     case 'manifest':
       return serveManifest(req, reply, route, opts.mirror, served);
     case 'blob':
-      return serveBlob(req, reply, route.host, route.name, route.digest, opts, served);
+      return serveBlob(req, reply, route, opts.mirror, served);
     case 'tags':
-      return serveTagsList(req, reply, parsed, route, opts);
+      return serveTagsList(req, reply, parsed, route, opts.mirror);
     case 'referrers':
       return serveReferrers(req, reply, parsed, route, opts.mirror);
   }
@@ -111,10 +108,9 @@ async function serveManifest(req: FastifyRequest, reply: FastifyReply, route: Ro
 }
 
 /** HEAD and GET, in a window or not: the same refusal, the same list, the same pages. */
-async function serveTagsList(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, route: RouteOf<'tags'>, opts: RegistryRoutesOptions): Promise<void> {
+async function serveTagsList(req: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, route: RouteOf<'tags'>, mirror: Mirror): Promise<void> {
   const paging = pagingOf(parsed);
-  await opts.mirror.checkRepository(route.host, route.name, clientOf(req));
-  const tags = await allowedTags(opts, route.host, route.name, (msg, fields) => req.log.warn(fields, msg));
+  const tags = await mirror.tags(route.host, route.name, clientOf(req), (msg, fields) => req.log.warn(fields, msg));
   serveTags(req, reply, parsed, pageTags(tags, paging), route.name);
 }
 
@@ -130,77 +126,49 @@ async function serveReferrers(req: FastifyRequest, reply: FastifyReply, parsed: 
   reply.code(200).header('content-type', MediaType.ociIndex).send(body);
 }
 
-async function serveBlob(req: FastifyRequest, reply: FastifyReply, host: string, name: string, digest: string, opts: RegistryRoutesOptions, served: Served): Promise<void> {
-  const { mirror, store } = opts;
+async function serveBlob(req: FastifyRequest, reply: FastifyReply, route: RouteOf<'blob'>, mirror: Mirror, served: Served): Promise<void> {
   const rangeHeader = header(req, 'range');
-  let src = await mirror.blob(host, name, digest, clientOf(req));
-  if (src.kind === 'stream') {
-    served.fetched = true;
-    // A blob still arriving is served live from its first byte; anything needing its final size or an
-    // offset (a Range other than containerd's "bytes=0-", or a HEAD without a known size) waits for the verified file.
-    const offset = rangeHeader !== undefined && !/^\s*bytes\s*=\s*0-\s*$/.test(rangeHeader);
-    if (offset || !src.sizeBytes) src = { kind: 'file', sizeBytes: await mirror.ensureBlob(host, name, digest) };
-  }
+  // containerd's "bytes=0-" can be sent from a download still arriving; any other range needs the verified blob.
+  const fromOffset = rangeHeader !== undefined && !/^\s*bytes\s*=\s*0-\s*$/.test(rangeHeader);
+  const body = await mirror.blob({ host: route.host, name: route.name, digest: route.digest, client: clientOf(req), fromOffset });
+  served.fetched = body.fetched;
   const plan = planContent({
     method: req.method,
-    digest,
-    sizeBytes: src.sizeBytes ?? 0,
+    digest: route.digest,
+    sizeBytes: body.sizeBytes,
     contentType: 'application/octet-stream',
     ifNoneMatch: header(req, 'if-none-match'),
-    range: src.kind === 'file' ? rangeHeader : undefined,
+    range: body.ranges ? rangeHeader : undefined,
     ranges: true,
   });
+  // HEAD and 304 never open the blob.
   if (!plan.sendBody) {
     send(reply, plan);
     return;
   }
-  if (src.kind === 'stream') {
-    // Live bytes of an upstream ingest: if it fails verification the response is cut short, never completed.
-    served.bytes = await sendFd(reply, plan, await src.openFd(), { start: 0, end: (src.sizeBytes ?? 0) - 1 }, src.growth);
-    return;
+  const bytes = await body.open(plan.range);
+  served.fetched = body.fetched;
+  served.bytes = await sendBytes(reply, plan, bytes);
+}
+
+/** Resolves to the body bytes sent. */
+function sendBytes(reply: FastifyReply, plan: ContentPlan, bytes: BlobBytes): Promise<number> | number {
+  switch (bytes.kind) {
+    case 'buffer':
+      send(reply, plan, bytes.bytes);
+      return bytes.bytes.length;
+    case 'stream':
+      // The range as planned (the stream is fastify's to send).
+      send(reply, plan, bytes.stream);
+      return bytes.sizeBytes;
+    case 'fd':
+      return sendFd(reply, plan, bytes.fd, bytes.range);
+    case 'growing':
+      return sendFd(reply, plan, bytes.fd, bytes.range, bytes.file);
   }
-  const sent = plan.range === undefined && src.sizeBytes <= SMALL_BLOB_BYTES
-    ? await sendSmallBlob(reply, plan, digest, store)
-    : await sendBlobRange(reply, plan, digest, plan.range ?? { start: 0, end: src.sizeBytes - 1 }, store);
-  // The blob vanished between stat and open (quarantined by verify --repair): answer as for any miss.
-  if (sent === undefined) await serveBlob(req, reply, host, name, digest, opts, served);
-  else served.bytes = sent;
 }
 
-/** Configs and tiny layers: one read, one write. */
-const SMALL_BLOB_BYTES = 64 * 1024;
-
-/** Each sender resolves to the body bytes sent, or undefined when the blob had gone. */
-async function sendSmallBlob(reply: FastifyReply, plan: ContentPlan, digest: string, store: Store): Promise<number | undefined> {
-  const body = await store.readSmallBlob(digest);
-  if (!body) return undefined;
-  reply.code(plan.status).headers(plan.headers);
-  reply.send(body);
-  return body.length;
-}
-
-/**
- * Everything else straight from the file to the socket through pooled buffers (see blob-sender.ts) when the
- * backend has descriptors; else its range stream.
- */
-async function sendBlobRange(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, store: Store): Promise<number | undefined> {
-  const openFd = store.openFd;
-  if (!openFd) return sendBlobStream(reply, plan, digest, range, store);
-  const fd = await openFd(digest);
-  // No descriptor: gone, or not held as a file here (a blob cache that cannot keep it): its stream tells which.
-  if (fd === undefined) return sendBlobStream(reply, plan, digest, range, store);
-  return sendFd(reply, plan, fd, range);
-}
-
-/** The range as planned (the stream is fastify's to send). */
-async function sendBlobStream(reply: FastifyReply, plan: ContentPlan, digest: string, range: { start: number; end: number }, store: Store): Promise<number | undefined> {
-  const body = await store.openBlob(digest, range);
-  if (!body) return undefined;
-  reply.code(plan.status).headers(plan.headers);
-  reply.send(body);
-  return range.end - range.start + 1;
-}
-
+/** Straight from the file to the socket through pooled buffers (see blob-sender.ts). */
 async function sendFd(reply: FastifyReply, plan: ContentPlan, fd: number, range: { start: number; end: number }, growing?: GrowingFile): Promise<number> {
   reply.hijack();
   const head: OutgoingHttpHeaders = { ...plan.headers };
@@ -209,7 +177,7 @@ async function sendFd(reply: FastifyReply, plan: ContentPlan, fd: number, range:
   return sendFileRange(fd, range.start, range.end, reply.raw, growing);
 }
 
-function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer): void {
+function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer | Readable): void {
   // fastify keeps our Content-Length on HEAD and 304 when no payload is given.
   reply.code(plan.status).headers(plan.headers);
   reply.send(plan.sendBody ? body : undefined);

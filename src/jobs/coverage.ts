@@ -1,7 +1,8 @@
 // The air-gap readiness report (`sluice status --coverage`, GET /api/v1/coverage): for every allowlist rule,
 // what the store holds for it — resolved digest, platforms present vs. expected, missing blobs, signatures.
 // Reads the store through the one graph walker (oci/graph.ts); writes nothing.
-import { walkGraph, type GraphNode, type GraphSource } from '../oci/graph.js';
+import { walkGraph, type GraphNode } from '../oci/graph.js';
+import { repositoryGraph } from '../oci/repository-graph.js';
 import { platformOf, platformWanted } from '../oci/platform.js';
 import { nameGlobToRegExp, signatureSubject, tagGlobToRegExp } from '../policy/matcher.js';
 import { parseRule, type RuleSpec } from '../policy/rules.js';
@@ -187,12 +188,7 @@ export async function imageCoverage(
     missingManifests: [], missingBlobs: [], signatures: { tags: [], referrers: [] }, storedBlobs: 0, storedBytes: 0,
   };
   if (!digest) return image;
-  const source: GraphSource = {
-    manifest: (d) => store.getManifest(d),
-    tag: (t) => store.getTag(host, name, t),
-    referrers: (d) => store.referrers(host, name, d),
-  };
-  const walk = await walkGraph(source, [digest], {
+  const walk = await walkGraph(repositoryGraph(store, host, name), [digest], {
     children: 'by-parent',
     follow: (child) => platformWanted(child, platforms),
     signatures: 'roots-and-indexes',

@@ -1,6 +1,7 @@
 // What `sluice export` writes, decided before a byte is written: the images the rules select in the store, every
 // blob each needs (platforms, signature tags and referrers included), what is missing, and what `--since` leaves out.
 import { walkGraph, type GraphNode, type GraphSource } from '../oci/graph.js';
+import { repositoryGraph } from '../oci/repository-graph.js';
 import type { Descriptor } from '../oci/manifest.js';
 import { platformWanted } from '../oci/platform.js';
 import { Matcher, parseRule, type RuleSpec } from '../policy/allowlist.js';
@@ -119,11 +120,11 @@ async function walkImage(store: Store, root: Root, platforms: string[]): Promise
   const out: Walked = { blobs: [], missing: [], extraRoots: [] };
   // Which tag each signature came from, so it is exported under that tag.
   const signatureTags = new Map<string, string>();
+  const graph = repositoryGraph(store, root.host, root.name);
   const source: GraphSource = {
-    manifest: (digest) => store.getManifest(digest),
-    referrers: (digest) => store.referrers(root.host, root.name, digest),
+    ...graph,
     tag: async (tag) => {
-      const d = await store.getTag(root.host, root.name, tag);
+      const d = await graph.tag?.(tag);
       if (d) signatureTags.set(d, tag);
       return d;
     },

@@ -1,8 +1,7 @@
 // Garbage collection (`sluice gc`): mark every digest the allowlist still gives a reason to keep — each allowed
 // tag's last `keep` digests, pins, their whole graphs with signatures and referrers — and sweep the other blobs,
 // sparing anything committed or asked for within the grace period. Tags and links to what went are removed too.
-import { walkGraph, type GraphSource } from '../oci/graph.js';
-import { isDigest } from '../oci/reference.js';
+import { reachableFrom, repositoryGraph, type RepositoryLookup } from '../oci/repository-graph.js';
 import { signatureSubject } from '../policy/allowlist.js';
 import type { Store } from '../store/store.js';
 import type { ProgressPort } from './progress.js';
@@ -130,15 +129,15 @@ async function rootsOf(store: Store, rules: RetentionRules, host: string, name: 
 }
 
 /** The graph below `roots` as the mirror would serve it: manifests, configs, layers, signature tags, referrers. */
-async function reachable(store: Store, host: string, name: string, roots: string[]): Promise<Set<string>> {
-  if (roots.length === 0) return new Set();
-  const source: GraphSource = {
-    manifest: (digest) => store.getManifest(digest, false),
-    referrers: (digest) => store.referrers(host, name, digest),
-    tag: (tag) => store.getTag(host, name, tag),
+/** The same walk as the request decision's (oci/repository-graph.ts), unbounded: gc keeps rather than guesses. */
+function reachable(store: Store, host: string, name: string, roots: string[]): Promise<Set<string>> {
+  // gc's own reads must not look like a client using the manifest.
+  const lookup: RepositoryLookup = {
+    getManifest: (digest) => store.getManifest(digest, false),
+    getTag: (h, n, tag) => store.getTag(h, n, tag),
+    referrers: (h, n, digest) => store.referrers(h, n, digest),
   };
-  const walk = await walkGraph(source, roots, { children: 'all', follow: (c) => isDigest(c.digest), signatures: 'all' });
-  return new Set(walk.nodes.map((n) => n.digest));
+  return reachableFrom(repositoryGraph(lookup, host, name), roots);
 }
 
 /** Committed blobs no rule keeps; those committed or asked for since `since` are spared (counted). */

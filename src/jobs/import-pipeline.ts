@@ -205,7 +205,10 @@ async function linkAndTag(store: Store, ref: ImageRef, image: Collected, manifes
     if (!manifestDigests.has(d.digest)) await store.linkBlob(ref.host, ref.name, d.digest);
   }
   for (const m of image.manifests) {
-    const stored = m.inLayout ? await store.putManifest(m.body, m.mediaType, m.d.digest) : { digest: m.d.digest, mediaType: m.mediaType, body: m.body };
+    // One taken from the store may have gone with a gc that ended just before: its bytes (read when the walk
+    // found it there) are put back, checked against its digest, rather than a tag being set on nothing.
+    const write = m.inLayout || !(await store.blobs.stat(m.d.digest)) || !(await store.meta.manifestType(m.d.digest));
+    const stored = write ? await store.putManifest(m.body, m.mediaType, m.d.digest) : { digest: m.d.digest, mediaType: m.mediaType, body: m.body };
     await store.linkManifest(ref.host, ref.name, stored);
   }
   if (ref.tag !== undefined) await store.setTag(ref.host, ref.name, ref.tag, image.root.digest);

@@ -159,14 +159,19 @@ export class SiteSigner {
     return d ? this.store.getManifest(d) : undefined;
   }
 
-  /** Stores blobs, then the manifest, links both to the repository and moves `tag` when given. */
+  /**
+   * Stores blobs, then the manifest, links both to the repository and moves `tag` when given: one commit
+   * (store/commit-gate.ts), so no gc sweeps a blob before what names it is stored; the backend itself is asked.
+   */
   private async put(host: string, name: string, manifest: Part, blobs: Part[], tag?: string): Promise<void> {
-    for (const b of blobs) {
-      if (!(await this.store.stat(b.descriptor.digest))) await this.store.putBlob(b.bytes, { digest: b.descriptor.digest, sizeBytes: b.bytes.length });
-      await this.store.linkBlob(host, name, b.descriptor.digest);
-    }
-    const m = await this.store.putManifest(manifest.bytes, manifest.descriptor.mediaType, manifest.descriptor.digest);
-    await this.store.linkManifest(host, name, m);
-    if (tag !== undefined && (await this.store.getTag(host, name, tag)) !== m.digest) await this.store.setTag(host, name, tag, m.digest);
+    await this.store.commits.commit(async () => {
+      for (const b of blobs) {
+        if (!(await this.store.blobs.stat(b.descriptor.digest))) await this.store.putBlob(b.bytes, { digest: b.descriptor.digest, sizeBytes: b.bytes.length });
+        await this.store.linkBlob(host, name, b.descriptor.digest);
+      }
+      const m = await this.store.putManifest(manifest.bytes, manifest.descriptor.mediaType, manifest.descriptor.digest);
+      await this.store.linkManifest(host, name, m);
+      if (tag !== undefined && (await this.store.getTag(host, name, tag)) !== m.digest) await this.store.setTag(host, name, tag, m.digest);
+    });
   }
 }

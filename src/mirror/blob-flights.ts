@@ -3,17 +3,15 @@
 import { RegistryError } from '../oci/errors.js';
 import type { FlightLease, IngestWriter, Store } from '../store/store.js';
 import type { Upstream } from '../upstream/client.js';
-import type { WindowState } from '../window/state.js';
-import { closedError } from './access.js';
+import type { UpstreamGate } from './access.js';
 import type { Entitlement } from './entitlement.js';
 import { Flight } from './flight.js';
 import type { IngestFailure, IngestMetrics } from '../metrics/ports.js';
 
 export interface BlobFlightDeps {
   store: Store;
-  window: WindowState;
+  gate: UpstreamGate;
   entitlement: Entitlement;
-  upstream: (host: string) => Upstream;
   ingestTimeoutMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
   metrics: IngestMetrics;
@@ -88,8 +86,8 @@ export class BlobFlights {
   }
 
   private async start(host: string, name: string, digest: string): Promise<Flight | undefined> {
-    if (!this.d.window.isOpen()) throw closedError(this.d.window, 'BLOB_UNKNOWN', 'blob', { name, digest });
-    const upstream = this.d.upstream(host);
+    this.d.gate.requireOpen('BLOB_UNKNOWN', { name, digest });
+    const upstream = this.d.gate.upstream(host);
     const lease = await this.leaseFor(digest);
     if (!lease) return undefined;
     const abort = new AbortController();

@@ -6,13 +6,13 @@ import { signatureSubject } from '../policy/allowlist.js';
 import type { DeniedLog } from '../policy/denied.js';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
-import { isDigest } from '../oci/reference.js';
-import { walkGraph, type GraphSource } from '../oci/graph.js';
+import { reachableFrom, repositoryGraph } from '../oci/repository-graph.js';
 import type { Policy } from './mirror.js';
 import type { Store } from '../store/store.js';
 import type { ClosedKind } from './access.js';
+import type { UpstreamAccess } from './upstream-access.js';
 import { unconfirmedError } from './window-gate.js';
-import { UpstreamReach, type TargetKind, type UpstreamView } from './upstream-reach.js';
+import { UpstreamReach, type TargetKind } from './upstream-reach.js';
 
 const MAX_REACHABLE = 50_000;
 const MAX_DEPTH = 4;
@@ -29,17 +29,16 @@ interface Reach {
 export class AllowlistPolicy implements Policy {
   // Bounded: keys come from request paths, though only names some rule could allow get this far.
   private readonly reach = new LRUCache<string, Reach>({ max: 2_000 });
-  private upstream: { reach: UpstreamReach; view: UpstreamView } | undefined;
+  /** Digests decided from the upstream's tags in a window. */
+  private readonly upstreamReach: UpstreamReach;
 
   constructor(
     private readonly allowlist: Allowlist,
     private readonly store: Store,
+    private readonly access: UpstreamAccess,
     private readonly denied?: DeniedLog,
-  ) {}
-
-  /** Lets digests be decided from the upstream's tags in a window (the mirror lends its tag cache). */
-  useUpstream(view: UpstreamView, tagTtlMs: number): void {
-    this.upstream = { reach: new UpstreamReach(view, this.store, tagTtlMs), view };
+  ) {
+    this.upstreamReach = new UpstreamReach(access, store, access.tagTtlMs);
   }
 
   /** A replica that cannot confirm the shared allowlist decides nothing from it (fail closed, 503 naming why). */
@@ -52,7 +51,7 @@ export class AllowlistPolicy implements Policy {
     this.confirmed();
     const verdict = await this.tagVerdict(host, name, tag);
     if (verdict === 'yes') return;
-    if (verdict === 'unknown') throw this.closed('MANIFEST_UNKNOWN', host, name, { name, tag });
+    if (verdict === 'unknown') throw this.access.closed('MANIFEST_UNKNOWN', { name, tag });
     throw this.deny(host, name, `:${tag}`, client);
   }
 
@@ -60,7 +59,7 @@ export class AllowlistPolicy implements Policy {
     this.confirmed();
     const verdict = await this.digestVerdict(host, name, digest, miss === 'BLOB_UNKNOWN' ? 'blob' : 'manifest');
     if (verdict === 'yes') return;
-    if (verdict === 'unknown') throw this.closed(miss, host, name, { name, digest });
+    if (verdict === 'unknown') throw this.access.closed(miss, { name, digest });
     throw this.deny(host, name, `@${digest}`, client);
   }
 
@@ -104,9 +103,9 @@ export class AllowlistPolicy implements Policy {
   /** The store could not place the digest: in a window ask the upstream's tags; outside, only a full store says no. */
   private async fromRuleTags(host: string, name: string, digest: string, kind: TargetKind): Promise<Verdict> {
     const rules = this.allowlist.namedTags(host, name);
-    if (!this.upstream || (rules.exact.size === 0 && rules.patterns.length === 0)) return 'no';
-    if (this.upstream.reach.open) {
-      return (await this.upstream.reach.reachable(host, name, digest, kind, rules, this.allowlist.version)) ? 'yes' : 'no';
+    if (rules.exact.size === 0 && rules.patterns.length === 0) return 'no';
+    if (this.access.isOpen()) {
+      return (await this.upstreamReach.reachable(host, name, digest, kind, rules, this.allowlist.version)) ? 'yes' : 'no';
     }
     if (rules.patterns.length > 0) return 'unknown';
     for (const tag of rules.exact) if (!(await this.store.getTag(host, name, tag))) return 'unknown';
@@ -136,26 +135,8 @@ export class AllowlistPolicy implements Policy {
   }
 
   /** Digests reachable from `roots` through the stored manifests, referrers and signature tags of this repository. */
-  private async walk(host: string, name: string, roots: string[]): Promise<Set<string>> {
-    const source: GraphSource = {
-      manifest: (digest) => this.store.getManifest(digest),
-      referrers: (digest) => this.store.referrers(host, name, digest),
-      tag: (tag) => this.store.getTag(host, name, tag),
-    };
-    // Only sha256 children can be stored or asked for; anything else an upstream wrote is skipped, not fatal.
-    const graph = await walkGraph(source, roots, {
-      children: 'all',
-      follow: (child) => isDigest(child.digest),
-      signatures: 'all',
-      maxDepth: MAX_DEPTH,
-      maxNodes: MAX_REACHABLE,
-    });
-    return new Set(graph.nodes.map((n) => n.digest));
-  }
-
-  private closed(kind: ClosedKind, host: string, name: string, detail: Record<string, string>): RegistryError {
-    const view = this.upstream?.view;
-    return view ? view.closed(kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', detail) : new RegistryError(kind, 'not cached', { host, ...detail });
+  private walk(host: string, name: string, roots: string[]): Promise<Set<string>> {
+    return reachableFrom(repositoryGraph(this.store, host, name), roots, { maxDepth: MAX_DEPTH, maxNodes: MAX_REACHABLE });
   }
 
   private deny(host: string, name: string, reference: string, client?: string): RegistryError {

@@ -4,14 +4,12 @@ import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import type { Store, StoredManifest } from '../store/store.js';
-import type { Upstream } from '../upstream/client.js';
+import type { UpstreamGate } from './access.js';
 
 export interface EntitlementDeps {
   store: Store;
-  upstream: (host: string) => Upstream;
-  isWindowOpen: () => boolean;
-  /** The closed-window miss, as every other miss outside a window. */
-  closed: (kind: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: string, detail: Record<string, string>) => RegistryError;
+  /** Confirmations are asked only inside a window; outside, the closed-window miss as every other miss. */
+  gate: UpstreamGate;
 }
 
 export class Entitlement {
@@ -27,7 +25,7 @@ export class Entitlement {
   async blob(host: string, name: string, digest: string): Promise<void> {
     if (await this.linked(host, name, digest)) return;
     await this.confirm(host, name, digest, 'BLOB_UNKNOWN', async () => {
-      await this.d.upstream(host).headBlob(name, digest);
+      await this.d.gate.upstream(host).headBlob(name, digest);
       await this.d.store.linkBlob(host, name, digest);
     });
   }
@@ -36,7 +34,7 @@ export class Entitlement {
   async manifest(host: string, name: string, m: StoredManifest): Promise<void> {
     if (await this.linked(host, name, m.digest)) return;
     await this.confirm(host, name, m.digest, 'MANIFEST_UNKNOWN', async () => {
-      const head = await this.d.upstream(host).headManifest(name, m.digest, [...MANIFEST_MEDIA_TYPES]);
+      const head = await this.d.gate.upstream(host).headManifest(name, m.digest, [...MANIFEST_MEDIA_TYPES]);
       if (head.digest !== undefined && head.digest !== m.digest) {
         throw new RegistryError('MANIFEST_UNKNOWN', `upstream ${host} has no manifest ${name}@${m.digest}`, { name, digest: m.digest });
       }
@@ -58,10 +56,8 @@ export class Entitlement {
   }
 
   /** One HEAD per (repository, digest) at a time, however many nodes ask; never outside a window. */
-  private confirm(host: string, name: string, digest: string, kind: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', run: () => Promise<void>): Promise<void> {
-    if (!this.d.isWindowOpen()) {
-      return Promise.reject(this.d.closed(kind, kind === 'BLOB_UNKNOWN' ? 'blob' : 'manifest', { name, digest }));
-    }
+  private async confirm(host: string, name: string, digest: string, kind: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', run: () => Promise<void>): Promise<void> {
+    this.d.gate.requireOpen(kind, { name, digest });
     const key = `${host}/${name}@${digest}`;
     const pending = this.confirmations.get(key);
     if (pending) return pending;

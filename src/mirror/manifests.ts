@@ -3,11 +3,11 @@
 import { RegistryError } from '../oci/errors.js';
 import { isIndexType, manifestMediaType, parseManifest, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import type { Store, StoredManifest } from '../store/store.js';
-import type { Upstream } from '../upstream/client.js';
+import type { UpstreamGate } from './access.js';
 
 export interface ManifestFetchDeps {
   store: Store;
-  upstream: (host: string) => Upstream;
+  gate: Pick<UpstreamGate, 'upstream'>;
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** A caller joined a fetch already under way. */
   joined?: () => void;
@@ -33,7 +33,7 @@ export class ManifestFetcher {
 
   /** Fetches a manifest by tag or digest, verifies it, stores it, links it (and the tag) to the repository. */
   async fetch(host: string, name: string, reference: string): Promise<StoredManifest> {
-    const got = await this.d.upstream(host).getManifest(name, reference, [...MANIFEST_MEDIA_TYPES]);
+    const got = await this.d.gate.upstream(host).getManifest(name, reference, [...MANIFEST_MEDIA_TYPES]);
     const doc = parseManifest(got.body);
     const mediaType = doc && manifestMediaType(doc, got.mediaType);
     if (!mediaType) {

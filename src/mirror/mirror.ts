@@ -1,19 +1,16 @@
-// The request policy of DESIGN.md §2 after parsing, in its order: allowlist → store → window → upstream.
-// The parts it composes: the tag cache (tag-cache.ts), manifest fetches (manifests.ts), the blob flights
-// (blob-flights.ts, flight.ts) and, for stored bytes, the repository's entitlement to them (entitlement.ts).
-import type { GrowingFile } from '../store/ingest.js';
+// The one door to content: each request in its order, allowlist → store → window → upstream, answered with what
+// the route sends (a manifest, a blob body, a tag list, referrers). It composes the decision (a Policy), upstream
+// access (upstream-access.ts), the blob flights (blob-flights.ts, flight.ts) and stored bytes' entitlement (entitlement.ts).
 import { Entitlement } from './entitlement.js';
 import type { BlobInfo, Descriptor, Store, StoredManifest } from '../store/store.js';
-import type { Upstream } from '../upstream/client.js';
-import type { UpstreamLookup } from '../upstream/pool.js';
-import type { WindowState } from '../window/state.js';
-import { closedError, requireUpstream, type ClosedKind } from './access.js';
-import type { UpstreamView } from './upstream-reach.js';
-import { upstreamTags } from './upstream-tags.js';
+import type { GrowingFile } from '../store/ingest.js';
+import { RegistryError } from '../oci/errors.js';
+import type { ClosedKind } from './access.js';
+import type { UpstreamAccess } from './upstream-access.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { BlobFlights, MAX_JOINS } from './blob-flights.js';
-import { ManifestFetcher } from './manifests.js';
-import { TagCache, type FetchNote } from './tag-cache.js';
+import { openStored, type BlobBody, type BlobRequest } from './blob-body.js';
+import type { FetchNote } from './tag-cache.js';
 import { NO_INGEST_METRICS, type IngestMetrics } from '../metrics/ports.js';
 
 export type { FetchNote } from './tag-cache.js';
@@ -31,39 +28,33 @@ export interface Policy {
 export interface MirrorDeps {
   store: Store;
   policy: Policy;
-  upstreams: UpstreamLookup;
-  window: WindowState;
-  tagTtlMs: number;
+  /** The same upstream access the policy was given. */
+  access: UpstreamAccess;
   ingestTimeoutMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** Downloads in flight, their failures and joins (metrics/); none counted when absent. */
   ingestMetrics?: IngestMetrics;
 }
 
-export type BlobSource =
+export type { BlobBody, BlobBytes, BlobRequest, ByteRange, GrowingFile } from './blob-body.js';
+
+/** Where a blob's bytes are now: verified in the store, or arriving through a download. */
+type BlobSource =
   | { kind: 'file'; sizeBytes: number }
   | { kind: 'stream'; sizeBytes: number | undefined; openFd: () => Promise<number>; growth: GrowingFile; done: Promise<BlobInfo>; own: boolean };
 
+/** A tags/list's warning when the upstream's list could not be had and the store's is sent instead. */
+export type TagsLog = (msg: string, fields: Record<string, unknown>) => void;
+
 export class Mirror {
   private readonly entitlement: Entitlement;
-  private readonly tagCache: TagCache;
-  private readonly manifests: ManifestFetcher;
   private readonly flights: BlobFlights;
 
   constructor(private readonly deps: MirrorDeps) {
-    const { store, window, log } = deps;
-    const upstream = (host: string): Upstream => requireUpstream(deps.upstreams, host);
-    this.entitlement = new Entitlement({
-      store,
-      upstream,
-      isWindowOpen: () => window.isOpen(),
-      closed: (kind, what, detail) => closedError(window, kind, what, detail),
-    });
-    const ingest = deps.ingestMetrics ?? NO_INGEST_METRICS;
-    this.manifests = new ManifestFetcher({ store, upstream, log, joined: () => ingest.joined('manifest') });
-    const fetchManifest = (host: string, name: string, ref: string): Promise<StoredManifest> => this.manifests.fetch(host, name, ref);
-    this.tagCache = new TagCache({ store, window, upstream, fetchManifest, ttlMs: deps.tagTtlMs, log });
-    this.flights = new BlobFlights({ store, window, entitlement: this.entitlement, upstream, ingestTimeoutMs: deps.ingestTimeoutMs, log, metrics: ingest });
+    const { store, access: gate, log } = deps;
+    this.entitlement = new Entitlement({ store, gate });
+    const metrics = deps.ingestMetrics ?? NO_INGEST_METRICS;
+    this.flights = new BlobFlights({ store, gate, entitlement: this.entitlement, ingestTimeoutMs: deps.ingestTimeoutMs, log, metrics });
   }
 
   /** `note.fetched` is set when the answer had to come from upstream. */
@@ -73,19 +64,28 @@ export class Mirror {
     return this.ensureManifest(host, name, reference.tag ?? reference.digest ?? '', note);
   }
 
-  async blob(host: string, name: string, digest: string, client?: string): Promise<BlobSource> {
-    await this.deps.policy.checkDigest(host, name, digest, client, 'BLOB_UNKNOWN');
-    return this.locateBlob(host, name, digest);
+  /** What to send for a blob: its size now, its bytes when the route opens them. */
+  async blob(req: BlobRequest): Promise<BlobBody> {
+    const { host, name, digest } = req;
+    await this.deps.policy.checkDigest(host, name, digest, req.client, 'BLOB_UNKNOWN');
+    const src = await this.locateBlob(host, name, digest);
+    if (src.kind === 'file') return this.storedBody(req, src.sizeBytes, false);
+    // A blob still arriving is sent live from its first byte; a range from an offset, or a download of unknown
+    // size, waits for the verified file.
+    if (req.fromOffset || !src.sizeBytes) return this.storedBody(req, await this.ensureBlob(host, name, digest), true);
+    const range = { start: 0, end: src.sizeBytes - 1 };
+    // Live bytes of an upstream ingest: if it fails verification the response is cut short, never completed.
+    return { sizeBytes: src.sizeBytes, ranges: false, fetched: true, open: async () => ({ kind: 'growing', fd: await src.openFd(), range, file: src.growth }) };
   }
 
   /** A manifest from the cache, or (in a window) from upstream; the caller has applied the allowlist. */
   async ensureManifest(host: string, name: string, reference: string, note?: FetchNote): Promise<StoredManifest> {
     const byDigest = reference.startsWith('sha256:');
-    const digest = byDigest ? reference : await this.tagCache.resolve(host, name, reference, note);
+    const digest = byDigest ? reference : await this.deps.access.resolveTag(host, name, reference, note);
     const m = await this.deps.store.getManifest(digest);
     if (!m) {
       if (note) note.fetched = true;
-      return this.pullManifest(host, name, digest);
+      return this.deps.access.pullManifest(host, name, digest);
     }
     // A tag of this repository vouches for its digest; a bare digest may have been stored for another one.
     if (byDigest) await this.entitlement.manifest(host, name, m);
@@ -107,17 +107,24 @@ export class Mirror {
     }
   }
 
-  async tags(host: string, name: string): Promise<string[]> {
-    const tags = await this.deps.store.listTags(host, name);
-    return this.deps.policy.filterTags(host, name, tags);
-  }
-
-  async checkRepository(host: string, name: string, client?: string): Promise<void> {
-    await this.deps.policy.checkRepository(host, name, client);
-  }
-
-  async filterTags(host: string, name: string, tags: string[]): Promise<string[]> {
-    return this.deps.policy.filterTags(host, name, tags);
+  /**
+   * tags/list: the allowed tags of a repository some rule names. In a window the upstream's whole list (its pages
+   * followed, bounded), else the store's; always filtered by the allowlist, so paging never sees a tag that is not
+   * allowed. An upstream that does not know the repository is NAME_UNKNOWN; any other failure falls back to the store.
+   */
+  async tags(host: string, name: string, client: string | undefined, log: TagsLog): Promise<string[]> {
+    const { policy, access } = this.deps;
+    await policy.checkRepository(host, name, client);
+    if (!access.openUpstream(host)) return this.storedTags(host, name);
+    let listed: string[];
+    try {
+      listed = await access.listTags(host, name);
+    } catch (e) {
+      if (e instanceof RegistryError && e.kind === 'NAME_UNKNOWN') throw e;
+      log('tags/list from the store instead of the upstream', { host, name, why: e instanceof Error ? e.message : String(e) });
+      return this.storedTags(host, name);
+    }
+    return policy.filterTags(host, name, listed);
   }
 
   async referrers(host: string, name: string, digest: string, client?: string): Promise<Descriptor[]> {
@@ -127,25 +134,13 @@ export class Mirror {
 
   /** Referrers the upstream knows for a digest (empty when it has no referrers API); for prefetch. */
   async upstreamReferrers(host: string, name: string, digest: string): Promise<Descriptor[]> {
-    const index = await requireUpstream(this.deps.upstreams, host).referrers(name, digest);
+    const index = await this.deps.access.upstream(host).referrers(name, digest);
     return index?.manifests ?? [];
   }
 
   /** The digest a tag has upstream now (one HEAD, nothing stored); for prefetch's check of pinned tags. */
   async upstreamTagDigest(host: string, name: string, tag: string): Promise<string | undefined> {
-    return (await requireUpstream(this.deps.upstreams, host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES])).digest;
-  }
-
-  /** What the allowlist decision may ask of the upstream in a window (see upstream-reach.ts). */
-  upstreamView(): UpstreamView {
-    const { window, upstreams } = this.deps;
-    return {
-      isOpen: () => window.isOpen(),
-      closed: (kind, what, detail) => closedError(window, kind, what, detail),
-      resolveTag: (host, name, tag) => this.tagCache.resolve(host, name, tag),
-      listTags: (host, name) => upstreamTags(window, requireUpstream(upstreams, host), name),
-      pullManifest: (host, name, digest) => this.manifests.pull(host, name, digest),
-    };
+    return (await this.deps.access.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES])).digest;
   }
 
   /** See BlobFlights.drain: downloads may finish until `deadlineMs`, then the rest are cancelled. */
@@ -153,6 +148,7 @@ export class Mirror {
     return this.flights.drain(deadlineMs);
   }
 
+  /** Store (memoised stat, then this repository's entitlement) → window → upstream (a download is started only in a window). */
   private async locateBlob(host: string, name: string, digest: string): Promise<BlobSource> {
     const hit = await this.deps.store.stat(digest);
     if (hit) {
@@ -166,8 +162,24 @@ export class Mirror {
     return { kind: 'stream', sizeBytes: flight.tailable ? flight.sizeBytes : undefined, openFd: () => flight.openFd(), growth: flight.growth, done: flight.done, own };
   }
 
-  private pullManifest(host: string, name: string, digest: string): Promise<StoredManifest> {
-    if (!this.deps.window.isOpen()) return Promise.reject(closedError(this.deps.window, 'MANIFEST_UNKNOWN', 'manifest', { name, digest }));
-    return this.manifests.pull(host, name, digest);
+  private async storedTags(host: string, name: string): Promise<string[]> {
+    return this.deps.policy.filterTags(host, name, await this.deps.store.listTags(host, name));
+  }
+
+  /** A stored blob's body. Gone between stat and open (quarantined by verify --repair): answered as any miss. */
+  private storedBody(req: BlobRequest, sizeBytes: number, fetched: boolean): BlobBody {
+    const body: BlobBody = {
+      sizeBytes,
+      ranges: true,
+      fetched,
+      open: async (range) => {
+        const bytes = await openStored(this.deps.store, req.digest, sizeBytes, range);
+        if (bytes) return bytes;
+        const again = await this.blob(req);
+        body.fetched ||= again.fetched;
+        return again.open(range);
+      },
+    };
+    return body;
   }
 }

@@ -5,15 +5,12 @@ import { RegistryError } from '../oci/errors.js';
 import { MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
 import { isDigest } from '../oci/reference.js';
 import type { Store, StoredManifest } from '../store/store.js';
-import type { Upstream } from '../upstream/client.js';
-import type { WindowState } from '../window/state.js';
-import { closedError } from './access.js';
+import type { UpstreamGate } from './access.js';
 import { siteOwnedTag } from './site-tags.js';
 
 export interface TagCacheDeps {
   store: Store;
-  window: WindowState;
-  upstream: (host: string) => Upstream;
+  gate: UpstreamGate;
   fetchManifest: (host: string, name: string, reference: string) => Promise<StoredManifest>;
   ttlMs: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
@@ -46,10 +43,10 @@ export class TagCache {
 
   async resolve(host: string, name: string, tag: string, note?: FetchNote): Promise<string> {
     const { store, log } = this.d;
-    if (!this.d.window.isOpen()) {
+    if (!this.d.gate.isOpen()) {
       const known = await store.getTag(host, name, tag);
       if (known) return known;
-      throw closedError(this.d.window, 'MANIFEST_UNKNOWN', 'manifest', { name, tag });
+      throw this.d.gate.closed('MANIFEST_UNKNOWN', { name, tag });
     }
     const owned = await siteOwnedTag(store, host, name, tag);
     if (owned) return owned;
@@ -78,7 +75,7 @@ export class TagCache {
     const { store, fetchManifest } = this.d;
     const fetch = async (): Promise<Check> => ({ digest: (await fetchManifest(host, name, tag)).digest, fetched: true });
     if (!(await store.getTag(host, name, tag))) return fetch();
-    const head = await this.d.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
+    const head = await this.d.gate.upstream(host).headManifest(name, tag, [...MANIFEST_MEDIA_TYPES]);
     const known = head.digest && isDigest(head.digest) ? await store.getManifest(head.digest) : undefined;
     if (!known) return fetch();
     // One commit (store/commit-gate.ts), the manifest looked at again on the backend: a gc may just have removed it.

@@ -4,11 +4,11 @@
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../oci/errors.js';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
+import { repositoryGraph } from '../oci/repository-graph.js';
 import { isIndexType, MANIFEST_MEDIA_TYPES, type Descriptor } from '../oci/manifest.js';
 import { isDigest } from '../oci/reference.js';
 import type { TagRules } from '../policy/allowlist.js';
 import type { Store, StoredManifest } from '../store/store.js';
-import type { ClosedKind } from './access.js';
 
 /** At most this many tags of one repository are resolved upstream for one decision (exact rules first). */
 export const MAX_RESOLVED_TAGS = 100;
@@ -22,11 +22,9 @@ const RESOLVE_CONCURRENCY = 8;
 const MAX_DEPTH = 4;
 const MAX_NODES = 50_000;
 
-/** What the mirror lends the decision: its tag cache, a bounded tags/list, and manifest fetches. */
+/** What the decision asks of upstream access (upstream-access.ts): tag resolution, a bounded tags/list, manifest pulls. */
 export interface UpstreamView {
   isOpen(): boolean;
-  /** The closed-window miss every other miss outside a window gets. */
-  closed(kind: ClosedKind, what: string, detail: Record<string, string>): RegistryError;
   /** host/name:tag as the upstream has it now: coalesced, at most once per tagTtl; manifest and tag are stored. */
   resolveTag(host: string, name: string, tag: string): Promise<string>;
   /** The upstream's tags of host/name (every page, bounded). */
@@ -87,10 +85,6 @@ export class UpstreamReach {
     });
     this.answers = new LRUCache<string, Answer>({ max: 20_000, ttl });
     this.walked = new LRUCache<string, Walked>({ max: 2_000, maxSize: 1_000_000, sizeCalculation: (w) => w.reached.size + 1, ttl });
-  }
-
-  get open(): boolean {
-    return this.view.isOpen();
   }
 
   /**
@@ -156,11 +150,8 @@ export class UpstreamReach {
 
   /** Walks from `root` (store first, upstream for an absent manifest, within the budget) until `target` is met. */
   private async walkFinds(host: string, name: string, root: string, target: Target, budget: Budget): Promise<boolean> {
-    const source: GraphSource = {
-      manifest: (d) => this.manifest(host, name, d, budget),
-      referrers: (d) => this.store.referrers(host, name, d),
-      tag: (t) => this.store.getTag(host, name, t),
-    };
+    // The repository's graph as the store has it, with absent manifests fetched upstream.
+    const source: GraphSource = { ...repositoryGraph(this.store, host, name), manifest: (d) => this.manifest(host, name, d, budget) };
     const meet = (d: string): void => {
       budget.reached.add(d);
       if (d === target.digest) throw new Found();

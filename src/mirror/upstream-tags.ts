@@ -1,7 +1,6 @@
 // The upstream's whole tag list of one repository, its pages followed within fixed bounds; shared by the
-// tags/list passthrough (http/tags-proxy.ts) and the digest decision for glob-tag rules (upstream-reach.ts).
+// tags/list (mirror.ts) and the digest decision for glob-tag rules (upstream-reach.ts).
 import type { Upstream } from '../upstream/client.js';
-import type { WindowState } from '../window/state.js';
 
 /** Bounds on one upstream listing: pages followed, and bytes of tag names (JSON quoting included). */
 export const MAX_UPSTREAM_TAG_PAGES = 100;
@@ -11,7 +10,7 @@ export const MAX_UPSTREAM_TAG_BYTES = 4 * 1024 * 1024;
  * Every tag the upstream lists, following its `Link: rel="next"` pages. The window is checked before each page:
  * one closing mid-listing stops it. Past the bounds the listing fails rather than answer from a partial list.
  */
-export async function upstreamTags(window: WindowState, upstream: Upstream, name: string): Promise<string[]> {
+export async function upstreamTags(window: { isOpen(): boolean }, upstream: Upstream, name: string): Promise<string[]> {
   const tags = new Set<string>();
   let bytes = 0;
   let last: string | undefined;

@@ -84,6 +84,21 @@ export function openStateDocuments(cfg: Pick<Config, 'storage'> & { postgres?: P
   return docs;
 }
 
+/**
+ * Runs `fn` on the state documents for a CLI command that edits them with no server reachable. On PostgreSQL it
+ * follows the change feed meanwhile (a LISTEN session of its own), so an edit succeeds only once every live
+ * replica has acknowledged it, as through the admin API; the connections are closed after.
+ */
+export async function withEditableStateDocuments<T>(cfg: Pick<Config, 'storage'> & { postgres?: PostgresConfig }, fn: (docs: StateDocuments) => Promise<T>): Promise<T> {
+  if (!cfg.postgres) return fn(fsStateDocuments(new FsLayout(cfg.storage)));
+  const meta = await openPostgres(cfg.postgres, true);
+  try {
+    return await fn(meta.state);
+  } finally {
+    await meta.close?.();
+  }
+}
+
 async function openFsMetadata(paths: FsLayout, spools: LocalSpoolArea): Promise<MetadataStore> {
   await mkdir(paths.repositoriesDir, { recursive: true });
   return new FsMetadataStore(paths, spools);

@@ -71,6 +71,24 @@ export function internalTarget(url: URL, listeners: ReadonlyArray<{ host: string
   return undefined;
 }
 
+/**
+ * The 403 for a connection a redirect or token request made to one of sluice's own listeners (judged on the
+ * address it reached, so a name that resolves to this machine is caught too), unless `redirectHosts` names the
+ * target as its exact `host:port`; undefined otherwise.
+ */
+export function ownListenerDenial(reached: { address?: string; port?: number }, target: { host: string; upstream: string }, listeners: ReadonlyArray<{ host: string; port: number }>, redirectHosts: readonly string[] | undefined): RegistryError | undefined {
+  const address = (reached.address ?? '').toLowerCase();
+  if (address === '' || reached.port === undefined) return undefined;
+  const local = isLoopback(address) || localAddresses().has(address) || localAddresses().has(mappedV4(address));
+  if (!listeners.some((l) => l.port === reached.port && (local || l.host === address))) return undefined;
+  if (redirectHosts?.includes(target.host)) return undefined;
+  return new RegistryError(
+    'DENIED',
+    `upstream ${target.upstream} redirected to ${target.host}, which reaches ${address}:${reached.port}, ${OWN_LISTENER}: refused unless upstreams.${target.upstream}.redirectHosts names it (as host:port); nothing was fetched from it`,
+    { upstream: target.upstream, redirectHost: target.host },
+  );
+}
+
 /** An IPv4-mapped IPv6 address (`::ffff:7f00:1`, as URL writes `::ffff:127.0.0.1`) as its IPv4 address. */
 function mappedV4(host: string): string {
   const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);

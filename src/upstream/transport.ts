@@ -3,10 +3,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
-import { Agent, type Dispatcher } from 'undici';
+import { Agent, buildConnector, type Dispatcher } from 'undici';
 import { transportError, upstreamFailed } from './errors.js';
 import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
-import { guardedLookup, hostNamed, redirectDenial, redirectRefusal } from './redirects.js';
+import { guardedLookup, hostNamed, ownListenerDenial, redirectDenial, redirectRefusal } from './redirects.js';
 
 export type Headers = Record<string, string>;
 export type Response = Dispatcher.ResponseData;
@@ -73,7 +73,19 @@ export class Transport {
     // resolves to a loopback or link-local address is not dialled unless the operator named it.
     const named = (hostname: string): boolean =>
       hostname === opts.base.hostname || hostNamed(opts.redirectHosts ?? [], hostname) || hostNamed(opts.tokenRealmHosts ?? [], hostname);
-    this.foreign = new Agent({ ...timeouts, connect: { timeout: connectMs, lookup: guardedLookup(named, opts.host) } });
+    const connect = buildConnector({ timeout: connectMs, lookup: guardedLookup(named, opts.host) });
+    this.foreign = new Agent({
+      ...timeouts,
+      // Where the connection really landed is checked too: a name may resolve to this machine, onto a listener of sluice's.
+      connect: (o, done) => connect(o, (...args) => {
+        if (args[0] !== null) return done(args[0], null);
+        const socket = args[1];
+        const denied = ownListenerDenial({ address: socket.remoteAddress, port: socket.remotePort }, { host: `${o.hostname}:${o.port || (o.protocol === 'https:' ? 443 : 80)}`, upstream: opts.host }, opts.listeners?.() ?? [], opts.redirectHosts);
+        if (!denied) return done(null, socket);
+        socket.destroy();
+        done(denied, null);
+      }),
+    });
   }
 
   urlFor(path: string): URL {

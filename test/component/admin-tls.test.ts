@@ -1,12 +1,12 @@
 // The admin listener over TLS with a private CA: the API answers over HTTPS with the bearer token, and the
 // real CLI (node dist/src/main.js) trusts it through admin.tls.cert alone, with no NODE_EXTRA_CA_CERTS.
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RuleRecord } from '../../src/policy/allowlist.js';
-import { runOk, which, type RunResult } from '../helpers/binaries.js';
-import { makePki, type Pki } from '../helpers/certs.js';
+import { requireBinaries, runOk, type RunResult } from '../helpers/binaries.js';
+import { usePki, type Pki } from '../helpers/certs.js';
 import { freePort } from '../helpers/registry.js';
 import { runSluice, sluiceConfigYaml, startSluice, startSluiceProcess, type InProcessSluice, type SluiceProcess } from '../helpers/sluice.js';
 
@@ -42,19 +42,12 @@ function expectRc(r: RunResult, code: number): void {
   expect(r.code, `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`).toBe(code);
 }
 
-const ok = which('openssl') !== undefined;
-if (!ok) console.warn('\n*** SKIPPING admin TLS tests: install openssl (apt-get install -y openssl) ***\n');
+const ok = requireBinaries(['openssl'], 'test/component/admin-tls.test.ts');
 
 describe.skipIf(!ok)('admin listener over TLS', () => {
   let pki: Pki;
   let ca: Buffer;
-  beforeAll(async () => {
-    pki = await makePki();
-    ca = await readFile(pki.ca);
-  });
-  afterAll(async () => {
-    if (pki) await rm(pki.dir, { recursive: true, force: true });
-  });
+  usePki((made) => ({ pki, ca } = made));
 
   describe('the API (in process)', () => {
     let s: InProcessSluice;

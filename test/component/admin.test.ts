@@ -1,9 +1,6 @@
 // The admin API against buildApp in this process: token file and bearer auth, the registry listener not
 // serving it, allowlist edits (live on the very next registry request), import, denied log, window, sync.
-import { once } from 'node:events';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +12,9 @@ import type { DeniedEntry } from '../../src/policy/denied.js';
 import { importPath } from '../../src/jobs/importer.js';
 import type { SyncReport } from '../../src/jobs/sync.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
+import { MiniUpstream } from '../helpers/mini-upstream.js';
 import { startSluice, type InProcessSluice, type StartSluiceOptions } from '../helpers/sluice.js';
+import { MediaType } from '../kit/oci.js';
 
 interface Reply<T> {
   status: number;
@@ -46,10 +45,10 @@ interface SyncLine {
 }
 
 const OCI_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
+  MediaType.ociIndex,
+  MediaType.ociManifest,
+  MediaType.dockerManifest,
+  MediaType.dockerList,
 ].join(', ');
 
 let layout: LayoutDescription;
@@ -324,11 +323,9 @@ describe('window, status and sync', () => {
 
   it('streams NDJSON progress and a summary: cached content counts as cached, an unknown image as failed', async () => {
     // An upstream that knows nothing: tags resolve from the store, signature tags and referrers are absent.
-    const empty = createServer((_req, res) => res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}'));
-    empty.listen(0, '127.0.0.1');
-    await once(empty, 'listening');
-    started.push({ close: () => new Promise<void>((resolve) => empty.close(() => resolve())) });
-    const url = `http://127.0.0.1:${(empty.address() as AddressInfo).port}`;
+    const empty = await new MiniUpstream().start();
+    started.push({ close: () => empty.stop() });
+    const url = empty.url;
     const a = await startAdmin({
       windows: 'always',
       allowlist: ['registry.k8s.io/pause:3.10', 'ghcr.io/siderolabs/installer:v1.11.0'],

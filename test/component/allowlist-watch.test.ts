@@ -1,4 +1,4 @@
-// Hand edits of <storage>/allowlist.json while the server runs (issue 14, items 6 and 11): a valid edit is
+// Hand edits of <storage>/allowlist.json while the server runs: a valid edit is
 // enforced at once without any CLI call; an invalid one keeps the last good rules, and status and the
 // allowlist routes say which file is wrong and why; a fixed file is applied again.
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';

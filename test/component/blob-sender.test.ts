@@ -1,14 +1,12 @@
 // The pooled blob sender reuses 1 MiB buffers across requests: bytes must be exact for every client however
 // they read — fast, slow, ranged across chunk boundaries, aborting — and no buffer may leak into another reply.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
-
-const MiB = 1024 * 1024;
-const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+import { MiB, sha256 } from '../kit/oci.js';
 
 function get(url: string, opts: { range?: string; slow?: boolean; abortAfterBytes?: number } = {}): Promise<{ status: number; body: Buffer; aborted: boolean }> {
   return new Promise((resolve, reject) => {
@@ -41,14 +39,14 @@ describe('pooled blob sender', () => {
   let sluice: InProcessSluice;
   const a = randomBytes(9 * MiB + 12_345);
   const b = randomBytes(5 * MiB + 7);
-  const url = (blob: Buffer): string => `${sluice.url}/v2/ghcr.io/x/y/blobs/${sha(blob)}`;
+  const url = (blob: Buffer): string => `${sluice.url}/v2/ghcr.io/x/y/blobs/${sha256(blob)}`;
 
   beforeAll(async () => {
-    sluice = await startSluice({ allowlist: [`ghcr.io/x/y@${sha(a)}`, `ghcr.io/x/y@${sha(b)}`] });
+    sluice = await startSluice({ allowlist: [`ghcr.io/x/y@${sha256(a)}`, `ghcr.io/x/y@${sha256(b)}`] });
     // Stored as if fetched through ghcr.io/x/y: only then are they that repository's to serve.
     for (const blob of [a, b]) {
       await sluice.app.store.putBlob(blob);
-      await sluice.app.store.linkBlob('ghcr.io', 'x/y', sha(blob));
+      await sluice.app.store.linkBlob('ghcr.io', 'x/y', sha256(blob));
     }
   });
   afterAll(async () => sluice?.close());
@@ -62,11 +60,11 @@ describe('pooled blob sender', () => {
     for (const { r, blob } of await Promise.all(runs)) {
       expect(r.status).toBe(200);
       if (r.aborted) expect(r.body.equals(blob.subarray(0, r.body.length))).toBe(true);
-      else expect(sha(r.body)).toBe(sha(blob));
+      else expect(sha256(r.body)).toBe(sha256(blob));
     }
     // And afterwards (buffers back in the pool) still exact.
-    expect(sha((await get(url(b))).body)).toBe(sha(b));
-    expect(sha((await get(url(a))).body)).toBe(sha(a));
+    expect(sha256((await get(url(b))).body)).toBe(sha256(b));
+    expect(sha256((await get(url(a))).body)).toBe(sha256(a));
   });
 
   it('past the 1 MiB buffer budget (96 in use) clients get 64 KiB buffers, and every body is still exact', async () => {
@@ -84,7 +82,7 @@ describe('pooled blob sender', () => {
     for (let round = 0; round < 5; round++) {
       const socket = connect(Number(new URL(sluice.url).port), '127.0.0.1');
       await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-      const path = `/v2/ghcr.io/x/y/blobs/${sha(a)}`;
+      const path = `/v2/ghcr.io/x/y/blobs/${sha256(a)}`;
       socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\nGET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
       await new Promise<void>((resolve) => socket.once('data', () => resolve()));
       socket.destroy();
@@ -92,7 +90,7 @@ describe('pooled blob sender', () => {
     // The server notices the closed connections on its next turns; then every descriptor it opened is closed again.
     for (let i = 0; i < 200 && fds() > before; i++) await new Promise((r) => setTimeout(r, 10));
     expect(fds()).toBeLessThanOrEqual(before);
-    expect(sha((await get(url(a))).body)).toBe(sha(a));
+    expect(sha256((await get(url(a))).body)).toBe(sha256(a));
   });
 
   it('ranges across 1 MiB chunk boundaries are exact', async () => {

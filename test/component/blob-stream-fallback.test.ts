@@ -1,6 +1,5 @@
 // A backend without the openFd fast path (an object store): blob GETs are served from its range stream, with
 // the same bytes, headers and ranges as the pooled fd sender, and a blob gone before the open is a miss.
-import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test, vi } from 'vitest';
@@ -9,8 +8,7 @@ import { tempDir } from '../helpers/clients.js';
 import { blobFile } from '../helpers/fs-store.js';
 import { blobPath, buildLayout, splitRef, type LayoutDescription, type TestImage } from '../helpers/images.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
-
-const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+import { sha256 } from '../kit/oci.js';
 
 let work: string;
 let layout: LayoutDescription;
@@ -48,7 +46,7 @@ test('whole blob and a range come from the stream, exact', async () => {
     expect(r.status).toBe(200);
     expect(r.headers.get('content-length')).toBe(String(big.size));
     expect(r.headers.get('docker-content-digest')).toBe(big.digest);
-    expect(sha(Buffer.from(await r.arrayBuffer()))).toBe(big.digest);
+    expect(sha256(Buffer.from(await r.arrayBuffer()))).toBe(big.digest);
     const p = await fetch(blobUrl(big.digest), { headers: { range: 'bytes=1000-70999' } });
     expect(p.status).toBe(206);
     expect(p.headers.get('content-range')).toBe(`bytes 1000-70999/${big.size}`);

@@ -1,4 +1,4 @@
-// The real CLI against a real `sluice serve` whose allowlist.json was broken by hand (issue 14, items 6 and 11):
+// The real CLI against a real `sluice serve` whose allowlist.json was broken by hand:
 // `allow ls` lists the rules still in force and warns naming the file and the problem, `allow add` is refused
 // with the same (exit 1, never "internal error"), `status` warns too, and the server logged why.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';

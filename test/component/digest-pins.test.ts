@@ -1,22 +1,19 @@
-// Digest-pinned pulls on a cold store (issue 10, item 1) against an in-process fake upstream: in a window a digest
+// Digest-pinned pulls on a cold store against the in-process fake upstream: in a window a digest
 // of a tag-ruled repository is decided from the rules' tags as the upstream has them now (exact tags, glob tags
 // through tags/list), coalesced and cached; outside a window a store that cannot tell is the closed-window miss;
 // a digest no allowed tag reaches stays 403; a pinned tag the upstream moved is reported by sync and status.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
 import { validateConfig } from '../../src/config/config.js';
 import { statusReport } from '../../src/jobs/status.js';
+import { sha256 } from '../kit/oci.js';
+import { MiniUpstream, miniImage, type MiniImage } from '../helpers/mini-upstream.js';
 import { sluiceConfigDoc } from '../helpers/sluice.js';
-import { closeServer, json, listenLoopback } from '../helpers/http-server.js';
 
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const REPO = 'siderolabs/installer';
 
 interface Platform {
@@ -30,88 +27,22 @@ interface Img {
   index: Buffer;
   digest: string;
   platforms: Platform[];
+  entries: Array<{ image: MiniImage; platform: Record<string, string> }>;
 }
 
-function platform(arch: string, label: string): Platform {
-  const config = Buffer.from(JSON.stringify({ architecture: arch, os: 'linux', label }));
-  const layer = randomBytes(4096);
-  const manifest = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(layer), size: layer.length }],
-  }));
-  return { manifest, digest: sha256(manifest), config, layer };
+const up = new MiniUpstream();
+
+/** A two-platform index tagged `tag` in REPO upstream. */
+function release(tag: string): Img {
+  const entries = ['amd64', 'arm64'].map((architecture) => ({ image: miniImage(REPO, `${tag}-${architecture}`, [randomBytes(4096)]), platform: { os: 'linux', architecture } }));
+  const { digest, body } = up.addIndex(REPO, tag, entries);
+  const platforms = entries.map(({ image }) => ({ manifest: image.manifest, digest: image.digest, config: image.config.body, layer: image.layers[0]?.body ?? Buffer.alloc(0) }));
+  return { index: body, digest, platforms, entries };
 }
 
-function image(label: string): Img {
-  const platforms = ['amd64', 'arm64'].map((a) => platform(a, label));
-  const index = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: OCI_INDEX,
-    manifests: platforms.map((p, i) => ({ mediaType: OCI_MANIFEST, digest: p.digest, size: p.manifest.length, platform: { os: 'linux', architecture: i === 0 ? 'amd64' : 'arm64' } })),
-  }));
-  return { index, digest: sha256(index), platforms };
-}
-
-/** A registry of one repository: tags that can be moved, manifests and blobs by digest, tags/list; counts requests. */
-class Upstream {
-  url = '';
-  readonly seen: string[] = [];
-  private readonly tags = new Map<string, string>();
-  private readonly manifests = new Map<string, Buffer>();
-  private readonly blobs = new Map<string, Buffer>();
-  private readonly server = createServer((req, res) => this.handle(req, res));
-
-  async start(): Promise<this> {
-    this.url = await listenLoopback(this.server);
-    return this;
-  }
-
-  stop(): Promise<void> {
-    return closeServer(this.server);
-  }
-
-  push(img: Img, tag: string): void {
-    this.tags.set(tag, img.digest);
-    this.manifests.set(img.digest, img.index);
-    for (const p of img.platforms) {
-      this.manifests.set(p.digest, p.manifest);
-      for (const b of [p.config, p.layer]) this.blobs.set(sha256(b), b);
-    }
-  }
-
-  /** Upstream requests made since `from` (an index into `seen`). */
-  since(from: number): string[] {
-    return this.seen.slice(from);
-  }
-
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? '/', 'http://x');
-    this.seen.push(`${req.method ?? ''} ${url.pathname}`);
-    if (url.pathname === `/v2/${REPO}/tags/list`) {
-      json(res, 200, { name: REPO, tags: [...this.tags.keys()].sort() });
-      return;
-    }
-    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(url.pathname);
-    const ref = m?.[3] ?? '';
-    const digest = m?.[2] === 'manifests' && !ref.startsWith('sha256:') ? this.tags.get(ref) : ref;
-    const body = m?.[1] !== REPO || !digest ? undefined : (m[2] === 'manifests' ? this.manifests : this.blobs).get(digest);
-    if (!m || !body) {
-      json(res, 404, { errors: [{ code: m?.[2] === 'blobs' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', message: 'unknown' }] });
-      return;
-    }
-    const headers: Record<string, string> = { 'content-length': String(body.length), 'docker-content-digest': sha256(body) };
-    if (m[2] === 'manifests') headers['content-type'] = (JSON.parse(body.toString()) as { mediaType: string }).mediaType;
-    res.writeHead(200, headers);
-    res.end(req.method === 'HEAD' ? undefined : body);
-  }
-}
-
-const up = new Upstream();
-const v183 = image('v1.8.3');
-const v182 = image('v1.8.2');
-const v190 = image('v1.9.0');
+const v183 = release('v1.8.3');
+const v182 = release('v1.8.2');
+const v190 = release('v1.9.0');
 const dirs: string[] = [];
 const apps: App[] = [];
 
@@ -147,9 +78,6 @@ async function get(url: string): Promise<Answer> {
 
 beforeAll(async () => {
   await up.start();
-  up.push(v183, 'v1.8.3');
-  up.push(v182, 'v1.8.2');
-  up.push(v190, 'v1.9.0');
 });
 
 afterEach(async () => {
@@ -253,7 +181,7 @@ describe('a pinned tag the upstream has moved', () => {
   it('is reported by sync (report and event) and status, and the pin still serves', async () => {
     const rule = `ghcr.io/${REPO}:v1.8.2@${v182.digest}`;
     const { app, base } = await boot({ windows: 'always', allowlist: [rule, `ghcr.io/${REPO}:v1.8.3`] });
-    up.push(v190, 'v1.8.2'); // the upstream re-tags v1.8.2
+    up.addIndex(REPO, 'v1.8.2', v190.entries); // the upstream re-tags v1.8.2
     try {
       const events: unknown[] = [];
       const report = await app.syncer.run({ onEvent: (e) => events.push(e) });
@@ -269,7 +197,7 @@ describe('a pinned tag the upstream has moved', () => {
       // The tag itself is not what the pin allows; the image it now names is not allowed through it.
       expect((await get(`${base}/manifests/${v190.digest}`)).status).toBe(403);
     } finally {
-      up.push(v182, 'v1.8.2');
+      up.addIndex(REPO, 'v1.8.2', v182.entries);
     }
   });
 });

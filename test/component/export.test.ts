@@ -1,7 +1,6 @@
 // `sluice export` and `sluice import` of its bundles, as real CLI processes on real stores: round trips in every
 // format (same digests, media types and tags), signature tags and referrers carried along, incremental bundles,
 // incomplete images, corrupt and truncated bundles, and archives that try to write outside their folder.
-import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +17,7 @@ import { layoutBlobDigests, readBundleIndex, writeArtifact, writeIndex, writeSma
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, corruptBlob, splitRef, type LayoutDescription } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml } from '../helpers/sluice.js';
+import { sha256 } from '../kit/oci.js';
 
 interface Receipt {
   blobs: Array<{ digest: string; sizeBytes: number }>;
@@ -26,8 +26,6 @@ interface Receipt {
   sizeBytes: number;
   checksum: { value: string; of: string };
 }
-
-const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 describe('sluice export / import of bundles', () => {
   let dir: string;
@@ -114,7 +112,7 @@ describe('sluice export / import of bundles', () => {
       expect((await b.referrers('registry.k8s.io', 'pause', `sha256:${hex}`)).map((d) => d.digest)).toEqual([extras[1]!.top.digest]);
       for (const digest of wanted()) {
         const bytes = await b.readBlob(digest);
-        expect(bytes && sha(bytes), digest).toBe(digest);
+        expect(bytes && sha256(bytes), digest).toBe(digest);
         const m = await a.getManifest(digest);
         if (m) expect((await b.getManifest(digest))?.mediaType, digest).toBe(m.mediaType);
       }
@@ -133,7 +131,7 @@ describe('sluice export / import of bundles', () => {
       expect(new Set(r.blobs.map((b) => b.digest)), out).toEqual(wanted());
       expect(r.assumed).toEqual([]);
       expect(r.images.map((i) => i.ref).sort()).toEqual([...allRefs(), ...extras.map((e) => e.ref)].sort());
-      if (out !== 'full') expect(r.checksum.value).toBe(sha(await readFile(bundle)));
+      if (out !== 'full') expect(r.checksum.value).toBe(sha256(await readFile(bundle)));
       const target = await site(`target-${out}`);
       const res = out === 'full.tar.zst' ? await sluice(target, 'import', bundle) : await imp(target, bundle);
       expect(res.code, res.stderr).toBe(0);

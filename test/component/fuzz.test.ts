@@ -2,17 +2,16 @@
 // If-None-Match) against both listeners of an in-process sluice holding a small imported image set, with upstream
 // access open (`windows: always`) to counting fake upstreams: never a 5xx, always an answer within 2 s, no file
 // touched outside the store, and no upstream request for anything the allowlist does not allow.
-import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importPath } from '../../src/jobs/importer.js';
+import { MediaType, sha256 } from '../kit/oci.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
+import { MiniUpstream } from '../helpers/mini-upstream.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { snapshot, type Snapshot } from '../helpers/snapshot.js';
 import { spoolDir } from '../helpers/fs-store.js';
@@ -22,25 +21,11 @@ const REGISTRY_RUNS = Number(process.env.SLUICE_FUZZ_RUNS ?? 3000);
 const ADMIN_RUNS = Math.ceil(REGISTRY_RUNS / 2);
 
 // ---------------------------------------------------------------------------------------------------------------
-// Counting fake upstreams: one per configured host, each answering 404 to everything and recording the path.
+// Counting fake upstreams: one per configured host, empty (every manifest and blob unknown), logging each request.
 
 interface FakeUpstream {
   host: string;
-  url: string;
-  seen: Array<{ method: string; path: string }>;
-  server: Server;
-}
-
-async function fakeUpstream(host: string): Promise<FakeUpstream> {
-  const seen: FakeUpstream['seen'] = [];
-  const server = createServer((req, res) => {
-    seen.push({ method: req.method ?? '', path: new URL(req.url ?? '/', 'http://x').pathname });
-    res.writeHead(404, { 'content-type': 'application/json' });
-    res.end('{"errors":[{"code":"NAME_UNKNOWN","message":"fake"}]}');
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { host, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, server };
+  up: MiniUpstream;
 }
 
 const ALLOWLIST = ['registry.k8s.io/pause:3.10', 'docker.io/library/busybox', 'ghcr.io/siderolabs/kubelet:v1.34.0'];
@@ -52,6 +37,8 @@ let registryPort: number;
 let adminPort: number;
 let adminToken: string;
 const upstreams: FakeUpstream[] = [];
+/** The requests an upstream has had, paths without the query. */
+const asked = (u: FakeUpstream): Array<{ method: string; path: string }> => u.up.requests.map((r) => ({ method: r.method, path: r.path.split('?')[0] ?? '' }));
 /** Digests of the imported images per repository (what the allowed tags reach). */
 const reachable = new Map<string, Set<string>>();
 let pauseBlob: { digest: string; size: number };
@@ -184,7 +171,7 @@ const rangeHeader = header('Range', fc.oneof(
   printable,
 ));
 const acceptHeader = header('Accept', fc.oneof(
-  fc.constantFrom('application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.v2+json', '*/*', 'text/html', ''),
+  fc.constantFrom(MediaType.ociIndex, MediaType.dockerManifest, '*/*', 'text/html', ''),
   printable,
 ));
 const authHeader = (valid: () => string): fc.Arbitrary<string | undefined> => header('Authorization', fc.oneof(
@@ -244,7 +231,6 @@ const adminRequest: fc.Arbitrary<Request> = fc.oneof(
 
 // ---------------------------------------------------------------------------------------------------------------
 
-
 const storeView = async (): Promise<string[]> =>
   [...(await snapshot(sluice.storage, (r) => r === 'tmp' || r.startsWith('denied.json'))).files.entries()].map(([k, v]) => `${k} ${v}`).sort();
 
@@ -252,7 +238,7 @@ async function expectHealthy(): Promise<void> {
   expect((await fetch(`${sluice.url}/v2/`)).status).toBe(200);
   const r = await fetch(`${sluice.url}/v2/registry.k8s.io/pause/blobs/${pauseBlob.digest}`);
   expect(r.status).toBe(200);
-  expect(`sha256:${createHash('sha256').update(Buffer.from(await r.arrayBuffer())).digest('hex')}`).toBe(pauseBlob.digest);
+  expect(sha256(Buffer.from(await r.arrayBuffer()))).toBe(pauseBlob.digest);
   const a = await fetch(`http://127.0.0.1:${adminPort}/api/v1/status`, { headers: { authorization: `Bearer ${adminToken}` } });
   expect(a.status).toBe(200);
 }
@@ -263,11 +249,11 @@ let storeBefore: string[];
 beforeAll(async () => {
   work = await tempDir('fuzz');
   layout = await buildLayout(join(work, 'layout'));
-  for (const h of ['docker.io', 'ghcr.io', 'registry.k8s.io']) upstreams.push(await fakeUpstream(h));
+  for (const host of ['docker.io', 'ghcr.io', 'registry.k8s.io']) upstreams.push({ host, up: await new MiniUpstream().start() });
   sluice = await startSluice({
     windows: 'always',
     allowlist: ALLOWLIST,
-    upstreams: Object.fromEntries(upstreams.map((u) => [u.host, { url: u.url }])),
+    upstreams: Object.fromEntries(upstreams.map((u) => [u.host, { url: u.up.url }])),
     extra: { upstreamTimeouts: { connect: '1s', idle: '1s' } },
   });
   registryPort = Number(new URL(sluice.url).port);
@@ -289,23 +275,20 @@ beforeAll(async () => {
   await writeFile(join(sluice.dir, 'canary', 'manifests'), 'x');
   outsideBefore = await snapshot(sluice.dir, (r) => r === 'data');
   storeBefore = await storeView();
-  for (const u of upstreams) u.seen.length = 0;
+  for (const u of upstreams) u.up.reset();
 });
 
 afterAll(async () => {
   await sluice?.close();
-  for (const u of upstreams) {
-    u.server.closeAllConnections();
-    await new Promise((resolve) => u.server.close(resolve));
-  }
+  await Promise.all(upstreams.map((u) => u.up.stop()));
   if (work) await rm(work, { recursive: true, force: true });
 });
 
 /** Sends one request and checks the per-request properties; returns the upstream requests it caused. */
 async function check(port: number, r: Request): Promise<void> {
-  const before = upstreams.map((u) => u.seen.length);
+  const before = upstreams.map((u) => u.up.requests.length);
   const o = await send(port, raw(r));
-  const caused = upstreams.flatMap((u, i) => u.seen.slice(before[i]).map((s) => ({ host: u.host, ...s })));
+  const caused = upstreams.flatMap((u, i) => asked(u).slice(before[i]).map((s) => ({ host: u.host, ...s })));
   const what = `${raw(r).slice(0, 600)} → ${String(o.status)} in ${Math.round(o.elapsedMs)} ms\n${o.head.split('\r\n')[0] ?? ''}`;
   expect(typeof o.status === 'number' && o.status >= 200 && o.status < 500, `status: ${what}`).toBe(true);
   expect(o.elapsedMs, `time: ${what}`).toBeLessThan(BOUND_MS);
@@ -317,7 +300,7 @@ describe('fuzzed requests (fast-check)', () => {
   it(`registry listener: ${REGISTRY_RUNS} requests, 2xx–4xx within ${BOUND_MS} ms, upstream only for allowed references`, async () => {
     await fc.assert(fc.asyncProperty(registryRequest, (r) => check(registryPort, r)), { numRuns: REGISTRY_RUNS });
     // Some requests were allowed misses that really went upstream: the property above was not vacuous.
-    expect(upstreams.reduce((n, u) => n + u.seen.length, 0)).toBeGreaterThan(0);
+    expect(upstreams.reduce((n, u) => n + u.up.requests.length, 0)).toBeGreaterThan(0);
     await expectHealthy();
   });
 

@@ -1,6 +1,5 @@
 // gc across replicas on the real object store (Ceph RGW) and PostgreSQL: a blob goes only once it has been
 // unreferenced for longer than gcGrace by the database's clock, not by the clock of the replica that runs gc.
-import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,13 +11,13 @@ import { Ingest } from '../../src/store/ingest.js';
 import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
 import { freshBucket, freshDatabase, requireServices, s3Config } from '../helpers/services.js';
+import { sha256 } from '../kit/oci.js';
 
 const ok = requireServices(['s3', 'postgres'], 'test/component/gc-cluster.test.ts');
 const HOUR = 3_600_000;
-const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function put(store: Store, bytes: Buffer): Promise<string> {
-  const w = new Ingest((v) => store.blobs.commit(v), await store.blobs.createSpool(bytes.length), { digest: sha(bytes), sizeBytes: bytes.length });
+  const w = new Ingest((v) => store.blobs.commit(v), await store.blobs.createSpool(bytes.length), { digest: sha256(bytes), sizeBytes: bytes.length });
   await w.write(bytes);
   return (await w.commit()).digest;
 }

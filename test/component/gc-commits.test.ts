@@ -2,19 +2,22 @@
 // says "imported" holds every blob of its image, verified, however gc runs beside it (in process, as `sluice gc`).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectGarbage, type GcReport, type RetentionRules } from '../../src/jobs/gc.js';
 import { importPath } from '../../src/jobs/importer.js';
+import { loadSiteKey } from '../../src/jobs/site-key.js';
+import { SiteSigner } from '../../src/jobs/site-signer.js';
 import { Store } from '../../src/store/store.js';
-import { openStore } from '../../src/store/open.js';
+import { openMemoryStore, openStore } from '../../src/store/open.js';
 import { buildLayoutOf, blobPath, type TestImage } from '../helpers/images.js';
 import { freePort } from '../helpers/registry.js';
+import { newKey } from '../helpers/cosign.js';
 import { runSluice, SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
+import { KiB, MediaType } from '../kit/oci.js';
 
-const KiB = 1024;
 /** Every tag is kept; nothing else is: an image whose tag is not set yet is all garbage. */
 const KEEP_TAGS: RetentionRules = {
   version: 0,
@@ -78,6 +81,81 @@ describe('gc and an import committing in the same process', () => {
       expect(report).not.toBeInstanceOf(Error);
       expect(await incomplete(store)).toEqual([]);
       expect(await store.getTag('ghcr.io', 'race/img', 'v1')).toBe(image.digest);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('gc between an import\'s checks and its commit', () => {
+  it('an import that takes a manifest from the store (the source leaves it out) does not tag it once gc removed it', async () => {
+    const store = openMemoryStore();
+    const partialDir = join(dir, 'partial-layout');
+    try {
+      // A first import stores and links the image; the tag then goes, so the whole image is garbage.
+      expect((await importPath(store, layoutDir)).failed).toEqual([]);
+      await store.meta.deleteTag('ghcr.io', 'race/img', 'v1');
+      // A second source leaves the manifest out (as a `--since` bundle would): it is taken from the store.
+      await cp(layoutDir, partialDir, { recursive: true });
+      await rm(blobPath(partialDir, image.digest));
+      const commit = store.commits.commit.bind(store.commits);
+      let swept: string[] = [];
+      store.commits.commit = async <T>(fn: () => Promise<T>): Promise<T> => {
+        // A whole gc runs after the import checked what the store holds, before it enters the commit gate.
+        swept = (await collectGarbage(store, KEEP_TAGS, { keep: 2, graceMs: 0, now: () => Date.now() + 60_000 })).swept.map((b) => b.digest);
+        return commit(fn);
+      };
+      const result = await importPath(store, partialDir);
+      expect(swept).toContain(image.digest);
+      if (result.failed.length === 0) {
+        // Said "imported": the tag's manifest and every blob of the image must be there.
+        expect(await store.getTag('ghcr.io', 'race/img', 'v1')).toBe(image.digest);
+        expect(await store.getManifest(image.digest)).toBeDefined();
+        expect(await incomplete(store)).toEqual([]);
+      } else {
+        expect(await store.getTag('ghcr.io', 'race/img', 'v1')).toBeUndefined();
+      }
+    } finally {
+      await store.close();
+      await rm(partialDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gc and a site signature being written', () => {
+  it('a gc started while a signature is written waits for it: every signature tagged or linked holds all its blobs', async () => {
+    const store = openMemoryStore();
+    try {
+      expect((await importPath(store, layoutDir)).failed).toEqual([]);
+      const keyFile = join(dir, 'site.key');
+      await writeFile(keyFile, newKey().privatePem, { mode: 0o600 });
+      const signer = new SiteSigner(store, await loadSiteKey(keyFile), 'allowlist', []);
+      const putManifest = store.putManifest.bind(store);
+      let gc: Promise<GcReport | Error> | undefined;
+      // Once the first signature's blobs are stored and before its manifest is, a gc starts: its blobs are garbage yet.
+      store.putManifest = async (...args: Parameters<Store['putManifest']>) => {
+        if (!gc) {
+          let waiting!: () => void;
+          const waits = new Promise<void>((resolve) => (waiting = resolve));
+          gc = collectGarbage(store, KEEP_TAGS, { keep: 2, graceMs: 0, now: () => Date.now() + 60_000, onWaitingForCommits: waiting }).catch((e: Error) => e);
+          await Promise.race([gc, waits]);
+        }
+        return putManifest(...args);
+      };
+      const signing = await signer.signImage('ghcr.io', 'race/img', image.digest);
+      expect(signing.manifests.map((m) => m.state)).toEqual(['signed']);
+      expect(await gc).not.toBeInstanceOf(Error);
+      const lacking: string[] = [];
+      for (const d of await store.linkedManifests('ghcr.io', 'race/img')) {
+        const m = await store.getManifest(d);
+        if (!m) {
+          lacking.push(`manifest ${d}`);
+          continue;
+        }
+        const doc = JSON.parse(m.body.toString()) as { config?: { digest: string }; layers?: Array<{ digest: string }> };
+        for (const b of [...(doc.config ? [doc.config] : []), ...(doc.layers ?? [])]) if (!(await store.blobs.stat(b.digest))) lacking.push(`${b.digest} of ${d}`);
+      }
+      expect(lacking).toEqual([]);
     } finally {
       await store.close();
     }
@@ -168,7 +246,7 @@ describe('gc in a loop while syncs and pulls commit', () => {
         p.catch((e: unknown) => void problems.push(`${what}: ${String(e)}`));
       const pull = async (img: (typeof images)[number]): Promise<void> => {
         const signal = AbortSignal.timeout(20_000);
-        const m = await fetch(`${s.url}/v2/ghcr.io/${img.name}/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' }, signal });
+        const m = await fetch(`${s.url}/v2/ghcr.io/${img.name}/manifests/v1`, { headers: { accept: MediaType.ociManifest }, signal });
         if (m.status !== 200) return void problems.push(`pull ${img.name}: manifest ${m.status}`);
         await m.arrayBuffer();
         for (const d of img.digests.slice(1)) {

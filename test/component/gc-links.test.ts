@@ -6,9 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GcReport } from '../../src/jobs/gc.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { MiniUpstream } from '../helpers/mini-upstream.js';
-import { seededBytes } from '../kit/oci.js';
-
-const KiB = 1024;
+import { KiB, MediaType, seededBytes } from '../kit/oci.js';
 
 describe('blob links and gc', () => {
   let up: MiniUpstream;
@@ -35,7 +33,7 @@ describe('blob links and gc', () => {
     }
   };
   const manifest = (name: string, tag: string): Promise<Response> =>
-    fetch(`${s.url}/v2/ghcr.io/${name}/manifests/${tag}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    fetch(`${s.url}/v2/ghcr.io/${name}/manifests/${tag}`, { headers: { accept: MediaType.ociManifest } });
   const gc = async (): Promise<GcReport> => {
     const res = await s.app.admin.inject({ method: 'POST', url: '/api/v1/gc', headers: { authorization: `Bearer ${token}` }, payload: {} });
     expect(res.statusCode).toBe(200);

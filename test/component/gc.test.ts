@@ -6,11 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectGarbage, type GcReport } from '../../src/jobs/gc.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
-import { seededBytes } from '../kit/oci.js';
+import { KiB, MediaType, seededBytes } from '../kit/oci.js';
 import { sample } from '../helpers/metrics-text.js';
-
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json';
-const KiB = 1024;
 
 describe('garbage collection', () => {
   let up: MiniUpstream;
@@ -49,7 +46,7 @@ describe('garbage collection', () => {
   };
   const stored = async (digests: string[]): Promise<boolean[]> => Promise.all(digests.map(async (d) => (await s.app.store.stat(d)) !== undefined));
   const pull = async (name: string, digest: string): Promise<Buffer> => {
-    const res = await fetch(`${s.url}/v2/ghcr.io/${name}/blobs/${digest}`, { headers: { accept: ACCEPT } });
+    const res = await fetch(`${s.url}/v2/ghcr.io/${name}/blobs/${digest}`, { headers: { accept: MediaType.ociManifest } });
     expect(res.status).toBe(200);
     return Buffer.from(await res.arrayBuffer());
   };
@@ -77,7 +74,7 @@ describe('garbage collection', () => {
     let release!: () => void;
     up.holds.set(late, new Promise<void>((r) => (release = r)));
     // c's manifest first (so the layer is reachable), then its layer: held half-way by the upstream during gc.
-    expect((await fetch(`${s.url}/v2/ghcr.io/team/c/manifests/1`, { headers: { accept: ACCEPT } })).status).toBe(200);
+    expect((await fetch(`${s.url}/v2/ghcr.io/team/c/manifests/1`, { headers: { accept: MediaType.ociManifest } })).status).toBe(200);
     const downloading = pull('team/c', late);
     await up.asked(`/v2/team/c/blobs/${late}`);
     const fromDisk = [pull('team/a', a.layers[1]?.digest ?? ''), pull('team/a', a.layers[0]?.digest ?? '')];

@@ -15,10 +15,10 @@ import { importPath } from '../../src/jobs/importer.js';
 import { Store } from '../../src/store/store.js';
 import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
-import { buildLayout, corruptBlob, type LayoutDescription } from '../helpers/images.js';
+import { buildLayout, corruptBlob, type LayoutDescription, type TestImage } from '../helpers/images.js';
 import { SLUICE_MAIN, sluiceConfigYaml } from '../helpers/sluice.js';
 import { buildFlatCache, wrapAsOciCache } from '../helpers/talos-cache.js';
-import { MediaType, MiB } from '../kit/oci.js';
+import { MediaType, MiB, REF_NAME_ANNOTATION } from '../kit/oci.js';
 
 /** One tar entry: a body, or `zeros` bytes of zeros streamed (never held in memory). */
 type Entry = { name: string; body: Buffer } | { name: string; zeros: number };
@@ -176,12 +176,18 @@ describe('import bounds', () => {
     }
   });
 
-  test('identical index.json entries verify each blob once and all import', async () => {
-    const dir = join(work, 'copies');
+  /** A copy of the layout whose index.json lists the pause image 50 times, the same entry each time. */
+  async function fiftyCopies(name: string): Promise<{ dir: string; img: TestImage }> {
+    const dir = join(work, name);
     await cp(layout.dir, dir, { recursive: true });
     const img = pause();
-    const entry = { mediaType: img.mediaType, digest: img.digest, size: img.size, annotations: { 'org.opencontainers.image.ref.name': img.ref } };
+    const entry = { mediaType: img.mediaType, digest: img.digest, size: img.size, annotations: { [REF_NAME_ANNOTATION]: img.ref } };
     await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: Array.from({ length: 50 }, () => entry) }));
+    return { dir, img };
+  }
+
+  test('identical index.json entries verify each blob once and all import', async () => {
+    const { dir, img } = await fiftyCopies('copies');
     const store = await openStore({ storage: fresh() });
     const lines: string[] = [];
     try {
@@ -195,13 +201,9 @@ describe('import bounds', () => {
   });
 
   test('identical entries of a corrupt image are each refused with the same reason, the blob hashed once', async () => {
-    const dir = join(work, 'corrupt-copies');
-    await cp(layout.dir, dir, { recursive: true });
-    const img = pause();
+    const { dir, img } = await fiftyCopies('corrupt-copies');
     const layer = img.blobs[img.blobs.length - 1]!;
     await corruptBlob(dir, layer.digest);
-    const entry = { mediaType: img.mediaType, digest: img.digest, size: img.size, annotations: { 'org.opencontainers.image.ref.name': img.ref } };
-    await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: Array.from({ length: 50 }, () => entry) }));
     const store = await openStore({ storage: fresh() });
     const lines: string[] = [];
     try {

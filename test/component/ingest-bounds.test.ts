@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
-import { seededBytes, sha256 } from '../kit/oci.js';
+import { MiB, seededBytes, sha256 } from '../kit/oci.js';
 
-const MiB = 1024 * 1024;
 const ENDLESS = sha256(Buffer.from('a blob whose upstream body never ends'));
 
 interface OciError {

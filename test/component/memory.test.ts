@@ -6,12 +6,11 @@ import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { run } from '../helpers/binaries.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
+import { MediaType, MiB } from '../kit/oci.js';
 
-const MiB = 1024 * 1024;
 const BLOB_BYTES = 64 * MiB;
 const CONCURRENT = 8;
 const BOUND_PER_REQUEST = 8 * MiB;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -62,11 +61,11 @@ beforeAll(async () => {
   const config = await store.putBlob(Buffer.from('{}'));
   const body = Buffer.from(JSON.stringify({
     schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config.digest, size: config.sizeBytes },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: info.digest, size: info.sizeBytes }],
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: config.digest, size: config.sizeBytes },
+    layers: [{ mediaType: MediaType.ociLayerTar, digest: info.digest, size: info.sizeBytes }],
   }));
-  const m = await store.putManifest(body, OCI_MANIFEST);
+  const m = await store.putManifest(body, MediaType.ociManifest);
   await store.linkManifest('docker.io', 'library/big', m);
   // As an import of docker.io/library/big would: its blobs are that repository's to serve.
   for (const d of [info.digest, config.digest]) await store.linkBlob('docker.io', 'library/big', d);

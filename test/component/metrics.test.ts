@@ -7,10 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
 import { which } from '../helpers/binaries.js';
-import { seededBytes } from '../kit/oci.js';
+import { MediaType, seededBytes } from '../kit/oci.js';
 import { sample } from '../helpers/metrics-text.js';
-
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json';
 
 describe('metrics', () => {
   let up: MiniUpstream;
@@ -33,7 +31,7 @@ describe('metrics', () => {
     await up?.stop();
   });
 
-  const get = (path: string, headers: Record<string, string> = {}): Promise<Response> => fetch(`${s.url}${path}`, { headers: { accept: ACCEPT, ...headers } });
+  const get = (path: string, headers: Record<string, string> = {}): Promise<Response> => fetch(`${s.url}${path}`, { headers: { accept: MediaType.ociManifest, ...headers } });
   const scrape = async (): Promise<string> => {
     const res = await s.app.admin.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } });
     expect(res.statusCode).toBe(200);
@@ -150,7 +148,7 @@ describe('metrics on a window schedule and a separate listener', () => {
   });
 
   it('counts a miss outside a window as window-closed', async () => {
-    const miss = await fetch(`${s.url}/v2/ghcr.io/team/app/manifests/1.0`, { headers: { accept: ACCEPT } });
+    const miss = await fetch(`${s.url}/v2/ghcr.io/team/app/manifests/1.0`, { headers: { accept: MediaType.ociManifest } });
     expect(miss.status).toBe(404);
     const text = (await s.app.metricsListener?.inject({ method: 'GET', url: '/metrics' }))?.body ?? '';
     expect(sample(text, 'sluice_http_requests_total{kind="manifest",outcome="window-closed"}')).toBe(1);

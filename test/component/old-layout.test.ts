@@ -9,10 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
 import { validateConfig } from '../../src/config/config.js';
 import { sluiceConfigDoc } from '../helpers/sluice.js';
-
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
-const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+import { MediaType } from '../kit/oci.js';
 
 const hexOf = (body: Buffer): string => createHash('sha256').update(body).digest('hex');
 
@@ -29,17 +26,17 @@ const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', 
 const layer = randomBytes(200_000);
 const image = Buffer.from(JSON.stringify({
   schemaVersion: 2,
-  mediaType: OCI_MANIFEST,
-  config: { mediaType: OCI_CONFIG, digest: `sha256:${hexOf(config)}`, size: config.length },
-  layers: [{ mediaType: OCI_LAYER, digest: `sha256:${hexOf(layer)}`, size: layer.length }],
+  mediaType: MediaType.ociManifest,
+  config: { mediaType: MediaType.ociConfig, digest: `sha256:${hexOf(config)}`, size: config.length },
+  layers: [{ mediaType: MediaType.ociLayer, digest: `sha256:${hexOf(layer)}`, size: layer.length }],
 }));
 const sbom = Buffer.from(JSON.stringify({
   schemaVersion: 2,
-  mediaType: OCI_MANIFEST,
+  mediaType: MediaType.ociManifest,
   artifactType: 'application/spdx+json',
   config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: `sha256:${hexOf(config)}`, size: config.length },
   layers: [],
-  subject: { mediaType: OCI_MANIFEST, digest: `sha256:${hexOf(image)}`, size: image.length },
+  subject: { mediaType: MediaType.ociManifest, digest: `sha256:${hexOf(image)}`, size: image.length },
 }));
 const rules = [
   { rule: 'ghcr.io/team/app:v1', addedBy: 'config', addedAt: '2026-11-01T10:00:00.000Z' },
@@ -55,13 +52,13 @@ async function writeOldStore(root: string): Promise<void> {
   for (const body of [config, layer, image, sbom]) await put(root, blobPath(hexOf(body)), body);
   for (const body of [image, sbom]) {
     const hex = hexOf(body);
-    await put(root, `manifests/sha256/${hex.slice(0, 2)}/${hex}.json`, JSON.stringify({ mediaType: OCI_MANIFEST, sizeBytes: body.length }));
-    await put(root, `${repo}/_manifests/${hex}`, OCI_MANIFEST);
+    await put(root, `manifests/sha256/${hex.slice(0, 2)}/${hex}.json`, JSON.stringify({ mediaType: MediaType.ociManifest, sizeBytes: body.length }));
+    await put(root, `${repo}/_manifests/${hex}`, MediaType.ociManifest);
   }
   await put(root, `${repo}/_tags/v1`, `sha256:${hexOf(image)}`);
   await put(root, `${repo}/_tags/latest`, `sha256:${hexOf(image)}`);
   for (const body of [config, layer]) await put(root, `${repo}/_blobs/${hexOf(body)}`, '');
-  const referrer = { mediaType: OCI_MANIFEST, digest: `sha256:${hexOf(sbom)}`, size: sbom.length, artifactType: 'application/spdx+json' };
+  const referrer = { mediaType: MediaType.ociManifest, digest: `sha256:${hexOf(sbom)}`, size: sbom.length, artifactType: 'application/spdx+json' };
   await put(root, `${repo}/_referrers/${hexOf(image)}/${hexOf(sbom)}`, JSON.stringify(referrer));
   // lowdb's JSONFile wrote these with two-space indentation.
   await put(root, 'allowlist.json', JSON.stringify({ version: 1, rules }, null, 2));
@@ -87,9 +84,9 @@ describe('a store written by the release before the storage ports', () => {
 
   it('serves the manifest by tag and by digest, byte for byte', async () => {
     for (const ref of ['v1', `sha256:${hexOf(image)}`]) {
-      const r = await app.registry.inject({ method: 'GET', url: `/v2/ghcr.io/team/app/manifests/${ref}`, headers: { accept: OCI_MANIFEST } });
+      const r = await app.registry.inject({ method: 'GET', url: `/v2/ghcr.io/team/app/manifests/${ref}`, headers: { accept: MediaType.ociManifest } });
       expect(r.statusCode).toBe(200);
-      expect(r.headers['content-type']).toBe(OCI_MANIFEST);
+      expect(r.headers['content-type']).toBe(MediaType.ociManifest);
       expect(r.headers['docker-content-digest']).toBe(`sha256:${hexOf(image)}`);
       expect(r.rawPayload.equals(image)).toBe(true);
     }

@@ -2,20 +2,12 @@
 // waits for a commit on another, a commit waits for a gc under way, a gc that waits too long gives up, and a
 // committing replica that dies frees the gc at once.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { POSTGRES_BOUNDS } from '../../src/config/scale-out.js';
-import pg from 'pg';
+import type pg from 'pg';
 import { CommitGate, CommitWaitError } from '../../src/store/commit-gate.js';
-import { PgMetadataStore } from '../../src/store/pg/metadata.js';
-import { freshDatabase, requireServices } from '../helpers/services.js';
+import { pgReplicas, settledState as state, type PgReplicas } from '../helpers/pg-replicas.js';
+import { requireServices } from '../helpers/services.js';
 
 const ok = requireServices(['postgres'], 'test/component/pg-commit-gate.test.ts');
-
-/** Resolves to 'pending' if `p` has not settled by the time a round trip to the database has. */
-async function state(p: Promise<unknown>, db: pg.Client): Promise<string> {
-  const settled = p.then(() => 'resolved', () => 'rejected');
-  await db.query('SELECT 1');
-  return Promise.race([settled, Promise.resolve('pending')]);
-}
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
@@ -24,26 +16,29 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 }
 
 describe.skipIf(!ok)('the gc/commit gate on PostgreSQL', () => {
-  let db: Awaited<ReturnType<typeof freshDatabase>>;
-  let a: PgMetadataStore;
-  let b: PgMetadataStore;
+  let replicas: PgReplicas;
   let ga: CommitGate;
   let gb: CommitGate;
   let probe: pg.Client;
   beforeAll(async () => {
-    db = await freshDatabase();
-    [a, b] = await Promise.all([PgMetadataStore.open({ url: db.url, poolSize: 2, ...POSTGRES_BOUNDS }), PgMetadataStore.open({ url: db.url, poolSize: 2, ...POSTGRES_BOUNDS })]);
-    ga = new CommitGate(a.commitLocks);
-    gb = new CommitGate(b.commitLocks);
-    probe = new pg.Client({ connectionString: db.url });
-    await probe.connect();
+    replicas = await pgReplicas();
+    probe = replicas.probe;
+    ga = new CommitGate(replicas.a.commitLocks);
+    gb = new CommitGate(replicas.b.commitLocks);
   });
-  afterAll(async () => {
-    await probe?.end();
-    await a?.close();
-    await b?.close();
-    await db?.drop();
-  });
+  afterAll(async () => replicas?.close());
+
+  /** A commit on replica a that has entered the gate and stays in until `endCommit` is resolved. */
+  async function commitUnderWay(): Promise<{ commit: Promise<void>; endCommit: { resolve: () => void } }> {
+    const endCommit = deferred();
+    const entered = deferred();
+    const commit = ga.commit(async () => {
+      entered.resolve();
+      await endCommit.promise;
+    });
+    await entered.promise;
+    return { commit, endCommit };
+  }
 
   test('a gc on one replica waits for a commit on another, then runs', async () => {
     const order: string[] = [];
@@ -77,13 +72,7 @@ describe.skipIf(!ok)('the gc/commit gate on PostgreSQL', () => {
   });
 
   test('a gc that waits longer than it may for a commit gives up and runs nothing', async () => {
-    const endCommit = deferred();
-    const entered = deferred();
-    const commit = ga.commit(async () => {
-      entered.resolve();
-      await endCommit.promise;
-    });
-    await entered.promise;
+    const { commit, endCommit } = await commitUnderWay();
     const gcWaits = deferred();
     let ran = false;
     const gc = gb.exclusive(300, async () => void (ran = true), gcWaits.resolve);
@@ -95,13 +84,7 @@ describe.skipIf(!ok)('the gc/commit gate on PostgreSQL', () => {
   });
 
   test('a committing replica that dies frees the gc at once', async () => {
-    const endCommit = deferred();
-    const entered = deferred();
-    const commit = ga.commit(async () => {
-      entered.resolve();
-      await endCommit.promise;
-    });
-    await entered.promise;
+    const { commit, endCommit } = await commitUnderWay();
     const gcWaits = deferred();
     let ran = false;
     const gc = gb.exclusive(30_000, async () => void (ran = true), gcWaits.resolve);
@@ -116,4 +99,39 @@ describe.skipIf(!ok)('the gc/commit gate on PostgreSQL', () => {
     endCommit.resolve();
     await commit; // its session is gone: ending the commit must not throw
   });
+
+  test('an allowlist edit and a commit go on while a gc holds the gate: the gate shares no lock with the allowlist', async () => {
+    const inGc = deferred();
+    const endGc = deferred();
+    const gc = gb.exclusive(10_000, async () => {
+      inGc.resolve();
+      await endGc.promise;
+    });
+    await inGc.promise;
+    try {
+      // The edit takes the allowlist's own lock (10 s lock_timeout): a gc running meanwhile must not hold it.
+      const edit = replicas.a.state.allowlist.locked(async () => {
+        await replicas.a.state.allowlist.read();
+        return 'edited';
+      });
+      await expect(edit).resolves.toBe('edited');
+    } finally {
+      endGc.resolve();
+      await gc;
+    }
+    // And an allowlist edit under way is no gc: a commit starting meanwhile does not wait for it.
+    const editing = deferred();
+    const endEdit = deferred();
+    const edit = replicas.a.state.allowlist.locked(async () => {
+      editing.resolve();
+      await endEdit.promise;
+    });
+    await editing.promise;
+    try {
+      expect(await replicas.b.commitLocks.gcPending()).toBe(false);
+    } finally {
+      endEdit.resolve();
+      await edit;
+    }
+  }, 30_000);
 });

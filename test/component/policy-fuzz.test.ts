@@ -1,24 +1,18 @@
 // Property test (fast-check) of the request policy as a whole: random allowlists × random request sequences
-// (some concurrent) × window open/close, against a counting fake upstream that knows which repository holds
+// (some concurrent) × window open/close, against the counting fake upstream, which knows which repository holds
 // which blob. Asserts: no blob or manifest byte reaches a client through a repository not entitled to it, no
 // upstream request is sent while the window is closed, HEAD and GET agree, and a legitimate pull succeeds.
-import { createHash } from 'node:crypto';
-import { once } from 'node:events';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importPath } from '../../src/jobs/importer.js';
+import { MediaType, mkLayoutDir, sha256, writeBlob, writeLayoutIndex } from '../kit/oci.js';
 import { tempDir } from '../helpers/clients.js';
+import { MiniUpstream } from '../helpers/mini-upstream.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 
 const RUNS = Number(process.env.SLUICE_POLICY_FUZZ_RUNS ?? 40);
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const FOREIGN_LAYER = 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip';
-
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 interface Blob {
   digest: string;
@@ -41,10 +35,10 @@ function image(name: string, tag: string, layers: Blob[], foreign: Blob[] = []):
   const descriptor = (b: Blob, mediaType: string): Record<string, unknown> => ({ mediaType, digest: b.digest, size: b.body.length });
   const doc = {
     schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config: descriptor(config, 'application/vnd.oci.image.config.v1+json'),
+    mediaType: MediaType.ociManifest,
+    config: descriptor(config, MediaType.ociConfig),
     layers: [
-      ...layers.map((l) => descriptor(l, 'application/vnd.oci.image.layer.v1.tar')),
+      ...layers.map((l) => descriptor(l, MediaType.ociLayerTar)),
       // A foreign layer the upstream does not hold in this repository: naming a digest proves nothing.
       ...foreign.map((l) => ({ ...descriptor(l, FOREIGN_LAYER), urls: ['https://example.invalid/layer'] })),
     ],
@@ -112,51 +106,26 @@ interface UpstreamRequest {
   windowOpen: boolean;
 }
 
-let upstream: Server;
-let upstreamUrl: string;
-let current: { sluice?: InProcessSluice; seen: UpstreamRequest[] } = { seen: [] };
-
-async function startUpstream(): Promise<void> {
-  upstream = createServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
-    current.seen.push({ method: req.method ?? '', path, windowOpen: current.sluice?.app.window.isOpen() ?? false });
-    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(path);
-    const img = m ? IMAGES.find((i) => i.name === m[1]) : undefined;
-    const ref = m?.[3] ?? '';
-    const found = img && (m?.[2] === 'manifests' ? (ref === img.tag || ref === img.manifest.digest ? img.manifest : undefined) : upstreamHas.get(img.name)?.get(ref));
-    if (!found || (m?.[2] === 'blobs' && found === img?.manifest)) {
-      res.writeHead(404, { 'content-type': 'application/json' });
-      res.end('{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}');
-      return;
-    }
-    const headers = {
-      'content-type': m?.[2] === 'manifests' ? OCI_MANIFEST : 'application/octet-stream',
-      'content-length': String(found.body.length),
-      'docker-content-digest': found.digest,
-    };
-    res.writeHead(200, headers);
-    if (req.method === 'HEAD') return void res.end();
-    // Half now, half a moment later: a concurrent request for the same digest finds the flight running.
-    res.write(found.body.subarray(0, found.body.length >> 1));
-    setTimeout(() => res.end(found.body.subarray(found.body.length >> 1)), 15);
-  });
-  upstream.listen(0, '127.0.0.1');
-  await once(upstream, 'listening');
-  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+const upstream = new MiniUpstream();
+upstream.scopeBlobs = true;
+// Half now, half a moment later: a concurrent request for the same digest finds the flight running.
+upstream.midwayDelayMs = 15;
+for (const img of IMAGES) {
+  upstream.putManifest(img.name, img.tag, img.manifest.body);
+  for (const b of img.blobs) upstream.putBlob(img.name, b.body);
 }
+let current: { sluice?: InProcessSluice; seen: UpstreamRequest[] } = { seen: [] };
+upstream.on('request', (line: string) => {
+  const [method = '', path = ''] = line.split(' ');
+  current.seen.push({ method, path, windowOpen: current.sluice?.app.window.isOpen() ?? false });
+});
 
 /** An OCI layout holding x/installer:v1, imported (so linked to x/installer only) before every run. */
 async function writeInstallerLayout(dir: string): Promise<void> {
-  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
-  for (const b of [installer.manifest, ...installer.blobs]) await writeFile(join(dir, 'blobs', 'sha256', b.digest.slice(7)), b.body);
-  await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  await writeFile(join(dir, 'index.json'), JSON.stringify({
-    schemaVersion: 2,
-    manifests: [{
-      mediaType: OCI_MANIFEST, digest: installer.manifest.digest, size: installer.manifest.body.length,
-      annotations: { 'org.opencontainers.image.ref.name': 'docker.io/x/installer:v1' },
-    }],
-  }));
+  await mkLayoutDir(dir);
+  for (const b of installer.blobs) await writeBlob(dir, b.body, MediaType.ociLayerTar);
+  const top = await writeBlob(dir, installer.manifest.body, MediaType.ociManifest);
+  await writeLayoutIndex(dir, [{ ref: 'docker.io/x/installer:v1', top }]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -195,7 +164,7 @@ interface Answer {
 async function ask(method: 'GET' | 'HEAD', path: string): Promise<Answer> {
   // A hang is a failure with a name, not a test timeout.
   const signal = AbortSignal.timeout(5_000);
-  const res = await fetch(`${current.sluice?.url ?? ''}${path}`, { method, headers: { accept: `${OCI_MANIFEST}, */*` }, signal })
+  const res = await fetch(`${current.sluice?.url ?? ''}${path}`, { method, headers: { accept: `${MediaType.ociManifest}, */*` }, signal })
     .catch((e: unknown) => { throw new Error(`${method} ${path}: ${String(e)}`); });
   return { status: res.status, body: Buffer.from(await res.arrayBuffer().catch((e: unknown) => { throw new Error(`${method} ${path} body: ${String(e)}`); })), length: res.headers.get('content-length'), digest: res.headers.get('docker-content-digest') };
 }
@@ -272,18 +241,17 @@ describe('request policy under random allowlists, requests and windows', () => {
     work = await tempDir('policy-fuzz');
     layoutDir = join(work, 'layout');
     await writeInstallerLayout(layoutDir);
-    await startUpstream();
+    await upstream.start();
   });
   afterAll(async () => {
-    upstream?.closeAllConnections();
-    await new Promise((resolve) => (upstream ? upstream.close(resolve) : resolve(undefined)));
+    await upstream.stop();
   });
 
   it('never hands out what a repository is not entitled to, never dials while closed, HEAD = GET', async () => {
     await fc.assert(
       fc.asyncProperty(fc.subarray(RULES, { minLength: 1 }), fc.boolean(), fc.array(step, { minLength: 1, maxLength: 14 }), async (rules, openFirst, steps) => {
         current = { seen: [] };
-        const sluice = await startSluice({ allowlist: rules, windows: 'never', upstreams: { 'docker.io': { url: upstreamUrl } } });
+        const sluice = await startSluice({ allowlist: rules, windows: 'never', upstreams: { 'docker.io': { url: upstream.url } } });
         current.sluice = sluice;
         try {
           const imported = await importPath(sluice.app.store, layoutDir);

@@ -1,204 +1,21 @@
-// Pull-through against an in-process fake upstream that counts requests per path and misbehaves on
+// Pull-through against the in-process fake upstream, which counts requests per path and misbehaves on
 // command (held chunks, corruption, cuts, short bodies, stalls, errors, Bearer auth, redirects):
 // single-flight, streaming before the end, verify-before-commit, detached ingest, tags, windows.
 import { createHash, randomBytes } from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { once } from 'node:events';
 import { readdir, mkdtemp, rm } from 'node:fs/promises';
-import { createServer, request, Agent, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { request, Agent, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
 import { validateConfig } from '../../src/config/config.js';
 import { sluiceConfigDoc, type SluiceConfigOptions } from '../helpers/sluice.js';
-import { json, write } from '../helpers/http-server.js';
 import { spoolDir } from '../helpers/fs-store.js';
-
-const MiB = 1024 * 1024;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
-const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-// ---------------------------------------------------------------------------------------------------------------
-// The fake upstream
-
-interface BlobBehaviour {
-  /** Bytes per write; default 1 MiB. */
-  chunkBytes?: number;
-  /** Awaited before chunk `i` of `n` is written: the test's hand on the tap. */
-  beforeChunk?: (i: number, n: number) => Promise<void>;
-  /** Flip one byte in the middle: the right length, the wrong digest. */
-  corrupt?: boolean;
-  /** Destroy the connection once this share of the body is out. */
-  cutAtPercent?: number;
-  /** Send this share of the body, then nothing, holding the connection open. */
-  stallAtPercent?: number;
-  /** A complete, well-formed answer of only this many bytes (Content-Length says so too). */
-  shortBytes?: number;
-}
-
-interface Reply {
-  status: number;
-  headers?: Record<string, string>;
-  body?: string;
-}
-
-interface Seen {
-  method: string;
-  path: string;
-  authorization?: string;
-}
-
-class FakeUpstream extends EventEmitter {
-  url = '';
-  readonly requests: Seen[] = [];
-  readonly blobs = new Map<string, Buffer>();
-  /** `name:reference` → manifest; both the tag and the digest form are registered. */
-  readonly manifests = new Map<string, { body: Buffer; mediaType: string }>();
-  behaviour = new Map<string, BlobBehaviour>();
-  /** Answer every registry request (not /token) with this. */
-  failAll: Reply | undefined;
-  /** Require `Authorization: Bearer <token>`, issued by GET /token (on the same server). */
-  bearerToken: string | undefined;
-  /** Answer blob GETs with a 307 to this origin + /storage/<hex>. */
-  redirectBlobsTo: string | undefined;
-  private readonly server: Server;
-
-  constructor(private readonly hostName: '127.0.0.1' | 'localhost' = '127.0.0.1') {
-    super();
-    this.server = createServer((req, res) => void this.handle(req, res));
-  }
-
-  async start(): Promise<this> {
-    this.server.listen(0, this.hostName);
-    await once(this.server, 'listening');
-    this.url = `http://${this.hostName}:${(this.server.address() as AddressInfo).port}`;
-    return this;
-  }
-
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise((resolve) => this.server.close(resolve));
-  }
-
-  reset(): void {
-    this.requests.length = 0;
-    this.behaviour.clear();
-    this.failAll = undefined;
-    this.bearerToken = undefined;
-    this.redirectBlobsTo = undefined;
-  }
-
-  count(path: string, method = 'GET'): number {
-    return this.requests.filter((r) => r.path === path && r.method === method).length;
-  }
-
-  /** Requests to the registry API, token requests and redirect targets excluded. */
-  get registryRequests(): number {
-    return this.requests.filter((r) => r.path.startsWith('/v2/')).length;
-  }
-
-  addBlob(bytes: Buffer): string {
-    const digest = sha256(bytes);
-    this.blobs.set(digest, bytes);
-    return digest;
-  }
-
-  addManifest(name: string, doc: object, tag?: string, mediaType = OCI_MANIFEST): { digest: string; body: Buffer } {
-    const body = Buffer.from(JSON.stringify(doc));
-    const digest = sha256(body);
-    this.manifests.set(`${name}:${digest}`, { body, mediaType });
-    if (tag) this.manifests.set(`${name}:${tag}`, { body, mediaType });
-    return { digest, body };
-  }
-
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const path = url.pathname;
-    this.requests.push({ method: req.method ?? '', path, authorization: req.headers.authorization });
-    this.emit('request', req.method, path);
-    if (path === '/token') {
-      json(res, 200, { token: this.bearerToken ?? 'none', expires_in: 300, scope: url.searchParams.get('scope') });
-      return;
-    }
-    const storage = /^\/storage\/([0-9a-f]{64})$/.exec(path);
-    if (storage) {
-      await this.sendBlob(req, res, `sha256:${storage[1]}`);
-      return;
-    }
-    if (this.failAll) {
-      res.writeHead(this.failAll.status, { 'content-type': 'application/json', ...this.failAll.headers });
-      res.end(this.failAll.body ?? JSON.stringify({ errors: [{ code: 'UNKNOWN', message: 'fake upstream failure' }] }));
-      return;
-    }
-    if (this.bearerToken && req.headers.authorization !== `Bearer ${this.bearerToken}`) {
-      const realm = `${this.url}/token`;
-      res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm}",service="fake-registry",scope="repository:x:pull"`, 'content-type': 'application/json' });
-      res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }));
-      return;
-    }
-    if (path === '/v2/') {
-      json(res, 200, {});
-      return;
-    }
-    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(path);
-    if (m && m[2] === 'manifests') {
-      const found = this.manifests.get(`${m[1]}:${m[3]}`);
-      if (!found) return json(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] });
-      res.writeHead(200, { 'content-type': found.mediaType, 'content-length': found.body.length, 'docker-content-digest': sha256(found.body) });
-      res.end(req.method === 'HEAD' ? undefined : found.body);
-      return;
-    }
-    if (m && m[2] === 'blobs' && this.blobs.has(m[3] ?? '')) {
-      if (this.redirectBlobsTo) {
-        res.writeHead(307, { location: `${this.redirectBlobsTo}/storage/${(m[3] ?? '').slice(7)}` });
-        res.end();
-        return;
-      }
-      await this.sendBlob(req, res, m[3] ?? '');
-      return;
-    }
-    json(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown' }] });
-  }
-
-  private async sendBlob(req: IncomingMessage, res: ServerResponse, digest: string): Promise<void> {
-    const real = this.blobs.get(digest);
-    if (!real) return json(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown' }] });
-    const b = this.behaviour.get(digest) ?? {};
-    let bytes = b.shortBytes !== undefined ? real.subarray(0, b.shortBytes) : real;
-    if (b.corrupt) {
-      bytes = Buffer.from(bytes);
-      const mid = bytes.length >> 1;
-      bytes[mid] = (bytes[mid] ?? 0) ^ 0xff;
-    }
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'docker-content-digest': digest });
-    if (req.method === 'HEAD') return void res.end();
-    const chunk = b.chunkBytes ?? MiB;
-    const n = Math.ceil(bytes.length / chunk);
-    const cutAt = b.cutAtPercent !== undefined ? Math.floor((bytes.length * b.cutAtPercent) / 100) : undefined;
-    const stallAt = b.stallAtPercent !== undefined ? Math.floor((bytes.length * b.stallAtPercent) / 100) : undefined;
-    for (let i = 0; i < n; i++) {
-      await b.beforeChunk?.(i, n);
-      let piece = bytes.subarray(i * chunk, (i + 1) * chunk);
-      const stop = cutAt ?? stallAt;
-      if (stop !== undefined && i * chunk + piece.length >= stop) piece = piece.subarray(0, stop - i * chunk);
-      if (!(await write(res, piece))) return;
-      if (cutAt !== undefined && i * chunk + piece.length >= cutAt) {
-        this.emit('cut', digest);
-        res.socket?.destroy();
-        return;
-      }
-      if (stallAt !== undefined && i * chunk + piece.length >= stallAt) {
-        this.emit('stalled', digest);
-        return; // the connection stays open, silent, until the test closes the server
-      }
-    }
-    res.end();
-    this.emit('sent', digest);
-  }
-}
-
+import type { BlobBehaviour } from '../helpers/mini-blob.js';
+import { MiniUpstream } from '../helpers/mini-upstream.js';
+import { MediaType, MiB, sha256 } from '../kit/oci.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
@@ -328,8 +145,10 @@ async function tmpFiles(r: Running): Promise<string[]> {
 // ---------------------------------------------------------------------------------------------------------------
 
 describe('pull-through against a fake upstream', () => {
-  const up = new FakeUpstream();
-  const storageServer = new FakeUpstream('localhost');
+  const up = new MiniUpstream();
+  const storageServer = new MiniUpstream();
+  /** Requests to the registry API, token requests and redirect targets excluded. */
+  const registryRequests = (): number => up.seen.filter((l) => l.split(' ')[1]?.startsWith('/v2/')).length;
   let big: Buffer;
   let bigDigest: string;
   let mid: Buffer;
@@ -356,14 +175,14 @@ describe('pull-through against a fake upstream', () => {
 
   beforeAll(async () => {
     await up.start();
-    await storageServer.start();
+    await storageServer.start('localhost');
     big = randomBytes(64 * MiB);
     bigDigest = up.addBlob(big);
     mid = randomBytes(8 * MiB + 12345);
     midDigest = up.addBlob(mid);
     storageServer.blobs.set(midDigest, mid);
-    const layers = [bigDigest, midDigest].map((digest) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: (up.blobs.get(digest) ?? big).length }));
-    up.addManifest('library/big', { schemaVersion: 2, mediaType: OCI_MANIFEST, config: layers[1], layers }, 'latest');
+    const layers = [bigDigest, midDigest].map((digest) => ({ mediaType: MediaType.ociLayerTar, digest, size: (up.blobs.get(digest) ?? big).length }));
+    up.addManifest('library/big', { schemaVersion: 2, mediaType: MediaType.ociManifest, config: layers[1], layers }, 'latest');
   });
 
   beforeEach(() => {
@@ -398,7 +217,7 @@ describe('pull-through against a fake upstream', () => {
       90_000,
       `only ${withHeaders} of 50 clients got headers while the upstream held the last chunk`,
     );
-    expect(up.count(blobPath(bigDigest))).toBe(1);
+    expect(up.times(`GET ${blobPath(bigDigest)}`)).toBe(1);
     for (const got of results) {
       expect(got.status).toBe(200);
       expect(got.complete).toBe(true);
@@ -411,7 +230,7 @@ describe('pull-through against a fake upstream', () => {
     // And now it is a cache hit: no further upstream traffic.
     const again = await get(blobUrl(r, bigDigest));
     expect(again.digest).toBe(bigDigest);
-    expect(up.registryRequests).toBe(2); // the manifest and the blob, once each
+    expect(registryRequests()).toBe(2); // the manifest and the blob, once each
   }, 120_000);
 
   it('(b) the first byte reaches the client before the upstream transfer ends', async () => {
@@ -433,7 +252,7 @@ describe('pull-through against a fake upstream', () => {
     );
     expect(finishedWhenFirstBytes).toBe(false);
     expect(got).toMatchObject({ status: 200, complete: true, bytes: mid.length, digest: midDigest });
-    expect(up.count(blobPath(midDigest))).toBe(1);
+    expect(up.times(`GET ${blobPath(midDigest)}`)).toBe(1);
   });
 
   describe('(c) bad upstream bytes are never committed nor completed to a client', () => {
@@ -457,7 +276,7 @@ describe('pull-through against a fake upstream', () => {
       const good = await get(blobUrl(r, midDigest));
       expect(good).toMatchObject({ status: 200, complete: true, bytes: mid.length, digest: midDigest });
       expect(await r.app.store.stat(midDigest)).toEqual({ digest: midDigest, sizeBytes: mid.length });
-      expect(up.count(blobPath(midDigest))).toBe(2);
+      expect(up.times(`GET ${blobPath(midDigest)}`)).toBe(2);
     });
   });
 
@@ -488,7 +307,7 @@ describe('pull-through against a fake upstream', () => {
     expect(await tmpFiles(r)).toEqual([]);
     const again = await get(blobUrl(r, midDigest));
     expect(again).toMatchObject({ status: 200, complete: true, digest: midDigest });
-    expect(up.count(blobPath(midDigest))).toBe(1);
+    expect(up.times(`GET ${blobPath(midDigest)}`)).toBe(1);
   });
 
   it('(e) a Range request on an uncached blob waits for the verified blob and gets the right 206 slice', async () => {
@@ -515,7 +334,7 @@ describe('pull-through against a fake upstream', () => {
     expect(slice.headers['content-range']).toBe(`bytes 5000000-5999999/${mid.length}`);
     expect(slice.body?.equals(mid.subarray(5_000_000, 6_000_000))).toBe(true);
     expect(whole).toMatchObject({ status: 200, complete: true, digest: midDigest });
-    expect(up.count(blobPath(midDigest))).toBe(1);
+    expect(up.times(`GET ${blobPath(midDigest)}`)).toBe(1);
   });
 
   describe('(f) tag resolution', () => {
@@ -528,9 +347,9 @@ describe('pull-through against a fake upstream', () => {
       const c = up.addBlob(config);
       manifestDigest = up.addManifest('library/app', {
         schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: c, size: config.length },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l, size: layer.length }],
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: MediaType.ociConfig, digest: c, size: config.length },
+        layers: [{ mediaType: MediaType.ociLayerTar, digest: l, size: layer.length }],
       }, '1.0').digest;
     });
 
@@ -544,7 +363,7 @@ describe('pull-through against a fake upstream', () => {
       expect(first.status).toBe(200);
       expect(sha256(first.body)).toBe(manifestDigest);
       expect(second.headers['docker-content-digest']).toBe(manifestDigest);
-      expect(up.count('/v2/library/app/manifests/1.0') + up.count('/v2/library/app/manifests/1.0', 'HEAD')).toBe(1);
+      expect(up.times('GET /v2/library/app/manifests/1.0') + up.times('HEAD /v2/library/app/manifests/1.0')).toBe(1);
       await r.close();
 
       // The same store, a fresh process-worth of caches, and an upstream that refuses connections.
@@ -569,8 +388,8 @@ describe('pull-through against a fake upstream', () => {
       expect(again.status).toBe(200);
       expect(again.headers['docker-content-digest']).toBe(manifestDigest);
       // First resolution: one GET; the re-check of a known tag is a HEAD (cheap against pull limits).
-      expect(up.count('/v2/library/app/manifests/1.0')).toBe(1);
-      expect(up.count('/v2/library/app/manifests/1.0', 'HEAD')).toBe(1);
+      expect(up.times('GET /v2/library/app/manifests/1.0')).toBe(1);
+      expect(up.times('HEAD /v2/library/app/manifests/1.0')).toBe(1);
     });
 
     it('(g) outside a window a miss is an immediate 404 with no upstream request; a cached image still serves', async () => {
@@ -661,20 +480,22 @@ describe('pull-through against a fake upstream', () => {
   it('(i) Bearer token flow, and a blob redirect to another host without the Authorization header', async () => {
     // The blob host is on loopback: named in redirectHosts, as loopback targets must be.
     const r = await open({ upstreams: { 'docker.io': { url: up.url }, 'ghcr.io': { url: up.url, redirectHosts: [new URL(storageServer.url).host] } } });
-    up.bearerToken = 'tok-123';
-    up.redirectBlobsTo = storageServer.url; // http://localhost:P: another origin than http://127.0.0.1:P
+    up.bearerRealm = () => `${up.url}/token`;
+    up.serveTokens('/token', () => true);
+    up.redirectBlob = (digest) => `${storageServer.url}/storage/${digest.slice(7)}`; // http://localhost:P: another origin than http://127.0.0.1:P
     const name = 'private/app';
-    up.addManifest(name, { schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: midDigest, size: mid.length }, layers: [] }, 'v1');
+    up.addManifest(name, { schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: midDigest, size: mid.length }, layers: [] }, 'v1');
     const m = await getJson(`${r.url}/v2/${name}/manifests/v1?ns=ghcr.io`);
     expect(m.status).toBe(200);
     const got = await get(`${r.url}/v2/${name}/blobs/${midDigest}?ns=ghcr.io`);
     expect(got).toMatchObject({ status: 200, complete: true, digest: midDigest });
 
-    const tokenRequests = up.requests.filter((q) => q.path === '/token');
+    const tokenRequests = up.seen.filter((l) => l === 'GET /token');
     expect(tokenRequests).toHaveLength(1); // cached for the blob request
-    const authorized = up.requests.filter((q) => q.path.startsWith('/v2/') && q.authorization === 'Bearer tok-123');
+    const authorized = up.requests.filter((q) => q.path.startsWith('/v2/') && q.authorization === `Bearer t:${name}`);
     expect(authorized.map((q) => q.path)).toEqual([`/v2/${name}/manifests/v1`, `/v2/${name}/blobs/${midDigest}`]);
-    expect(storageServer.requests).toEqual([{ method: 'GET', path: `/storage/${midDigest.slice(7)}`, authorization: undefined }]);
+    expect(storageServer.seen).toEqual([`GET /storage/${midDigest.slice(7)}`]);
+    expect(storageServer.requests[0]?.authorization).toBeUndefined();
   });
 
   it('(j) an index pulled by tag, then only the requested platform manifest is fetched by digest', async () => {
@@ -686,22 +507,22 @@ describe('pull-through against a fake upstream', () => {
       const l = up.addBlob(lay);
       const man = up.addManifest('library/multi', {
         schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: c, size: cfg.length },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l, size: lay.length }],
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: MediaType.ociConfig, digest: c, size: cfg.length },
+        layers: [{ mediaType: MediaType.ociLayerTar, digest: l, size: lay.length }],
       });
       return { arch, manifest: man, config: c, layer: l, size: man.body.length };
     });
     const index = up.addManifest('library/multi', {
       schemaVersion: 2,
-      mediaType: OCI_INDEX,
-      manifests: platforms.map((p) => ({ mediaType: OCI_MANIFEST, digest: p.manifest.digest, size: p.size, platform: { architecture: p.arch, os: 'linux' } })),
-    }, '1.0', OCI_INDEX);
+      mediaType: MediaType.ociIndex,
+      manifests: platforms.map((p) => ({ mediaType: MediaType.ociManifest, digest: p.manifest.digest, size: p.size, platform: { architecture: p.arch, os: 'linux' } })),
+    }, '1.0');
     const base = `${r.url}/v2/library/multi`;
     const head = await get(`${base}/manifests/1.0?ns=docker.io`, { method: 'HEAD' });
     expect(head.headers['docker-content-digest']).toBe(index.digest);
     const idx = await getJson(`${base}/manifests/1.0?ns=docker.io`);
-    expect(idx.headers['content-type']).toBe(OCI_INDEX);
+    expect(idx.headers['content-type']).toBe(MediaType.ociIndex);
     expect(idx.body.equals(index.body)).toBe(true);
     const amd64 = platforms[0]!;
     const arm64 = platforms[1]!;
@@ -710,15 +531,15 @@ describe('pull-through against a fake upstream', () => {
     expect(pm.body.equals(amd64.manifest.body)).toBe(true);
     for (const d of [amd64.config, amd64.layer]) expect((await get(`${base}/blobs/${d}?ns=docker.io`)).digest).toBe(d);
 
-    expect(up.count('/v2/library/multi/manifests/1.0')).toBe(1);
-    expect(up.count(`/v2/library/multi/manifests/${amd64.manifest.digest}`)).toBe(1);
-    expect(up.count(`/v2/library/multi/manifests/${arm64.manifest.digest}`)).toBe(0);
-    expect(up.count(`/v2/library/multi/blobs/${arm64.config}`) + up.count(`/v2/library/multi/blobs/${arm64.layer}`)).toBe(0);
+    expect(up.times('GET /v2/library/multi/manifests/1.0')).toBe(1);
+    expect(up.times(`GET /v2/library/multi/manifests/${amd64.manifest.digest}`)).toBe(1);
+    expect(up.times(`GET /v2/library/multi/manifests/${arm64.manifest.digest}`)).toBe(0);
+    expect(up.times(`GET /v2/library/multi/blobs/${arm64.config}`) + up.times(`GET /v2/library/multi/blobs/${arm64.layer}`)).toBe(0);
     expect(await r.app.store.getManifest(arm64.manifest.digest)).toBeUndefined();
     // A digest the index does not reach is refused by the allowlist before anything is dialled.
-    const before = up.registryRequests;
+    const before = registryRequests();
     const denied = await getJson(`${base}/manifests/${sha256('unrelated')}?ns=docker.io`);
     expect(denied.status).toBe(403);
-    expect(up.registryRequests).toBe(before);
+    expect(registryRequests()).toBe(before);
   });
 });

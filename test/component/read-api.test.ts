@@ -1,6 +1,5 @@
 // The registry read API over HTTP against an in-process sluice filled by `importPath` (and the real
 // `sluice import` CLI): every response shape of the distribution-spec pull workflow in read-only mode.
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
@@ -13,18 +12,16 @@ import { tempDir } from '../helpers/clients.js';
 import { blobPath, buildLayout, corruptBlob, splitRef, writeTar, type LayoutDescription, type TestImage } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml, startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { blobFile, spoolDir } from '../helpers/fs-store.js';
+import { MediaType, sha256 } from '../kit/oci.js';
 
 const ACCEPT_ALL = [
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.oci.image.index.v1+json',
+  MediaType.dockerManifest,
+  MediaType.dockerList,
+  MediaType.ociManifest,
+  MediaType.ociIndex,
   '*/*',
 ].join(', ');
-const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const SIGSTORE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
-const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const MISSING = `sha256:${'0'.repeat(64)}`;
 
 let work: string;
@@ -113,7 +110,7 @@ describe('manifests', () => {
         const r = await get(`${repoPath(img)}/manifests/${p.digest}`);
         expect(r.status).toBe(200);
         expect(Buffer.from(await r.arrayBuffer()).equals(await layoutBytes(p.digest))).toBe(true);
-        expect(r.headers.get('content-type')).toBe(img.kind === 'docker-list' ? 'application/vnd.docker.distribution.manifest.v2+json' : OCI_MANIFEST);
+        expect(r.headers.get('content-type')).toBe(img.kind === 'docker-list' ? MediaType.dockerManifest : MediaType.ociManifest);
       }
     }
   });
@@ -211,7 +208,7 @@ describe('manifests', () => {
     const raw = await new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
       const q = request(`${sluice.url}/v2/registry.k8s.io/pause/manifests/sha256:totallywrong`, {
         method: 'GET',
-        headers: { 'content-type': OCI_MANIFEST, 'content-length': '9' },
+        headers: { 'content-type': MediaType.ociManifest, 'content-length': '9' },
       }, (res) => {
         let body = '';
         res.setEncoding('utf8').on('data', (c: string) => void (body += c));
@@ -246,7 +243,7 @@ describe('blobs', () => {
         const r = await get(`${repoPath(img)}/blobs/${b.digest}`);
         expect(r.status, `${img.ref} ${b.digest}`).toBe(200);
         const body = Buffer.from(await r.arrayBuffer());
-        expect(sha(body)).toBe(b.digest);
+        expect(sha256(body)).toBe(b.digest);
         expect(r.headers.get('content-length')).toBe(String(b.size));
         expect(r.headers.get('docker-content-digest')).toBe(b.digest);
         expect(r.headers.get('accept-ranges')).toBe('bytes');
@@ -257,7 +254,9 @@ describe('blobs', () => {
 
   test('HEAD carries the same headers, no body, and never opens the file', async () => {
     const { img, digest, size } = layer();
-    const spy = vi.spyOn(sluice.app.store, 'openBlob');
+    // openFd is a bound property (present on a filesystem store), not a method: spied through its own type.
+    const fdStore = sluice.app.store as unknown as { openFd: (digest: string) => Promise<number | undefined> };
+    const spies = [vi.spyOn(sluice.app.store, 'openBlob'), vi.spyOn(fdStore, 'openFd'), vi.spyOn(sluice.app.store, 'readSmallBlob')];
     try {
       const h = await get(`${repoPath(img)}/blobs/${digest}`, { method: 'HEAD' });
       expect(h.status).toBe(200);
@@ -265,10 +264,30 @@ describe('blobs', () => {
       expect(h.headers.get('content-length')).toBe(String(size));
       expect(h.headers.get('docker-content-digest')).toBe(digest);
       expect(h.headers.get('accept-ranges')).toBe('bytes');
-      expect(spy).not.toHaveBeenCalled();
+      for (const spy of spies) expect(spy).not.toHaveBeenCalled();
     } finally {
-      spy.mockRestore();
+      for (const spy of spies) spy.mockRestore();
     }
+  });
+
+  test('a blob gone from disk after its size was memoised is answered as any miss: 404 with the next window, not a 500', async () => {
+    const { img, digest, size } = layer();
+    expect((await get(`${repoPath(img)}/blobs/${digest}`, { method: 'HEAD' })).status).toBe(200); // size memoised
+    const file = blobFile(sluice.app.store, digest);
+    const bytes = await readFile(file);
+    await rm(file);
+    try {
+      const variants: Array<Record<string, string>> = [{}, { range: 'bytes=1-' }];
+      for (const headers of variants) {
+        const e = await expectOciError(await get(`${repoPath(img)}/blobs/${digest}`, { headers }), 404, 'BLOB_UNKNOWN');
+        expect(e.detail).toHaveProperty('nextWindow');
+      }
+    } finally {
+      await writeFile(file, bytes);
+    }
+    const again = await get(`${repoPath(img)}/blobs/${digest}`);
+    expect(again.status).toBe(200);
+    expect(Buffer.from(await again.arrayBuffer()).length).toBe(size);
   });
 
   test('single Range → 206 with Content-Range: bytes=N-M, bytes=N-, suffix, and containerd’s bytes=0-', async () => {
@@ -323,7 +342,7 @@ describe('blobs', () => {
     const r = await get(`/v2/library/busybox/blobs/${b.digest}?ns=docker.io`);
     expect(r.status).toBe(200);
     expect(r.headers.get('oci-namespace')).toBe('docker.io');
-    expect(sha(Buffer.from(await r.arrayBuffer()))).toBe(b.digest);
+    expect(sha256(Buffer.from(await r.arrayBuffer()))).toBe(b.digest);
     await expectOciError(await get(`/v2/registry.k8s.io/pause/blobs/${MISSING}`), 404, 'BLOB_UNKNOWN');
     const head = await get(`/v2/registry.k8s.io/pause/blobs/${MISSING}`, { method: 'HEAD' });
     expect(head.status).toBe(404);
@@ -404,13 +423,13 @@ describe('referrers', () => {
     const artifact = async (artifactType: string | undefined, configType: string): Promise<{ digest: string; size: number }> => {
       const doc = {
         schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
+        mediaType: MediaType.ociManifest,
         ...(artifactType ? { artifactType } : {}),
         config: { mediaType: configType, digest: empty.digest, size: empty.sizeBytes },
         layers: [],
         subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
       };
-      const m = await store.putManifest(Buffer.from(JSON.stringify(doc)), OCI_MANIFEST);
+      const m = await store.putManifest(Buffer.from(JSON.stringify(doc)), MediaType.ociManifest);
       await store.linkManifest('registry.k8s.io', 'pause', m);
       return { digest: m.digest, size: m.body.length };
     };
@@ -422,12 +441,12 @@ describe('referrers', () => {
     const subject = image('registry.k8s.io/pause:3.10');
     const r = await get(`/v2/registry.k8s.io/pause/referrers/${subject.digest}`);
     expect(r.status).toBe(200);
-    expect(r.headers.get('content-type')).toBe(OCI_INDEX);
+    expect(r.headers.get('content-type')).toBe(MediaType.ociIndex);
     const body = (await r.json()) as { schemaVersion: number; mediaType: string; manifests: Array<{ digest: string; artifactType?: string; size: number; mediaType: string }> };
     expect(body.schemaVersion).toBe(2);
-    expect(body.mediaType).toBe(OCI_INDEX);
+    expect(body.mediaType).toBe(MediaType.ociIndex);
     expect(body.manifests.map((m) => m.digest).sort()).toEqual([sig.digest, sbom.digest].sort());
-    expect(body.manifests.find((m) => m.digest === sig.digest)).toMatchObject({ artifactType: SIGSTORE, size: sig.size, mediaType: OCI_MANIFEST });
+    expect(body.manifests.find((m) => m.digest === sig.digest)).toMatchObject({ artifactType: SIGSTORE, size: sig.size, mediaType: MediaType.ociManifest });
     expect(body.manifests.find((m) => m.digest === sbom.digest)).toMatchObject({ artifactType: 'application/spdx+json' });
     expect(r.headers.get('oci-filters-applied')).toBe(null);
   });
@@ -447,8 +466,8 @@ describe('referrers', () => {
     for (const path of [`/v2/ghcr.io/siderolabs/kubelet/referrers/${kubelet.digest}`, `/v2/registry.k8s.io/pause/referrers/${MISSING}`]) {
       const r = await get(path);
       expect(r.status, path).toBe(200);
-      expect(r.headers.get('content-type')).toBe(OCI_INDEX);
-      expect(await r.json()).toEqual({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] });
+      expect(r.headers.get('content-type')).toBe(MediaType.ociIndex);
+      expect(await r.json()).toEqual({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
     }
     await expectOciError(await get('/v2/registry.k8s.io/pause/referrers/sha256:totallywrong'), 400, 'DIGEST_INVALID');
   });
@@ -468,7 +487,7 @@ describe('writes and unknown paths', () => {
     for (const path of writePaths) {
       for (const init of [
         {},
-        { body: '{"schemaVersion":2}', headers: { 'content-type': OCI_MANIFEST } },
+        { body: '{"schemaVersion":2}', headers: { 'content-type': MediaType.ociManifest } },
         { body: Buffer.alloc(2 * 1024 * 1024, 1), headers: { 'content-type': 'application/octet-stream' } },
         { body: 'x', headers: { 'content-type': 'application/json' } },
       ]) {

@@ -1,28 +1,16 @@
 // Where an upstream's redirects may lead by default: its own origin, and public addresses; never loopback,
 // link-local or sluice's own listeners unless upstreams.<host>.redirectHosts names them.
+import { lookup } from 'node:dns/promises';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RegistryError } from '../../src/oci/errors.js';
-import { Upstream, type UpstreamOptions } from '../../src/upstream/client.js';
-import { MiniUpstream } from '../helpers/mini-upstream.js';
+import { upstreamFixtures } from '../helpers/upstream-fixtures.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { seededBytes } from '../kit/oci.js';
 
-const started: MiniUpstream[] = [];
-const clients: Upstream[] = [];
+const { mini, client } = upstreamFixtures();
 const sluices: InProcessSluice[] = [];
-
-async function mini(): Promise<MiniUpstream> {
-  const m = await new MiniUpstream().start();
-  started.push(m);
-  return m;
-}
-
-function client(reg: MiniUpstream, opts: Partial<UpstreamOptions> = {}): Upstream {
-  const u = new Upstream({ host: 'reg.test', url: reg.url, connectTimeoutMs: 2000, idleTimeoutMs: 5000, ...opts });
-  clients.push(u);
-  return u;
-}
 
 async function read(p: Promise<{ body: AsyncIterable<Uint8Array> }>): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -32,8 +20,6 @@ async function read(p: Promise<{ body: AsyncIterable<Uint8Array> }>): Promise<Bu
 
 afterEach(async () => {
   await Promise.all(sluices.splice(0).map((s) => s.close()));
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-  await Promise.all(started.splice(0).map((m) => m.stop()));
 });
 
 describe('redirect targets on internal addresses', () => {
@@ -94,6 +80,37 @@ describe('redirect targets on internal addresses', () => {
     const body = await res.text();
     expect(res.status).toBe(403);
     expect(body).toContain(`127.0.0.1:${port}, a listener of this sluice`);
+    expect(body).not.toContain('# HELP');
+    expect(scraped).toBe(0);
+  });
+
+  it('a blob redirected to sluice’s own listener by a host name that resolves to this machine is refused too', async () => {
+    // This machine's own name resolves to one of its addresses (/etc/hosts): a listener there is sluice's.
+    const name = hostname();
+    const addresses = (await lookup(name, { all: true })).map((a) => a.address);
+    expect(addresses.length, `${name} does not resolve`).toBeGreaterThan(0);
+    const reg = await mini();
+    const image = reg.addImage('team/app', 'v1', [seededBytes(1000, 'metrics by name')]);
+    const layer = image.layers[0]?.digest ?? '';
+    // The machine's name is named as a blob host, as a site with its blob storage on this machine would; the listener is not.
+    const s = await startSluice({
+      windows: 'always',
+      allowlist: ['ghcr.io/team/app'],
+      upstreams: { 'ghcr.io': { url: reg.url, redirectHosts: [name] } },
+      extra: { metrics: { listen: '127.0.0.1:0' } },
+    });
+    sluices.push(s);
+    const listener = s.app.metricsListener;
+    if (!listener) throw new Error('no metrics listener');
+    let scraped = 0;
+    listener.addHook('onRequest', async () => void scraped++);
+    await listener.listen({ host: addresses[0] ?? '127.0.0.1', port: 0 });
+    const port = (listener.server.address() as AddressInfo).port;
+    reg.redirectBlob = () => `http://${name}:${port}/metrics`;
+    const res = await fetch(`${s.url}/v2/team/app/blobs/${layer}?ns=ghcr.io`);
+    const body = await res.text();
+    expect(res.status, body).toBeGreaterThanOrEqual(400);
+    expect(body).toContain('a listener of this sluice');
     expect(body).not.toContain('# HELP');
     expect(scraped).toBe(0);
   });

@@ -43,7 +43,7 @@ describe('site signatures are checked, not taken on their annotations', () => {
   it('forged artifacts with the site key id do not count, and signing replaces them with sound ones', async () => {
     const config = Buffer.from('{"a":1}');
     await store.putBlob(config);
-    const image = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length }, layers: [] }));
+    const image = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: sha256(config), size: config.length }, layers: [] }));
     const digest = await put(image);
     const hex = digest.slice(7);
     // A referrer, a .sig and an index that claim to be the site's (its key id is public), signed by someone else.
@@ -63,7 +63,7 @@ describe('site signatures are checked, not taken on their annotations', () => {
     const payload = payloadFor(`${HOST}/${NAME}`, digest);
     await store.putBlob(payload);
     const sig = await put(Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(empty), size: 2 },
+      schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: sha256(empty), size: 2 },
       layers: [{ mediaType: SIMPLE_SIGNING, digest: sha256(payload), size: payload.length, annotations: { [COSIGN_SIGNATURE]: sign('sha256', payload, forger.privateKey).toString('base64'), [KEY]: site.id } }],
       annotations: { [KEY]: site.id },
     })));

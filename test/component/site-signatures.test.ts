@@ -74,7 +74,7 @@ describe('site signatures', () => {
     mini.blobs.set(sha256(emptyConfig), emptyConfig);
     const sigManifest = Buffer.from(JSON.stringify({
       schemaVersion: 2, mediaType: MediaType.ociManifest,
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(emptyConfig), size: 2 },
+      config: { mediaType: MediaType.ociConfig, digest: sha256(emptyConfig), size: 2 },
       layers: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest: sha256(layer.payload), size: layer.payload.length, annotations: layer.annotations }],
     }));
     mini.manifests.set(`acme/keyless:sha256-${hexOf(keyless.digest)}.sig`, sigManifest);

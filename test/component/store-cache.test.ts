@@ -3,7 +3,6 @@
 // while three times that is pulled through; eviction never cuts a read; a file changed on disk is never served;
 // a fill killed with -9 leaves nothing served; a removal on one replica reaches the other's cache (PostgreSQL).
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, readSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,13 +16,13 @@ import { S3BlobBackend } from '../../src/store/s3/blobs.js';
 import { s3Client } from '../../src/store/s3/client.js';
 import type { BlobBackend } from '../../src/store/ports.js';
 import { blobBackendConformance } from '../helpers/conformance/blob-backend.js';
+import { s3UnderTest } from '../helpers/s3-under-test.js';
 import { countingProxy, type CountingProxy } from '../helpers/counting-proxy.js';
 import { freshBucket, freshDatabase, requireServices, s3Config } from '../helpers/services.js';
+import { MiB, sha256 } from '../kit/oci.js';
 
 const ok = requireServices(['s3'], 'test/component/store-cache.test.ts');
 const okPg = requireServices(['s3', 'postgres'], 'test/component/store-cache.test.ts (replicas)');
-const MiB = 1024 * 1024;
-const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 function body(n: number, seed: number): Buffer {
   const b = Buffer.allocUnsafe(n);
@@ -42,7 +41,7 @@ function readFd(fd: number): Buffer {
 }
 
 async function put(b: BlobBackend, bytes: Buffer): Promise<string> {
-  const w = new Ingest((v) => b.commit(v), await b.createSpool(bytes.length), { digest: sha(bytes), sizeBytes: bytes.length });
+  const w = new Ingest((v) => b.commit(v), await b.createSpool(bytes.length), { digest: sha256(bytes), sizeBytes: bytes.length });
   for (let off = 0; off < bytes.length; off += MiB) await w.write(bytes.subarray(off, off + MiB));
   return (await w.commit()).digest;
 }
@@ -57,23 +56,8 @@ async function bytesOnDisk(dir: string): Promise<number> {
 }
 
 if (ok) {
-  blobBackendConformance('s3 behind the local blob cache', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'sluice-conformance-cache-'));
-    const bucket = await freshBucket();
-    const open = async (): Promise<CachedBlobBackend> => CachedBlobBackend.open(
-      await S3BlobBackend.open(bucket.client, { bucket: bucket.bucket, prefix: 'store/' }, await LocalSpoolArea.open(join(dir, 'spools'))),
-      { path: join(dir, 'cache'), maxBytes: 64 * MiB },
-    );
-    const backend = await open();
-    return {
-      backend,
-      reopen: open,
-      dispose: async () => {
-        await bucket.remove();
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  });
+  blobBackendConformance('s3 behind the local blob cache', () =>
+    s3UnderTest(async (s3, dir) => CachedBlobBackend.open(s3, { path: join(dir, 'cache'), maxBytes: 64 * MiB })));
 }
 
 describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy', () => {
@@ -112,14 +96,14 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     const digest = await put(s3, bytes);
     const cache = await openCache(16 * MiB);
     const before = { ...proxy.counts };
-    expect(sha(readFd((await cache.openFd(digest)) as number))).toBe(digest);
+    expect(sha256(readFd((await cache.openFd(digest)) as number))).toBe(digest);
     expect(proxy.gets() - (before.GET ?? 0)).toBe(1);
     const afterFill = JSON.stringify(proxy.counts);
-    expect(sha(readFd((await cache.openFd(digest)) as number))).toBe(digest);
+    expect(sha256(readFd((await cache.openFd(digest)) as number))).toBe(digest);
     expect(await cache.stat(digest)).toEqual({ sizeBytes: bytes.length });
     expect(JSON.stringify(proxy.counts)).toBe(afterFill);
     const again = await openCache(16 * MiB);
-    expect(sha(readFd((await again.openFd(digest)) as number))).toBe(digest);
+    expect(sha256(readFd((await again.openFd(digest)) as number))).toBe(digest);
     expect(JSON.stringify(proxy.counts)).toBe(afterFill);
   });
 
@@ -127,7 +111,7 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     const cache = await openCache(16 * MiB);
     const gets = proxy.gets();
     const digest = await put(cache, body(3 * MiB, 7));
-    expect(sha(readFd((await cache.openFd(digest)) as number))).toBe(digest);
+    expect(sha256(readFd((await cache.openFd(digest)) as number))).toBe(digest);
     expect(proxy.gets()).toBe(gets);
     expect(cache.counts.fills).toBe(1);
   });
@@ -152,7 +136,7 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     const cache = await openCache(16 * MiB);
     const gets = proxy.gets();
     const fds = await Promise.all(Array.from({ length: 12 }, () => cache.openFd(digest)));
-    for (const fd of fds) expect(sha(readFd(fd as number))).toBe(digest);
+    for (const fd of fds) expect(sha256(readFd(fd as number))).toBe(digest);
     expect(proxy.gets() - gets).toBe(1);
     expect(cache.counts.fills).toBe(1);
   });
@@ -174,7 +158,7 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     for (let i = 1; i < digests.length; i += 3) {
       const group = digests.slice(i, i + 3) as string[];
       const fds = await Promise.all(group.map((d) => cache.openFd(d)));
-      fds.forEach((fd, j) => expect(sha(readFd(fd as number))).toBe(group[j]));
+      fds.forEach((fd, j) => expect(sha256(readFd(fd as number))).toBe(group[j]));
     }
     pulling = false;
     await sampler;
@@ -183,7 +167,7 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     expect(cache.cachedBytes).toBeLessThanOrEqual(maxBytes);
     expect(existsSync(join(cacheDir(), 'blobs', 'sha256', (digests[0] as string).slice(7, 9), (digests[0] as string).slice(7)))).toBe(false);
     // The first blob was evicted (unlinked) long ago; its open descriptor still reads all of it.
-    expect(sha(readFd(held))).toBe(digests[0]);
+    expect(sha256(readFd(held))).toBe(digests[0]);
   });
 
   test('a blob larger than maxBytes is not kept: openFd says so and the read streams from the object store', async () => {
@@ -192,7 +176,7 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     expect(await cache.openFd(digest)).toBeUndefined();
     const parts: Buffer[] = [];
     for await (const c of (await cache.read(digest, { start: 0, end: 3 * MiB - 1 })) ?? []) parts.push(c as Buffer);
-    expect(sha(Buffer.concat(parts))).toBe(digest);
+    expect(sha256(Buffer.concat(parts))).toBe(digest);
     expect(await bytesOnDisk(cacheDir())).toBe(0);
   });
 
@@ -214,15 +198,15 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     const path = join(cacheDir(), 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
     await corrupt(path);
     const gets = proxy.gets();
-    expect(sha(readFd((await cache.openFd(digest)) as number))).toBe(digest);
+    expect(sha256(readFd((await cache.openFd(digest)) as number))).toBe(digest);
     expect(proxy.gets() - gets).toBe(1);
     expect(cache.counts.changed).toBe(1);
-    expect(sha(await readFile(path))).toBe(digest);
+    expect(sha256(await readFile(path))).toBe(digest);
     // Changed while the process was down: the start-up scan drops it without reading it.
     await corrupt(path);
     const restarted = await openCache(16 * MiB);
     expect(existsSync(path)).toBe(false);
-    expect(sha(readFd((await restarted.openFd(digest)) as number))).toBe(digest);
+    expect(sha256(readFd((await restarted.openFd(digest)) as number))).toBe(digest);
   });
 
   test('a fill killed with -9 halfway leaves nothing that is served; the next start drops it and fills anew', async () => {
@@ -259,7 +243,7 @@ describe.skipIf(!ok)('the local blob cache on the real RGW, counted by a proxy',
     expect(await readdir(fillDir)).toEqual([]);
     expect(await cache.stat(digest)).toEqual(expect.objectContaining({ sizeBytes: bytes.length }));
     const gets = proxy.gets();
-    expect(sha(readFd((await cache.openFd(digest)) as number))).toBe(digest);
+    expect(sha256(readFd((await cache.openFd(digest)) as number))).toBe(digest);
     expect(proxy.gets() - gets).toBe(1);
   }, 60_000);
 });
@@ -281,7 +265,7 @@ describe.skipIf(!okPg)('the local blob cache across replicas (RGW + PostgreSQL)'
     try {
       const bytes = body(2 * MiB, 6);
       const digest = await put(a.blobs, bytes);
-      expect(sha(readFd((await b.openFd?.(digest)) as number))).toBe(digest);
+      expect(sha256(readFd((await b.openFd?.(digest)) as number))).toBe(digest);
       expect(await b.stat(digest)).toEqual({ digest, sizeBytes: bytes.length });
       const gets = proxy.gets();
       readFd((await b.openFd?.(digest)) as number);

@@ -5,9 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { MiniUpstream, type MiniImage } from '../helpers/mini-upstream.js';
 import { sample } from '../helpers/metrics-text.js';
-import { seededBytes } from '../kit/oci.js';
-
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json';
+import { MediaType, seededBytes } from '../kit/oci.js';
 
 describe('storage.maxBytes', () => {
   let up: MiniUpstream;
@@ -32,7 +30,7 @@ describe('storage.maxBytes', () => {
     await up?.stop();
   });
 
-  const get = (path: string): Promise<Response> => fetch(`${s.url}/v2/ghcr.io/team/app/${path}`, { headers: { accept: ACCEPT } });
+  const get = (path: string): Promise<Response> => fetch(`${s.url}/v2/ghcr.io/team/app/${path}`, { headers: { accept: MediaType.ociManifest } });
   const admin = async (url: string): Promise<string> =>
     (await s.app.admin.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } })).body;
 

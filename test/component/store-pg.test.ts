@@ -100,3 +100,31 @@ describe.skipIf(!ok)('FlightLeases on PostgreSQL: a replica killed', () => {
     await held.release(); // its session is gone: releasing must not throw
   });
 });
+
+describe.skipIf(!ok)('the denied log on PostgreSQL under a flood of distinct references', () => {
+  test('what a replica remembers of its own writes stays within the log bound, however many references went by', async () => {
+    const db = await freshDatabase();
+    const m = await PgMetadataStore.open({ url: db.url, poolSize: 2, ...POSTGRES_BOUNDS });
+    try {
+      const max = 50;
+      const at = new Date().toISOString();
+      // Each flush holds the in-memory log (never more than `max`): a flood replaces all of it every time.
+      for (let round = 0; round < 20; round++) {
+        const entries = Array.from({ length: max }, (_, i) => ({ host: 'ghcr.io', name: 'flood/x', reference: `r${round}-${i}`, count: 1, firstSeen: at, lastSeen: at }));
+        await m.state.denied.write({ version: 1, entries }, max);
+      }
+      const stored = (await m.state.denied.read()) as { entries: unknown[] };
+      expect(stored.entries).toHaveLength(max);
+      // Written again after the read: the replica's memo of counts it wrote must not keep every reference ever seen.
+      for (let round = 20; round < 40; round++) {
+        const entries = Array.from({ length: max }, (_, i) => ({ host: 'ghcr.io', name: 'flood/x', reference: `r${round}-${i}`, count: 1, firstSeen: at, lastSeen: at }));
+        await m.state.denied.write({ version: 1, entries }, max);
+      }
+      const memo = (m.state.denied as unknown as { written: Map<string, number> }).written;
+      expect(memo.size).toBeLessThanOrEqual(max);
+    } finally {
+      await m.close();
+      await db.drop();
+    }
+  });
+});

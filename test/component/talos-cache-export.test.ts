@@ -227,7 +227,7 @@ describe('sluice export of Talos image caches', () => {
     expect(manifest.mediaType).toBe(MediaType.ociManifest);
     expect(manifest.config.mediaType).toBe(MediaType.ociConfig);
     expect(manifest.layers).toHaveLength(1);
-    expect(manifest.layers[0]!.mediaType).toBe('application/vnd.oci.image.layer.v1.tar+gzip');
+    expect(manifest.layers[0]!.mediaType).toBe(MediaType.ociLayer);
     const layerGz = await blob(manifest.layers[0]!.digest);
     expect(layerGz.length).toBe(manifest.layers[0]!.size);
     const layerTar = gunzipSync(layerGz);

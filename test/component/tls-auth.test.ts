@@ -1,14 +1,14 @@
 // The registry listener over TLS: plain TLS, mutual TLS (no client certificate → handshake refused),
 // certificates reloaded without dropping open connections, and bcrypt basic auth for nodes.
-import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { request as httpsRequest, Agent } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reloadListeners } from '../../src/app.js';
-import { which } from '../helpers/binaries.js';
-import { makePki, type Pki } from '../helpers/certs.js';
+import { requireBinaries } from '../helpers/binaries.js';
+import { usePki, type Pki } from '../helpers/certs.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 
 interface Answer {
@@ -42,19 +42,12 @@ function get(url: string, opts: { ca?: Buffer; cert?: Buffer; key?: Buffer; agen
   });
 }
 
-const ok = which('openssl') !== undefined;
-if (!ok) console.warn('\n*** SKIPPING TLS tests: install openssl (apt-get install -y openssl) ***\n');
+const ok = requireBinaries(['openssl'], 'test/component/tls-auth.test.ts');
 
 describe.skipIf(!ok)('TLS, mTLS and basic auth on the registry listener', () => {
   let pki: Pki;
   let ca: Buffer;
-  beforeAll(async () => {
-    pki = await makePki();
-    ca = await readFile(pki.ca);
-  });
-  afterAll(async () => {
-    if (pki) await rm(pki.dir, { recursive: true, force: true });
-  });
+  usePki((made) => ({ pki, ca } = made));
 
   describe('TLS with certificate reload', () => {
     let s: InProcessSluice;

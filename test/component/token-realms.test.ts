@@ -1,39 +1,20 @@
 // Where an upstream's credentials may go and what a refused token costs, against the shared fake upstream: a token
 // realm must be the upstream's own origin or a configured one, a refusal locks neither other repositories nor the
 // future, and a redirect target's 401 is never taken for the upstream's own challenge.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RegistryError } from '../../src/oci/errors.js';
-import { Upstream, type UpstreamOptions } from '../../src/upstream/client.js';
-import { MiniUpstream } from '../helpers/mini-upstream.js';
+import { upstreamFixtures } from '../helpers/upstream-fixtures.js';
 import { MediaType, seededBytes } from '../kit/oci.js';
 
 const ACCEPT = [MediaType.ociManifest, MediaType.ociIndex];
 const CREDS = { username: 'sluice', password: 'secret' };
-const started: MiniUpstream[] = [];
-const clients: Upstream[] = [];
-
-async function mini(): Promise<MiniUpstream> {
-  const m = await new MiniUpstream().start();
-  started.push(m);
-  return m;
-}
-
-function client(reg: MiniUpstream, opts: Partial<UpstreamOptions> = {}): Upstream {
-  const u = new Upstream({ host: 'reg.test', url: reg.url, connectTimeoutMs: 2000, idleTimeoutMs: 5000, ...opts });
-  clients.push(u);
-  return u;
-}
+const { mini, client } = upstreamFixtures();
 
 async function failure(p: Promise<unknown>): Promise<RegistryError> {
   const e = await p.then(() => undefined, (err: unknown) => err);
   expect(e).toBeInstanceOf(RegistryError);
   return e as RegistryError;
 }
-
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-  await Promise.all(started.splice(0).map((m) => m.stop()));
-});
 
 describe('token realms: the upstream’s own origin or a configured one', () => {
   it('a realm on another port of the upstream’s host is refused, and it is sent nothing (no credentials)', async () => {

@@ -56,7 +56,7 @@ describe('verifying the vendor signature against publicKey rules', () => {
   async function image(name: string, seed: string): Promise<{ digest: string; body: Buffer }> {
     const config = Buffer.from(JSON.stringify({ seed }));
     await store.putBlob(config);
-    const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length }, layers: [] }));
+    const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: sha256(config), size: config.length }, layers: [] }));
     const m = await store.putManifest(body, MediaType.ociManifest);
     await store.linkManifest(HOST, name, m);
     return { digest: m.digest, body };
@@ -123,7 +123,7 @@ describe('verifying the vendor signature against publicKey rules', () => {
       await store.putBlob(config);
       const body = Buffer.from(JSON.stringify({
         schemaVersion: 2, mediaType: MediaType.ociManifest,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+        config: { mediaType: MediaType.ociConfig, digest: sha256(config), size: config.length },
         layers: [{ mediaType: SIMPLE_SIGNING, digest: sha256(layer.payload), size: layer.payload.length, annotations: layer.annotations }],
       }));
       const m = await store.putManifest(body, MediaType.ociManifest);

@@ -1,12 +1,12 @@
 // The upstream client against in-process fake registries on loopback: anonymous, Bearer and Basic auth,
 // redirects to another host without Authorization, realm checks, error mapping and timeouts.
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { RegistryError } from '../../src/oci/errors.js';
 import { parseWwwAuthenticate, Upstream, type UpstreamOptions } from '../../src/upstream/client.js';
+import { MediaType, sha256 } from '../kit/oci.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse, self: Fake) => void;
 interface Fake {
@@ -53,11 +53,10 @@ function upstream(url: string, extra: Partial<UpstreamOptions> = {}): Upstream {
   return u;
 }
 
-const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', layers: [] }));
-const MANIFEST_DIGEST = `sha256:${createHash('sha256').update(MANIFEST).digest('hex')}`;
+const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, layers: [] }));
+const MANIFEST_DIGEST = sha256(MANIFEST);
 const BLOB = Buffer.from('layer bytes '.repeat(1000));
-const BLOB_DIGEST = `sha256:${createHash('sha256').update(BLOB).digest('hex')}`;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const BLOB_DIGEST = sha256(BLOB);
 
 /** A minimal registry: one manifest, one blob, tags, and whatever `extra` adds first. */
 function registry(extra?: (req: IncomingMessage, res: ServerResponse) => boolean): Handler {
@@ -65,7 +64,7 @@ function registry(extra?: (req: IncomingMessage, res: ServerResponse) => boolean
     if (extra?.(req, res)) return;
     const path = (req.url ?? '').split('?')[0];
     if (/^\/v2\/library\/busybox\/manifests\/(1\.36|sha256:[0-9a-f]{64})$/.test(path)) {
-      res.writeHead(200, { 'content-type': OCI_MANIFEST, 'docker-content-digest': MANIFEST_DIGEST, 'content-length': MANIFEST.length });
+      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'docker-content-digest': MANIFEST_DIGEST, 'content-length': MANIFEST.length });
       res.end(req.method === 'HEAD' ? undefined : MANIFEST);
     } else if (path === `/v2/library/busybox/blobs/${BLOB_DIGEST}`) {
       res.writeHead(200, { 'content-length': BLOB.length, 'content-type': 'application/octet-stream' });
@@ -97,17 +96,17 @@ async function rejection(p: Promise<unknown>): Promise<RegistryError> {
   return e as RegistryError;
 }
 
-const ACCEPT = [OCI_MANIFEST, 'application/vnd.oci.image.index.v1+json'];
+const ACCEPT = [MediaType.ociManifest, MediaType.ociIndex];
 
 describe('anonymous upstream', () => {
   it('gets and heads manifests, streams blobs, lists tags', async () => {
     const reg = await fake(registry());
     const u = upstream(reg.url);
     const m = await u.getManifest('library/busybox', '1.36', ACCEPT);
-    expect(m).toEqual({ status: 200, body: MANIFEST, mediaType: OCI_MANIFEST, digest: MANIFEST_DIGEST });
+    expect(m).toEqual({ status: 200, body: MANIFEST, mediaType: MediaType.ociManifest, digest: MANIFEST_DIGEST });
     expect(await u.headManifest('library/busybox', MANIFEST_DIGEST, ACCEPT)).toEqual({
       digest: MANIFEST_DIGEST,
-      mediaType: OCI_MANIFEST,
+      mediaType: MediaType.ociManifest,
       sizeBytes: MANIFEST.length,
     });
     const blob = await u.getBlob('library/busybox', BLOB_DIGEST);
@@ -131,16 +130,16 @@ describe('anonymous upstream', () => {
   it('answers referrers, filtering when the upstream did not', async () => {
     const index = {
       schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.index.v1+json',
+      mediaType: MediaType.ociIndex,
       manifests: [
-        { mediaType: OCI_MANIFEST, digest: BLOB_DIGEST, size: 10, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' },
-        { mediaType: OCI_MANIFEST, digest: MANIFEST_DIGEST, size: 11, artifactType: 'application/spdx+json' },
+        { mediaType: MediaType.ociManifest, digest: BLOB_DIGEST, size: 10, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' },
+        { mediaType: MediaType.ociManifest, digest: MANIFEST_DIGEST, size: 11, artifactType: 'application/spdx+json' },
       ],
     };
     const reg = await fake(
       registry((req, res) => {
         if (!req.url?.startsWith('/v2/library/busybox/referrers/')) return false;
-        res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json' }).end(JSON.stringify(index));
+        res.writeHead(200, { 'content-type': MediaType.ociIndex }).end(JSON.stringify(index));
         return true;
       }),
     );
@@ -346,7 +345,7 @@ describe('redirects', () => {
   });
 });
 
-describe('the window gate (issue 14 item 2)', () => {
+describe('the window gate', () => {
   /** A gate the test closes; it counts what it refused, as the window gate in app.ts would throw. */
   function gate() {
     const g = { open: true, refused: [] as string[], check: (what: string): void => {
@@ -454,7 +453,7 @@ describe('error mapping', () => {
 
   it('refuses a manifest over 4 MiB', async () => {
     const big = Buffer.alloc(4 * 1024 * 1024 + 1, 0x20);
-    const reg = await fake((_req, res) => void res.writeHead(200, { 'content-type': OCI_MANIFEST }).end(big));
+    const reg = await fake((_req, res) => void res.writeHead(200, { 'content-type': MediaType.ociManifest }).end(big));
     const e = await rejection(upstream(reg.url).getManifest('library/busybox', '1', ACCEPT));
     expect([e.kind, e.message]).toEqual(['MANIFEST_INVALID', 'upstream reg.test: manifest library/busybox:1 is larger than 4 MiB']);
   });

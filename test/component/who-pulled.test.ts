@@ -1,4 +1,4 @@
-// Who pulled (issue 10, item 6): the denied log and the request log name the node by source address, and by its
+// Who pulled: the denied log and the request log name the node by source address, and by its
 // mTLS certificate subject or basic-auth user when the listener has them; streamed blob answers are logged too.
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';

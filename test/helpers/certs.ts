@@ -1,8 +1,9 @@
 // Test PKI made with the openssl binary: a CA, a server certificate for 127.0.0.1/localhost, and client
 // certificates signed by a separate client CA (for mTLS). Everything lives in one temp folder.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { runOk } from './binaries.js';
 
 export interface Pki {
@@ -60,4 +61,16 @@ export async function makePki(): Promise<Pki> {
     strangerKey: stranger.key,
     reissueServer: (suffix) => issue(dir, `server-${suffix}`, ca, true),
   };
+}
+
+/** A PKI for the enclosing describe block: made before its tests (handed to `use` with the CA's bytes), removed after. */
+export function usePki(use: (made: { pki: Pki; ca: Buffer }) => void): void {
+  let pki: Pki | undefined;
+  beforeAll(async () => {
+    pki = await makePki();
+    use({ pki, ca: await readFile(pki.ca) });
+  });
+  afterAll(async () => {
+    if (pki) await rm(pki.dir, { recursive: true, force: true });
+  });
 }

@@ -42,7 +42,7 @@ export function legacySignature(key: TestKey, ref: string, digest: string): { ma
   const manifest = Buffer.from(JSON.stringify({
     schemaVersion: 2,
     mediaType: MediaType.ociManifest,
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+    config: { mediaType: MediaType.ociConfig, digest: sha256(config), size: config.length },
     layers: [{ mediaType: SIMPLE_SIGNING, digest: sha256(payload), size: payload.length, annotations: { [COSIGN_SIGNATURE]: signature } }],
   }));
   return { manifest, blobs: [payload, config] };

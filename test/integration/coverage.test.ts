@@ -1,4 +1,4 @@
-// Issue 11 item 2: the readiness report against a real docker-registry upstream. A half-synced store (one
+// The readiness report against a real docker-registry upstream. A half-synced store (one
 // platform of an index left out, one layer removed behind the server's back) is red, through the admin API and
 // `sluice status --coverage` (exit 1); after a full `sync` it is green (exit 0).
 import { readFile, rm, writeFile } from 'node:fs/promises';

@@ -1,7 +1,7 @@
-// Issue 14, items 1 and 5, against a real docker-registry (distribution 2.8) and real skopeo: a foreign-layer
+// Entitlement against a real docker-registry (distribution 2.8) and real skopeo: a foreign-layer
 // manifest naming another image's stored layer gets no byte of it, and single-flight across repositories
 // neither answers one repository with another's failure nor streams one repository's download to another.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -18,15 +18,11 @@ import { skopeoCopyAll, tempDir, verifyDirDigests } from '../helpers/clients.js'
 import type { LayoutDescription, TestImage } from '../helpers/images.js';
 import { pushLayout, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { sluiceConfigDoc } from '../helpers/sluice.js';
+import { MediaType, MiB, sha256 } from '../kit/oci.js';
 
 const ok = requireBinaries(['docker-registry', 'skopeo'], 'test/integration/entitlement.test.ts');
 
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const CONFIG = 'application/vnd.oci.image.config.v1+json';
-const LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
 const FOREIGN = 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip';
-const MiB = 1024 * 1024;
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 interface Built {
   ref: string;
@@ -40,9 +36,9 @@ function build(ref: string, layers: Buffer[]): Built {
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, ref }));
   const manifest = Buffer.from(JSON.stringify({
     schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config: { mediaType: CONFIG, digest: sha256(config), size: config.length },
-    layers: layers.map((l) => ({ mediaType: LAYER, digest: sha256(l), size: l.length })),
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: sha256(config), size: config.length },
+    layers: layers.map((l) => ({ mediaType: MediaType.ociLayer, digest: sha256(l), size: l.length })),
   }));
   return { ref, config, layers, manifest, digest: sha256(manifest) };
 }
@@ -57,14 +53,14 @@ async function writeLayout(dir: string, images: Built[]): Promise<LayoutDescript
     described.push({
       ref: img.ref,
       digest: img.digest,
-      mediaType: OCI_MANIFEST,
+      mediaType: MediaType.ociManifest,
       size: img.manifest.length,
       kind: 'oci-manifest',
-      blobs: blobs.map((b) => ({ digest: sha256(b), size: b.length, mediaType: LAYER })),
+      blobs: blobs.map((b) => ({ digest: sha256(b), size: b.length, mediaType: MediaType.ociLayer })),
     });
   }
   await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  const manifests = images.map((i) => ({ mediaType: OCI_MANIFEST, digest: i.digest, size: i.manifest.length, annotations: { 'org.opencontainers.image.ref.name': i.ref } }));
+  const manifests = images.map((i) => ({ mediaType: MediaType.ociManifest, digest: i.digest, size: i.manifest.length, annotations: { 'org.opencontainers.image.ref.name': i.ref } }));
   await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
   return { dir, images: described };
 }
@@ -77,7 +73,7 @@ async function pushByHand(registry: string, name: string, tag: string, config: B
   location.searchParams.set('digest', sha256(config));
   const put = await fetch(location, { method: 'PUT', body: new Uint8Array(config), headers: { 'content-type': 'application/octet-stream' } });
   expect(put.status).toBe(201);
-  const m = await fetch(`${registry}/v2/${name}/manifests/${tag}`, { method: 'PUT', body: new Uint8Array(manifest), headers: { 'content-type': OCI_MANIFEST } });
+  const m = await fetch(`${registry}/v2/${name}/manifests/${tag}`, { method: 'PUT', body: new Uint8Array(manifest), headers: { 'content-type': MediaType.ociManifest } });
   expect(m.status, await m.text()).toBe(201);
 }
 
@@ -149,8 +145,8 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
   const evilConfig = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
   const evilManifest = Buffer.from(JSON.stringify({
     schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config: { mediaType: CONFIG, digest: sha256(evilConfig), size: evilConfig.length },
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: sha256(evilConfig), size: evilConfig.length },
     layers: [{ mediaType: FOREIGN, digest: layer, size: 4 * MiB, urls: ['https://example.invalid/installer-layer'] }],
   }));
   const rules = ['docker.io/evil/app:v1', 'docker.io/legit/app:v1', 'ghcr.io/siderolabs/kubelet:v1.31.2', 'gcr.io/etcd-development/etcd'];
@@ -202,15 +198,15 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
   });
 
   test('the real registry took the foreign layer and holds no such blob in evil/app', async () => {
-    expect((await fetch(`${registry.url}/v2/evil/app/manifests/v1`, { headers: { accept: OCI_MANIFEST } })).status).toBe(200);
+    expect((await fetch(`${registry.url}/v2/evil/app/manifests/v1`, { headers: { accept: MediaType.ociManifest } })).status).toBe(200);
     expect((await fetch(`${registry.url}/v2/evil/app/blobs/${layer}`, { method: 'HEAD' })).status).toBe(404);
     expect((await fetch(`${registry.url}/v2/legit/app/blobs/${layer}`, { method: 'HEAD' })).status).toBe(200);
   });
 
-  test('item 1: evil/app gets no byte of the installer layer, before or after its manifest, in a window or not', async () => {
+  test('evil/app gets no byte of the installer layer, before or after its manifest, in a window or not', async () => {
     const { url } = await boot('always');
     const blob = `${url}/v2/docker.io/evil/app/blobs/${layer}`;
-    // Before the manifest the layer is already placed through evil/app:v1 as the upstream has it (issue 10), and
+    // Before the manifest the layer is already placed through evil/app:v1 as the upstream has it, and
     // the upstream's evil/app holds no such blob: 404, no byte of the stored layer.
     const before = await fetch(blob);
     expect(before.status).toBe(404);
@@ -232,7 +228,7 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
     expect(proxy.seen).toEqual([]);
   });
 
-  test('item 1: skopeo copies the legitimate image that shares the layer (its upstream confirms it), then offline too', async () => {
+  test('skopeo copies the legitimate image that shares the layer (its upstream confirms it), then offline too', async () => {
     let { hostPort } = await boot('always');
     for (const label of ['window', 'closed']) {
       const dir = join(work, 'skopeo', `legit-${label}`);
@@ -246,7 +242,7 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
     expect(proxy.count(`HEAD /v2/legit/app/blobs/${layer}`)).toBe(1);
   });
 
-  test("item 5: while kubelet's layer downloads, etcd (whose upstream lacks it) is sent none of it", async () => {
+  test("while kubelet's layer downloads, etcd (whose upstream lacks it) is sent none of it", async () => {
     const { url } = await boot('always');
     expect((await fetch(`${url}/v2/ghcr.io/siderolabs/kubelet/manifests/v1.31.2`)).status).toBe(200);
     const line = `GET /v2/siderolabs/kubelet/blobs/${k2}`;
@@ -266,7 +262,7 @@ describe.skipIf(!ok)('entitlement and cross-repository single-flight with a real
     expect(sha256(got.body)).toBe(k2);
   });
 
-  test("item 5: etcd's failed attempt (the registry's 404) is not the answer skopeo gets for kubelet", async () => {
+  test("etcd's failed attempt (the registry's 404) is not the answer skopeo gets for kubelet", async () => {
     const { app, hostPort, url } = await boot('always');
     const line = `GET /v2/etcd-development/etcd/blobs/${k1}`;
     let release: () => void = () => undefined;

@@ -1,4 +1,4 @@
-// Issue 12's bar for export: the test images (OCI index multi-arch, Docker schema2, Docker manifest list, OCI
+// Export: the test images (OCI index multi-arch, Docker schema2, Docker manifest list, OCI
 // manifest, and an image with a 256 MiB layer) exported by the real `sluice export`; real skopeo reads every
 // image back from the bundle with its original digest; `sluice import` of the bundle into an empty store, served
 // by a real sluice process, is pulled by real containerd.

@@ -1,158 +1,44 @@
-// Fault injection against a real `sluice serve` process: a loopback upstream that cuts a 64 MiB blob at 10, 50
+// Fault injection against a real `sluice serve` process: the fake upstream cuts a 64 MiB blob at 10, 50
 // and 99 %, sends wrong bytes of the right length, short bodies (honest and lying Content-Length) and stalls;
 // `kill -9` mid-ingest and a restart; a full disk (a 16 MiB tmpfs). Nothing corrupt is ever served or kept.
 import { execFileSync } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, stat, statfs } from 'node:fs/promises';
-import { createServer, request, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { request, Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
-import { closeServer, listenLoopback, json, write } from '../helpers/http-server.js';
+import type { BlobBehaviour } from '../helpers/mini-blob.js';
+import { MiniUpstream, miniImage } from '../helpers/mini-upstream.js';
+import { KiB, MediaType, MiB, sha256 } from '../kit/oci.js';
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
 const BIG_BYTES = 64 * MiB;
 const NAME = 'library/big';
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 // ---------------------------------------------------------------------------------------------------------------
-// The fault-injecting upstream: a plain node:http server on 127.0.0.1 serving one repository.
-
-type Fault =
-  | { kind: 'none' }
-  /** Reset the connection (RST) once this share of the body is out. */
-  | { kind: 'cut'; atPercent: number }
-  /** The right length and Content-Length, one flipped byte. */
-  | { kind: 'corrupt'; at: 'middle' | 'last' }
-  /** A well-formed answer of only `bytes` bytes: Content-Length says `bytes` too. */
-  | { kind: 'short-honest'; bytes: number }
-  /** Content-Length says the full size, `bytes` bytes are sent, then a clean FIN. */
-  | { kind: 'short-lying'; bytes: number }
-  /** Send this share, then silence with the connection held open. */
-  | { kind: 'stall'; atPercent: number }
-  /** The whole blob without Content-Length (chunked), so sluice cannot know its size before the end. */
-  | { kind: 'chunked' }
-  /** Send `bytes`, then wait for `release` (or the connection to close). */
-  | { kind: 'hold'; bytes: number; release: Promise<void> };
+// The upstream: MiniUpstream serving library/big, its big layers' bodies scripted per case (cut, corrupted,
+// short, stalled, chunked, held).
 
 interface Image {
   tag: string;
-  blob: Buffer;
   digest: string;
   manifestDigest: string;
 }
 
-class FaultUpstream {
-  url = '';
-  fault: Fault = { kind: 'none' };
-  /** GETs per blob digest. */
-  readonly blobGets = new Map<string, number>();
-  private readonly blobs = new Map<string, Buffer>();
-  private readonly manifests = new Map<string, Buffer>();
-  private readonly server: Server = createServer((req, res) => void this.handle(req, res));
+const up = new MiniUpstream();
 
-  async start(): Promise<this> {
-    this.url = await listenLoopback(this.server);
-    return this;
-  }
-
-  async stop(): Promise<void> {
-    await closeServer(this.server);
-  }
-
-  /** A new image `library/big:<tag>`: a small config and a fresh random layer (so every case starts uncached). */
-  addImage(tag: string, sizeBytes = BIG_BYTES): Image {
-    const blob = randomFillSync(Buffer.allocUnsafe(sizeBytes));
-    const digest = sha256(blob);
-    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', tag }));
-    const configDigest = sha256(config);
-    const manifest = Buffer.from(JSON.stringify({
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: blob.length }],
-    }));
-    const manifestDigest = sha256(manifest);
-    this.blobs.set(digest, blob);
-    this.blobs.set(configDigest, config);
-    this.manifests.set(tag, manifest);
-    this.manifests.set(manifestDigest, manifest);
-    return { tag, blob, digest, manifestDigest };
-  }
-
-  /** Lets a finished case's 64 MiB go (the manifest stays). */
-  dropBlob(digest: string): void {
-    this.blobs.delete(digest);
-  }
-
-  gets(digest: string): number {
-    return this.blobGets.get(digest) ?? 0;
-  }
-
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
-    if (path === '/v2/') return json(res, 200, {});
-    const m = new RegExp(`^/v2/${NAME}/(manifests|blobs)/([^/]+)$`).exec(path);
-    if (m?.[1] === 'manifests' && this.manifests.has(m[2] ?? '')) {
-      const body = this.manifests.get(m[2] ?? '') as Buffer;
-      res.writeHead(200, { 'content-type': OCI_MANIFEST, 'content-length': body.length, 'docker-content-digest': sha256(body) });
-      res.end(req.method === 'HEAD' ? undefined : body);
-      return;
-    }
-    const blob = m?.[1] === 'blobs' ? this.blobs.get(m[2] ?? '') : undefined;
-    if (!blob) return json(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown' }] });
-    const digest = m?.[2] ?? '';
-    if (req.method === 'GET') this.blobGets.set(digest, this.gets(digest) + 1);
-    // Small blobs (the config) are never faulted: the faults are about the big layer.
-    await this.sendBlob(req, res, blob, digest, blob.length < MiB ? { kind: 'none' } : this.fault);
-  }
-
-  private async sendBlob(req: IncomingMessage, res: ServerResponse, real: Buffer, digest: string, f: Fault): Promise<void> {
-    let body = real;
-    let declared = real.length;
-    if (f.kind === 'corrupt') {
-      body = Buffer.from(real);
-      const at = f.at === 'last' ? body.length - 1 : body.length >> 1;
-      body[at] = (body[at] ?? 0) ^ 0xff;
-    }
-    if (f.kind === 'short-honest') {
-      body = real.subarray(0, f.bytes);
-      declared = f.bytes;
-    }
-    if (f.kind === 'short-lying') body = real.subarray(0, f.bytes);
-    const length = f.kind === 'chunked' ? {} : { 'content-length': declared };
-    res.writeHead(200, { 'content-type': 'application/octet-stream', ...length, 'docker-content-digest': digest });
-    if (req.method === 'HEAD') return void res.end();
-    const stopAt = f.kind === 'cut' || f.kind === 'stall' ? Math.floor((real.length * f.atPercent) / 100) : f.kind === 'hold' ? f.bytes : body.length;
-    for (let off = 0; off < stopAt; off += MiB) {
-      if (!(await write(res, body.subarray(off, Math.min(off + MiB, stopAt))))) return;
-    }
-    switch (f.kind) {
-      case 'cut':
-        res.socket?.resetAndDestroy();
-        return;
-      case 'short-lying':
-        res.socket?.end();
-        return;
-      case 'stall':
-        return; // silent, the connection held open until sluice gives up (or the server stops)
-      case 'hold':
-        await Promise.race([f.release, once(res, 'close')]);
-        if (!res.destroyed) res.end(real.subarray(f.bytes));
-        return;
-      default:
-        res.end();
-    }
-  }
+/** A new image `library/big:<tag>`: a small config and a fresh random layer (so every case starts uncached). */
+function addImage(tag: string, sizeBytes = BIG_BYTES): Image {
+  const img = up.push(miniImage(NAME, tag, [randomFillSync(Buffer.allocUnsafe(sizeBytes))], MediaType.ociLayerTar));
+  return { tag, digest: img.layers[0]?.digest ?? '', manifestDigest: img.digest };
 }
 
+/** GETs of a blob so far. */
+const getsOf = (digest: string): number => up.times(`GET /v2/${NAME}/blobs/${digest}`);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The client: hashes what it receives, never buffers a 64 MiB body.
@@ -288,7 +174,6 @@ async function startSluice(dir: string, storage: string, upstreamUrl: string, op
   return p;
 }
 
-const up = new FaultUpstream();
 
 beforeAll(async () => {
   await up.start();
@@ -315,27 +200,27 @@ describe('upstream faults on a 64 MiB blob (real sluice process, idle timeout 1 
     sluice = await startSluice(dir, storage, up.url);
   });
 
-  const cases: Array<{ label: string; fault: Fault; log: RegExp }> = [
-    { label: 'connection cut at 10 %', fault: { kind: 'cut', atPercent: 10 }, log: /closed unexpectedly|reset|other side closed|terminated/ },
-    { label: 'connection cut at 50 %', fault: { kind: 'cut', atPercent: 50 }, log: /closed unexpectedly|reset|other side closed|terminated/ },
-    { label: 'connection cut at 99 %', fault: { kind: 'cut', atPercent: 99 }, log: /closed unexpectedly|reset|other side closed|terminated/ },
-    { label: 'wrong bytes, right length (middle byte flipped)', fault: { kind: 'corrupt', at: 'middle' }, log: /does not verify as sha256:[0-9a-f]{64}: content does not match its digest/ },
-    { label: 'wrong bytes, right length (last byte flipped)', fault: { kind: 'corrupt', at: 'last' }, log: /does not verify as sha256:[0-9a-f]{64}: content does not match its digest/ },
-    { label: 'short body, honest Content-Length', fault: { kind: 'short-honest', bytes: 32 * MiB }, log: /does not verify as sha256:[0-9a-f]{64}: content does not match its digest/ },
-    { label: 'short body, lying Content-Length (clean close)', fault: { kind: 'short-lying', bytes: 40 * MiB }, log: /closed unexpectedly|other side closed|terminated|shorter than its descriptor/ },
-    { label: 'body stalls at 50 % (idle timeout)', fault: { kind: 'stall', atPercent: 50 }, log: /stopped sending the body \(idle timeout\)/ },
+  const cases: Array<{ label: string; fault: BlobBehaviour; log: RegExp }> = [
+    { label: 'connection cut at 10 %', fault: { cutAtPercent: 10, reset: true }, log: /closed unexpectedly|reset|other side closed|terminated/ },
+    { label: 'connection cut at 50 %', fault: { cutAtPercent: 50, reset: true }, log: /closed unexpectedly|reset|other side closed|terminated/ },
+    { label: 'connection cut at 99 %', fault: { cutAtPercent: 99, reset: true }, log: /closed unexpectedly|reset|other side closed|terminated/ },
+    { label: 'wrong bytes, right length (middle byte flipped)', fault: { corrupt: true }, log: /does not verify as sha256:[0-9a-f]{64}: content does not match its digest/ },
+    { label: 'wrong bytes, right length (last byte flipped)', fault: { corrupt: 'last' }, log: /does not verify as sha256:[0-9a-f]{64}: content does not match its digest/ },
+    { label: 'short body, honest Content-Length', fault: { shortBytes: 32 * MiB }, log: /does not verify as sha256:[0-9a-f]{64}: content does not match its digest/ },
+    { label: 'short body, lying Content-Length (clean close)', fault: { shortBytes: 40 * MiB, lyingLength: true }, log: /closed unexpectedly|other side closed|terminated|shorter than its descriptor/ },
+    { label: 'body stalls at 50 % (idle timeout)', fault: { stallAtPercent: 50 }, log: /stopped sending the body \(idle timeout\)/ },
   ];
 
   for (const c of cases) {
     it(`${c.label}: the client gets an error, nothing is committed or left behind, the log says why, the next pull succeeds`, async () => {
-      const img = up.addImage(c.label.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '').toLowerCase().slice(0, 100));
+      const img = addImage(c.label.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '').toLowerCase().slice(0, 100));
       try {
         const m = await get(manifestUrl(sluice, img.tag));
         expect(m.status).toBe(200);
         expect(m.digest).toBe(img.manifestDigest);
         const logsBefore = logEntries(sluice).length;
 
-        up.fault = c.fault;
+        up.behaviour.set(img.digest, c.fault);
         const first = await get(blobUrl(sluice, img.digest));
         expectFailed(first, `${c.label}, first attempt`);
         const failure = await waitForLog(sluice, (e) => e.msg === 'blob ingest failed; nothing committed' && e.digest === img.digest, c.label);
@@ -352,20 +237,20 @@ describe('upstream faults on a 64 MiB blob (real sluice process, idle timeout 1 
         expect(await tempFiles(storage)).toEqual([]);
 
         // Fixed: the next pull succeeds, verifies, and is then served from disk.
-        up.fault = { kind: 'none' };
+        up.behaviour.clear();
         const fixed = await get(blobUrl(sluice, img.digest));
         expect(fixed).toMatchObject({ status: 200, complete: true, bytes: BIG_BYTES, digest: img.digest });
         await waitForLog(sluice, (e) => e.msg === 'blob ingested from upstream' && e.digest === img.digest, `${c.label} fixed`);
         expect(await fileDigest(committedPath(storage, img.digest))).toBe(img.digest);
-        const gets = up.gets(img.digest);
+        const gets = getsOf(img.digest);
         expect(gets).toBe(3);
         const cached = await get(blobUrl(sluice, img.digest));
         expect(cached).toMatchObject({ status: 200, complete: true, digest: img.digest });
-        expect(up.gets(img.digest)).toBe(gets);
+        expect(getsOf(img.digest)).toBe(gets);
         expect(await tempFiles(storage)).toEqual([]);
       } finally {
-        up.fault = { kind: 'none' };
-        up.dropBlob(img.digest);
+        up.behaviour.clear();
+        up.blobs.delete(img.digest);
       }
     });
   }
@@ -380,9 +265,11 @@ describe('kill -9 mid-ingest, then restart on the same store', () => {
   it('leaves no temp file after restart, never serves the partial blob, and the next pull in a window succeeds', async () => {
     const dir = await newDir('kill9');
     const storage = join(dir, 'data');
-    const img = up.addImage('kill9');
+    const img = addImage('kill9');
     let release!: () => void;
-    up.fault = { kind: 'hold', bytes: 24 * MiB, release: new Promise<void>((r) => (release = r)) };
+    const released = new Promise<void>((r) => (release = r));
+    // 24 MiB out, then the rest only once released.
+    up.behaviour.set(img.digest, { chunkBytes: 24 * MiB, beforeChunk: async (i) => void (i === 1 && (await released)) });
     try {
       const first = await startSluice(dir, storage, up.url, { idle: '30s' });
       const pending = get(blobUrl(first, img.digest));
@@ -402,7 +289,7 @@ describe('kill -9 mid-ingest, then restart on the same store', () => {
       expect(await committed(storage, img.digest)).toBe(false);
 
       // Restart outside a window: the dead process's temp folder is gone and the blob is not present.
-      const gets = up.gets(img.digest);
+      const gets = getsOf(img.digest);
       const closed = await startSluice(dir, storage, up.url, { windows: 'never' });
       expect(await tempFiles(storage)).toEqual([]);
       const miss = await get(blobUrl(closed, img.digest));
@@ -415,23 +302,23 @@ describe('kill -9 mid-ingest, then restart on the same store', () => {
         }).on('error', () => resolve(0)).end();
       });
       expect(head).toBe(404);
-      expect(up.gets(img.digest)).toBe(gets);
+      expect(getsOf(img.digest)).toBe(gets);
       expect(await closed.stop()).toBe(0);
 
       // Restart inside a window with the upstream healthy: refetched, verified, committed.
-      up.fault = { kind: 'none' };
+      up.behaviour.clear();
       const open = await startSluice(dir, storage, up.url);
       expect(await tempFiles(storage)).toEqual([]);
       const got = await get(blobUrl(open, img.digest));
       expect(got).toMatchObject({ status: 200, complete: true, bytes: BIG_BYTES, digest: img.digest });
-      expect(up.gets(img.digest)).toBe(gets + 1);
+      expect(getsOf(img.digest)).toBe(gets + 1);
       await waitForLog(open, (e) => e.msg === 'blob ingested from upstream' && e.digest === img.digest, 'refetch');
       expect(await fileDigest(committedPath(storage, img.digest))).toBe(img.digest);
       expect(await open.stop()).toBe(0);
     } finally {
       release();
-      up.fault = { kind: 'none' };
-      up.dropBlob(img.digest);
+      up.behaviour.clear();
+      up.blobs.delete(img.digest);
     }
   });
 });
@@ -469,9 +356,9 @@ describe.skipIf(!canMount)('the store\'s disk is full (ENOSPC on a 16 MiB tmpfs)
     await mkdir(mnt);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt], { stdio: 'pipe' });
     const storage = join(mnt, 'data');
-    const small = up.addImage('small', 1 * MiB);
-    const big = up.addImage('enospc');
-    const tens = [up.addImage('ten-a', 10 * MiB), up.addImage('ten-b', 10 * MiB)];
+    const small = addImage('small', 1 * MiB);
+    const big = addImage('enospc');
+    const tens = [addImage('ten-a', 10 * MiB), addImage('ten-b', 10 * MiB)];
     const failures = (p: SluiceProcess, digest: string): LogEntry[] =>
       logEntries(p).filter((e) => e.msg === 'blob ingest failed; nothing committed' && e.digest === digest);
     const clean = async (): Promise<void> => {
@@ -484,7 +371,7 @@ describe.skipIf(!canMount)('the store\'s disk is full (ENOSPC on a 16 MiB tmpfs)
       const sluice = await startSluice(dir, storage, up.url);
       for (const img of [small, big, ...tens]) expect((await get(manifestUrl(sluice, img.tag))).status).toBe(200);
       expect(await get(blobUrl(sluice, small.digest))).toMatchObject({ status: 200, complete: true, digest: small.digest });
-      const smallGets = up.gets(small.digest);
+      const smallGets = getsOf(small.digest);
 
       // 1. The upstream declares 64 MiB: refused before the first byte is written, with an OCI error.
       const started = Date.now();
@@ -499,7 +386,7 @@ describe.skipIf(!canMount)('the store\'s disk is full (ENOSPC on a 16 MiB tmpfs)
 
       // 2. No Content-Length: the disk fills mid-write. sluice waits for the verified file before answering
       //    such a blob, so the client still gets the status, not a cut.
-      up.fault = { kind: 'chunked' };
+      up.behaviour.set(big.digest, { noLength: true });
       const chunked = await get(blobUrl(sluice, big.digest));
       expect(chunked.status).toBe(507);
       expect(JSON.parse(chunked.text)).toMatchObject({ errors: [{ code: 'INSUFFICIENT_STORAGE' }] });
@@ -507,7 +394,7 @@ describe.skipIf(!canMount)('the store\'s disk is full (ENOSPC on a 16 MiB tmpfs)
       expect(failures(sluice, big.digest)[1]?.error).toMatch(/store is full/);
       expect(await committed(storage, big.digest)).toBe(false);
       await clean();
-      up.fault = { kind: 'none' };
+      up.behaviour.clear();
 
       // 3. Two 10 MiB blobs at once: each fits alone, not both. Whichever hits ENOSPC mid-stream is cut
       //    (its headers are out), never completed; whatever completes is exact.
@@ -528,7 +415,7 @@ describe.skipIf(!canMount)('the store\'s disk is full (ENOSPC on a 16 MiB tmpfs)
       expect((await get(`${sluice.url}/v2/`)).status).toBe(200);
       expect(await get(blobUrl(sluice, small.digest))).toMatchObject({ status: 200, complete: true, digest: small.digest });
       expect(await get(manifestUrl(sluice, small.tag))).toMatchObject({ status: 200, digest: small.manifestDigest });
-      expect(up.gets(small.digest)).toBe(smallGets);
+      expect(getsOf(small.digest)).toBe(smallGets);
 
       // The operator grows the disk: the next pull in the window succeeds and verifies.
       execFileSync('mount', ['-o', 'remount,size=160m', mnt], { stdio: 'pipe' });
@@ -539,8 +426,8 @@ describe.skipIf(!canMount)('the store\'s disk is full (ENOSPC on a 16 MiB tmpfs)
       expect(sluice.stderr()).not.toMatch(/Unhandled|uncaught/i);
       expect(await sluice.stop()).toBe(0);
     } finally {
-      up.fault = { kind: 'none' };
-      for (const img of [big, ...tens]) up.dropBlob(img.digest);
+      up.behaviour.clear();
+      for (const img of [big, ...tens]) up.blobs.delete(img.digest);
     }
   });
 });

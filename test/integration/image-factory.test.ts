@@ -1,4 +1,4 @@
-// Issue 10 item 4: Talos Image Factory installers. A fake factory on loopback answers a tag with a 307 to a real
+// Talos Image Factory installers. A fake factory on loopback answers a tag with a 307 to a real
 // docker-registry by digest and every blob with a 307, as factory.talos.dev does; real skopeo pulls through sluice.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { buildLayout, sha256, type TestImage } from '../helpers/images.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { startCountingServer, startFakeFactory, type FakeFactory } from '../helpers/fake-factory.js';
+import { MediaType } from '../kit/oci.js';
 
 const ok = requireBinaries(['docker-registry', 'skopeo', 'containerd', 'ctr'], 'test/integration/image-factory.test.ts');
 const SCHEMATIC = '376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba';
@@ -104,7 +105,7 @@ describe.skipIf(!ok)('Image Factory installers through sluice (fake factory → 
     const s = await sluiceFor(f, { timeouts: { idle: '1s', sync: '30s' } });
     s.app.window.open(3_600_000, 'factory test', 'test');
     // The node's first request (containerd asks for the tag once, like this) gets a clear 502 at the idle timeout.
-    const said = await fetch(`${s.url}/v2/factory.talos.dev/${NAME}/manifests/${TAG}`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    const said = await fetch(`${s.url}/v2/factory.talos.dev/${NAME}/manifests/${TAG}`, { headers: { accept: MediaType.ociIndex } });
     expect(said.status).toBe(502);
     const body = (await said.json()) as { errors: Array<{ code: string; message: string }> };
     expect(body.errors[0]?.code).toBe('UPSTREAM_FAILED');

@@ -1,4 +1,4 @@
-// Issue 2's integration bar: a layout with layers up to 64 MiB is put into a real sluice process with
+// Real clients pull through a real sluice: a layout with layers up to 64 MiB is put into a real sluice process with
 // the real `sluice import`, then real skopeo (prefix form) and real containerd (`ctr --hosts-dir`,
 // so `?ns=` is sent) pull every image through it with the original digests. Nothing leaves 127.0.0.1.
 import { readdir, rm, writeFile } from 'node:fs/promises';

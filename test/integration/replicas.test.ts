@@ -1,7 +1,6 @@
 // Two sluice replicas on one Ceph RGW bucket and one PostgreSQL database, with a real docker-registry upstream
 // behind a counting proxy: what one replica fetched the other serves; an allowlist edit on one refuses on the
 // other; 20 cold GETs over both cost 1 upstream GET; a leader killed mid-download is taken over, nothing partial.
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, rm, mkdir } from 'node:fs/promises';
 import { createServer, request, type Server } from 'node:http';
@@ -15,6 +14,7 @@ import { buildLayout, type LayoutDescription, type TestImage } from '../helpers/
 import { freePort, pushLayout, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { freshBucket, freshDatabase, requireServices, s3Config } from '../helpers/services.js';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+import { sha256 } from '../kit/oci.js';
 
 const SUITE = 'test/integration/replicas.test.ts';
 const ok = requireBinaries(['docker-registry', 'skopeo', 'containerd', 'ctr'], SUITE) && requireServices(['s3', 'postgres'], SUITE);
@@ -83,8 +83,6 @@ async function proxy(targetPort: number): Promise<Proxy> {
     },
   };
 }
-
-const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 describe.skipIf(!ok)('two replicas on one RGW bucket and one PostgreSQL database', () => {
   let work: string;
@@ -187,7 +185,7 @@ describe.skipIf(!ok)('two replicas on one RGW bucket and one PostgreSQL database
     held.release();
     const got = await Promise.all(gets);
     expect(got.map((g) => g.status)).toEqual(Array(20).fill(200));
-    for (const g of got) expect(sha(g.body)).toBe(digest);
+    for (const g of got) expect(sha256(g.body)).toBe(digest);
     expect(upstream.blobGets(digest)).toBe(1);
   }, 120_000);
 
@@ -215,7 +213,7 @@ describe.skipIf(!ok)('two replicas on one RGW bucket and one PostgreSQL database
     await expect(bucket.client.send(new HeadObjectCommand({ Bucket: bucket.bucket, Key: `mirror/blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}` }))).rejects.toThrow();
     const taken = await fetch(`${replicas.b.url}/v2/siderolabs/kubelet/blobs/${digest}?ns=docker.io`);
     expect(taken.status).toBe(200);
-    expect(sha(Buffer.from(await taken.arrayBuffer()))).toBe(digest);
+    expect(sha256(Buffer.from(await taken.arrayBuffer()))).toBe(digest);
     expect(upstream.blobGets(digest)).toBe(2);
   }, 120_000);
 

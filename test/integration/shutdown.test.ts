@@ -1,61 +1,46 @@
-// Issue 14 item 8: SIGTERM with a blob download in progress. The grace deadline bounds the whole shutdown; a
+// SIGTERM with a blob download in progress. The grace deadline bounds the whole shutdown; a
 // detached ingest finishes inside it or is cancelled cleanly (temp file gone, nothing committed), and the temp
-// folder goes only after every ingest has ended. A real `sluice serve` process and a slow fake upstream.
-import { createHash } from 'node:crypto';
+// folder goes only after every ingest has ended. A real `sluice serve` process and the fake upstream, slowed.
 import { once } from 'node:events';
 import { readdir, rm, stat } from 'node:fs/promises';
-import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { tempDir } from '../helpers/clients.js';
-import { write } from '../helpers/http-server.js';
+import { MiniUpstream } from '../helpers/mini-upstream.js';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+import { MediaType, MiB, sha256 } from '../kit/oci.js';
 
-const MiB = 1024 * 1024;
 const GRACE_MS = 2000;
-const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-/** An upstream with x/app:v1 whose one layer is `sizeBytes` long; the layer is sent up to `first` bytes, then held. */
-async function slowUpstream(layer: { digest: string; sizeBytes: number; bytes?: Buffer }, first: number) {
-  const manifest = Buffer.from(JSON.stringify({
+/**
+ * An upstream with x/app:v1 whose one layer is `body` under `digest`: the layer is sent up to `first` bytes, then
+ * held until `release` (a never-released one stalls; its untouched bytes are never even paged in).
+ */
+async function slowUpstream(digest: string, body: Buffer, first: number) {
+  const up = await new MiniUpstream().start();
+  up.blobs.set(digest, body);
+  up.addManifest('x/app', {
     schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256('{}'), size: 2 },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer.digest, size: layer.sizeBytes }],
-  }));
-  let held: ServerResponse | undefined;
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: sha256('{}'), size: 2 },
+    layers: [{ mediaType: MediaType.ociLayer, digest, size: body.length }],
+  }, 'v1');
   let onHeld: () => void = () => undefined;
   const heldNow = new Promise<void>((resolve) => (onHeld = resolve));
-  const server: Server = createServer((req, res) => {
-    const path = req.url ?? '';
-    if (path === '/v2/x/app/manifests/v1') {
-      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': sha256(manifest), 'content-length': manifest.length });
-      return void res.end(manifest);
-    }
-    if (path !== `/v2/x/app/blobs/${layer.digest}`) return void res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': layer.sizeBytes });
-    const piece = layer.bytes ?? Buffer.alloc(first, 7);
-    void write(res, piece.subarray(0, first)).then(() => {
-      held = res;
+  let release: () => void = () => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  up.behaviour.set(digest, {
+    chunkBytes: first,
+    beforeChunk: async (i) => {
+      if (i !== 1) return;
       onHeld();
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    heldNow,
-    /** Sends the rest of the layer (only for a layer whose bytes were given). */
-    release: () => held?.end(layer.bytes?.subarray(first)),
-    stop: async () => {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
+      await released;
     },
-  };
+  });
+  return { url: up.url, heldNow, release, stop: () => up.stop() };
 }
 
-describe('SIGTERM with a blob download in progress (issue 14 item 8)', () => {
+describe('SIGTERM with a blob download in progress', () => {
   const cleanups: Array<() => Promise<void>> = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
@@ -85,7 +70,7 @@ describe('SIGTERM with a blob download in progress (issue 14 item 8)', () => {
 
   test('a 256 MiB download that stalls is cancelled at the deadline: exit in time, no temp folder, nothing committed', async () => {
     const digest = sha256('a layer that never arrives whole');
-    const up = await slowUpstream({ digest, sizeBytes: 256 * MiB }, 4 * MiB);
+    const up = await slowUpstream(digest, Buffer.alloc(256 * MiB), 4 * MiB);
     cleanups.push(up.stop);
     const { sluice, storage } = await start(up.url);
     await pull(sluice, digest);
@@ -100,17 +85,26 @@ describe('SIGTERM with a blob download in progress (issue 14 item 8)', () => {
     await expect(stat(join(storage, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7)))).rejects.toThrow(/ENOENT/);
   }, 60_000);
 
-  test('a download that completes inside the grace period is committed, verified, before the temp folder goes', async () => {
-    const bytes = Buffer.alloc(8 * MiB, 3);
+  /**
+   * An 8 MiB layer of `fill` bytes held after its first 2 MiB while a client pulls it; SIGTERM; resolves once
+   * sluice says it is shutting down, with the held download still running.
+   */
+  async function terminateDuringDownload(fill: number) {
+    const bytes = Buffer.alloc(8 * MiB, fill);
     const digest = sha256(bytes);
-    const up = await slowUpstream({ digest, sizeBytes: bytes.length, bytes }, 2 * MiB);
+    const up = await slowUpstream(digest, bytes, 2 * MiB);
     cleanups.push(up.stop);
     const { sluice, storage } = await start(up.url);
     await pull(sluice, digest);
     await up.heldNow;
     const exited = sluice.stop('SIGTERM');
-    // The rest arrives only once sluice is shutting down (its log says so).
     while (!sluice.stdout().includes('shutting down')) await once(sluice.proc.stdout ?? sluice.proc, 'data');
+    return { bytes, digest, up, sluice, storage, exited };
+  }
+
+  test('a download that completes inside the grace period is committed, verified, before the temp folder goes', async () => {
+    const { bytes, digest, up, sluice, storage, exited } = await terminateDuringDownload(3);
+    // The rest arrives only once sluice is shutting down (its log says so).
     up.release();
     expect(await exited).toBe(0);
     expect(sluice.stderr()).not.toMatch(/ENOENT/);
@@ -119,15 +113,7 @@ describe('SIGTERM with a blob download in progress (issue 14 item 8)', () => {
   }, 60_000);
 
   test('a second SIGTERM during the graceful stop does not kill the drain: the download still commits, exit 0', async () => {
-    const bytes = Buffer.alloc(8 * MiB, 5);
-    const digest = sha256(bytes);
-    const up = await slowUpstream({ digest, sizeBytes: bytes.length, bytes }, 2 * MiB);
-    cleanups.push(up.stop);
-    const { sluice, storage } = await start(up.url);
-    await pull(sluice, digest);
-    await up.heldNow;
-    const exited = sluice.stop('SIGTERM');
-    while (!sluice.stdout().includes('shutting down')) await once(sluice.proc.stdout ?? sluice.proc, 'data');
+    const { bytes, digest, up, sluice, storage, exited } = await terminateDuringDownload(5);
     sluice.proc.kill('SIGTERM'); // a supervisor repeating itself while the download is still held
     up.release();
     expect(await exited).toBe(0);

@@ -1,4 +1,4 @@
-// Issue 11 item 3: the status page in a real browser (Debian's chromium, headless, driven by playwright-core).
+// The status page in a real browser (Debian's chromium, headless, driven by playwright-core).
 // Real docker-registry upstream; the test logs in with the admin token, sees a refused image in the denied list,
 // allows it (the exact rule is shown first), and the next skopeo pull of it succeeds. The screenshot goes to
 // test-results/status-page.png, where CI keeps test output.

@@ -1,18 +1,17 @@
 // tags/list through a real `sluice serve` from a real docker-registry upstream (distribution 2.8, which ignores
 // `n`/`last` and lists unsorted): the mirror pages over the allowed tags itself, and `skopeo list-tags` sees only those.
-import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireBinaries, runOk } from '../helpers/binaries.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
 import { tempDir } from '../helpers/clients.js';
+import { MediaType, sha256 } from '../kit/oci.js';
 
 const ok = requireBinaries(['docker-registry', 'skopeo'], 'test/integration/tags.test.ts');
 
 const HIDDEN = ['internal-secret-build', 'zz-hidden', 'a-private', 'w1-internal'];
 const ALLOWED = ['v1', 'v1.1', 'v1.2', 'v1.3', 'v1.4'];
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** One empty OCI image pushed over the registry API, tagged with every name in `tags`. */
 async function pushTags(upstream: string, name: string, tags: string[]): Promise<void> {
@@ -21,11 +20,11 @@ async function pushTags(upstream: string, name: string, tags: string[]): Promise
   const location = new URL(started.headers.get('location') ?? '', upstream);
   location.searchParams.set('digest', sha256(config));
   expect((await fetch(location, { method: 'PUT', body: config, headers: { 'content-type': 'application/octet-stream' } })).status).toBe(201);
-  const mediaType = 'application/vnd.oci.image.manifest.v1+json';
+  const mediaType = MediaType.ociManifest;
   const manifest = JSON.stringify({
     schemaVersion: 2,
     mediaType,
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+    config: { mediaType: MediaType.ociConfig, digest: sha256(config), size: config.length },
     layers: [],
   });
   for (const tag of tags) {
@@ -34,7 +33,7 @@ async function pushTags(upstream: string, name: string, tags: string[]): Promise
   }
 }
 
-describe.skipIf(!ok)('tags/list from a real docker-registry (issue 14 item 3)', () => {
+describe.skipIf(!ok)('tags/list from a real docker-registry', () => {
   let registry: RunningRegistry;
   let sluice: SluiceProcess;
   let storage: string;

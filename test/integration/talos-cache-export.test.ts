@@ -2,7 +2,6 @@
 // test images and a cosign-style `.sig` tag, the real `sluice sync` fetches them, the real `sluice export
 // --format talos-cache-flat|talos-cache-oci` writes the caches; each is imported by the real `sluice import` into an
 // empty store and real containerd pulls every image through it with the upstream's digests.
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -12,11 +11,10 @@ import { buildLayout, splitRef, type LayoutDescription } from '../helpers/images
 import { headManifest, pushLayout, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { runSluice, sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
 import { registryDir } from '../helpers/talos-cache.js';
-import { hexOf, MediaType, mkLayoutDir, writeBlob, writeJsonBlob, writeLayoutIndex } from '../kit/oci.js';
+import { hexOf, MediaType, mkLayoutDir, sha256, writeBlob, writeJsonBlob, writeLayoutIndex } from '../kit/oci.js';
 
 const ok = requireBinaries(['docker-registry', 'skopeo', 'containerd', 'ctr'], 'test/integration/talos-cache-export.test.ts');
 const FORMATS = ['talos-cache-flat', 'talos-cache-oci'] as const;
-const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 describe.skipIf(!ok)('Talos image caches exported by sluice, imported and pulled by containerd (real registry, sluice, ctr)', () => {
   let work: string;
@@ -76,10 +74,10 @@ describe.skipIf(!ok)('Talos image caches exported by sluice, imported and pulled
     for (const img of layout.images) {
       const { host, name, tag } = splitRef(img.ref);
       const body = await readFile(join(work, 'talos-cache-flat', 'manifests', registryDir(host), name, 'reference', tag));
-      expect(sha(body), img.ref).toBe(await headManifest(registry.hostPort, name, tag));
+      expect(sha256(body), img.ref).toBe(await headManifest(registry.hostPort, name, tag));
     }
     const sig = await readFile(join(work, 'talos-cache-flat', 'manifests', 'ghcr.io', 'siderolabs', 'kubelet', 'reference', signature.ref.split(':').pop()!));
-    expect(sha(sig)).toBe(signature.digest);
+    expect(sha256(sig)).toBe(signature.digest);
   });
 
   for (const format of FORMATS) {

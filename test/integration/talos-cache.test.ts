@@ -1,7 +1,6 @@
-// Issue 10's bar for Talos image caches: both layouts of `talosctl images cache-create` (built from cache.go's facts)
+// Talos image caches: both layouts of `talosctl images cache-create` (built from cache.go's facts)
 // go into real sluice processes with the real `sluice import --allow`; real skopeo and real containerd then pull the
 // chosen platform of every image through sluice with its original digests, signature tags and a digest-only image included.
-import { createHash } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -10,6 +9,7 @@ import { startContainerd, tempDir, writeHostsToml, type Containerd } from '../he
 import { buildLayout, type LayoutDescription } from '../helpers/images.js';
 import { runSluice, sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
 import { buildFlatCache, tarTree, wrapAsOciCache, type TalosCache } from '../helpers/talos-cache.js';
+import { sha256 } from '../kit/oci.js';
 
 const ok = requireBinaries(['skopeo', 'containerd', 'ctr'], 'test/integration/talos-cache.test.ts');
 const DIGEST_ONLY = 'docker.io/library/busybox:1.36';
@@ -49,8 +49,6 @@ describe.skipIf(!ok)('pull what a Talos image cache imported (real sluice, skope
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
   for (const form of ['flat', 'oci'] as const) {
     test(`--layout ${form}: skopeo copies the chosen platform of each image, by tag and by digest, and the signature tags`, async () => {
       const s = servers[form]!;
@@ -60,12 +58,12 @@ describe.skipIf(!ok)('pull what a Talos image cache imported (real sluice, skope
         const r = await run('skopeo', ['copy', '--quiet', '--insecure-policy', '--src-tls-verify=false', '--src-no-creds', '--override-os', 'linux', '--override-arch', 'amd64', src, `dir:${dest}`]);
         expect(r.code, `${img.ref}: ${r.stderr}`).toBe(0);
         // skopeo verified every blob against its digest; the manifest it kept is the chosen platform's, byte-exact.
-        expect(sha(await readFile(join(dest, 'manifest.json'))), img.ref).toBe(img.platformDigest);
+        expect(sha256(await readFile(join(dest, 'manifest.json'))), img.ref).toBe(img.platformDigest);
       }
       for (const sig of cache.signatures) {
         const raw = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', '--no-creds', `docker://${s.hostPort}/${sig.ref}`]);
         expect(raw.code, `${sig.ref}: ${raw.stderr}`).toBe(0);
-        expect(sha(raw.stdout), sig.ref).toBe(sig.digest);
+        expect(sha256(raw.stdout), sig.ref).toBe(sig.digest);
       }
     }, 120_000);
 

@@ -1,4 +1,4 @@
-// Talos as it is today (issue 10, items 1 and 2), end to end with a real docker-registry upstream holding images
+// Talos as it is today, end to end with a real docker-registry upstream holding images
 // under Talos names: real containerd pulls `installer@sha256:…` (digest only) of a tag-ruled image through a real
 // `sluice serve` on a cold store inside a window, and gets the fast closed-window 404 outside one; and the real CLI
 // imports a `talosctl images talos-bundle` list as printed (tag lines, `repo:tag@sha256:` lines), then syncs it all.
@@ -10,9 +10,9 @@ import { startContainerd, tempDir, writeHostsToml, type Containerd } from '../he
 import { buildLayoutOf, type LayoutDescription, type TestImage } from '../helpers/images.js';
 import { pushLayout, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { runSluice, sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+import { KiB } from '../kit/oci.js';
 
 const ok = requireBinaries(['docker-registry', 'skopeo', 'containerd', 'ctr'], 'test/integration/talos-lists.test.ts');
-const KiB = 1024;
 
 // What `talosctl images talos-bundle v1.12.0 --extensions --overlays` prints (cmd/talosctl/cmd/talos/image.go):
 // the installer, installer-base, imager, talos, talosctl-all, overlays and extensions catalogues by tag, then

@@ -1,4 +1,4 @@
-// Issue 6's TLS bar with real processes: a `sluice serve` over HTTPS (custom CA, then mTLS, then basic auth)
+// TLS with real processes: a `sluice serve` over HTTPS (custom CA, then mTLS, then basic auth)
 // with an imported store, pulled by real containerd (`ctr --hosts-dir`, a `_default/hosts.toml` as Talos
 // writes it for a '*' mirror) and real skopeo (`--src-cert-dir`, `--src-creds`); and SIGHUP swapping the
 // certificate under a running process. Everything stays on 127.0.0.1.

@@ -1,4 +1,4 @@
-// Issue 14 item 2: `window close` while a sync runs stops every upstream request at once. A real docker-registry
+// `window close` while a sync runs stops every upstream request at once. A real docker-registry
 // behind a counting proxy; the proxy itself closes the window (through the admin API) when a chosen request
 // arrives and holds that request's answer until the close took effect, so "after the close" is exact.
 import { once } from 'node:events';

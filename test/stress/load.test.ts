@@ -16,8 +16,8 @@ import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../helpers/clients.js';
 import { buildLayout, MediaType, type LayoutDescription } from '../helpers/images.js';
 import { sluiceConfigYaml, startSluiceProcess, type SluiceProcess } from '../helpers/sluice.js';
+import { MiB } from '../kit/oci.js';
 
-const MiB = 1024 * 1024;
 const CONNECTIONS = 1000;
 const SECONDS = Number(process.env.SLUICE_STRESS_SECONDS ?? 60);
 const MAX_HWM_BYTES = 512 * MiB;

@@ -12,7 +12,7 @@ import { writeLayout, writeStaticTree, type BenchImage } from '../../bench/conte
 import { fanIn, parseHead } from '../../bench/getter.js';
 import { parseTimes, parseWrk } from '../../bench/load.js';
 import { parseProcStatCpu, parseStatusKb } from '../../bench/proc.js';
-import { KiB } from '../kit/oci.js';
+import { KiB, MiB } from '../kit/oci.js';
 import { buildRows, clientCeilings, fmtMBps, rateRows, renderRows, renderTable, summaryLine, throughputRows, throughputTarget } from '../../bench/report.js';
 
 const WRK_TEXT = `Running 4s test @ http://127.0.0.1:40000/v2/bench/img/blobs/sha256:ab
@@ -142,7 +142,6 @@ describe('ratio table', () => {
   });
 
   it('applies 1.2× at 64 MiB and up with 16 clients, 1.0× elsewhere, and 0.9× of bare node', () => {
-    const MiB = 1024 * 1024;
     expect(throughputTarget(64 * MiB, 16)).toBe(1.2);
     expect(throughputTarget(256 * MiB, 16)).toBe(1.2);
     expect(throughputTarget(64 * MiB, 1)).toBe(1.0);
@@ -158,7 +157,6 @@ describe('ratio table', () => {
   });
 
   it("shows the client's ceiling next to the fastest server", () => {
-    const MiB = 1024 * 1024;
     const [c] = clientCeilings([tput('nginx', 64 * MiB, 16, 2e9, 2), tput('sluice', 64 * MiB, 16, 1e9, 1)]);
     expect(c).toMatchObject({ fastestTarget: 'nginx', fastestBytesPerSec: 2e9, bytesPerClientCpuSecond: 4e9, clientCores: 0.5, sluiceBytesPerSec: 1e9, clientNotLimitingSluice: true });
     const [close] = clientCeilings([tput('nginx', MiB, 1, 1e9), tput('sluice', MiB, 1, 0.9e9)]);

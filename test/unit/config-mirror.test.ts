@@ -1,21 +1,10 @@
 // Upstreams that are other mirrors: `mirror: true` per host, or `'*'` for every host (only as a mirror), and the
 // ?ns=<host> every request to a mirror carries. Pure config validation plus the transport's URL.
 import { describe, expect, it } from 'vitest';
-import { ConfigError, validateConfig } from '../../src/config/config.js';
+import { validateConfig } from '../../src/config/config.js';
 import { hostTable } from '../../src/app.js';
 import { Transport } from '../../src/upstream/transport.js';
-
-const FILE = '/etc/sluice/sluice.yaml';
-
-function problems(doc: unknown): string[] {
-  try {
-    validateConfig(doc, FILE);
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+import { CONFIG_FILE as FILE, configProblems as problems } from '../helpers/config-problems.js';
 
 describe('mirror upstreams', () => {
   it("'*' with mirror: true serves every host; defaultUpstream may be any host", () => {

@@ -1,20 +1,12 @@
 // The scale-out config keys: storage.s3 (+ storage.path) and database.postgres, their defaults, paths resolved
 // against the config file's folder, and every problem reported with its key path.
 import { describe, expect, it } from 'vitest';
-import { ConfigError, validateConfig } from '../../src/config/config.js';
+import { validateConfig } from '../../src/config/config.js';
+import { CONFIG_FILE as FILE, configProblems } from '../helpers/config-problems.js';
 
-const FILE = '/etc/sluice/sluice.yaml';
 const BASE = { upstreams: { 'docker.io': { url: 'https://registry-1.docker.io' } } };
 
-function problems(doc: Record<string, unknown>): string[] {
-  try {
-    validateConfig({ ...BASE, ...doc }, FILE);
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+const problems = (doc: Record<string, unknown>): string[] => configProblems({ ...BASE, ...doc });
 
 describe('config: storage.s3 and database.postgres', () => {
   it('a folder stays the whole store; no database means metadata beside it', () => {

@@ -4,18 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, validateConfig } from '../../src/config/config.js';
 import { REPO_ROOT } from '../helpers/sluice.js';
-
-const FILE = '/etc/sluice/sluice.yaml';
-
-function problems(doc: unknown): string[] {
-  try {
-    validateConfig(doc, FILE);
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+import { CONFIG_FILE as FILE, configProblems as problems } from '../helpers/config-problems.js';
 
 describe('config', () => {
   it('the embedded default is valid and matches the contract', () => {

@@ -1,13 +1,11 @@
 // The readiness report's rules over an in-memory store: pins, tag globs and name globs, configured platforms
 // the index lacks, signature tags (reported with their image, and counted when their blobs are missing).
-import { createHash } from 'node:crypto';
 import { describe, expect, test } from 'vitest';
 import { coverageReport } from '../../src/jobs/coverage.js';
 import { MediaType, type Descriptor } from '../../src/oci/manifest.js';
 import { openMemoryStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
-
-const sha = (s: string | Buffer): string => `sha256:${createHash('sha256').update(s).digest('hex')}`;
+import { sha256 } from '../kit/oci.js';
 
 /** Builds content in the in-memory store (store/memory): blobs, manifests and tags, as sync and import would. */
 class Content {
@@ -52,16 +50,16 @@ describe('coverageReport', () => {
     expect(report.ready).toBe(true); // a glob matching nothing is nothing incomplete
 
     // The signature's layer goes: the signed image is incomplete.
-    await s.store.deleteBlob(sha('layer signature'));
+    await s.store.deleteBlob(sha256('layer signature'));
     const after = await coverageReport(s.store, ['reg.example/team/app:1.0']);
-    expect(after.rules[0]?.images[0]?.missingBlobs).toEqual([sha('layer signature')]);
+    expect(after.rules[0]?.images[0]?.missingBlobs).toEqual([sha256('layer signature')]);
     expect(after.ready).toBe(false);
   });
 
   test('configured platforms: a platform the index lacks is reported, not counted; one not stored is', async () => {
     const s = new Content();
     const amd = await s.image('amd64');
-    const arm: Descriptor = { mediaType: MediaType.ociManifest, digest: sha('never stored'), size: 10 };
+    const arm: Descriptor = { mediaType: MediaType.ociManifest, digest: sha256('never stored'), size: 10 };
     const index = await s.manifest({ schemaVersion: 2, manifests: [
       { ...amd, platform: { os: 'linux', architecture: 'amd64' } },
       { ...arm, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },

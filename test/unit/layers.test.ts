@@ -1,5 +1,5 @@
-// The one-way import rule of src/ (README, "Architecture"): a folder may import only from folders below it, and
-// inside store/ the backends stay apart (only the factory picks one). Parses every import; names a bad edge.
+// The one-way import rule of src/ (README, "Architecture"): a folder may import only from folders below it, http/
+// not from store/, and inside store/ the backends stay apart (only the factory picks one). Parses every import; names a bad edge.
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
@@ -35,6 +35,24 @@ export function upwardEdges(files: Array<{ file: string; source: string }>): str
       const target = resolve(dirname(file), spec.replace(/\.js$/, '.ts'));
       const to = layerOf(target);
       if (to !== from && rank(to) > rank(from)) bad.push(`${relative(SRC, file)} → ${relative(SRC, target)} (${from} may not import ${to})`);
+    }
+  }
+  return bad;
+}
+
+/** Edges forbidden although they point down: the registry routes reach content only through the mirror. */
+export const FORBIDDEN: ReadonlyArray<{ from: string; to: string; why: string }> = [
+  { from: 'http', to: 'store', why: 'routes get content from the mirror, never from the store' },
+];
+
+export function forbiddenEdges(files: Array<{ file: string; source: string }>): string[] {
+  const bad: string[] = [];
+  for (const { file, source } of files) {
+    const from = layerOf(file);
+    for (const spec of importsOf(source)) {
+      const target = resolve(dirname(file), spec.replace(/\.js$/, '.ts'));
+      const rule = FORBIDDEN.find((f) => f.from === from && f.to === layerOf(target));
+      if (rule) bad.push(`${relative(SRC, file)} → ${relative(SRC, target)} (${rule.why})`);
     }
   }
   return bad;
@@ -91,6 +109,18 @@ describe('import direction in src/', () => {
     ]);
     expect(upwardEdges([{ file: join(SRC, 'http', 'routes.ts'), source: "export type { X } from '../oci/errors.js';" }])).toEqual([]);
     expect(upwardEdges([{ file, source: "const m = await import('../mirror/mirror.js');" }])).toHaveLength(1);
+  });
+
+  it('has no forbidden edge: http/ imports nothing from store/', () => {
+    expect(forbiddenEdges(files)).toEqual([]);
+  });
+
+  it('catches a forbidden edge (the rule itself can fail)', () => {
+    const file = join(SRC, 'http', 'routes.ts');
+    expect(forbiddenEdges([{ file, source: "import type { Store } from '../store/store.js';\n" }])).toEqual([
+      'http/routes.ts → store/store.ts (routes get content from the mirror, never from the store)',
+    ]);
+    expect(forbiddenEdges([{ file, source: "import type { Mirror } from '../mirror/mirror.js';\n" }])).toEqual([]);
   });
 });
 

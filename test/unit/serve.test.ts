@@ -3,6 +3,7 @@
 import { describe, expect, test } from 'vitest';
 import { RegistryError } from '../../src/oci/errors.js';
 import { parseRange, planContent, type PlanInput } from '../../src/http/content.js';
+import { MediaType } from '../kit/oci.js';
 
 const D = `sha256:${'b'.repeat(64)}`;
 const ETAG = `"${D}"`;
@@ -84,7 +85,7 @@ describe('planContent', () => {
   });
 
   test('manifests (ranges: false): no Accept-Ranges and any Range is ignored', () => {
-    const p = planContent({ ...base, contentType: 'application/vnd.oci.image.manifest.v1+json', ranges: false, range: 'bytes=0-1' });
+    const p = planContent({ ...base, contentType: MediaType.ociManifest, ranges: false, range: 'bytes=0-1' });
     expect(p.status).toBe(200);
     expect(p.headers['accept-ranges']).toBeUndefined();
     expect(p.headers['content-length']).toBe('1000');

@@ -1,7 +1,6 @@
 // The content-addressed store on a temp folder: ingest is temp → hash → verify → fsync → rename, a failed
 // ingest commits nothing and leaves no temp file, leftovers go at open, big manifests are refused,
 // and tags, manifest links and referrers per (host, repository).
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,9 +10,7 @@ import { RegistryError } from '../../src/oci/errors.js';
 import { MAX_MANIFEST_BYTES, Store } from '../../src/store/store.js';
 import { openStore } from '../../src/store/open.js';
 import { blobFile, spoolDir, spoolFile } from '../helpers/fs-store.js';
-
-const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+import { MediaType, sha256 } from '../kit/oci.js';
 
 let dir: string;
 let store: Store;
@@ -49,58 +46,58 @@ async function* chunks(...parts: Array<Buffer | Error>): AsyncGenerator<Uint8Arr
 describe('ingest', () => {
   test('bytes sit in a temp file under tmp/ until a verified commit renames them into place', async () => {
     const body = Buffer.from('hello layer');
-    const w = await store.beginIngest({ digest: sha(body), sizeBytes: body.length });
+    const w = await store.beginIngest({ digest: sha256(body), sizeBytes: body.length });
     await w.write(body.subarray(0, 5));
     expect(spoolFile(w).startsWith(spoolDir(store))).toBe(true);
     expect(existsSync(spoolFile(w))).toBe(true);
-    expect(existsSync(blobFile(store, sha(body)))).toBe(false);
-    expect(await store.stat(sha(body))).toBeUndefined();
+    expect(existsSync(blobFile(store, sha256(body)))).toBe(false);
+    expect(await store.stat(sha256(body))).toBeUndefined();
     await w.write(body.subarray(5));
     expect(w.bytesWritten).toBe(body.length);
-    expect(await w.commit()).toEqual({ digest: sha(body), sizeBytes: body.length });
+    expect(await w.commit()).toEqual({ digest: sha256(body), sizeBytes: body.length });
     expect(existsSync(spoolFile(w))).toBe(false);
-    expect(await readFile(blobFile(store, sha(body)))).toEqual(body);
-    expect(blobFile(store, sha(body))).toBe(join(store.root, 'blobs', 'sha256', sha(body).slice(7, 9), sha(body).slice(7)));
-    expect(await store.stat(sha(body))).toEqual({ digest: sha(body), sizeBytes: body.length });
+    expect(await readFile(blobFile(store, sha256(body)))).toEqual(body);
+    expect(blobFile(store, sha256(body))).toBe(join(store.root, 'blobs', 'sha256', sha256(body).slice(7, 9), sha256(body).slice(7)));
+    expect(await store.stat(sha256(body))).toEqual({ digest: sha256(body), sizeBytes: body.length });
     expect(await tmpFiles()).toEqual([]);
   });
 
   test('without an expected digest the computed one is used', async () => {
     const body = Buffer.from('{"a":1}');
-    expect(await store.putBlob(body)).toEqual({ digest: sha(body), sizeBytes: body.length });
+    expect(await store.putBlob(body)).toEqual({ digest: sha256(body), sizeBytes: body.length });
   });
 
   const bad: Array<[string, () => Promise<unknown>, string]> = [
-    ['digest mismatch', () => store.putBlob(Buffer.from('abc'), { digest: sha('abd'), sizeBytes: 3 }), 'DIGEST_INVALID'],
-    ['content shorter than its size', () => store.putBlob(Buffer.from('abc'), { digest: sha('abc'), sizeBytes: 4 }), 'SIZE_INVALID'],
-    ['content longer than its size', () => store.putBlob(Buffer.from('abcd'), { digest: sha('abcd'), sizeBytes: 3 }), 'SIZE_INVALID'],
+    ['digest mismatch', () => store.putBlob(Buffer.from('abc'), { digest: sha256('abd'), sizeBytes: 3 }), 'DIGEST_INVALID'],
+    ['content shorter than its size', () => store.putBlob(Buffer.from('abc'), { digest: sha256('abc'), sizeBytes: 4 }), 'SIZE_INVALID'],
+    ['content longer than its size', () => store.putBlob(Buffer.from('abcd'), { digest: sha256('abcd'), sizeBytes: 3 }), 'SIZE_INVALID'],
     ['content over maxBytes', () => store.putBlob(Buffer.alloc(10), { maxBytes: 9 }), 'SIZE_INVALID'],
-    ['size right, digest wrong', () => store.ingest(chunks(Buffer.from('ab'), Buffer.from('c')), { digest: sha('xyz'), sizeBytes: 3 }), 'DIGEST_INVALID'],
-    ['source fails midway', () => store.ingest(chunks(Buffer.from('ab'), new RegistryError('UPSTREAM_FAILED', 'reset')), { digest: sha('abc'), sizeBytes: 3 }), 'UPSTREAM_FAILED'],
+    ['size right, digest wrong', () => store.ingest(chunks(Buffer.from('ab'), Buffer.from('c')), { digest: sha256('xyz'), sizeBytes: 3 }), 'DIGEST_INVALID'],
+    ['source fails midway', () => store.ingest(chunks(Buffer.from('ab'), new RegistryError('UPSTREAM_FAILED', 'reset')), { digest: sha256('abc'), sizeBytes: 3 }), 'UPSTREAM_FAILED'],
     ['invalid expected digest', () => store.putBlob(Buffer.from('a'), { digest: 'sha256:totallywrong' }), 'DIGEST_INVALID'],
   ];
   test.each(bad)('%s: nothing committed, no temp file left', async (_label, attempt, kind) => {
     expect(await kindOf(attempt())).toBe(kind);
     expect(await tmpFiles()).toEqual([]);
     for await (const d of store.allBlobs()) throw new Error(`committed ${d}`);
-    for (const body of ['abc', 'abd', 'abcd', 'xyz']) expect(await store.stat(sha(body))).toBeUndefined();
+    for (const body of ['abc', 'abd', 'abcd', 'xyz']) expect(await store.stat(sha256(body))).toBeUndefined();
   });
 
   test('abort discards the temp file and a later commit is refused', async () => {
-    const w = await store.beginIngest({ digest: sha('abc'), sizeBytes: 3 });
+    const w = await store.beginIngest({ digest: sha256('abc'), sizeBytes: 3 });
     await w.write(Buffer.from('abc'));
     await w.abort();
     expect(existsSync(spoolFile(w))).toBe(false);
     await expect(w.commit()).rejects.toThrow(/already finished/);
-    expect(await store.stat(sha('abc'))).toBeUndefined();
+    expect(await store.stat(sha256('abc'))).toBeUndefined();
   });
 
   test('a blob already committed is replaced atomically by an identical ingest', async () => {
     await store.putBlob(Buffer.from('same'));
-    await store.putBlob(Buffer.from('same'), { digest: sha('same'), sizeBytes: 4 });
+    await store.putBlob(Buffer.from('same'), { digest: sha256('same'), sizeBytes: 4 });
     const all: string[] = [];
     for await (const d of store.allBlobs()) all.push(d);
-    expect(all).toEqual([sha('same')]);
+    expect(all).toEqual([sha256('same')]);
   });
 
   test('openBlob streams a whole blob or an inclusive range', async () => {
@@ -108,7 +105,7 @@ describe('ingest', () => {
     await store.putBlob(body);
     const read = async (range?: { start: number; end: number }): Promise<string> => {
       const parts: Buffer[] = [];
-      const stream = await store.openBlob(sha(body), range ?? { start: 0, end: body.length - 1 });
+      const stream = await store.openBlob(sha256(body), range ?? { start: 0, end: body.length - 1 });
       if (!stream) throw new Error('blob missing');
       for await (const c of stream) parts.push(c as Buffer);
       return Buffer.concat(parts).toString();
@@ -121,10 +118,10 @@ describe('ingest', () => {
   test('openBlob of a blob removed behind the store\'s back is a miss, and forgets the memoised size', async () => {
     const body = Buffer.from('gone soon');
     await store.putBlob(body);
-    expect(await store.stat(sha(body))).toBeDefined();
-    await rm(blobFile(store, sha(body)));
-    expect(await store.openBlob(sha(body), { start: 0, end: 0 })).toBeUndefined();
-    expect(await store.stat(sha(body))).toBeUndefined();
+    expect(await store.stat(sha256(body))).toBeDefined();
+    await rm(blobFile(store, sha256(body)));
+    expect(await store.openBlob(sha256(body), { start: 0, end: 0 })).toBeUndefined();
+    expect(await store.stat(sha256(body))).toBeUndefined();
   });
 });
 
@@ -144,55 +141,55 @@ describe('open', () => {
     // This process is alive: its in-flight ingest is untouched by another open of the same store.
     expect(existsSync(spoolFile(w))).toBe(true);
     expect(await readdir(spoolDir(reopened))).toEqual([]);
-    expect(await reopened.stat(sha('kept'))).toEqual({ digest: sha('kept'), sizeBytes: 4 });
+    expect(await reopened.stat(sha256('kept'))).toEqual({ digest: sha256('kept'), sizeBytes: 4 });
     await w.abort();
   });
 });
 
 describe('manifests', () => {
   test('putManifest keeps the exact bytes and the media type across a reopen', async () => {
-    const body = Buffer.from(`{ "schemaVersion": 2,\n  "mediaType": "${OCI_MANIFEST}", "layers": [] }`);
-    const m = await store.putManifest(body, OCI_MANIFEST);
-    expect(m.digest).toBe(sha(body));
+    const body = Buffer.from(`{ "schemaVersion": 2,\n  "mediaType": "${MediaType.ociManifest}", "layers": [] }`);
+    const m = await store.putManifest(body, MediaType.ociManifest);
+    expect(m.digest).toBe(sha256(body));
     const again = await openStore({ storage: store.root });
     const got = await again.getManifest(m.digest);
     expect(got?.body.equals(body)).toBe(true);
-    expect(got?.mediaType).toBe(OCI_MANIFEST);
-    expect(await again.hasManifest(sha('nope'))).toBe(false);
+    expect(got?.mediaType).toBe(MediaType.ociManifest);
+    expect(await again.hasManifest(sha256('nope'))).toBe(false);
   });
 
   test('a plain blob is not a manifest', async () => {
     await store.putBlob(Buffer.from('{}'));
-    expect(await store.getManifest(sha('{}'))).toBeUndefined();
+    expect(await store.getManifest(sha256('{}'))).toBeUndefined();
   });
 
   test('putManifest with a wrong expected digest commits nothing', async () => {
-    expect(await kindOf(store.putManifest(Buffer.from('{}'), OCI_MANIFEST, sha('other')))).toBe('DIGEST_INVALID');
-    expect(await store.getManifest(sha('{}'))).toBeUndefined();
+    expect(await kindOf(store.putManifest(Buffer.from('{}'), MediaType.ociManifest, sha256('other')))).toBe('DIGEST_INVALID');
+    expect(await store.getManifest(sha256('{}'))).toBeUndefined();
     expect(await tmpFiles()).toEqual([]);
   });
 
   test('manifests over 4 MiB are refused; exactly 4 MiB is accepted', async () => {
     const over = Buffer.alloc(MAX_MANIFEST_BYTES + 1, 0x20);
-    expect(await kindOf(store.putManifest(over, OCI_MANIFEST))).toBe('MANIFEST_INVALID');
-    expect(await store.stat(sha(over))).toBeUndefined();
+    expect(await kindOf(store.putManifest(over, MediaType.ociManifest))).toBe('MANIFEST_INVALID');
+    expect(await store.stat(sha256(over))).toBeUndefined();
     expect(await tmpFiles()).toEqual([]);
     const max = Buffer.alloc(MAX_MANIFEST_BYTES, 0x20);
-    expect((await store.putManifest(max, OCI_MANIFEST)).digest).toBe(sha(max));
+    expect((await store.putManifest(max, MediaType.ociManifest)).digest).toBe(sha256(max));
   });
 
   test('quarantine moves a blob out of the served tree', async () => {
-    await store.putManifest(Buffer.from('{}'), OCI_MANIFEST);
-    const dest = await store.quarantine(sha('{}'));
+    await store.putManifest(Buffer.from('{}'), MediaType.ociManifest);
+    const dest = await store.quarantine(sha256('{}'));
     expect(existsSync(dest)).toBe(true);
-    expect(await store.stat(sha('{}'))).toBeUndefined();
-    expect(await store.getManifest(sha('{}'))).toBeUndefined();
+    expect(await store.stat(sha256('{}'))).toBeUndefined();
+    expect(await store.getManifest(sha256('{}'))).toBeUndefined();
   });
 });
 
 describe('tags, links and referrers', () => {
-  const D1 = sha('one');
-  const D2 = sha('two');
+  const D1 = sha256('one');
+  const D2 = sha256('two');
 
   test('tags are per (host, repository), sorted, and survive a reopen', async () => {
     const g0 = store.generation;
@@ -224,28 +221,28 @@ describe('tags, links and referrers', () => {
   });
 
   test('linkManifest records membership and indexes manifests with a subject as referrers', async () => {
-    const subject = await store.putManifest(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, layers: [] })), OCI_MANIFEST);
+    const subject = await store.putManifest(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, layers: [] })), MediaType.ociManifest);
     const sig = await store.putManifest(
       Buffer.from(JSON.stringify({
         schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
+        mediaType: MediaType.ociManifest,
         artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
-        config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha('{}'), size: 2 },
+        config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 },
         layers: [],
-        subject: { mediaType: OCI_MANIFEST, digest: subject.digest, size: subject.body.length },
+        subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.body.length },
         annotations: { 'org.example': 'yes' },
       })),
-      OCI_MANIFEST,
+      MediaType.ociManifest,
     );
     const sbom = await store.putManifest(
       Buffer.from(JSON.stringify({
         schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/spdx+json', digest: sha('{}'), size: 2 },
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: 'application/spdx+json', digest: sha256('{}'), size: 2 },
         layers: [],
-        subject: { mediaType: OCI_MANIFEST, digest: subject.digest, size: subject.body.length },
+        subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.body.length },
       })),
-      OCI_MANIFEST,
+      MediaType.ociManifest,
     );
     const g0 = store.generation;
     for (const m of [subject, sig, sbom]) await store.linkManifest('ghcr.io', 'a/b', m);
@@ -255,8 +252,8 @@ describe('tags, links and referrers', () => {
     const refs = await store.referrers('ghcr.io', 'a/b', subject.digest);
     expect(refs).toEqual(
       [
-        { mediaType: OCI_MANIFEST, digest: sig.digest, size: sig.body.length, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json', annotations: { 'org.example': 'yes' } },
-        { mediaType: OCI_MANIFEST, digest: sbom.digest, size: sbom.body.length, artifactType: 'application/spdx+json' },
+        { mediaType: MediaType.ociManifest, digest: sig.digest, size: sig.body.length, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json', annotations: { 'org.example': 'yes' } },
+        { mediaType: MediaType.ociManifest, digest: sbom.digest, size: sbom.body.length, artifactType: 'application/spdx+json' },
       ].sort((a, b) => a.digest.localeCompare(b.digest)),
     );
     // Referrers are per repository.

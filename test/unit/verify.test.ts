@@ -1,6 +1,5 @@
 // verify re-hashes every blob on disk: a flipped byte is found, --repair quarantines it (the store then
 // treats it as a miss), tags pointing at absent manifests and manifests missing blobs are reported.
-import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,8 +8,7 @@ import { Store } from '../../src/store/store.js';
 import { openStore } from '../../src/store/open.js';
 import { verifyStore } from '../../src/jobs/verify.js';
 import { blobFile } from '../helpers/fs-store.js';
-
-const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+import { MediaType, sha256 } from '../kit/oci.js';
 
 describe('verifyStore', () => {
   let dir: string;
@@ -36,20 +34,20 @@ describe('verifyStore', () => {
     const bad = Buffer.from('bytes that will rot');
     await store.putBlob(good);
     await store.putBlob(bad);
-    const path = blobFile(store, sha(bad));
+    const path = blobFile(store, sha256(bad));
     const rotten = Buffer.from(await readFile(path));
     rotten[3] = (rotten[3] ?? 0) ^ 0xff;
     await writeFile(path, rotten);
 
     const found = await verifyStore(store);
-    expect(found.corrupt.map((c) => c.digest)).toEqual([sha(bad)]);
-    expect(found.corrupt[0]?.computed).toBe(sha(rotten));
-    expect(await store.stat(sha(bad))).toBeDefined();
+    expect(found.corrupt.map((c) => c.digest)).toEqual([sha256(bad)]);
+    expect(found.corrupt[0]?.computed).toBe(sha256(rotten));
+    expect(await store.stat(sha256(bad))).toBeDefined();
 
     const repaired = await verifyStore(store, { repair: true });
     expect(repaired.corrupt[0]?.quarantinedTo).toContain(join(dir, 'quarantine'));
-    expect(await store.stat(sha(bad))).toBeUndefined();
-    expect(await store.stat(sha(good))).toBeDefined();
+    expect(await store.stat(sha256(bad))).toBeUndefined();
+    expect(await store.stat(sha256(good))).toBeDefined();
     expect((await verifyStore(store)).corrupt).toEqual([]);
   });
 
@@ -58,16 +56,16 @@ describe('verifyStore', () => {
     await store.putBlob(config);
     const manifest = Buffer.from(JSON.stringify({
       schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha('absent layer'), size: 12 }],
+      mediaType: MediaType.ociManifest,
+      config: { mediaType: MediaType.ociConfig, digest: sha256(config), size: config.length },
+      layers: [{ mediaType: MediaType.ociLayer, digest: sha256('absent layer'), size: 12 }],
     }));
-    const m = await store.putManifest(manifest, 'application/vnd.oci.image.manifest.v1+json');
+    const m = await store.putManifest(manifest, MediaType.ociManifest);
     await store.linkManifest('ghcr.io', 'x/y', m);
     await store.setTag('ghcr.io', 'x/y', 'v1', m.digest);
-    await store.setTag('ghcr.io', 'x/y', 'v2', sha('no such manifest'));
+    await store.setTag('ghcr.io', 'x/y', 'v2', sha256('no such manifest'));
     const r = await verifyStore(store);
-    expect(r.danglingTags).toEqual([{ host: 'ghcr.io', name: 'x/y', tag: 'v2', digest: sha('no such manifest') }]);
-    expect(r.incomplete).toEqual([{ host: 'ghcr.io', name: 'x/y', manifest: m.digest, missing: [sha('absent layer')] }]);
+    expect(r.danglingTags).toEqual([{ host: 'ghcr.io', name: 'x/y', tag: 'v2', digest: sha256('no such manifest') }]);
+    expect(r.incomplete).toEqual([{ host: 'ghcr.io', name: 'x/y', manifest: m.digest, missing: [sha256('absent layer')] }]);
   });
 });

@@ -4,8 +4,9 @@
 import type pg from 'pg';
 import { CommitWaitError, type CommitLocks, type HeldLock } from '../commit-gate.js';
 
-const GC_KEY = 0x5c1ce1;
+// Keys of their own: 0x5c1ce0 serialises migrations and 0x5c1ce1 allowlist edits (store/pg/migrations.ts, state.ts).
 const COMMITS_KEY = 0x5c1ce2;
+const GC_KEY = 0x5c1ce3;
 
 export class PgCommitLocks implements CommitLocks {
   constructor(private readonly pool: pg.Pool) {}

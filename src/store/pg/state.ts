@@ -176,6 +176,10 @@ export class PgDenied implements DeniedStorage {
       first_seen: e.firstSeen, last_seen: e.lastSeen, client: e.client ?? null,
     })))]);
     for (const e of fresh) this.written.set(keyOf(e), e.count);
+    // Only what the log holds now is remembered (an evicted reference seen again starts over from 1 anyway), so a
+    // flood of distinct references costs no memory beyond the log's bound.
+    const held = new Set(doc.entries.map(keyOf));
+    for (const key of this.written.keys()) if (!held.has(key)) this.written.delete(key);
     // Every replica adds its own references: the table, not each replica's log, must stay within the bound.
     await this.pool.query(`DELETE FROM denied WHERE (host, name, reference) IN
       (SELECT host, name, reference FROM denied ORDER BY last_seen DESC, host, name, reference OFFSET $1)`, [maxEntries]);

@@ -1,12 +1,12 @@
 // The BlobBackend conformance suite: a backend commits atomically, never shows a partial blob, reads ranges
 // exactly, keeps list and usage right. Each backend's own test file calls it (store-fs, store-s3, store-memory).
-import { createHash } from 'node:crypto';
 import { closeSync, readSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { RegistryError } from '../../../src/oci/errors.js';
 import { Ingest } from '../../../src/store/ingest.js';
 import type { BlobBackend, IngestExpectation } from '../../../src/store/store.js';
+import { sha256 } from '../../kit/oci.js';
 
 export interface BackendUnderTest {
   backend: BlobBackend;
@@ -15,7 +15,6 @@ export interface BackendUnderTest {
   dispose(): Promise<void>;
 }
 
-const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 /** Bytes that differ at every offset, so an off-by-one range shows. */
 function pattern(n: number, seed = 0): Buffer {
   const b = Buffer.allocUnsafe(n);
@@ -33,7 +32,7 @@ async function drain(s: Readable | undefined): Promise<Buffer | undefined> {
 /** Compares by content hash: vitest's deep equality walks a Buffer byte by byte, which takes seconds per MiB. */
 function expectBytes(got: Buffer | undefined, want: Buffer): void {
   expect(got?.length).toBe(want.length);
-  expect(got && sha(got)).toBe(sha(want));
+  expect(got && sha256(got)).toBe(sha256(want));
 }
 
 async function collect(it: AsyncIterable<string>): Promise<string[]> {
@@ -48,7 +47,7 @@ async function begin(b: BlobBackend, expect: IngestExpectation): Promise<Ingest>
 }
 
 async function put(b: BlobBackend, body: Buffer, chunkBytes = 64 * 1024): Promise<string> {
-  const w = await begin(b, { digest: sha(body), sizeBytes: body.length });
+  const w = await begin(b, { digest: sha256(body), sizeBytes: body.length });
   for (let off = 0; off < body.length; off += chunkBytes) await w.write(body.subarray(off, off + chunkBytes));
   return (await w.commit()).digest;
 }
@@ -80,7 +79,7 @@ export function blobBackendConformance(name: string, open: () => Promise<Backend
     });
 
     test('stat of an unknown digest is undefined; read and readAll are misses', async () => {
-      const d = sha(Buffer.from('never stored'));
+      const d = sha256(Buffer.from('never stored'));
       expect(await b.stat(d)).toBeUndefined();
       expect(await b.read(d, { start: 0, end: 0 })).toBeUndefined();
       expect(await b.readAll(d)).toBeUndefined();
@@ -90,7 +89,7 @@ export function blobBackendConformance(name: string, open: () => Promise<Backend
 
     test('nothing is visible while spooling; the commit makes all of it visible at once', async () => {
       const body = pattern(300_000);
-      const d = sha(body);
+      const d = sha256(body);
       const w = await begin(b, { digest: d, sizeBytes: body.length });
       await w.write(body.subarray(0, 100_000));
       expect(await b.stat(d)).toBeUndefined();
@@ -108,20 +107,20 @@ export function blobBackendConformance(name: string, open: () => Promise<Backend
 
     test('a failed verification or an abort commits nothing and leaves nothing counted', async () => {
       const body = pattern(5000);
-      const wrongDigest = await begin(b, { digest: sha(Buffer.from('other')), sizeBytes: body.length });
+      const wrongDigest = await begin(b, { digest: sha256(Buffer.from('other')), sizeBytes: body.length });
       await wrongDigest.write(body);
       expect(await kindOf(wrongDigest.commit())).toBe('DIGEST_INVALID');
-      const short = await begin(b, { digest: sha(body), sizeBytes: body.length });
+      const short = await begin(b, { digest: sha256(body), sizeBytes: body.length });
       await short.write(body.subarray(0, 10));
       expect(await kindOf(short.commit())).toBe('SIZE_INVALID');
-      const long = await begin(b, { digest: sha(body), sizeBytes: 10 });
+      const long = await begin(b, { digest: sha256(body), sizeBytes: 10 });
       expect(await kindOf(long.write(body))).toBe('SIZE_INVALID');
       await long.abort();
-      const aborted = await begin(b, { digest: sha(body), sizeBytes: body.length });
+      const aborted = await begin(b, { digest: sha256(body), sizeBytes: body.length });
       await aborted.write(body);
       await aborted.abort();
-      expect(await b.stat(sha(body))).toBeUndefined();
-      expect(await b.stat(sha(Buffer.from('other')))).toBeUndefined();
+      expect(await b.stat(sha256(body))).toBeUndefined();
+      expect(await b.stat(sha256(Buffer.from('other')))).toBeUndefined();
       expect(await collect(b.list())).toEqual([]);
       expect(await b.usage()).toEqual({ blobs: 0, bytes: 0 });
       if (aborted.spool.openFd) expect(await aborted.spool.openFd()).toBeUndefined();
@@ -129,7 +128,7 @@ export function blobBackendConformance(name: string, open: () => Promise<Backend
 
     test('a reader polling during the commit sees nothing or the whole blob, never a part', async () => {
       const body = pattern(1024 * 1024 + 5, 3);
-      const d = sha(body);
+      const d = sha256(body);
       const w = await begin(b, { digest: d, sizeBytes: body.length });
       for (let off = 0; off < body.length; off += 256 * 1024) await w.write(body.subarray(off, off + 256 * 1024));
       let committed = false;
@@ -139,7 +138,7 @@ export function blobBackendConformance(name: string, open: () => Promise<Backend
           const s = await b.stat(d);
           seen.push(s?.sizeBytes);
           const got = await b.readAll(d);
-          if (got) expect(sha(got)).toBe(d);
+          if (got) expect(sha256(got)).toBe(d);
         }
       })();
       await w.commit();
@@ -219,9 +218,9 @@ export function blobBackendConformance(name: string, open: () => Promise<Backend
       expect(await b.usage()).toEqual({ blobs: 0, bytes: 0 });
       const ds = await Promise.all(Array.from({ length: 8 }, () => put(b, body, 10_000)));
       expect(new Set(ds).size).toBe(1);
-      expect(await collect(b.list())).toEqual([sha(body)]);
+      expect(await collect(b.list())).toEqual([sha256(body)]);
       expect(await b.usage()).toEqual({ blobs: 1, bytes: body.length });
-      expectBytes(await b.readAll(sha(body)), body);
+      expectBytes(await b.readAll(sha256(body)), body);
     });
 
     test('delete then stat is a miss, and a read is a miss too', async () => {
@@ -242,7 +241,7 @@ export function blobBackendConformance(name: string, open: () => Promise<Backend
 
     test('a tailing reader of the spool gets the bytes so far, and the blob after the commit (spools that are files)', async () => {
       const body = pattern(50_000, 8);
-      const w = await begin(b, { digest: sha(body), sizeBytes: body.length });
+      const w = await begin(b, { digest: sha256(body), sizeBytes: body.length });
       if (!w.spool.openFd) return;
       await w.write(body.subarray(0, 20_000));
       const readFd = (fd: number): Buffer => {

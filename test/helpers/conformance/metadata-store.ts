@@ -1,12 +1,12 @@
 // The MetadataStore conformance suite: tags, links per repository, referrers by subject, the generation, and the
 // state documents (allowlist, denied log, manual window) through the policy and window code that uses them.
 // Each backend's own test file calls it (store-fs, store-pg, store-memory).
-import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Allowlist } from '../../../src/policy/allowlist.js';
 import { DeniedLog } from '../../../src/policy/denied.js';
 import type { LinkableManifest, MetadataStore } from '../../../src/store/ports.js';
 import type { ManualWindow } from '../../../src/window/state.js';
+import { MediaType, sha256 } from '../../kit/oci.js';
 
 export interface OpenedMetadata {
   meta: MetadataStore;
@@ -15,12 +15,9 @@ export interface OpenedMetadata {
   close(): Promise<void>;
 }
 
-const digestOf = (body: Buffer): string => `sha256:${createHash('sha256').update(body).digest('hex')}`;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-
 function manifest(doc: Record<string, unknown>): LinkableManifest {
-  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, ...doc }));
-  return { digest: digestOf(body), mediaType: OCI_MANIFEST, body };
+  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, ...doc }));
+  return { digest: sha256(body), mediaType: MediaType.ociManifest, body };
 }
 
 const D1 = `sha256:${'1'.repeat(64)}`;
@@ -63,7 +60,7 @@ export function metadataStoreConformance(name: string, open: () => Promise<Opene
 
     it('links manifests and blobs per repository, with no leakage to another', async () => {
       const m = await meta();
-      const image = manifest({ config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: D1, size: 2 }, layers: [] });
+      const image = manifest({ config: { mediaType: MediaType.ociConfig, digest: D1, size: 2 }, layers: [] });
       await m.linkManifest('ghcr.io', 'team/app', image);
       await m.linkBlob('ghcr.io', 'team/app', D1);
       expect(await m.isManifestLinked('ghcr.io', 'team/app', image.digest)).toBe(true);
@@ -105,7 +102,7 @@ export function metadataStoreConformance(name: string, open: () => Promise<Opene
     it('unlinks manifests (their referrer entry too) and blobs, and lists linked blobs', async () => {
       const m = await meta();
       const subject = manifest({ layers: [] });
-      const sig = manifest({ layers: [], subject: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: subject.digest, size: subject.body.length } });
+      const sig = manifest({ layers: [], subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.body.length } });
       await m.linkManifest('ghcr.io', 'team/app', subject);
       await m.linkManifest('ghcr.io', 'team/app', sig);
       await m.linkBlob('ghcr.io', 'team/app', D1);
@@ -136,13 +133,13 @@ export function metadataStoreConformance(name: string, open: () => Promise<Opene
     it('indexes referrers by subject, as descriptors sorted by digest', async () => {
       const m = await meta();
       const subject = manifest({ layers: [] });
-      const sbom = manifest({ artifactType: 'application/spdx+json', subject: { mediaType: OCI_MANIFEST, digest: subject.digest, size: subject.body.length }, annotations: { a: 'b' } });
-      const sig = manifest({ config: { mediaType: 'application/vnd.dev.cosign.artifact.sig.v1+json', digest: D1, size: 2 }, subject: { mediaType: OCI_MANIFEST, digest: subject.digest, size: subject.body.length } });
+      const sbom = manifest({ artifactType: 'application/spdx+json', subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.body.length }, annotations: { a: 'b' } });
+      const sig = manifest({ config: { mediaType: 'application/vnd.dev.cosign.artifact.sig.v1+json', digest: D1, size: 2 }, subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.body.length } });
       for (const x of [subject, sbom, sig]) await m.linkManifest('ghcr.io', 'a/b', x);
       const got = await m.referrers('ghcr.io', 'a/b', subject.digest);
       expect(got.map((d) => d.digest)).toEqual([sbom.digest, sig.digest].sort());
       expect(got.find((d) => d.digest === sbom.digest)).toEqual({
-        mediaType: OCI_MANIFEST, digest: sbom.digest, size: sbom.body.length, artifactType: 'application/spdx+json', annotations: { a: 'b' },
+        mediaType: MediaType.ociManifest, digest: sbom.digest, size: sbom.body.length, artifactType: 'application/spdx+json', annotations: { a: 'b' },
       });
       expect(got.find((d) => d.digest === sig.digest)?.artifactType).toBe('application/vnd.dev.cosign.artifact.sig.v1+json');
       expect(await m.referrers('ghcr.io', 'a/other', subject.digest)).toEqual([]);
