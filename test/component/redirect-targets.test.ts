@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RegistryError } from '../../src/oci/errors.js';
+import type { MiniUpstream } from '../helpers/mini-upstream.js';
 import { upstreamFixtures } from '../helpers/upstream-fixtures.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { seededBytes } from '../kit/oci.js';
@@ -57,15 +58,15 @@ describe('redirect targets on internal addresses', () => {
     expect((e as RegistryError).message).toContain('169.254.169.254, a link-local address');
   });
 
-  it('a blob redirected to sluice’s own metrics listener is refused: no byte of /metrics reaches the node', async () => {
-    const reg = await mini();
-    const image = reg.addImage('team/app', 'v1', [seededBytes(1000, 'metrics')]);
-    const layer = image.layers[0]?.digest ?? '';
-    // Loopback blob hosts are named, as a site with its blob storage on this machine would; the listener is not.
+  /**
+   * A sluice whose upstream redirects a blob to its own metrics listener (bound on `bindAddress`, named `host` in the
+   * redirect, which `redirectHosts` also names as a blob host, as a site with blob storage on this machine would).
+   */
+  async function redirectToMetrics(reg: MiniUpstream, layer: string, host: string, bindAddress: string): Promise<{ res: Response; body: string; port: number; scraped: () => number }> {
     const s = await startSluice({
       windows: 'always',
       allowlist: ['ghcr.io/team/app'],
-      upstreams: { 'ghcr.io': { url: reg.url, redirectHosts: ['127.0.0.1'] } },
+      upstreams: { 'ghcr.io': { url: reg.url, redirectHosts: [host] } },
       extra: { metrics: { listen: '127.0.0.1:0' } },
     });
     sluices.push(s);
@@ -73,15 +74,23 @@ describe('redirect targets on internal addresses', () => {
     if (!listener) throw new Error('no metrics listener');
     let scraped = 0;
     listener.addHook('onRequest', async () => void scraped++);
-    await listener.listen({ host: '127.0.0.1', port: 0 });
+    await listener.listen({ host: bindAddress, port: 0 });
     const port = (listener.server.address() as AddressInfo).port;
-    reg.redirectBlob = () => `http://127.0.0.1:${port}/metrics`;
+    reg.redirectBlob = () => `http://${host}:${port}/metrics`;
     const res = await fetch(`${s.url}/v2/team/app/blobs/${layer}?ns=ghcr.io`);
-    const body = await res.text();
+    return { res, body: await res.text(), port, scraped: () => scraped };
+  }
+
+  it('a blob redirected to sluice’s own metrics listener is refused: no byte of /metrics reaches the node', async () => {
+    const reg = await mini();
+    const image = reg.addImage('team/app', 'v1', [seededBytes(1000, 'metrics')]);
+    const layer = image.layers[0]?.digest ?? '';
+    // Loopback blob hosts are named, as a site with its blob storage on this machine would; the listener is not.
+    const { res, body, port, scraped } = await redirectToMetrics(reg, layer, '127.0.0.1', '127.0.0.1');
     expect(res.status).toBe(403);
     expect(body).toContain(`127.0.0.1:${port}, a listener of this sluice`);
     expect(body).not.toContain('# HELP');
-    expect(scraped).toBe(0);
+    expect(scraped()).toBe(0);
   });
 
   it('a blob redirected to sluice’s own listener by a host name that resolves to this machine is refused too', async () => {
@@ -93,25 +102,10 @@ describe('redirect targets on internal addresses', () => {
     const image = reg.addImage('team/app', 'v1', [seededBytes(1000, 'metrics by name')]);
     const layer = image.layers[0]?.digest ?? '';
     // The machine's name is named as a blob host, as a site with its blob storage on this machine would; the listener is not.
-    const s = await startSluice({
-      windows: 'always',
-      allowlist: ['ghcr.io/team/app'],
-      upstreams: { 'ghcr.io': { url: reg.url, redirectHosts: [name] } },
-      extra: { metrics: { listen: '127.0.0.1:0' } },
-    });
-    sluices.push(s);
-    const listener = s.app.metricsListener;
-    if (!listener) throw new Error('no metrics listener');
-    let scraped = 0;
-    listener.addHook('onRequest', async () => void scraped++);
-    await listener.listen({ host: addresses[0] ?? '127.0.0.1', port: 0 });
-    const port = (listener.server.address() as AddressInfo).port;
-    reg.redirectBlob = () => `http://${name}:${port}/metrics`;
-    const res = await fetch(`${s.url}/v2/team/app/blobs/${layer}?ns=ghcr.io`);
-    const body = await res.text();
+    const { res, body, scraped } = await redirectToMetrics(reg, layer, name, addresses[0] ?? '127.0.0.1');
     expect(res.status, body).toBeGreaterThanOrEqual(400);
     expect(body).toContain('a listener of this sluice');
     expect(body).not.toContain('# HELP');
-    expect(scraped).toBe(0);
+    expect(scraped()).toBe(0);
   });
 });
