@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { AdminApiError, AdminClient, AdminUnavailableError, currentUser } from './admin-client.js';
 import { Allowlist, AllowlistFileError, ConfigRuleError, InvalidRulesError, parseImageList, type AddResult, type AllowlistProblem, type ListedRule, type RemoveResult } from '../policy/allowlist.js';
-import { flag, UsageError, type ParsedArgs } from './args.js';
+import { flag, UsageError, type Command, type ParsedArgs } from './args.js';
 import type { Config } from '../config/config.js';
 import { openStateDocuments, openStore as openConfiguredStore, withEditableStateDocuments } from '../store/open.js';
 import { DocumentBusyError, type Store } from '../store/store.js';
@@ -11,7 +11,7 @@ import type { StateDocuments } from '../store/ports.js';
 import { DeniedLog, deniedReference, suggestRule, type DeniedEntry } from '../policy/denied.js';
 import { SyncClosedError } from '../jobs/sync.js';
 
-export type Command = (args: ParsedArgs, config: () => Config) => Promise<number>;
+export type { Command } from './args.js';
 type Invalid = Array<{ rule?: string; line?: number; text?: string; reason: string }>;
 
 export const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);

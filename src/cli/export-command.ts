@@ -3,8 +3,9 @@
 import { flag, UsageError, type ParsedArgs } from './args.js';
 import { err, isJson, openAllowlist, out, type Command, openStore } from './commands.js';
 import { formatBytes } from './commands.js';
+import { ProgressReporter } from './progress.js';
 import { BUNDLE_FORMATS, BundleExistsError } from '../jobs/bundle-sink.js';
-import { describeMissing, ExportError, exportBundle, sinceRefusal, type ExportProgress } from '../jobs/exporter.js';
+import { describeMissing, ExportError, exportBundle, sinceRefusal } from '../jobs/exporter.js';
 import { exportRules } from '../jobs/export-plan.js';
 import { readReceipt, ReceiptError, type ExportFormat, type Receipt } from '../jobs/receipt.js';
 import { isTalosCacheFormat, TALOS_CACHE_FORMATS } from '../jobs/talos-cache-export.js';
@@ -33,10 +34,10 @@ export const exportCommand: Command = async (args, config) => {
     return 1;
   }
   const store = await openStore(cfg);
-  const progress = new ExportProgressLine(process.stderr.isTTY === true && !isJson(args));
+  const progress = new ProgressReporter('export', process.stderr, { quiet: isJson(args) });
   try {
     const partial = args.flags.get('partial') === true;
-    const result = await exportBundle(store, { out: outPath, format, rules, explicitRules: explicit, platforms, since, partial, progress: (p) => progress.draw(p) });
+    const result = await exportBundle(store, { out: outPath, format, rules, explicitRules: explicit, platforms, since, partial, progress: (p) => progress.update({ unit: 'blobs', done: p.blobsDone, total: p.blobsTotal, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }) });
     progress.done();
     const r = result.receipt;
     if (isJson(args)) out(JSON.stringify({ receipt: result.receiptPath, ...r }, null, 2));
@@ -99,24 +100,5 @@ async function usageReceipt(file: string): Promise<Receipt> {
     return await readReceipt(file);
   } catch (e) {
     throw e instanceof ReceiptError ? new UsageError(`--since: ${e.message}`) : e;
-  }
-}
-
-/** One line on a terminal's stderr, redrawn at most ten times a second; silent otherwise. */
-class ExportProgressLine {
-  private lastMs = 0;
-
-  constructor(private readonly tty: boolean) {}
-
-  draw(p: ExportProgress): void {
-    const now = Date.now();
-    if (!this.tty || (now - this.lastMs < 100 && p.blobsDone < p.blobsTotal)) return;
-    this.lastMs = now;
-    const pct = p.bytesTotal > 0 ? Math.floor((p.bytesDone / p.bytesTotal) * 100) : 100;
-    process.stderr.write(`\r\x1b[Kexporting: ${p.blobsDone}/${p.blobsTotal} blobs, ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${pct}%)`);
-  }
-
-  done(): void {
-    if (this.tty) process.stderr.write('\r\x1b[K');
   }
 }

@@ -14,6 +14,8 @@ import { SyncClosedError, type SyncEvent, type SyncReport } from '../jobs/sync.j
 import { WindowState } from '../window/state.js';
 import { restoreManual } from '../window/manual-store.js';
 import { windowClosedUntil } from '../mirror/access.js';
+import type { JobProgress } from '../jobs/progress.js';
+import { ProgressReporter } from './progress.js';
 
 export const windowCommand: Command = guarded('window', async (args, config) => {
   const [sub, ...rest] = args.positionals;
@@ -123,7 +125,8 @@ export const syncCommand: Command = guarded('sync', async (args, config) => {
   const dryRun = args.flags.get('dry-run') === true;
   const platforms = usage(() => syncPlatforms(flag(args, 'platform')));
   const cfg = config();
-  const progress = new SyncProgress(process.stderr.isTTY === true);
+  const progress = new ProgressReporter('sync', process.stderr, { quiet: isJson(args) });
+  const onEvent = syncProgress(progress);
   const report = await liveOrOffline(
     cfg,
     async (c) => {
@@ -133,7 +136,7 @@ export const syncCommand: Command = guarded('sync', async (args, config) => {
         if (l.type === 'summary') summary = l.report;
         else if (l.type === 'error') throw new AdminApiError(500, l.message, null);
         else if (l.type === 'info') err(l.message);
-        else if (l.type === 'plan' || l.type === 'reference' || l.type === 'blob' || l.type === 'moved') progress.event(l);
+        else if (l.type === 'plan' || l.type === 'reference' || l.type === 'blob' || l.type === 'moved') onEvent(l);
       });
       if (!summary) throw new AdminApiError(500, 'the server ended the sync stream without a summary', null);
       return summary;
@@ -145,7 +148,7 @@ export const syncCommand: Command = guarded('sync', async (args, config) => {
       const app = await buildApp(cfg);
       try {
         if (!dryRun && !app.window.isOpen()) throw new SyncClosedError(syncClosedMessage(windowClosedUntil(app.window)));
-        return await app.syncer.run({ dryRun, platforms, onEvent: (e) => progress.event(e) });
+        return await app.syncer.run({ dryRun, platforms, onEvent });
       } finally {
         await app.close();
       }
@@ -171,36 +174,16 @@ function printSyncReport(r: SyncReport, args: ParsedArgs): void {
   else out(`sync finished: ${r.fetched.length} fetched (${formatBytes(r.bytesFetched)}), ${r.cached.length} already cached, ${r.failed.length} failed`);
 }
 
-/** A one-line progress bar on a terminal's stderr; silent otherwise (the summary goes to stdout). */
-class SyncProgress {
-  private total = 0;
-  private doneRefs = 0;
-  private bytes = 0;
-  private current = '';
-
-  constructor(private readonly tty: boolean) {}
-
-  event(e: SyncEvent): void {
-    if (e.type === 'plan') this.total = e.references.length;
-    else if (e.type === 'reference') this.doneRefs++;
+/** Sync events as progress: references done of those planned, bytes fetched, the reference being fetched. */
+function syncProgress(reporter: ProgressReporter): (e: SyncEvent) => void {
+  const p: JobProgress = { unit: 'references', done: 0, total: 0, bytesDone: 0 };
+  return (e) => {
+    if (e.type === 'plan') p.total = e.references.length;
+    else if (e.type === 'reference') p.done++;
     else if (e.type === 'blob') {
-      this.bytes += e.sizeBytes;
-      this.current = e.reference;
+      if (!e.cached) p.bytesDone += e.sizeBytes;
+      p.current = e.reference;
     }
-    this.draw();
-  }
-
-  done(): void {
-    if (this.tty) process.stderr.write('\r\x1b[K');
-  }
-
-  private draw(): void {
-    if (!this.tty) return;
-    const width = 24;
-    const filled = this.total > 0 ? Math.round((this.doneRefs / this.total) * width) : 0;
-    const bar = `${'#'.repeat(filled)}${'.'.repeat(width - filled)}`;
-    const cols = process.stderr.columns || 80;
-    const line = `[${bar}] ${this.doneRefs}/${this.total} ${formatBytes(this.bytes)} ${this.current}`;
-    process.stderr.write(`\r\x1b[K${line.slice(0, cols - 1)}`);
-  }
+    reporter.update({ ...p });
+  };
 }

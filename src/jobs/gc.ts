@@ -4,6 +4,7 @@
 import { reachableFrom, repositoryGraph, type RepositoryLookup } from '../oci/repository-graph.js';
 import { signatureSubject } from '../policy/allowlist.js';
 import type { Store } from '../store/store.js';
+import type { ProgressPort } from './progress.js';
 import { NO_GC_METRICS, type GcMetrics } from '../metrics/ports.js';
 
 /** What gc asks of the allowlist (policy/allowlist.ts's Allowlist has it all). */
@@ -22,6 +23,8 @@ export interface GcOptions {
   /** Nothing committed or asked for within this long before the run is swept (config `gcGrace`). */
   graceMs: number;
   now?: () => number;
+  /** Repositories marked, then blobs looked at, then blobs swept. */
+  onProgress?: ProgressPort;
   /** How long a run waits for commits under way (imports, syncs, pulls tagging) before giving up; default 10 min. */
   commitWaitMs?: number;
   /** Called once when the run has to wait for commits under way. */
@@ -67,8 +70,8 @@ async function markAndSweep(store: Store, rules: RetentionRules, opts: GcOptions
   let spared = 0;
   for (let attempt = 1; ; attempt++) {
     const version = rules.version;
-    marked = await mark(store, rules, opts.keep);
-    ({ candidates, spared } = await unmarked(store, marked, since));
+    marked = await mark(store, rules, opts.keep, opts.onProgress);
+    ({ candidates, spared } = await unmarked(store, marked, since, opts.onProgress));
     if (rules.version === version) break;
     if (attempt === MAX_MARKS) throw new Error('the allowlist kept changing during garbage collection; nothing was removed, run it again');
   }
@@ -84,7 +87,7 @@ async function markAndSweep(store: Store, rules: RetentionRules, opts: GcOptions
     marked: marked.size, swept: [], sweptBytes: 0, spared, tagsRemoved: [],
   };
   if (report.dryRun) report.swept = candidates;
-  else await sweep(store, candidates, since, report);
+  else await sweep(store, candidates, since, report, opts.onProgress);
   report.sweptBytes = report.swept.reduce((n, b) => n + b.sizeBytes, 0);
   report.finishedAt = new Date(now()).toISOString();
   store.pruneTouched(since);
@@ -92,9 +95,11 @@ async function markAndSweep(store: Store, rules: RetentionRules, opts: GcOptions
 }
 
 /** Every digest some rule keeps, across all repositories. */
-async function mark(store: Store, rules: RetentionRules, keep: number): Promise<Set<string>> {
+async function mark(store: Store, rules: RetentionRules, keep: number, progress?: ProgressPort): Promise<Set<string>> {
   const marked = new Set<string>();
-  for (const { host, name } of await store.repositories()) {
+  const repositories = await store.repositories();
+  for (const [i, { host, name }] of repositories.entries()) {
+    progress?.({ unit: 'repositories', done: i + 1, total: repositories.length, bytesDone: 0, current: `marking ${host}/${name}` });
     if (!rules.matchesRepository(host, name)) continue;
     const { live, retired } = await rootsOf(store, rules, host, name, keep);
     if (rules.allowsAnyTag(host, name)) {
@@ -136,10 +141,13 @@ function reachable(store: Store, host: string, name: string, roots: string[]): P
 }
 
 /** Committed blobs no rule keeps; those committed or asked for since `since` are spared (counted). */
-async function unmarked(store: Store, marked: Set<string>, since: number): Promise<{ candidates: Array<{ digest: string; sizeBytes: number }>; spared: number }> {
+async function unmarked(store: Store, marked: Set<string>, since: number, progress?: ProgressPort): Promise<{ candidates: Array<{ digest: string; sizeBytes: number }>; spared: number }> {
   const candidates: Array<{ digest: string; sizeBytes: number }> = [];
   let spared = 0;
+  const total = progress ? (await store.usage()).blobs : undefined;
+  let done = 0;
   for await (const digest of store.allBlobs()) {
+    progress?.({ unit: 'blobs', done: ++done, total, bytesDone: 0, current: 'looking for unused blobs' });
     if (marked.has(digest)) continue;
     const stat = await store.blobs.stat(digest);
     if (!stat) continue;
@@ -153,10 +161,14 @@ async function unmarked(store: Store, marked: Set<string>, since: number): Promi
  * Tags and links first (so nothing points at a blob about to go), then the blobs; each one is looked at once
  * more just before it goes, so a client that started using it during the run keeps it.
  */
-async function sweep(store: Store, candidates: Array<{ digest: string; sizeBytes: number }>, since: number, report: GcReport): Promise<void> {
+async function sweep(store: Store, candidates: Array<{ digest: string; sizeBytes: number }>, since: number, report: GcReport, progress?: ProgressPort): Promise<void> {
   const going = new Set(candidates.map((c) => c.digest));
   await unlinkAll(store, going, report);
-  for (const c of candidates) {
+  const bytesTotal = candidates.reduce((n, c) => n + c.sizeBytes, 0);
+  let bytesDone = 0;
+  for (const [i, c] of candidates.entries()) {
+    bytesDone += c.sizeBytes;
+    progress?.({ unit: 'blobs', done: i + 1, total: candidates.length, bytesDone, bytesTotal, current: 'removing' });
     if ((store.lastTouched(c.digest) ?? -Infinity) >= since) {
       report.spared++;
       continue;

@@ -3,6 +3,7 @@
 // entitled to it — from the store, verify each blob once per import, then commit the image in one step.
 import { checkDescriptor, hasBlob, ImportError, readAtMost, readBlobFile, verifyBlob, withBlob } from './layout-files.js';
 import type { LayoutSource } from './layout-source.js';
+import type { ProgressPort } from './progress.js';
 import { walkGraph, type GraphNode, type ManifestBody } from '../oci/graph.js';
 import { isIndexType, manifestMediaType, parseManifest } from '../oci/manifest.js';
 import { platformOf, platformWanted } from '../oci/platform.js';
@@ -37,10 +38,10 @@ export interface ImportRun {
   verified: Set<string>;
   /** Every image imported or refused so far, by reference, digest and platforms: an identical entry is told the same. */
   outcomes: Map<string, ImportedImage | Error>;
-  progress?: (line: string) => void;
+  progress?: ProgressPort;
 }
 
-export const newRun = (store: Store, progress?: (line: string) => void): ImportRun => ({ store, verified: new Set(), outcomes: new Map(), progress });
+export const newRun = (store: Store, progress?: ProgressPort): ImportRun => ({ store, verified: new Set(), outcomes: new Map(), progress });
 
 export interface Collected {
   root: Descriptor;
@@ -75,7 +76,6 @@ export async function importCollected(run: ImportRun, source: LayoutSource, ref:
   await requireEntitled(run.store, source, ref, image);
   await verifyOnce(run, source, image, label);
   await commitImage(run.store, source, ref, image);
-  run.progress?.(`imported ${label} ${image.root.digest}`);
   const bytes = image.fromLayout.reduce((n, d) => n + d.size, 0);
   const missing = source.partial ? { missing: image.absent.map(absentLabel) } : {};
   return { ref: refText(ref), digest: image.root.digest, blobs: image.fromLayout.length, bytes, ...missing };
@@ -159,12 +159,16 @@ async function requireEntitled(store: Store, source: LayoutSource, ref: ImageRef
 
 /** Hashes every blob the source brings, each (digest, size) once per import whatever number of images share it. */
 export async function verifyOnce(run: ImportRun, source: LayoutSource, image: Collected, label: string): Promise<void> {
-  for (const [i, d] of image.fromLayout.entries()) {
+  const p = { unit: 'blobs', done: 0, total: image.fromLayout.length, bytesDone: 0, bytesTotal: image.fromLayout.reduce((n, d) => n + d.size, 0), current: label };
+  for (const d of image.fromLayout) {
     const key = `${d.digest} ${d.size}`;
+    p.done++;
+    p.bytesDone += d.size;
     if (run.verified.has(key)) continue;
-    run.progress?.(`verifying ${label}: ${i + 1}/${image.fromLayout.length} blobs`);
     await verifyBlob(source, d);
     run.verified.add(key);
+    // Reported for the blobs hashed only: one report is one hash (a test counts them).
+    run.progress?.({ ...p });
   }
 }
 

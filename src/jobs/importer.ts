@@ -5,6 +5,7 @@ import { stat } from 'node:fs/promises';
 import { PLATFORMS_ANNOTATION, REF_NAME, RULES_ANNOTATION } from './exporter.js';
 import { importImage, newRun, refText, type ImageRef, type ImportedImage, type ImportRun } from './import-pipeline.js';
 import { ImportError, ImportUsageError, readIndex } from './layout-files.js';
+import type { ProgressPort } from './progress.js';
 import { ociDirSource, openOciArchive, type LayoutSource } from './layout-source.js';
 import { importCacheTree, importWrappedCache, isFlatCache, wrappedCache, type CacheImportResult } from './talos-cache.js';
 import { isDescriptor, MANIFEST_MEDIA_TYPES } from '../oci/manifest.js';
@@ -30,7 +31,7 @@ const fromCache = (r: CacheImportResult, kind: 'flat' | 'oci', warnings: string[
 
 export interface ImportOptions {
   as?: string;
-  progress?: (line: string) => void;
+  progress?: ProgressPort;
 }
 
 export async function importPath(store: Store, path: string, opts: ImportOptions = {}): Promise<ImportResult> {

@@ -140,7 +140,7 @@ export async function importWrappedCache(run: ImportRun, source: LayoutSource, i
   const where = `the Talos cache layer ${source.name(file)}`;
   const dir = await run.store.scratchDir('talos-cache-');
   try {
-    run.progress?.(`unpacking ${where}`);
+    run.progress?.({ unit: 'blobs', done: 0, bytesDone: 0, current: `unpacking ${where}` });
     await unpackCacheLayer(join(source.dir, file), where, dir, await unpackRoom(run.store, dir)).catch((e: unknown) => {
       const hint = '; a single-image layout without a name is imported with --as REF';
       throw e instanceof CacheTarError ? new ImportError(`${e.message}${e.message.includes('not part of') ? hint : ''}`) : e;

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { walkGraph, type GraphSource } from '../oci/graph.js';
 import type { Store } from '../store/store.js';
+import type { ProgressPort } from './progress.js';
 
 export interface VerifyReport {
   blobsChecked: number;
@@ -13,8 +14,11 @@ export interface VerifyReport {
   incomplete: Array<{ host: string; name: string; manifest: string; missing: string[] }>;
 }
 
-export async function verifyStore(store: Store, opts: { repair?: boolean; onProgress?: (checked: number) => void } = {}): Promise<VerifyReport> {
+export async function verifyStore(store: Store, opts: { repair?: boolean; onProgress?: ProgressPort } = {}): Promise<VerifyReport> {
   const report: VerifyReport = { blobsChecked: 0, bytesChecked: 0, corrupt: [], danglingTags: [], incomplete: [] };
+  const total = opts.onProgress ? await store.usage() : undefined;
+  const progress = (current?: string): void =>
+    opts.onProgress?.({ unit: 'blobs', done: report.blobsChecked, total: total?.blobs, bytesDone: report.bytesChecked, bytesTotal: total?.bytes, current });
   for await (const digest of store.allBlobs()) {
     const info = await store.stat(digest);
     const stream = info && info.sizeBytes > 0 ? await store.openBlob(digest, { start: 0, end: info.sizeBytes - 1 }) : info && [Buffer.alloc(0)];
@@ -23,9 +27,10 @@ export async function verifyStore(store: Store, opts: { repair?: boolean; onProg
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       hash.update(chunk);
       report.bytesChecked += chunk.length;
+      progress(digest);
     }
     report.blobsChecked++;
-    opts.onProgress?.(report.blobsChecked);
+    progress();
     const computed = `sha256:${hash.digest('hex')}`;
     if (computed === digest) continue;
     const entry: VerifyReport['corrupt'][number] = { digest, computed };

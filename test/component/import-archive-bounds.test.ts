@@ -191,7 +191,7 @@ describe('import bounds', () => {
     const store = await openStore({ storage: fresh() });
     const lines: string[] = [];
     try {
-      const result = await importPath(store, dir, { progress: (l) => lines.push(l) });
+      const result = await importPath(store, dir, { progress: (p) => lines.push(`verifying ${p.current ?? ''}: ${p.done}/${p.total ?? '?'} blobs`) });
       expect(result.failed).toEqual([]);
       expect(result.imported).toHaveLength(50);
       expect(lines.filter((l) => l.startsWith('verifying'))).toHaveLength(img.blobs.length);
@@ -207,7 +207,7 @@ describe('import bounds', () => {
     const store = await openStore({ storage: fresh() });
     const lines: string[] = [];
     try {
-      const result = await importPath(store, dir, { progress: (l) => lines.push(l) });
+      const result = await importPath(store, dir, { progress: (p) => lines.push(`verifying ${p.current ?? ''}: ${p.done}/${p.total ?? '?'} blobs`) });
       expect(result.imported).toEqual([]);
       expect(result.failed).toHaveLength(50);
       for (const f of result.failed) expect(f.reason).toBe(`blob ${layer.digest} is corrupt: ${result.failed[0]!.reason.split(': ').slice(1).join(': ')}`);

@@ -5,7 +5,7 @@ import { dirname, join, normalize } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const DOCUMENTS = [
-  'README.md', 'config/README.md', 'src/README.md', 'test/README.md', 'bench/README.md',
+  'README.md', 'config/README.md', 'src/README.md', 'src/cli/README.md', 'test/README.md', 'bench/README.md',
   ...readdirSync('config/guides').filter((f) => f.endsWith('.md')).map((f) => join('config/guides', f)),
 ];
 
