@@ -31,7 +31,8 @@ export class ImportUsageError extends ImportError {}
 const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
 
 export const blobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slice(7)}`;
-const fileOf = (layout: LayoutSource, d: Descriptor): string | undefined => (layout.blobFile ? layout.blobFile(d) : blobFile(d));
+/** Which file of the source holds a blob: its own rule (a Talos cache), else the OCI layout's. */
+export const fileOf = (layout: LayoutSource, d: Descriptor): string | undefined => (layout.blobFile ? layout.blobFile(d) : blobFile(d));
 
 /** Whether the layout holds a file for this blob (not whether it is sound). */
 export async function hasBlob(layout: LayoutSource, d: Descriptor): Promise<boolean> {

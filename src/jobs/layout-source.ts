@@ -9,11 +9,7 @@ import { ImportError, type LayoutSource } from './layout-files.js';
 export type { LayoutSource } from './layout-files.js';
 import { readReceipt, receiptPathFor } from './receipt.js';
 import { unpackRoom } from './unpack-bounds.js';
-import type { Descriptor, Store } from '../store/store.js';
-
-
-/** An OCI image layout's blobs: `blobs/sha256/<hex>`, every one expected. */
-export const ociBlobFile = (d: Descriptor): string => `blobs/sha256/${d.digest.slice(7)}`;
+import type { Store } from '../store/store.js';
 
 export const ociDirSource = (path: string): LayoutSource => ({ dir: path, name: (f) => join(path, f), noun: 'the bundle' });
 

@@ -5,8 +5,8 @@ import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { collect, importCollected, verifyOnce, type Collected, type ImageRef, type ImportedImage, type ImportRun } from './import-pipeline.js';
-import { ImportError, openRegular, refuseLinkedFolders } from './layout-files.js';
-import { ociBlobFile, type LayoutSource } from './layout-source.js';
+import { fileOf, ImportError, openRegular, refuseLinkedFolders } from './layout-files.js';
+import type { LayoutSource } from './layout-source.js';
 import { CacheTarError, unpackCacheLayer } from './talos-cache-tar.js';
 import { BLOB_DIR, blobFile, digestFileName } from './talos-cache-paths.js';
 import { digestsOf, entries, scanCache, type CacheRepository, type Tree } from './talos-cache-scan.js';
@@ -135,7 +135,7 @@ export async function wrappedCache(store: ImportRun['store'], source: LayoutSour
 export async function importWrappedCache(run: ImportRun, source: LayoutSource, image: Collected): Promise<CacheImportResult> {
   await verifyOnce(run, source, image, 'the Talos cache image');
   const layer = parseManifest(image.manifests[0]?.body ?? Buffer.alloc(0))?.layers?.[0];
-  const file = layer && (source.blobFile ? source.blobFile(layer) : ociBlobFile(layer));
+  const file = layer && fileOf(source, layer);
   if (!layer || file === undefined) throw new ImportError(`${source.name('index.json')}: the cache image has no layer`);
   const where = `the Talos cache layer ${source.name(file)}`;
   const dir = await run.store.scratchDir('talos-cache-');
