@@ -4,9 +4,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { ConfigError, validateConfig } from '../../src/config/config.js';
+import { validateConfig } from '../../src/config/config.js';
+import { CONFIG_FILE as FILE, configProblems } from '../helpers/config-problems.js';
 
-const FILE = '/etc/sluice/sluice.yaml';
+
 const DOCUMENTS = ['README.md', 'config/README.md', ...readdirSync('config/guides').filter((f) => f.endsWith('.md')).map((f) => join('config/guides', f))];
 const DEFAULT = parseYaml(readFileSync('config/sluice.yaml', 'utf8')) as Record<string, unknown>;
 
@@ -19,15 +20,6 @@ function isTalos(doc: Record<string, unknown>): boolean {
   return 'machine' in doc || 'apiVersion' in doc || 'kind' in doc;
 }
 
-function problemsOf(doc: unknown): string[] {
-  try {
-    validateConfig(doc, FILE);
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
 
 describe('the YAML examples of the documents', () => {
   for (const file of DOCUMENTS) {
@@ -37,7 +29,7 @@ describe('the YAML examples of the documents', () => {
         for (const part of parseAllDocuments(text)) {
           expect(part.errors, 'YAML errors').toEqual([]);
           const doc = part.toJS() as Record<string, unknown>;
-          if (!isTalos(doc)) expect(problemsOf({ ...DEFAULT, ...doc })).toEqual([]);
+          if (!isTalos(doc)) expect(configProblems({ ...DEFAULT, ...doc }, FILE)).toEqual([]);
         }
       });
     });
