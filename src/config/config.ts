@@ -160,6 +160,8 @@ function parseStorage(v: unknown, p: string[], path: (s: string) => string): Sto
   if (v.cache !== undefined) {
     const cache = parseCache(v.cache, v.s3 !== undefined, p, path, (x, at) => size(x, at, p));
     if (cache) out.storageCache = cache;
+    // Redirected blobs never pass through this replica: a cache would fill from nothing and serve nothing.
+    if (isObject(v.s3) && v.s3.redirect !== undefined) p.push('storage.cache: not with storage.s3.redirect (blob GETs are redirected to the object store, so no blob passes through this replica to be cached)');
   }
   return out;
 }

@@ -22,6 +22,7 @@ export const CONFIG_KEYS = {
       ...leaves('endpoint', 'bucket', 'region', 'prefix', 'accessKeyFile', 'secretKeyFile', 'accessKeyEnv', 'secretKeyEnv', 'forcePathStyle'),
       tls: leaves('ca'),
       ...leaves('requestTimeout', 'connectTimeout', 'maxAttempts'),
+      redirect: leaves('ttl'),
     },
     cache: leaves('path', 'maxBytes'),
   },

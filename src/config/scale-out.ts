@@ -21,7 +21,12 @@ export interface S3StorageConfig {
   connectTimeoutMs?: number;
   /** Attempts per request (the SDK retries; default 3): answered within about attempts × requestTimeoutMs. */
   maxAttempts?: number;
+  /** `redirect: { ttl }`: blob GETs are answered 307 to a presigned GET of the object, valid this long (whole seconds). */
+  redirectTtlSeconds?: number;
 }
+
+/** SigV4 presigned URLs are valid for at most 7 days. */
+const MAX_REDIRECT_TTL_MS = 7 * 24 * 3600 * 1000;
 
 /** `storage.cache`: a local copy of the blobs read from the object store, at most maxBytes, per replica. */
 export interface BlobCacheConfig {
@@ -89,6 +94,10 @@ export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): 
   }
   if (s.forcePathStyle !== undefined && typeof s.forcePathStyle !== 'boolean') p.push(`${at}.forcePathStyle: must be true or false`);
   if (endpoint) c.endpoint = endpoint.replace(/\/$/, '');
+  if (s.redirect !== undefined) {
+    const ttl = parseRedirect(s.redirect, `${at}.redirect`, p);
+    if (ttl !== undefined) c.redirectTtlSeconds = ttl;
+  }
   for (const k of ['accessKeyFile', 'secretKeyFile'] as const) {
     const f = optStr(s[k], `${at}.${k}`, p);
     if (f) c[k] = path(f);
@@ -109,6 +118,26 @@ export function parseS3(s: Record<string, unknown>, p: Problems, path: PathOf): 
     }
   }
   return c;
+}
+
+/** `storage.s3.redirect: { ttl }`: the presigned URL's lifetime in whole seconds, 1s to 7d. */
+function parseRedirect(v: unknown, at: string, p: Problems): number | undefined {
+  if (!isObject(v)) {
+    p.push(`${at}: must be a mapping with ttl (e.g. redirect: { ttl: 5m })`);
+    return undefined;
+  }
+  checkKeys(v, CONFIG_KEYS.storage.s3.redirect, at, p);
+  if (v.ttl === undefined) {
+    p.push(`${at}.ttl: is required (e.g. 5m)`);
+    return undefined;
+  }
+  const before = p.length;
+  const ms = duration(v.ttl, `${at}.ttl`, p);
+  if (p.length > before) return undefined;
+  if (ms < 1000 || ms % 1000 !== 0) p.push(`${at}.ttl: must be whole seconds, at least 1s (got ${JSON.stringify(v.ttl)})`);
+  else if (ms > MAX_REDIRECT_TTL_MS) p.push(`${at}.ttl: must be at most 7d (the longest an S3 presigned URL is valid)`);
+  else return ms / 1000;
+  return undefined;
 }
 
 /** `storage.cache: { path, maxBytes }`; only beside `storage.s3` (the filesystem store is local already). */

@@ -1,5 +1,6 @@
 // The registry HTTP surface: HEAD registered before GET on /v2/*, our own path parser, OCI errors
-// for everything else (writes → 405 UNSUPPORTED, unknown paths → 404). Streams blobs and manifests.
+// for everything else (writes → 405 UNSUPPORTED, unknown paths → 404). Streams blobs and manifests, or redirects
+// a blob GET to the object store when the mirror says so.
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -24,6 +25,8 @@ export interface RegistryRoutesOptions {
 /** What one request's handling learnt for its metrics: whether upstream was asked for it, and what was sent. */
 interface Served extends FetchNote {
   bytes: number;
+  /** Sent as a 307 to the object store instead of the bytes. */
+  redirected?: boolean;
 }
 
 const WRITE_METHODS = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
@@ -45,6 +48,7 @@ export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoute
     }
     metrics.count(kind, served.fetched ? 'miss-fetched' : 'hit');
     if (served.bytes > 0) metrics.sent(kind, served.bytes);
+    if (served.redirected) metrics.redirected(kind);
     // Returning the reply tells fastify the answer is under way: an async handler that resolves to
     // undefined while a streamed body has not written its headers yet gets an empty 200 sent over it.
     return reply;
@@ -148,11 +152,24 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, route: RouteO
   }
   const bytes = await body.open(plan.range);
   served.fetched = body.fetched;
+  if (bytes.kind === 'redirect') {
+    served.redirected = true;
+    redirect(reply, route.digest, bytes.url);
+    return;
+  }
   served.bytes = await sendBytes(reply, plan, bytes);
 }
 
+/**
+ * 307 (GET stays GET, the client's Range goes along) to where the object store serves the blob itself. The URL is
+ * a bearer token until it expires: no cache may keep it.
+ */
+function redirect(reply: FastifyReply, digest: string, url: string): void {
+  reply.code(307).headers({ location: url, 'docker-content-digest': digest, 'cache-control': 'no-store' }).send();
+}
+
 /** Resolves to the body bytes sent. */
-function sendBytes(reply: FastifyReply, plan: ContentPlan, bytes: BlobBytes): Promise<number> | number {
+function sendBytes(reply: FastifyReply, plan: ContentPlan, bytes: Exclude<BlobBytes, { kind: 'redirect' }>): Promise<number> | number {
   switch (bytes.kind) {
     case 'buffer':
       send(reply, plan, bytes.bytes);

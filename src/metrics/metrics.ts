@@ -129,20 +129,26 @@ function gauge(r: Registry, name: string, help: string, value: () => number | Pr
 function requestMetrics(r: Registry): RequestMetrics {
   const requests = new Counter({ name: 'sluice_http_requests_total', help: 'Registry API requests by route kind and outcome.', labelNames: ['kind', 'outcome'], registers: [r] });
   const bytes = new Counter({ name: 'sluice_http_response_bytes_total', help: 'Body bytes sent to registry clients, by route kind.', labelNames: ['kind'], registers: [r] });
+  const redirects = new Counter({
+    name: 'sluice_http_redirects_total', labelNames: ['kind'], registers: [r],
+    help: 'Registry answers sent as a 307 to a presigned object-store URL instead of the bytes (storage.s3.redirect), by route kind; also counted in sluice_http_requests_total.',
+  });
   const proxyRequests = new Counter({ name: 'registry_proxy_requests_total', help: 'distribution-compatible: proxied requests by type.', labelNames: ['type'], registers: [r] });
   const proxyHits = new Counter({ name: 'registry_proxy_hits_total', help: 'distribution-compatible: requests answered from the cache.', labelNames: ['type'], registers: [r] });
   const proxyMisses = new Counter({ name: 'registry_proxy_misses_total', help: 'distribution-compatible: requests fetched from upstream.', labelNames: ['type'], registers: [r] });
   const proxyPushed = new Counter({ name: 'registry_proxy_pushed_bytes_total', help: 'distribution-compatible: bytes sent to clients.', labelNames: ['type'], registers: [r] });
   const table = {} as Table<RouteKind, Table<Outcome, Child>>;
   const sent = {} as Table<RouteKind, Child>;
+  const redirected = {} as Table<RouteKind, Child>;
   for (const kind of ROUTE_KINDS) {
     const row = {} as Table<Outcome, Child>;
     const type = kind === 'manifest' || kind === 'blob' ? PROXY_TYPES[kind] : undefined;
     for (const outcome of OUTCOMES) row[outcome] = bothOf(requests.labels(kind, outcome), type && proxyOutcome(type, outcome, proxyRequests, proxyHits, proxyMisses));
     table[kind] = row;
     sent[kind] = bothOf(bytes.labels(kind), type && proxyPushed.labels(type));
+    redirected[kind] = redirects.labels(kind);
   }
-  return { count: (kind, outcome) => table[kind][outcome].inc(), sent: (kind, n) => sent[kind].inc(n) };
+  return { count: (kind, outcome) => table[kind][outcome].inc(), sent: (kind, n) => sent[kind].inc(n), redirected: (kind) => redirected[kind].inc() };
 }
 
 /** distribution counts a request once, and as a hit or a miss when it was one. */

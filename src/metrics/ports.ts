@@ -19,6 +19,8 @@ export interface RequestMetrics {
   count(kind: RouteKind, outcome: Outcome): void;
   /** Body bytes handed to a client. */
   sent(kind: RouteKind, bytes: number): void;
+  /** Answered with a 307 to a presigned object-store URL instead of the bytes (`storage.s3.redirect`). */
+  redirected(kind: RouteKind): void;
 }
 
 /** One upstream host's handles. */
@@ -66,7 +68,7 @@ export type ReadinessSource = () => Promise<{ complete: number; incomplete: numb
 
 const nothing = (): void => undefined;
 
-export const NO_REQUEST_METRICS: RequestMetrics = { count: nothing, sent: nothing };
+export const NO_REQUEST_METRICS: RequestMetrics = { count: nothing, sent: nothing, redirected: nothing };
 export const NO_UPSTREAM_METRICS: UpstreamMetrics = { request: nothing, received: nothing, error: nothing };
 export const NO_INGEST_METRICS: IngestMetrics = { started: nothing, committed: nothing, failed: nothing, refused: nothing, joined: nothing };
 export const NO_SYNC_METRICS: SyncMetrics = { finished: nothing };

@@ -1,5 +1,6 @@
 // What the mirror hands a route to send for a blob: its size, and its bytes opened only when a body is sent (a HEAD
-// never opens the file): a descriptor for the pooled sender, the growing spool of a download, a range stream, or a buffer.
+// never opens the file): a descriptor for the pooled sender, the growing spool of a download, a range stream, a buffer,
+// or, on an object store with redirects on, where the client fetches the bytes itself.
 import type { Readable } from 'node:stream';
 import type { GrowingFile } from '../store/ingest.js';
 import type { ByteRange } from '../store/ports.js';
@@ -13,7 +14,9 @@ export type BlobBytes =
   | { kind: 'fd'; fd: number; range: ByteRange }
   | { kind: 'growing'; fd: number; range: ByteRange; file: GrowingFile }
   | { kind: 'stream'; stream: Readable; sizeBytes: number }
-  | { kind: 'buffer'; bytes: Buffer };
+  | { kind: 'buffer'; bytes: Buffer }
+  /** A presigned URL of the committed object, valid for `storage.s3.redirect.ttl`; the client sends its Range there. */
+  | { kind: 'redirect'; url: string };
 
 export interface BlobBody {
   sizeBytes: number;
@@ -40,9 +43,12 @@ const SMALL_BLOB_BYTES = 64 * 1024;
 
 /**
  * The bytes of a stored blob, or undefined when it has gone since it was stat'ed (quarantined by verify --repair):
- * a small whole blob in one read, else a descriptor for the pooled sender when the backend has one for it, else its range stream.
+ * a redirect when the store offers them (every committed blob, whatever its size: the bytes never pass through
+ * sluice), else a small whole blob in one read, else a descriptor for the pooled sender when the backend has one
+ * for it, else its range stream.
  */
 export async function openStored(store: Store, digest: string, sizeBytes: number, range: ByteRange | undefined): Promise<BlobBytes | undefined> {
+  if (store.presign) return { kind: 'redirect', url: await store.presign(digest) };
   if (range === undefined && sizeBytes <= SMALL_BLOB_BYTES) {
     const bytes = await store.readSmallBlob(digest);
     return bytes && { kind: 'buffer', bytes };

@@ -107,7 +107,9 @@ async function openFsMetadata(paths: FsLayout, spools: LocalSpoolArea): Promise<
 // Loaded only when configured: the AWS SDK and pg cost start-up time an fs store (the default) never needs.
 async function openS3(c: S3StorageConfig, spools: LocalSpoolArea): Promise<BlobBackend> {
   const [{ S3BlobBackend }, { s3Client }] = await Promise.all([import('./s3/blobs.js'), import('./s3/client.js')]);
-  return S3BlobBackend.open(s3Client(c), { bucket: c.bucket, prefix: c.prefix, endpoint: c.endpoint ?? `AWS S3 ${c.region}` }, spools);
+  return S3BlobBackend.open(s3Client(c), {
+    bucket: c.bucket, prefix: c.prefix, endpoint: c.endpoint ?? `AWS S3 ${c.region}`, ...(c.redirectTtlSeconds !== undefined ? { redirectTtlSeconds: c.redirectTtlSeconds } : {}),
+  }, spools);
 }
 
 /**

@@ -64,6 +64,11 @@ export interface BlobBackend {
    * then streams with `read`, which tells the two apart.
    */
   openFd?(digest: string): Promise<number | undefined>;
+  /**
+   * Optional, an object store with `redirect` configured: a short-lived URL a client GETs the committed blob from
+   * itself (Range honoured), so its bytes do not pass through sluice. It signs only: it does not check the blob is there.
+   */
+  presign?(digest: string): Promise<string>;
   /** A new spool; refused (INSUFFICIENT_STORAGE) up front when `expectBytes` cannot fit. */
   createSpool(expectBytes?: number): Promise<Spool>;
   /** Makes a verified spool the blob of its digest, atomically: a reader sees all of it or nothing. Idempotent. */

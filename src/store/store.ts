@@ -64,6 +64,11 @@ export class Store {
    * The backend's own function, so a cache hit costs no extra call.
    */
   readonly openFd: ((digest: string) => Promise<number | undefined>) | undefined;
+  /**
+   * Set when blob GETs are to be redirected (`storage.s3.redirect`): a short-lived URL of a committed blob's
+   * object that a client fetches itself (see BlobBackend.presign).
+   */
+  readonly presign: ((digest: string) => Promise<string>) | undefined;
 
   /** One download per digest across every replica sharing the store (a no-op for a store of its own). */
   readonly leases: FlightLeases;
@@ -84,6 +89,7 @@ export class Store {
     this.blobs = parts.blobs;
     this.meta = parts.meta;
     this.openFd = parts.blobs.openFd?.bind(parts.blobs);
+    this.presign = parts.blobs.presign?.bind(parts.blobs);
     this.leases = parts.leases;
     this.commits = new CommitGate(parts.commitLocks);
     this.maxBytes = limits.maxBytes;

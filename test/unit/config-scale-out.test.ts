@@ -84,4 +84,20 @@ describe('config: storage.s3 and database.postgres', () => {
     ]));
     expect(problems({ storage: { s3: { bucket: 'mirror' }, cache: '/var/cache' } })).toEqual(['storage.cache: must be a mapping with path and maxBytes']);
   });
+
+  it('storage.s3.redirect: a ttl in whole seconds from 1s to 7d; off when absent; every problem named', () => {
+    expect(validateConfig({ ...BASE, storage: { s3: { bucket: 'mirror', redirect: { ttl: '5m' } } } }, FILE).s3?.redirectTtlSeconds).toBe(300);
+    expect(validateConfig({ ...BASE, storage: { s3: { bucket: 'mirror' } } }, FILE).s3?.redirectTtlSeconds).toBeUndefined();
+    const at = (redirect: unknown): string[] => problems({ storage: { s3: { bucket: 'mirror', redirect } } });
+    expect(at({ ttl: 'soon' })).toEqual([expect.stringMatching(/^storage\.s3\.redirect\.ttl: invalid duration "soon": use a number with a unit/)]);
+    expect(at({ ttl: '0s' })).toEqual(['storage.s3.redirect.ttl: must be whole seconds, at least 1s (got "0s")']);
+    expect(at({ ttl: '1500ms' })).toEqual(['storage.s3.redirect.ttl: must be whole seconds, at least 1s (got "1500ms")']);
+    expect(at({ ttl: '8d' })).toEqual(['storage.s3.redirect.ttl: must be at most 7d (the longest an S3 presigned URL is valid)']);
+    expect(at({})).toEqual(['storage.s3.redirect.ttl: is required (e.g. 5m)']);
+    expect(at({ ttl: '1m', hosts: [] })).toEqual(['storage.s3.redirect.hosts: unknown key']);
+    expect(at(true)).toEqual(['storage.s3.redirect: must be a mapping with ttl (e.g. redirect: { ttl: 5m })']);
+    expect(problems({ storage: { s3: { bucket: 'mirror', redirect: { ttl: '5m' } }, cache: { path: 'c', maxBytes: '1GiB' } } })).toEqual([
+      'storage.cache: not with storage.s3.redirect (blob GETs are redirected to the object store, so no blob passes through this replica to be cached)',
+    ]);
+  });
 });

@@ -9,6 +9,7 @@ import {
   CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { RegistryError } from '../../oci/errors.js';
 import { hexOf, HEX_RE } from '../digest.js';
 import type { BlobBackend, BlobStat, BlobUsage, ByteRange, VerifiedSpool } from '../ports.js';
@@ -30,6 +31,8 @@ export interface S3Location {
   prefix: string;
   /** Names the object store in messages (its endpoint, or AWS S3 and the region). */
   endpoint?: string;
+  /** Blob GETs are redirected to presigned URLs valid this long (`storage.s3.redirect.ttl`); absent: no redirects. */
+  redirectTtlSeconds?: number;
 }
 
 export class S3BlobBackend implements BlobBackend {
@@ -42,11 +45,17 @@ export class S3BlobBackend implements BlobBackend {
   /** The listing the current count reads from. */
   private cursor: { items: AsyncGenerator<{ digest: string; sizeBytes: number }>; next: IteratorResult<{ digest: string; sizeBytes: number }> | undefined } | undefined;
 
+  /** Set only when redirects are configured: the store offers them exactly when this exists. */
+  readonly presign: ((digest: string) => Promise<string>) | undefined;
+
   private constructor(
     private readonly s3: S3Client,
     private readonly where: S3Location,
     readonly spools: LocalSpoolArea,
-  ) {}
+  ) {
+    const ttl = where.redirectTtlSeconds;
+    if (ttl !== undefined) this.presign = (digest) => this.signedGet(digest, ttl);
+  }
 
   /** Checks the bucket answers (and exists) before anything listens. */
   static async open(s3: S3Client, where: S3Location, spools: LocalSpoolArea): Promise<S3BlobBackend> {
@@ -71,6 +80,16 @@ export class S3BlobBackend implements BlobBackend {
       return { sizeBytes: head.ContentLength ?? 0, ...(head.LastModified ? { committedMs: head.LastModified.getTime() } : {}) };
     } catch (e) {
       if (isNotFound(e)) return undefined;
+      throw this.unavailable(e);
+    }
+  }
+
+  /** A GET of the object signed with this replica's credentials, valid `ttl` seconds: signing is local, no request is sent. */
+  private async signedGet(digest: string, ttl: number): Promise<string> {
+    try {
+      return await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.where.bucket, Key: this.key(digest) }), { expiresIn: ttl });
+    } catch (e) {
+      // The credentials could not be had (an instance role's endpoint down): the object store is not usable.
       throw this.unavailable(e);
     }
   }
