@@ -2,6 +2,10 @@
 // filesystem store, same content, same run, alternating: manifest and small-blob request rate, blob throughput.
 // The s3+pg store is measured twice: a replica with no local cache (every blob GET goes to the object store: a cold
 // cache) and a second replica on the same bucket and database with `storage.cache`, warmed before it is measured.
+// A third replica has `storage.s3.redirect`: its blob GETs are 307s to the object store. wrk does not follow
+// redirects, so blob throughput is measured a second time for every store with one client that does, `curl -L`
+// (C transfers in parallel, one process, connections reused): for the redirect replica that is two requests per
+// blob, the 307 from sluice and the GET from RGW; beside it, sluice's own CPU-seconds per GB delivered.
 // Needs the services of test/services/up.sh (SLUICE_TEST_S3_* and SLUICE_TEST_PG_URL); skipped, and said, without.
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -10,16 +14,17 @@ import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { s3Client } from '../src/store/s3/client.js';
-import { freePort, runOk } from '../test/kit/proc.js';
+import { freePort, run, runOk } from '../test/kit/proc.js';
 import { SLUICE_MAIN } from '../test/kit/sluice.js';
 import { median, rateRequests, rotate, type Settings } from './cases.js';
 import { sizeLabel, type BenchImage } from './content.js';
 import { blobThroughput, requestRate } from './load.js';
+import { treeCpuSeconds } from './proc.js';
 import { fmtInt, fmtRatio, renderTable } from './report.js';
 import { startSluice, type Server } from './servers.js';
 
 export interface ScaleOutRun {
-  backend: 'fs' | 's3+pg' | 's3+pg+cache';
+  backend: 'fs' | 's3+pg' | 's3+pg+cache' | 's3+pg+redirect';
   metric: string;
   round: number;
   /** req/s for the rate metrics, bytes/s for throughput. */
@@ -35,7 +40,7 @@ export function scaleOutServices(): { endpoint: string; access: string; secret: 
 }
 
 /** A copy of the filesystem bench config with blobs on a fresh bucket and metadata in a fresh database; the layout imported into it. */
-async function scaleOutConfig(fsConfigFile: string, dir: string, layoutDir: string): Promise<{ file: string; port: number; cached: { file: string; port: number } }> {
+async function scaleOutConfig(fsConfigFile: string, dir: string, layoutDir: string): Promise<{ file: string; port: number; cached: { file: string; port: number }; redirect: { file: string; port: number } }> {
   const svc = scaleOutServices();
   if (!svc) throw new Error('no scale-out services');
   const id = randomBytes(4).toString('hex');
@@ -72,7 +77,17 @@ async function scaleOutConfig(fsConfigFile: string, dir: string, layoutDir: stri
     database: { postgres: { url: url.toString() } },
     admin: { listen: `127.0.0.1:${await freePort()}` },
   }));
-  return { file, port, cached: { file: cachedFile, port: cachedPort } };
+  // A third, whose blob GETs are redirected to presigned URLs of the bucket.
+  const redirectPort = await freePort();
+  const redirectFile = join(dir, 'sluice-redirect.yaml');
+  await writeFile(redirectFile, toYaml({
+    ...doc,
+    listen: `127.0.0.1:${redirectPort}`,
+    storage: { s3: { ...s3, redirect: { ttl: '5m' } }, path: join(dir, 'local-redirect') },
+    database: { postgres: { url: url.toString() } },
+    admin: { listen: `127.0.0.1:${await freePort()}` },
+  }));
+  return { file, port, cached: { file: cachedFile, port: cachedPort }, redirect: { file: redirectFile, port: redirectPort } };
 }
 
 export async function runScaleOutCase(s: Settings, o: { fsConfig: { file: string; port: number }; layoutDir: string; img: BenchImage; workDir: string }): Promise<ScaleOutRun[]> {
@@ -81,9 +96,12 @@ export async function runScaleOutCase(s: Settings, o: { fsConfig: { file: string
     fs: await startSluice(o.fsConfig.file, o.fsConfig.port, { name: 'sluice-fs' }),
     's3+pg': await startSluice(s3cfg.file, s3cfg.port, { name: 'sluice-s3' }),
     's3+pg+cache': await startSluice(s3cfg.cached.file, s3cfg.cached.port, { name: 'sluice-s3-cache' }),
+    's3+pg+redirect': await startSluice(s3cfg.redirect.file, s3cfg.redirect.port, { name: 'sluice-s3-redirect' }),
   };
   const runs: ScaleOutRun[] = [];
-  const order = Object.keys(targets) as Array<ScaleOutRun['backend']>;
+  const all = Object.keys(targets) as Array<ScaleOutRun['backend']>;
+  // wrk takes a 307 for an answer: the redirect replica is measured only by the client that follows it.
+  const order = all.filter((k) => k !== 's3+pg+redirect');
   const scriptFile = join(o.workDir, 'wrk-done-6.lua');
   try {
     // Warms the cached replica: one whole GET of each measured blob fills its cache.
@@ -112,6 +130,13 @@ export async function runScaleOutCase(s: Settings, o: { fsConfig: { file: string
             runs.push({ backend: k, metric: `blob ${sizeLabel(size)} ×${clients} (MB/s)`, round, value: r.bytesPerSec / 1e6, errors: r.errors });
             process.stderr.write(`  [7] ${sizeLabel(size).padStart(6)} ×${String(clients).padEnd(2)} ${k.padEnd(11)} ${(r.bytesPerSec / 1e6).toFixed(0).padStart(6)} MB/s\n`);
           }
+          for (const k of rotate(all, round)) {
+            const r = await followingThroughput(targets[k], `/v2/${o.img.name}/blobs/${d.digest}`, d.size, clients, s.throughputDurationS);
+            const label = `blob ${sizeLabel(size)} ×${clients}, curl -L`;
+            runs.push({ backend: k, metric: `${label} (MB/s)`, round, value: r.bytesPerSec / 1e6, errors: r.errors });
+            runs.push({ backend: k, metric: `${label}: sluice CPU-s/GB`, round, value: r.serverCpuPerGB, errors: 0 });
+            process.stderr.write(`  [7] ${sizeLabel(size).padStart(6)} ×${String(clients).padEnd(2)} ${k.padEnd(14)} ${(r.bytesPerSec / 1e6).toFixed(0).padStart(6)} MB/s curl -L, sluice ${r.serverCpuPerGB.toFixed(2)} CPU-s/GB\n`);
+          }
         }
       }
     }
@@ -119,6 +144,27 @@ export async function runScaleOutCase(s: Settings, o: { fsConfig: { file: string
     await Promise.all(Object.values(targets).map((t) => t.stop()));
   }
   return runs;
+}
+
+/**
+ * `curl -L` fetching one blob `clients` at a time for about `durationS` (at least 2 per client), connections reused:
+ * bytes delivered per wall second, and the CPU the sluice process spent per GB of them. A transfer that did not end
+ * in 200 with the blob's size is an error.
+ */
+async function followingThroughput(target: Server, path: string, sizeBytes: number, clients: number, durationS: number): Promise<{ bytesPerSec: number; serverCpuPerGB: number; errors: number }> {
+  // Aimed at ~500 MB/s, what this box's RGW gives a few clients; the wall time measured is what counts.
+  const transfers = Math.min(4000, Math.max(2 * clients, Math.ceil((durationS * 500e6) / Math.max(sizeBytes, 1))));
+  const args = ['-sS', '-L', '--parallel', '--parallel-immediate', '--parallel-max', String(clients), '-w', '%{http_code} %{size_download}\n'];
+  for (let i = 0; i < transfers; i++) args.push('-o', '/dev/null', `${target.url}${path}`);
+  const cpu0 = await treeCpuSeconds(target.proc.pid);
+  const t0 = performance.now();
+  const r = await run('curl', args, { timeoutMs: 300_000 });
+  const wallS = (performance.now() - t0) / 1000;
+  const cpu = (await treeCpuSeconds(target.proc.pid)) - cpu0;
+  const lines = r.stdout.trim().split('\n').filter(Boolean);
+  const good = lines.filter((l) => l === `200 ${sizeBytes}`).length;
+  const bytes = good * sizeBytes;
+  return { bytesPerSec: bytes / wallS, serverCpuPerGB: bytes > 0 ? cpu / (bytes / 1e9) : 0, errors: transfers - good + (r.code === 0 ? 0 : 1) };
 }
 
 /** One line per metric: the medians side by side and s3+pg as a share of fs. */
@@ -129,11 +175,16 @@ export function renderScaleOut(runs: ScaleOutRun[]): string {
     const fs = med('fs', m);
     const s3 = med('s3+pg', m);
     const warm = med('s3+pg+cache', m);
+    const redirected = runs.some((r) => r.metric === m && r.backend === 's3+pg+redirect') ? med('s3+pg+redirect', m) : undefined;
     const errors = runs.filter((r) => r.metric === m).reduce((n, r) => n + r.errors, 0);
-    return [`7 scale-out`, m, fmtInt(fs), fmtInt(s3), fmtRatio(s3 / fs), fmtInt(warm), fmtRatio(warm / fs), errors > 0 ? `${errors} errors` : ''];
+    const cpu = m.endsWith('CPU-s/GB');
+    const fmt = (v: number): string => (cpu ? v.toFixed(2) : fmtInt(v));
+    const ratio = (v: number): string => (cpu ? '' : fmtRatio(v / fs));
+    return [`7 scale-out`, m, fmt(fs), fmt(s3), ratio(s3), fmt(warm), ratio(warm),
+      redirected === undefined ? '—' : fmt(redirected), redirected === undefined ? '' : ratio(redirected), errors > 0 ? `${errors} errors` : ''];
   });
   return renderTable(
-    ['case', 'metric', 'fs store', 's3+pg (no cache: cold)', 'cold / fs', 's3+pg, cache warm', 'warm / fs', ''],
-    body, [false, false, true, true, true, true, true, false],
+    ['case', 'metric', 'fs store', 's3+pg (no cache: cold)', 'cold / fs', 's3+pg, cache warm', 'warm / fs', 's3+pg, redirect (followed)', 'redirect / fs', ''],
+    body, [false, false, true, true, true, true, true, true, true, false],
   );
 }
