@@ -19,7 +19,7 @@ import { openStore } from './store/open.js';
 import { followManual } from './window/manual-store.js';
 import { openWindowState } from './window/open-state.js';
 import { Syncer } from './jobs/sync.js';
-import { SiteSigner } from './jobs/site-signer.js';
+import type { SiteSigner } from './jobs/site-signer.js';
 import { SiteKeyError } from './jobs/site-key.js';
 import { GarbageCollector } from './jobs/gc.js';
 import { registerAdminRoutes } from './admin/admin.js';
@@ -122,6 +122,8 @@ function listenerAddresses(config: Config, servers: FastifyInstance[]): Array<{ 
 
 /** The site key must be readable before anything listens: a missing or wrong key is a config error (exit 2). */
 async function openSigner(store: Store, signing: SigningConfig, file: string): Promise<SiteSigner> {
+  // Loaded only with `signing:` configured: sigstore's verifier costs start-up time an unsigned mirror never needs.
+  const { SiteSigner } = await import('./jobs/site-signer.js');
   try {
     return await SiteSigner.open(store, signing);
   } catch (e) {

@@ -3,7 +3,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Server as HttpsServer } from 'node:https';
-import bcrypt from 'bcryptjs';
 import { LRUCache } from 'lru-cache';
 import type { TlsConfig } from '../config/config.js';
 import { RegistryError } from '../oci/errors.js';
@@ -75,6 +74,8 @@ export class Htpasswd {
     const key = createHash('sha256').update(authorization ?? '').digest('hex');
     if (this.verified.get(key)) return creds.user;
     const hash = this.entries.get(creds.user);
+    // Loaded with the first check: a mirror without `auth:` never needs bcrypt.
+    const { default: bcrypt } = await import('bcryptjs');
     // Compare against a dummy hash for unknown users so timing does not reveal which users exist.
     const ok = await bcrypt.compare(creds.password, hash ?? DUMMY_HASH);
     if (!ok || hash === undefined) throw challenge('invalid username or password');
