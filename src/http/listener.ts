@@ -45,7 +45,7 @@ export class Htpasswd {
   private readonly entries: Map<string, string>;
   // bcrypt costs milliseconds by design; a node repeats the same header on every request, so a verified
   // header is remembered (by its SHA-256, never in clear) for a short while.
-  private readonly verified = new LRUCache<string, true>({ max: 10_000, ttl: 5 * 60_000 });
+  private readonly verified = new LRUCache<string, true>({ maxSize: 10_000, sizeCalculation: () => 1, ttl: 5 * 60_000 });
 
   private constructor(entries: HtpasswdEntry[]) {
     this.entries = new Map(entries.map((e) => [e.user, e.hash]));
