@@ -7,6 +7,7 @@ import type { Config, TlsConfig } from './config/config.js';
 import { Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
 import { rememberUser } from './http/client-identity.js';
 import { logRequests, type RequestLogEntry } from './http/request-log.js';
+import { lazySerializers, lazyValidators } from './http/lazy-validation.js';
 import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
 import { Mirror } from './mirror/mirror.js';
@@ -223,6 +224,8 @@ export function newFastify(logger: boolean, tls?: TlsConfig, api: 'registry' | '
   const badRequest = api === 'admin' ? 'ADMIN_INVALID_REQUEST' : 'BAD_REQUEST';
   const app = Fastify({
     ...(api === 'admin' ? { ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allowUnionTypes: true } } } : {}),
+    // Ajv is loaded, and schemas compiled, when a route first uses them: not at start (http/lazy-validation.ts).
+    schemaController: { compilersFactory: { buildValidator: lazyValidators, buildSerializer: lazySerializers } },
     ...(tls ? { https: { ...httpsOptions(tls), ...CONNECTION_LIMITS } } : {}),
     logger: logger ? { level: 'info' } : false,
     // Per-request log lines would cost more than serving a cached manifest; policy events are logged instead.

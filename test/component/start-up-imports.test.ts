@@ -1,6 +1,7 @@
 // What start-up loads, read from a real process (not timed: the figures are bench case 5's). `sluice serve` with the
 // default filesystem store must not load what only some configs need (the S3 SDK, pg, sigstore, tar and zstd, bcrypt,
-// undici before the first upstream request), and `sluice --help` nothing of the server at all.
+// undici before the first upstream request, Ajv before the first admin request), and `sluice --help` nothing of the
+// server at all.
 import { access, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import module from 'node:module';
 import { tmpdir } from 'node:os';
@@ -52,7 +53,7 @@ describe('what start-up loads', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('serve on the default filesystem store loads fastify but none of the S3 SDK, pg, sigstore, tar, zstd, bcrypt or undici', async () => {
+  it('serve on the default filesystem store loads fastify but none of the S3 SDK, pg, sigstore, tar, zstd, bcrypt, undici or Ajv', async () => {
     await rm(loadedFile, { force: true });
     const storage = join(dir, 'store');
     const s = await startSluiceProcess(sluiceConfigYaml(storage), { dir, env });
