@@ -163,9 +163,9 @@ export class Transport {
   private async once(method: 'GET' | 'HEAD', url: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
     // At the moment of sending, not when the caller decided to: a window may have closed in between.
     this.opts.gate?.(what);
+    if (this.closed) throw upstreamFailed(this.opts.host, `${what}: sluice is shutting down`);
     this.requestCount++;
     this.metrics.request();
-    if (this.closed) throw upstreamFailed(this.opts.host, `${what}: sluice is shutting down`);
     const agents = await (this.agents ??= openAgents(this.opts));
     const agent = url.origin === this.opts.base.origin ? agents.own : agents.foreign;
     try {
