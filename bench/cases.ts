@@ -10,7 +10,7 @@ import type { ProxiedRequest } from './count-proxy.js';
 import type { GetterResult } from './getter.js';
 import { blobThroughput, requestRate, type RateResult, type ThroughputResult } from './load.js';
 import { startProc, type Proc } from '../test/kit/proc.js';
-import { backgroundCores, measure, memoryOf, pollRss } from './proc.js';
+import { backgroundCores, measure, memoryOf, pollRss, treeCpuSeconds } from './proc.js';
 import { SLUICE_MAIN } from '../test/kit/sluice.js';
 import { BENCH_DIST, startSluice, writeSluiceConfig, type Server, type Target } from './servers.js';
 
@@ -397,6 +397,8 @@ export async function runMemoryCase(s: Settings, o: { configFile: string; port: 
 
 export interface StartupRun {
   runsMs: number[];
+  /** CPU (user + system) sluice used until that first 200, per run: steadier than wall time on a shared machine. */
+  cpuMs: number[];
   idleRssBytes: number;
   rssAfterFirstManifestBytes: number;
 }
@@ -404,6 +406,7 @@ export interface StartupRun {
 /** Launch → first 200 to GET /v2/, polled every 2 ms; then idle RSS, and RSS after a first manifest GET. */
 export async function runStartupCase(s: Settings, o: { configFile: string; port: number; sample: { name: string; tag: string } }): Promise<StartupRun> {
   const runsMs: number[] = [];
+  const cpuMs: number[] = [];
   let last: Proc | undefined;
   for (let i = 0; i < s.startupRuns; i++) {
     const t0 = performance.now();
@@ -415,6 +418,7 @@ export async function runStartupCase(s: Settings, o: { configFile: string; port:
     }
     if (status !== 200) throw new Error(`sluice did not start: ${(await proc.log()).slice(-2000)}`);
     runsMs.push(performance.now() - t0);
+    cpuMs.push((await treeCpuSeconds(proc.pid)) * 1000);
     if (i < s.startupRuns - 1) await proc.stop();
     else last = proc;
   }
@@ -427,8 +431,8 @@ export async function runStartupCase(s: Settings, o: { configFile: string; port:
     if (r.status !== 200) throw new Error(`GET manifest ${o.sample.name}:${o.sample.tag} from the 10k store answered ${r.status}`);
     await delay(500);
     const after = await memoryOf(last.pid);
-    log(`  [5] start-up ${runsMs.map((m) => m.toFixed(0)).join(', ')} ms; idle RSS ${(idle.rssBytes / 1024 / 1024).toFixed(0)} MiB`);
-    return { runsMs, idleRssBytes: idle.rssBytes, rssAfterFirstManifestBytes: after.rssBytes };
+    log(`  [5] start-up ${runsMs.map((m) => m.toFixed(0)).join(', ')} ms (CPU ${cpuMs.map((m) => m.toFixed(0)).join(', ')} ms); idle RSS ${(idle.rssBytes / 1024 / 1024).toFixed(0)} MiB`);
+    return { runsMs, cpuMs, idleRssBytes: idle.rssBytes, rssAfterFirstManifestBytes: after.rssBytes };
   } finally {
     await last.stop();
   }

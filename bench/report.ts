@@ -279,7 +279,7 @@ export function memoryRows(mem: MemoryRun | undefined, startup: StartupRun | und
       metric: 'launch → GET /v2/ 200, ms',
       cells: { sluice: { value: med, text: fmtMs(med) } },
       checks: [{ target: '<1000 ms', pass: med < 1000 }],
-      note: `runs: ${startup.runsMs.map(fmtMs).join(', ')}`,
+      note: `runs: ${startup.runsMs.map(fmtMs).join(', ')}; sluice CPU until then: ${startup.cpuMs.map(fmtMs).join(', ')}`,
     });
   }
   return rows;

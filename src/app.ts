@@ -7,6 +7,7 @@ import type { Config, TlsConfig } from './config/config.js';
 import { Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
 import { rememberUser } from './http/client-identity.js';
 import { logRequests, type RequestLogEntry } from './http/request-log.js';
+import { lazySerializers, lazyValidators } from './http/lazy-validation.js';
 import { DeniedLog } from './policy/denied.js';
 import { RegistryError } from './oci/errors.js';
 import { Mirror } from './mirror/mirror.js';
@@ -19,7 +20,7 @@ import { openStore } from './store/open.js';
 import { followManual } from './window/manual-store.js';
 import { openWindowState } from './window/open-state.js';
 import { Syncer } from './jobs/sync.js';
-import { SiteSigner } from './jobs/site-signer.js';
+import type { SiteSigner } from './jobs/site-signer.js';
 import { SiteKeyError } from './jobs/site-key.js';
 import { GarbageCollector } from './jobs/gc.js';
 import { registerAdminRoutes } from './admin/admin.js';
@@ -122,6 +123,8 @@ function listenerAddresses(config: Config, servers: FastifyInstance[]): Array<{ 
 
 /** The site key must be readable before anything listens: a missing or wrong key is a config error (exit 2). */
 async function openSigner(store: Store, signing: SigningConfig, file: string): Promise<SiteSigner> {
+  // Loaded only with `signing:` configured: sigstore's verifier costs start-up time an unsigned mirror never needs.
+  const { SiteSigner } = await import('./jobs/site-signer.js');
   try {
     return await SiteSigner.open(store, signing);
   } catch (e) {
@@ -221,6 +224,8 @@ export function newFastify(logger: boolean, tls?: TlsConfig, api: 'registry' | '
   const badRequest = api === 'admin' ? 'ADMIN_INVALID_REQUEST' : 'BAD_REQUEST';
   const app = Fastify({
     ...(api === 'admin' ? { ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allowUnionTypes: true } } } : {}),
+    // Ajv is loaded, and schemas compiled, when a route first uses them: not at start (http/lazy-validation.ts).
+    schemaController: { compilersFactory: { buildValidator: lazyValidators, buildSerializer: lazySerializers } },
     ...(tls ? { https: { ...httpsOptions(tls), ...CONNECTION_LIMITS } } : {}),
     logger: logger ? { level: 'info' } : false,
     // Per-request log lines would cost more than serving a cached manifest; policy events are logged instead.

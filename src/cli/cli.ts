@@ -3,8 +3,6 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { closest, flag, locate, parseInvocation, specAt, UsageError } from './args.js';
-import { ConfigError, loadConfig } from '../config/config.js';
-import { AllowlistFileError } from '../policy/allowlist.js';
 import { COMMANDS, INTRO } from './command-table.js';
 import { helpText, helpWidth, usageHint } from './help.js';
 
@@ -38,15 +36,24 @@ export async function runCli(argv: string[]): Promise<number> {
     const file = flag(args, 'config') ?? process.env.SLUICE_CONFIG ?? DEFAULT_CONFIG;
     const run = command.run ?? specAt(COMMANDS, inv.path)?.run;
     if (!run) throw new UsageError(`${inv.path.join(' ')} cannot be run`);
+    // Loaded here, not at the top: help and usage errors answer without the YAML parser.
+    const { loadConfig } = await import('../config/config.js');
     return await run(args, () => loadConfig(file));
   } catch (e) {
     if (e instanceof UsageError) return usageError(e, inv.path);
-    if (e instanceof ConfigError || e instanceof AllowlistFileError) {
-      process.stderr.write(`sluice: ${e.message}\n`);
+    const problem = await configProblem(e);
+    if (problem) {
+      process.stderr.write(`sluice: ${problem.message}\n`);
       return 2;
     }
     throw e;
   }
+}
+
+/** A config or allowlist file sluice cannot use (exit 2); their modules are loaded by then if they threw. */
+async function configProblem(e: unknown): Promise<Error | undefined> {
+  const [{ ConfigError }, { AllowlistFileError }] = await Promise.all([import('../config/config.js'), import('../policy/allowlist.js')]);
+  return e instanceof ConfigError || e instanceof AllowlistFileError ? e : undefined;
 }
 
 /** The error, a "did you mean" when something close exists, the usage line and where to read more; exit 2. */

@@ -1,14 +1,7 @@
 // The command table: every `sluice` command with its arguments, options (value, sentence, default, environment),
 // examples and handler. Parsing, help, usage errors, shell completion and the reference (src/cli/README.md) all come from it.
+// Each handler is imported when its command runs: `serve` never loads tar or zstd, `--help` loads no handler at all.
 import type { CommandTable, OptionSpec } from './args.js';
-import { allowCommand, deniedCommand } from './commands.js';
-import { exportCommand } from './export-command.js';
-import { gcCommand } from './gc-command.js';
-import { importCommand } from './import-command.js';
-import { serve } from './serve-command.js';
-import { verifyCommand } from './verify-command.js';
-import { versionCommand } from './version-command.js';
-import { statusCommand, syncCommand, windowCommand } from './window-commands.js';
 
 export const INTRO = 'sluice: a read-only, pull-through OCI registry mirror with an allowlist and sync windows, for air-gapped Talos Linux clusters.';
 
@@ -31,7 +24,7 @@ export const COMMANDS: CommandTable = {
       { command: 'serve --config /etc/sluice/sluice.yaml', comment: 'serve with the configuration of this host' },
       { command: 'serve', comment: 'serve with the configuration in SLUICE_CONFIG, or config/sluice.yaml of the installation' },
     ],
-    run: serve,
+    run: async (args, config) => (await import('./serve-command.js')).serve(args, config),
   },
   import: {
     summary: 'import an OCI image layout, an export bundle (folder, .tar or .tar.zst) or a Talos image cache',
@@ -45,7 +38,7 @@ export const COMMANDS: CommandTable = {
       { command: 'import /media/usb/sluice.tar.zst --allow', comment: 'import a bundle carried across the gap, with the rules it was exported with' },
       { command: 'import ./pause-layout --as registry.k8s.io/pause:3.10', comment: 'import a one-image layout whose index.json carries no name' },
     ],
-    run: importCommand,
+    run: async (args, config) => (await import('./import-command.js')).importCommand(args, config),
   },
   export: {
     summary: 'write stored images as a bundle or a Talos image cache, with a receipt beside it',
@@ -67,11 +60,11 @@ export const COMMANDS: CommandTable = {
       { command: 'export week2.tar --since week1.tar.receipt.json', comment: 'only what the export of last week did not carry' },
       { command: 'export ./cache --format talos-cache-flat --platform linux/amd64', comment: 'a Talos image cache for talosctl image cache-serve' },
     ],
-    run: exportCommand,
+    run: async (args, config) => (await import('./export-command.js')).exportCommand(args, config),
   },
   allow: {
     summary: 'edit the allowlist',
-    run: allowCommand,
+    run: async (args, config) => (await import('./commands.js')).allowCommand(args, config),
     subcommands: {
       add: {
         summary: 'allow images: HOST/NAME[:TAG] or HOST/NAME@sha256:HEX, with * and ** globs',
@@ -117,11 +110,11 @@ export const COMMANDS: CommandTable = {
       { command: 'denied', comment: 'what was refused, most recent first' },
       { command: 'denied --format commands', comment: 'the commands that would allow it, to review and run' },
     ],
-    run: deniedCommand,
+    run: async (args, config) => (await import('./commands.js')).deniedCommand(args, config),
   },
   window: {
     summary: 'open or close upstream access now, outside the schedule',
-    run: windowCommand,
+    run: async (args, config) => (await import('./window-commands.js')).windowCommand(args, config),
     subcommands: {
       open: {
         summary: 'open upstream access now for DURATION (e.g. 2h, 90m; at most 30 days)',
@@ -146,7 +139,7 @@ export const COMMANDS: CommandTable = {
       { command: 'status', comment: 'whether upstream access is open, until when, and what is stored' },
       { command: 'status --coverage', comment: 'check that everything allowed is stored before disconnecting' },
     ],
-    run: statusCommand,
+    run: async (args, config) => (await import('./window-commands.js')).statusCommand(args, config),
   },
   sync: {
     summary: 'fetch every exact allowlisted reference now (needs an open window)',
@@ -156,7 +149,7 @@ export const COMMANDS: CommandTable = {
       { command: 'sync', comment: 'prefetch everything the allowlist names exactly' },
       { command: 'sync --dry-run', comment: 'list what would be fetched' },
     ],
-    run: syncCommand,
+    run: async (args, config) => (await import('./window-commands.js')).syncCommand(args, config),
   },
   talos: {
     summary: 'Talos node configuration',
@@ -213,7 +206,7 @@ export const COMMANDS: CommandTable = {
       { command: 'gc --dry-run', comment: 'what would be removed, and how many bytes' },
       { command: 'gc', comment: 'remove it' },
     ],
-    run: gcCommand,
+    run: async (args, config) => (await import('./gc-command.js')).gcCommand(args, config),
   },
   verify: {
     summary: 're-hash every blob; --repair quarantines corrupt ones so they are refetched',
@@ -223,7 +216,7 @@ export const COMMANDS: CommandTable = {
       { command: 'verify', comment: 'check every blob in the store' },
       { command: 'verify --repair', comment: 'check, and take corrupt blobs out of service' },
     ],
-    run: verifyCommand,
+    run: async (args, config) => (await import('./verify-command.js')).verifyCommand(args, config),
   },
   version: {
     summary: 'this release, its source revision, the Node.js runtime and the store format (also: sluice --version)',
@@ -232,7 +225,7 @@ export const COMMANDS: CommandTable = {
       { command: 'version', comment: 'what is installed here' },
       { command: 'version --json', comment: 'the same as JSON, for inventory scripts (sluice --version --json too)' },
     ],
-    run: versionCommand,
+    run: async (args) => (await import('./version-command.js')).versionCommand(args),
   },
   completion: {
     summary: 'print the shell completion script for bash, zsh or fish',

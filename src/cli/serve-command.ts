@@ -3,16 +3,21 @@
 import type { App } from '../app.js';
 import type { Config } from '../config/config.js';
 import { UsageError, type ParsedArgs } from './args.js';
+import { enableCompileCache, flushCompileCache } from './compile-cache.js';
 
 /** How long SIGTERM waits for in-flight downloads before closing their connections. */
 const SHUTDOWN_GRACE_MS = Number(process.env.SLUICE_SHUTDOWN_GRACE_MS ?? 30_000);
 
 export async function serve(args: ParsedArgs, config: () => Config): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError('serve takes no arguments');
+  const cfg = config();
+  // Before the app's modules load, so that they are compiled from the cache of the last start.
+  enableCompileCache(cfg.storage);
   // Loaded here so that the other subcommands start without fastify and friends.
   const { buildApp, reloadListeners } = await import('../app.js');
-  const app = await buildApp(config(), { logger: true });
+  const app = await buildApp(cfg, { logger: true });
   await listen(app);
+  flushCompileCache();
   const reload = (): void => {
     try {
       reloadListeners(app);

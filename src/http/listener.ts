@@ -3,7 +3,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Server as HttpsServer } from 'node:https';
-import bcrypt from 'bcryptjs';
 import { LRUCache } from 'lru-cache';
 import type { TlsConfig } from '../config/config.js';
 import { RegistryError } from '../oci/errors.js';
@@ -46,7 +45,7 @@ export class Htpasswd {
   private readonly entries: Map<string, string>;
   // bcrypt costs milliseconds by design; a node repeats the same header on every request, so a verified
   // header is remembered (by its SHA-256, never in clear) for a short while.
-  private readonly verified = new LRUCache<string, true>({ max: 10_000, ttl: 5 * 60_000 });
+  private readonly verified = new LRUCache<string, true>({ maxSize: 10_000, sizeCalculation: () => 1, ttl: 5 * 60_000 });
 
   private constructor(entries: HtpasswdEntry[]) {
     this.entries = new Map(entries.map((e) => [e.user, e.hash]));
@@ -75,6 +74,8 @@ export class Htpasswd {
     const key = createHash('sha256').update(authorization ?? '').digest('hex');
     if (this.verified.get(key)) return creds.user;
     const hash = this.entries.get(creds.user);
+    // Loaded with the first check: a mirror without `auth:` never needs bcrypt.
+    const { default: bcrypt } = await import('bcryptjs');
     // Compare against a dummy hash for unknown users so timing does not reveal which users exist.
     const ok = await bcrypt.compare(creds.password, hash ?? DUMMY_HASH);
     if (!ok || hash === undefined) throw challenge('invalid username or password');

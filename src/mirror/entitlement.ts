@@ -15,7 +15,7 @@ export interface EntitlementDeps {
 export class Entitlement {
   // Links are only removed (by gc) with their blob, so a positive answer is remembered until a blob goes (the
   // blob may come back through another repository: this one's link did not); a negative one is never remembered.
-  private readonly known = new LRUCache<string, true>({ max: 200_000 });
+  private readonly known = new LRUCache<string, true>({ maxSize: 200_000, sizeCalculation: () => 1 });
   private removalsSeen = 0;
   private readonly confirmations = new Map<string, Promise<void>>();
 

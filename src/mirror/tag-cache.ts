@@ -32,7 +32,8 @@ export class TagCache {
 
   constructor(private readonly d: TagCacheDeps) {
     this.checks = new LRUCache<string, Check>({
-      max: 10_000,
+      maxSize: 10_000,
+      sizeCalculation: () => 1,
       ttl: Math.max(1, d.ttlMs),
       fetchMethod: async (key) => {
         const [host = '', name = '', tag = ''] = key.split('\u0000');

@@ -83,7 +83,7 @@ export class UpstreamReach {
         return this.view.listTags(host, name);
       },
     });
-    this.answers = new LRUCache<string, Answer>({ max: 20_000, ttl });
+    this.answers = new LRUCache<string, Answer>({ maxSize: 20_000, sizeCalculation: () => 1, ttl });
     this.walked = new LRUCache<string, Walked>({ max: 2_000, maxSize: 1_000_000, sizeCalculation: (w) => w.reached.size + 1, ttl });
   }
 

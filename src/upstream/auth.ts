@@ -31,9 +31,9 @@ export class UpstreamAuth {
    * last answer (or the /v2/ probe's) stands in for a repository not yet asked. A challenge whose token request
    * failed is forgotten, so the next request asks the upstream again rather than repeating the failure.
    */
-  private readonly scoped = new LRUCache<string, Challenge>({ max: MAX_SCOPES });
+  private readonly scoped = new LRUCache<string, Challenge>({ maxSize: MAX_SCOPES, sizeCalculation: () => 1 });
   private hint: Challenge | undefined;
-  private readonly tokens = new LRUCache<string, { token: string; expiresAtMs: number }>({ max: MAX_SCOPES });
+  private readonly tokens = new LRUCache<string, { token: string; expiresAtMs: number }>({ maxSize: MAX_SCOPES, sizeCalculation: () => 1 });
   private readonly pendingTokens = new Map<string, Promise<string>>();
 
   constructor(

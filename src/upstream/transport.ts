@@ -3,7 +3,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { rootCertificates } from 'node:tls';
 import { PassThrough, type Readable } from 'node:stream';
-import { Agent, buildConnector, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { transportError, upstreamFailed } from './errors.js';
 import { NO_UPSTREAM_METRICS, type UpstreamMetrics } from '../metrics/ports.js';
 import { guardedLookup, hostNamed, ownListenerDenial, redirectDenial, redirectRefusal } from './redirects.js';
@@ -42,6 +42,43 @@ export function withHeadersTimeout<T>(timeoutMs: number, run: () => Promise<T>):
   return headersWait.run(timeoutMs, run);
 }
 
+interface Agents {
+  /** The upstream's own origin, with its TLS settings. */
+  own: Agent;
+  /** Everywhere else: redirect targets and token realms. */
+  foreign: Agent;
+}
+
+async function openAgents(opts: TransportOptions): Promise<Agents> {
+  const { Agent, buildConnector } = await import('undici');
+  const idleMs = opts.idleTimeoutMs ?? 30_000;
+  const connectMs = opts.connectTimeoutMs ?? 10_000;
+  const timeouts = { headersTimeout: idleMs, bodyTimeout: idleMs };
+  const ca = opts.tls?.ca ? [...rootCertificates, opts.tls.ca] : undefined;
+  const own = new Agent({
+    ...timeouts,
+    connect: { timeout: connectMs, ca, rejectUnauthorized: opts.tls?.insecureSkipVerify !== true },
+  });
+  // Redirect targets (blob storage) and configured token realms get default TLS verification, and a name that
+  // resolves to a loopback or link-local address is not dialled unless the operator named it.
+  const named = (hostname: string): boolean =>
+    hostname === opts.base.hostname || hostNamed(opts.redirectHosts ?? [], hostname) || hostNamed(opts.tokenRealmHosts ?? [], hostname);
+  const connect = buildConnector({ timeout: connectMs, lookup: guardedLookup(named, opts.host) });
+  const foreign = new Agent({
+    ...timeouts,
+    // Where the connection really landed is checked too: a name may resolve to this machine, onto a listener of sluice's.
+    connect: (o, done) => connect(o, (...args) => {
+      if (args[0] !== null) return done(args[0], null);
+      const socket = args[1];
+      const denied = ownListenerDenial({ address: socket.remoteAddress, port: socket.remotePort }, { host: `${o.hostname}:${o.port || (o.protocol === 'https:' ? 443 : 80)}`, upstream: opts.host }, opts.listeners?.() ?? [], opts.redirectHosts);
+      if (!denied) return done(null, socket);
+      socket.destroy();
+      done(denied, null);
+    }),
+  });
+  return { own, foreign };
+}
+
 const MAX_REDIRECTS = 5;
 const JSON_LIMIT_BYTES = 16 * 1024 * 1024;
 const REDIRECTS = [301, 302, 303, 307, 308];
@@ -49,8 +86,9 @@ const REDIRECTS = [301, 302, 303, 307, 308];
 export class Transport {
   /** Every HTTP request made, redirect hops and token requests included. */
   requestCount = 0;
-  private readonly own: Agent;
-  private readonly foreign: Agent;
+  /** Made with the first request: undici is loaded then, not at start (a mirror outside its window never needs it). */
+  private agents: Promise<Agents> | undefined;
+  private closed = false;
   /** Where each response really came from after redirects, for error messages about its body. */
   private readonly finalUrls = new WeakMap<Response, URL>();
   /** Responses that came from a redirect target, not from the URL asked. */
@@ -61,31 +99,6 @@ export class Transport {
 
   constructor(private readonly opts: TransportOptions) {
     this.metrics = opts.metrics ?? NO_UPSTREAM_METRICS;
-    const idleMs = opts.idleTimeoutMs ?? 30_000;
-    const connectMs = opts.connectTimeoutMs ?? 10_000;
-    const timeouts = { headersTimeout: idleMs, bodyTimeout: idleMs };
-    const ca = opts.tls?.ca ? [...rootCertificates, opts.tls.ca] : undefined;
-    this.own = new Agent({
-      ...timeouts,
-      connect: { timeout: connectMs, ca, rejectUnauthorized: opts.tls?.insecureSkipVerify !== true },
-    });
-    // Redirect targets (blob storage) and configured token realms get default TLS verification, and a name that
-    // resolves to a loopback or link-local address is not dialled unless the operator named it.
-    const named = (hostname: string): boolean =>
-      hostname === opts.base.hostname || hostNamed(opts.redirectHosts ?? [], hostname) || hostNamed(opts.tokenRealmHosts ?? [], hostname);
-    const connect = buildConnector({ timeout: connectMs, lookup: guardedLookup(named, opts.host) });
-    this.foreign = new Agent({
-      ...timeouts,
-      // Where the connection really landed is checked too: a name may resolve to this machine, onto a listener of sluice's.
-      connect: (o, done) => connect(o, (...args) => {
-        if (args[0] !== null) return done(args[0], null);
-        const socket = args[1];
-        const denied = ownListenerDenial({ address: socket.remoteAddress, port: socket.remotePort }, { host: `${o.hostname}:${o.port || (o.protocol === 'https:' ? 443 : 80)}`, upstream: opts.host }, opts.listeners?.() ?? [], opts.redirectHosts);
-        if (!denied) return done(null, socket);
-        socket.destroy();
-        done(denied, null);
-      }),
-    });
   }
 
   urlFor(path: string): URL {
@@ -109,7 +122,9 @@ export class Transport {
 
   /** Drops every connection at once: a request still in flight is abandoned, never waited for. */
   async close(): Promise<void> {
-    await Promise.all([this.own.destroy(), this.foreign.destroy()]);
+    this.closed = true;
+    const agents = await this.agents;
+    if (agents) await Promise.all([agents.own.destroy(), agents.foreign.destroy()]);
   }
 
   /** One logical request: follows up to 5 redirects by hand, dropping Authorization once the origin changes. */
@@ -148,9 +163,11 @@ export class Transport {
   private async once(method: 'GET' | 'HEAD', url: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
     // At the moment of sending, not when the caller decided to: a window may have closed in between.
     this.opts.gate?.(what);
+    if (this.closed) throw upstreamFailed(this.opts.host, `${what}: sluice is shutting down`);
     this.requestCount++;
     this.metrics.request();
-    const agent = url.origin === this.opts.base.origin ? this.own : this.foreign;
+    const agents = await (this.agents ??= openAgents(this.opts));
+    const agent = url.origin === this.opts.base.origin ? agents.own : agents.foreign;
     try {
       const headersTimeout = headersWait.getStore();
       return await agent.request({ origin: url.origin, path: `${url.pathname}${url.search}`, method, headers, signal, ...(headersTimeout ? { headersTimeout } : {}) });

@@ -20,7 +20,7 @@ export interface TempArea {
 export class FsMetadataStore implements MetadataStore {
   private changes = 0;
   readonly state: StateDocuments;
-  private readonly tags = new LRUCache<string, string>({ max: 100_000 });
+  private readonly tags = new LRUCache<string, string>({ maxSize: 100_000, sizeCalculation: () => 1 });
 
   constructor(
     private readonly paths: FsLayout,

@@ -60,7 +60,7 @@ export class PgMetadataStore implements MetadataStore {
   readonly leases: FlightLeases;
   readonly commitLocks: PgCommitLocks;
   readonly gcLedger: GcLedger;
-  private readonly tags = new LRUCache<string, string>({ max: 100_000 });
+  private readonly tags = new LRUCache<string, string>({ maxSize: 100_000, sizeCalculation: () => 1 });
   private readonly offMeta: () => void;
   /** gc or verify --repair removed a blob: every replica drops its cached copy (store/cache/) at once. */
   readonly blobNotices: BlobNotices = {

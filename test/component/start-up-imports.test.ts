@@ -1,0 +1,82 @@
+// What start-up loads, read from a real process (not timed: the figures are bench case 5's). `sluice serve` with the
+// default filesystem store must not load what only some configs need (the S3 SDK, pg, sigstore, tar and zstd, bcrypt,
+// undici before the first upstream request, Ajv before the first admin request), and `sluice --help` nothing of the
+// server at all.
+import { access, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import module from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runSluice, sluiceConfigYaml, startSluiceProcess } from '../helpers/sluice.js';
+
+// Preloaded with --import: every module resolved through the ESM loader (a hook, on its own thread) and, at exit,
+// every CommonJS module in require's cache, one path or URL a line into $SLUICE_TEST_LOADED.
+const HOOKS = `import { appendFileSync } from 'node:fs';
+export async function resolve(specifier, context, next) {
+  const r = await next(specifier, context);
+  appendFileSync(process.env.SLUICE_TEST_LOADED, r.url + '\\n');
+  return r;
+}
+`;
+const PRELOAD = `import { register, createRequire } from 'node:module';
+import { appendFileSync } from 'node:fs';
+register('./hooks.mjs', import.meta.url);
+const require = createRequire(import.meta.url);
+process.on('exit', () => appendFileSync(process.env.SLUICE_TEST_LOADED, Object.keys(require.cache).join('\\n') + '\\n'));
+`;
+
+/** Only some configs (or commands) need these; a plain fs-store server must start without them. */
+const NOT_AT_START = ['@aws-sdk/client-s3', 'pg', '@sigstore/verify', '@sigstore/bundle', 'tar-stream', 'zstd-napi', 'bcryptjs', 'undici'];
+
+const hasCompileCache = typeof (module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
+
+function packagesIn(list: string): Set<string> {
+  const found = new Set<string>();
+  for (const m of list.matchAll(/\/node_modules\/((?:@[^/]+\/)?[^/]+)\//g)) if (m[1]) found.add(m[1]);
+  return found;
+}
+
+describe('what start-up loads', () => {
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let loadedFile: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sluice-startup-'));
+    await writeFile(join(dir, 'hooks.mjs'), HOOKS);
+    await writeFile(join(dir, 'preload.mjs'), PRELOAD);
+    loadedFile = join(dir, 'loaded.txt');
+    const preload = `--import=${pathToFileURL(join(dir, 'preload.mjs')).href}`;
+    env = { ...process.env, SLUICE_TEST_LOADED: loadedFile, NODE_OPTIONS: [process.env.NODE_OPTIONS, preload].filter(Boolean).join(' ') };
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serve on the default filesystem store loads fastify but none of the S3 SDK, pg, sigstore, tar, zstd, bcrypt, undici or Ajv', async () => {
+    await rm(loadedFile, { force: true });
+    const storage = join(dir, 'store');
+    const s = await startSluiceProcess(sluiceConfigYaml(storage), { dir, env });
+    expect((await fetch(`${s.url}/v2/`)).status).toBe(200);
+    expect(await s.stop()).toBe(0);
+    const loaded = packagesIn(await readFile(loadedFile, 'utf8'));
+    // The list is real: what serve does need is in it.
+    expect(loaded).toContain('fastify');
+    expect(loaded).toContain('yaml');
+    expect(NOT_AT_START.filter((p) => loaded.has(p))).toEqual([]);
+    // Node's compile cache lives beside the store where Node has one (≥ 22.1), and nowhere on Node 20.
+    const cache = join(storage, 'node-compile-cache');
+    if (hasCompileCache) expect((await readdir(cache)).length).toBeGreaterThan(0);
+    else await expect(access(cache)).rejects.toThrow();
+  });
+
+  it('--help loads no command handler: neither the server (fastify) nor the config parser (yaml) nor the store (lowdb)', async () => {
+    await rm(loadedFile, { force: true });
+    const r = await runSluice(['--help'], { env });
+    expect(r.code).toBe(0);
+    const list = await readFile(loadedFile, 'utf8');
+    expect(list).toContain('/dist/src/cli/cli.js');
+    const loaded = packagesIn(list);
+    expect(['fastify', 'yaml', 'lowdb', ...NOT_AT_START].filter((p) => loaded.has(p))).toEqual([]);
+  });
+});
