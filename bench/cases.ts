@@ -399,29 +399,44 @@ export interface StartupRun {
   runsMs: number[];
   /** CPU (user + system) sluice used until that first 200, per run: steadier than wall time on a shared machine. */
   cpuMs: number[];
+  /** The same with an empty store. */
+  emptyRunsMs: number[];
+  emptyCpuMs: number[];
   idleRssBytes: number;
   rssAfterFirstManifestBytes: number;
 }
 
-/** Launch → first 200 to GET /v2/, polled every 2 ms; then idle RSS, and RSS after a first manifest GET. */
-export async function runStartupCase(s: Settings, o: { configFile: string; port: number; sample: { name: string; tag: string } }): Promise<StartupRun> {
+/** Launches of `serve` until GET /v2/ answers 200, polled every 2 ms: wall and CPU per run; the last one left running. */
+async function launches(runs: number, configFile: string, port: number): Promise<{ runsMs: number[]; cpuMs: number[]; last: Proc }> {
   const runsMs: number[] = [];
   const cpuMs: number[] = [];
-  let last: Proc | undefined;
-  for (let i = 0; i < s.startupRuns; i++) {
+  for (let i = 0; ; i++) {
     const t0 = performance.now();
-    const proc = await startProc('sluice-startup', process.execPath, [SLUICE_MAIN, 'serve', '--config', o.configFile], `${o.configFile}.log`);
+    const proc = await startProc('sluice-startup', process.execPath, [SLUICE_MAIN, 'serve', '--config', configFile], `${configFile}.log`);
     let status = 0;
     while (status !== 200 && proc.running && performance.now() - t0 < 20_000) {
-      status = await fetch(`http://127.0.0.1:${o.port}/v2/`).then((r) => r.status, () => 0);
+      status = await fetch(`http://127.0.0.1:${port}/v2/`).then((r) => r.status, () => 0);
       if (status !== 200) await delay(2);
     }
     if (status !== 200) throw new Error(`sluice did not start: ${(await proc.log()).slice(-2000)}`);
     runsMs.push(performance.now() - t0);
     cpuMs.push((await treeCpuSeconds(proc.pid)) * 1000);
-    if (i < s.startupRuns - 1) await proc.stop();
-    else last = proc;
+    if (i === runs - 1) return { runsMs, cpuMs, last: proc };
+    await proc.stop();
   }
+}
+
+/**
+ * Launch → first 200 to GET /v2/ with the 10,000-blob store, then the same with an empty store (`emptyConfigFile`);
+ * idle RSS, and RSS after a first manifest GET, of the 10,000-blob one.
+ */
+export async function runStartupCase(
+  s: Settings,
+  o: { configFile: string; port: number; sample: { name: string; tag: string }; emptyConfigFile: string; emptyPort: number },
+): Promise<StartupRun> {
+  const empty = await launches(s.startupRuns, o.emptyConfigFile, o.emptyPort);
+  await empty.last.stop();
+  const { runsMs, cpuMs, last } = await launches(s.startupRuns, o.configFile, o.port);
   if (!last) throw new Error('no start-up run');
   try {
     await delay(s.quick ? 1_000 : 2_000);
@@ -432,7 +447,8 @@ export async function runStartupCase(s: Settings, o: { configFile: string; port:
     await delay(500);
     const after = await memoryOf(last.pid);
     log(`  [5] start-up ${runsMs.map((m) => m.toFixed(0)).join(', ')} ms (CPU ${cpuMs.map((m) => m.toFixed(0)).join(', ')} ms); idle RSS ${(idle.rssBytes / 1024 / 1024).toFixed(0)} MiB`);
-    return { runsMs, cpuMs, idleRssBytes: idle.rssBytes, rssAfterFirstManifestBytes: after.rssBytes };
+    log(`  [5] empty store: ${empty.runsMs.map((m) => m.toFixed(0)).join(', ')} ms (CPU ${empty.cpuMs.map((m) => m.toFixed(0)).join(', ')} ms)`);
+    return { runsMs, cpuMs, emptyRunsMs: empty.runsMs, emptyCpuMs: empty.cpuMs, idleRssBytes: idle.rssBytes, rssAfterFirstManifestBytes: after.rssBytes };
   } finally {
     await last.stop();
   }

@@ -223,12 +223,14 @@ async function main(): Promise<number> {
       }
     }
     if (opts.only.has(5) || opts.only.has(4)) {
-      phase('case 4/5: idle RSS and start-up with 10,000 blobs in the store');
+      phase('case 4/5: idle RSS and start-up with 10,000 blobs in the store, and with an empty store');
       const manyDir = join(work, 'many');
       const populated = await populateStore(join(manyDir, 'data'));
       process.stderr.write(`  store: ${populated.blobs} blobs, ${populated.images} tagged images in ${populated.repositories} repositories, built in ${(populated.buildMs / 1000).toFixed(1)} s\n`);
       const cfg = await writeSluiceConfig(manyDir, { storage: join(manyDir, 'data'), upstreamUrl: 'http://127.0.0.1:9', windows: 'never', allowlist: [populated.rule] });
-      results.startup = await runStartupCase(s, { configFile: cfg.file, port: cfg.port, sample: populated.sample });
+      const emptyDir = join(work, 'empty');
+      const empty = await writeSluiceConfig(emptyDir, { storage: join(emptyDir, 'data'), upstreamUrl: 'http://127.0.0.1:9', windows: 'never', allowlist: [populated.rule] });
+      results.startup = await runStartupCase(s, { configFile: cfg.file, port: cfg.port, sample: populated.sample, emptyConfigFile: empty.file, emptyPort: empty.port });
       results.idleStoreBlobs = populated.blobs;
     }
     if (opts.only.has(6)) {
