@@ -2,9 +2,9 @@
 // test kit and bench that start `sluice serve` the way a host does.
 
 /**
- * The young generation capped at Node 20's size. Node 24's V8 sizes it from the machine's memory — up to 2 × 64 MiB
- * semi-spaces on a host with 16 GiB or more — and under many connections grows it that far: ~100 MiB more resident
- * memory for no gain (the stress suite's 1,000 connections peaked at 528 MiB on Node 24 against 359 MiB on Node 20).
- * It must be given on the command line: V8 fixes the heap's layout when the process starts.
+ * The young generation capped at Node 20's size (2 × 16 MiB semi-spaces). Node 24's V8 sizes it from the machine's
+ * memory and, under the stress suite's 1,000 connections on a 24 GiB host, grew it to 128 MiB: up to ~100 MiB more
+ * resident memory for no gain. It must be given on the command line: V8 fixes the heap's layout at start-up
+ * (v8.setFlagsFromString afterwards changes nothing).
  */
 export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
