@@ -7,7 +7,7 @@ import { stringify as toYaml } from 'yaml';
 import { freePort, startProc, waitForHttp, type Proc } from '../test/kit/proc.js';
 import { startRegistry as startDockerRegistry } from '../test/kit/registry.js';
 import { sluiceConfigDoc } from '../test/kit/sluice-config.js';
-import { SLUICE_MAIN } from '../test/kit/sluice.js';
+import { SERVE_NODE_FLAGS, SLUICE_MAIN } from '../test/kit/sluice.js';
 import { BENCH_HOST } from './content.js';
 
 /** dist/bench when run as built: the bare servers, the counting proxy and the getter are beside this file. */
@@ -133,6 +133,6 @@ export async function writeSluiceConfig(dir: string, o: Omit<BenchSluiceOptions,
 /** `node [nodeArgs] dist/src/main.js serve --config FILE`, ready once GET /v2/ answers 200. */
 export async function startSluice(configFile: string, port: number, opts: { nodeArgs?: string[]; name?: string } = {}): Promise<Server> {
   const dir = dirname(configFile);
-  const proc = await startProc(opts.name ?? 'sluice', process.execPath, [...(opts.nodeArgs ?? []), SLUICE_MAIN, 'serve', '--config', configFile], join(dir, `${opts.name ?? 'sluice'}.log`), { cwd: dir });
+  const proc = await startProc(opts.name ?? 'sluice', process.execPath, [...SERVE_NODE_FLAGS, ...(opts.nodeArgs ?? []), SLUICE_MAIN, 'serve', '--config', configFile], join(dir, `${opts.name ?? 'sluice'}.log`), { cwd: dir });
   return server(opts.name ?? 'sluice', proc, port);
 }

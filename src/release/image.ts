@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { walk } from './bundle.js';
 import { debianRuntime, IMAGE_UID } from './image-runtime.js';
 import { writeArchive, type Entry } from './tar.js';
+import { NODE_FLAGS } from './node-flags.js';
 import { configWithStore } from './texts.js';
 
 const OCI = {
@@ -84,7 +85,7 @@ function imageConfig(input: ImageInput, created: string, diffIds: string[], debi
     config: {
       User: `${IMAGE_UID}:${IMAGE_UID}`,
       Env: [`PATH=/${APP_ROOT}/node/bin:/usr/bin:/bin`, 'SLUICE_CONFIG=/etc/sluice/sluice.yaml'],
-      Entrypoint: [`/${APP_ROOT}/node/bin/node`, `/${APP_ROOT}/dist/src/main.js`, 'serve'],
+      Entrypoint: [`/${APP_ROOT}/node/bin/node`, ...NODE_FLAGS, `/${APP_ROOT}/dist/src/main.js`, 'serve'],
       ExposedPorts: { '6000/tcp': {} },
       Volumes: { '/data': {} },
       WorkingDir: '/data',

@@ -1,5 +1,6 @@
 // The generated files of a release: the launcher, the systemd unit, the configs for an installed host and for
 // the image (the default config with the store moved), and the trimmed package.json the bundled code runs under.
+import { NODE_FLAGS } from './node-flags.js';
 import type { PackageJson } from './source.js';
 
 /**
@@ -13,7 +14,7 @@ if [ -z "\${SLUICE_CONFIG:-}" ] && [ -f /etc/sluice/sluice.yaml ]; then
   SLUICE_CONFIG=/etc/sluice/sluice.yaml
   export SLUICE_CONFIG
 fi
-exec "$here/../node/bin/node" "$here/../dist/src/main.js" "$@"
+exec "$here/../node/bin/node" ${NODE_FLAGS.join(' ')} "$here/../dist/src/main.js" "$@"
 `;
 
 /** The unit for /opt/sluice (a symlink to the unpacked release), a `sluice` system user and /var/lib/sluice. */

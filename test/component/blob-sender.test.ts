@@ -93,6 +93,29 @@ describe('pooled blob sender', () => {
     expect(sha256((await get(url(a))).body)).toBe(sha256(a));
   });
 
+  it('pipelined requests on one connection get their responses whole and in order (the second waits for the first)', async () => {
+    const socket = connect(Number(new URL(sluice.url).port), '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const get1 = (blob: Buffer, last: boolean): string =>
+      `GET /v2/ghcr.io/x/y/blobs/${sha256(blob)} HTTP/1.1\r\nHost: x\r\n${last ? 'Connection: close\r\n' : ''}\r\n`;
+    socket.write(get1(a, false) + get1(b, false) + get1(a, true));
+    await closed;
+    let rest = Buffer.concat(chunks);
+    for (const blob of [a, b, a]) {
+      const headEnd = rest.indexOf('\r\n\r\n');
+      const head = rest.subarray(0, headEnd).toString('latin1');
+      expect(head).toMatch(/^HTTP\/1\.1 200 /);
+      const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1]);
+      expect(length).toBe(blob.length);
+      const body = rest.subarray(headEnd + 4, headEnd + 4 + length);
+      expect(body.equals(blob)).toBe(true);
+      rest = rest.subarray(headEnd + 4 + length);
+    }
+    expect(rest.length).toBe(0);
+  });
+
   it('ranges across 1 MiB chunk boundaries are exact', async () => {
     const cases: Array<[number, number]> = [
       [0, 0], [MiB - 1, MiB], [MiB - 1, 2 * MiB], [MiB, 3 * MiB - 1], [123, 4 * MiB + 5], [a.length - 1, a.length - 1],

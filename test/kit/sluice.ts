@@ -24,6 +24,9 @@ export const REPO_ROOT = checkoutRoot(dirname(fileURLToPath(import.meta.url)));
 /** The built CLI entry; tests that spawn sluice need `npx tsc -p tsconfig.json` (npm test's pretest) first. */
 export const SLUICE_MAIN = join(REPO_ROOT, 'dist', 'src', 'main.js');
 
+/** The Node flags a host runs `sluice serve` under (the release launcher's, src/release/node-flags.ts; a test checks they agree). */
+export const SERVE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
+
 export interface SluiceProcess {
   /** `http://127.0.0.1:PORT` of the registry listener. */
   url: string;
@@ -58,7 +61,7 @@ export async function startSluiceProcess(configYaml: string, opts: StartProcessO
   const configFile = join(dir, 'sluice.yaml');
   await writeFile(configFile, configYaml);
   const configuredPort = listenPort(configYaml);
-  const proc = spawn(process.execPath, [SLUICE_MAIN, 'serve', '--config', configFile], {
+  const proc = spawn(process.execPath, [...SERVE_NODE_FLAGS, SLUICE_MAIN, 'serve', '--config', configFile], {
     cwd: dir,
     env: opts.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
