@@ -49,6 +49,11 @@ describe('the Node flags sluice runs under', () => {
     expect(SERVE_NODE_FLAGS).toEqual(NODE_FLAGS);
   });
 
+  it('are the ones `npm start` serves with', () => {
+    const start = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+    expect(start).toContain(`node ${NODE_FLAGS.join(' ')} dist/src/main.js serve`);
+  });
+
   it('keep the young generation at 32 MiB or less on this Node, however much short-lived data survives', () => {
     // Objects that survive a few scavenges each: what makes V8 grow the young generation (to 128 MiB on Node 24).
     const script = `const v8 = require('node:v8'); const ring = new Array(400000); let max = 0;
