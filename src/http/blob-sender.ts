@@ -87,10 +87,12 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
     let pos = start;
     for (let i = 0; pos <= end && !gone; i ^= 1) {
       const last = growing ? Math.min(end, growing.available() - 1) : end;
-      if (pos > last) {
-        const failed = growing?.failure();
+      // Tailing a download: wait for a buffer's worth (or the rest), not each upstream chunk; the first bytes go at once.
+      const want = sent === 0 ? 1 : Math.min(end - pos + 1, slots[i]?.buf.length ?? LARGE);
+      if (growing && last - pos + 1 < want) {
+        const failed = growing.failure();
         if (failed) throw failed;
-        await untilGone(growing?.next());
+        await untilGone(growing.next(pos + want));
         i ^= 1;
         continue;
       }

@@ -1,11 +1,11 @@
 // Single-flight blob ingest: one upstream download per digest written into the store, and any number of
-// clients sent the temp file as it grows, so every waiting client gets bytes at once and none slows the download.
-import { EventEmitter } from 'node:events';
+// clients sent the temp file as it grows. A waiting client is woken when as much as it asked for has arrived
+// (a buffer's worth), not on every upstream chunk: N clients woken per chunk would slow the one download they wait on.
 import type { GrowingFile } from '../store/ingest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { BlobInfo, IngestWriter } from '../store/store.js';
 
-export class Flight extends EventEmitter {
+export class Flight {
   written = 0;
   result: BlobInfo | undefined;
   failure: Error | undefined;
@@ -13,14 +13,13 @@ export class Flight extends EventEmitter {
   cause: unknown;
   readonly done: Promise<BlobInfo>;
   private settle!: { resolve: (b: BlobInfo) => void; reject: (e: Error) => void };
+  private readonly waiters = new Waiters();
 
   constructor(
     readonly digest: string,
     readonly sizeBytes: number | undefined,
     private readonly writer: IngestWriter,
   ) {
-    super();
-    this.setMaxListeners(0);
     this.done = new Promise<BlobInfo>((resolve, reject) => {
       this.settle = { resolve, reject };
     });
@@ -34,16 +33,16 @@ export class Flight extends EventEmitter {
       for await (const chunk of body) {
         await this.writer.write(chunk);
         this.written = this.writer.bytesWritten;
-        this.emit('progress');
+        this.waiters.wake(this.growth.available());
       }
       this.result = await this.writer.commit();
-      this.emit('progress');
+      this.waiters.wakeAll();
       this.settle.resolve(this.result);
     } catch (e) {
       await this.writer.abort();
       this.cause = e;
       this.failure = upstreamFault(e, this.digest);
-      this.emit('progress');
+      this.waiters.wakeAll();
       this.settle.reject(this.failure);
     }
   }
@@ -54,7 +53,11 @@ export class Flight extends EventEmitter {
     // complete response even if the digest check then failed. Cutting it one byte short cannot be mistaken.
     available: () => (this.sizeBytes !== undefined && this.written >= this.sizeBytes && !this.result ? this.written - 1 : this.written),
     failure: () => this.failure,
-    next: () => new Promise<void>((resolve) => this.once('progress', resolve)),
+    next: (atLeast) => new Promise<void>((resolve) => {
+      const mark = atLeast ?? this.growth.available() + 1;
+      if (this.result || this.failure || this.growth.available() >= mark) resolve();
+      else this.waiters.add(mark, resolve);
+    }),
   };
 
   /** Whether clients may be sent the blob while it grows (its spool is a file); else they wait for the commit. */
@@ -71,6 +74,39 @@ export class Flight extends EventEmitter {
     // discard can land before `failure` is set, so wait for the outcome rather than read it now.
     await this.done.catch(() => undefined);
     throw this.failure ?? new Error(`blob ${this.digest} left the store just after its download`);
+  }
+}
+
+/** Readers waiting on a growing file, each until `available()` reaches its mark; scanned only when the lowest mark is reached. */
+class Waiters {
+  private list: Array<{ mark: number; wake: () => void }> = [];
+  private lowest = Infinity;
+
+  add(mark: number, wake: () => void): void {
+    this.list.push({ mark, wake });
+    if (mark < this.lowest) this.lowest = mark;
+  }
+
+  wake(available: number): void {
+    if (available < this.lowest) return;
+    const keep: Array<{ mark: number; wake: () => void }> = [];
+    this.lowest = Infinity;
+    for (const w of this.list) {
+      if (w.mark <= available) w.wake();
+      else {
+        keep.push(w);
+        if (w.mark < this.lowest) this.lowest = w.mark;
+      }
+    }
+    this.list = keep;
+  }
+
+  /** The writer finished or failed: nobody waits for more. */
+  wakeAll(): void {
+    const all = this.list;
+    this.list = [];
+    this.lowest = Infinity;
+    for (const w of all) w.wake();
   }
 }
 

@@ -143,6 +143,10 @@ export interface GrowingFile {
   available(): number;
   /** Set once the writer failed: the response is then cut short. */
   failure(): Error | undefined;
-  /** Resolves at the writer's next progress. */
-  next(): Promise<void>;
+  /**
+   * Resolves once `available()` reaches `atLeast` (by default: any more than now), or the writer finished or
+   * failed — so a reader asking for a buffer's worth is woken once per buffer, not once per upstream chunk, and
+   * one asking past what will ever be available before verification is woken by the commit.
+   */
+  next(atLeast?: number): Promise<void>;
 }
