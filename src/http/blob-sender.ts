@@ -14,6 +14,8 @@ const LARGE = 1024 * 1024;
 const SMALL = 64 * 1024;
 const LARGE_MAX = 96;
 const SMALL_IDLE_MAX = 2048;
+/** The longest a client tailing a download waits for a full buffer while some bytes are there to send. */
+export const TAIL_FLUSH_MS = 500;
 const idle: Record<number, Buffer[]> = { [LARGE]: [], [SMALL]: [] };
 let largeInUse = 0;
 
@@ -81,18 +83,29 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
   res.flushHeaders();
   const out: { write(chunk: Buffer, cb: () => void): unknown } = res.socket === socket ? socket : res;
   let sent = 0;
+  let sentAt = 0;
   res.once('close', markGone);
   socket.once('close', markGone);
   try {
     let pos = start;
     for (let i = 0; pos <= end && !gone; i ^= 1) {
       const last = growing ? Math.min(end, growing.available() - 1) : end;
-      // Tailing a download: wait for a buffer's worth (or the rest), not each upstream chunk; the first bytes go at once.
-      const want = sent === 0 ? 1 : Math.min(end - pos + 1, slots[i]?.buf.length ?? LARGE);
+      // Tailing a download: wait for a buffer's worth (or the rest), not each upstream chunk. The first bytes go at
+      // once, and a slow upstream's bytes go within TAIL_FLUSH_MS: a client waits for a full buffer no longer than
+      // that (Talos's puller gives up after 90 s without a byte).
+      const flush = sent === 0 || performance.now() - sentAt >= TAIL_FLUSH_MS;
+      const want = flush ? 1 : Math.min(end - pos + 1, slots[i]?.buf.length ?? LARGE);
       if (growing && last - pos + 1 < want) {
         const failed = growing.failure();
         if (failed) throw failed;
-        await untilGone(growing.next(pos + want));
+        const more = growing.next(pos + want);
+        await wakeable((done) => {
+          const timer = flush ? undefined : setTimeout(done, TAIL_FLUSH_MS);
+          void more.then(() => {
+            clearTimeout(timer);
+            done();
+          });
+        });
         i ^= 1;
         continue;
       }
@@ -105,6 +118,7 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
       if (n === 0) throw new Error('blob file is shorter than its recorded size');
       pos += n;
       sent += n;
+      sentAt = performance.now();
       next.settled = false;
       next.written = new Promise<void>((resolve) => out.write(n === next.buf.length ? next.buf : next.buf.subarray(0, n), () => {
         next.settled = true;
