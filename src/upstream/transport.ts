@@ -127,6 +127,10 @@ export class Transport {
     if (agents) await Promise.all([agents.own.destroy(), agents.foreign.destroy()]);
   }
 
+  private refuseIfClosed(what: string): void {
+    if (this.closed) throw upstreamFailed(this.opts.host, `${what}: sluice is shutting down`);
+  }
+
   /** One logical request: follows up to 5 redirects by hand, dropping Authorization once the origin changes. */
   async send(method: 'GET' | 'HEAD', start: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
     let url = start;
@@ -161,12 +165,13 @@ export class Transport {
   }
 
   private async once(method: 'GET' | 'HEAD', url: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
-    // At the moment of sending, not when the caller decided to: a window may have closed in between.
+    this.refuseIfClosed(what); // no agents made after close: nothing would destroy them
+    const agents = await (this.agents ??= openAgents(this.opts));
+    // At the moment of sending, not when the caller decided to (nor before undici was loaded): a window may have closed in between.
     this.opts.gate?.(what);
-    if (this.closed) throw upstreamFailed(this.opts.host, `${what}: sluice is shutting down`);
+    this.refuseIfClosed(what);
     this.requestCount++;
     this.metrics.request();
-    const agents = await (this.agents ??= openAgents(this.opts));
     const agent = url.origin === this.opts.base.origin ? agents.own : agents.foreign;
     try {
       const headersTimeout = headersWait.getStore();
