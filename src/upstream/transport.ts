@@ -166,7 +166,11 @@ export class Transport {
 
   private async once(method: 'GET' | 'HEAD', url: URL, headers: Headers, signal: AbortSignal | undefined, what: string): Promise<Response> {
     this.refuseIfClosed(what); // no agents made after close: nothing would destroy them
-    const agents = await (this.agents ??= openAgents(this.opts));
+    // A failed load (EMFILE in a storm, say) is not remembered: the next request tries again.
+    const agents = await (this.agents ??= openAgents(this.opts).catch((e: unknown) => {
+      this.agents = undefined;
+      throw e;
+    }));
     // At the moment of sending, not when the caller decided to (nor before undici was loaded): a window may have closed in between.
     this.opts.gate?.(what);
     this.refuseIfClosed(what);

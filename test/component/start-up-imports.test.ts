@@ -27,7 +27,12 @@ process.on('exit', () => appendFileSync(process.env.SLUICE_TEST_LOADED, Object.k
 `;
 
 /** Only some configs (or commands) need these; a plain fs-store server must start without them. */
-const NOT_AT_START = ['@aws-sdk/client-s3', 'pg', '@sigstore/verify', '@sigstore/bundle', 'tar-stream', 'zstd-napi', 'bcryptjs', 'undici'];
+// Ajv is loaded by fastify's compilers only when a route first validates (fast-json-stringify itself is not listed:
+// fastify's error serializer requires part of it at start).
+const NOT_AT_START = [
+  '@aws-sdk/client-s3', 'pg', '@sigstore/verify', '@sigstore/bundle', 'tar-stream', 'zstd-napi', 'bcryptjs', 'undici',
+  'ajv', '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler',
+];
 
 const hasCompileCache = typeof (module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
 
