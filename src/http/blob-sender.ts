@@ -84,6 +84,8 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
   const out: { write(chunk: Buffer, cb: () => void): unknown } = res.socket === socket ? socket : res;
   let sent = 0;
   let sentAt = 0;
+  /** The last wait for a full buffer timed out: send what is there now (the timer's clock may run a little ahead of ours). */
+  let held = false;
   res.once('close', markGone);
   socket.once('close', markGone);
   try {
@@ -93,22 +95,27 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
       // Tailing a download: wait for a buffer's worth (or the rest), not each upstream chunk. The first bytes go at
       // once, and a slow upstream's bytes go within TAIL_FLUSH_MS: a client waits for a full buffer no longer than
       // that (Talos's puller gives up after 90 s without a byte).
-      const flush = sent === 0 || performance.now() - sentAt >= TAIL_FLUSH_MS;
+      const flush = sent === 0 || held || performance.now() - sentAt >= TAIL_FLUSH_MS;
       const want = flush ? 1 : Math.min(end - pos + 1, slots[i]?.buf.length ?? LARGE);
       if (growing && last - pos + 1 < want) {
         const failed = growing.failure();
         if (failed) throw failed;
-        const more = growing.next(pos + want);
+        // Whatever ends the wait (more bytes, the timer, the client gone), the other two are cancelled.
+        const stop = new AbortController();
+        let timer: ReturnType<typeof setTimeout> | undefined;
         await wakeable((done) => {
-          const timer = flush ? undefined : setTimeout(done, TAIL_FLUSH_MS);
-          void more.then(() => {
-            clearTimeout(timer);
+          if (!flush) timer = setTimeout(() => {
+            held = true;
             done();
-          });
+          }, TAIL_FLUSH_MS);
+          void growing.next(pos + want, stop.signal).then(done);
         });
+        clearTimeout(timer);
+        stop.abort();
         i ^= 1;
         continue;
       }
+      held = false;
       const slot = slots[i];
       if (slot) await untilGone(slot.written);
       if (gone) break;

@@ -53,12 +53,22 @@ export class Flight {
     // complete response even if the digest check then failed. Cutting it one byte short cannot be mistaken.
     available: () => (this.sizeBytes !== undefined && this.written >= this.sizeBytes && !this.result ? this.written - 1 : this.written),
     failure: () => this.failure,
-    next: (atLeast) => new Promise<void>((resolve) => {
+    next: (atLeast, signal) => new Promise<void>((resolve) => {
       const mark = atLeast ?? this.growth.available() + 1;
-      if (this.result || this.failure || this.growth.available() >= mark) resolve();
-      else this.waiters.add(mark, resolve);
+      if (this.result || this.failure || signal?.aborted || this.growth.available() >= mark) return resolve();
+      const waiter = { mark, wake: resolve };
+      this.waiters.add(waiter);
+      signal?.addEventListener('abort', () => {
+        this.waiters.remove(waiter);
+        resolve();
+      }, { once: true });
     }),
   };
+
+  /** Readers waiting for more of the blob (for tests: a wait given up is forgotten). */
+  get waiting(): number {
+    return this.waiters.size;
+  }
 
   /** Whether clients may be sent the blob while it grows (its spool is a file); else they wait for the commit. */
   get tailable(): boolean {
@@ -78,18 +88,35 @@ export class Flight {
 }
 
 /** Readers waiting on a growing file, each until `available()` reaches its mark; scanned only when the lowest mark is reached. */
+interface Waiter {
+  mark: number;
+  wake: () => void;
+}
+
 class Waiters {
-  private list: Array<{ mark: number; wake: () => void }> = [];
+  private list: Waiter[] = [];
   private lowest = Infinity;
 
-  add(mark: number, wake: () => void): void {
-    this.list.push({ mark, wake });
-    if (mark < this.lowest) this.lowest = mark;
+  add(w: Waiter): void {
+    this.list.push(w);
+    if (w.mark < this.lowest) this.lowest = w.mark;
+  }
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  /** A reader stopped waiting (its client went, or it sends what is there after a while). */
+  remove(w: Waiter): void {
+    const at = this.list.indexOf(w);
+    if (at < 0) return;
+    this.list.splice(at, 1);
+    if (w.mark === this.lowest) this.lowest = this.list.reduce((low, x) => Math.min(low, x.mark), Infinity);
   }
 
   wake(available: number): void {
     if (available < this.lowest) return;
-    const keep: Array<{ mark: number; wake: () => void }> = [];
+    const keep: Waiter[] = [];
     this.lowest = Infinity;
     for (const w of this.list) {
       if (w.mark <= available) w.wake();

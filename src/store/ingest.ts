@@ -146,7 +146,8 @@ export interface GrowingFile {
   /**
    * Resolves once `available()` reaches `atLeast` (by default: any more than now), or the writer finished or
    * failed — so a reader asking for a buffer's worth is woken once per buffer, not once per upstream chunk, and
-   * one asking past what will ever be available before verification is woken by the commit.
+   * one asking past what will ever be available before verification is woken by the commit. An aborted `signal`
+   * resolves it at once and forgets the wait (a reader that stopped waiting leaves nothing behind).
    */
-  next(atLeast?: number): Promise<void>;
+  next(atLeast?: number, signal?: AbortSignal): Promise<void>;
 }

@@ -121,4 +121,19 @@ describe('Flight.growth', () => {
     await f.run(pieces(bad, 4096));
     expect(await whole).toEqual({ available: blob.length - 1, failed: true });
   });
+
+  it('a wait given up (its signal aborted) resolves at once and leaves nothing behind; the others still wake', async () => {
+    const blob = randomBytes(64 * 1024);
+    const f = await flightOf(blob);
+    const stops = Array.from({ length: 50 }, () => new AbortController());
+    const given = stops.map((c, k) => f.growth.next(1_000 + k, c.signal));
+    const kept = f.growth.next(2_000);
+    expect(f.waiting).toBe(51);
+    for (const c of stops) c.abort();
+    await Promise.all(given);
+    expect(f.waiting).toBe(1);
+    await f.run(pieces(blob, 16 * 1024));
+    await kept;
+    expect(f.waiting).toBe(0);
+  });
 });
