@@ -1,7 +1,8 @@
 // storage.s3.redirect on the real Ceph RGW and PostgreSQL, with a real docker-registry upstream: a stored blob's GET
 // is a 307 to a presigned URL that serves exactly its bytes (Range honoured) and stops working after the ttl; HEAD
 // and the first pull-through are answered directly; a refusal or a closed window keeps its OCI error and names no
-// URL; skopeo and containerd follow the redirects; a bad ttl stops sluice before it listens (exit 2).
+// URL, and so does an allowed repository the stored blob is not linked to (unless its upstream confirms it); skopeo
+// and containerd follow the redirects; a bad ttl stops sluice before it listens (exit 2).
 import { readdir, rm, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -33,6 +34,13 @@ describe.skipIf(!ok)('storage.s3.redirect: blob GETs answered 307 to a presigned
   /** busybox's largest blob (a layer), which the first skopeo copy stores. */
   const layer = (): { digest: string; size: number } => [...image(BUSYBOX).blobs].sort((a, b) => b.size - a.size)[0] ?? { digest: '', size: 0 };
   const blobUrl = (r: SluiceProcess, repo: string, digest: string): string => `${r.url}/v2/${repo}/blobs/${digest}?ns=docker.io`;
+  /** Neither a header nor the body names the object store or a presigned URL. */
+  const expectNoUrl = (res: Response, body: string): void => {
+    expect(res.headers.get('location')).toBeNull();
+    const everything = `${body}\n${[...res.headers].map(([k, v]) => `${k}: ${v}`).join('\n')}`;
+    expect(everything).not.toMatch(/X-Amz|Signature|:\/\//i);
+    expect(everything).not.toContain(new URL(s3Env?.endpoint ?? '').host);
+  };
   const redirects = async (r: { metrics: string }): Promise<number> =>
     sample(await (await fetch(`${r.metrics}/metrics`)).text(), 'sluice_http_redirects_total{kind="blob"}');
 
@@ -42,7 +50,7 @@ describe.skipIf(!ok)('storage.s3.redirect: blob GETs answered 307 to a presigned
     const metricsPort = await freePort();
     const yaml = sluiceConfigYaml('unused', {
       windows,
-      allowlist: ['docker.io/library/busybox', 'docker.io/siderolabs/kubelet'],
+      allowlist: ['docker.io/library/busybox', 'docker.io/siderolabs/kubelet', ...['pinned', 'toolbox'].map((n) => `docker.io/library/${n}@${layer().digest}`)],
       upstreams: { 'docker.io': { url: registry.url } },
       extra: {
         storage: { s3: { ...s3Config(bucket.bucket, 'mirror/'), redirect: { ttl: `${TTL_SECONDS}s` } }, path: './local' },
@@ -125,11 +133,44 @@ describe.skipIf(!ok)('storage.s3.redirect: blob GETs answered 307 to a presigned
     expect(res.status).toBe(403);
     const body = await res.text();
     expect(JSON.parse(body)).toMatchObject({ errors: [{ code: 'DENIED' }] });
-    expect(res.headers.get('location')).toBeNull();
-    const everything = `${body}\n${[...res.headers].map(([k, v]) => `${k}: ${v}`).join('\n')}`;
-    expect(everything).not.toMatch(/X-Amz|Signature|:\/\//i);
-    expect(everything).not.toContain(new URL(s3Env?.endpoint ?? '').host);
+    expectNoUrl(res, body);
   });
+
+  // A stored blob is sent (or redirected to) only through a repository it is linked to. A repository allowed for
+  // every tag is refused it by the policy (mirror/decision.ts); one whose rule lets the digest through (a pin here)
+  // meets the entitlement check (mirror/entitlement.ts): its upstream must confirm it (HEAD), only in a window.
+  test('a stored blob asked for through an allowed repository it is not linked to: the answer without redirects, no URL', async () => {
+    const { digest, size } = layer();
+    const expectError = async (r: SluiceProcess, repo: string, status: number, error: object): Promise<void> => {
+      const res = await fetch(blobUrl(r, repo, digest), { redirect: 'manual' });
+      const body = await res.text();
+      expect(res.status, body).toBe(status);
+      expect(JSON.parse(body)).toMatchObject({ errors: [error] });
+      expectNoUrl(res, body);
+      const head = await fetch(blobUrl(r, repo, digest), { method: 'HEAD', redirect: 'manual' });
+      expect(head.status).toBe(status);
+      expectNoUrl(head, await head.text());
+    };
+    await expectError(replicas.a, 'siderolabs/kubelet', 403, { code: 'DENIED' });
+    // Pinned, window closed: a miss like any other, 404 with the next window (never).
+    replicas.b = await startReplica('b', 'never');
+    await expectError(replicas.b, 'library/pinned', 404, { code: 'BLOB_UNKNOWN', detail: { nextWindow: null } });
+    await replicas.b.stop();
+    delete replicas.b;
+    // Pinned, window open, the upstream has no such blob there: its 404.
+    await expectError(replicas.a, 'library/pinned', 404, { code: 'BLOB_UNKNOWN', detail: { upstream: 'docker.io', status: 404 } });
+    // Pinned, window open, the upstream confirms (the blob mounted into library/toolbox there): HEAD answered
+    // directly, GET redirected as for any entitled blob.
+    const mount = await fetch(`${registry.url}/v2/library/toolbox/blobs/uploads/?mount=${digest}&from=library/busybox`, { method: 'POST' });
+    expect(mount.status).toBe(201);
+    const head = await fetch(blobUrl(replicas.a, 'library/toolbox', digest), { method: 'HEAD', redirect: 'manual' });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-length')).toBe(String(size));
+    expect(head.headers.get('location')).toBeNull();
+    const res = await fetch(blobUrl(replicas.a, 'library/toolbox', digest), { redirect: 'manual' });
+    expect(res.status).toBe(307);
+    expect(new URL(res.headers.get('location') ?? '').origin).toBe(new URL(s3Env?.endpoint ?? '').origin);
+  }, 60_000);
 
   test('window closed: a blob not stored is still 404 BLOB_UNKNOWN with nextWindow; a stored one is still redirected', async () => {
     replicas.b = await startReplica('b', 'never');
