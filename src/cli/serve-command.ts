@@ -28,7 +28,8 @@ export async function serve(args: ParsedArgs, config: () => Config): Promise<num
   };
   process.on('SIGHUP', reload);
   // `on`, not `once`: a second SIGTERM during the graceful stop (a supervisor repeating itself) must not kill the
-  // process mid-drain through the default action; the grace deadline bounds the stop instead.
+  // process mid-drain through the default action; the grace deadline bounds the stop instead. (One arriving while
+  // Node tears down, after the drain, still ends the process by the signal: Node uninstalls its handlers first.)
   const stopping = new Promise<void>((resolveStop) => {
     process.on('SIGTERM', resolveStop);
     process.on('SIGINT', resolveStop);
