@@ -51,7 +51,7 @@ export class Store {
   /** Tags, links, referrers and the state documents. */
   readonly meta: MetadataStore;
   // Every large count-bounded cache is a `maxSize` of entries counted as 1: it allocates as it fills, where `max`
-  // would allocate all its slots at start (some 80 ms of start-up for this one and its like).
+  // would allocate all its slots at start (some 80 ms of start-up for this one and its like; lru-caches.test.ts).
   private readonly sizes = new LRUCache<string, number>({ maxSize: 200_000, sizeCalculation: () => 1 });
   private readonly manifests = new LRUCache<string, StoredManifest>({
     maxSize: 64 * 1024 * 1024,
