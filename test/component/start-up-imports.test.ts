@@ -1,7 +1,7 @@
 // What start-up loads, read from a real process (not timed: the figures are bench case 5's). `sluice serve` with the
 // default filesystem store must not load what only some configs need (the S3 SDK, pg, sigstore, tar and zstd, bcrypt,
-// undici before the first upstream request, Ajv before the first admin request), and `sluice --help` nothing of the
-// server at all.
+// undici before the first upstream request, Ajv before the first admin request, prom-client's default metrics before
+// the first scrape), and `sluice --help` nothing of the server at all.
 import { access, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import module from 'node:module';
 import { tmpdir } from 'node:os';
@@ -28,10 +28,11 @@ process.on('exit', () => appendFileSync(process.env.SLUICE_TEST_LOADED, Object.k
 
 /** Only some configs (or commands) need these; a plain fs-store server must start without them. */
 // Ajv is loaded by fastify's compilers only when a route first validates (fast-json-stringify itself is not listed:
-// fastify's error serializer requires part of it at start).
+// fastify's error serializer requires part of it at start). prom-client's default metrics (and @opentelemetry/api,
+// which they require) and its Summary (tdigest) are loaded with the first scrape (src/metrics/prom.ts).
 const NOT_AT_START = [
   '@aws-sdk/client-s3', 'pg', '@sigstore/verify', '@sigstore/bundle', 'tar-stream', 'zstd-napi', 'bcryptjs', 'undici',
-  'ajv', '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler',
+  'ajv', '@fastify/ajv-compiler', '@fastify/fast-json-stringify-compiler', '@opentelemetry/api', 'tdigest',
 ];
 
 const hasCompileCache = typeof (module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
@@ -58,7 +59,7 @@ describe('what start-up loads', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('serve on the default filesystem store loads fastify but none of the S3 SDK, pg, sigstore, tar, zstd, bcrypt, undici or Ajv', async () => {
+  it('serve on the default filesystem store loads fastify but none of the S3 SDK, pg, sigstore, tar, zstd, bcrypt, undici, Ajv or the default metrics', async () => {
     await rm(loadedFile, { force: true });
     const storage = join(dir, 'store');
     const s = await startSluiceProcess(sluiceConfigYaml(storage), { dir, env });
@@ -68,6 +69,7 @@ describe('what start-up loads', () => {
     // The list is real: what serve does need is in it.
     expect(loaded).toContain('fastify');
     expect(loaded).toContain('yaml');
+    expect(loaded).toContain('prom-client');
     expect(NOT_AT_START.filter((p) => loaded.has(p))).toEqual([]);
     // Node's compile cache lives beside the store where Node has one (≥ 22.1), and nowhere on Node 20.
     const cache = join(storage, 'node-compile-cache');
