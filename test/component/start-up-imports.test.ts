@@ -6,9 +6,11 @@ import { access, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promi
 import module from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runSluice, sluiceConfigYaml, startSluiceProcess } from '../helpers/sluice.js';
+import { REPO_ROOT, runSluice, sluiceConfigYaml, startSluiceProcess } from '../helpers/sluice.js';
+
+const BUNDLE_DIR = join(REPO_ROOT, 'dist', 'bundle');
 
 // Preloaded with --import: every module resolved through the ESM loader (a hook, on its own thread) and, at exit,
 // every CommonJS module in require's cache, one path or URL a line into $SLUICE_TEST_LOADED.
@@ -37,10 +39,26 @@ const NOT_AT_START = [
 
 const hasCompileCache = typeof (module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
 
-function packagesIn(list: string): Set<string> {
+/**
+ * The packages loaded: from node_modules by path, and those inlined in the files of the bundle (dist/bundle/, see
+ * rolldown.config.mjs) that were loaded, which name each module they hold in a `// node_modules/PKG/…` line.
+ */
+async function packagesIn(list: string): Promise<Set<string>> {
   const found = new Set<string>();
   for (const m of list.matchAll(/\/node_modules\/((?:@[^/]+\/)?[^/]+)\//g)) if (m[1]) found.add(m[1]);
+  for (const file of bundleFilesIn(list)) {
+    for (const m of (await readFile(file, 'utf8')).matchAll(/^\/\/ (?:\.\.\/)*node_modules\/((?:@[^/]+\/)?[^/]+)\//gm)) if (m[1]) found.add(m[1]);
+  }
   return found;
+}
+
+function bundleFilesIn(list: string): string[] {
+  const files = new Set<string>();
+  for (const line of list.split('\n')) {
+    const path = line.startsWith('file:') ? fileURLToPath(line) : line;
+    if (path.startsWith(BUNDLE_DIR)) files.add(path);
+  }
+  return [...files];
 }
 
 describe('what start-up loads', () => {
@@ -65,8 +83,10 @@ describe('what start-up loads', () => {
     const s = await startSluiceProcess(sluiceConfigYaml(storage), { dir, env });
     expect((await fetch(`${s.url}/v2/`)).status).toBe(200);
     expect(await s.stop()).toBe(0);
-    const loaded = packagesIn(await readFile(loadedFile, 'utf8'));
-    // The list is real: what serve does need is in it.
+    const list = await readFile(loadedFile, 'utf8');
+    const loaded = await packagesIn(list);
+    // The list is real: what serve does need is in it, from the bundle (fastify, yaml) or node_modules (prom-client).
+    expect(bundleFilesIn(list).length).toBeGreaterThan(0);
     expect(loaded).toContain('fastify');
     expect(loaded).toContain('yaml');
     expect(loaded).toContain('prom-client');
@@ -82,8 +102,8 @@ describe('what start-up loads', () => {
     const r = await runSluice(['--help'], { env });
     expect(r.code).toBe(0);
     const list = await readFile(loadedFile, 'utf8');
-    expect(list).toContain('/dist/src/cli/cli.js');
-    const loaded = packagesIn(list);
+    expect(list).toContain('/dist/bundle/cli/cli.mjs');
+    const loaded = await packagesIn(list);
     expect(['fastify', 'yaml', 'lowdb', ...NOT_AT_START].filter((p) => loaded.has(p))).toEqual([]);
   });
 });
