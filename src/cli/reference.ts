@@ -1,7 +1,7 @@
 // The command reference generated from the command table: src/cli/README.md, and the command table between the
 // markers in README.md. `npm run docs` (the hidden `sluice docs`) writes both; a test fails when either differs.
 import { readFile, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GLOBAL_OPTIONS, type CommandSpec, type CommandTable, type OptionSpec, type ParsedArgs } from './args.js';
 import { leaves, synopsis } from './help.js';
@@ -82,10 +82,10 @@ export function withReadmeBlock(readme: string, block: string): string | undefin
   return `${readme.slice(0, begin)}${block}${readme.slice(end + README_END.length)}`;
 }
 
-/** The checkout this code was built from: dist/src/cli/ → three folders up; src/cli/ (run by a test) → two. */
+/** The checkout this code was built from: dist/src/cli/ or dist/bundle/cli/ → three folders up; src/cli/ (run by a test) → two. */
 export function repoRoot(): string {
   const here = dirname(fileURLToPath(import.meta.url));
-  return here.includes(`${join('dist', 'src')}`) ? resolve(here, '..', '..', '..') : resolve(here, '..', '..');
+  return basename(resolve(here, '..', '..')) === 'dist' ? resolve(here, '..', '..', '..') : resolve(here, '..', '..');
 }
 
 /** `sluice docs [--check]`: writes (or checks) the reference and README.md's command block. */

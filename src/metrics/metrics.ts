@@ -1,6 +1,6 @@
 // The Prometheus metrics of one sluice instance: its own registry (component tests build many apps in one
 // process), every series declared here, and the small pre-bound handles the other layers are given.
-import { Counter, Gauge, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type LabelValues } from './prom.js';
 import {
   INGEST_FAILURES, OUTCOMES, ROUTE_KINDS, type GaugeSources, type IngestFailure, type IngestMetrics, type Outcome,
   type RequestMetrics, type RouteKind, type SyncMetrics, type UpstreamMetrics, type GcMetrics, type ReadinessSource,
@@ -26,14 +26,12 @@ export class Metrics {
   private readonly upstreamErrors: Counter<'upstream' | 'code'>;
   private readonly joins: Counter<'kind'>;
   private readiness: ReadinessSource | undefined;
+  /** The process_* and nodejs_* series are registered at the first scrape, not at start (see prom.ts). */
+  private defaultsPending: boolean;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const r = this.registry;
-    if (opts.defaultMetrics !== false) {
-      collectDefaultMetrics({ register: r });
-      // Gauges named like counters (promtool check metrics refuses them); the per-type nodejs_active_* stay.
-      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) r.removeSingleMetric(name);
-    }
+    this.defaultsPending = opts.defaultMetrics !== false;
     this.requests = requestMetrics(r);
     this.upstreamRequests = new Counter({ name: 'sluice_upstream_requests_total', help: 'HTTP requests sent to an upstream (token requests and redirect hops included).', labelNames: ['upstream'], registers: [r] });
     this.upstreamBytes = new Counter({ name: 'sluice_upstream_received_bytes_total', help: 'Body bytes received from an upstream (manifests, blobs, tag lists, tokens).', labelNames: ['upstream'], registers: [r] });
@@ -106,7 +104,15 @@ export class Metrics {
   }
 
   render(): Promise<string> {
+    if (this.defaultsPending) this.registerDefaults();
     return this.registry.metrics();
+  }
+
+  private registerDefaults(): void {
+    this.defaultsPending = false;
+    collectDefaultMetrics({ register: this.registry });
+    // Gauges named like counters (promtool check metrics refuses them); the per-type nodejs_active_* stay.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
   }
 }
 
