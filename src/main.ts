@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Process entry for the `sluice` command: runs the CLI and exits with its code. The CLI runs as bundled by
-// `npm run build` (rolldown.config.mjs: dist/bundle/cli/, a few files instead of some 400 modules, bench case 5).
+// `npm run build` (src/release/cli-bundle.ts: dist/bundle/cli/, a few files instead of some 400 modules, bench case 5).
 import type { runCli as RunCli } from './cli/cli.js';
 
 const BUNDLE = new URL('../bundle/cli/cli.mjs', import.meta.url);

@@ -114,7 +114,7 @@ export async function bundleEntries(p: BundleParts): Promise<Entry[]> {
   ];
   entries.push(...(await walk(join(p.root, 'config', 'guides'), 'config/guides', (rel, isDir) => isDir || !rel.endsWith('.md'))));
   // The release tool and source maps stay out: the bundle runs dist/src/main.js, which runs the CLI as bundled in
-  // dist/bundle/cli (rolldown.config.mjs); dist/src holds the modules that tests and the release tool import.
+  // dist/bundle/cli (src/release/cli-bundle.ts); dist/src holds the modules that tests and the release tool import.
   entries.push(...(await walk(join(p.root, 'dist', 'src'), 'dist/src', (rel, isDir) => (isDir ? rel === 'release' : !rel.endsWith('.js')))));
   entries.push(...(await walk(join(p.root, 'dist', 'bundle'), 'dist/bundle', (rel, isDir) => !isDir && !rel.endsWith('.mjs'))));
   for (const pkg of p.packages) entries.push(...(await packageEntries(pkg.dir, pkg.path)));

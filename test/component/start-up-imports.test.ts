@@ -41,7 +41,7 @@ const hasCompileCache = typeof (module as { enableCompileCache?: unknown }).enab
 
 /**
  * The packages loaded: from node_modules by path, and those inlined in the files of the bundle (dist/bundle/, see
- * rolldown.config.mjs) that were loaded, which name each module they hold in a `// node_modules/PKG/…` line.
+ * src/release/cli-bundle.ts) that were loaded, which name each module they hold in a `// node_modules/PKG/…` line.
  */
 async function packagesIn(list: string): Promise<Set<string>> {
   const found = new Set<string>();

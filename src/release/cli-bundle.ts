@@ -3,19 +3,29 @@
 // and compile instead of some 400 modules to resolve, stat and load is most of what `sluice serve` spent starting
 // (bench case 5). Each command handler stays its own chunk, loaded when its command runs. dist/bundle/cli/ sits as
 // deep as dist/src/cli/, so paths made from import.meta.url (the default config, build-info.json) are the same.
-import { defineConfig } from 'rolldown';
+import { join } from 'node:path';
+import { build } from 'rolldown';
+import { REPO_ROOT } from './source.js';
 
-// Loaded only by some configs or commands, or through createRequire at run time (prom-client, fastify's compilers):
-// they stay packages in node_modules, loaded when first needed, as test/component/start-up-imports.test.ts checks.
-const LOADED_LATER = [
+/**
+ * Loaded only by some configs or commands, or through createRequire at run time (prom-client, fastify's compilers):
+ * they stay packages in node_modules, loaded when first needed, as test/component/start-up-imports.test.ts checks.
+ */
+export const LOADED_LATER: RegExp[] = [
   /^@aws-sdk\//, /^@smithy\//, /^pg($|\/)/, /^@sigstore\//, /^tar-stream($|\/)/, /^zstd-napi($|\/)/, /^bcryptjs($|\/)/,
   /^undici($|\/)/, /^prom-client($|\/)/, /^ajv($|\/)/, /^@fastify\/ajv-compiler($|\/)/, /^@fastify\/fast-json-stringify-compiler($|\/)/,
 ];
 
-export default defineConfig({
-  input: 'dist/src/cli/cli.js',
+await build({
+  input: join(REPO_ROOT, 'dist', 'src', 'cli', 'cli.js'),
   platform: 'node',
   external: LOADED_LATER,
-  output: { dir: 'dist/bundle/cli', format: 'esm', entryFileNames: '[name].mjs', chunkFileNames: '[name]-[hash].mjs', cleanDir: true },
   logLevel: 'warn',
+  output: {
+    dir: join(REPO_ROOT, 'dist', 'bundle', 'cli'),
+    format: 'esm',
+    entryFileNames: '[name].mjs',
+    chunkFileNames: '[name]-[hash].mjs',
+    cleanDir: true,
+  },
 });
