@@ -121,7 +121,9 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
       if (gone) break;
       const next = { buf: slot?.buf ?? acquire(), written: Promise.resolve(), settled: true };
       slots[i] = next;
-      const n = await readAt(fd, next.buf, Math.min(next.buf.length, last - pos + 1), pos);
+      const length = Math.min(next.buf.length, last - pos + 1);
+      // A download's first bytes from memory: no file read queued behind the other clients' opens.
+      const n = growing?.copyHead?.(next.buf, length, pos) || (await readAt(fd, next.buf, length, pos));
       if (n === 0) throw new Error('blob file is shorter than its recorded size');
       pos += n;
       sent += n;
