@@ -20,7 +20,7 @@ export const TAIL_FLUSH_MS = 500;
  * How much more a client tailing a download waits for once it has sent what there was: at least a 1 MiB buffer's
  * worth even on 64 KiB buffers, which then send it back to back (a boot storm's clients are mostly past the budget).
  */
-export const TAIL_STEP = LARGE;
+const TAIL_STEP = LARGE;
 const idle: Record<number, Buffer[]> = { [LARGE]: [], [SMALL]: [] };
 let largeInUse = 0;
 
