@@ -16,6 +16,11 @@ const LARGE_MAX = 96;
 const SMALL_IDLE_MAX = 2048;
 /** The longest a client tailing a download waits for a full buffer while some bytes are there to send. */
 export const TAIL_FLUSH_MS = 500;
+/**
+ * How much more a client tailing a download waits for once it has sent what there was: at least a 1 MiB buffer's
+ * worth even on 64 KiB buffers, which then send it back to back (a boot storm's clients are mostly past the budget).
+ */
+const TAIL_STEP = LARGE;
 const idle: Record<number, Buffer[]> = { [LARGE]: [], [SMALL]: [] };
 let largeInUse = 0;
 
@@ -108,7 +113,7 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
             held = true;
             done();
           }, TAIL_FLUSH_MS);
-          void growing.next(pos + want, stop.signal).then(done);
+          void growing.next(pos + (flush ? want : Math.min(end - pos + 1, Math.max(want, TAIL_STEP))), stop.signal).then(done);
         });
         clearTimeout(timer);
         stop.abort();
@@ -121,7 +126,9 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
       if (gone) break;
       const next = { buf: slot?.buf ?? acquire(), written: Promise.resolve(), settled: true };
       slots[i] = next;
-      const n = await readAt(fd, next.buf, Math.min(next.buf.length, last - pos + 1), pos);
+      const length = Math.min(next.buf.length, last - pos + 1);
+      // A download's first bytes from memory: no file read queued behind the other clients' opens.
+      const n = growing?.copyHead?.(next.buf, length, pos) || (await readAt(fd, next.buf, length, pos));
       if (n === 0) throw new Error('blob file is shorter than its recorded size');
       pos += n;
       sent += n;

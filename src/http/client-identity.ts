@@ -34,7 +34,11 @@ export function describeClient(id: ClientIdentity): string {
 }
 
 export function clientOf(req: { ip: string; raw: IncomingMessage }): string {
-  return describeClient(identityOf(req));
+  const cert = certSubject(req.raw);
+  const user = users.get(req.raw);
+  // The common case (no mTLS, no basic auth) builds nothing: every request names its client.
+  if (cert === undefined && user === undefined) return req.ip;
+  return describeClient({ address: req.ip, ...(cert ? { cert } : {}), ...(user !== undefined ? { user } : {}) });
 }
 
 function certSubject(raw: IncomingMessage): string | undefined {

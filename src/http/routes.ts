@@ -31,14 +31,37 @@ interface Served extends FetchNote {
 
 const WRITE_METHODS = new Set(['PUT', 'POST', 'PATCH', 'DELETE']);
 const MAX_TAGS_PAGE = 10_000;
+/** Parses remembered: nodes ask for the same few paths over and over. Bounded, and emptied when full. */
+const MAX_PARSED_URLS = 1024;
+const MAX_PARSED_URL_LENGTH = 512;
+
+/**
+ * parseRegistryUrl remembered per raw URL (it depends on nothing else: the host table is fixed at start). Only
+ * answers are kept, never refusals, and a parse is frozen: every request with that URL shares it.
+ */
+function memoisedParse(hosts: HostTable): (rawUrl: string) => ParsedRequest {
+  const parsed = new Map<string, ParsedRequest>();
+  return (rawUrl) => {
+    const hit = parsed.get(rawUrl);
+    if (hit) return hit;
+    const p = parseRegistryUrl(rawUrl, hosts);
+    if (rawUrl.length > MAX_PARSED_URL_LENGTH) return p;
+    if (parsed.size >= MAX_PARSED_URLS) parsed.clear();
+    Object.freeze(p.route);
+    if (p.route.kind === 'manifest') Object.freeze(p.route.reference);
+    parsed.set(rawUrl, Object.freeze(p));
+    return p;
+  };
+}
 
 export function registerRegistryRoutes(app: FastifyInstance, opts: RegistryRoutesOptions): void {
   const metrics = opts.metrics ?? NO_REQUEST_METRICS;
+  const parse = memoisedParse(opts.hosts);
   const handler = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
     let kind: RouteKind = 'other';
     const served: Served = { fetched: false, bytes: 0 };
     try {
-      const parsed = parseRegistryUrl(req.url, opts.hosts);
+      const parsed = parse(req.url);
       kind = parsed.route.kind;
       if (parsed.ns !== undefined) reply.header('oci-namespace', parsed.ns);
       await dispatch(req, reply, parsed, opts, served);

@@ -23,7 +23,8 @@ type Verdict = 'yes' | 'no' | 'unknown';
 interface Reach {
   allowlistVersion: number;
   storeGeneration: number;
-  digests: Set<string>;
+  /** Shared while it is computed: a cold burst of requests for one repository walks its graph once, not once each. */
+  digests: Promise<Set<string>>;
 }
 
 export class AllowlistPolicy implements Policy {
@@ -113,14 +114,23 @@ export class AllowlistPolicy implements Policy {
   }
 
   /** Every digest reachable from the repository's allowed tags and pins; cached until either side changes. */
-  private async reachable(host: string, name: string): Promise<Set<string>> {
+  private reachable(host: string, name: string): Promise<Set<string>> {
     const key = `${host}/${name}`;
     const cached = this.reach.get(key);
     if (cached && cached.allowlistVersion === this.allowlist.version && cached.storeGeneration === this.store.generation) {
       return cached.digests;
     }
-    const allowlistVersion = this.allowlist.version;
-    const storeGeneration = this.store.generation;
+    // Labelled with the versions it started from: a change made while it walks makes the next request walk again.
+    const entry: Reach = { allowlistVersion: this.allowlist.version, storeGeneration: this.store.generation, digests: this.computeReach(host, name) };
+    this.reach.set(key, entry);
+    // A failed walk (a store read error) is not remembered.
+    entry.digests.catch(() => {
+      if (this.reach.get(key) === entry) this.reach.delete(key);
+    });
+    return entry.digests;
+  }
+
+  private async computeReach(host: string, name: string): Promise<Set<string>> {
     const roots = new Set(this.allowlist.pinnedDigests(host, name));
     const tagAllowed = this.allowlist.tagRulesFor(host, name);
     for (const tag of await this.store.listTags(host, name)) {
@@ -129,9 +139,7 @@ export class AllowlistPolicy implements Policy {
       if (d) roots.add(d);
     }
     if (this.allowlist.allowsAnyTag(host, name)) for (const d of await this.store.linkedManifests(host, name)) roots.add(d);
-    const digests = await this.walk(host, name, [...roots]);
-    this.reach.set(key, { allowlistVersion, storeGeneration, digests });
-    return digests;
+    return this.walk(host, name, [...roots]);
   }
 
   /** Digests reachable from `roots` through the stored manifests, referrers and signature tags of this repository. */

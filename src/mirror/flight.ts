@@ -1,9 +1,13 @@
 // Single-flight blob ingest: one upstream download per digest written into the store, and any number of
 // clients sent the temp file as it grows. A waiting client is woken when as much as it asked for has arrived
 // (a buffer's worth), not on every upstream chunk: N clients woken per chunk would slow the one download they wait on.
+// The blob's first bytes are also held in memory while it downloads, so every client's first bytes go out at once.
 import type { GrowingFile } from '../store/ingest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { BlobInfo, IngestWriter } from '../store/store.js';
+
+/** How much of a blob's beginning is held in memory while it downloads: more than the first upstream chunk or two. */
+const HEAD_BYTES = 256 * 1024;
 
 export class Flight {
   written = 0;
@@ -14,6 +18,12 @@ export class Flight {
   readonly done: Promise<BlobInfo>;
   private settle!: { resolve: (b: BlobInfo) => void; reject: (e: Error) => void };
   private readonly waiters = new Waiters();
+  /**
+   * The blob's first HEAD_BYTES, copied as they arrive and dropped when the download ends: the first bytes of
+   * N clients woken together go out without waiting for the spool write, nor N file reads queued behind N opens.
+   */
+  private head: Buffer | undefined;
+  private headBytes = 0;
 
   constructor(
     readonly digest: string,
@@ -31,14 +41,17 @@ export class Flight {
   async run(body: AsyncIterable<Uint8Array>): Promise<void> {
     try {
       for await (const chunk of body) {
+        if (this.keepHead(chunk)) this.waiters.wake(this.growth.available());
         await this.writer.write(chunk);
         this.written = this.writer.bytesWritten;
         this.waiters.wake(this.growth.available());
       }
       this.result = await this.writer.commit();
+      this.head = undefined;
       this.waiters.wakeAll();
       this.settle.resolve(this.result);
     } catch (e) {
+      this.head = undefined;
       await this.writer.abort();
       this.cause = e;
       this.failure = upstreamFault(e, this.digest);
@@ -51,7 +64,10 @@ export class Flight {
   readonly growth: GrowingFile = {
     // The last byte waits for verification: with Content-Length set, a client that had every byte would hold a
     // complete response even if the digest check then failed. Cutting it one byte short cannot be mistaken.
-    available: () => (this.sizeBytes !== undefined && this.written >= this.sizeBytes && !this.result ? this.written - 1 : this.written),
+    available: () => {
+      const have = Math.max(this.written, this.headBytes);
+      return this.sizeBytes !== undefined && have >= this.sizeBytes && !this.result ? have - 1 : have;
+    },
     failure: () => this.failure,
     next: (atLeast, signal) => new Promise<void>((resolve) => {
       const mark = atLeast ?? this.growth.available() + 1;
@@ -63,7 +79,27 @@ export class Flight {
         resolve();
       }, { once: true });
     }),
+    copyHead: (buf, length, position) => {
+      const head = this.head;
+      const end = Math.min(position + length, this.headBytes, this.growth.available());
+      return head && end > position ? head.copy(buf, 0, position, end) : 0;
+    },
   };
+
+  /**
+   * Copies what of `chunk` falls within the head; false when none did. Only while the head is all the bytes there
+   * are, and within the declared size: an upstream sending more is cut by the writer, and its extra bytes must
+   * never be offered to a client.
+   */
+  private keepHead(chunk: Uint8Array): boolean {
+    const size = this.sizeBytes;
+    if (size === undefined || this.headBytes !== this.written || this.headBytes >= HEAD_BYTES || this.headBytes + chunk.length > size) return false;
+    this.head ??= Buffer.allocUnsafe(Math.min(size, HEAD_BYTES));
+    const n = Math.min(chunk.length, this.head.length - this.headBytes);
+    this.head.set(chunk.subarray(0, n), this.headBytes);
+    this.headBytes += n;
+    return true;
+  }
 
   /** Readers waiting for more of the blob (for tests: a wait given up is forgotten). */
   get waiting(): number {

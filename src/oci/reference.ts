@@ -26,8 +26,11 @@ export interface ParsedRequest {
   route: Route;
   /** The `ns` query value when the client sent one (echoed as OCI-Namespace). */
   ns?: string;
-  query: URLSearchParams;
+  /** Read-only: a parse may be shared by every request for the same URL. */
+  query: Pick<URLSearchParams, 'get' | 'has'>;
 }
+
+const NO_QUERY: ParsedRequest['query'] = { get: () => null, has: () => false };
 
 export interface HostTable {
   /** Registry hosts sluice may serve (the configured upstreams), canonical form. */
@@ -96,7 +99,7 @@ export function parseReference(ref: string): Reference {
 export function parseRegistryUrl(rawUrl: string, hosts: HostTable): ParsedRequest {
   const q = rawUrl.indexOf('?');
   const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
-  const query = new URLSearchParams(q === -1 ? '' : rawUrl.slice(q + 1));
+  const query = q === -1 ? NO_QUERY : new URLSearchParams(rawUrl.slice(q + 1));
   if (path === '/v2/' || path === '/v2') return { route: { kind: 'base' }, query };
   if (!path.startsWith('/v2/')) throw notFound();
   const segments = path.slice(4).split('/');

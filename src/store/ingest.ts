@@ -150,4 +150,9 @@ export interface GrowingFile {
    * resolves it at once and forgets the wait (a reader that stopped waiting leaves nothing behind).
    */
   next(atLeast?: number, signal?: AbortSignal): Promise<void>;
+  /**
+   * Copies up to `length` bytes at `position` into `buf` from the blob's first bytes, when they are still held in
+   * memory; 0 when they are not (read the file then). Never more than `available()` allows.
+   */
+  copyHead?(buf: Buffer, length: number, position: number): number;
 }

@@ -137,3 +137,62 @@ describe('Flight.growth', () => {
     expect(f.waiting).toBe(0);
   });
 });
+
+describe('Flight: the first bytes held in memory', () => {
+  /** A flight whose spool writes wait until `release` is called (a disk slow to take the first chunk). */
+  async function stalledFlight(blob: Buffer, declared = blob.length): Promise<{ f: Flight; release: () => void }> {
+    const writer = await store.beginIngest({ digest: sha256(blob), sizeBytes: declared });
+    let release = (): void => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const write = writer.write.bind(writer);
+    writer.write = async (chunk) => {
+      await gate;
+      return write(chunk);
+    };
+    return { f: new Flight(sha256(blob), declared, writer), release };
+  }
+
+  it('a tailer is woken and sent the first chunk before the spool has written it', async () => {
+    const blob = randomBytes(1024 * 1024);
+    const { f, release } = await stalledFlight(blob);
+    const woken = f.growth.next(1);
+    const run = f.run(pieces(blob, 64 * 1024));
+    await woken;
+    expect(f.growth.available()).toBe(64 * 1024);
+    const buf = Buffer.alloc(1024 * 1024);
+    expect(f.growth.copyHead?.(buf, buf.length, 0)).toBe(64 * 1024);
+    expect(buf.subarray(0, 64 * 1024).equals(blob.subarray(0, 64 * 1024))).toBe(true);
+    expect(f.growth.copyHead?.(buf, 100, 64 * 1024)).toBe(0);
+    release();
+    await run;
+    // Verified and in place: the memory is let go, and the file has every byte.
+    expect(f.growth.copyHead?.(buf, 100, 0)).toBe(0);
+    expect(f.growth.available()).toBe(blob.length);
+  });
+
+  it('a blob held whole in memory still keeps its last byte back until verified', async () => {
+    const blob = randomBytes(10 * 1000);
+    const { f, release } = await stalledFlight(blob);
+    const run = f.run(pieces(blob, blob.length));
+    await f.growth.next(blob.length - 1);
+    await turn();
+    expect(f.growth.available()).toBe(blob.length - 1);
+    const buf = Buffer.alloc(blob.length);
+    expect(f.growth.copyHead?.(buf, blob.length, 0)).toBe(blob.length - 1);
+    release();
+    await run;
+    expect(f.growth.available()).toBe(blob.length);
+  });
+
+  it('bytes past the declared size are never offered', async () => {
+    const blob = randomBytes(3000);
+    const { f, release } = await stalledFlight(blob, 2500);
+    const run = f.run(pieces(blob, 3000));
+    await turn();
+    expect(f.growth.available()).toBe(0);
+    release();
+    await run;
+    await expect(f.done).rejects.toThrow();
+    expect(f.growth.available()).toBe(0);
+  });
+});
