@@ -14,7 +14,8 @@ import { backgroundCores, measure, memoryOf, pollRss, treeCpuSeconds } from './p
 import { SLUICE_MAIN } from '../test/kit/sluice.js';
 import { BENCH_DIST, startSluice, writeSluiceConfig, type Server, type Target } from './servers.js';
 
-export type TargetKey = 'sluice' | 'registry' | 'nginx' | 'bare';
+/** `buffers`: sluice with SLUICE_SENDFILE=off (its buffered blob sender), beside sendfile in case 2. */
+export type TargetKey = 'sluice' | 'buffers' | 'registry' | 'nginx' | 'bare';
 
 export type Targets = Partial<Record<TargetKey, Target>>;
 

@@ -22,6 +22,7 @@ export interface BenchResults {
 
 export const COLUMNS: Array<{ key: TargetKey; title: string }> = [
   { key: 'sluice', title: 'sluice' },
+  { key: 'buffers', title: 'sluice, buffers' },
   { key: 'registry', title: 'docker-registry' },
   { key: 'nginx', title: 'nginx' },
   { key: 'bare', title: 'bare' },

@@ -194,7 +194,15 @@ async function main(): Promise<number> {
         }
         if (opts.only.has(2)) {
           phase(`case 2: blob throughput, wrk, ${s.throughputDurationS} s × ${s.rounds} round(s)`);
-          results.throughput = await runThroughputCase(s, { sluice, registry, nginx, bare: bareNode }, img, work);
+          // The same store served by a second sluice with the buffered sender: sendfile's gain, in the same run.
+          const buffersDir = join(work, 'sluice-buffers');
+          const cfg = await writeSluiceConfig(buffersDir, { storage: join(sluiceDir, 'data'), upstreamUrl: 'http://127.0.0.1:9', windows: 'never', allowlist: [img.ref] });
+          const buffers = await startSluice(cfg.file, cfg.port, { nodeArgs, name: 'sluice-buffers', env: { ...process.env, SLUICE_SENDFILE: 'off' } });
+          try {
+            results.throughput = await runThroughputCase(s, { sluice, buffers, registry, nginx, bare: bareNode }, img, work);
+          } finally {
+            await buffers.stop();
+          }
         }
       } finally {
         await Promise.all([sluice.stop(), nginx.stop(), bareNode.stop(), bareFastify.stop()]);

@@ -131,8 +131,8 @@ export async function writeSluiceConfig(dir: string, o: Omit<BenchSluiceOptions,
 }
 
 /** `node [nodeArgs] dist/src/main.js serve --config FILE`, ready once GET /v2/ answers 200. */
-export async function startSluice(configFile: string, port: number, opts: { nodeArgs?: string[]; name?: string } = {}): Promise<Server> {
+export async function startSluice(configFile: string, port: number, opts: { nodeArgs?: string[]; name?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Server> {
   const dir = dirname(configFile);
-  const proc = await startProc(opts.name ?? 'sluice', process.execPath, [...SERVE_NODE_FLAGS, ...(opts.nodeArgs ?? []), SLUICE_MAIN, 'serve', '--config', configFile], join(dir, `${opts.name ?? 'sluice'}.log`), { cwd: dir });
+  const proc = await startProc(opts.name ?? 'sluice', process.execPath, [...SERVE_NODE_FLAGS, ...(opts.nodeArgs ?? []), SLUICE_MAIN, 'serve', '--config', configFile], join(dir, `${opts.name ?? 'sluice'}.log`), { cwd: dir, env: opts.env ?? process.env });
   return server(opts.name ?? 'sluice', proc, port);
 }

@@ -15,6 +15,7 @@ import { AllowlistPolicy } from './mirror/decision.js';
 import { UpstreamAccess } from './mirror/upstream-access.js';
 import { abortWhenWindowCloses, windowGate } from './mirror/window-gate.js';
 import { registerRegistryRoutes } from './http/routes.js';
+import { blobSender } from './http/zero-copy-sender.js';
 import type { Store } from './store/store.js';
 import { openStore } from './store/open.js';
 import { followManual } from './window/manual-store.js';
@@ -40,6 +41,8 @@ export interface BuildOptions {
   now?: () => Date;
   /** Where request log entries go when `requestLog` is on; default the registry listener's logger. */
   requestLog?: (entry: RequestLogEntry) => void;
+  /** false: blobs go through the buffered sender even where sendfile(2) is there; default unless SLUICE_SENDFILE=off. */
+  sendfile?: boolean;
 }
 
 export interface App {
@@ -88,7 +91,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const access = new UpstreamAccess({ store, window, upstreams, tagTtlMs: config.tagTtlMs, log, ingestMetrics: metrics.ingest });
   const policy = new AllowlistPolicy(allowlist, store, access, denied);
   const mirror = new Mirror({ store, policy, access, ingestTimeoutMs: config.ingestTimeoutMs, log, ingestMetrics: metrics.ingest });
-  registerRegistryRoutes(registry, { mirror, hosts: hostTable(config), metrics: metrics.requests });
+  const sender = await blobSender(opts.sendfile);
+  metrics.blobSender(sender.kind);
+  if (sender.reason) registry.log.warn({ blobSender: sender.kind, reason: sender.reason }, 'blobs are sent through buffers, not sendfile');
+  else registry.log.info({ blobSender: sender.kind }, 'blobs are sent with sendfile');
+  registerRegistryRoutes(registry, { mirror, hosts: hostTable(config), metrics: metrics.requests, sender });
   const syncer = new Syncer(mirror, allowlist, store, window, config.platforms, config.upstreamTimeouts.syncMs, metrics.sync);
   if (signer) syncer.useSigner((host, name, digest) => signer.signImage(host, name, digest));
   const gc = new GarbageCollector(store, allowlist, { keep: config.gc.keep, graceMs: config.gcGraceMs }, metrics.gc);

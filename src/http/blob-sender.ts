@@ -93,6 +93,8 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
   let held = false;
   res.once('close', markGone);
   socket.once('close', markGone);
+  // A pipelined request answered after its connection closed would otherwise wait for a 'close' that has passed.
+  if (socket.destroyed) markGone();
   try {
     let pos = start;
     for (let i = 0; pos <= end && !gone; i ^= 1) {

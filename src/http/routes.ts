@@ -12,7 +12,8 @@ import type { BlobBytes, FetchNote, Mirror } from '../mirror/mirror.js';
 import { isClosedWindowMiss } from '../mirror/access.js';
 import { NO_REQUEST_METRICS, type Outcome, type RequestMetrics, type RouteKind } from '../metrics/ports.js';
 import { MediaType } from '../oci/manifest.js';
-import { sendFileRange, type GrowingFile } from './blob-sender.js';
+import type { GrowingFile } from './blob-sender.js';
+import type { BlobSender } from './zero-copy-sender.js';
 
 /** What the registry listener needs, handed over at composition (app.ts): the mirror is its one door to content. */
 export interface RegistryRoutesOptions {
@@ -20,6 +21,8 @@ export interface RegistryRoutesOptions {
   hosts: HostTable;
   /** Requests by kind and outcome, and body bytes sent; none counted when absent. */
   metrics?: RequestMetrics;
+  /** How blob files reach the socket (zero-copy-sender.ts): sendfile(2) or pooled buffers. */
+  sender: BlobSender;
 }
 
 /** What one request's handling learnt for its metrics: whether upstream was asked for it, and what was sent. */
@@ -110,7 +113,7 @@ function dispatch(req: FastifyRequest, reply: FastifyReply, parsed: ParsedReques
     case 'manifest':
       return serveManifest(req, reply, route, opts.mirror, served);
     case 'blob':
-      return serveBlob(req, reply, route, opts.mirror, served);
+      return serveBlob(req, reply, route, opts, served);
     case 'tags':
       return serveTagsList(req, reply, parsed, route, opts.mirror);
     case 'referrers':
@@ -153,7 +156,7 @@ async function serveReferrers(req: FastifyRequest, reply: FastifyReply, parsed: 
   reply.code(200).header('content-type', MediaType.ociIndex).send(body);
 }
 
-async function serveBlob(req: FastifyRequest, reply: FastifyReply, route: RouteOf<'blob'>, mirror: Mirror, served: Served): Promise<void> {
+async function serveBlob(req: FastifyRequest, reply: FastifyReply, route: RouteOf<'blob'>, { mirror, sender }: RegistryRoutesOptions, served: Served): Promise<void> {
   const rangeHeader = header(req, 'range');
   // containerd's "bytes=0-" can be sent from a download still arriving; any other range needs the verified blob.
   const fromOffset = rangeHeader !== undefined && !/^\s*bytes\s*=\s*0-\s*$/.test(rangeHeader);
@@ -180,7 +183,7 @@ async function serveBlob(req: FastifyRequest, reply: FastifyReply, route: RouteO
     redirect(reply, route.digest, bytes.url);
     return;
   }
-  served.bytes = await sendBytes(reply, plan, bytes);
+  served.bytes = await sendBytes(reply, plan, bytes, sender);
 }
 
 /**
@@ -192,7 +195,7 @@ function redirect(reply: FastifyReply, digest: string, url: string): void {
 }
 
 /** Resolves to the body bytes sent. */
-function sendBytes(reply: FastifyReply, plan: ContentPlan, bytes: Exclude<BlobBytes, { kind: 'redirect' }>): Promise<number> | number {
+function sendBytes(reply: FastifyReply, plan: ContentPlan, bytes: Exclude<BlobBytes, { kind: 'redirect' }>, sender: BlobSender): Promise<number> | number {
   switch (bytes.kind) {
     case 'buffer':
       send(reply, plan, bytes.bytes);
@@ -202,19 +205,19 @@ function sendBytes(reply: FastifyReply, plan: ContentPlan, bytes: Exclude<BlobBy
       send(reply, plan, bytes.stream);
       return bytes.sizeBytes;
     case 'fd':
-      return sendFd(reply, plan, bytes.fd, bytes.range);
+      return sendFd(reply, plan, sender, bytes.fd, bytes.range);
     case 'growing':
-      return sendFd(reply, plan, bytes.fd, bytes.range, bytes.file);
+      return sendFd(reply, plan, sender, bytes.fd, bytes.range, bytes.file);
   }
 }
 
-/** Straight from the file to the socket through pooled buffers (see blob-sender.ts). */
-async function sendFd(reply: FastifyReply, plan: ContentPlan, fd: number, range: { start: number; end: number }, growing?: GrowingFile): Promise<number> {
+/** Straight from the file to the socket: sendfile(2) for a committed blob, else pooled buffers (zero-copy-sender.ts). */
+async function sendFd(reply: FastifyReply, plan: ContentPlan, sender: BlobSender, fd: number, range: { start: number; end: number }, growing?: GrowingFile): Promise<number> {
   reply.hijack();
   const head: OutgoingHttpHeaders = { ...plan.headers };
   for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) head[k] = v;
   reply.raw.writeHead(plan.status, head);
-  return sendFileRange(fd, range.start, range.end, reply.raw, growing);
+  return sender.send(fd, range.start, range.end, reply.raw, growing);
 }
 
 function send(reply: FastifyReply, plan: ContentPlan, body?: Buffer | Readable): void {

@@ -42,6 +42,11 @@ export class Metrics {
     this.gc = gcMetrics(r);
   }
 
+  /** `sluice_blob_sender{sender}` 1: how committed blobs reach the socket (sendfile, or buffers as the fallback). */
+  blobSender(kind: 'sendfile' | 'buffers'): void {
+    new Gauge({ name: 'sluice_blob_sender', help: 'How committed blobs are sent: sendfile (zero-copy) or buffers (read and write; the fallback), 1 for the one in use.', labelNames: ['sender'], registers: [this.registry] }).set({ sender: kind }, 1);
+  }
+
   /** The handles of one upstream host, resolved once (the host set is the configured, closed list). */
   upstream(host: string): UpstreamMetrics {
     const requests = this.upstreamRequests.labels(host);

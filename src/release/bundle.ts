@@ -31,6 +31,8 @@ interface LockEntry {
   license?: string;
   dev?: boolean;
   link?: boolean;
+  /** A link's target, relative to the root. */
+  resolved?: string;
 }
 
 /** Every file, folder and symlink under `dir`, as entries under `prefix`; `skip(relative path, isDir)` prunes. */
@@ -58,9 +60,11 @@ export async function walk(dir: string, prefix: string, skip: (rel: string, isDi
 export async function productionPackages(root: string): Promise<Array<BundledPackage & { dir: string }>> {
   const lock = JSON.parse(await readFile(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockEntry> };
   const out: Array<BundledPackage & { dir: string }> = [];
-  for (const [path, entry] of Object.entries(lock.packages)) {
+  for (const [path, link] of Object.entries(lock.packages)) {
+    // A package of sluice's own (file: in package.json, e.g. the sendfile addon) is a link to its folder in src/.
+    const entry = link.link === true && link.resolved !== undefined ? lock.packages[link.resolved] ?? {} : link;
     if (!path.startsWith('node_modules/') || entry.dev === true || entry.link === true) continue;
-    const dir = join(root, path);
+    const dir = join(root, link.link === true && link.resolved !== undefined ? link.resolved : path);
     const installed = await readFile(join(dir, 'package.json'), 'utf8').then((t) => JSON.parse(t) as { name?: string; version?: string }, () => undefined);
     if (!installed) continue;
     if (installed.version !== entry.version) throw new Error(`${path} is ${installed.version ?? '?'} but the lock file says ${entry.version ?? '?'}: run npm ci`);

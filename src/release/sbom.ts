@@ -34,12 +34,14 @@ export async function makeSbom(root: string, pkg: PackageJson, packages: readonl
   const bom = JSON.parse(stdout) as CycloneDx;
   const wanted = new Set(packages.map((p) => `${p.name}@${p.version}`));
   const seen = new Set<string>();
+  // npm names a linked package (sluice's own, file: in package.json) after its folder; its bom-ref has the real name.
+  const keyOf = (c: Component): string => (c['bom-ref'] !== undefined && wanted.has(c['bom-ref']) ? c['bom-ref'] : `${c.name}@${c.version}`);
   const components = bom.components.filter((c) => {
-    const key = `${c.name}@${c.version}`;
+    const key = keyOf(c);
     if (!wanted.has(key) || seen.has(key)) return false;
     seen.add(key);
     return true;
-  });
+  }).map((c): Component => ({ ...c, name: keyOf(c).slice(0, keyOf(c).lastIndexOf('@')) }));
   const missing = [...wanted].filter((k) => !seen.has(k));
   if (missing.length > 0) throw new Error(`npm sbom does not list ${missing.join(', ')}`);
   const runtimeRef = `${runtime.packageName}@${runtime.version}`;

@@ -145,6 +145,8 @@ describe.skipIf(!ok)('the release tarball, unpacked on a host with no network an
     }
     expect(server.running, await server.log()).toBe(true);
     expect((await server.log())).toContain('registry listening');
+    // The sendfile addon (sluice's own, src/http/sendfile) is bundled built, as zstd-napi is, and loads under the bundled runtime.
+    expect(await server.log()).toContain('blobs are sent with sendfile');
 
     for (const img of layout.images) {
       const { host, name, tag } = splitRef(img.ref);
