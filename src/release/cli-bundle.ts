@@ -8,10 +8,12 @@ import { build } from 'rolldown';
 import { REPO_ROOT } from './source.js';
 
 /**
- * Loaded only by some configs or commands, or through createRequire at run time (prom-client, fastify's compilers):
- * they stay packages in node_modules, loaded when first needed, as test/component/start-up-imports.test.ts checks.
+ * Kept out of the bundle, as packages in node_modules: those loaded only by some configs or commands, or through
+ * createRequire at run time (prom-client, fastify's compilers), loaded when first needed as
+ * test/component/start-up-imports.test.ts checks; and the native addons (their `.node` files cannot be bundled).
  */
 export const LOADED_LATER: RegExp[] = [
+  /^sluice-sendfile($|\/)/,
   /^@aws-sdk\//, /^@smithy\//, /^pg($|\/)/, /^@sigstore\//, /^tar-stream($|\/)/, /^zstd-napi($|\/)/, /^bcryptjs($|\/)/,
   /^undici($|\/)/, /^prom-client($|\/)/, /^ajv($|\/)/, /^@fastify\/ajv-compiler($|\/)/, /^@fastify\/fast-json-stringify-compiler($|\/)/,
 ];
