@@ -4,7 +4,7 @@ import Fastify, { LogController, type FastifyError, type FastifyInstance, type F
 import { Allowlist } from './policy/allowlist.js';
 import type { Server as HttpsServer } from 'node:https';
 import type { Config, TlsConfig } from './config/config.js';
-import { Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
+import { cutMidResponse, Htpasswd, httpsOptions, reloadCertificates } from './http/listener.js';
 import { rememberUser } from './http/client-identity.js';
 import { logRequests, type RequestLogEntry } from './http/request-log.js';
 import { lazySerializers, lazyValidators } from './http/lazy-validation.js';
@@ -248,6 +248,7 @@ export function newFastify(logger: boolean, tls?: TlsConfig, api: 'registry' | '
       sendError(new RegistryError(badRequest, 'malformed request', { reason: err.message }), req, reply);
     },
   });
+  cutMidResponse(app.server);
   // Every answer, errors included, says which API it speaks (distribution-spec "API version check").
   app.addHook('onRequest', async (_req, reply) => {
     reply.header('docker-distribution-api-version', 'registry/2.0');

@@ -2,7 +2,9 @@
 // without dropping connections, and HTTP basic auth for nodes from a bcrypt htpasswd file.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
+import type { Duplex } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { TlsConfig } from '../config/config.js';
 import { RegistryError } from '../oci/errors.js';
@@ -14,6 +16,19 @@ export interface HttpsOptions {
   requestCert: boolean;
   rejectUnauthorized: boolean;
   minVersion: 'TLSv1.2';
+}
+
+/**
+ * A request Node cannot parse (malformed, headers too large, too slow) arriving on a connection whose response body
+ * is on its way: the connection is cut without a word. fastify's own handler, which runs next and leaves a destroyed
+ * socket alone, would write its 400 / 408 / 431 answer into the middle of that body, where the client would take it
+ * for the blob's bytes (the sendfile thread may even be writing after it).
+ */
+export function cutMidResponse(server: HttpServer | HttpsServer): void {
+  server.prependListener('clientError', (err: Error, socket: Duplex) => {
+    const answering = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    if (answering?.headersSent === true) socket.destroy(err);
+  });
 }
 
 /** With clientCA set, a client without a certificate signed by it fails the TLS handshake itself. */
