@@ -3,6 +3,7 @@
 import { close, read } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { sendFileRange, type GrowingFile } from './blob-sender.js';
 
 interface SendfileAddon {
@@ -56,7 +57,7 @@ export async function blobSender(zeroCopy = process.env.SLUICE_SENDFILE !== 'off
 
 /** The descriptor under a plain TCP socket; none for TLS (bytes must go through OpenSSL) or a closed socket. */
 function plainFd(socket: Socket): number | undefined {
-  if ((socket as Socket & { encrypted?: boolean }).encrypted === true) return undefined;
+  if (socket instanceof TLSSocket || (socket as Socket & { encrypted?: boolean }).encrypted === true) return undefined;
   const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }

@@ -93,6 +93,8 @@ export class Flight {
    */
   private keepHead(chunk: Uint8Array): boolean {
     const size = this.sizeBytes;
+    // Only for clients already waiting for the first bytes: a download nobody tails (a sync) keeps nothing in memory.
+    if (this.headBytes === 0 && this.waiters.size === 0) return false;
     if (size === undefined || this.headBytes !== this.written || this.headBytes >= HEAD_BYTES || this.headBytes + chunk.length > size) return false;
     this.head ??= Buffer.allocUnsafe(Math.min(size, HEAD_BYTES));
     const n = Math.min(chunk.length, this.head.length - this.headBytes);

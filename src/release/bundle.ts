@@ -81,12 +81,17 @@ async function packageEntries(dir: string, path: string): Promise<Entry[]> {
   const native = await lstat(join(dir, 'binding.gyp')).then(() => true, () => false);
   const entries = await walk(dir, path, (rel, isDir) => (isDir && rel === 'node_modules') || (native && rel === 'build'));
   if (!native) return entries;
+  let built = 0;
   for (const configuration of (await readdir(join(dir, 'build')).catch(() => [] as string[])).sort()) {
     const files = await readdir(join(dir, 'build', configuration)).catch(() => [] as string[]);
     for (const f of files.filter((n) => n.endsWith('.node')).sort()) {
       entries.push({ kind: 'file', path: `${path}/build/${configuration}/${f}`, mode: 0o755, source: join(dir, 'build', configuration, f) });
+      built++;
     }
   }
+  // An addon's install step may swallow a failed build (sluice-sendfile's does, so `npm ci` goes on): a release
+  // must not ship without it and fall back quietly on every host.
+  if (built === 0) throw new Error(`${path} is a native addon with no build/*/*.node: its build failed (run npm rebuild and read why)`);
   return entries;
 }
 

@@ -1,5 +1,6 @@
 // The registry listener over TLS: plain TLS, mutual TLS (no client certificate → handshake refused),
 // certificates reloaded without dropping open connections, and bcrypt basic auth for nodes.
+import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { request as httpsRequest, Agent } from 'node:https';
 import type { TLSSocket } from 'node:tls';
@@ -58,9 +59,25 @@ describe.skipIf(!ok)('TLS, mTLS and basic auth on the registry listener', () => 
       keyPath = join(pki.dir, 'live.key');
       await copyFile(pki.serverCert, certPath);
       await copyFile(pki.serverKey, keyPath);
-      s = await startSluice({ extra: { tls: { cert: certPath, key: keyPath } } });
+      s = await startSluice({ allowlist: ['ghcr.io/x/y'], extra: { tls: { cert: certPath, key: keyPath } } });
     });
     afterAll(async () => s?.close());
+
+    it('a blob big enough for sendfile comes through TLS intact (its bytes must go through OpenSSL, not around it)', async () => {
+      const blob = randomBytes(9 * 1024 * 1024 + 7);
+      const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+      await s.app.store.putBlob(blob);
+      await s.app.store.linkBlob('ghcr.io', 'x/y', digest);
+      const body = await new Promise<Buffer>((resolve, reject) => {
+        httpsRequest(`${s.url}/v2/ghcr.io/x/y/blobs/${digest}`, { ca }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve(Buffer.concat(chunks)));
+          res.on('error', reject);
+        }).on('error', reject).end();
+      });
+      expect(body.equals(blob)).toBe(true);
+    });
 
     it('answers over HTTPS with the configured certificate', async () => {
       expect(s.url.startsWith('https://')).toBe(true);

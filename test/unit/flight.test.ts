@@ -187,6 +187,7 @@ describe('Flight: the first bytes held in memory', () => {
   it('bytes past the declared size are never offered', async () => {
     const blob = randomBytes(3000);
     const { f, release } = await stalledFlight(blob, 2500);
+    const waiting = f.growth.next(1);
     const run = f.run(pieces(blob, 3000));
     await turn();
     expect(f.growth.available()).toBe(0);
@@ -194,5 +195,18 @@ describe('Flight: the first bytes held in memory', () => {
     await run;
     await expect(f.done).rejects.toThrow();
     expect(f.growth.available()).toBe(0);
+    await waiting;
+  });
+
+  it('a download nobody waits on (a sync) holds nothing in memory', async () => {
+    const blob = randomBytes(1024 * 1024);
+    const { f, release } = await stalledFlight(blob);
+    const run = f.run(pieces(blob, 64 * 1024));
+    await turn();
+    expect(f.growth.available()).toBe(0);
+    expect(f.growth.copyHead?.(Buffer.alloc(100), 100, 0)).toBe(0);
+    release();
+    await run;
+    expect(f.growth.available()).toBe(blob.length);
   });
 });
