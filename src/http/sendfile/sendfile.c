@@ -13,6 +13,9 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -80,6 +83,8 @@ static void finish(addon *a, transfer *t, int err) {
     }
   }
   t->err = err;
+  // After the environment started closing this returns napi_closing and t is freed here; the thread is joined by
+  // the cleanup hook, which runs before the function's own (hooks run last registered first), so it is still valid.
   if (napi_call_threadsafe_function(a->tsfn, t, napi_tsfn_nonblocking) != napi_ok) free(t);
 }
 
@@ -200,7 +205,11 @@ static int get_count(napi_env env, napi_value v, double max, double *out) {
 
 static int dup_checked(int fd, mode_t type) {
   struct stat st;
-  if (fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != type) return -1;
+  if (fstat(fd, &st) != 0) return -1;
+  if ((st.st_mode & S_IFMT) != type) {
+    errno = type == S_IFSOCK ? ENOTSOCK : EINVAL;
+    return -1;
+  }
   return fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
@@ -216,7 +225,13 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
       !get_count(env, argv[2], 9007199254740991.0, &offset) || !get_count(env, argv[3], 9007199254740991.0, &length))
     return fail(env, "ERR_INVALID_ARG", "send(socketFd, fileFd, offset, length, done)");
   if (!a->started) {
-    if (pthread_create(&a->thread, NULL, run, a) != 0) return fail(env, "ERR_SENDFILE_THREAD", "cannot start the sendfile thread");
+    // Signals (SIGTERM, SIGHUP) are for Node's own thread: the sendfile thread blocks them all.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int made = pthread_create(&a->thread, NULL, run, a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (made != 0) return fail(env, "ERR_SENDFILE_THREAD", "cannot start the sendfile thread");
     a->started = 1;
   }
   transfer *t = calloc(1, sizeof *t);
@@ -229,10 +244,13 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   t->sock = dup_checked((int)sock, S_IFSOCK);
   t->file = t->sock < 0 ? -1 : dup_checked((int)file, S_IFREG);
   if (t->file < 0) {
+    // errno says which: EMFILE (out of descriptors) is not the caller's mistake, ENOTSOCK / EBADF are.
+    char msg[96];
+    snprintf(msg, sizeof msg, "cannot take the socket and the file: %s", strerror(errno ? errno : EBADF));
     if (t->sock >= 0) close(t->sock);
     free(t);
     free(c);
-    return fail(env, "ERR_SENDFILE_FD", "not a socket and a regular file");
+    return fail(env, "ERR_SENDFILE_FD", msg);
   }
   t->offset = (off_t)offset;
   t->remaining = (uint64_t)length;
