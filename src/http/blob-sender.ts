@@ -16,11 +16,6 @@ const LARGE_MAX = 96;
 const SMALL_IDLE_MAX = 2048;
 /** The longest a client tailing a download waits for a full buffer while some bytes are there to send. */
 export const TAIL_FLUSH_MS = 500;
-/**
- * How much more a client tailing a download waits for once it has sent what there was: at least a 1 MiB buffer's
- * worth even on 64 KiB buffers, which then send it back to back (a boot storm's clients are mostly past the budget).
- */
-const TAIL_STEP = LARGE;
 const idle: Record<number, Buffer[]> = { [LARGE]: [], [SMALL]: [] };
 let largeInUse = 0;
 
@@ -115,7 +110,7 @@ export async function sendFileRange(fd: number, start: number, end: number, res:
             held = true;
             done();
           }, TAIL_FLUSH_MS);
-          void growing.next(pos + (flush ? want : Math.min(end - pos + 1, Math.max(want, TAIL_STEP))), stop.signal).then(done);
+          void growing.next(pos + want, stop.signal).then(done);
         });
         clearTimeout(timer);
         stop.abort();
