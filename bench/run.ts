@@ -33,6 +33,7 @@ interface Options {
   keep: boolean;
   cpuProf: boolean;
   rounds?: number;
+  nodes?: number[];
   outDir: string;
 }
 
@@ -45,20 +46,27 @@ function options(argv: string[]): Options {
       keep: { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
       rounds: { type: 'string' },
+      nodes: { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--quick] [--only 1,2,3,4,5,6] [--rounds N] [--cpu-prof] [--keep] [--out DIR]\n' +
+      'usage: npm run bench -- [--quick] [--only 1,2,3,4,5,6] [--rounds N] [--nodes 10,50,200] [--cpu-prof] [--keep] [--out DIR]\n' +
         '  --quick     about a minute: no 256 MiB blob, short runs, one round\n' +
         '  --only      run only these cases (1 rate, 2 throughput, 3 cold fan-in, 4 memory, 5 start-up, 6 boot storm,\n' +
         '              7 S3+PostgreSQL store vs fs: needs test/services/up.sh\'s SLUICE_TEST_* environment)\n' +
+        '  --nodes     the boot storm\'s node counts (default 10,50,200)\n' +
         '  --cpu-prof  run every sluice of cases 1-4 under node --cpu-prof; profiles go next to the JSON\n' +
         '  --keep      keep the temp folder (content, stores, logs)\n',
     );
     process.exit(0);
+  }
+  const nodes = values.nodes?.split(',').map(Number);
+  if (nodes?.some((n) => !Number.isInteger(n) || n < 1)) {
+    process.stderr.write(`bench: --nodes wants positive whole numbers separated by commas, not ${values.nodes}\n`);
+    process.exit(2);
   }
   const only = new Set((values.only ?? '1,2,3,4,5,6,7').split(',').map(Number).filter((n) => n >= 1 && n <= 7));
   return {
@@ -67,6 +75,7 @@ function options(argv: string[]): Options {
     keep: values.keep ?? false,
     cpuProf: values['cpu-prof'] ?? false,
     rounds: values.rounds === undefined ? undefined : Number(values.rounds),
+    nodes,
     outDir: values.out ?? join(REPO_ROOT, 'bench', 'results'),
   };
 }
@@ -137,7 +146,7 @@ async function pushToRegistry(layout: Layout, registry: Server): Promise<void> {
 
 async function main(): Promise<number> {
   const opts = options(process.argv.slice(2));
-  const s: Settings = { ...settings(opts.quick), ...(opts.rounds ? { rounds: opts.rounds, stormRounds: opts.rounds } : {}) };
+  const s: Settings = { ...settings(opts.quick), ...(opts.rounds ? { rounds: opts.rounds, stormRounds: opts.rounds } : {}), ...(opts.nodes ? { stormNodes: opts.nodes } : {}) };
   const missing: string[] = [];
   for (const t of REQUIRED) if (!(await which(t))) missing.push(t);
   if (missing.length > 0) {

@@ -1,11 +1,15 @@
 // The zero-copy blob sender (sendfile(2) through the sluice-sendfile addon) beside the buffered one it falls back
 // to: exact bytes at sizes around its boundaries, descriptors closed after a client leaves, a cut connection that
-// really ends (the addon's duplicate must not keep it open) and whose bytes never reach the next connection.
+// really ends (the addon's duplicate must not keep it open) and whose bytes never reach the next connection, and
+// little left queued unsent in the kernel for a reader that stops.
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { requireBinaries } from '../helpers/binaries.js';
 import { startSluice, type InProcessSluice } from '../helpers/sluice.js';
 import { MiB, sha256 } from '../kit/oci.js';
 
@@ -25,6 +29,10 @@ function get(url: string, range?: string): Promise<{ status: number; body: Buffe
     }).on('error', reject).end();
   });
 }
+
+const execFileP = promisify(execFile);
+// ss (iproute2) shows a socket's unsent bytes.
+const hasSs = requireBinaries(['ss'], 'blob-sendfile: unsent bytes (apt-get install iproute2)');
 
 const fds = (): number => readdirSync('/proc/self/fd').length;
 
@@ -135,6 +143,24 @@ for (const sendfile of [true, false]) {
       const r = await stalledReader(Number(new URL(sluice.url).port), path(big), 2 * MiB);
       // Its socket buffers fill up and the sender waits for it (EAGAIN, or a write that has not called back).
       await new Promise((res) => setTimeout(res, 300));
+      r.socket.resume();
+      expect(sha256(bodyOf(await r.all))).toBe(sha256(big));
+    });
+
+    it.runIf(sendfile && hasSs)('a reader that stops leaves little queued unsent in the server\'s socket (TCP_NOTSENT_LOWAT), and still gets every byte', async () => {
+      const port = Number(new URL(sluice.url).port);
+      const r = await stalledReader(port, path(big), 2 * MiB);
+      // Wait until the sender is blocked on the full window: what it queued beyond that is the socket's unsent bytes.
+      let notsent = 0;
+      for (let i = 0, last = -1; i < 50; i++) {
+        await new Promise((res) => setTimeout(res, 40));
+        const { stdout } = await execFileP('ss', ['-tinH', 'state', 'established', `( sport = :${port} )`]);
+        notsent = Math.max(0, ...[...stdout.matchAll(/notsent:(\d+)/g)].map((m) => Number(m[1])));
+        if (notsent === last && i > 5) break;
+        last = notsent;
+      }
+      // 32 KiB plus the one segment that crossed it; without the option the send buffer's megabytes sit here.
+      expect(notsent).toBeLessThanOrEqual(256 * KiB);
       r.socket.resume();
       expect(sha256(bodyOf(await r.all))).toBe(sha256(big));
     });
